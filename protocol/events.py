@@ -1,0 +1,238 @@
+"""Every event the executor records in a session's event log.
+
+An event is a fact that happened; the ``tasks`` and ``runs`` tables and the
+team-session.json projection are derived from the same transitions.  Events are
+appended, never edited.  Old logs stay readable: unknown fields are ignored and
+missing ones take their defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from protocol._base import Message
+from protocol.types import ErrorKind, Priority, TaskStatus
+
+__all__ = [
+    "EVENT_TYPES",
+    "AnyEvent",
+    "CapabilityGap",
+    "ConsensusBlocked",
+    "Event",
+    "EventDecodeError",
+    "RevisionCreated",
+    "RunCompleted",
+    "RunStarted",
+    "ServiceRestarted",
+    "SessionReconciled",
+    "ShutdownCompleted",
+    "ShutdownRequested",
+    "TaskCompleted",
+    "TaskCreated",
+    "TaskDispatched",
+    "TaskFailed",
+    "TaskProgress",
+    "TaskReady",
+    "TaskReset",
+    "TaskStarted",
+    "WorkerCrashed",
+    "WorkerRestarted",
+    "WorkerSpawned",
+    "decode_event",
+    "encode_event",
+]
+
+
+class Event(Message, frozen=True):
+    """Base of every logged event."""
+
+
+# --- the run -----------------------------------------------------------------
+
+
+class RunStarted(Event, frozen=True):
+    run_id: str
+    pid: int
+    command: str  # "run" or "resume"
+    max_workers: int
+
+
+class SessionReconciled(Event, frozen=True):
+    run_id: str
+    unclean_previous_stop: bool = False
+    reset_tasks: tuple[str, ...] = ()
+    created_tasks: tuple[str, ...] = ()
+    completed_from_session: tuple[str, ...] = ()
+    killed_pids: tuple[int, ...] = ()
+    report_path: str | None = None
+
+
+class ShutdownRequested(Event, frozen=True):
+    reason: str  # "signal SIGTERM", "escalation", "budget", ...
+    graceful: bool = True
+
+
+class ShutdownCompleted(Event, frozen=True):
+    run_id: str
+    clean: bool = True
+    interrupted_tasks: tuple[str, ...] = ()
+
+
+class RunCompleted(Event, frozen=True):
+    run_id: str
+    completed: int
+    total: int
+    failed: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+    duration_s: float = 0.0
+
+
+# --- tasks -------------------------------------------------------------------
+
+
+class TaskCreated(Event, frozen=True):
+    task_id: str
+    owner: str
+    priority: Priority = "P1"
+    blocked_by: tuple[str, ...] = ()
+    source: str = "task-analysis"  # or "revision", "mcp", ...
+
+
+class TaskReady(Event, frozen=True):
+    task_id: str
+
+
+class TaskDispatched(Event, frozen=True):
+    task_id: str
+    attempt: int
+    worker_id: str
+    backend: str
+
+
+class TaskStarted(Event, frozen=True):
+    task_id: str
+    attempt: int
+    pid: int
+
+
+class TaskProgress(Event, frozen=True):
+    task_id: str
+    attempt: int
+    note: str = ""
+    percent: int | None = None
+
+
+class TaskCompleted(Event, frozen=True):
+    task_id: str
+    attempt: int
+    artifacts: tuple[str, ...] = ()
+    summary: str = ""
+
+
+class TaskFailed(Event, frozen=True):
+    """One attempt failed; ``final`` says the task itself is now failed."""
+
+    task_id: str
+    attempt: int
+    error_kind: ErrorKind
+    error: str
+    final: bool = False
+    retry_in_s: float | None = None
+
+
+class TaskReset(Event, frozen=True):
+    task_id: str
+    previous_status: TaskStatus
+    reason: str
+
+
+class RevisionCreated(Event, frozen=True):
+    task_id: str
+    revises: str
+    reason: str
+
+
+class ConsensusBlocked(Event, frozen=True):
+    task_id: str
+    severity: str
+    detail: str
+    action: str  # "revision", "paused", "logged"
+
+
+class CapabilityGap(Event, frozen=True):
+    task_id: str
+    detail: str
+
+
+# --- workers and services --------------------------------------------------------
+
+
+class WorkerSpawned(Event, frozen=True):
+    worker_id: str
+    role: str
+    task_id: str
+
+
+class WorkerCrashed(Event, frozen=True):
+    worker_id: str
+    task_id: str | None
+    error: str
+
+
+class WorkerRestarted(Event, frozen=True):
+    worker_id: str
+    task_id: str | None
+    restarts: int
+    delay_s: float
+
+
+class ServiceRestarted(Event, frozen=True):
+    name: str
+    restarts: int
+    error: str
+
+
+AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime here
+    RunStarted,
+    SessionReconciled,
+    ShutdownRequested,
+    ShutdownCompleted,
+    RunCompleted,
+    TaskCreated,
+    TaskReady,
+    TaskDispatched,
+    TaskStarted,
+    TaskProgress,
+    TaskCompleted,
+    TaskFailed,
+    TaskReset,
+    RevisionCreated,
+    ConsensusBlocked,
+    CapabilityGap,
+    WorkerSpawned,
+    WorkerCrashed,
+    WorkerRestarted,
+    ServiceRestarted,
+]
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in AnyEvent.__args__  # type: ignore[attr-defined]
+}
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+EventDecodeError = msgspec.DecodeError
+
+
+def encode_event(event: Event) -> bytes:
+    """The JSON payload stored in the ``events`` table (``type`` included)."""
+    return _encoder.encode(event)
+
+
+def decode_event(payload: bytes | str) -> Event:
+    """Read a stored payload back; raises :class:`EventDecodeError` on bad input."""
+    return _decoder.decode(payload)

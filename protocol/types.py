@@ -1,0 +1,40 @@
+"""Shared vocabulary: task statuses, error kinds, priorities."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = [
+    "ERROR_KINDS",
+    "PRIORITIES",
+    "TASK_STATUSES",
+    "ErrorKind",
+    "Priority",
+    "TaskStatus",
+]
+
+TaskStatus = Literal["pending", "in_progress", "completed", "failed"]
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
+
+# Order matters: P0 is dispatched first.
+Priority = Literal["P0", "P1", "P2"]
+PRIORITIES: tuple[str, ...] = get_args(Priority)
+
+# What went wrong with an attempt, in the terms the dispatcher, the router and
+# the key pool act on.  Messages are for people; kinds are for code.
+ErrorKind = Literal[
+    "crash",  # the worker exited non-zero or died from a signal
+    "timeout",  # it ran past its wall-clock limit
+    "hang",  # it printed nothing for longer than its no-output limit
+    "bad_output",  # it exited 0 but its report could not be read
+    "spawn_failed",  # the program could not be started at all
+    "interrupted",  # the executor stopped it (shutdown); not the task's fault
+    "worker_crashed",  # our own worker actor failed while running it
+    "rate_limited",
+    "overloaded",
+    "auth",
+    "context_too_long",
+    "max_turns",
+    "permission_denied",
+]
+ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)

@@ -1,0 +1,263 @@
+"""What ``executor check`` shows: where a pipeline stands, read-only.
+
+Built from the session folder, the state database (when a run has happened)
+and the lock file (is a run live right now?).  Never writes: it works from
+another process while a run is going on.  Linear in tasks plus edges.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from session.graph import TaskSpec, layers, priority_rank
+from session.loader import inspect_session
+from session.lock import read_holder
+from session.problems import Problem
+from session.processes import is_alive
+from session.store import StoreReader, TaskRow
+
+__all__ = [
+    "ActiveWorker",
+    "CheckReport",
+    "FailedTask",
+    "Progress",
+    "TaskView",
+    "build_report",
+]
+
+ViewStatus = Literal["pending", "in_progress", "completed", "failed", "not_created"]
+
+
+class Progress(msgspec.Struct, frozen=True):
+    completed: int
+    total: int
+    percent: float
+
+
+class TaskView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    status: ViewStatus
+    blocked_by: list[str]
+    priority: str
+    attempts: int
+    subject: str = ""
+
+
+class ActiveWorker(msgspec.Struct, frozen=True, kw_only=True):
+    task_id: str
+    role: str
+    pid: int | None
+    backend: str
+    attempt: int
+    started_at: str
+    elapsed_s: float
+
+
+class FailedTask(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    error_kind: str | None
+    error: str | None
+    attempts: int
+
+
+class BlockedTask(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    waiting_on_failed: list[str]
+
+
+class ExecutorState(msgspec.Struct, frozen=True, kw_only=True):
+    running: bool
+    pid: int | None = None
+    command: str | None = None
+    started_at: str | None = None
+    last_run_id: str | None = None
+    last_stop_clean: bool | None = None
+
+
+class CheckReport(msgspec.Struct, kw_only=True):
+    """The facts ``check --json`` prints.  Later versions add fields, never rename."""
+
+    session_id: str | None
+    folder: str
+    valid: bool
+    status: str | None
+    progress: Progress
+    tasks: list[TaskView]
+    layers: list[list[str]]
+    active_workers: list[ActiveWorker]
+    ready: list[str]
+    failed: list[FailedTask]
+    blocked: list[BlockedTask]
+    executor: ExecutorState
+    next_command: str
+    problems: list[Problem] = msgspec.field(default_factory=list)
+    recovery_report: str | None = None
+
+
+def _elapsed(started_at: str, now: datetime) -> float:
+    try:
+        return max(0.0, (now - datetime.fromisoformat(started_at)).total_seconds())
+    except ValueError:
+        return 0.0
+
+
+def _invalid(folder: Path, problems: list[Problem]) -> CheckReport:
+    return CheckReport(
+        session_id=None,
+        folder=str(folder),
+        valid=False,
+        status=None,
+        progress=Progress(0, 0, 0.0),
+        tasks=[],
+        layers=[],
+        active_workers=[],
+        ready=[],
+        failed=[],
+        blocked=[],
+        executor=ExecutorState(running=read_holder(folder) is not None),
+        next_command=f"executor validate --session {folder}",
+        problems=problems,
+    )
+
+
+def build_report(folder: Path) -> CheckReport:
+    """Everything ``check`` shows.  Raises :class:`session.store.StoreError` on a bad database."""
+    folder = Path(folder)
+    session, problems = inspect_session(folder)
+    if session is None:
+        return _invalid(folder, problems)
+
+    holder = read_holder(folder)
+    reader = StoreReader.open(folder)
+    rows: dict[str, TaskRow] = {}
+    meta: dict[str, str] = {}
+    open_runs = []
+    if reader is not None:
+        try:
+            rows = {row.id: row for row in reader.tasks()}
+            meta = reader.meta()
+            open_runs = reader.open_runs() if holder is not None else []
+        finally:
+            reader.close()
+
+    completed_in_file = set(session.team.completed_tasks)
+    specs: list[TaskSpec] = list(session.tasks)
+    known = {spec.id for spec in specs}
+    # Tasks created at run time (revisions, submitted through MCP) live only in the store.
+    for row in rows.values():
+        if row.id not in known:
+            specs.append(TaskSpec(id=row.id, owner=row.owner, blocked_by=tuple(row.blocked_by), priority=row.priority))
+
+    views: list[TaskView] = []
+    status_of: dict[str, ViewStatus] = {}
+    for spec in specs:
+        row = rows.get(spec.id)
+        status: ViewStatus
+        if row is not None:
+            status = row.status
+        elif spec.id in completed_in_file:
+            status = "completed"
+        else:
+            status = "not_created"
+        status_of[spec.id] = status
+        views.append(
+            TaskView(
+                id=spec.id,
+                owner=spec.owner,
+                status=status,
+                blocked_by=list(row.blocked_by if row else spec.blocked_by),
+                priority=row.priority if row else spec.priority,
+                attempts=row.attempts if row else 0,
+                subject=spec.subject,
+            )
+        )
+
+    # Blocked by failure, transitively, walking the layers in order.
+    graph_layers = layers(specs)
+    doomed: dict[str, list[str]] = {}
+    blocked_by = {view.id: view.blocked_by for view in views}
+    for layer in graph_layers:
+        for task_id in layer:
+            if status_of[task_id] in ("completed", "failed", "in_progress"):
+                continue
+            culprits = sorted(
+                {dep for dep in blocked_by[task_id] if status_of.get(dep) == "failed"}
+                | {c for dep in blocked_by[task_id] for c in doomed.get(dep, [])}
+            )
+            if culprits:
+                doomed[task_id] = culprits
+
+    ready_views = [
+        view
+        for view in views
+        if view.status in ("pending", "not_created")
+        and view.id not in doomed
+        and all(status_of.get(dep) == "completed" for dep in view.blocked_by)
+    ]
+    ready = [view.id for view in sorted(ready_views, key=lambda v: (priority_rank(v.priority), v.id))]
+
+    now = datetime.now(UTC)
+    active = [
+        ActiveWorker(
+            task_id=run.task_id,
+            role=rows[run.task_id].owner if run.task_id in rows else "",
+            pid=run.pid,
+            backend=run.backend,
+            attempt=run.attempt,
+            started_at=run.started_at,
+            elapsed_s=round(_elapsed(run.started_at, now), 1),
+        )
+        for run in open_runs
+        if run.pid is None or is_alive(run.pid, run.pid_create_time)
+    ]
+    failed = [
+        FailedTask(id=row.id, error_kind=row.last_error_kind, error=row.last_error, attempts=row.attempts)
+        for row in rows.values()
+        if row.status == "failed"
+    ]
+    completed = sum(1 for status in status_of.values() if status == "completed")
+    total = len(status_of)
+    last_clean = meta.get("clean_stop")
+    executor = ExecutorState(
+        running=holder is not None,
+        pid=holder.pid if holder else None,
+        command=holder.command if holder else None,
+        started_at=holder.started_at if holder else None,
+        last_run_id=meta.get("run_id"),
+        last_stop_clean=None if last_clean is None else last_clean == "1",
+    )
+
+    if holder is not None:
+        next_command = f"executor check --session {folder}  (a run is in progress)"
+    elif completed == total:
+        next_command = "nothing: every task is complete"
+    elif reader is None:
+        next_command = f"executor run --session {folder}"
+    elif ready or any(s in ("pending", "in_progress", "not_created") for s in status_of.values()):
+        next_command = f"executor resume --session {folder}"
+    else:
+        next_command = f"inspect the failed tasks, then `executor resume --session {folder}`"
+
+    recovery = meta.get("recovery_report")
+    return CheckReport(
+        session_id=session.session_id,
+        folder=str(folder),
+        valid=True,
+        status=session.team.status,
+        progress=Progress(completed, total, round(100.0 * completed / total, 1) if total else 0.0),
+        tasks=views,
+        layers=graph_layers,
+        active_workers=active,
+        ready=ready,
+        failed=failed,
+        blocked=[BlockedTask(id=t, waiting_on_failed=c) for t, c in doomed.items()],
+        executor=executor,
+        next_command=next_command,
+        problems=[p for p in problems if p.severity == "warning"],
+        recovery_report=recovery,
+    )

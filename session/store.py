@@ -1,0 +1,349 @@
+"""The session's durable state: ``<session>/.executor/state.db``.
+
+Tables: ``events`` (append-only log of protocol events), ``tasks`` (the
+TaskList), ``runs`` (one row per worker attempt) and ``meta`` (run
+bookkeeping).  SQLite in WAL mode, so ``executor check`` in another process
+reads while a run writes.
+
+One writer: a :class:`Store` belongs to the thread that opened it (in a run,
+the Session actor).  Readers anywhere use :meth:`StoreReader.open`, which never
+writes and never creates files.
+
+Durability: ``synchronous=NORMAL``.  A committed transaction survives the
+executor being killed (kill -9); after a power cut the last few commits may be
+lost but the database stays consistent, and the Reconciler then re-runs tasks
+whose completion was lost.  ``synchronous=FULL`` costs ~1 ms per commit here
+(see benchmarks/README.md), which would make a run of short tasks fsync-bound.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlite_utils
+
+from protocol.events import Event, decode_event, encode_event
+from protocol.types import ErrorKind, Priority, TaskStatus
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATE_DIR",
+    "RunRow",
+    "Store",
+    "StoreError",
+    "StoreReader",
+    "TaskRow",
+    "utc_now",
+]
+
+STATE_DIR = ".executor"
+DB_NAME = "state.db"
+
+
+class StoreError(Exception):
+    """The state database cannot be used (newer schema, corrupt file, ...)."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class TaskRow(msgspec.Struct, kw_only=True):
+    id: str
+    owner: str
+    status: TaskStatus = "pending"
+    subject: str = ""
+    priority: Priority = "P1"
+    blocked_by: list[str] = msgspec.field(default_factory=list)
+    attempts: int = 0
+    max_attempts: int = 3
+    not_before: str | None = None  # no dispatch before this time (retry backoff)
+    last_error: str | None = None
+    last_error_kind: ErrorKind | None = None
+    source: str = "task-analysis"
+    revises: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    completed_at: str | None = None
+
+
+class RunRow(msgspec.Struct, kw_only=True):
+    id: int
+    run_id: str
+    task_id: str
+    attempt: int
+    worker_id: str
+    backend: str
+    model: str | None = None
+    key_id: str | None = None
+    pid: int | None = None
+    pid_create_time: float | None = None
+    started_at: str = ""
+    ended_at: str | None = None
+    exit_code: int | None = None
+    outcome: str | None = None  # "completed", "failed", "interrupted"
+    error_kind: str | None = None
+    error: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_cached: int | None = None
+    cost_usd: float | None = None
+    log_path: str | None = None
+
+
+# --- schema ----------------------------------------------------------------------
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["events"].create(
+        {"id": int, "type": str, "task_id": str, "payload_json": str, "occurred_at": str},
+        pk="id",
+        not_null={"type", "payload_json", "occurred_at"},
+    )
+    db["events"].create_index(["task_id"])
+    db["tasks"].create(
+        {
+            "id": str,
+            "owner": str,
+            "status": str,
+            "subject": str,
+            "priority": str,
+            "blocked_by": str,
+            "attempts": int,
+            "max_attempts": int,
+            "not_before": str,
+            "last_error": str,
+            "last_error_kind": str,
+            "source": str,
+            "revises": str,
+            "created_at": str,
+            "updated_at": str,
+            "completed_at": str,
+        },
+        pk="id",
+        not_null={"owner", "status"},
+    )
+    db["tasks"].create_index(["status"])
+    db["runs"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "task_id": str,
+            "attempt": int,
+            "worker_id": str,
+            "backend": str,
+            "model": str,
+            "key_id": str,
+            "pid": int,
+            "pid_create_time": float,
+            "started_at": str,
+            "ended_at": str,
+            "exit_code": int,
+            "outcome": str,
+            "error_kind": str,
+            "error": str,
+            "tokens_in": int,
+            "tokens_out": int,
+            "tokens_cached": int,
+            "cost_usd": float,
+            "log_path": str,
+        },
+        pk="id",
+    )
+    db["runs"].create_index(["task_id"])
+    db["runs"].create_index(["ended_at"])
+    db["meta"].create({"key": str, "value": str}, pk="key")
+
+
+# Append only: migration N turns schema N-1 into N, inside one transaction.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_TASK_COLUMNS = tuple(TaskRow.__struct_fields__)
+_RUN_COLUMNS = tuple(RunRow.__struct_fields__)
+
+
+def _task_from_row(row: dict[str, Any]) -> TaskRow:
+    row = dict(row)
+    row["blocked_by"] = msgspec.json.decode(row["blocked_by"] or "[]")
+    return msgspec.convert({k: v for k, v in row.items() if v is not None}, TaskRow)
+
+
+def _task_to_row(task: TaskRow) -> dict[str, Any]:
+    row = msgspec.structs.asdict(task)
+    row["blocked_by"] = msgspec.json.encode(task.blocked_by).decode()
+    return row
+
+
+def _run_from_row(row: dict[str, Any]) -> RunRow:
+    return msgspec.convert({k: v for k, v in row.items() if v is not None}, RunRow)
+
+
+class _Reads:
+    """Queries shared by the writer and the read-only reader."""
+
+    db: sqlite_utils.Database
+
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def tasks(self) -> list[TaskRow]:
+        return [_task_from_row(row) for row in self.db.query("SELECT * FROM tasks")]
+
+    def task(self, task_id: str) -> TaskRow | None:
+        rows = list(self.db.query("SELECT * FROM tasks WHERE id = ?", [task_id]))
+        return _task_from_row(rows[0]) if rows else None
+
+    def open_runs(self) -> list[RunRow]:
+        """Attempts that started and never recorded an end."""
+        return [_run_from_row(r) for r in self.db.query("SELECT * FROM runs WHERE ended_at IS NULL")]
+
+    def runs(self, task_id: str | None = None) -> list[RunRow]:
+        if task_id is None:
+            return [_run_from_row(r) for r in self.db.query("SELECT * FROM runs ORDER BY id")]
+        return [_run_from_row(r) for r in self.db.query("SELECT * FROM runs WHERE task_id = ? ORDER BY id", [task_id])]
+
+    def meta(self) -> dict[str, str]:
+        return {row["key"]: row["value"] for row in self.db.query("SELECT key, value FROM meta")}
+
+    def events(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, Event]]:
+        rows = self.db.execute(
+            "SELECT id, occurred_at, payload_json FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            [after_id, limit],
+        ).fetchall()
+        return [(row[0], row[1], decode_event(row[2])) for row in rows]
+
+    def count_events(self, event_type: str | None = None, task_id: str | None = None) -> int:
+        sql, params = "SELECT count(*) FROM events WHERE 1=1", []
+        if event_type is not None:
+            sql, params = sql + " AND type = ?", [*params, event_type]
+        if task_id is not None:
+            sql, params = sql + " AND task_id = ?", [*params, task_id]
+        return int(self.db.execute(sql, params).fetchone()[0])
+
+
+class Store(_Reads):
+    """The writer.  Bound to the thread that opened it."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, session_folder: Path) -> Store:
+        state_dir = Path(session_folder) / STATE_DIR
+        state_dir.mkdir(exist_ok=True)
+        path = state_dir / DB_NAME
+        try:
+            db = sqlite_utils.Database(path)
+            db.enable_wal()
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db, path)
+            store._migrate()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{path}: cannot open the state database ({error})") from error
+        return store
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this executor's "
+                f"{SCHEMA_VERSION}; upgrade team-executor"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.db.atomic():
+                MIGRATIONS[number](self.db)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        with self.db.atomic():
+            yield self
+
+    def append(self, event: Event, task_id: str | None = None) -> int:
+        task_id = task_id if task_id is not None else getattr(event, "task_id", None)
+        cursor = self.db.execute(
+            "INSERT INTO events (type, task_id, payload_json, occurred_at) VALUES (?, ?, ?, ?)",
+            [event.__struct_config__.tag, task_id, encode_event(event).decode(), utc_now()],
+        )
+        return int(cursor.lastrowid or 0)
+
+    def put_tasks(self, tasks: list[TaskRow]) -> None:
+        self.db["tasks"].upsert_all([_task_to_row(t) for t in tasks], pk="id")
+
+    def update_task(self, task_id: str, **changes: Any) -> None:
+        if "blocked_by" in changes:
+            changes["blocked_by"] = msgspec.json.encode(changes["blocked_by"]).decode()
+        changes.setdefault("updated_at", utc_now())
+        unknown = set(changes) - set(_TASK_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown task columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        self.db.execute(
+            f"UPDATE tasks SET {assignments} WHERE id = ?",  # noqa: S608 - names checked above
+            [*changes.values(), task_id],
+        )
+
+    def insert_run(self, **fields: Any) -> int:
+        fields.setdefault("started_at", utc_now())
+        return int(self.db["runs"].insert(fields).last_pk)
+
+    def update_run(self, run_id: int, **changes: Any) -> None:
+        unknown = set(changes) - set(_RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown run columns: {sorted(unknown)}")
+        self.db["runs"].update(run_id, changes)
+
+    def set_meta(self, **values: str) -> None:
+        self.db["meta"].upsert_all([{"key": k, "value": v} for k, v in values.items()], pk="key")
+
+
+class StoreReader(_Reads):
+    """A read-only view for ``check`` and ``watch``, safe while a run writes.
+
+    Never creates or changes a file: with a write-ahead log present (a run is
+    going on, or one was killed) it opens read-only and reads the log too;
+    otherwise the database is complete on its own and opens as immutable.
+    """
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    @classmethod
+    def open(cls, session_folder: Path) -> StoreReader | None:
+        path = (Path(session_folder) / STATE_DIR / DB_NAME).resolve()
+        if not path.is_file():
+            return None
+        wal = path.with_name(DB_NAME + "-wal")
+        mode = "mode=ro" if wal.exists() else "immutable=1"
+        try:
+            conn = sqlite3.connect(f"{path.as_uri()}?{mode}", uri=True, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            reader = cls(sqlite_utils.Database(conn))
+            version = reader.schema_version()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{path}: cannot read the state database ({error})") from error
+        if version == 0:
+            conn.close()
+            return None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(
+                f"{path} has schema version {version}, newer than this executor's "
+                f"{SCHEMA_VERSION}; upgrade team-executor"
+            )
+        return reader
+
+    def close(self) -> None:
+        self.db.close()
