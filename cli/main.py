@@ -20,7 +20,6 @@ from cli.render import render_check, render_problems
 from session.loader import inspect_session
 from session.report import build_report
 from session.store import StoreError
-from session.templates import TEMPLATES, InitError, init_session
 
 __all__ = ["app", "main"]
 
@@ -111,7 +110,7 @@ def init(
     session: SessionOption,
     goal: Annotated[str, typer.Argument(help="What the team should achieve.")],
     template: Annotated[
-        str, typer.Option("--template", "-t", help=f"One of: {', '.join(sorted(TEMPLATES))}.")
+        str, typer.Option("--template", "-t", help="A built-in template, e.g. pm-architect-coder-qa.")
     ] = "pm-architect-coder-qa",
     backend: Annotated[
         str | None, typer.Option("--backend", help="Write `backend: NAME` into every role-spec (e.g. demo).")
@@ -121,6 +120,8 @@ def init(
 
     Example: executor init --session work/login --template pm-architect-coder-qa "Add a login page"
     """
+    from session.templates import InitError, init_session  # noqa: PLC0415 - only init needs it
+
     try:
         session_id = init_session(session, template, goal, backend=backend)
     except InitError as error:
@@ -128,6 +129,15 @@ def init(
     console = _stdout()
     console.print(f"created {session_id} in {session}")
     console.print(f"next: executor run --session {session}")
+
+
+@app.command()
+def demo() -> None:
+    """Run the built-in demo session (pm -> architect -> coder -> qa) on the demo agent.
+
+    Example: executor demo
+    """
+    _stdout().print("not yet: `executor run` is being built (issue 3); try `executor check --session examples/demo`")
 
 
 def main() -> None:

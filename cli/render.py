@@ -92,7 +92,7 @@ def render_check(console: Console, report: CheckReport, per_layer: int = 12, ful
         for failed in report.failed if full else report.failed[:50]:
             console.print(
                 f"  ✗ {escape(failed.id)}  after {failed.attempts} attempt(s)  "
-                f"[{escape(failed.error_kind or '?')}] {escape((failed.error or '').strip()[:300])}"
+                f"\\[{escape(failed.error_kind or '?')}] {escape((failed.error or '').strip()[:300])}"
             )
     if report.blocked:
         console.print(f"\n[bold yellow]blocked by failures[/] ({len(report.blocked)})")

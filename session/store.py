@@ -23,13 +23,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import sqlite_utils
 
 from protocol.events import Event, decode_event, encode_event
 from protocol.types import ErrorKind, Priority, TaskStatus
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -169,10 +171,16 @@ _TASK_COLUMNS = tuple(TaskRow.__struct_fields__)
 _RUN_COLUMNS = tuple(RunRow.__struct_fields__)
 
 
-def _task_from_row(row: dict[str, Any]) -> TaskRow:
-    row = dict(row)
-    row["blocked_by"] = msgspec.json.decode(row["blocked_by"] or "[]")
-    return msgspec.convert({k: v for k, v in row.items() if v is not None}, TaskRow)
+_TASK_JSON_FIELDS = ", ".join(
+    f"'{name}', json(ifnull({name}, '[]'))" if name == "blocked_by" else f"'{name}', {name}" for name in _TASK_COLUMNS
+)
+# Built from our own column names only; nothing from outside reaches this string.
+_TASKS_AS_JSON = f"SELECT json_group_array(json_object({_TASK_JSON_FIELDS})) FROM tasks"  # noqa: S608
+_tasks_decoder = msgspec.json.Decoder(list[TaskRow])
+
+
+def _without_nulls(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if value is not None}
 
 
 def _task_to_row(task: TaskRow) -> dict[str, Any]:
@@ -181,39 +189,58 @@ def _task_to_row(task: TaskRow) -> dict[str, Any]:
     return row
 
 
-def _run_from_row(row: dict[str, Any]) -> RunRow:
-    return msgspec.convert({k: v for k, v in row.items() if v is not None}, RunRow)
-
-
 class _Reads:
-    """Queries shared by the writer and the read-only reader."""
+    """Queries shared by the writer and the read-only reader (plain sqlite3, no ORM).
 
-    db: sqlite_utils.Database
+    Rows are decoded straight into Structs; the task list comes back as one
+    JSON array from SQLite and is decoded in one call, so a 10,000-task check
+    stays cheap.
+    """
+
+    conn: sqlite3.Connection
+
+    def _rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cursor = self.conn.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
     def tasks(self) -> list[TaskRow]:
-        return [_task_from_row(row) for row in self.db.query("SELECT * FROM tasks")]
+        (text,) = self.conn.execute(_TASKS_AS_JSON).fetchone()
+        try:
+            return _tasks_decoder.decode(text)
+        except msgspec.ValidationError:
+            # A NULL in a column that has a default (a row another tool wrote): the slow path.
+            return [msgspec.convert(_without_nulls(row), TaskRow) for row in msgspec.json.decode(text)]
 
     def task(self, task_id: str) -> TaskRow | None:
-        rows = list(self.db.query("SELECT * FROM tasks WHERE id = ?", [task_id]))
-        return _task_from_row(rows[0]) if rows else None
+        rows = self._rows("SELECT * FROM tasks WHERE id = ?", [task_id])
+        if not rows:
+            return None
+        row = rows[0]
+        row["blocked_by"] = msgspec.json.decode(row["blocked_by"] or "[]")
+        return msgspec.convert(_without_nulls(row), TaskRow)
 
     def open_runs(self) -> list[RunRow]:
         """Attempts that started and never recorded an end."""
-        return [_run_from_row(r) for r in self.db.query("SELECT * FROM runs WHERE ended_at IS NULL")]
+        return [
+            msgspec.convert(_without_nulls(r), RunRow) for r in self._rows("SELECT * FROM runs WHERE ended_at IS NULL")
+        ]
 
     def runs(self, task_id: str | None = None) -> list[RunRow]:
         if task_id is None:
-            return [_run_from_row(r) for r in self.db.query("SELECT * FROM runs ORDER BY id")]
-        return [_run_from_row(r) for r in self.db.query("SELECT * FROM runs WHERE task_id = ? ORDER BY id", [task_id])]
+            rows = self._rows("SELECT * FROM runs ORDER BY id")
+        else:
+            rows = self._rows("SELECT * FROM runs WHERE task_id = ? ORDER BY id", [task_id])
+        return [msgspec.convert(_without_nulls(r), RunRow) for r in rows]
 
     def meta(self) -> dict[str, str]:
-        return {row["key"]: row["value"] for row in self.db.query("SELECT key, value FROM meta")}
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
     def events(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, Event]]:
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT id, occurred_at, payload_json FROM events WHERE id > ? ORDER BY id LIMIT ?",
             [after_id, limit],
         ).fetchall()
@@ -225,7 +252,7 @@ class _Reads:
             sql, params = sql + " AND type = ?", [*params, event_type]
         if task_id is not None:
             sql, params = sql + " AND task_id = ?", [*params, task_id]
-        return int(self.db.execute(sql, params).fetchone()[0])
+        return int(self.conn.execute(sql, params).fetchone()[0])
 
 
 class Store(_Reads):
@@ -233,6 +260,7 @@ class Store(_Reads):
 
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
         self.db = db
+        self.conn = db.conn
         self.path = path
 
     @classmethod
@@ -240,6 +268,8 @@ class Store(_Reads):
         state_dir = Path(session_folder) / STATE_DIR
         state_dir.mkdir(exist_ok=True)
         path = state_dir / DB_NAME
+        import sqlite_utils  # noqa: PLC0415 - only the writer needs it; keeps `check` fast to start
+
         try:
             db = sqlite_utils.Database(path)
             db.enable_wal()
@@ -317,8 +347,8 @@ class StoreReader(_Reads):
     otherwise the database is complete on its own and opens as immutable.
     """
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self.db = db
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
     @classmethod
     def open(cls, session_folder: Path) -> StoreReader | None:
@@ -330,7 +360,7 @@ class StoreReader(_Reads):
         try:
             conn = sqlite3.connect(f"{path.as_uri()}?{mode}", uri=True, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=5000")
-            reader = cls(sqlite_utils.Database(conn))
+            reader = cls(conn)
             version = reader.schema_version()
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{path}: cannot read the state database ({error})") from error
@@ -346,4 +376,4 @@ class StoreReader(_Reads):
         return reader
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()

@@ -1,0 +1,158 @@
+"""The SQLite event store: schema, migrations, writes, and a reader that never writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from protocol.events import TaskCompleted, TaskCreated, TaskFailed
+from session.store import SCHEMA_VERSION, Store, StoreError, StoreReader, TaskRow
+
+
+def test_a_new_store_is_in_wal_mode_at_the_current_schema_version(tmp_path):
+    store = Store.open(tmp_path)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert set(store.db.table_names()) >= {"events", "tasks", "runs", "meta"}
+    finally:
+        store.close()
+    assert (tmp_path / ".executor" / "state.db").is_file()
+
+
+def test_reopening_does_not_migrate_twice(tmp_path):
+    Store.open(tmp_path).close()
+    store = Store.open(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION
+    store.close()
+
+
+def test_a_newer_schema_is_refused_with_the_fix(tmp_path):
+    Store.open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / ".executor" / "state.db")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    conn.close()
+    with pytest.raises(StoreError, match=r"upgrade team-executor"):
+        Store.open(tmp_path)
+    with pytest.raises(StoreError, match=r"upgrade team-executor"):
+        StoreReader.open(tmp_path)
+
+
+def test_a_corrupt_database_is_a_store_error_not_a_crash(tmp_path):
+    (tmp_path / ".executor").mkdir()
+    (tmp_path / ".executor" / "state.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"state\.db"):
+        Store.open(tmp_path)
+    with pytest.raises(StoreError, match=r"state\.db"):
+        StoreReader.open(tmp_path)
+
+
+def test_events_round_trip_as_protocol_structs(tmp_path):
+    store = Store.open(tmp_path)
+    with store.transaction():
+        store.append(TaskCreated(task_id="A-1", owner="r", blocked_by=("B-1",)))
+        store.append(TaskFailed(task_id="A-1", attempt=1, error_kind="hang", error="silent"))
+        store.append(TaskCompleted(task_id="A-1", attempt=2, artifacts=("artifacts/a.md",)))
+    events = [event for _, _, event in store.events()]
+    assert events == [
+        TaskCreated(task_id="A-1", owner="r", blocked_by=("B-1",)),
+        TaskFailed(task_id="A-1", attempt=1, error_kind="hang", error="silent"),
+        TaskCompleted(task_id="A-1", attempt=2, artifacts=("artifacts/a.md",)),
+    ]
+    assert store.count_events("task_completed", "A-1") == 1
+    row = store.db.execute("SELECT type, task_id FROM events ORDER BY id LIMIT 1").fetchone()
+    assert row == ("task_created", "A-1")
+    store.close()
+
+
+def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
+    store = Store.open(tmp_path)
+
+    def create_then_fail() -> None:
+        with store.transaction():
+            store.put_tasks([TaskRow(id="A-1", owner="r")])
+            store.append(TaskCreated(task_id="A-1", owner="r"))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
+    assert store.tasks() == []
+    assert store.events() == []
+    store.close()
+
+
+def test_tasks_and_runs_are_updated_in_place(tmp_path):
+    store = Store.open(tmp_path)
+    store.put_tasks([TaskRow(id="A-1", owner="r", blocked_by=["B-1"], priority="P0")])
+    store.update_task("A-1", status="in_progress", attempts=1)
+    run_id = store.insert_run(run_id="R1", task_id="A-1", attempt=1, worker_id="w1", backend="command")
+    store.update_run(run_id, pid=123, pid_create_time=1.5)
+    (task,) = store.tasks()
+    assert (task.status, task.attempts, task.blocked_by, task.priority) == ("in_progress", 1, ["B-1"], "P0")
+    (run,) = store.open_runs()
+    assert (run.pid, run.pid_create_time, run.ended_at) == (123, 1.5, None)
+    store.update_run(run_id, ended_at="now", outcome="completed")
+    assert store.open_runs() == []
+    with pytest.raises(ValueError, match="unknown task columns"):
+        store.update_task("A-1", colour="red")
+    store.close()
+
+
+def test_the_reader_returns_none_before_any_run(tmp_path):
+    assert StoreReader.open(tmp_path) is None
+    assert not (tmp_path / ".executor").exists()
+
+
+def test_the_reader_never_creates_files_on_a_closed_database(tmp_path):
+    store = Store.open(tmp_path)
+    store.put_tasks([TaskRow(id="A-1", owner="r")])
+    store.close()
+    before = sorted(p.name for p in (tmp_path / ".executor").iterdir())
+    reader = StoreReader.open(tmp_path)
+    assert reader is not None
+    assert [t.id for t in reader.tasks()] == ["A-1"]
+    reader.close()
+    assert sorted(p.name for p in (tmp_path / ".executor").iterdir()) == before
+
+
+def test_the_reader_sees_commits_while_the_writer_keeps_writing(tmp_path):
+    store = Store.open(tmp_path)
+    store.put_tasks([TaskRow(id=f"T-{i}", owner="r") for i in range(100)])
+    reader = StoreReader.open(tmp_path)
+    assert reader is not None
+    seen: list[int] = []
+
+    def read_repeatedly() -> None:
+        for _ in range(50):
+            seen.append(sum(1 for t in reader.tasks() if t.status == "completed"))
+
+    thread = threading.Thread(target=read_repeatedly)
+    thread.start()
+    for i in range(100):
+        store.update_task(f"T-{i}", status="completed")
+    thread.join()
+    assert seen == sorted(seen), "a reader must never see completions disappear"
+    assert sum(1 for t in reader.tasks() if t.status == "completed") == 100
+    reader.close()
+    store.close()
+
+
+def test_meta_values_are_upserted(tmp_path):
+    store = Store.open(tmp_path)
+    store.set_meta(run_id="R1", clean_stop="0")
+    store.set_meta(clean_stop="1")
+    assert store.meta() == {"run_id": "R1", "clean_stop": "1"}
+    store.close()
+
+
+def test_rows_with_nulls_written_by_another_tool_still_read_with_defaults(tmp_path):
+    store = Store.open(tmp_path)
+    store.put_tasks([TaskRow(id="A-1", owner="r", subject="kept")])
+    store.conn.execute("INSERT INTO tasks (id, owner, status) VALUES ('B-1', 'r', 'pending')")
+    store.conn.commit()
+    tasks = {t.id: t for t in store.tasks()}
+    assert tasks["A-1"].subject == "kept"
+    assert (tasks["B-1"].subject, tasks["B-1"].blocked_by, tasks["B-1"].max_attempts) == ("", [], 3)
+    store.close()
