@@ -1,0 +1,46 @@
+"""The backend contract: a work order in, protocol events out.
+
+A backend runs one attempt of one task.  It is called on the TeamWorker's
+thread, must honour ``cancel`` (set when the executor shuts down), reports
+the process it started and any progress through ``hooks`` as they happen, and
+returns an :class:`AttemptResult` — never raises for anything the agent does.
+
+Workers talk back in two optional ways, both documented in the README:
+
+- progress: a stdout line holding a JSON object ``{"type": "progress",
+  "percent": 40, "note": "..."}``;
+- the report: a JSON object written to the file named by the environment
+  variable ``TEAM_EXECUTOR_REPORT``: ``{"status": "completed" | "failed" |
+  "consensus_blocked" | "capability_gap", "summary": "...", "artifacts": [...],
+  "files_modified": [...], "severity": "HIGH", "detail": "..."}``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import ClassVar, Protocol
+
+from protocol.messages import AttemptResult, WorkOrder
+from session.rolespec import RoleSpecFrontmatter
+
+__all__ = ["Backend", "WorkerHooks"]
+
+
+class WorkerHooks(Protocol):
+    """Callbacks a backend uses while it runs (on the worker's thread)."""
+
+    def started(self, pid: int, create_time: float | None) -> None:
+        """The agent process exists: record it before anything else happens."""
+
+    def progress(self, percent: int | None, note: str) -> None:
+        """The agent said how far it is."""
+
+
+class Backend(Protocol):
+    name: ClassVar[str]
+
+    def preflight(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
+        """Why this backend cannot run ``role`` (a message naming the fix), or None."""
+
+    def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
+        """Run one attempt.  Returns how it ended; never raises for agent behaviour."""

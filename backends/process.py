@@ -1,0 +1,846 @@
+"""The safe process runner every worker backend uses to run an agent CLI or a command.
+
+Rules it enforces (DESIGN.md section 4):
+
+- argv lists only, never a shell; the child gets its own session and process group
+  (``start_new_session=True``), so the whole group can be signalled at once;
+- a wall-clock timeout and a no-output (hang) timeout, and a cancel event;
+- stopping is tree-wide: the process group plus every psutil descendant, SIGTERM,
+  a grace period, then SIGKILL (:func:`stop_tree`);
+- output is captured bounded: only the last ``tail_bytes`` of each stream are kept in
+  memory, the full combined log goes to a file that stops growing at ``log_max_bytes``;
+- the environment is an allowlist (:func:`allowlisted_env`) and the working directory
+  must resolve inside the jail (:func:`resolve_workdir`, :func:`find_jail`).
+
+Nothing the child does makes :func:`run_process` raise: every way a run can end is a
+:class:`ProcessOutcome` with an ``error_kind``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO
+
+import msgspec
+import psutil
+
+__all__ = [
+    "DEFAULT_ENV_ALLOW",
+    "JailError",
+    "ProcessLimits",
+    "ProcessOutcome",
+    "ProcessSpec",
+    "allowlisted_env",
+    "find_jail",
+    "resolve_workdir",
+    "run_process",
+    "stop_tree",
+]
+
+#: Variable names a worker process may inherit. An entry ending in ``*`` is a prefix.
+DEFAULT_ENV_ALLOW: tuple[str, ...] = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "TMPDIR",
+    "SHELL",
+    "LC_*",
+)
+
+_READ_CHUNK = 64 * 1024
+#: After the main process has exited, keep reading for at most this long: a background
+#: grandchild may hold the pipes open (and may keep writing) forever.
+_DRAIN_AFTER_EXIT_S = 1.0
+#: After a kill, read what is left in the pipes for at most this long.
+_DRAIN_AFTER_KILL_S = 2.0
+#: After SIGKILL, how long to wait for the kernel to let us reap the child.
+_REAP_AFTER_KILL_S = 10.0
+#: How far a recorded create time may differ from psutil's and still be the same process.
+_CREATE_TIME_TOLERANCE_S = 1.0
+_STOP_POLL_S = 0.05
+
+
+class ProcessLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """How long a process may run and how much of its output is kept.
+
+    Attributes:
+        wall_timeout_s: kill after this much wall-clock time (error kind ``"timeout"``);
+            ``None`` means no limit.
+        hang_timeout_s: kill after this long without a byte on stdout or stderr
+            (error kind ``"hang"``); ``None`` means no limit.
+        grace_s: on a kill, time between SIGTERM and SIGKILL.
+        tail_bytes: how many of the last bytes of stdout, and of stderr, are kept in
+            memory; also the longest line passed to ``on_stdout_line``.
+        log_max_bytes: the log file stops growing past this size; a one-line truncation
+            notice is written once when the limit is reached.
+    """
+
+    wall_timeout_s: float | None = None
+    hang_timeout_s: float | None = None
+    grace_s: float = 5.0
+    tail_bytes: int = 64 * 1024
+    log_max_bytes: int = 64 * 1024 * 1024
+
+
+class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What to run.
+
+    Attributes:
+        argv: program and arguments; never interpreted by a shell.
+        cwd: working directory (check it with :func:`resolve_workdir` first).
+        env: the complete environment of the child (build it with :func:`allowlisted_env`).
+        log_path: file that receives the raw stdout and stderr bytes, interleaved as read
+            (appended to; parent directories are created).
+        stdin_data: bytes fed to the child's stdin, which is then closed; ``None`` gives
+            the child ``/dev/null``.
+    """
+
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+    log_path: str
+    stdin_data: bytes | None = None
+
+
+class ProcessOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How a run ended.
+
+    Attributes:
+        pid: the child's pid, ``None`` if it never started.
+        create_time: psutil's create time of the child (identity is pid + create time).
+        exit_code: the exit status; ``None`` when killed by a signal or never started.
+        signal: the number of the signal that ended the child, if any.
+        error_kind: ``None`` (exit 0), ``"crash"`` (non-zero exit, or death by a signal we
+            did not send), ``"timeout"``, ``"hang"``, ``"interrupted"`` (cancel event set)
+            or ``"spawn_failed"`` (the program could not be started).
+        error: one-line human message, ``None`` on success.
+        stdout_tail: the last ``tail_bytes`` bytes of stdout.
+        stderr_tail: the last ``tail_bytes`` bytes of stderr.
+        stdout_bytes: total stdout bytes seen.
+        stderr_bytes: total stderr bytes seen.
+        duration_s: wall-clock seconds from just before the spawn to the end.
+    """
+
+    pid: int | None
+    create_time: float | None
+    exit_code: int | None
+    signal: int | None
+    error_kind: str | None
+    error: str | None
+    stdout_tail: bytes
+    stderr_tail: bytes
+    stdout_bytes: int
+    stderr_bytes: int
+    duration_s: float
+
+
+class JailError(Exception):
+    """A working directory is missing or resolves outside the jail."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Tail:
+    """The last ``limit`` bytes of a stream, in memory bounded by about twice that."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(0, limit)
+        self.buf = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.limit == 0:
+            return
+        if len(chunk) >= self.limit:
+            self.buf[:] = chunk[-self.limit :]
+            return
+        self.buf += chunk
+        if len(self.buf) > 2 * self.limit:  # trim rarely: amortised O(1) per byte
+            del self.buf[: -self.limit]
+
+    def value(self) -> bytes:
+        return bytes(self.buf[-self.limit :]) if self.limit else b""
+
+
+class _LineSplitter:
+    """Cuts stdout into lines for ``on_stdout_line``; a line keeps at most ``limit`` bytes."""
+
+    def __init__(self, limit: int, emit: Callable[[bytes], None]) -> None:
+        self.limit = max(1, limit)
+        self.emit = emit
+        self.partial = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            if nl < 0:
+                break
+            room = self.limit - len(self.partial)
+            line = bytes(self.partial) + chunk[start : start + max(0, min(room, nl - start))]
+            self.partial.clear()
+            start = nl + 1
+            self.emit(line)
+        room = self.limit - len(self.partial)
+        if room > 0 and start < len(chunk):
+            self.partial += chunk[start : start + room]
+
+    def finish(self) -> None:
+        """Emit a last line that had no newline."""
+        if self.partial:
+            line = bytes(self.partial)
+            self.partial.clear()
+            self.emit(line)
+
+
+class _Log:
+    """The combined log file, capped at ``max_bytes`` (counting what it held before)."""
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Unbuffered: every chunk reaches the file at once, so the log can be tailed live.
+        self.file: io.FileIO | None = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        self.size = self.file.tell()
+        self.max_bytes = max_bytes
+        self.truncated = False
+
+    def write(self, chunk: bytes) -> None:
+        if self.file is None or self.truncated:
+            return
+        try:
+            room = self.max_bytes - self.size
+            if len(chunk) <= room:
+                self.file.write(chunk)
+                self.size += len(chunk)
+                return
+            if room > 0:
+                self.file.write(chunk[:room])
+                self.size += room
+            self.file.write(f"\n[team-executor: log truncated at {self.max_bytes} bytes]\n".encode())
+            self.truncated = True
+        except OSError:
+            # A full disk must not kill the run: stop logging, keep supervising.
+            self.close()
+
+    def close(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.flush()
+                self.file.close()
+            self.file = None
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _is_gone(proc: psutil.Process) -> bool:
+    """True if the process has exited (a zombie counts as exited) or its pid was reused."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    """Live processes whose process group is ``pgid`` (a scan of the process table)."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except OSError:
+            continue
+    return members
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- stop_tree
+
+
+def stop_tree(pid: int, create_time: float | None = None, grace_s: float = 5.0) -> list[int]:
+    """Stop a process, its process group and all its descendants.
+
+    Steps: collect ``psutil`` descendants (``children(recursive=True)``) and the members of
+    the process group ``pid`` first; then send SIGTERM to the group (``os.killpg``) and to
+    each collected process; wait up to ``grace_s`` for them to exit; SIGKILL the
+    survivors (and the group again).
+
+    The process group ``pid`` is signalled only when ``pid`` leads it (our workers are
+    started with ``start_new_session=True``) or when ``pid`` is gone but its group lives
+    on (a grandchild that outlived the worker). The caller's own process and process group
+    are never signalled.
+
+    Identity: if ``create_time`` is given and the live process ``pid`` has a create time
+    more than 1 s away from it, the pid was reused by another program and nothing is done.
+
+    Zombies count as exited. Waiting never reaps anything, so a caller holding a
+    ``subprocess.Popen`` for ``pid`` still gets its exit status afterwards.
+
+    Returns the pids that were sent a signal (sorted). Never raises for processes that are
+    already gone or vanish meanwhile; blocks for at most about ``grace_s`` (plus the scans).
+    """
+    me = os.getpid()
+    my_group = os.getpgrp()
+    if pid <= 0 or pid == me:
+        return []
+    root: psutil.Process | None
+    try:
+        root = psutil.Process(pid)
+        if create_time is not None and abs(root.create_time() - create_time) > _CREATE_TIME_TOLERANCE_S:
+            return []
+    except psutil.NoSuchProcess:
+        root = None
+    except psutil.Error:
+        return []  # AccessDenied on create_time: we cannot prove identity, so do nothing.
+
+    # Is `pid` a process group we may signal?
+    signal_group = False
+    if pid not in (me, my_group):
+        if root is None:
+            signal_group = True  # leader gone; members (if any) keep its pid as their pgid
+        else:
+            try:
+                signal_group = os.getpgid(pid) == pid
+            except OSError:
+                signal_group = True  # exited between the two calls
+
+    # Collect everything first: once the root dies its children are reparented and lost.
+    targets: dict[int, psutil.Process] = {}
+    members: set[int] = set()
+    if root is not None:
+        targets[root.pid] = root
+        with contextlib.suppress(psutil.Error):
+            for child in root.children(recursive=True):
+                targets[child.pid] = child
+    if signal_group:
+        for member in _group_members(pid):
+            if create_time is not None:
+                # A member created before the worker cannot belong to it: the group id is
+                # not the worker's. Signal only what we can vouch for, one by one.
+                with contextlib.suppress(psutil.Error):
+                    if member.create_time() < create_time - _CREATE_TIME_TOLERANCE_S:
+                        signal_group = False
+                        continue
+            targets.setdefault(member.pid, member)
+            members.add(member.pid)
+    targets.pop(me, None)
+
+    alive = [proc for proc in targets.values() if not _is_gone(proc)]
+    signalled: set[int] = set()
+    if signal_group and _killpg(pid, signal.SIGTERM):
+        signalled.update(proc.pid for proc in alive if proc.pid in members)
+    for proc in alive:
+        try:
+            proc.terminate()
+            signalled.add(proc.pid)
+        except psutil.Error:
+            continue
+
+    deadline = time.monotonic() + max(0.0, grace_s)
+    while alive and time.monotonic() < deadline:
+        time.sleep(_STOP_POLL_S)
+        alive = [proc for proc in alive if not _is_gone(proc)]
+
+    if alive:
+        # Survivors may have forked meanwhile: pick up their new descendants too.
+        extra: list[psutil.Process] = []
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                extra.extend(proc.children(recursive=True))
+        for proc in [*alive, *extra]:
+            if proc.pid == me or _is_gone(proc):
+                continue
+            try:
+                proc.kill()
+                signalled.add(proc.pid)
+            except psutil.Error:
+                continue
+    if signal_group and _group_exists(pid):
+        # Members that joined the group after the scan, or ignored SIGTERM unseen.
+        late = [m for m in _group_members(pid) if m.pid != me and not _is_gone(m)]
+        if late and _killpg(pid, signal.SIGKILL):
+            signalled.update(m.pid for m in late)
+    return sorted(signalled)
+
+
+# --------------------------------------------------------------------------- run_process
+
+
+def _spawn_error_message(exc: OSError, spec: ProcessSpec) -> str:
+    program = spec.argv[0]
+    if exc.filename is not None and str(exc.filename) == spec.cwd and str(exc.filename) != program:
+        if isinstance(exc, FileNotFoundError):
+            return f"working directory not found: {spec.cwd}"
+        return f"cannot enter working directory {spec.cwd}: {exc.strerror or exc}"
+    if isinstance(exc, FileNotFoundError):
+        return f"program not found: {program} (is it installed and on PATH?)"
+    if isinstance(exc, PermissionError):
+        return f"permission denied running {program} (is it executable?)"
+    if exc.errno == errno.ENOEXEC:
+        return f"cannot execute {program}: not an executable file"
+    return f"could not start {program}: {exc.strerror or exc}"
+
+
+class _Run:
+    """State of one started run; everything runs in the caller's thread."""
+
+    def __init__(
+        self,
+        *,
+        proc: subprocess.Popen[bytes],
+        create_time: float,
+        start: float,
+        limits: ProcessLimits,
+        log: _Log,
+        stdin_data: bytes | None,
+        cancel: threading.Event | None,
+        on_stdout_line: Callable[[bytes], None] | None,
+        poll_interval_s: float,
+    ) -> None:
+        if proc.stdout is None or proc.stderr is None:
+            raise RuntimeError("internal error: the child's output pipes are missing")
+        self.proc = proc
+        self.stdin: IO[bytes] | None = proc.stdin
+        self.stdout: IO[bytes] = proc.stdout
+        self.stderr: IO[bytes] = proc.stderr
+        self.pid = proc.pid
+        self.create_time = create_time
+        self.start = start
+        self.last_output = start
+        self.limits = limits
+        self.log = log
+        self.cancel = cancel
+        self.poll = max(0.001, poll_interval_s)
+        self.out = _Tail(limits.tail_bytes)
+        self.err = _Tail(limits.tail_bytes)
+        self.lines = _LineSplitter(limits.tail_bytes, on_stdout_line) if on_stdout_line else None
+        self.sel = selectors.DefaultSelector()
+        self.stdin_view = memoryview(stdin_data or b"")
+        self.reason: str | None = None  # why we stopped it: timeout, hang, interrupted
+        self.reason_msg: str | None = None
+
+    def outcome(self, *, returncode: int | None) -> ProcessOutcome:
+        """Classify the end of the run."""
+        exit_code = returncode if returncode is not None and returncode >= 0 else None
+        sig = -returncode if returncode is not None and returncode < 0 else None
+        error_kind: str | None
+        error: str | None
+        if self.reason is not None:
+            error_kind, error = self.reason, self.reason_msg
+        elif returncode is None:
+            error_kind, error = "crash", "did not exit even after SIGKILL"
+        elif sig is not None:
+            error_kind, error = "crash", f"killed by signal {_signal_name(sig)}"
+        elif returncode != 0:
+            error_kind, error = "crash", f"exited with code {returncode}"
+        else:
+            error_kind, error = None, None
+        return ProcessOutcome(
+            pid=self.pid,
+            create_time=self.create_time,
+            exit_code=exit_code,
+            signal=sig,
+            error_kind=error_kind,
+            error=error,
+            stdout_tail=self.out.value(),
+            stderr_tail=self.err.value(),
+            stdout_bytes=self.out.total,
+            stderr_bytes=self.err.total,
+            duration_s=time.monotonic() - self.start,
+        )
+
+    # -- limits -------------------------------------------------------------------
+
+    def check_limits(self) -> bool:
+        """Set ``self.reason`` and return True if the run must be stopped now."""
+        now = time.monotonic()
+        lim = self.limits
+        if self.cancel is not None and self.cancel.is_set():
+            self.reason, self.reason_msg = "interrupted", "interrupted (cancel requested)"
+        elif lim.wall_timeout_s is not None and now - self.start >= lim.wall_timeout_s:
+            self.reason = "timeout"
+            self.reason_msg = f"still running after {lim.wall_timeout_s:.1f} s (wall timeout)"
+        elif lim.hang_timeout_s is not None and now - self.last_output >= lim.hang_timeout_s:
+            self.reason = "hang"
+            self.reason_msg = f"no output for {lim.hang_timeout_s:.1f} s (hang timeout)"
+        return self.reason is not None
+
+    # -- child status without reaping ---------------------------------------------
+
+    def exited(self) -> bool:
+        """True once the child has exited. Does not reap it, so its pid stays reserved."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True  # reaped by someone else (SIGCHLD ignored?): Popen will say 0
+
+    # -- pipes --------------------------------------------------------------------
+
+    def register(self) -> None:
+        self.sel.register(self.stdout.fileno(), selectors.EVENT_READ, "out")
+        self.sel.register(self.stderr.fileno(), selectors.EVENT_READ, "err")
+        if self.stdin is not None:
+            if len(self.stdin_view):
+                os.set_blocking(self.stdin.fileno(), False)
+                self.sel.register(self.stdin.fileno(), selectors.EVENT_WRITE, "in")
+            else:
+                self.close_stdin()
+
+    def readers_open(self) -> bool:
+        return any(key.data in ("out", "err") for key in self.sel.get_map().values())
+
+    def close_stdin(self) -> None:
+        if self.stdin is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(self.stdin.fileno())
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        self.stdin = None
+
+    def write_stdin(self) -> None:
+        if self.stdin is None:
+            return
+        try:
+            n = os.write(self.stdin.fileno(), self.stdin_view[:_READ_CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:  # BrokenPipeError: the child does not read its stdin
+            self.close_stdin()
+            return
+        self.stdin_view = self.stdin_view[n:]
+        if not len(self.stdin_view):
+            self.close_stdin()
+
+    def pump(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for I/O and handle it. Return True if any output arrived."""
+        got_output = False
+        for key, _mask in self.sel.select(timeout=timeout):
+            if key.data == "in":
+                self.write_stdin()
+                continue
+            fd = key.fd
+            try:
+                chunk = os.read(fd, _READ_CHUNK)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.sel.unregister(fd)
+                if key.data == "out" and self.lines is not None:
+                    self.lines.finish()
+                continue
+            got_output = True
+            self.last_output = time.monotonic()
+            self.log.write(chunk)
+            if key.data == "out":
+                self.out.add(chunk)
+                if self.lines is not None:
+                    self.lines.feed(chunk)
+            else:
+                self.err.add(chunk)
+        return got_output
+
+    def drain(self, max_s: float) -> None:
+        """Read what is left until EOF on both streams, at most ``max_s`` (stops when idle)."""
+        deadline = time.monotonic() + max_s
+        while self.readers_open():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.pump(min(self.poll, left)):
+                return
+
+    def close_pipes(self, *, finish_lines: bool = True) -> None:
+        self.close_stdin()
+        if finish_lines and self.lines is not None:
+            self.lines.finish()  # a last partial line, if the stream was cut short
+        for stream in (self.stdout, self.stderr):
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(stream.fileno())
+            with contextlib.suppress(OSError):
+                stream.close()
+        self.sel.close()
+
+    # -- the run ------------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Read output and watch the limits until the child has exited or must be stopped."""
+        exited_at: float | None = None
+        while self.readers_open():
+            if self.check_limits():
+                return
+            got = self.pump(self.poll)
+            if exited_at is None:
+                if self.exited():
+                    exited_at = time.monotonic()
+            elif not got or time.monotonic() - exited_at >= _DRAIN_AFTER_EXIT_S:
+                # The child is gone but something (a background grandchild) holds the pipes.
+                return
+        # Both streams are closed; the child may still be running.
+        self.close_stdin()
+        while not self.exited():
+            if self.check_limits():
+                return
+            if self.cancel is not None:
+                self.cancel.wait(self.poll)
+            else:
+                time.sleep(self.poll)
+
+    def kill(self) -> None:
+        stop_tree(self.pid, self.create_time, self.limits.grace_s)
+        self.drain(_DRAIN_AFTER_KILL_S)
+
+    def reap(self) -> int | None:
+        try:
+            return self.proc.wait(timeout=_REAP_AFTER_KILL_S)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def cleanup_group(self) -> None:
+        """Stop what is left of the child's process group once the child has been reaped.
+
+        While any member lives, the kernel keeps the group's id (the child's pid) from
+        being reused, so ``killpg(pid, 0)`` succeeding means leftovers of *this* run.
+        """
+        if self.pid != os.getpgrp() and _group_exists(self.pid):
+            stop_tree(self.pid, self.create_time, self.limits.grace_s)
+            self.drain(_DRAIN_AFTER_KILL_S)
+
+    def run(self, on_start: Callable[[int, float], None] | None) -> ProcessOutcome:
+        try:
+            self.register()
+            if on_start is not None:
+                on_start(self.pid, self.create_time)
+            self.supervise()
+            if self.reason is not None:
+                self.kill()
+            returncode = self.reap()
+            self.cleanup_group()  # a background grandchild that outlived the child
+        except BaseException:
+            # A callback raised, or KeyboardInterrupt: never leave the tree running.
+            with contextlib.suppress(Exception):
+                stop_tree(self.pid, self.create_time, self.limits.grace_s)
+            with contextlib.suppress(Exception):
+                self.close_pipes(finish_lines=False)
+            with contextlib.suppress(Exception):
+                self.reap()
+            raise
+        self.close_pipes()
+        return self.outcome(returncode=returncode)
+
+
+def _not_started(error: str, start: float) -> ProcessOutcome:
+    return ProcessOutcome(
+        pid=None,
+        create_time=None,
+        exit_code=None,
+        signal=None,
+        error_kind="spawn_failed",
+        error=error,
+        stdout_tail=b"",
+        stderr_tail=b"",
+        stdout_bytes=0,
+        stderr_bytes=0,
+        duration_s=time.monotonic() - start,
+    )
+
+
+def run_process(
+    spec: ProcessSpec,
+    limits: ProcessLimits,
+    *,
+    cancel: threading.Event | None = None,
+    on_start: Callable[[int, float], None] | None = None,
+    on_stdout_line: Callable[[bytes], None] | None = None,
+    poll_interval_s: float = 0.1,
+) -> ProcessOutcome:
+    """Run ``spec.argv`` to the end under ``limits`` and say how it ended.
+
+    The child runs without a shell, in a new session and process group, with exactly
+    ``spec.env`` as its environment and ``spec.cwd`` as its working directory. Its stdout
+    and stderr are read by the calling thread (``selectors``, 64 KiB chunks); memory stays
+    bounded by the tails whatever the child prints. Every ``poll_interval_s`` the cancel
+    event, the wall timeout and the hang timeout are checked; on any of them the whole
+    tree is stopped with :func:`stop_tree`. When the child exits, members of its process
+    group that are still running (background grandchildren) are stopped too, even if they
+    hold the output pipes open.
+
+    Callbacks run in the calling thread, synchronously, while the child runs (a slow
+    callback delays reading, never loses output):
+
+    - ``on_start(pid, create_time)``: once, right after the spawn, before any output is
+      read; ``create_time`` is psutil's, for persisting the run's identity.
+    - ``on_stdout_line(line)``: for each stdout line, without its ``\\n`` (a ``\\r`` is
+      kept), in order; a line longer than ``limits.tail_bytes`` is cut to that length; a
+      last line without a newline is passed at EOF.
+
+    ``cancel`` may be set from any thread; the run then ends with ``"interrupted"``.
+
+    Returns a :class:`ProcessOutcome`. Nothing the child does makes this raise: a program
+    that cannot be started, or a log file that cannot be opened, gives error kind
+    ``"spawn_failed"``. Raises ``ValueError`` for an empty argv, and re-raises any exception
+    from a callback (or ``KeyboardInterrupt``) after stopping the process tree.
+    """
+    if not spec.argv:
+        raise ValueError("ProcessSpec.argv is empty")
+    start = time.monotonic()
+    try:
+        log = _Log(spec.log_path, limits.log_max_bytes)
+    except OSError as exc:
+        return _not_started(f"cannot open log file {spec.log_path}: {exc.strerror or exc}", start)
+    try:
+        try:
+            proc = subprocess.Popen(
+                list(spec.argv),
+                cwd=spec.cwd,
+                env=dict(spec.env),
+                stdin=subprocess.DEVNULL if spec.stdin_data is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            return _not_started(_spawn_error_message(exc, spec), start)
+        try:
+            create_time = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            create_time = time.time()  # cannot happen for an unreaped child; close enough
+        run = _Run(
+            proc=proc,
+            create_time=create_time,
+            start=start,
+            limits=limits,
+            log=log,
+            stdin_data=spec.stdin_data,
+            cancel=cancel,
+            on_stdout_line=on_stdout_line,
+            poll_interval_s=poll_interval_s,
+        )
+        return run.run(on_start)
+    finally:
+        log.close()
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def allowlisted_env(
+    extra: Mapping[str, str] | None = None,
+    allow: Iterable[str] = DEFAULT_ENV_ALLOW,
+    source: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Build a clean environment for a worker process.
+
+    Copies from ``source`` (default ``os.environ``) only the variables named in ``allow``;
+    an entry ending in ``*`` allows every name with that prefix (the default allows
+    ``LC_*``). Then ``extra`` is laid on top (it wins, and is not filtered: that is where a
+    worker's one API key goes). Returns a new dict; the inputs are not modified.
+    """
+    src = os.environ if source is None else source
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for name in allow:
+        if name.endswith("*"):
+            prefixes.append(name[:-1])
+        else:
+            exact.add(name)
+    env = {k: v for k, v in src.items() if k in exact or any(k.startswith(p) for p in prefixes)}
+    if extra:
+        env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------- jail
+
+
+def resolve_workdir(jail: Path, requested: str | Path | None) -> Path:
+    """Resolve a worker's working directory and check that it lies inside the jail.
+
+    ``None`` means the jail itself; a relative path is taken relative to the jail.
+    Symlinks are resolved (``Path.resolve(strict=True)``) before the check, so a link
+    pointing outside is refused. Returns the resolved directory.
+
+    Raises :class:`JailError` (with a message naming the path, the jail and the fix) when
+    the jail or the directory does not exist, is not a directory, or lies outside the jail.
+    """
+    try:
+        jail_real = Path(jail).resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise JailError(f"the jail {jail} does not exist or cannot be resolved ({exc})") from exc
+    if requested is None:
+        target = jail_real
+    else:
+        req = Path(requested).expanduser()
+        target = req if req.is_absolute() else jail_real / req
+    try:
+        resolved = target.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise JailError(
+            f"working directory {requested} ({target}) does not exist; create it or use --workdir inside {jail_real}"
+        ) from exc
+    if resolved != jail_real and not resolved.is_relative_to(jail_real):
+        raise JailError(
+            f"working directory {requested} resolves to {resolved}, outside the jail {jail_real}; "
+            f"use --workdir inside {jail_real}"
+        )
+    if not resolved.is_dir():
+        raise JailError(
+            f"working directory {requested} ({resolved}) is not a directory; use --workdir inside {jail_real}"
+        )
+    return resolved
+
+
+def find_jail(session_folder: Path) -> Path:
+    """The jail for a session: the git repository that holds ``session_folder``.
+
+    Walks up from the (resolved) session folder looking for a ``.git`` directory or file
+    (a worktree or submodule has a file); returns that repository's root, else the session
+    folder itself. The result is resolved.
+    """
+    folder = Path(session_folder).expanduser().resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
