@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Literal
 
 from protocol._base import Message
-from protocol.types import ErrorKind
+from protocol.events import Event
+from protocol.records import TaskRow
+from protocol.types import ErrorKind, TaskStatus
 
 __all__ = [
     "AttemptResult",
@@ -121,15 +123,21 @@ class WorkerFinished(Message, frozen=True):
 
 
 class ChildExited(Message, frozen=True):
-    """A supervised child stopped; ``abnormal`` when it crashed (or failed to start)."""
+    """A supervised child stopped; ``abnormal`` when it crashed (or failed to start).
+
+    ``incarnation`` tells a late notice about an earlier instance from the
+    current one, so one death is never handled twice.
+    """
 
     name: str
+    incarnation: int
     abnormal: bool
     error: str | None = None
 
 
 class RestartChild(Message, frozen=True):
     name: str
+    incarnation: int
 
 
 class ShutdownRequest(Message, frozen=True):
@@ -139,3 +147,154 @@ class ShutdownRequest(Message, frozen=True):
 
 class Tick(Message, frozen=True):
     """Sent periodically to actors that act on time (retries, deadlines, flushes)."""
+
+
+# --- the Session actor: the single writer of state ---------------------------------------
+
+
+class BeginRun(Message, frozen=True):
+    """Open a run: meta says a run is live (an unclean stop is detectable later)."""
+
+    run_id: str
+    command: str
+    pid: int
+    max_workers: int
+
+
+class StateSnapshot(Message, frozen=True):
+    tasks: tuple[TaskRow, ...]
+    meta: dict[str, str]
+    open_runs: tuple[OpenRun, ...]
+
+
+class OpenRun(Message, frozen=True):
+    run_row_id: int
+    task_id: str
+    attempt: int
+    pid: int | None
+    create_time: float | None
+
+
+class GetState(Message, frozen=True):
+    """Ask for a :class:`StateSnapshot`."""
+
+
+class TaskResetPlan(Message, frozen=True):
+    task_id: str
+    previous_status: TaskStatus
+    reason: str
+
+
+class ReconcilePlan(Message, frozen=True):
+    """What the Reconciler decided; the Session actor applies it in one transaction."""
+
+    run_id: str
+    unclean_previous_stop: bool
+    created: tuple[TaskRow, ...] = ()
+    completed_from_session: tuple[str, ...] = ()
+    resets: tuple[TaskResetPlan, ...] = ()
+    closed_runs: tuple[int, ...] = ()
+    killed_pids: tuple[int, ...] = ()
+    report_markdown: str | None = None
+
+
+class ReconcileApplied(Message, frozen=True):
+    report_path: str | None
+
+
+class RecordDispatch(Message, frozen=True):
+    task_id: str
+    attempt: int
+    worker_id: str
+    role: str
+    backend: str
+    run_id: str
+    log_path: str
+
+
+class DispatchRecorded(Message, frozen=True):
+    run_row_id: int
+
+
+class RecordStart(Message, frozen=True):
+    run_row_id: int
+    task_id: str
+    attempt: int
+    role: str
+    pid: int
+    create_time: float | None
+
+
+class RecordProgress(Message, frozen=True):
+    task_id: str
+    attempt: int
+    role: str
+    percent: int | None
+    note: str
+
+
+Disposition = Literal["completed", "retry", "failed", "interrupted"]
+
+
+class RecordOutcome(Message, frozen=True):
+    """How an attempt ended and what the executor decided to do about it."""
+
+    run_row_id: int
+    task_id: str
+    attempt: int
+    role: str
+    result: AttemptResult
+    disposition: Disposition
+    retry_in_s: float | None = None
+    unblocked: tuple[str, ...] = ()
+    report_text: str = ""
+
+
+class CreateTasks(Message, frozen=True):
+    tasks: tuple[TaskRow, ...]
+    # task id -> its new blocked_by, for dependants that must now also wait.
+    rewire: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+class RecordEvents(Message, frozen=True):
+    """Log events that change no table (crashes, warnings, shutdown requests)."""
+
+    events: tuple[Event, ...]
+    wisdom_issue: str | None = None  # a line appended to wisdom/issues.md
+
+
+class FinishRun(Message, frozen=True):
+    run_id: str
+    clean: bool
+    session_status: Literal["active", "paused", "completed"] | None = None
+    interrupted_tasks: tuple[str, ...] = ()
+    summary: RunSummary | None = None
+
+
+class Flush(Message, frozen=True):
+    """Write the team-session.json projection now if anything changed."""
+
+
+class GetDeliverables(Message, frozen=True):
+    """Ask for :class:`Deliverables`: every completed task's artifacts and role."""
+
+
+class Deliverable(Message, frozen=True):
+    task_id: str
+    role: str
+    artifacts: tuple[str, ...]
+
+
+class Deliverables(Message, frozen=True):
+    items: tuple[Deliverable, ...]
+
+
+class RunSummary(Message, frozen=True):
+    run_id: str
+    completed: int
+    total: int
+    failed: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    interrupted: bool = False
+    escalated: str | None = None

@@ -36,5 +36,6 @@ ErrorKind = Literal[
     "context_too_long",
     "max_turns",
     "permission_denied",
+    "needs_decision",  # the worker cannot go on without the user (consensus blocked twice)
 ]
 ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)

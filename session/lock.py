@@ -32,7 +32,7 @@ class LockHolder(msgspec.Struct, frozen=True, kw_only=True):
     host: str = ""
 
 
-class SessionBusy(Exception):  # noqa: N818 - the name is the condition
+class SessionBusy(Exception):
     """Another live executor holds the session."""
 
     def __init__(self, folder: Path, holder: LockHolder | None) -> None:

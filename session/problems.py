@@ -26,7 +26,7 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
         return f"{where}: {self.message}. Fix: {self.fix}"
 
 
-class SessionInvalid(Exception):  # noqa: N818 - reads better at call sites than ...Error
+class SessionInvalid(Exception):
     """The session folder cannot be loaded; ``problems`` says every reason."""
 
     def __init__(self, folder: str, problems: list[Problem]) -> None:

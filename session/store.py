@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from protocol.events import Event, decode_event, encode_event
-from protocol.types import ErrorKind, Priority, TaskStatus
+from protocol.records import RunRow, TaskRow
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -54,49 +54,6 @@ class StoreError(Exception):
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-class TaskRow(msgspec.Struct, kw_only=True):
-    id: str
-    owner: str
-    status: TaskStatus = "pending"
-    subject: str = ""
-    priority: Priority = "P1"
-    blocked_by: list[str] = msgspec.field(default_factory=list)
-    attempts: int = 0
-    max_attempts: int = 3
-    not_before: str | None = None  # no dispatch before this time (retry backoff)
-    last_error: str | None = None
-    last_error_kind: ErrorKind | None = None
-    source: str = "task-analysis"
-    revises: str | None = None
-    created_at: str = ""
-    updated_at: str = ""
-    completed_at: str | None = None
-
-
-class RunRow(msgspec.Struct, kw_only=True):
-    id: int
-    run_id: str
-    task_id: str
-    attempt: int
-    worker_id: str
-    backend: str
-    model: str | None = None
-    key_id: str | None = None
-    pid: int | None = None
-    pid_create_time: float | None = None
-    started_at: str = ""
-    ended_at: str | None = None
-    exit_code: int | None = None
-    outcome: str | None = None  # "completed", "failed", "interrupted"
-    error_kind: str | None = None
-    error: str | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    tokens_cached: int | None = None
-    cost_usd: float | None = None
-    log_path: str | None = None
 
 
 # --- schema ----------------------------------------------------------------------

@@ -1,0 +1,244 @@
+"""Which task runs next: a pure, single-threaded model of the task graph.
+
+Owned by the Executor actor.  Every operation is O(log n) per task touched,
+so a whole run costs O(tasks + edges) plus heap work, never a rescan.
+
+- ready: pending, every blocker completed, not waiting out a retry delay;
+  dispatched P0 first, then by id.
+- an ``inner_loop`` role runs one task at a time: while it is busy, its ready
+  tasks are parked, and its worker takes them one after another.
+- a failed task's dependants stay pending: they are *blocked*, and the run
+  ends when nothing else can move.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from protocol.records import TaskRow
+from session.graph import priority_rank
+
+__all__ = ["Scheduler"]
+
+
+@dataclass
+class _Task:
+    id: str
+    owner: str
+    rank: int
+    blocked_by: list[str]
+    status: str
+    waiting_on: int = 0  # blockers not yet completed
+    dependants: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, rows: Iterable[TaskRow], inner_loop_roles: Iterable[str] = ()) -> None:
+        self._tasks: dict[str, _Task] = {}
+        self._inner_loop = set(inner_loop_roles)
+        self._ready: list[tuple[int, str]] = []
+        self._delayed: list[tuple[float, str]] = []
+        self._parked: dict[str, list[tuple[int, str]]] = {}
+        self._queued: set[str] = set()  # in _ready, _delayed or _parked
+        self.running: set[str] = set()
+        self._busy_roles: dict[str, int] = {}
+        for row in rows:
+            self._tasks[row.id] = _Task(
+                id=row.id,
+                owner=row.owner,
+                rank=priority_rank(row.priority),
+                blocked_by=list(row.blocked_by),
+                status="in_progress" if row.status == "in_progress" else row.status,
+            )
+        self._link()
+
+    def _link(self) -> None:
+        for task in self._tasks.values():
+            task.waiting_on = 0
+        for task in self._tasks.values():
+            for dep in task.blocked_by:
+                blocker = self._tasks.get(dep)
+                if blocker is None:
+                    continue  # validation reports unknown tasks; they never block
+                blocker.dependants.append(task.id)
+                if blocker.status != "completed":
+                    task.waiting_on += 1
+        for task in self._tasks.values():
+            if task.status == "pending" and task.waiting_on == 0:
+                self._push_ready(task)
+
+    def _push_ready(self, task: _Task) -> None:
+        if task.id not in self._queued:
+            self._queued.add(task.id)
+            heapq.heappush(self._ready, (task.rank, task.id))
+
+    # --- queries ---------------------------------------------------------------------
+
+    def status(self, task_id: str) -> str:
+        return self._tasks[task_id].status
+
+    def owner(self, task_id: str) -> str:
+        return self._tasks[task_id].owner
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for task in self._tasks.values():
+            counts[task.status] = counts.get(task.status, 0) + 1
+        return counts
+
+    def total(self) -> int:
+        return len(self._tasks)
+
+    def failed(self) -> list[str]:
+        return sorted(t.id for t in self._tasks.values() if t.status == "failed")
+
+    def blocked(self) -> list[str]:
+        """Pending tasks that can never run because something upstream failed."""
+        doomed: set[str] = set()
+        stack = [t.id for t in self._tasks.values() if t.status == "failed"]
+        while stack:
+            for dependant in self._tasks[stack.pop()].dependants:
+                if dependant not in doomed and self._tasks[dependant].status == "pending":
+                    doomed.add(dependant)
+                    stack.append(dependant)
+        return sorted(doomed)
+
+    def has_waiting_work(self) -> bool:
+        """Something is ready, parked, or waiting out a retry delay."""
+        return bool(self._ready or self._delayed or any(self._parked.values()))
+
+    def finished(self) -> bool:
+        return not self.running and not self.has_waiting_work()
+
+    def next_retry_at(self) -> float | None:
+        return self._delayed[0][0] if self._delayed else None
+
+    def dependants(self, task_id: str) -> list[str]:
+        return list(self._tasks[task_id].dependants)
+
+    # --- choosing work -----------------------------------------------------------------
+
+    def release_due(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, task_id = heapq.heappop(self._delayed)
+            self._queued.discard(task_id)
+            task = self._tasks[task_id]
+            if task.status == "pending" and task.waiting_on == 0:
+                self._push_ready(task)
+
+    def pop_ready(self) -> str | None:
+        """The next task to give a new worker, or None.
+
+        Tasks of a busy inner-loop role are parked for that role's worker.
+        """
+        while self._ready:
+            rank, task_id = heapq.heappop(self._ready)
+            self._queued.discard(task_id)
+            task = self._tasks[task_id]
+            if task.status != "pending" or task.waiting_on:
+                continue
+            if task.owner in self._inner_loop and self._busy_roles.get(task.owner):
+                self._queued.add(task_id)
+                heapq.heappush(self._parked.setdefault(task.owner, []), (rank, task_id))
+                continue
+            return task_id
+        return None
+
+    def pop_parked(self, role: str) -> str | None:
+        """The next task of ``role``'s inner loop, for the worker that just finished one."""
+        parked = self._parked.get(role, [])
+        while parked:
+            _, task_id = heapq.heappop(parked)
+            self._queued.discard(task_id)
+            task = self._tasks[task_id]
+            if task.status == "pending" and not task.waiting_on:
+                return task_id
+        return None
+
+    # --- transitions ----------------------------------------------------------------------
+
+    def start(self, task_id: str) -> None:
+        task = self._tasks[task_id]
+        task.status = "in_progress"
+        self.running.add(task_id)
+        self._busy_roles[task.owner] = self._busy_roles.get(task.owner, 0) + 1
+
+    def _stop_running(self, task: _Task) -> None:
+        if task.id in self.running:
+            self.running.discard(task.id)
+            self._busy_roles[task.owner] -= 1
+
+    def release_role(self, role: str) -> None:
+        """The inner-loop worker of ``role`` is gone: its parked tasks become ready again."""
+        for _, task_id in self._parked.pop(role, []):
+            self._queued.discard(task_id)
+            self._push_ready(self._tasks[task_id])
+
+    def complete(self, task_id: str) -> list[str]:
+        """Mark done; return the tasks this made ready."""
+        task = self._tasks[task_id]
+        self._stop_running(task)
+        if task.status == "completed":
+            return []
+        task.status = "completed"
+        unblocked = []
+        for dependant_id in task.dependants:
+            dependant = self._tasks[dependant_id]
+            dependant.waiting_on -= 1
+            if dependant.waiting_on == 0 and dependant.status == "pending":
+                self._push_ready(dependant)
+                unblocked.append(dependant_id)
+        return unblocked
+
+    def retry_at(self, task_id: str, when: float) -> None:
+        task = self._tasks[task_id]
+        self._stop_running(task)
+        task.status = "pending"
+        self._queued.add(task_id)
+        heapq.heappush(self._delayed, (when, task_id))
+
+    def reset(self, task_id: str) -> None:
+        """Back to pending (an interrupted attempt); ready at once if unblocked."""
+        task = self._tasks[task_id]
+        self._stop_running(task)
+        task.status = "pending"
+        if task.waiting_on == 0:
+            self._push_ready(task)
+
+    def fail(self, task_id: str) -> None:
+        task = self._tasks[task_id]
+        self._stop_running(task)
+        task.status = "failed"
+
+    def add(self, row: TaskRow, rewire: Iterable[tuple[str, Iterable[str]]] = ()) -> None:
+        """Add a task created during the run (a revision) and re-point dependants."""
+        task = _Task(
+            id=row.id,
+            owner=row.owner,
+            rank=priority_rank(row.priority),
+            blocked_by=list(row.blocked_by),
+            status=row.status,
+        )
+        self._tasks[row.id] = task
+        for dep in task.blocked_by:
+            blocker = self._tasks.get(dep)
+            if blocker is not None:
+                blocker.dependants.append(task.id)
+                if blocker.status != "completed":
+                    task.waiting_on += 1
+        for dependant_id, blocked_by in rewire:
+            dependant = self._tasks[dependant_id]
+            added = [dep for dep in blocked_by if dep not in dependant.blocked_by]
+            dependant.blocked_by.extend(added)
+            for dep in added:
+                blocker = self._tasks[dep]
+                blocker.dependants.append(dependant_id)
+                if blocker.status != "completed":
+                    dependant.waiting_on += 1
+        if task.status == "pending" and task.waiting_on == 0:
+            self._push_ready(task)

@@ -1,0 +1,121 @@
+"""The scheduler: readiness, priority order, retries, inner loops, failure blocking."""
+
+from __future__ import annotations
+
+from actors.scheduler import Scheduler
+from protocol.records import TaskRow
+
+
+def row(task_id: str, *deps: str, owner: str = "r", priority: str = "P1", status: str = "pending") -> TaskRow:
+    return TaskRow(id=task_id, owner=owner, blocked_by=list(deps), priority=priority, status=status)  # type: ignore[arg-type]
+
+
+def drain(scheduler: Scheduler) -> list[str]:
+    order = []
+    while (task_id := scheduler.pop_ready()) is not None:
+        order.append(task_id)
+    return order
+
+
+def test_ready_tasks_come_out_p0_first_then_by_id():
+    scheduler = Scheduler([row("B"), row("A", priority="P2"), row("C", priority="P0"), row("D", "A")])
+    assert drain(scheduler) == ["C", "B", "A"]
+
+
+def test_completing_a_task_releases_exactly_its_unblocked_dependants():
+    scheduler = Scheduler([row("A"), row("B"), row("C", "A", "B"), row("D", "A")])
+    assert drain(scheduler) == ["A", "B"]
+    scheduler.start("A")
+    scheduler.start("B")
+    assert scheduler.complete("A") == ["D"]
+    assert scheduler.complete("B") == ["C"]
+    assert drain(scheduler) == ["C", "D"]
+
+
+def test_tasks_already_completed_at_start_do_not_block():
+    scheduler = Scheduler([row("A", status="completed"), row("B", "A")])
+    assert drain(scheduler) == ["B"]
+
+
+def test_a_retry_waits_for_its_time():
+    scheduler = Scheduler([row("A")])
+    scheduler.start(scheduler.pop_ready() or "")
+    scheduler.retry_at("A", 100.0)
+    assert scheduler.pop_ready() is None
+    assert not scheduler.finished()
+    assert scheduler.next_retry_at() == 100.0
+    scheduler.release_due(99.0)
+    assert scheduler.pop_ready() is None
+    scheduler.release_due(100.0)
+    assert scheduler.pop_ready() == "A"
+
+
+def test_a_failed_task_blocks_its_dependants_transitively_and_the_run_can_finish():
+    scheduler = Scheduler([row("A"), row("B", "A"), row("C", "B"), row("D")])
+    assert drain(scheduler) == ["A", "D"]
+    scheduler.start("A")
+    scheduler.start("D")
+    scheduler.fail("A")
+    scheduler.complete("D")
+    assert scheduler.blocked() == ["B", "C"]
+    assert scheduler.failed() == ["A"]
+    assert scheduler.finished()
+
+
+def test_an_inner_loop_role_never_runs_two_tasks_at_once():
+    scheduler = Scheduler(
+        [row("IMPL-1", owner="coder"), row("IMPL-2", owner="coder"), row("QA-1", owner="qa")],
+        inner_loop_roles={"coder"},
+    )
+    first = scheduler.pop_ready()
+    assert first == "IMPL-1"
+    scheduler.start(first)
+    assert drain(scheduler) == ["QA-1"], "IMPL-2 is parked while the coder is busy"
+    assert scheduler.complete("IMPL-1") == []
+    assert scheduler.pop_parked("coder") == "IMPL-2"
+    assert scheduler.pop_parked("coder") is None
+
+
+def test_parked_tasks_become_ready_again_when_the_role_s_worker_goes_away():
+    scheduler = Scheduler([row("I1", owner="coder"), row("I2", owner="coder")], inner_loop_roles={"coder"})
+    scheduler.start(scheduler.pop_ready() or "")
+    assert scheduler.pop_ready() is None
+    scheduler.fail("I1")
+    scheduler.release_role("coder")
+    assert scheduler.pop_ready() == "I2"
+
+
+def test_a_reset_task_is_ready_again_at_once():
+    scheduler = Scheduler([row("A"), row("B", "A")])
+    scheduler.start(scheduler.pop_ready() or "")
+    scheduler.reset("A")
+    assert scheduler.pop_ready() == "A"
+
+
+def test_a_revision_task_rewires_the_dependants_of_the_task_it_revises():
+    scheduler = Scheduler([row("IMPL-001"), row("QA-001", "IMPL-001")])
+    scheduler.start(scheduler.pop_ready() or "")
+    scheduler.add(row("IMPL-002", "IMPL-001"), rewire=[("QA-001", ["IMPL-002"])])
+    assert scheduler.complete("IMPL-001") == ["IMPL-002"]
+    assert drain(scheduler) == ["IMPL-002"], "QA waits for the revision"
+    scheduler.start("IMPL-002")
+    assert scheduler.complete("IMPL-002") == ["QA-001"]
+
+
+def test_a_large_graph_runs_to_completion_touching_each_edge_once():
+    width, depth = 100, 50
+    rows = []
+    for layer in range(depth):
+        for index in range(width):
+            deps = [f"T{(layer - 1) * width + (index + k) % width}" for k in range(2)] if layer else []
+            rows.append(row(f"T{layer * width + index}", *deps))
+    scheduler = Scheduler(rows)
+    done = 0
+    while not scheduler.finished():
+        batch = drain(scheduler)
+        for task_id in batch:
+            scheduler.start(task_id)
+        for task_id in batch:
+            scheduler.complete(task_id)
+            done += 1
+    assert done == width * depth
