@@ -298,3 +298,10 @@ class RunSummary(Message, frozen=True):
     duration_s: float = 0.0
     interrupted: bool = False
     escalated: str | None = None
+
+
+class Reconcile(Message, frozen=True):
+    """Ask the Reconciler for a :class:`ReconcilePlan` given the stored state."""
+
+    run_id: str
+    snapshot: StateSnapshot

@@ -1,0 +1,102 @@
+"""TeamWorker: one per running task (or per inner-loop chain of tasks).
+
+It runs a backend on its own thread and reports to its parent, the
+Executor, with Structs: :class:`WorkerStarted` as soon as the agent process
+exists, :class:`WorkerProgress` as the agent reports, and
+:class:`WorkerFinished` with the :class:`AttemptResult`.  A worker of an
+inner-loop role stays alive for the next task of its chain; the Executor
+stops it when the chain is done.
+
+Stopping a running attempt is out of band: the Executor sets the worker's
+``cancel`` event (the actor's thread is busy inside the backend, so a
+message would wait).  If the worker crashes, it stops the agent's process
+tree before it dies, so nothing it started outlives it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pykka
+
+from actors.base import TreeActor, handles
+from backends.base import Backend
+from backends.process import stop_tree
+from protocol.messages import RunTask, StopWorker, WorkerFinished, WorkerProgress, WorkerStarted, WorkOrder
+
+__all__ = ["TeamWorker"]
+
+
+class _Hooks:
+    """The backend's callbacks, turned into messages to the Executor."""
+
+    def __init__(self, worker: TeamWorker, order: WorkOrder) -> None:
+        self.worker = worker
+        self.order = order
+
+    def started(self, pid: int, create_time: float | None) -> None:
+        self.worker.current_process = (pid, create_time)
+        self.worker.tell_parent(
+            WorkerStarted(
+                worker_id=self.worker.name,
+                task_id=self.order.task_id,
+                attempt=self.order.attempt,
+                pid=pid,
+                create_time=create_time,
+                log_path=self.order.log_path,
+            )
+        )
+
+    def progress(self, percent: int | None, note: str) -> None:
+        self.worker.tell_parent(
+            WorkerProgress(
+                worker_id=self.worker.name,
+                task_id=self.order.task_id,
+                attempt=self.order.attempt,
+                percent=percent,
+                note=note[:500],
+            )
+        )
+
+
+class TeamWorker(TreeActor):
+    def __init__(
+        self,
+        name: str,
+        parent: pykka.ActorRef[Any],
+        incarnation: int,
+        backend: Backend,
+        cancel: threading.Event,
+        grace_s: float = 5.0,
+    ) -> None:
+        super().__init__(name, parent, incarnation)
+        self.backend = backend
+        self.cancel = cancel
+        self.grace_s = grace_s
+        self.current_process: tuple[int, float | None] | None = None
+
+    def tell_parent(self, message: Any) -> None:
+        if self.parent is not None:
+            self.parent.tell(message)
+
+    @handles(RunTask)
+    def run_task(self, message: RunTask) -> None:
+        order = message.order
+        self.current_process = None
+        result = self.backend.run(order, _Hooks(self, order), self.cancel)
+        self.current_process = None
+        self.tell_parent(
+            WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)
+        )
+
+    @handles(StopWorker)
+    def stop_worker(self, message: StopWorker) -> None:
+        self.stop()
+
+    def stopping(self) -> None:
+        # Only reached with a live process when the backend raised: never leave it behind.
+        if self.current_process is not None:
+            pid, create_time = self.current_process
+            stop_tree(pid, create_time, grace_s=self.grace_s)
+            self.current_process = None
