@@ -79,6 +79,9 @@ class Scheduler:
     def status(self, task_id: str) -> str:
         return self._tasks[task_id].status
 
+    def is_inner_loop(self, role: str) -> bool:
+        return role in self._inner_loop
+
     def owner(self, task_id: str) -> str:
         return self._tasks[task_id].owner
 

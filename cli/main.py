@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import typer
@@ -131,13 +131,157 @@ def init(
     console.print(f"next: executor run --session {session}")
 
 
-@app.command()
-def demo() -> None:
-    """Run the built-in demo session (pm -> architect -> coder -> qa) on the demo agent.
+def _run(session: Path, command: str, **options: Any) -> None:
+    from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415 - keeps check/validate fast
 
+    try:
+        code = run_session(RunRequest(session_dir=session, command=command, **options))
+    except RunRefused as error:
+        raise _fail(str(error), error.exit_code) from None
+    raise typer.Exit(code)
+
+
+BackendOption = Annotated[
+    str | None,
+    typer.Option("--backend", help="Backend for roles whose role-spec names none (e.g. demo, command)."),
+]
+MaxWorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--max-workers",
+        min=1,
+        help="Workers running at once. Agents mostly wait on the network, so more than the core count is fine.",
+    ),
+]
+WorkdirOption = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Where agents work; must be inside the project (default: its git root)."),
+]
+JsonEventsOption = Annotated[bool, typer.Option("--json-events", help="Stream every event as a JSON line on stdout.")]
+ExportOption = Annotated[
+    Path | None, typer.Option("--export", help="When complete, copy artifacts/ here, then archive the session.")
+]
+TimeoutOption = Annotated[
+    float | None, typer.Option("--task-timeout", min=0.001, help="Seconds one attempt may run (role-spec `timeout`).")
+]
+HangOption = Annotated[
+    float | None,
+    typer.Option("--hang-timeout", min=0.001, help="Seconds without output before an attempt counts as hung."),
+]
+AttemptsOption = Annotated[int, typer.Option("--max-attempts", min=1, help="Attempts per task before it fails.")]
+GraceOption = Annotated[
+    float, typer.Option("--shutdown-grace", min=0, help="Seconds running workers get to finish on Ctrl-C/SIGTERM.")
+]
+BackoffOption = Annotated[
+    float, typer.Option("--retry-backoff", min=0, help="First retry delay in seconds (doubles each time).")
+]
+
+
+@app.command()
+def run(
+    session: SessionOption,
+    backend: BackendOption = None,
+    max_workers: MaxWorkersOption = 4,
+    workdir: WorkdirOption = None,
+    json_events: JsonEventsOption = False,
+    export: ExportOption = None,
+    task_timeout: TimeoutOption = None,
+    hang_timeout: HangOption = None,
+    max_attempts: AttemptsOption = 3,
+    shutdown_grace: GraceOption = 10.0,
+    retry_backoff: BackoffOption = 2.0,
+) -> None:
+    """Run the session's pipeline until nothing is ready and nothing runs.
+
+    Crash-safe: every transition is in .executor/state.db first; after a kill or a
+    power cut, `executor resume` carries on. Ctrl-C stops gracefully; twice, at once.
+    Example: executor run --session work/login --backend demo --max-workers 4
+    """
+    _run(
+        session,
+        "run",
+        backend=backend,
+        max_workers=max_workers,
+        workdir=workdir,
+        json_events=json_events,
+        export_dir=export,
+        task_timeout_s=task_timeout,
+        hang_timeout_s=hang_timeout,
+        max_attempts=max_attempts,
+        shutdown_grace_s=shutdown_grace,
+        retry_backoff_s=retry_backoff,
+    )
+
+
+@app.command()
+def resume(
+    session: SessionOption,
+    backend: BackendOption = None,
+    max_workers: MaxWorkersOption = 4,
+    workdir: WorkdirOption = None,
+    json_events: JsonEventsOption = False,
+    export: ExportOption = None,
+    task_timeout: TimeoutOption = None,
+    hang_timeout: HangOption = None,
+    max_attempts: AttemptsOption = 3,
+    shutdown_grace: GraceOption = 10.0,
+    retry_backoff: BackoffOption = 2.0,
+) -> None:
+    """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
+
+    Resets what was running, stops processes left over from a crashed run, writes a
+    recovery report, and dispatches what is ready.
+    Example: executor resume --session work/login
+    """
+    _run(
+        session,
+        "resume",
+        backend=backend,
+        max_workers=max_workers,
+        workdir=workdir,
+        json_events=json_events,
+        export_dir=export,
+        task_timeout_s=task_timeout,
+        hang_timeout_s=hang_timeout,
+        max_attempts=max_attempts,
+        shutdown_grace_s=shutdown_grace,
+        retry_backoff_s=retry_backoff,
+    )
+
+
+@app.command()
+def demo(
+    into: Annotated[
+        Path | None, typer.Option("--into", help="Folder for the demo's copy (default: ./demo-run/<id>-N).")
+    ] = None,
+) -> None:
+    """Copy the built-in demo session and run it on the demo agent: no key, no network.
+
+    pm -> architect -> coder (an inner loop of two tasks) -> qa, each writing a real artifact.
     Example: executor demo
     """
-    _stdout().print("not yet: `executor run` is being built (issue 3); try `executor check --session examples/demo`")
+    import shutil  # noqa: PLC0415
+
+    from session.resources import builtin_path  # noqa: PLC0415
+
+    source = builtin_path("examples") / "demo"
+    if into is None:
+        number = 1
+        while (into := Path("demo-run") / f"TC-demo-slugify-{number}").exists():
+            number += 1
+    if into.exists():
+        raise _fail(f"{into} already exists; choose another --into folder", 2)
+    shutil.copytree(source, into, ignore=shutil.ignore_patterns(".executor"))
+    _stdout().print(f"demo session copied to {into}")
+    try:
+        from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
+
+        code = run_session(RunRequest(session_dir=into, command="run", interactive=False))
+    except RunRefused as error:
+        raise _fail(str(error), error.exit_code) from None
+    report = build_report(into)
+    render_check(_stdout(), report)
+    raise typer.Exit(code)
 
 
 def main() -> None:

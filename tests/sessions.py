@@ -99,3 +99,29 @@ def edit_json(path: Path, change: Any) -> None:
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data, indent=1))
+
+
+AGENT_SCRIPT = Path(__file__).resolve().parent / "agent_script.py"
+
+
+def command_role_extra(python: str) -> str:
+    """Role-spec lines that run tests/agent_script.py through the `command` backend."""
+    return f'backend: command\ncommand: ["{python}", "{AGENT_SCRIPT}", "{{task_id}}"]\n'
+
+
+def scripted_session(
+    folder: Path,
+    graph: dict[str, list[str]],
+    behaviors: dict[str, Any],
+    *,
+    python: str,
+    roles: dict[str, str] | None = None,
+    inner_loop: frozenset[str] = frozenset(),
+    **kwargs: Any,
+) -> Path:
+    """A session whose every role runs the scripted agent; ``behaviors`` per task id."""
+    roles = roles or {"worker": next(iter(graph)).rsplit("-", 1)[0]}
+    extra = command_role_extra(python)
+    write_session(folder, roles, graph, role_extra=dict.fromkeys(roles, extra), inner_loop=inner_loop, **kwargs)
+    (folder / "behaviors.json").write_text(json.dumps(behaviors))
+    return folder

@@ -1,0 +1,839 @@
+"""The Executor: the root of the tree.  It supervises, dispatches, and ends the run.
+
+Children: the Session actor (the only writer), the Reconciler, and one
+TeamWorker per running task (or per inner-loop chain).  The Executor owns the
+:class:`Scheduler`; every transition is recorded through the Session actor
+before the Executor acts on it.
+
+Time-driven work (retry delays, the shutdown deadline, projection flushes,
+the supervision backstop) happens on :class:`Tick`, sent by a small daemon
+thread.  The run's outcome reaches the main thread through ``outcome``, a
+:class:`concurrent.futures.Future`; the main thread then sends
+:class:`Conclude` (the completion action) and stops the Executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import pykka
+
+from actors.base import TreeActor, handles
+from actors.reconciler import Reconciler
+from actors.scheduler import Scheduler
+from actors.session import EventSink, SessionActor
+from actors.supervision import Backoff, ChildSpec, Escalate, Forget, Intensity, Restart, RestartType, Supervisor
+from actors.worker import TeamWorker
+from backends.base import Backend
+from protocol._base import Message
+from protocol.events import (
+    CapabilityGap,
+    ConsensusBlocked,
+    Event,
+    RevisionCreated,
+    ServiceRestarted,
+    ShutdownRequested,
+    WorkerCrashed,
+    WorkerRestarted,
+)
+from protocol.messages import (
+    AttemptResult,
+    BeginRun,
+    ChildExited,
+    CreateTasks,
+    DispatchRecorded,
+    FinishRun,
+    Flush,
+    GetState,
+    Ok,
+    Reconcile,
+    ReconcileApplied,
+    ReconcilePlan,
+    RecordDispatch,
+    RecordEvents,
+    RecordOutcome,
+    RecordProgress,
+    RecordStart,
+    RestartChild,
+    RunSummary,
+    RunTask,
+    ShutdownRequest,
+    StateSnapshot,
+    StopWorker,
+    Tick,
+    WorkerFinished,
+    WorkerProgress,
+    WorkerStarted,
+    WorkOrder,
+)
+from protocol.records import TaskRow
+from session.graph import id_prefix
+from session.loader import TeamSession
+from session.store import STATE_DIR, utc_now
+
+__all__ = ["Boot", "Conclude", "Executor", "RunOptions", "StateWriteFailed"]
+
+log = logging.getLogger("executor.root")
+
+SESSION = "session"
+RECONCILER = "reconciler"
+ASK_TIMEOUT_S = 30.0
+
+
+class Boot(Message, frozen=True):
+    """Start the run: reconcile, then dispatch."""
+
+
+class Conclude(Message, frozen=True):
+    """The main thread's completion action: record it, then stop the children."""
+
+    session_status: Literal["active", "paused", "completed"] | None
+
+
+class StateWriteFailed(Exception):
+    """The Session actor could not record a transition even after a restart."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    command: str = "run"  # or "resume"
+    max_workers: int = 4
+    workdir: Path = Path()
+    max_attempts: int = 3
+    task_timeout_s: float | None = None
+    hang_timeout_s: float | None = None
+    kill_grace_s: float = 5.0
+    shutdown_grace_s: float = 10.0
+    retry_backoff: Backoff = field(default_factory=lambda: Backoff(min_s=2.0, max_s=300.0, jitter=0.2))
+    service_backoff: Backoff = field(default_factory=lambda: Backoff(min_s=0.1, max_s=5.0, jitter=0.2))
+    intensity: Intensity = field(default_factory=lambda: Intensity(max_restarts=10, period_s=60.0))
+    tick_s: float = 0.1
+    flush_interval_s: float = 0.5
+
+
+@dataclass
+class _Slot:
+    worker_id: str
+    ref: pykka.ActorRef[Any]
+    role: str
+    task_id: str
+    attempt: int
+    run_row_id: int
+    cancel: threading.Event
+    started: float
+
+
+class Executor(TreeActor):
+    def __init__(
+        self,
+        session: TeamSession,
+        options: RunOptions,
+        backends: dict[str, Backend],
+        prompts: Any,
+        outcome: Future[RunSummary],
+        sinks: list[EventSink],
+        marker: str,
+        console: Any,
+    ) -> None:
+        super().__init__("executor", None, 1)
+        self.session = session
+        self.options = options
+        self.backends = backends  # role -> backend
+        self.prompts = prompts  # callable(task_id, attempt) -> prompt text; runs on worker threads
+        self.outcome = outcome
+        self.sinks = sinks
+        self.marker = marker
+        self.console = console  # callable(str): one line for the person at the terminal
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.supervisor = Supervisor("executor", options.intensity)
+        self.slots: dict[str, _Slot] = {}
+        self.scheduler: Scheduler | None = None
+        self.rows: dict[str, TaskRow] = {}
+        self.stopping_since: float | None = None
+        self.force_stop = False
+        self.finished = False
+        self.started_at = time.monotonic()
+        self.next_flush = 0.0
+        self.worker_seq = 0
+        self._ticker_stop = threading.Event()
+
+    # --- life ---------------------------------------------------------------------------
+
+    def started(self) -> None:
+        me = self.actor_ref
+        self.supervisor.start_child(
+            ChildSpec(
+                name=SESSION,
+                start=lambda inc: SessionActor.start(
+                    SESSION, me, inc, self.session, self.sinks, self.options.flush_interval_s
+                ),
+                restart=RestartType.PERMANENT,
+                backoff=self.options.service_backoff,
+                shutdown_timeout_s=30.0,
+            )
+        )
+        self.supervisor.start_child(
+            ChildSpec(
+                name=RECONCILER,
+                start=lambda inc: Reconciler.start(
+                    RECONCILER, me, inc, self.session, self.marker, self.options.kill_grace_s
+                ),
+                restart=RestartType.PERMANENT,
+                backoff=self.options.service_backoff,
+            )
+        )
+        threading.Thread(target=self._tick_loop, name="executor-ticker", daemon=True).start()
+        me.tell(Boot())
+
+    def _tick_loop(self) -> None:
+        while not self._ticker_stop.wait(self.options.tick_s):
+            try:
+                self.actor_ref.tell(Tick())
+            except pykka.ActorDeadError:
+                return
+
+    def stopping(self) -> None:
+        self._ticker_stop.set()
+        for slot in self.slots.values():
+            slot.cancel.set()
+        self.supervisor.stop_all()
+
+    # --- talking to the Session actor --------------------------------------------------------
+
+    def _session_ref(self) -> pykka.ActorRef[Any]:
+        ref = self.supervisor.ref(SESSION)
+        if ref is None or ref.actor_stopped.is_set():
+            ref = self._restart_service_now(SESSION)
+        return ref
+
+    def _restart_service_now(self, name: str) -> pykka.ActorRef[Any]:
+        incarnation = self.supervisor.incarnation(name) or 1
+        decision = self.supervisor.child_exited(name, incarnation, abnormal=True)
+        if isinstance(decision, Escalate):
+            raise StateWriteFailed(decision.reason)
+        ref = self.supervisor.restart(name, incarnation)
+        if ref is None:
+            raise StateWriteFailed(f"{name} could not be restarted")
+        self._record(ServiceRestarted(name=name, restarts=incarnation, error="restarted on demand"))
+        return ref
+
+    def _ask(self, message: Message) -> Any:
+        """Ask the Session actor; after one failure, restart it and ask once more."""
+        for attempt in (1, 2):
+            ref = self._session_ref()
+            try:
+                return ref.ask(message, timeout=ASK_TIMEOUT_S)
+            except (pykka.ActorDeadError, pykka.Timeout) as error:
+                if attempt == 2:
+                    raise StateWriteFailed(
+                        f"the Session actor did not record {type(message).__name__}: {error}"
+                    ) from error
+                self._restart_service_now(SESSION)
+        raise AssertionError("unreachable")
+
+    def _tell_session(self, message: Message) -> None:
+        try:
+            self._session_ref().tell(message)
+        except pykka.ActorDeadError:
+            log.warning("session actor gone; %s dropped", type(message).__name__)
+
+    def _record(self, *events: Event, wisdom_issue: str | None = None) -> None:
+        ref = self.supervisor.ref(SESSION)
+        if ref is not None and not ref.actor_stopped.is_set():
+            ref.tell(RecordEvents(events=events, wisdom_issue=wisdom_issue))
+
+    # --- boot ---------------------------------------------------------------------------------
+
+    @handles(Boot)
+    def boot(self, message: Boot) -> None:
+        try:
+            previous: StateSnapshot = self._ask(GetState())
+            reconciler = self.supervisor.ref(RECONCILER)
+            if reconciler is None:
+                raise StateWriteFailed("the Reconciler is not running")
+            plan: ReconcilePlan = reconciler.ask(Reconcile(run_id=self.run_id, snapshot=previous), timeout=120)
+            self._ask(
+                BeginRun(
+                    run_id=self.run_id,
+                    command=self.options.command,
+                    pid=os.getpid(),
+                    max_workers=self.options.max_workers,
+                )
+            )
+            applied: ReconcileApplied = self._ask(plan)
+            if plan.unclean_previous_stop or plan.resets or plan.killed_pids:
+                self.console(
+                    f"recovered from an unclean stop: reset {len(plan.resets)} task(s), "
+                    f"stopped {len(plan.killed_pids)} leftover process(es); report: {applied.report_path}"
+                )
+            snapshot: StateSnapshot = self._ask(GetState())
+        except Exception as error:  # noqa: BLE001 - a boot failure ends the run with its reason
+            self._escalate(f"could not start the run: {error}")
+            return
+        self.rows = {row.id: row for row in snapshot.tasks}
+        known = {task.id for task in self.session.tasks}
+        for row in snapshot.tasks:
+            if row.id not in known:  # created during an earlier run (a revision, a submitted task)
+                self.prompts.add(row, goal=row.subject)
+        inner = {name for name, entry in self.session.roles.items() if entry.inner_loop}
+        self.scheduler = Scheduler(snapshot.tasks, inner_loop_roles=inner)
+        self._dispatch()
+        self._maybe_finish()
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        scheduler = self.scheduler
+        if scheduler is None or self.stopping_since is not None or self.finished:
+            return
+        scheduler.release_due(time.monotonic())
+        while len(self.slots) < self.options.max_workers:
+            task_id = scheduler.pop_ready()
+            if task_id is None:
+                return
+            self._start_task(task_id, slot=None)
+
+    def _order(self, task_id: str, attempt: int, role: str, worker_id: str) -> WorkOrder:
+        folder = Path(self.session.folder).resolve()
+        state = folder / STATE_DIR
+        spec = self.session.role_specs[role].meta
+        backend = self.backends[role]
+        stem = f"{task_id}-a{attempt}"
+        return WorkOrder(
+            task_id=task_id,
+            attempt=attempt,
+            role=role,
+            backend=backend.name,
+            session_dir=str(folder),
+            artifacts_dir=str(folder / "artifacts"),
+            workdir=str(self.options.workdir),
+            prompt_file=str(state / "prompts" / f"{stem}.md"),
+            report_file=str(state / "reports" / f"{stem}.json"),
+            log_path=str(state / "logs" / f"{stem}.log"),
+            run_id=self.run_id,
+            marker=self.marker,
+            command=tuple(spec.command or ()),
+            timeout_s=spec.timeout or self.options.task_timeout_s,
+            hang_timeout_s=spec.hang_timeout or self.options.hang_timeout_s,
+            grace_s=self.options.kill_grace_s,
+            model=spec.model,
+        )
+
+    def _start_task(self, task_id: str, slot: _Slot | None) -> None:
+        assert self.scheduler is not None  # noqa: S101 - dispatch only runs after boot
+        row = self.rows[task_id]
+        role = row.owner
+        attempt = row.attempts + 1
+        if slot is None:
+            self.worker_seq += 1
+            worker_id = f"worker-{self.worker_seq}-{role}"
+        else:
+            worker_id = slot.worker_id
+        order = self._order(task_id, attempt, role, worker_id)
+        recorded: DispatchRecorded = self._ask(
+            RecordDispatch(
+                task_id=task_id,
+                attempt=attempt,
+                worker_id=worker_id,
+                role=role,
+                backend=order.backend,
+                run_id=self.run_id,
+                log_path=order.log_path,
+            )
+        )
+        self.rows[task_id] = _with(row, status="in_progress", attempts=attempt)
+        self.scheduler.start(task_id)
+        if slot is None:
+            cancel = threading.Event()
+            backend = self.backends[role]
+            me = self.actor_ref
+            prompts = self.prompts
+            ref = self.supervisor.start_child(
+                ChildSpec(
+                    name=worker_id,
+                    start=lambda inc: TeamWorker.start(
+                        worker_id, me, inc, _PromptingBackend(backend, prompts), cancel, self.options.kill_grace_s
+                    ),
+                    restart=RestartType.TRANSIENT,
+                    backoff=self.options.retry_backoff,
+                    shutdown_timeout_s=self.options.kill_grace_s + 5,
+                )
+            )
+            slot = _Slot(
+                worker_id=worker_id,
+                ref=ref,
+                role=role,
+                task_id=task_id,
+                attempt=attempt,
+                run_row_id=recorded.run_row_id,
+                cancel=cancel,
+                started=time.monotonic(),
+            )
+            self.slots[worker_id] = slot
+        else:
+            slot.task_id, slot.attempt, slot.run_row_id = task_id, attempt, recorded.run_row_id
+            slot.started = time.monotonic()
+        slot.ref.tell(RunTask(order=order))
+
+    # --- reports from workers -------------------------------------------------------------------
+
+    @handles(WorkerStarted)
+    def worker_started(self, message: WorkerStarted) -> None:
+        slot = self.slots.get(message.worker_id)
+        if slot is None or slot.task_id != message.task_id:
+            return
+        self._tell_session(
+            RecordStart(
+                run_row_id=slot.run_row_id,
+                task_id=message.task_id,
+                attempt=message.attempt,
+                role=slot.role,
+                pid=message.pid,
+                create_time=message.create_time,
+            )
+        )
+
+    @handles(WorkerProgress)
+    def worker_progress(self, message: WorkerProgress) -> None:
+        slot = self.slots.get(message.worker_id)
+        if slot is None:
+            return
+        self._tell_session(
+            RecordProgress(
+                task_id=message.task_id,
+                attempt=message.attempt,
+                role=slot.role,
+                percent=message.percent,
+                note=message.note,
+            )
+        )
+
+    @handles(WorkerFinished)
+    def worker_finished(self, message: WorkerFinished) -> None:
+        slot = self.slots.get(message.worker_id)
+        if slot is None or slot.task_id != message.task_id:
+            return
+        try:
+            self._settle(slot, message.result)
+            self._next_for(slot)
+            self._dispatch()
+        except StateWriteFailed as error:
+            self._escalate(str(error))
+            return
+        self._maybe_finish()
+
+    def _settle(self, slot: _Slot, result: AttemptResult) -> None:
+        """Record how the attempt ended and move the task accordingly."""
+        assert self.scheduler is not None  # noqa: S101
+        task_id, attempt = slot.task_id, slot.attempt
+        row = self.rows[task_id]
+        elapsed = time.monotonic() - slot.started
+        if not result.ok and (
+            result.error_kind == "interrupted" or (self.stopping_since is not None and not result.ok)
+        ):
+            self.scheduler.reset(task_id)
+            self.rows[task_id] = _with(row, status="pending", attempts=max(0, attempt - 1))
+            self._ask(
+                RecordOutcome(
+                    run_row_id=slot.run_row_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    role=slot.role,
+                    result=result,
+                    disposition="interrupted",
+                )
+            )
+            return
+        high_block = result.ok and result.outcome == "consensus_blocked" and (result.severity or "").upper() == "HIGH"
+        if high_block and self._consensus_blocked_high(slot, result):
+            return
+        if result.ok:
+            unblocked = self.scheduler.complete(task_id)
+            self.rows[task_id] = _with(row, status="completed")
+            if result.outcome == "consensus_blocked":
+                self._record(
+                    ConsensusBlocked(
+                        task_id=task_id, severity=result.severity or "", detail=result.detail, action="logged"
+                    ),
+                    wisdom_issue=f"{task_id} consensus_blocked ({result.severity}): {result.detail}",
+                )
+            elif result.outcome == "capability_gap":
+                self._record(CapabilityGap(task_id=task_id, detail=result.detail))
+                self.console(
+                    f"! {task_id}: capability gap — {result.detail}. The executor never invents roles: continue, "
+                    "re-run the coordinator, or add a role-spec by hand."
+                )
+            report = _final_report(slot.role, task_id, result, unblocked, self.scheduler)
+            self._ask(
+                RecordOutcome(
+                    run_row_id=slot.run_row_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    role=slot.role,
+                    result=result,
+                    disposition="completed",
+                    unblocked=tuple(unblocked),
+                    report_text=report,
+                )
+            )
+            self.console(
+                f"✓ {task_id} ({slot.role}) done in {elapsed:.1f}s"
+                + (f" → {', '.join(result.artifacts)}" if result.artifacts else "")
+            )
+            return
+        if attempt < self._max_attempts(slot.role):
+            delay = self.options.retry_backoff.delay(attempt - 1)
+            self.scheduler.retry_at(task_id, time.monotonic() + delay)
+            self.rows[task_id] = _with(row, status="pending")
+            self._ask(
+                RecordOutcome(
+                    run_row_id=slot.run_row_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    role=slot.role,
+                    result=result,
+                    disposition="retry",
+                    retry_in_s=round(delay, 2),
+                )
+            )
+            self.console(
+                f"↻ {task_id} attempt {attempt} failed ({result.error_kind}: {result.error}); retrying in {delay:.1f}s"
+            )
+            return
+        self.scheduler.fail(task_id)
+        self.rows[task_id] = _with(row, status="failed")
+        self._ask(
+            RecordOutcome(
+                run_row_id=slot.run_row_id,
+                task_id=task_id,
+                attempt=attempt,
+                role=slot.role,
+                result=result,
+                disposition="failed",
+            )
+        )
+        blocked = self.scheduler.blocked()
+        self.console(
+            f"✗ {task_id} failed after {attempt} attempt(s) ({result.error_kind}: {result.error})"
+            + (f"; blocked: {', '.join(blocked[:10])}" if blocked else "")
+        )
+
+    def _max_attempts(self, role: str) -> int:
+        spec = self.session.role_specs.get(role)
+        return (spec.meta.max_attempts if spec else None) or self.options.max_attempts
+
+    def _consensus_blocked_high(self, slot: _Slot, result: AttemptResult) -> bool:
+        """One revision task for the same role; a second HIGH block waits for the user.
+
+        Returns True when it handled the outcome fully.
+        """
+        assert self.scheduler is not None  # noqa: S101
+        task_id = slot.task_id
+        row = self.rows[task_id]
+        already_revised = row.source == "revision" or any(other.revises == task_id for other in self.rows.values())
+        if already_revised:
+            self.scheduler.fail(task_id)
+            self.rows[task_id] = _with(row, status="failed")
+            decision = AttemptResult(
+                ok=False,
+                error_kind="needs_decision",
+                error=f"consensus blocked (HIGH) again after a revision: {result.detail}",
+            )
+            self._ask(
+                RecordOutcome(
+                    run_row_id=slot.run_row_id,
+                    task_id=task_id,
+                    attempt=slot.attempt,
+                    role=slot.role,
+                    result=decision,
+                    disposition="failed",
+                )
+            )
+            self._record(ConsensusBlocked(task_id=task_id, severity="HIGH", detail=result.detail, action="paused"))
+            self.console(
+                f"? {task_id}: consensus blocked (HIGH) twice — this needs your decision: {result.detail}. "
+                "Only the tasks that depend on it wait."
+            )
+            return True
+        prefix = id_prefix(task_id)
+        numbers = [
+            int(other[len(prefix) + 1 :])
+            for other in self.rows
+            if id_prefix(other) == prefix and other[len(prefix) + 1 :].isdigit()
+        ]
+        revision_id = f"{prefix}-{max(numbers, default=0) + 1:03d}"
+        dependants = self.scheduler.dependants(task_id)
+        revision = TaskRow(
+            id=revision_id,
+            owner=row.owner,
+            status="pending",
+            subject=f"Revise {task_id}",
+            priority=row.priority,
+            blocked_by=[task_id],
+            max_attempts=row.max_attempts,
+            source="revision",
+            revises=task_id,
+            created_at=utc_now(),
+            updated_at=utc_now(),
+        )
+        rewire = tuple((dependant, (revision_id,)) for dependant in dependants)
+        self.prompts.add(revision, goal=f"Revise {task_id}: resolve the blocking disagreement — {result.detail}")
+        self._ask(CreateTasks(tasks=(revision,), rewire=rewire))
+        self.rows[revision_id] = revision
+        for dependant, _ in rewire:
+            self.rows[dependant] = _with(
+                self.rows[dependant], blocked_by=[*self.rows[dependant].blocked_by, revision_id]
+            )
+        self.scheduler.add(revision, rewire)
+        self._record(
+            RevisionCreated(task_id=revision_id, revises=task_id, reason=result.detail),
+            ConsensusBlocked(task_id=task_id, severity="HIGH", detail=result.detail, action="revision"),
+        )
+        self.console(f"! {task_id}: consensus blocked (HIGH) — created revision task {revision_id}")
+        return False  # the blocked attempt itself completes; its dependants now also wait for the revision
+
+    def _next_for(self, slot: _Slot) -> None:
+        """An inner-loop worker takes the next task of its chain; any other worker stops."""
+        assert self.scheduler is not None  # noqa: S101
+        if self.scheduler.is_inner_loop(slot.role) and self.stopping_since is None:
+            next_task = self.scheduler.pop_parked(slot.role)
+            if next_task is None:
+                next_task = self._ready_for_role(slot.role)
+            if next_task is not None:
+                self._start_task(next_task, slot)
+                return
+        self.slots.pop(slot.worker_id, None)
+        slot.ref.tell(StopWorker())
+        self.scheduler.release_role(slot.role)
+
+    def _ready_for_role(self, role: str) -> str | None:
+        """A ready task of ``role`` that is not parked (its chain continues in this worker)."""
+        assert self.scheduler is not None  # noqa: S101
+        skipped = []
+        found = None
+        while (task_id := self.scheduler.pop_ready()) is not None:
+            if self.scheduler.owner(task_id) == role:
+                found = task_id
+                break
+            skipped.append(task_id)
+        for task_id in skipped:
+            self.scheduler.reset(task_id)
+        return found
+
+    # --- supervision ---------------------------------------------------------------------------
+
+    @handles(ChildExited)
+    def child_exited(self, message: ChildExited) -> None:
+        self._handle_death(message.name, message.incarnation, message.abnormal, message.error)
+
+    def _handle_death(self, name: str, incarnation: int, abnormal: bool, error: str | None) -> None:
+        decision = self.supervisor.child_exited(name, incarnation, abnormal)
+        if decision is None:
+            return
+        slot = self.slots.get(name)
+        if slot is not None:
+            # A worker died in the middle of an attempt: that attempt failed, and the
+            # task goes back to the queue after the supervisor's backoff.
+            self._record(WorkerCrashed(worker_id=name, task_id=slot.task_id, error=error or "died"))
+            self.slots.pop(name, None)
+            crash = AttemptResult(ok=False, error_kind="worker_crashed", error=error or "the worker died")
+            try:
+                self._settle(slot, crash)
+                if isinstance(decision, Restart):
+                    self._record(
+                        WorkerRestarted(
+                            worker_id=name,
+                            task_id=slot.task_id,
+                            restarts=decision.restarts,
+                            delay_s=round(decision.delay_s, 2),
+                        )
+                    )
+                if self.scheduler is not None:
+                    self.scheduler.release_role(slot.role)
+            except StateWriteFailed as failure:
+                self._escalate(str(failure))
+                return
+        if isinstance(decision, Escalate):
+            self._escalate(decision.reason)
+            return
+        if name in (SESSION, RECONCILER):
+            if isinstance(decision, Restart):
+                self._record(ServiceRestarted(name=name, restarts=decision.restarts, error=error or ""))
+                timer = threading.Timer(
+                    decision.delay_s, self._tell_self, (RestartChild(name=name, incarnation=incarnation),)
+                )
+                timer.daemon = True
+                timer.start()
+            return
+        if isinstance(decision, (Forget, Restart)):
+            self.supervisor.forget(name)
+        self._dispatch()
+        self._maybe_finish()
+
+    def _tell_self(self, message: Message) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(message)
+
+    @handles(RestartChild)
+    def restart_child(self, message: RestartChild) -> None:
+        self.supervisor.restart(message.name, message.incarnation)
+
+    # --- time ------------------------------------------------------------------------------------
+
+    @handles(Tick)
+    def tick(self, message: Tick) -> None:
+        if self.finished:
+            return
+        now = time.monotonic()
+        for name, incarnation in self.supervisor.unreported_deaths():
+            self._handle_death(name, incarnation, True, "stopped without reporting (failed to start?)")
+        if self.stopping_since is not None:
+            waited = now - self.stopping_since
+            if not self.force_stop and waited >= self.options.shutdown_grace_s:
+                self._cancel_all("the shutdown grace period ended")
+            elif self.force_stop and waited >= self.options.shutdown_grace_s + self.options.kill_grace_s + 10:
+                # Workers that do not even answer a kill: give up on them, keep the state.
+                for slot in list(self.slots.values()):
+                    self.slots.pop(slot.worker_id, None)
+                    log.error("worker %s did not stop; leaving it", slot.worker_id)
+        else:
+            self._dispatch()
+        if now >= self.next_flush:
+            self.next_flush = now + self.options.flush_interval_s
+            self._tell_session(Flush())
+        self._maybe_finish()
+
+    # --- stopping --------------------------------------------------------------------------------
+
+    @handles(ShutdownRequest)
+    def shutdown_request(self, message: ShutdownRequest) -> None:
+        if self.finished:
+            return
+        self._record(
+            ShutdownRequested(reason=message.reason, graceful=message.graceful and self.stopping_since is None)
+        )
+        if self.stopping_since is None and message.graceful:
+            self.stopping_since = time.monotonic()
+            if self.slots:
+                self.console(
+                    f"stopping: no new tasks; waiting up to {self.options.shutdown_grace_s:g}s for "
+                    f"{len(self.slots)} running worker(s) (press Ctrl-C again to stop them now)"
+                )
+        else:
+            self.stopping_since = self.stopping_since or time.monotonic()
+            self._cancel_all("stop requested")
+        self._maybe_finish()
+
+    def _cancel_all(self, why: str) -> None:
+        if not self.force_stop and self.slots:
+            self.console(f"stopping {len(self.slots)} running worker(s): {why}")
+        self.force_stop = True
+        for slot in self.slots.values():
+            slot.cancel.set()
+
+    def _escalate(self, reason: str) -> None:
+        if self.finished:
+            return
+        log.error("escalation: %s", reason)
+        self.console(f"✗ stopping the run: {reason}")
+        self.stopping_since = self.stopping_since or time.monotonic()
+        self._cancel_all(reason)
+        self._finish(escalated=reason)
+
+    def _maybe_finish(self) -> None:
+        if self.finished or self.scheduler is None:
+            return
+        if self.stopping_since is not None:
+            if not self.slots:
+                self._finish()
+            return
+        if not self.slots and self.scheduler.finished():
+            self._finish()
+
+    def _finish(self, escalated: str | None = None) -> None:
+        self.finished = True
+        scheduler = self.scheduler
+        counts = scheduler.counts() if scheduler else {}
+        interrupted = self.stopping_since is not None
+        summary = RunSummary(
+            run_id=self.run_id,
+            completed=counts.get("completed", 0),
+            total=scheduler.total() if scheduler else 0,
+            failed=tuple(scheduler.failed()) if scheduler else (),
+            blocked=tuple(scheduler.blocked()) if scheduler else (),
+            duration_s=time.monotonic() - self.started_at,
+            interrupted=interrupted,
+            escalated=escalated,
+        )
+        if interrupted or escalated:
+            try:
+                self._ask(
+                    FinishRun(
+                        run_id=self.run_id,
+                        clean=True,
+                        session_status="paused",
+                        interrupted_tasks=tuple(slot.task_id for slot in self.slots.values()),
+                        summary=summary,
+                    )
+                )
+            except StateWriteFailed:
+                log.exception("could not record the end of the run")
+        self.outcome.set_result(summary)
+
+    @handles(Conclude)
+    def conclude(self, message: Conclude) -> Ok:
+        if self.outcome.done() and not self.outcome.result().interrupted and not self.outcome.result().escalated:
+            self._ask(
+                FinishRun(
+                    run_id=self.run_id, clean=True, session_status=message.session_status, summary=self.outcome.result()
+                )
+            )
+        self._ticker_stop.set()
+        self.supervisor.stop_all()
+        return Ok()
+
+
+class _PromptingBackend:
+    """Writes the prompt file on the worker's thread, then runs the real backend."""
+
+    def __init__(self, backend: Backend, prompts: Any) -> None:
+        self.backend = backend
+        self.prompts = prompts
+        self.name = backend.name
+
+    def preflight(self, role: str, spec: Any) -> str | None:
+        return self.backend.preflight(role, spec)
+
+    def run(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
+        for path in (order.prompt_file, order.report_file, order.log_path):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(order.prompt_file).write_text(self.prompts(order.task_id, order.attempt), encoding="utf-8")
+        return self.backend.run(order, hooks, cancel)
+
+
+def _with(row: TaskRow, **changes: Any) -> TaskRow:
+    return msgspec.structs.replace(row, **changes)
+
+
+def _final_report(role: str, task_id: str, result: AttemptResult, unblocked: list[str], scheduler: Scheduler) -> str:
+    """The worker's final report in the upstream format: ``[role]`` first, a status line last."""
+    first = result.summary.strip().split("\n", 1)[0] if result.summary else f"{task_id} complete"
+    if not first.startswith("["):
+        first = f"[{role}] {first}"
+    if unblocked:
+        status = f"Tasks unblocked: {', '.join(unblocked)}. Ready for next stage."
+    elif scheduler.finished():
+        status = "All my tasks done. Pipeline may be complete."
+    else:
+        status = "All my tasks done. Other tasks still running."
+    return f"{first}\n{status}"

@@ -1,0 +1,34 @@
+"""Prompts for workers: built on the worker's thread from the session and the task."""
+
+from __future__ import annotations
+
+import threading
+
+from backends.prompt import build_prompt
+from protocol.records import TaskRow
+from session.graph import TaskSpec
+from session.loader import TeamSession
+
+__all__ = ["PromptSource"]
+
+
+class PromptSource:
+    """``source(task_id, attempt)`` -> the prompt.  Tasks created during a run are added with :meth:`add`."""
+
+    def __init__(self, session: TeamSession) -> None:
+        self.session = session
+        self._extra: dict[str, TaskSpec] = {}
+        self._lock = threading.Lock()
+
+    def add(self, row: TaskRow, goal: str) -> None:
+        spec = TaskSpec(id=row.id, owner=row.owner, blocked_by=tuple(row.blocked_by), priority=row.priority, goal=goal)
+        with self._lock:
+            self._extra[row.id] = spec
+
+    def spec(self, task_id: str) -> TaskSpec:
+        with self._lock:
+            extra = self._extra.get(task_id)
+        return extra if extra is not None else self.session.task(task_id)
+
+    def __call__(self, task_id: str, attempt: int) -> str:
+        return build_prompt(self.session, self.spec(task_id), attempt)

@@ -1,0 +1,344 @@
+"""``executor run`` / ``resume`` on the main thread: check, lock, boot the tree, wait, conclude.
+
+The main thread stays out of the actors' way: it holds the session lock,
+turns SIGINT/SIGTERM into :class:`ShutdownRequest` messages (the first one
+graceful, the second immediate), waits for the run's outcome, performs the
+completion action, and prints the completion report.
+
+Exit codes: 0 the run completed (or was stopped cleanly by a signal), 1 it
+ended with failed tasks, could not start, or was stopped by an escalation;
+2 the request itself was unusable (e.g. no backend chosen).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+import psutil
+
+from actors.executor import Conclude, Executor, RunOptions
+from actors.prompting import PromptSource
+from actors.reconciler import find_marked_processes
+from actors.session import EventSink
+from actors.supervision import Backoff
+from backends.base import Backend
+from backends.process import JailError, find_jail, resolve_workdir, stop_tree
+from backends.registry import UnknownBackend, backend_names, get_backend
+from protocol.events import Event, TaskCompleted, TaskDispatched, encode_event
+from protocol.messages import RunSummary, ShutdownRequest
+from session.loader import TeamSession, inspect_session
+from session.lock import SessionBusy, SessionLock
+from session.problems import format_problems
+from session.store import STATE_DIR, Store, StoreError, StoreReader
+
+__all__ = ["RunRefused", "RunRequest", "resolve_backends", "run_session"]
+
+log = logging.getLogger("executor.run")
+
+
+class RunRefused(Exception):
+    """The run cannot start; the message says why and what to do."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+@dataclass
+class RunRequest:
+    session_dir: Path
+    command: str = "run"
+    backend: str | None = None
+    max_workers: int = 4
+    workdir: Path | None = None
+    json_events: bool = False
+    export_dir: Path | None = None
+    task_timeout_s: float | None = None
+    hang_timeout_s: float | None = None
+    max_attempts: int = 3
+    shutdown_grace_s: float = 10.0
+    retry_backoff_s: float = 2.0
+    interactive: bool = field(default_factory=_stdin_is_terminal)
+
+
+def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Backend]:
+    """The backend of every role, or :class:`RunRefused` naming each role left without one."""
+    problems: list[str] = []
+    chosen: dict[str, Backend] = {}
+    choices = ", ".join(backend_names())
+    for role, spec in session.role_specs.items():
+        name = spec.meta.backend or default
+        where = session.roles[role].role_spec
+        if name is None:
+            problems.append(
+                f"role '{role}' names no backend: add `backend: <name>` to {where} or pass --backend "
+                f"(choices: {choices})"
+            )
+            continue
+        try:
+            backend = get_backend(name)
+        except UnknownBackend as error:
+            problems.append(f"{where}: {error}")
+            continue
+        problem = backend.preflight(role, spec.meta)
+        if problem:
+            problems.append(problem)
+            continue
+        chosen[role] = backend
+    if problems:
+        raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems), exit_code=2)
+    return chosen
+
+
+def _session_marker(folder: Path) -> str:
+    return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:20]
+
+
+def _configure_logging(folder: Path) -> logging.Handler:
+    handler = logging.FileHandler(folder / STATE_DIR / "executor.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s"))
+    for name in ("pykka", "executor"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False  # actor crashes go to the log file, never as tracebacks on the terminal
+    return handler
+
+
+class _Console:
+    """Human-readable lines, serialized across threads."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+
+    def __call__(self, line: str) -> None:
+        elapsed = time.monotonic() - self.started
+        with self._lock:
+            self.stream.write(f"[{elapsed:7.1f}s] {line}\n")
+            self.stream.flush()
+
+
+def _json_events_sink(stream: TextIO) -> EventSink:
+    lock = threading.Lock()
+
+    def sink(_event_id: int, occurred_at: str, event: Event) -> None:
+        payload = msgspec.json.decode(encode_event(event))
+        payload["occurred_at"] = occurred_at
+        with lock:
+            stream.write(msgspec.json.encode(payload).decode() + "\n")
+            stream.flush()
+
+    return sink
+
+
+def _started_sink(console: _Console) -> EventSink:
+    def sink(_event_id: int, _occurred_at: str, event: Event) -> None:
+        if isinstance(event, TaskDispatched):
+            attempt = f" attempt {event.attempt}" if event.attempt > 1 else ""
+            console(f"▶ {event.task_id} started on {event.backend}{attempt}")
+
+    return sink
+
+
+def _choose_status(session: TeamSession, request: RunRequest, summary: RunSummary, console: _Console) -> str:
+    """The completion action: archive (completed) or keep (paused); export first when asked."""
+    if summary.failed or summary.blocked or summary.completed < summary.total:
+        return "paused"
+    if request.export_dir is not None:
+        shutil.copytree(Path(session.folder) / "artifacts", request.export_dir, dirs_exist_ok=True)
+        console(f"exported artifacts to {request.export_dir}")
+        return "completed"
+    action = session.team.completion_action
+    if action == "auto_archive":
+        return "completed"
+    if action == "auto_keep" or not request.interactive:
+        return "paused"
+    answer = input("Pipeline complete. [a]rchive, [k]eep active, or [e]xport artifacts to a folder? [k] ")
+    choice = answer.strip().lower()[:1]
+    if choice == "a":
+        return "completed"
+    if choice == "e":
+        target = Path(input("Export to folder: ").strip()).expanduser()
+        shutil.copytree(Path(session.folder) / "artifacts", target, dirs_exist_ok=True)
+        console(f"exported artifacts to {target}")
+        return "completed"
+    return "paused"
+
+
+def _completion_report(session: TeamSession, summary: RunSummary, status: str) -> str:
+    reader = StoreReader.open(session.folder)
+    deliverables: dict[str, tuple[str, tuple[str, ...]]] = {}
+    if reader is not None:
+        try:
+            owners = {row.id: row.owner for row in reader.tasks()}
+            after = 0
+            while batch := reader.events(after_id=after, limit=5000):
+                for event_id, _, event in batch:
+                    after = event_id
+                    if isinstance(event, TaskCompleted):
+                        deliverables[event.task_id] = (owners.get(event.task_id, ""), tuple(event.artifacts))
+        finally:
+            reader.close()
+    lines = []
+    if summary.escalated:
+        lines.append(f"run stopped: {summary.escalated}")
+    elif summary.interrupted:
+        lines.append("run stopped on request; state saved")
+    elif summary.failed or summary.blocked:
+        lines.append("pipeline finished with failures")
+    else:
+        lines.append("pipeline complete")
+    percent = 100.0 * summary.completed / summary.total if summary.total else 0.0
+    lines.append(
+        f"  tasks: {summary.completed}/{summary.total} ({percent:.0f}%)   roles: "
+        f"{', '.join(session.roles)}   duration: {summary.duration_s:.1f}s"
+    )
+    if summary.failed:
+        lines.append(f"  failed: {', '.join(summary.failed)}")
+    if summary.blocked:
+        lines.append(
+            f"  blocked by failures: {', '.join(summary.blocked[:20])}" + (" …" if len(summary.blocked) > 20 else "")
+        )
+    shown = [(task_id, role, artifacts) for task_id, (role, artifacts) in deliverables.items() if artifacts]
+    if shown:
+        lines.append("  deliverables:")
+        lines += [
+            f"    {artifact}  ({role}, {task_id})" for task_id, role, artifacts in shown[:100] for artifact in artifacts
+        ]
+    folder = session.folder
+    if status == "completed":
+        lines.append("  session archived (status: completed)")
+    elif summary.failed or summary.blocked:
+        lines.append(f"  see `executor check --session {folder}`; fix, then `executor resume --session {folder}`")
+    else:
+        lines.append(f"  session kept (status: {status}); continue with `executor resume --session {folder}`")
+    return "\n".join(lines)
+
+
+def run_session(request: RunRequest, out: TextIO | None = None) -> int:
+    """Run (or resume) a session to its end; return the exit code.  Raises :class:`RunRefused`."""
+    out = out or sys.stdout
+    human = sys.stderr if request.json_events else out
+    session, problems = inspect_session(request.session_dir)
+    if session is None:
+        raise RunRefused(f"{request.session_dir} is not a valid session:\n{format_problems(problems)}")
+    backends = resolve_backends(session, request.backend)
+    try:
+        jail = find_jail(Path(session.folder))
+        workdir = resolve_workdir(jail, request.workdir)
+    except JailError as error:
+        raise RunRefused(str(error), exit_code=2) from None
+    try:
+        Store.open(Path(session.folder)).close()
+    except StoreError as error:
+        raise RunRefused(str(error)) from None
+
+    lock = SessionLock(Path(session.folder))
+    try:
+        lock.acquire(request.command)
+    except SessionBusy as error:
+        raise RunRefused(str(error)) from None
+    handler = _configure_logging(Path(session.folder))
+    console = _Console(human)
+    sinks: list[EventSink] = [_started_sink(console)]
+    if request.json_events:
+        sinks.append(_json_events_sink(out))
+    options = RunOptions(
+        command=request.command,
+        max_workers=request.max_workers,
+        workdir=workdir,
+        max_attempts=request.max_attempts,
+        task_timeout_s=request.task_timeout_s,
+        hang_timeout_s=request.hang_timeout_s,
+        shutdown_grace_s=request.shutdown_grace_s,
+        retry_backoff=Backoff(min_s=request.retry_backoff_s, max_s=max(300.0, request.retry_backoff_s), jitter=0.2),
+    )
+    outcome: Future[RunSummary] = Future()
+    executor = Executor.start(
+        session,
+        options,
+        backends,
+        PromptSource(session),
+        outcome,
+        sinks,
+        _session_marker(Path(session.folder)),
+        console,
+    )
+    signals_seen = 0
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        name = signal.Signals(signum).name
+        executor.tell(ShutdownRequest(reason=f"signal {name}", graceful=signals_seen == 1))
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
+        summary = _wait(outcome, executor)
+        status = (
+            _choose_status(session, request, summary, console)
+            if not (summary.interrupted or summary.escalated)
+            else "paused"
+        )
+        executor.ask(Conclude(session_status=status), timeout=60)
+        executor.stop(block=True, timeout=30)
+        _sweep_orphans(Path(session.folder), console)
+        human.write(_completion_report(session, summary, status) + "\n")
+        human.flush()
+    finally:
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
+        if executor.is_alive():
+            executor.stop(block=False)
+        lock.release()
+        for name in ("pykka", "executor"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+    if summary.escalated or summary.failed or summary.blocked:
+        return 1
+    return 0
+
+
+def _sweep_orphans(folder: Path, console: _Console) -> None:
+    """Every worker is done: whatever still carries this session's marker escaped its
+    process group (a detached grandchild) and would be orphaned for good."""
+    stopped: list[int] = []
+    for process in find_marked_processes(_session_marker(folder)):
+        try:
+            stopped += stop_tree(process.pid, process.create_time(), grace_s=2.0)
+        except psutil.NoSuchProcess:
+            continue
+    if stopped:
+        console(f"stopped {len(stopped)} leftover process(es) that workers had detached: {sorted(stopped)}")
+        log.warning("stopped leftover worker descendants %s", sorted(stopped))
+
+
+def _wait(outcome: Future[RunSummary], executor: Any) -> RunSummary:
+    while True:
+        try:
+            return outcome.result(timeout=0.2)
+        except FutureTimeout:
+            if not executor.is_alive():
+                raise RunRefused(
+                    "the executor stopped unexpectedly; the state is saved — see .executor/executor.log, "
+                    "then `executor resume`"
+                ) from None

@@ -1,0 +1,444 @@
+"""The Session actor: the only writer of a session's state.
+
+Every transition lands in one SQLite transaction (the task row, the run row
+and the event together); then the team-session.json projection is marked
+dirty (written at most every ``flush_interval_s``), upstream-format messages
+go to ``.msg/messages.jsonl``, and the committed events are handed to the
+sinks (the terminal view, ``--json-events``).  Nothing here is the only copy
+of anything: a restarted Session actor rebuilds itself from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pykka
+
+from actors.base import TreeActor, handles
+from protocol.events import (
+    Event,
+    RunCompleted,
+    RunStarted,
+    SessionReconciled,
+    ShutdownCompleted,
+    TaskCompleted,
+    TaskCreated,
+    TaskDispatched,
+    TaskFailed,
+    TaskProgress,
+    TaskReset,
+    TaskStarted,
+    WorkerSpawned,
+)
+from protocol.messages import (
+    BeginRun,
+    CreateTasks,
+    Deliverable,
+    Deliverables,
+    DispatchRecorded,
+    FinishRun,
+    Flush,
+    GetDeliverables,
+    GetState,
+    Ok,
+    OpenRun,
+    ReconcileApplied,
+    ReconcilePlan,
+    RecordDispatch,
+    RecordEvents,
+    RecordOutcome,
+    RecordProgress,
+    RecordStart,
+    StateSnapshot,
+)
+from protocol.records import TaskRow
+from session.loader import TeamSession
+from session.message_bus import (
+    MessageBus,
+    error_message,
+    progress_message,
+    task_complete_message,
+    task_unblocked_message,
+)
+from session.projection import SessionProjection, write_atomic
+from session.store import STATE_DIR, Store, utc_now
+
+__all__ = ["EventSink", "SessionActor"]
+
+log = logging.getLogger("executor.session")
+
+EventSink = Callable[[int, str, Event], None]
+"""Called on the Session actor's thread with (event id, time, event) after each commit."""
+
+
+class SessionActor(TreeActor):
+    def __init__(
+        self,
+        name: str,
+        parent: pykka.ActorRef[Any] | None,
+        incarnation: int,
+        session: TeamSession,
+        sinks: Iterable[EventSink] = (),
+        flush_interval_s: float = 0.5,
+    ) -> None:
+        super().__init__(name, parent, incarnation)
+        self.session = session
+        self.folder = Path(session.folder)
+        self.sinks = list(sinks)
+        self.flush_interval_s = flush_interval_s
+        self._pending_events: list[Event] = []
+
+    # --- life --------------------------------------------------------------------
+
+    def started(self) -> None:
+        self.store = Store.open(self.folder)
+        self.rows: dict[str, TaskRow] = {row.id: row for row in self.store.tasks()}
+        self.bus = MessageBus.open(self.folder)
+        self.projection = SessionProjection(
+            self.folder, self.session.team_raw, [*(t.id for t in self.session.tasks), *self.rows]
+        )
+        for row in self.rows.values():
+            if row.status == "completed":
+                self.projection.task_completed(row.id)
+
+    def stopping(self) -> None:
+        for closer in (self.projection.flush, self.bus.close, self.store.close):
+            try:
+                closer()
+            except Exception:  # closing must go on; the database is already the truth
+                log.exception("session: %s failed while stopping", getattr(closer, "__name__", closer))
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _append(self, event: Event, task_id: str | None = None) -> None:
+        self.store.append(event, task_id)
+        self._pending_events.append(event)
+
+    def _publish(self) -> None:
+        events, self._pending_events = self._pending_events, []
+        for event in events:
+            for sink in self.sinks:
+                try:
+                    sink(0, utc_now(), event)
+                except Exception:  # noqa: BLE001, S112 - a broken view must never stop the writer
+                    continue
+
+    def _update(self, task_id: str, **changes: Any) -> None:
+        self.store.update_task(task_id, **changes)
+        row = self.rows.get(task_id)
+        if row is not None:
+            self.rows[task_id] = msgspec.structs.replace(
+                row, **{k: v for k, v in changes.items() if k in TaskRow.__struct_fields__}
+            )
+
+    # --- queries --------------------------------------------------------------------
+
+    @handles(GetState)
+    def get_state(self, message: GetState) -> StateSnapshot:
+        return StateSnapshot(
+            tasks=tuple(self.rows.values()),
+            meta=self.store.meta(),
+            open_runs=tuple(
+                OpenRun(run_row_id=r.id, task_id=r.task_id, attempt=r.attempt, pid=r.pid, create_time=r.pid_create_time)
+                for r in self.store.open_runs()
+            ),
+        )
+
+    @handles(GetDeliverables)
+    def get_deliverables(self, message: GetDeliverables) -> Deliverables:
+        latest: dict[str, tuple[str, ...]] = {}
+        after = 0
+        while batch := self.store.events(after_id=after, limit=5000):
+            for event_id, _, event in batch:
+                after = event_id
+                if isinstance(event, TaskCompleted):
+                    latest[event.task_id] = tuple(event.artifacts)
+        return Deliverables(
+            items=tuple(
+                Deliverable(task_id=task_id, role=self.rows[task_id].owner if task_id in self.rows else "", artifacts=a)
+                for task_id, a in latest.items()
+                if self.rows.get(task_id) is not None and self.rows[task_id].status == "completed"
+            )
+        )
+
+    # --- the run ----------------------------------------------------------------------
+
+    @handles(BeginRun)
+    def begin_run(self, message: BeginRun) -> Ok:
+        with self.store.transaction():
+            self.store.set_meta(
+                run_id=message.run_id, clean_stop="0", run_started_at=utc_now(), run_pid=str(message.pid)
+            )
+            self._append(
+                RunStarted(
+                    run_id=message.run_id, pid=message.pid, command=message.command, max_workers=message.max_workers
+                )
+            )
+        self.projection.set_status("active")
+        self._publish()
+        return Ok()
+
+    @handles(ReconcilePlan)
+    def apply_reconcile(self, plan: ReconcilePlan) -> ReconcileApplied:
+        report_path: str | None = None
+        if plan.report_markdown:
+            stamp = utc_now().replace(":", "").replace("-", "").split(".")[0]
+            path = self.folder / STATE_DIR / "recovery" / f"{stamp}-{plan.run_id}.md"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, plan.report_markdown.encode())
+            report_path = str(path)
+        now = utc_now()
+        with self.store.transaction():
+            if plan.created:
+                self.store.put_tasks(list(plan.created))
+                for row in plan.created:
+                    self.rows[row.id] = row
+                    self._append(
+                        TaskCreated(
+                            task_id=row.id, owner=row.owner, priority=row.priority, blocked_by=tuple(row.blocked_by)
+                        )
+                    )
+            for task_id in plan.completed_from_session:
+                self._update(task_id, status="completed", completed_at=now)
+            for reset in plan.resets:
+                row = self.rows[reset.task_id]
+                # The interrupted attempt was not the task's fault: it does not count.
+                self._update(reset.task_id, status="pending", attempts=max(0, row.attempts - 1))
+                self._append(
+                    TaskReset(task_id=reset.task_id, previous_status=reset.previous_status, reason=reset.reason)
+                )
+            for run_row_id in plan.closed_runs:
+                self.store.update_run(
+                    run_row_id, ended_at=now, outcome="interrupted", error="the executor stopped while this attempt ran"
+                )
+            if report_path:
+                self.store.set_meta(recovery_report=report_path)
+            self._append(
+                SessionReconciled(
+                    run_id=plan.run_id,
+                    unclean_previous_stop=plan.unclean_previous_stop,
+                    reset_tasks=tuple(r.task_id for r in plan.resets),
+                    created_tasks=tuple(r.id for r in plan.created),
+                    completed_from_session=plan.completed_from_session,
+                    killed_pids=plan.killed_pids,
+                    report_path=report_path,
+                )
+            )
+        for row in plan.created:
+            self.projection.add_task(row.id)
+        for row in self.rows.values():
+            if row.status == "completed":
+                self.projection.task_completed(row.id)
+            else:
+                self.projection.task_reopened(row.id)
+        self.projection.flush(force=True)
+        self._publish()
+        return ReconcileApplied(report_path=report_path)
+
+    @handles(RecordDispatch)
+    def record_dispatch(self, message: RecordDispatch) -> DispatchRecorded:
+        with self.store.transaction():
+            self._update(message.task_id, status="in_progress", attempts=message.attempt, not_before=None)
+            run_row_id = self.store.insert_run(
+                run_id=message.run_id,
+                task_id=message.task_id,
+                attempt=message.attempt,
+                worker_id=message.worker_id,
+                backend=message.backend,
+                log_path=message.log_path,
+            )
+            self._append(WorkerSpawned(worker_id=message.worker_id, role=message.role, task_id=message.task_id))
+            self._append(
+                TaskDispatched(
+                    task_id=message.task_id,
+                    attempt=message.attempt,
+                    worker_id=message.worker_id,
+                    backend=message.backend,
+                )
+            )
+        self.projection.worker_started(message.task_id, message.role, None, utc_now())
+        self.projection.task_reopened(message.task_id)
+        self.bus.post_message(
+            message.role, progress_message(message.task_id, message.role, "in_progress", 0, "dispatched")
+        )
+        self._publish()
+        return DispatchRecorded(run_row_id=run_row_id)
+
+    @handles(RecordStart)
+    def record_start(self, message: RecordStart) -> None:
+        with self.store.transaction():
+            self.store.update_run(message.run_row_id, pid=message.pid, pid_create_time=message.create_time)
+            self._append(TaskStarted(task_id=message.task_id, attempt=message.attempt, pid=message.pid))
+        self.projection.worker_started(message.task_id, message.role, message.pid, utc_now())
+        self._publish()
+
+    @handles(RecordProgress)
+    def record_progress(self, message: RecordProgress) -> None:
+        with self.store.transaction():
+            self._append(
+                TaskProgress(
+                    task_id=message.task_id, attempt=message.attempt, note=message.note, percent=message.percent
+                )
+            )
+        self.bus.post_message(
+            message.role,
+            progress_message(message.task_id, message.role, "in_progress", message.percent or 0, message.note[:80]),
+        )
+        self._publish()
+
+    @handles(RecordOutcome)
+    def record_outcome(self, message: RecordOutcome) -> Ok:
+        result = message.result
+        now = utc_now()
+        run_changes: dict[str, Any] = {
+            "ended_at": now,
+            "exit_code": result.exit_code,
+            "outcome": message.disposition if message.disposition != "retry" else "failed",
+            "error_kind": result.error_kind,
+            "error": result.error,
+            "tokens_in": result.tokens_in,
+            "tokens_out": result.tokens_out,
+            "cost_usd": result.cost_usd,
+        }
+        with self.store.transaction():
+            self.store.update_run(message.run_row_id, **{k: v for k, v in run_changes.items() if v is not None})
+            if message.disposition == "completed":
+                self._update(
+                    message.task_id, status="completed", completed_at=now, last_error=None, last_error_kind=None
+                )
+                self._append(
+                    TaskCompleted(
+                        task_id=message.task_id,
+                        attempt=message.attempt,
+                        artifacts=result.artifacts,
+                        summary=result.summary[:500],
+                    )
+                )
+            elif message.disposition == "interrupted":
+                row = self.rows[message.task_id]
+                self._update(message.task_id, status="pending", attempts=max(0, row.attempts - 1))
+                self._append(
+                    TaskReset(
+                        task_id=message.task_id,
+                        previous_status="in_progress",
+                        reason="interrupted by the executor's shutdown",
+                    )
+                )
+            else:
+                final = message.disposition == "failed"
+                not_before = None
+                if message.retry_in_s is not None:
+                    not_before = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + message.retry_in_s))
+                self._update(
+                    message.task_id,
+                    status="failed" if final else "pending",
+                    not_before=not_before,
+                    last_error=(result.error or "")[:2000],
+                    last_error_kind=result.error_kind,
+                )
+                self._append(
+                    TaskFailed(
+                        task_id=message.task_id,
+                        attempt=message.attempt,
+                        error_kind=result.error_kind or "crash",
+                        error=(result.error or "")[:2000],
+                        final=final,
+                        retry_in_s=message.retry_in_s,
+                    )
+                )
+        self.projection.worker_stopped(message.task_id)
+        if message.disposition == "completed":
+            self.projection.task_completed(message.task_id)
+            artifact = result.artifacts[0] if result.artifacts else None
+            self.bus.post(
+                message.role,
+                message.report_text or result.summary or f"{message.task_id} complete",
+                type="task_complete",
+                data=task_complete_message(message.task_id, message.role, artifact, result.files_modified).data,
+            )
+            if message.unblocked:
+                self.bus.post_message(message.role, task_unblocked_message(message.unblocked, message.task_id))
+        elif message.disposition in ("failed", "retry"):
+            self.bus.post_message(
+                message.role,
+                error_message(
+                    f"{message.task_id} attempt {message.attempt} failed ({result.error_kind}): {result.error}",
+                    task_id=message.task_id,
+                    error_kind=result.error_kind,
+                ),
+            )
+        self._publish()
+        return Ok()
+
+    @handles(CreateTasks)
+    def create_tasks(self, message: CreateTasks) -> Ok:
+        with self.store.transaction():
+            self.store.put_tasks(list(message.tasks))
+            for row in message.tasks:
+                self.rows[row.id] = row
+                self._append(
+                    TaskCreated(
+                        task_id=row.id,
+                        owner=row.owner,
+                        priority=row.priority,
+                        blocked_by=tuple(row.blocked_by),
+                        source=row.source,
+                    )
+                )
+            for task_id, blocked_by in message.rewire:
+                merged = list(dict.fromkeys([*self.rows[task_id].blocked_by, *blocked_by]))
+                self._update(task_id, blocked_by=merged)
+        for row in message.tasks:
+            self.projection.add_task(row.id)
+        self._publish()
+        return Ok()
+
+    @handles(RecordEvents)
+    def record_events(self, message: RecordEvents) -> Ok:
+        with self.store.transaction():
+            for event in message.events:
+                self._append(event)
+        if message.wisdom_issue:
+            path = self.folder / "wisdom" / "issues.md"
+            path.parent.mkdir(exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(f"\n- {utc_now()} {message.wisdom_issue}\n")
+        self._publish()
+        return Ok()
+
+    @handles(FinishRun)
+    def finish_run(self, message: FinishRun) -> Ok:
+        with self.store.transaction():
+            if message.summary is not None and not message.summary.interrupted:
+                summary = message.summary
+                self._append(
+                    RunCompleted(
+                        run_id=message.run_id,
+                        completed=summary.completed,
+                        total=summary.total,
+                        failed=summary.failed,
+                        blocked=summary.blocked,
+                        duration_s=round(summary.duration_s, 3),
+                    )
+                )
+            self._append(
+                ShutdownCompleted(
+                    run_id=message.run_id, clean=message.clean, interrupted_tasks=message.interrupted_tasks
+                )
+            )
+            if message.clean:
+                self.store.set_meta(clean_stop="1", run_stopped_at=utc_now())
+        if message.session_status is not None:
+            self.projection.set_status(message.session_status)
+        self.projection.flush(force=True)
+        self._publish()
+        return Ok()
+
+    @handles(Flush)
+    def flush(self, message: Flush) -> None:
+        self.projection.flush_if_due(time.monotonic(), self.flush_interval_s)

@@ -1,0 +1,275 @@
+"""Run one agent process for a work order and say how the attempt ended.
+
+Shared by the backends that start a local process (``command``, ``demo``): they
+differ only in the argv.  Everything else — the environment, the limits, progress
+lines, the report file, artifact discovery and the mapping of a process outcome to
+an :class:`AttemptResult` — is here, so the two behave the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from backends.base import WorkerHooks
+from backends.conventions import (
+    ENV_ARTIFACTS,
+    ENV_ATTEMPT,
+    ENV_MARKER,
+    ENV_MODEL,
+    ENV_PROMPT_FILE,
+    ENV_REPORT,
+    ENV_ROLE,
+    ENV_SESSION,
+    ENV_TASK_ID,
+    PROGRESS_TYPE,
+    REPORT_STATUSES,
+    relative_inside,
+    task_artifact_files,
+)
+from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, allowlisted_env, run_process
+from protocol.messages import AttemptResult, WorkOrder
+from protocol.types import ErrorKind
+
+__all__ = ["order_env", "parse_progress", "run_agent_process"]
+
+#: How much of the combined stderr and stdout an AttemptResult keeps.
+OUTPUT_TAIL_BYTES = 4096
+SUMMARY_CHARS = 300
+_NOTE_CHARS = 300
+_MAX_REPORT_BYTES = 1 << 20
+
+
+def order_env(order: WorkOrder) -> dict[str, str]:
+    """The worker's environment: the allowlisted parent variables plus the ``TEAM_EXECUTOR_*`` ones."""
+    extra = {
+        ENV_TASK_ID: order.task_id,
+        ENV_ATTEMPT: str(order.attempt),
+        ENV_ROLE: order.role,
+        ENV_SESSION: order.session_dir,
+        ENV_ARTIFACTS: order.artifacts_dir,
+        ENV_PROMPT_FILE: order.prompt_file,
+        ENV_REPORT: order.report_file,
+        ENV_MARKER: order.marker,
+    }
+    if order.model:
+        extra[ENV_MODEL] = order.model
+    return allowlisted_env(extra=extra)
+
+
+def parse_progress(line: bytes) -> tuple[int | None, str] | None:
+    """``(percent, note)`` if ``line`` is a progress line, else ``None``.  Never raises.
+
+    A progress line is a JSON object with ``"type": "progress"``; ``percent`` is kept
+    when it is a number (clamped to 0..100), ``note`` when it is a string (cut to
+    300 characters).
+    """
+    stripped = line.strip()
+    if not stripped.startswith(b"{"):
+        return None
+    try:
+        data = json.loads(stripped)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("type") != PROGRESS_TYPE:
+        return None
+    raw_percent = data.get("percent")
+    percent: int | None = None
+    if isinstance(raw_percent, int | float) and not isinstance(raw_percent, bool) and math.isfinite(raw_percent):
+        percent = int(min(100.0, max(0.0, float(raw_percent))))
+    note = data.get("note")
+    return percent, note[:_NOTE_CHARS] if isinstance(note, str) else ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _output_tail(outcome: ProcessOutcome) -> str:
+    """About the last 4 KB of stderr and stdout; stderr keeps at least half when it has that much."""
+    err = outcome.stderr_tail.strip()
+    out = outcome.stdout_tail.strip()
+    half = OUTPUT_TAIL_BYTES // 2
+    err_keep = min(len(err), max(half, OUTPUT_TAIL_BYTES - len(out)))
+    out_keep = min(len(out), OUTPUT_TAIL_BYTES - err_keep)
+    sections = []
+    if err_keep:
+        sections.append("[stderr]\n" + err[len(err) - err_keep :].decode("utf-8", errors="replace"))
+    if out_keep:
+        sections.append("[stdout]\n" + out[len(out) - out_keep :].decode("utf-8", errors="replace"))
+    return "\n".join(sections)
+
+
+def _last_line_summary(outcome: ProcessOutcome, role: str) -> str:
+    """The worker's own summary: its last ``[<role>] ...`` line, else its last non-empty non-progress line."""
+    lines = [line.strip() for line in outcome.stdout_tail.decode("utf-8", errors="replace").splitlines()]
+    lines = [line for line in lines if line and parse_progress(line.encode()) is None]
+    tagged = [line for line in lines if line.startswith(f"[{role}]")]
+    chosen = tagged[-1] if tagged else (lines[-1] if lines else "")
+    return chosen[:SUMMARY_CHARS]
+
+
+def _read_report(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(report, None)``, ``(None, None)`` when there is no report, or ``(None, why it is bad)``."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_REPORT_BYTES + 1)
+    except FileNotFoundError:
+        return None, None
+    except OSError as error:
+        return None, f"cannot read the report file {path}: {error.strerror or error}"
+    if len(data) > _MAX_REPORT_BYTES:
+        return None, f"the report file {path} is larger than {_MAX_REPORT_BYTES >> 10} KiB"
+    try:
+        report = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as error:
+        return None, f"the report file {path} is not UTF-8 ({error.reason} at byte {error.start})"
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        return None, f"the report file {path} is not valid JSON: {error.msg} at {where}"
+    except RecursionError:
+        return None, f"the report file {path} is nested too deeply"
+    if not isinstance(report, dict):
+        return None, f"the report file {path} must hold a JSON object, got {type(report).__name__}"
+    status = report.get("status", "completed")
+    if status not in REPORT_STATUSES:
+        return None, f"the report file {path} has status {status!r}; use one of: {', '.join(REPORT_STATUSES)}"
+    return report, None
+
+
+def _session_relative(session: Path, value: Any) -> str | None:
+    """A path the worker named, relative to the session folder, or None if it is not a path inside it."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        return None
+    return relative_inside(session, Path(value.strip()))
+
+
+def _discovered_artifacts(order: WorkOrder, session: Path) -> tuple[str, ...]:
+    listed = (relative_inside(session, path) for path in task_artifact_files(Path(order.artifacts_dir), order.task_id))
+    return tuple(sorted(relative for relative in listed if relative is not None))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value if isinstance(item, str) and item.strip())
+
+
+def _result(order: WorkOrder, outcome: ProcessOutcome) -> AttemptResult:
+    timing: dict[str, Any] = {"exit_code": outcome.exit_code, "duration_s": outcome.duration_s}
+    if outcome.error_kind is not None:
+        return AttemptResult(
+            ok=False,
+            error_kind=cast(ErrorKind, outcome.error_kind),  # run_process's kinds are all ErrorKinds
+            error=outcome.error,
+            summary=_last_line_summary(outcome, order.role),
+            output_tail=_output_tail(outcome),
+            **timing,
+        )
+    report, problem = _read_report(Path(order.report_file))
+    if problem is not None:
+        return AttemptResult(
+            ok=False,
+            error_kind="bad_output",
+            error=problem,
+            summary=_last_line_summary(outcome, order.role),
+            output_tail=_output_tail(outcome),
+            **timing,
+        )
+    report = report or {}
+    session = Path(order.session_dir)
+    summary_value = report.get("summary")
+    summary = (
+        _one_line(summary_value)[:SUMMARY_CHARS]
+        if isinstance(summary_value, str) and summary_value.strip()
+        else _last_line_summary(outcome, order.role)
+    )
+    if isinstance(report.get("artifacts"), list):
+        listed = (_session_relative(session, item) for item in report["artifacts"])
+        artifacts = tuple(dict.fromkeys(item for item in listed if item is not None))
+    else:
+        artifacts = _discovered_artifacts(order, session)
+    status = report.get("status", "completed")
+    severity = report.get("severity")
+    detail = report.get("detail")
+    common: dict[str, Any] = {
+        "summary": summary,
+        "artifacts": artifacts,
+        "files_modified": _strings(report.get("files_modified")),
+        "severity": severity if isinstance(severity, str) and severity else None,
+        "detail": detail if isinstance(detail, str) else "",
+        **timing,
+    }
+    if status == "failed":
+        return AttemptResult(
+            ok=False,
+            error_kind="crash",
+            error=summary or "the worker reported that the task failed",
+            outcome="failed",
+            output_tail=_output_tail(outcome),
+            **common,
+        )
+    return AttemptResult(ok=True, outcome=status, **common)
+
+
+def run_agent_process(
+    order: WorkOrder,
+    argv: Sequence[str],
+    hooks: WorkerHooks,
+    cancel: threading.Event,
+) -> AttemptResult:
+    """Run ``argv`` for ``order`` and turn how it ended into an :class:`AttemptResult`.
+
+    Runs on the caller's thread until the process ends (see ``run_process``): in
+    ``order.workdir``, stdin from ``/dev/null``, with :func:`order_env` as the whole
+    environment, under ``order``'s wall, hang and grace limits, output appended to
+    ``order.log_path``.  A stale report file is deleted first.  ``hooks.started`` is
+    called once the process exists, ``hooks.progress`` for each progress line.
+
+    How it ends:
+
+    - the process failed (non-zero exit, signal, timeout, hang, cancel, could not
+      start): ``ok=False`` with run_process's error kind, the exit code and the
+      output tail;
+    - exit 0 with a report that cannot be read, is not a JSON object, or has an
+      unknown status: ``ok=False``, ``"bad_output"``, the error naming the file;
+    - report status ``failed``: ``ok=False``, ``"crash"``, the error = its summary;
+    - ``consensus_blocked`` / ``capability_gap``: ``ok=True`` with that outcome,
+      severity and detail;
+    - ``completed`` or no report: ``ok=True``.
+
+    Artifacts are the report's list (paths inside the session folder only, made
+    relative to it), else every file under ``order.artifacts_dir`` that belongs to
+    the task.  The summary is the report's, else the last ``[<role>]`` line of
+    stdout, else its last non-empty line (at most 300 characters).
+
+    Raises only what ``hooks`` raise (after the process tree has been stopped).
+    """
+    report = Path(order.report_file)
+    try:
+        report.unlink(missing_ok=True)
+        report.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return AttemptResult(
+            ok=False,
+            error_kind="spawn_failed",
+            error=f"cannot prepare the report file {report}: {error.strerror or error}",
+        )
+
+    def on_stdout_line(line: bytes) -> None:
+        progress = parse_progress(line)
+        if progress is not None:
+            hooks.progress(*progress)
+
+    outcome = run_process(
+        ProcessSpec(argv=tuple(argv), cwd=order.workdir, env=order_env(order), log_path=order.log_path),
+        ProcessLimits(wall_timeout_s=order.timeout_s, hang_timeout_s=order.hang_timeout_s, grace_s=order.grace_s),
+        cancel=cancel,
+        on_start=hooks.started,
+        on_stdout_line=on_stdout_line,
+    )
+    return _result(order, outcome)

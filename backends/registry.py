@@ -1,0 +1,34 @@
+"""The backends by name: what a role-spec's ``backend:`` key may say."""
+
+from __future__ import annotations
+
+from backends.base import Backend
+from backends.command import CommandBackend
+from backends.demo import DemoBackend
+
+__all__ = ["BACKENDS", "UnknownBackend", "backend_names", "get_backend"]
+
+#: One instance each: backends keep no state between attempts.
+BACKENDS: dict[str, Backend] = {CommandBackend.name: CommandBackend(), DemoBackend.name: DemoBackend()}
+
+
+class UnknownBackend(LookupError):
+    """A role asks for a backend that does not exist; the message lists the ones that do."""
+
+    def __init__(self, name: str, choices: list[str]) -> None:
+        self.name = name
+        self.choices = choices
+        super().__init__(f"unknown backend '{name}'; choose one of: {', '.join(choices)}")
+
+
+def backend_names() -> list[str]:
+    """The names a role-spec's ``backend:`` key may use, sorted."""
+    return sorted(BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``.  Raises :class:`UnknownBackend`."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UnknownBackend(name, backend_names()) from None

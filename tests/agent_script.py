@@ -1,0 +1,53 @@
+"""A scriptable stand-in agent for the `command` backend (a real process, stdlib only).
+
+Behaviour per task comes from <session>/behaviors.json, e.g.
+{"A-002": {"exit": 3}, "A-003": {"hang": true}, "default": {"sleep": 0.2}}.
+Keys: sleep (s), exit (code), hang (sleep silently for an hour), chatter (print for
+an hour), spam_mb (print N MB), fail_times (fail the first N attempts),
+report (JSON object written to $TEAM_EXECUTOR_REPORT), grandchild (spawn a
+detached `sleep 600` in its own session first), signal (kill itself with it).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+task = os.environ["TEAM_EXECUTOR_TASK_ID"]
+session = os.environ["TEAM_EXECUTOR_SESSION"]
+attempt = int(os.environ.get("TEAM_EXECUTOR_ATTEMPT", "1"))
+with open(os.path.join(session, "behaviors.json")) as handle:
+    behaviors = json.load(handle)
+behavior = behaviors.get(task, behaviors.get("default", {}))
+
+print(json.dumps({"type": "progress", "percent": 10, "note": f"{task} starting"}), flush=True)
+if behavior.get("grandchild"):
+    subprocess.Popen(["sleep", "600"], start_new_session=True)
+if behavior.get("signal"):
+    os.kill(os.getpid(), behavior["signal"])
+if behavior.get("fail_times", 0) >= attempt:
+    print(f"{task}: failing attempt {attempt} on purpose", file=sys.stderr)
+    sys.exit(7)
+if "exit" in behavior:
+    print(f"{task}: exiting with {behavior['exit']}", file=sys.stderr)
+    sys.exit(behavior["exit"])
+if behavior.get("hang"):
+    time.sleep(3600)
+if behavior.get("chatter"):
+    while True:
+        print("still working", flush=True)
+        time.sleep(0.05)
+if behavior.get("spam_mb"):
+    line = "x" * 1023 + "\n"
+    for _ in range(behavior["spam_mb"] * 1024):
+        sys.stdout.write(line)
+    sys.stdout.flush()
+time.sleep(behavior.get("sleep", 0))
+artifact = os.path.join(os.environ["TEAM_EXECUTOR_ARTIFACTS"], f"{task}-out.md")
+with open(artifact, "a") as handle:
+    handle.write(f"{task} attempt {attempt} pid {os.getpid()}\n")
+if "report" in behavior:
+    with open(os.environ["TEAM_EXECUTOR_REPORT"], "w") as handle:
+        json.dump(behavior["report"], handle)
+print(f"[worker] {task} done", flush=True)
