@@ -154,6 +154,7 @@ class Executor(TreeActor):
         self.sinks = sinks
         self.marker = marker
         self.console = console  # callable(str): one line for the person at the terminal
+        self.folder = Path(session.folder).resolve()
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.supervisor = Supervisor("executor", options.intensity)
         self.slots: dict[str, _Slot] = {}
@@ -304,7 +305,7 @@ class Executor(TreeActor):
             self._start_task(task_id, slot=None)
 
     def _order(self, task_id: str, attempt: int, role: str, worker_id: str) -> WorkOrder:
-        folder = Path(self.session.folder).resolve()
+        folder = self.folder
         state = folder / STATE_DIR
         spec = self.session.role_specs[role].meta
         backend = self.backends[role]

@@ -36,7 +36,7 @@ from actors.supervision import Backoff
 from backends.base import Backend
 from backends.process import JailError, find_jail, resolve_workdir, stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
-from protocol.events import Event, TaskCompleted, TaskDispatched, encode_event
+from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.loader import TeamSession, inspect_session
 from session.lock import SessionBusy, SessionLock
@@ -189,12 +189,8 @@ def _completion_report(session: TeamSession, summary: RunSummary, status: str) -
     if reader is not None:
         try:
             owners = {row.id: row.owner for row in reader.tasks()}
-            after = 0
-            while batch := reader.events(after_id=after, limit=5000):
-                for event_id, _, event in batch:
-                    after = event_id
-                    if isinstance(event, TaskCompleted):
-                        deliverables[event.task_id] = (owners.get(event.task_id, ""), tuple(event.artifacts))
+            for task_id, artifacts in reader.completions():
+                deliverables[task_id] = (owners.get(task_id, ""), artifacts)
         finally:
             reader.close()
     lines = []

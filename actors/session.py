@@ -151,13 +151,7 @@ class SessionActor(TreeActor):
 
     @handles(GetDeliverables)
     def get_deliverables(self, message: GetDeliverables) -> Deliverables:
-        latest: dict[str, tuple[str, ...]] = {}
-        after = 0
-        while batch := self.store.events(after_id=after, limit=5000):
-            for event_id, _, event in batch:
-                after = event_id
-                if isinstance(event, TaskCompleted):
-                    latest[event.task_id] = tuple(event.artifacts)
+        latest = dict(self.store.completions())
         return Deliverables(
             items=tuple(
                 Deliverable(task_id=task_id, role=self.rows[task_id].owner if task_id in self.rows else "", artifacts=a)

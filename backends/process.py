@@ -617,15 +617,19 @@ class _Run:
             elif not got or time.monotonic() - exited_at >= _DRAIN_AFTER_EXIT_S:
                 # The child is gone but something (a background grandchild) holds the pipes.
                 return
-        # Both streams are closed; the child may still be running.
+        # Both streams are closed; the child may still be running.  The kernel closes
+        # the pipes a moment before an exiting child becomes waitable, so start with
+        # a very short wait and back off to the poll interval.
         self.close_stdin()
+        delay = 0.0005
         while not self.exited():
             if self.check_limits():
                 return
             if self.cancel is not None:
-                self.cancel.wait(self.poll)
+                self.cancel.wait(delay)
             else:
-                time.sleep(self.poll)
+                time.sleep(delay)
+            delay = min(self.poll, delay * 2)
 
     def kill(self) -> None:
         stop_tree(self.pid, self.create_time, self.limits.grace_s)

@@ -13,6 +13,7 @@ same prompt byte for byte.  Files are read only inside the session folder.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -83,10 +84,15 @@ def expected_artifact(session: TeamSession, task: TaskSpec) -> str:
     return default_artifact_path(task.id, task.owner)
 
 
+@functools.lru_cache(maxsize=64)
+def _resolved(folder: Path) -> Path:
+    return folder.resolve()
+
+
 def _role_spec_path(session: TeamSession, task: TaskSpec) -> str:
     entry = session.roles.get(task.owner)
     relative = entry.role_spec if entry is not None else f"role-specs/{task.owner}.md"
-    return str(session.folder.resolve() / relative)
+    return str(_resolved(session.folder) / relative)
 
 
 def _inner_loop(session: TeamSession, task: TaskSpec) -> bool:

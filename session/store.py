@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from protocol.events import Event, decode_event, encode_event
+from protocol.events import Event, TaskCompleted, decode_event, encode_event
 from protocol.records import RunRow, TaskRow
 
 if TYPE_CHECKING:
@@ -146,6 +146,12 @@ def _task_to_row(task: TaskRow) -> dict[str, Any]:
     return row
 
 
+def _check_columns(values: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
+    unknown = set(values) - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown {what} columns: {sorted(unknown)}")
+
+
 class _Reads:
     """Queries shared by the writer and the read-only reader (plain sqlite3, no ORM).
 
@@ -202,6 +208,16 @@ class _Reads:
             [after_id, limit],
         ).fetchall()
         return [(row[0], row[1], decode_event(row[2])) for row in rows]
+
+    def completions(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(task id, artifacts) of every task_completed event, oldest first."""
+        rows = self.conn.execute("SELECT payload_json FROM events WHERE type = 'task_completed' ORDER BY id").fetchall()
+        completions = []
+        for (payload,) in rows:
+            event = decode_event(payload)
+            if isinstance(event, TaskCompleted):
+                completions.append((event.task_id, tuple(event.artifacts)))
+        return completions
 
     def count_events(self, event_type: str | None = None, task_id: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM events WHERE 1=1", []
@@ -273,24 +289,29 @@ class Store(_Reads):
         if "blocked_by" in changes:
             changes["blocked_by"] = msgspec.json.encode(changes["blocked_by"]).decode()
         changes.setdefault("updated_at", utc_now())
-        unknown = set(changes) - set(_TASK_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown task columns: {sorted(unknown)}")
+        _check_columns(changes, _TASK_COLUMNS, "task")
         assignments = ", ".join(f"{name} = ?" for name in changes)
         self.db.execute(
             f"UPDATE tasks SET {assignments} WHERE id = ?",  # noqa: S608 - names checked above
             [*changes.values(), task_id],
         )
 
+    # Runs are written on every attempt: plain SQL over checked column names, because
+    # sqlite-utils' insert()/update() introspect the table on each call.
     def insert_run(self, **fields: Any) -> int:
         fields.setdefault("started_at", utc_now())
-        return int(self.db["runs"].insert(fields).last_pk)
+        _check_columns(fields, _RUN_COLUMNS, "run")
+        names = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        cursor = self.conn.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", list(fields.values()))  # noqa: S608
+        return int(cursor.lastrowid or 0)
 
     def update_run(self, run_id: int, **changes: Any) -> None:
-        unknown = set(changes) - set(_RUN_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown run columns: {sorted(unknown)}")
-        self.db["runs"].update(run_id, changes)
+        _check_columns(changes, _RUN_COLUMNS, "run")
+        if not changes:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        self.conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*changes.values(), run_id])  # noqa: S608
 
     def set_meta(self, **values: str) -> None:
         self.db["meta"].upsert_all([{"key": k, "value": v} for k, v in values.items()], pk="key")

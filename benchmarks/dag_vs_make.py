@@ -1,0 +1,96 @@
+"""The executor against GNU make on the same DAG of `true` commands.
+
+A DAG of L layers x 100 tasks, each blocked by 2 tasks of the layer before,
+every task the command `true`.  The executor runs it with --max-workers 8 and
+full event logging (every event in SQLite, the projection, the message bus);
+make runs the equivalent Makefile with -j8.  Reported: wall time of each, the
+ratio, the executor's peak RSS (from wait4, so the whole process), and the
+time per task so growth with the task count is visible.
+
+Usage: python benchmarks/dag_vs_make.py [--layers 10] [--layers 100] [--workers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.sessions import layered_session
+
+WIDTH = 100
+
+
+def build(folder: Path, layers: int) -> list[tuple[str, list[str]]]:
+    extra = 'backend: command\ncommand: ["true"]\n'
+    layered_session(folder, layers=layers, width=WIDTH, role_extra={"worker": extra})
+    tasks = []
+    for layer in range(layers):
+        for index in range(WIDTH):
+            task_id = f"T-{layer * WIDTH + index + 1:06d}"
+            deps = [f"T-{(layer - 1) * WIDTH + (index + k) % WIDTH + 1:06d}" for k in range(2)] if layer else []
+            tasks.append((task_id, deps))
+    return tasks
+
+
+def makefile(tasks: list[tuple[str, list[str]]]) -> str:
+    lines = [".PHONY: all " + " ".join(t for t, _ in tasks), "all: " + " ".join(t for t, _ in tasks)]
+    for task_id, deps in tasks:
+        lines.append(f"{task_id}: {' '.join(deps)}")
+        lines.append("\t@true")
+    return "\n".join(lines) + "\n"
+
+
+def timed(argv: list[str], cwd: Path) -> tuple[float, int, int]:
+    """Wall seconds, exit code, peak RSS in KiB of the process (wait4)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.stderr.write(process.stderr.read().decode() if process.stderr else "")
+    return elapsed, process.returncode, usage.ru_maxrss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layers", type=int, action="append")
+    parser.add_argument("--workers", type=int, default=8)
+    options = parser.parse_args()
+    executor = str(Path(sys.executable).with_name("executor"))
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
+    for layers in options.layers or [10]:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "dag"
+            tasks = build(folder, layers)
+            (Path(tmp) / "Makefile").write_text(makefile(tasks))
+            make_s, make_code, _ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
+            run_s, run_code, rss_kib = timed(
+                [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)], Path(tmp)
+            )
+            assert make_code == 0, "make failed"
+            assert run_code == 0, "executor failed"
+            with sqlite3.connect(folder / ".executor" / "state.db") as db:
+                events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        count = len(tasks)
+        print(
+            f"tasks {count:>6}: make -j{options.workers} {make_s:7.2f} s | executor {run_s:7.2f} s "
+            f"({run_s / make_s:4.2f}x make, {1000 * run_s / count:5.2f} ms/task, {events} events) "
+            f"| executor peak RSS {rss_kib / 1024:6.1f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
