@@ -51,7 +51,6 @@ from protocol.messages import (
     BeginRun,
     ChildExited,
     CreateTasks,
-    DispatchRecorded,
     FinishRun,
     Flush,
     GetState,
@@ -123,14 +122,18 @@ class RunOptions:
 
 @dataclass
 class _Slot:
+    """A live worker and the attempt it is running."""
+
     worker_id: str
     ref: pykka.ActorRef[Any]
-    role: str
-    task_id: str
-    attempt: int
-    run_row_id: int
     cancel: threading.Event
-    started: float
+    role: str = ""
+    task_id: str = ""
+    attempt: int = 0
+    run_row_id: int = 0
+    started: float = 0.0
+    dispatch: RecordDispatch | None = None  # re-sent if the Session actor restarts
+    start: RecordStart | None = None
 
 
 class Executor(TreeActor):
@@ -166,6 +169,8 @@ class Executor(TreeActor):
         self.started_at = time.monotonic()
         self.next_flush = 0.0
         self.worker_seq = 0
+        self.next_run_row_id = 1
+        self.runner = _Runner(backends, prompts)
         self._ticker_stop = threading.Event()
 
     # --- life ---------------------------------------------------------------------------
@@ -226,7 +231,17 @@ class Executor(TreeActor):
         if ref is None:
             raise StateWriteFailed(f"{name} could not be restarted")
         self._record(ServiceRestarted(name=name, restarts=incarnation, error="restarted on demand"))
+        if name == SESSION:
+            self._resync_session(ref)
         return ref
+
+    def _resync_session(self, ref: pykka.ActorRef[Any]) -> None:
+        """A restarted Session actor lost its uncommitted batch: send the running
+        attempts' records again (they are idempotent)."""
+        for slot in self.slots.values():
+            for message in (slot.dispatch, slot.start):
+                if message is not None:
+                    ref.tell(message)
 
     def _ask(self, message: Message) -> Any:
         """Ask the Session actor; after one failure, restart it and ask once more."""
@@ -282,6 +297,7 @@ class Executor(TreeActor):
             self._escalate(f"could not start the run: {error}")
             return
         self.rows = {row.id: row for row in snapshot.tasks}
+        self.next_run_row_id = snapshot.next_run_row_id
         known = {task.id for task in self.session.tasks}
         for row in snapshot.tasks:
             if row.id not in known:  # created during an earlier run (a revision, a submitted task)
@@ -331,60 +347,53 @@ class Executor(TreeActor):
         )
 
     def _start_task(self, task_id: str, slot: _Slot | None) -> None:
+        """Record the dispatch (a tell: the Session commits it in order) and hand the task
+        to ``slot``'s worker, or to a new worker."""
         assert self.scheduler is not None  # noqa: S101 - dispatch only runs after boot
         row = self.rows[task_id]
         role = row.owner
         attempt = row.attempts + 1
         if slot is None:
             self.worker_seq += 1
-            worker_id = f"worker-{self.worker_seq}-{role}"
-        else:
-            worker_id = slot.worker_id
-        order = self._order(task_id, attempt, role, worker_id)
-        recorded: DispatchRecorded = self._ask(
-            RecordDispatch(
-                task_id=task_id,
-                attempt=attempt,
-                worker_id=worker_id,
-                role=role,
-                backend=order.backend,
-                run_id=self.run_id,
-                log_path=order.log_path,
-            )
+            slot = self._new_worker(f"worker-{self.worker_seq}")
+        order = self._order(task_id, attempt, role, slot.worker_id)
+        run_row_id = self.next_run_row_id
+        self.next_run_row_id += 1
+        slot.dispatch = RecordDispatch(
+            run_row_id=run_row_id,
+            task_id=task_id,
+            attempt=attempt,
+            worker_id=slot.worker_id,
+            role=role,
+            backend=order.backend,
+            run_id=self.run_id,
+            log_path=order.log_path,
         )
+        slot.start = None
+        slot.role, slot.task_id, slot.attempt, slot.run_row_id = role, task_id, attempt, run_row_id
+        slot.started = time.monotonic()
+        self._tell_session(slot.dispatch)
         self.rows[task_id] = _with(row, status="in_progress", attempts=attempt)
         self.scheduler.start(task_id)
-        if slot is None:
-            cancel = threading.Event()
-            backend = self.backends[role]
-            me = self.actor_ref
-            prompts = self.prompts
-            ref = self.supervisor.start_child(
-                ChildSpec(
-                    name=worker_id,
-                    start=lambda inc: TeamWorker.start(
-                        worker_id, me, inc, _PromptingBackend(backend, prompts), cancel, self.options.kill_grace_s
-                    ),
-                    restart=RestartType.TRANSIENT,
-                    backoff=self.options.retry_backoff,
-                    shutdown_timeout_s=self.options.kill_grace_s + 5,
-                )
-            )
-            slot = _Slot(
-                worker_id=worker_id,
-                ref=ref,
-                role=role,
-                task_id=task_id,
-                attempt=attempt,
-                run_row_id=recorded.run_row_id,
-                cancel=cancel,
-                started=time.monotonic(),
-            )
-            self.slots[worker_id] = slot
-        else:
-            slot.task_id, slot.attempt, slot.run_row_id = task_id, attempt, recorded.run_row_id
-            slot.started = time.monotonic()
         slot.ref.tell(RunTask(order=order))
+
+    def _new_worker(self, worker_id: str) -> _Slot:
+        cancel = threading.Event()
+        me = self.actor_ref
+        runner = self.runner
+        grace = self.options.kill_grace_s
+        ref = self.supervisor.start_child(
+            ChildSpec(
+                name=worker_id,
+                start=lambda inc: TeamWorker.start(worker_id, me, inc, runner, cancel, grace),
+                restart=RestartType.TRANSIENT,
+                backoff=self.options.retry_backoff,
+                shutdown_timeout_s=grace + 5,
+            )
+        )
+        slot = _Slot(worker_id=worker_id, ref=ref, cancel=cancel)
+        self.slots[worker_id] = slot
+        return slot
 
     # --- reports from workers -------------------------------------------------------------------
 
@@ -444,7 +453,7 @@ class Executor(TreeActor):
         ):
             self.scheduler.reset(task_id)
             self.rows[task_id] = _with(row, status="pending", attempts=max(0, attempt - 1))
-            self._ask(
+            self._tell_session(
                 RecordOutcome(
                     run_row_id=slot.run_row_id,
                     task_id=task_id,
@@ -475,7 +484,7 @@ class Executor(TreeActor):
                     "re-run the coordinator, or add a role-spec by hand."
                 )
             report = _final_report(slot.role, task_id, result, unblocked, self.scheduler)
-            self._ask(
+            self._tell_session(
                 RecordOutcome(
                     run_row_id=slot.run_row_id,
                     task_id=task_id,
@@ -496,7 +505,7 @@ class Executor(TreeActor):
             delay = self.options.retry_backoff.delay(attempt - 1)
             self.scheduler.retry_at(task_id, time.monotonic() + delay)
             self.rows[task_id] = _with(row, status="pending")
-            self._ask(
+            self._tell_session(
                 RecordOutcome(
                     run_row_id=slot.run_row_id,
                     task_id=task_id,
@@ -513,7 +522,7 @@ class Executor(TreeActor):
             return
         self.scheduler.fail(task_id)
         self.rows[task_id] = _with(row, status="failed")
-        self._ask(
+        self._tell_session(
             RecordOutcome(
                 run_row_id=slot.run_row_id,
                 task_id=task_id,
@@ -550,7 +559,7 @@ class Executor(TreeActor):
                 error_kind="needs_decision",
                 error=f"consensus blocked (HIGH) again after a revision: {result.detail}",
             )
-            self._ask(
+            self._tell_session(
                 RecordOutcome(
                     run_row_id=slot.run_row_id,
                     task_id=task_id,
@@ -604,32 +613,18 @@ class Executor(TreeActor):
         return False  # the blocked attempt itself completes; its dependants now also wait for the revision
 
     def _next_for(self, slot: _Slot) -> None:
-        """An inner-loop worker takes the next task of its chain; any other worker stops."""
+        """The worker that just finished takes more work: its inner-loop chain first,
+        then any ready task; with nothing to do (or while stopping) it stops."""
         assert self.scheduler is not None  # noqa: S101
-        if self.scheduler.is_inner_loop(slot.role) and self.stopping_since is None:
-            next_task = self.scheduler.pop_parked(slot.role)
-            if next_task is None:
-                next_task = self._ready_for_role(slot.role)
+        if self.stopping_since is None:
+            next_task = self.scheduler.pop_for_role(slot.role) if self.scheduler.is_inner_loop(slot.role) else None
+            if next_task is None and len(self.slots) <= self.options.max_workers:
+                next_task = self.scheduler.pop_ready()
             if next_task is not None:
                 self._start_task(next_task, slot)
                 return
         self.slots.pop(slot.worker_id, None)
         slot.ref.tell(StopWorker())
-        self.scheduler.release_role(slot.role)
-
-    def _ready_for_role(self, role: str) -> str | None:
-        """A ready task of ``role`` that is not parked (its chain continues in this worker)."""
-        assert self.scheduler is not None  # noqa: S101
-        skipped = []
-        found = None
-        while (task_id := self.scheduler.pop_ready()) is not None:
-            if self.scheduler.owner(task_id) == role:
-                found = task_id
-                break
-            skipped.append(task_id)
-        for task_id in skipped:
-            self.scheduler.reset(task_id)
-        return found
 
     # --- supervision ---------------------------------------------------------------------------
 
@@ -659,8 +654,6 @@ class Executor(TreeActor):
                             delay_s=round(decision.delay_s, 2),
                         )
                     )
-                if self.scheduler is not None:
-                    self.scheduler.release_role(slot.role)
             except StateWriteFailed as failure:
                 self._escalate(str(failure))
                 return
@@ -687,7 +680,9 @@ class Executor(TreeActor):
 
     @handles(RestartChild)
     def restart_child(self, message: RestartChild) -> None:
-        self.supervisor.restart(message.name, message.incarnation)
+        ref = self.supervisor.restart(message.name, message.incarnation)
+        if ref is not None and message.name == SESSION:
+            self._resync_session(ref)
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -804,22 +799,22 @@ class Executor(TreeActor):
         return Ok()
 
 
-class _PromptingBackend:
-    """Writes the prompt file on the worker's thread, then runs the real backend."""
+class _Runner:
+    """What a TeamWorker runs: write the prompt file, then the role's backend.
 
-    def __init__(self, backend: Backend, prompts: Any) -> None:
-        self.backend = backend
+    Runs on the worker's thread, so prompt building (which reads upstream
+    artifacts) never delays the Executor.
+    """
+
+    def __init__(self, backends: dict[str, Backend], prompts: Any) -> None:
+        self.backends = backends
         self.prompts = prompts
-        self.name = backend.name
 
-    def preflight(self, role: str, spec: Any) -> str | None:
-        return self.backend.preflight(role, spec)
-
-    def run(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
-        for path in (order.prompt_file, order.report_file, order.log_path):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(order.prompt_file).write_text(self.prompts(order.task_id, order.attempt), encoding="utf-8")
-        return self.backend.run(order, hooks, cancel)
+    def __call__(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
+        prompt = Path(order.prompt_file)
+        prompt.parent.mkdir(parents=True, exist_ok=True)
+        prompt.write_text(self.prompts(order.task_id, order.attempt), encoding="utf-8")
+        return self.backends[order.role].run(order, hooks, cancel)
 
 
 def _with(row: TaskRow, **changes: Any) -> TaskRow:

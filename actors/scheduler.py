@@ -5,8 +5,9 @@ so a whole run costs O(tasks + edges) plus heap work, never a rescan.
 
 - ready: pending, every blocker completed, not waiting out a retry delay;
   dispatched P0 first, then by id.
-- an ``inner_loop`` role runs one task at a time: while it is busy, its ready
-  tasks are parked, and its worker takes them one after another.
+- an ``inner_loop`` role runs one task at a time: its ready tasks wait in a
+  heap of their own, skipped while the role is busy, and the worker that
+  finishes one of its tasks takes the next (:meth:`pop_for_role`).
 - a failed task's dependants stay pending: they are *blocked*, and the run
   ends when nothing else can move.
 """
@@ -38,10 +39,10 @@ class Scheduler:
     def __init__(self, rows: Iterable[TaskRow], inner_loop_roles: Iterable[str] = ()) -> None:
         self._tasks: dict[str, _Task] = {}
         self._inner_loop = set(inner_loop_roles)
-        self._ready: list[tuple[int, str]] = []
+        self._ready: list[tuple[int, str]] = []  # tasks of roles without an inner loop
+        self._role_ready: dict[str, list[tuple[int, str]]] = {role: [] for role in self._inner_loop}
         self._delayed: list[tuple[float, str]] = []
-        self._parked: dict[str, list[tuple[int, str]]] = {}
-        self._queued: set[str] = set()  # in _ready, _delayed or _parked
+        self._queued: set[str] = set()  # in a ready heap or in _delayed
         self.running: set[str] = set()
         self._busy_roles: dict[str, int] = {}
         for row in rows:
@@ -72,7 +73,8 @@ class Scheduler:
     def _push_ready(self, task: _Task) -> None:
         if task.id not in self._queued:
             self._queued.add(task.id)
-            heapq.heappush(self._ready, (task.rank, task.id))
+            heap = self._role_ready[task.owner] if task.owner in self._inner_loop else self._ready
+            heapq.heappush(heap, (task.rank, task.id))
 
     # --- queries ---------------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class Scheduler:
 
     def has_waiting_work(self) -> bool:
         """Something is ready, parked, or waiting out a retry delay."""
-        return bool(self._ready or self._delayed or any(self._parked.values()))
+        return bool(self._ready or self._delayed or any(self._role_ready.values()))
 
     def finished(self) -> bool:
         return not self.running and not self.has_waiting_work()
@@ -134,34 +136,45 @@ class Scheduler:
             if task.status == "pending" and task.waiting_on == 0:
                 self._push_ready(task)
 
-    def pop_ready(self) -> str | None:
-        """The next task to give a new worker, or None.
-
-        Tasks of a busy inner-loop role are parked for that role's worker.
-        """
-        while self._ready:
-            rank, task_id = heapq.heappop(self._ready)
-            self._queued.discard(task_id)
-            task = self._tasks[task_id]
-            if task.status != "pending" or task.waiting_on:
-                continue
-            if task.owner in self._inner_loop and self._busy_roles.get(task.owner):
-                self._queued.add(task_id)
-                heapq.heappush(self._parked.setdefault(task.owner, []), (rank, task_id))
-                continue
-            return task_id
-        return None
-
-    def pop_parked(self, role: str) -> str | None:
-        """The next task of ``role``'s inner loop, for the worker that just finished one."""
-        parked = self._parked.get(role, [])
-        while parked:
-            _, task_id = heapq.heappop(parked)
+    def _pop_valid(self, heap: list[tuple[int, str]]) -> str | None:
+        while heap:
+            _, task_id = heapq.heappop(heap)
             self._queued.discard(task_id)
             task = self._tasks[task_id]
             if task.status == "pending" and not task.waiting_on:
                 return task_id
         return None
+
+    def _peek_valid(self, heap: list[tuple[int, str]]) -> tuple[int, str] | None:
+        while heap:
+            rank, task_id = heap[0]
+            task = self._tasks[task_id]
+            if task.status == "pending" and not task.waiting_on:
+                return rank, task_id
+            heapq.heappop(heap)
+            self._queued.discard(task_id)
+        return None
+
+    def pop_ready(self) -> str | None:
+        """The next task for a free worker (P0 first, then id), or None.
+
+        Inner-loop roles that are busy are skipped: their chain continues in the
+        worker already running it.
+        """
+        best: tuple[int, str] | None = self._peek_valid(self._ready)
+        source = self._ready
+        for role, heap in self._role_ready.items():
+            if self._busy_roles.get(role):
+                continue
+            top = self._peek_valid(heap)
+            if top is not None and (best is None or top < best):
+                best, source = top, heap
+        return None if best is None else self._pop_valid(source)
+
+    def pop_for_role(self, role: str) -> str | None:
+        """The next ready task of inner-loop ``role``, for the worker that runs its chain."""
+        heap = self._role_ready.get(role)
+        return None if heap is None else self._pop_valid(heap)
 
     # --- transitions ----------------------------------------------------------------------
 
@@ -175,12 +188,6 @@ class Scheduler:
         if task.id in self.running:
             self.running.discard(task.id)
             self._busy_roles[task.owner] -= 1
-
-    def release_role(self, role: str) -> None:
-        """The inner-loop worker of ``role`` is gone: its parked tasks become ready again."""
-        for _, task_id in self._parked.pop(role, []):
-            self._queued.discard(task_id)
-            self._push_ready(self._tasks[task_id])
 
     def complete(self, task_id: str) -> list[str]:
         """Mark done; return the tasks this made ready."""

@@ -40,7 +40,6 @@ from protocol.messages import (
     CreateTasks,
     Deliverable,
     Deliverables,
-    DispatchRecorded,
     FinishRun,
     Flush,
     GetDeliverables,
@@ -107,11 +106,46 @@ class SessionActor(TreeActor):
                 self.projection.task_completed(row.id)
 
     def stopping(self) -> None:
+        try:
+            self._commit_batch()
+        except Exception:
+            log.exception("session: the last batch could not be committed")
         for closer in (self.projection.flush, self.bus.close, self.store.close):
             try:
                 closer()
             except Exception:  # closing must go on; the database is already the truth
                 log.exception("session: %s failed while stopping", getattr(closer, "__name__", closer))
+
+    # --- group commit ---------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle one message inside the current batch; commit when the batch is due.
+
+        Each handler's writes sit in a savepoint (``store.transaction()``) inside one
+        open transaction, so a failing handler undoes only its own writes and the
+        batch before it is still committed.  The batch
+        is committed before any reply (a caller that asked is told only what is
+        durable) and whenever the inbox is empty, so under load many transitions
+        share one commit and when idle each commits at once.  Events reach the sinks
+        only after their commit.
+        """
+        if not self.store.conn.in_transaction:
+            self.store.conn.execute("BEGIN")
+        try:
+            result = super().on_receive(message)
+        except BaseException:
+            # The failing handler's savepoint is already undone: keep the others'
+            # writes, then crash (the supervisor restarts us from the database).
+            self._commit_batch()
+            raise
+        if result is not None or self.actor_inbox.empty():
+            self._commit_batch()
+        return result
+
+    def _commit_batch(self) -> None:
+        if self.store.conn.in_transaction:
+            self.store.conn.execute("COMMIT")
+        self._publish()
 
     # --- helpers ------------------------------------------------------------------
 
@@ -143,6 +177,7 @@ class SessionActor(TreeActor):
         return StateSnapshot(
             tasks=tuple(self.rows.values()),
             meta=self.store.meta(),
+            next_run_row_id=self.store.max_run_id() + 1,
             open_runs=tuple(
                 OpenRun(run_row_id=r.id, task_id=r.task_id, attempt=r.attempt, pid=r.pid, create_time=r.pid_create_time)
                 for r in self.store.open_runs()
@@ -174,7 +209,6 @@ class SessionActor(TreeActor):
                 )
             )
         self.projection.set_status("active")
-        self._publish()
         return Ok()
 
     @handles(ReconcilePlan)
@@ -231,14 +265,16 @@ class SessionActor(TreeActor):
             else:
                 self.projection.task_reopened(row.id)
         self.projection.flush(force=True)
-        self._publish()
         return ReconcileApplied(report_path=report_path)
 
     @handles(RecordDispatch)
-    def record_dispatch(self, message: RecordDispatch) -> DispatchRecorded:
+    def record_dispatch(self, message: RecordDispatch) -> None:
+        if self.store.run_exists(message.run_row_id):
+            return
         with self.store.transaction():
             self._update(message.task_id, status="in_progress", attempts=message.attempt, not_before=None)
-            run_row_id = self.store.insert_run(
+            self.store.insert_run(
+                id=message.run_row_id,
                 run_id=message.run_id,
                 task_id=message.task_id,
                 attempt=message.attempt,
@@ -260,8 +296,6 @@ class SessionActor(TreeActor):
         self.bus.post_message(
             message.role, progress_message(message.task_id, message.role, "in_progress", 0, "dispatched")
         )
-        self._publish()
-        return DispatchRecorded(run_row_id=run_row_id)
 
     @handles(RecordStart)
     def record_start(self, message: RecordStart) -> None:
@@ -269,7 +303,6 @@ class SessionActor(TreeActor):
             self.store.update_run(message.run_row_id, pid=message.pid, pid_create_time=message.create_time)
             self._append(TaskStarted(task_id=message.task_id, attempt=message.attempt, pid=message.pid))
         self.projection.worker_started(message.task_id, message.role, message.pid, utc_now())
-        self._publish()
 
     @handles(RecordProgress)
     def record_progress(self, message: RecordProgress) -> None:
@@ -283,10 +316,9 @@ class SessionActor(TreeActor):
             message.role,
             progress_message(message.task_id, message.role, "in_progress", message.percent or 0, message.note[:80]),
         )
-        self._publish()
 
     @handles(RecordOutcome)
-    def record_outcome(self, message: RecordOutcome) -> Ok:
+    def record_outcome(self, message: RecordOutcome) -> None:
         result = message.result
         now = utc_now()
         run_changes: dict[str, Any] = {
@@ -366,8 +398,6 @@ class SessionActor(TreeActor):
                     error_kind=result.error_kind,
                 ),
             )
-        self._publish()
-        return Ok()
 
     @handles(CreateTasks)
     def create_tasks(self, message: CreateTasks) -> Ok:
@@ -389,7 +419,6 @@ class SessionActor(TreeActor):
                 self._update(task_id, blocked_by=merged)
         for row in message.tasks:
             self.projection.add_task(row.id)
-        self._publish()
         return Ok()
 
     @handles(RecordEvents)
@@ -402,7 +431,6 @@ class SessionActor(TreeActor):
             path.parent.mkdir(exist_ok=True)
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(f"\n- {utc_now()} {message.wisdom_issue}\n")
-        self._publish()
         return Ok()
 
     @handles(FinishRun)
@@ -430,7 +458,6 @@ class SessionActor(TreeActor):
         if message.session_status is not None:
             self.projection.set_status(message.session_status)
         self.projection.flush(force=True)
-        self._publish()
         return Ok()
 
     @handles(Flush)

@@ -1,11 +1,12 @@
-"""TeamWorker: one per running task (or per inner-loop chain of tasks).
+"""TeamWorker: runs one task at a time, one per running task.
 
-It runs a backend on its own thread and reports to its parent, the
-Executor, with Structs: :class:`WorkerStarted` as soon as the agent process
-exists, :class:`WorkerProgress` as the agent reports, and
-:class:`WorkerFinished` with the :class:`AttemptResult`.  A worker of an
-inner-loop role stays alive for the next task of its chain; the Executor
-stops it when the chain is done.
+It runs an attempt on its own thread (``runner`` picks the backend for the
+task's role) and reports to its parent, the Executor, with Structs:
+:class:`WorkerStarted` as soon as the agent process exists,
+:class:`WorkerProgress` as the agent reports, and :class:`WorkerFinished` with
+the :class:`AttemptResult`.  A worker that finishes stays alive for the next
+ready task — the next of its inner-loop chain first — so threads are not
+created per task; the Executor stops it when nothing is left for it.
 
 Stopping a running attempt is out of band: the Executor sets the worker's
 ``cancel`` event (the actor's thread is busy inside the backend, so a
@@ -16,16 +17,24 @@ tree before it dies, so nothing it started outlives it.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
 from actors.base import TreeActor, handles
-from backends.base import Backend
+from backends.base import WorkerHooks
 from backends.process import stop_tree
-from protocol.messages import RunTask, StopWorker, WorkerFinished, WorkerProgress, WorkerStarted, WorkOrder
+from protocol.messages import (
+    AttemptResult,
+    RunTask,
+    StopWorker,
+    WorkerFinished,
+    WorkerProgress,
+    WorkerStarted,
+    WorkOrder,
+)
 
-__all__ = ["TeamWorker"]
+__all__ = ["Runner", "TeamWorker"]
 
 
 class _Hooks:
@@ -60,18 +69,23 @@ class _Hooks:
         )
 
 
+class Runner(Protocol):
+    def __call__(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
+        """Run one attempt with the backend of ``order.role``."""
+
+
 class TeamWorker(TreeActor):
     def __init__(
         self,
         name: str,
         parent: pykka.ActorRef[Any],
         incarnation: int,
-        backend: Backend,
+        runner: Runner,
         cancel: threading.Event,
         grace_s: float = 5.0,
     ) -> None:
         super().__init__(name, parent, incarnation)
-        self.backend = backend
+        self.runner = runner
         self.cancel = cancel
         self.grace_s = grace_s
         self.current_process: tuple[int, float | None] | None = None
@@ -84,7 +98,7 @@ class TeamWorker(TreeActor):
     def run_task(self, message: RunTask) -> None:
         order = message.order
         self.current_process = None
-        result = self.backend.run(order, _Hooks(self, order), self.cancel)
+        result = self.runner(order, _Hooks(self, order), self.cancel)
         self.current_process = None
         self.tell_parent(
             WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)

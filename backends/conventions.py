@@ -16,6 +16,8 @@ and must start in a few milliseconds.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 __all__ = [
@@ -120,6 +122,48 @@ def relative_inside(root: Path, path: Path) -> str | None:
     return resolved.relative_to(base).as_posix()
 
 
+# Folder listings by (path, mtime): a finished attempt that added no file to
+# artifacts/ (the folder's mtime is unchanged) costs one stat, not a listing.
+# A listing taken within _RACY_NS of the mtime it saw is not trusted (as git
+# does): the clock that stamps mtimes is coarse, so a later change in the same
+# tick would keep the same mtime.
+_listings: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+_listings_lock = threading.Lock()
+_RACY_NS = 100_000_000
+
+
+def _listing(folder: Path) -> list[tuple[str, str]]:
+    """(name, "file" | "dir" | "other") of each entry of ``folder``, sorted; [] if missing."""
+    key = os.fspath(folder)
+    try:
+        mtime = os.stat(key).st_mtime_ns
+    except OSError:
+        return []
+    with _listings_lock:
+        cached = _listings.get(key)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        with os.scandir(key) as scan:
+            entries = sorted(
+                (
+                    entry.name,
+                    "file"
+                    if entry.is_file(follow_symlinks=False)
+                    else "dir"
+                    if entry.is_dir(follow_symlinks=False)
+                    else "other",
+                )
+                for entry in scan
+            )
+    except OSError:
+        return []
+    if time.time_ns() - mtime > _RACY_NS:
+        with _listings_lock:
+            _listings[key] = (mtime, entries)
+    return entries
+
+
 def task_artifact_files(artifacts_dir: Path, task_id: str) -> list[Path]:
     """The files under ``artifacts_dir`` that belong to ``task_id``, sorted.
 
@@ -129,17 +173,14 @@ def task_artifact_files(artifacts_dir: Path, task_id: str) -> list[Path]:
     folder gives ``[]``; at most 1000 files are returned.
     """
     found: list[Path] = []
-    try:
-        entries = sorted(os.scandir(artifacts_dir), key=lambda entry: entry.name)
-    except OSError:
-        return found
-    for entry in entries:
-        if not belongs_to_task(entry.name, task_id):
+    for name, kind in _listing(artifacts_dir):
+        if not belongs_to_task(name, task_id):
             continue
-        if entry.is_file(follow_symlinks=False):
-            found.append(Path(entry.path))
-        elif entry.is_dir(follow_symlinks=False):
-            for root, dirs, files in os.walk(entry.path):
+        path = os.path.join(artifacts_dir, name)
+        if kind == "file":
+            found.append(Path(path))
+        elif kind == "dir":
+            for root, dirs, files in os.walk(path):
                 dirs.sort()
                 found.extend(Path(root, name) for name in sorted(files) if not Path(root, name).is_symlink())
                 if len(found) >= _MAX_DISCOVERED_FILES:

@@ -165,6 +165,7 @@ class StateSnapshot(Message, frozen=True):
     tasks: tuple[TaskRow, ...]
     meta: dict[str, str]
     open_runs: tuple[OpenRun, ...]
+    next_run_row_id: int = 1
 
 
 class OpenRun(Message, frozen=True):
@@ -203,6 +204,13 @@ class ReconcileApplied(Message, frozen=True):
 
 
 class RecordDispatch(Message, frozen=True):
+    """A tell: the Executor numbers run rows itself so dispatch never waits on a commit.
+
+    Idempotent: recording an already recorded run row changes nothing (the
+    Executor re-sends them after a Session restart).
+    """
+
+    run_row_id: int
     task_id: str
     attempt: int
     worker_id: str
@@ -210,10 +218,6 @@ class RecordDispatch(Message, frozen=True):
     backend: str
     run_id: str
     log_path: str
-
-
-class DispatchRecorded(Message, frozen=True):
-    run_row_id: int
 
 
 class RecordStart(Message, frozen=True):

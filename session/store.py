@@ -199,6 +199,12 @@ class _Reads:
             rows = self._rows("SELECT * FROM runs WHERE task_id = ? ORDER BY id", [task_id])
         return [msgspec.convert(_without_nulls(r), RunRow) for r in rows]
 
+    def max_run_id(self) -> int:
+        return int(self.conn.execute("SELECT ifnull(max(id), 0) FROM runs").fetchone()[0])
+
+    def run_exists(self, run_row_id: int) -> bool:
+        return self.conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_row_id]).fetchone() is not None
+
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
@@ -271,8 +277,21 @@ class Store(_Reads):
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
-        with self.db.atomic():
+        """A transaction, or a savepoint inside the one already open; undone on error."""
+        if not self.conn.in_transaction:
+            with self.db.atomic():
+                yield self
+            return
+        # A fixed name is fine: SQLite savepoints nest by name, innermost first.
+        self.conn.execute("SAVEPOINT store_tx")
+        try:
             yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO SAVEPOINT store_tx")
+                self.conn.execute("RELEASE SAVEPOINT store_tx")
+            raise
+        self.conn.execute("RELEASE SAVEPOINT store_tx")
 
     def append(self, event: Event, task_id: str | None = None) -> int:
         task_id = task_id if task_id is not None else getattr(event, "task_id", None)
@@ -303,7 +322,11 @@ class Store(_Reads):
         _check_columns(fields, _RUN_COLUMNS, "run")
         names = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
-        cursor = self.conn.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", list(fields.values()))  # noqa: S608
+        # OR IGNORE: a run row recorded twice (re-sent after a Session restart) stays as it was.
+        cursor = self.conn.execute(
+            f"INSERT OR IGNORE INTO runs ({names}) VALUES ({marks})",  # noqa: S608 - names checked above
+            list(fields.values()),
+        )
         return int(cursor.lastrowid or 0)
 
     def update_run(self, run_id: int, **changes: Any) -> None:

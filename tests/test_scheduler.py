@@ -70,19 +70,24 @@ def test_an_inner_loop_role_never_runs_two_tasks_at_once():
     first = scheduler.pop_ready()
     assert first == "IMPL-1"
     scheduler.start(first)
-    assert drain(scheduler) == ["QA-1"], "IMPL-2 is parked while the coder is busy"
+    assert drain(scheduler) == ["QA-1"], "IMPL-2 waits while the coder is busy"
     assert scheduler.complete("IMPL-1") == []
-    assert scheduler.pop_parked("coder") == "IMPL-2"
-    assert scheduler.pop_parked("coder") is None
+    assert scheduler.pop_for_role("coder") == "IMPL-2", "the chain continues in the same worker"
+    assert scheduler.pop_for_role("coder") is None
 
 
-def test_parked_tasks_become_ready_again_when_the_role_s_worker_goes_away():
-    scheduler = Scheduler([row("I1", owner="coder"), row("I2", owner="coder")], inner_loop_roles={"coder"})
-    scheduler.start(scheduler.pop_ready() or "")
-    assert scheduler.pop_ready() is None
-    scheduler.fail("I1")
-    scheduler.release_role("coder")
-    assert scheduler.pop_ready() == "I2"
+def test_an_idle_inner_loop_role_s_tasks_compete_by_priority_with_the_rest():
+    scheduler = Scheduler(
+        [row("IMPL-1", owner="coder", priority="P2"), row("QA-1", owner="qa"), row("DOC-1", owner="doc", priority="P0")],
+        inner_loop_roles={"coder"},
+    )
+    assert drain(scheduler) == ["DOC-1", "QA-1", "IMPL-1"]
+
+
+def test_pop_for_role_of_a_role_without_an_inner_loop_is_none():
+    scheduler = Scheduler([row("QA-1", owner="qa")])
+    assert scheduler.pop_for_role("qa") is None
+    assert scheduler.pop_ready() == "QA-1"
 
 
 def test_a_reset_task_is_ready_again_at_once():
