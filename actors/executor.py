@@ -170,6 +170,7 @@ class Executor(TreeActor):
         self.next_flush = 0.0
         self.worker_seq = 0
         self.next_run_row_id = 1
+        self.last_errors: dict[str, str] = {}  # child name -> how it last crashed
         self.runner = _Runner(backends, prompts)
         self._ticker_stop = threading.Event()
 
@@ -633,6 +634,8 @@ class Executor(TreeActor):
         self._handle_death(message.name, message.incarnation, message.abnormal, message.error)
 
     def _handle_death(self, name: str, incarnation: int, abnormal: bool, error: str | None) -> None:
+        if abnormal and error:
+            self.last_errors[name] = error
         decision = self.supervisor.child_exited(name, incarnation, abnormal)
         if decision is None:
             return

@@ -40,6 +40,7 @@ from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.loader import TeamSession, inspect_session
 from session.lock import SessionBusy, SessionLock
+from session.message_bus import MessageBus
 from session.problems import format_problems
 from session.store import STATE_DIR, Store, StoreError, StoreReader
 
@@ -246,6 +247,14 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         Store.open(Path(session.folder)).close()
     except StoreError as error:
         raise RunRefused(str(error)) from None
+    try:
+        MessageBus.open(Path(session.folder)).close()
+    except OSError as error:
+        where = error.filename or Path(session.folder) / ".msg"
+        raise RunRefused(
+            f"cannot open the message bus {where}: {error.strerror or error}; "
+            "it must be a writable file (remove or rename what is there)"
+        ) from None
 
     lock = SessionLock(Path(session.folder))
     try:

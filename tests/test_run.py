@@ -342,9 +342,17 @@ def test_a_second_ctrl_c_stops_running_workers_at_once_without_losing_state(exec
 
 
 def test_a_second_executor_refuses_while_one_runs_then_starts_after_kill_9(executor_cli, tmp_path):
-    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": ["A-001"]}, {"A-001": {"sleep": 2}}, python=PY)
+    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": ["A-001"]}, {"A-001": {"sleep": 3}}, python=PY)
     first = start_executor("run", "--session", str(folder))
-    wait_until(lambda: count_status(folder, "in_progress") == 1)
+    wait_until(lambda: any(r.pid for r in runs_of(folder)))
+    live = check_json(executor_cli, folder)
+    assert live["executor"]["running"] is True
+    assert live["executor"]["pid"] == first.pid
+    (worker,) = live["active_workers"]
+    assert (worker["task_id"], worker["role"], worker["backend"]) == ("A-001", "worker", "command")
+    assert worker["pid"]
+    assert worker["elapsed_s"] >= 0
+    assert live["tasks"][0]["status"] == "in_progress"
     second = executor_cli("resume", "--session", str(folder))
     assert second.returncode == 1
     assert f"already being run by pid {first.pid}" in second.stderr
@@ -397,3 +405,40 @@ def test_kill_9_mid_pipeline_then_resume_runs_each_task_to_completion_exactly_on
     text = reports[0].read_text()
     assert "did not stop cleanly" in text
     assert "## What was reset" in text
+
+
+def test_a_worker_actor_that_crashes_is_replaced_and_its_task_retried(executor_cli, tmp_path):
+    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": []}, {}, python=PY)
+    # The first attempt's prompt path is a folder: writing the prompt raises inside the
+    # worker actor (our code, not the agent), which crashes it.
+    (folder / ".executor" / "prompts" / "A-001-a1.md").mkdir(parents=True)
+    result = executor_cli("run", "--session", str(folder), *FAST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "A-001 attempt 1 failed (worker_crashed" in result.stdout
+    tasks = tasks_of(folder)
+    assert tasks["A-001"] == {"status": "completed", "attempts": 2, "kind": None, "error": None}
+    assert tasks["A-002"]["status"] == "completed"
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    types = [event.__struct_config__.tag for _, _, event in reader.events()]
+    reader.close()
+    assert "worker_crashed" in types
+    assert "worker_restarted" in types
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_workdir_outside_the_project_is_refused(executor_cli, tmp_path):
+    folder = scripted_session(tmp_path / "project" / "s", {"A-001": []}, {}, python=PY)
+    result = executor_cli("run", "--session", str(folder), "--workdir", str(tmp_path))
+    assert result.returncode == 2
+    assert "--workdir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_session_whose_message_bus_cannot_be_opened_is_refused_clearly(executor_cli, tmp_path):
+    folder = scripted_session(tmp_path / "s", {"A-001": []}, {}, python=PY)
+    (folder / ".msg" / "messages.jsonl").mkdir()
+    result = executor_cli("run", "--session", str(folder))
+    assert result.returncode == 1
+    assert "messages.jsonl" in result.stderr
+    assert "Traceback" not in result.stderr

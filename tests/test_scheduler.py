@@ -78,7 +78,11 @@ def test_an_inner_loop_role_never_runs_two_tasks_at_once():
 
 def test_an_idle_inner_loop_role_s_tasks_compete_by_priority_with_the_rest():
     scheduler = Scheduler(
-        [row("IMPL-1", owner="coder", priority="P2"), row("QA-1", owner="qa"), row("DOC-1", owner="doc", priority="P0")],
+        [
+            row("IMPL-1", owner="coder", priority="P2"),
+            row("QA-1", owner="qa"),
+            row("DOC-1", owner="doc", priority="P0"),
+        ],
         inner_loop_roles={"coder"},
     )
     assert drain(scheduler) == ["DOC-1", "QA-1", "IMPL-1"]
