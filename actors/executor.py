@@ -403,16 +403,15 @@ class Executor(TreeActor):
         slot = self.slots.get(message.worker_id)
         if slot is None or slot.task_id != message.task_id:
             return
-        self._tell_session(
-            RecordStart(
-                run_row_id=slot.run_row_id,
-                task_id=message.task_id,
-                attempt=message.attempt,
-                role=slot.role,
-                pid=message.pid,
-                create_time=message.create_time,
-            )
+        slot.start = RecordStart(
+            run_row_id=slot.run_row_id,
+            task_id=message.task_id,
+            attempt=message.attempt,
+            role=slot.role,
+            pid=message.pid,
+            create_time=message.create_time,
         )
+        self._tell_session(slot.start)
 
     @handles(WorkerProgress)
     def worker_progress(self, message: WorkerProgress) -> None:
@@ -449,9 +448,7 @@ class Executor(TreeActor):
         task_id, attempt = slot.task_id, slot.attempt
         row = self.rows[task_id]
         elapsed = time.monotonic() - slot.started
-        if not result.ok and (
-            result.error_kind == "interrupted" or (self.stopping_since is not None and not result.ok)
-        ):
+        if not result.ok and result.error_kind == "interrupted":
             self.scheduler.reset(task_id)
             self.rows[task_id] = _with(row, status="pending", attempts=max(0, attempt - 1))
             self._tell_session(
