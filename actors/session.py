@@ -329,7 +329,13 @@ class SessionActor(TreeActor):
             "error": result.error,
             "tokens_in": result.tokens_in,
             "tokens_out": result.tokens_out,
+            "tokens_cached": result.tokens_cached,
             "cost_usd": result.cost_usd,
+            "model": result.model,
+            "agent_session_id": result.agent_session_id,
+            "git_head_before": result.git_head_before,
+            "git_head_after": result.git_head_after,
+            "files_changed": list(result.files_modified) or None,
         }
         with self.store.transaction():
             self.store.update_run(message.run_row_id, **{k: v for k, v in run_changes.items() if v is not None})

@@ -102,7 +102,14 @@ class AttemptResult(Message, frozen=True):
     duration_s: float = 0.0
     tokens_in: int | None = None
     tokens_out: int | None = None
+    tokens_cached: int | None = None
     cost_usd: float | None = None
+    cost_estimated: bool = False  # computed from a price table, not reported by the agent
+    retry_after_s: float | None = None  # with error_kind "rate_limited"
+    model: str | None = None
+    agent_session_id: str | None = None  # the CLI's own session, to resume it on a retry
+    git_head_before: str | None = None
+    git_head_after: str | None = None
 
 
 # --- executor <-> workers ---------------------------------------------------------------

@@ -54,3 +54,7 @@ class RunRow(msgspec.Struct, kw_only=True):
     tokens_cached: int | None = None
     cost_usd: float | None = None
     log_path: str | None = None
+    agent_session_id: str | None = None
+    git_head_before: str | None = None
+    git_head_after: str | None = None
+    files_changed: list[str] = msgspec.field(default_factory=list)

@@ -120,8 +120,19 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Agent CLIs: their own session id (to resume it), the git HEAD around an attempt."""
+    for column, kind in (
+        ("agent_session_id", str),
+        ("git_head_before", str),
+        ("git_head_after", str),
+        ("files_changed", str),
+    ):
+        db["runs"].add_column(column, kind)
+
+
 # Append only: migration N turns schema N-1 into N, inside one transaction.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _TASK_COLUMNS = tuple(TaskRow.__struct_fields__)
@@ -138,6 +149,13 @@ _tasks_decoder = msgspec.json.Decoder(list[TaskRow])
 
 def _without_nulls(row: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if value is not None}
+
+
+def _run_from_row(row: dict[str, Any]) -> RunRow:
+    row = _without_nulls(row)
+    if "files_changed" in row:
+        row["files_changed"] = msgspec.json.decode(row["files_changed"])
+    return msgspec.convert(row, RunRow)
 
 
 def _task_to_row(task: TaskRow) -> dict[str, Any]:
@@ -188,16 +206,14 @@ class _Reads:
 
     def open_runs(self) -> list[RunRow]:
         """Attempts that started and never recorded an end."""
-        return [
-            msgspec.convert(_without_nulls(r), RunRow) for r in self._rows("SELECT * FROM runs WHERE ended_at IS NULL")
-        ]
+        return [_run_from_row(r) for r in self._rows("SELECT * FROM runs WHERE ended_at IS NULL")]
 
     def runs(self, task_id: str | None = None) -> list[RunRow]:
         if task_id is None:
             rows = self._rows("SELECT * FROM runs ORDER BY id")
         else:
             rows = self._rows("SELECT * FROM runs WHERE task_id = ? ORDER BY id", [task_id])
-        return [msgspec.convert(_without_nulls(r), RunRow) for r in rows]
+        return [_run_from_row(r) for r in rows]
 
     def max_run_id(self) -> int:
         return int(self.conn.execute("SELECT ifnull(max(id), 0) FROM runs").fetchone()[0])
@@ -331,6 +347,8 @@ class Store(_Reads):
 
     def update_run(self, run_id: int, **changes: Any) -> None:
         _check_columns(changes, _RUN_COLUMNS, "run")
+        if "files_changed" in changes:
+            changes["files_changed"] = msgspec.json.encode(changes["files_changed"]).decode()
         if not changes:
             return
         assignments = ", ".join(f"{name} = ?" for name in changes)

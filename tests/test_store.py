@@ -6,9 +6,10 @@ import sqlite3
 import threading
 
 import pytest
+import sqlite_utils
 
 from protocol.events import TaskCompleted, TaskCreated, TaskFailed
-from session.store import SCHEMA_VERSION, Store, StoreError, StoreReader, TaskRow
+from session.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, StoreReader, TaskRow
 
 
 def test_a_new_store_is_in_wal_mode_at_the_current_schema_version(tmp_path):
@@ -155,4 +156,22 @@ def test_rows_with_nulls_written_by_another_tool_still_read_with_defaults(tmp_pa
     tasks = {t.id: t for t in store.tasks()}
     assert tasks["A-1"].subject == "kept"
     assert (tasks["B-1"].subject, tasks["B-1"].blocked_by, tasks["B-1"].max_attempts) == ("", [], 3)
+    store.close()
+
+
+def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(tmp_path):
+    db = sqlite_utils.Database(tmp_path / "state.db")
+    MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    db["runs"].insert({"run_id": "R0", "task_id": "A-1", "attempt": 1, "worker_id": "w", "backend": "demo"})
+    db.close()
+    (tmp_path / ".executor").mkdir()
+    (tmp_path / "state.db").rename(tmp_path / ".executor" / "state.db")
+    store = Store.open(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION
+    (run,) = store.runs()
+    assert (run.run_id, run.agent_session_id, run.files_changed) == ("R0", None, [])
+    store.update_run(run.id, agent_session_id="sess-1", git_head_before="abc", files_changed=["a.py", "b.py"])
+    (run,) = store.runs()
+    assert (run.agent_session_id, run.git_head_before, run.files_changed) == ("sess-1", "abc", ["a.py", "b.py"])
     store.close()
