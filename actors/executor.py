@@ -55,6 +55,7 @@ from protocol.messages import (
     Flush,
     GetState,
     Ok,
+    Permission,
     Reconcile,
     ReconcileApplied,
     ReconcilePlan,
@@ -171,6 +172,7 @@ class Executor(TreeActor):
         self.worker_seq = 0
         self.next_run_row_id = 1
         self.last_errors: dict[str, str] = {}  # child name -> how it last crashed
+        self.agent_sessions: dict[str, str] = {}  # task id -> the agent's own session, to resume
         self.runner = _Runner(backends, prompts)
         self._ticker_stop = threading.Event()
 
@@ -299,6 +301,7 @@ class Executor(TreeActor):
             return
         self.rows = {row.id: row for row in snapshot.tasks}
         self.next_run_row_id = snapshot.next_run_row_id
+        self.agent_sessions = dict(snapshot.agent_sessions)
         known = {task.id for task in self.session.tasks}
         for row in snapshot.tasks:
             if row.id not in known:  # created during an earlier run (a revision, a submitted task)
@@ -345,6 +348,10 @@ class Executor(TreeActor):
             hang_timeout_s=spec.hang_timeout or self.options.hang_timeout_s,
             grace_s=self.options.kill_grace_s,
             model=spec.model,
+            permission=spec.permission or default_permission(role, self.session.roles[role].responsibility_type),
+            max_turns=spec.max_turns,
+            isolate_home=bool(spec.isolate_home),
+            resume_session=self.agent_sessions.get(task_id) if attempt > 1 else None,
         )
 
     def _start_task(self, task_id: str, slot: _Slot | None) -> None:
@@ -445,6 +452,8 @@ class Executor(TreeActor):
     def _settle(self, slot: _Slot, result: AttemptResult) -> None:
         """Record how the attempt ended and move the task accordingly."""
         assert self.scheduler is not None  # noqa: S101
+        if result.agent_session_id:
+            self.agent_sessions[slot.task_id] = result.agent_session_id
         task_id, attempt = slot.task_id, slot.attempt
         row = self.rows[task_id]
         elapsed = time.monotonic() - slot.started
@@ -815,6 +824,17 @@ class _Runner:
         prompt.parent.mkdir(parents=True, exist_ok=True)
         prompt.write_text(self.prompts(order.task_id, order.attempt), encoding="utf-8")
         return self.backends[order.role].run(order, hooks, cancel)
+
+
+_READ_ONLY_ROLES = frozenset({"reviewer", "redteam", "red-team", "auditor"})
+
+
+def default_permission(role: str, responsibility_type: str | None) -> Permission:
+    """Reviewers and red teams read; every other role writes inside the workspace."""
+    kind = (responsibility_type or "").lower()
+    if role.lower() in _READ_ONLY_ROLES or "review" in kind or "read-only" in kind:
+        return "read-only"
+    return "workspace-write"
 
 
 def _with(row: TaskRow, **changes: Any) -> TaskRow:

@@ -35,7 +35,7 @@ from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, allowli
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
 
-__all__ = ["order_env", "parse_progress", "run_agent_process"]
+__all__ = ["order_env", "parse_progress", "result_from_outcome", "run_agent_process"]
 
 #: How much of the combined stderr and stdout an AttemptResult keeps.
 OUTPUT_TAIL_BYTES = 4096
@@ -159,7 +159,8 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(item for item in value if isinstance(item, str) and item.strip())
 
 
-def _result(order: WorkOrder, outcome: ProcessOutcome) -> AttemptResult:
+def result_from_outcome(order: WorkOrder, outcome: ProcessOutcome) -> AttemptResult:
+    """How the process ended, read with the worker report (if any) and the artifacts it wrote."""
     timing: dict[str, Any] = {"exit_code": outcome.exit_code, "duration_s": outcome.duration_s}
     if outcome.error_kind is not None:
         return AttemptResult(
@@ -272,4 +273,4 @@ def run_agent_process(
         on_start=hooks.started,
         on_stdout_line=on_stdout_line,
     )
-    return _result(order, outcome)
+    return result_from_outcome(order, outcome)

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from backends.agent_cli import AgentCliBackend
 from backends.base import Backend
+from backends.claude import ClaudeBackend
+from backends.codex import CodexBackend
 from backends.command import CommandBackend
 from backends.demo import DemoBackend
+from backends.gemini import GeminiBackend
 
-__all__ = ["BACKENDS", "UnknownBackend", "backend_names", "get_backend"]
+__all__ = ["BACKENDS", "UnknownBackend", "agent_backends", "backend_names", "get_backend"]
 
 #: One instance each: backends keep no state between attempts.
-BACKENDS: dict[str, Backend] = {CommandBackend.name: CommandBackend(), DemoBackend.name: DemoBackend()}
+BACKENDS: dict[str, Backend] = {
+    backend.name: backend
+    for backend in (CommandBackend(), DemoBackend(), ClaudeBackend(), CodexBackend(), GeminiBackend())
+}
+
+
+def agent_backends() -> list[AgentCliBackend]:
+    """The backends that drive an agent CLI (what `executor probe` reports on)."""
+    return [backend for backend in BACKENDS.values() if isinstance(backend, AgentCliBackend)]
 
 
 class UnknownBackend(LookupError):

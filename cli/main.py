@@ -250,6 +250,36 @@ def resume(
 
 
 @app.command()
+def probe(json: JsonOption = False) -> None:
+    """Show which agent CLIs are installed, their versions, whether a key is set, and flag support.
+
+    Keys are never printed: only which variable (or login file) provides one.
+    Example: executor probe --json
+    """
+    from backends.probe import probe as run_probe  # noqa: PLC0415 - spawns the CLIs; only this command needs it
+    from backends.registry import agent_backends  # noqa: PLC0415
+
+    rows = run_probe(agent_backends())
+    if json:
+        sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
+        raise typer.Exit(0)
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table("backend", "installed", "version", "key", "flags", "notes", box=None, pad_edge=False)
+    for row in rows:
+        flags = f"{sum(row.flags.values())}/{len(row.flags)}" if row.flags else "-"
+        table.add_row(
+            row.backend,
+            row.path or "no",
+            row.version or "-",
+            ", ".join(row.credential_sources) or "missing",
+            flags,
+            row.problem or "ok",
+        )
+    _stdout().print(table)
+
+
+@app.command()
 def demo(
     into: Annotated[
         Path | None, typer.Option("--into", help="Folder for the demo's copy (default: ./demo-run/<id>-N).")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from protocol._base import Message
 from protocol.events import Event
 from protocol.records import TaskRow
@@ -26,6 +28,7 @@ __all__ = [
     "GetState",
     "Ok",
     "OpenRun",
+    "Permission",
     "Reconcile",
     "ReconcileApplied",
     "ReconcilePlan",
@@ -56,6 +59,9 @@ class Ok(Message, frozen=True):
 # --- what a backend gets and gives back -------------------------------------------
 
 
+Permission = Literal["read-only", "workspace-write", "full"]
+
+
 class WorkOrder(Message, frozen=True):
     """Everything a backend needs to run one attempt of one task.
 
@@ -82,6 +88,11 @@ class WorkOrder(Message, frozen=True):
     grace_s: float = 5.0
     upstream_artifacts: tuple[str, ...] = ()
     model: str | None = None
+    # For agent CLIs: what the agent may do, how long it may go on, where it keeps state.
+    permission: Permission = "workspace-write"
+    max_turns: int | None = None
+    isolate_home: bool = False  # a throwaway HOME and TMPDIR for this attempt
+    resume_session: str | None = None  # the agent's own session id from an earlier attempt
 
 
 class AttemptResult(Message, frozen=True):
@@ -194,6 +205,7 @@ class StateSnapshot(Message, frozen=True):
     meta: dict[str, str]
     open_runs: tuple[OpenRun, ...]
     next_run_row_id: int = 1
+    agent_sessions: dict[str, str] = msgspec.field(default_factory=dict)  # task id -> latest agent session
 
 
 class OpenRun(Message, frozen=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -50,7 +50,8 @@ class RoleSpecFrontmatter(BaseModel):
     tier: str | None = None
     skills: list[str] | None = None
     max_turns: int | None = Field(default=None, ge=1)
-    permission: str | None = None
+    permission: Literal["read-only", "workspace-write", "full"] | None = None
+    isolate_home: bool | None = None
 
 
 @dataclass(frozen=True)

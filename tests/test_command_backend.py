@@ -409,13 +409,13 @@ def test_preflight_accepts_programs_it_can_find_or_cannot_check(tmp_path):
     assert BACKEND.preflight("coder", frontmatter(command=["{session}/agent.sh"])) is None
 
 
-def test_registry_knows_command_and_demo_and_names_the_choices_for_anything_else():
-    assert backend_names() == ["command", "demo"]
+def test_registry_knows_every_backend_and_names_the_choices_for_anything_else():
+    assert backend_names() == ["claude", "codex", "command", "demo", "gemini"]
     assert isinstance(get_backend("command"), CommandBackend)
     assert isinstance(get_backend("demo"), DemoBackend)
     assert all(name == backend.name for name, backend in BACKENDS.items())
     with pytest.raises(UnknownBackend) as caught:
         get_backend("claude-code")
-    assert str(caught.value) == "unknown backend 'claude-code'; choose one of: command, demo"
-    assert caught.value.choices == ["command", "demo"]
+    assert str(caught.value) == "unknown backend 'claude-code'; choose one of: claude, codex, command, demo, gemini"
+    assert caught.value.choices == ["claude", "codex", "command", "demo", "gemini"]
     assert caught.value.name == "claude-code"

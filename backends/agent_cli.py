@@ -1,0 +1,293 @@
+"""The common part of every agent-CLI backend (claude, codex, gemini, ...).
+
+A subclass says how to find its program, which variables carry its key and
+base URL, how to build the argv for a work order, and how to read its
+output — a JSON line at a time while it runs (progress, its own session id,
+usage, errors) and once at the end.  This class runs it with the safe process
+runner and turns everything into one :class:`AttemptResult`:
+
+- final text, usage (input/output/cached tokens), cost (reported, or
+  estimated from the price table), the agent's session id, the files it
+  changed (git), the git HEAD before and after;
+- an error kind the router can act on; the exit code alone is never trusted
+  (a failed turn with exit 0, a "successful" empty turn, permission denials).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+
+from backends._agent_process import order_env, result_from_outcome
+from backends.base import WorkerHooks
+from backends.git_state import changed_files, snapshot
+from backends.pricing import estimate_cost
+from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
+from protocol.messages import AttemptResult, WorkOrder
+from protocol.types import ErrorKind
+from session.rolespec import RoleSpecFrontmatter
+
+__all__ = ["AGENT_CLIS_ENV", "AgentCliBackend", "StreamState", "classify_status", "locate_program"]
+
+AGENT_CLIS_ENV = "TEAM_EXECUTOR_AGENT_CLIS"  # a folder (e.g. node_modules/.bin) searched before PATH
+
+_DEFAULT_HANG_S = 900.0  # an agent silent for 15 minutes is stuck, whatever its wall-clock budget
+
+
+def locate_program(name: str) -> str | None:
+    """``name`` in ``$TEAM_EXECUTOR_AGENT_CLIS`` first, then on PATH."""
+    folder = os.environ.get(AGENT_CLIS_ENV)
+    if folder:
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which(name)
+
+
+def classify_status(status: int | None, message: str = "") -> ErrorKind:
+    """The error kind of an HTTP status (and its message) reported by an agent CLI."""
+    text = message.lower()
+    if "context" in text and ("long" in text or "length" in text or "window" in text or "exceed" in text):
+        return "context_too_long"
+    if "prompt is too long" in text or "too many tokens" in text:
+        return "context_too_long"
+    if status == 429 or "rate limit" in text or "rate_limit" in text or "quota" in text:
+        return "rate_limited"
+    if status in (500, 502, 503, 504, 529) or "overloaded" in text or "unavailable" in text or "capacity" in text:
+        return "overloaded"
+    if status in (401, 403) or "api key" in text or "unauthorized" in text or "authentication" in text:
+        return "auth"
+    return "crash"
+
+
+@dataclass
+class StreamState:
+    """What an agent's output said, accumulated line by line (on the worker's thread)."""
+
+    session_id: str | None = None
+    model: str | None = None
+    texts: list[str] = field(default_factory=list)
+    final_text: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_cached: int | None = None
+    cost_usd: float | None = None
+    turns: int = 0
+    error_kind: ErrorKind | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    permission_denials: list[str] = field(default_factory=list)
+    finished: bool = False  # the CLI reported the end of its run
+    bad_lines: int = 0
+
+    def add_usage(self, tokens_in: Any = None, tokens_out: Any = None, cached: Any = None) -> None:
+        for name, value in (("tokens_in", tokens_in), ("tokens_out", tokens_out), ("tokens_cached", cached)):
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, (getattr(self, name) or 0) + value)
+
+    def fail(self, kind: ErrorKind, message: str, retry_after_s: float | None = None) -> None:
+        if self.error_kind is None or self.error_kind == "crash":
+            self.error_kind = kind
+            self.error = message[:2000]
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+
+class AgentCliBackend:
+    """Base class: subclasses fill in the class attributes and the three ``_`` hooks."""
+
+    name: ClassVar[str]
+    program: ClassVar[str]
+    install_hint: ClassVar[str]
+    key_variables: ClassVar[tuple[str, ...]] = ()  # any one of them authenticates
+    passthrough_variables: ClassVar[tuple[str, ...]] = ()  # base URLs and the like, passed when set
+    credential_files: ClassVar[tuple[str, ...]] = ()  # under HOME: a logged-in CLI needs no key
+    prompt_on_stdin: ClassVar[bool] = True
+    help_commands: ClassVar[tuple[tuple[str, ...], ...]] = (("--help",),)  # for `executor probe`
+    probe_flags: ClassVar[tuple[str, ...]] = ()  # the flags we pass, checked against --help
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = environ
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        return os.environ if self._environ is None else self._environ
+
+    # --- preflight -----------------------------------------------------------------
+
+    def has_credentials(self) -> bool:
+        if any(self.environ.get(name) for name in self.key_variables):
+            return True
+        home = Path(self.environ.get("HOME", "~")).expanduser()
+        return any((home / relative).exists() for relative in self.credential_files)
+
+    def preflight(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
+        if locate_program(self.program) is None:
+            return (
+                f"role '{role}' uses backend '{self.name}', but `{self.program}` is not installed "
+                f"(install it: {self.install_hint}; or set {AGENT_CLIS_ENV} to the folder that holds it)"
+            )
+        if not self.has_credentials():
+            keys = " or ".join(self.key_variables) or "its credentials"
+            return (
+                f"role '{role}' uses backend '{self.name}', but no key was found: set {keys} "
+                f"in the environment (or log in with `{self.program}` once)"
+            )
+        return None
+
+    # --- what subclasses provide ----------------------------------------------------
+
+    def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
+        raise NotImplementedError
+
+    def _on_line(self, line: bytes, state: StreamState, hooks: WorkerHooks) -> None:
+        raise NotImplementedError
+
+    def _finish(self, outcome: ProcessOutcome, state: StreamState) -> None:
+        """Look at the end of the run (exit code, stderr) and record any failure in ``state``."""
+
+    def _prepare_home(self, home: Path, order: WorkOrder) -> None:
+        """Write whatever the CLI needs in a fresh HOME (settings, trust)."""
+
+    def _extra_env(self, order: WorkOrder) -> dict[str, str]:
+        return {}
+
+    # --- running -------------------------------------------------------------------------
+
+    def _environment(self, order: WorkOrder) -> dict[str, str]:
+        env = order_env(order)
+        for name in (*self.key_variables, *self.passthrough_variables):
+            value = self.environ.get(name)
+            if value:
+                env[name] = value
+        env["TERM"] = "dumb"
+        if order.isolate_home:
+            home = Path(order.session_dir) / ".executor" / "homes" / f"{order.task_id}-a{order.attempt}"
+            tmp = home / "tmp"
+            tmp.mkdir(parents=True, exist_ok=True)
+            env["HOME"] = str(home)
+            env["TMPDIR"] = str(tmp)
+            self._prepare_home(home, order)
+        env.update(self._extra_env(order))
+        return env
+
+    @staticmethod
+    def _json(line: bytes) -> dict[str, Any] | None:
+        stripped = line.strip()
+        if not stripped.startswith(b"{"):
+            return None
+        try:
+            value = msgspec.json.decode(stripped)
+        except msgspec.DecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
+        program = locate_program(self.program)
+        if program is None:
+            return AttemptResult(
+                ok=False, error_kind="spawn_failed", error=f"`{self.program}` is not installed ({self.install_hint})"
+            )
+        prompt = Path(order.prompt_file).read_text(encoding="utf-8")
+        argv = self._argv(program, order, prompt)
+        workdir = Path(order.workdir)
+        before = snapshot(workdir)
+        state = StreamState(model=order.model)
+
+        def on_line(line: bytes) -> None:
+            try:
+                self._on_line(line, state, hooks)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                state.bad_lines += 1  # an event shape we do not know: never fatal
+
+        Path(order.report_file).unlink(missing_ok=True)
+        outcome = run_process(
+            ProcessSpec(
+                argv=tuple(argv),
+                cwd=order.workdir,
+                env=self._environment(order),
+                log_path=order.log_path,
+                stdin_data=prompt.encode() if self.prompt_on_stdin else None,
+            ),
+            ProcessLimits(
+                wall_timeout_s=order.timeout_s,
+                hang_timeout_s=order.hang_timeout_s or _DEFAULT_HANG_S,
+                grace_s=order.grace_s,
+            ),
+            cancel=cancel,
+            on_start=hooks.started,
+            on_stdout_line=on_line,
+        )
+        if outcome.error_kind in (None, "crash"):  # it ended by itself: let the CLI's own words explain
+            self._finish(outcome, state)
+        after = snapshot(workdir)
+        return self._result(order, outcome, state, before, after, workdir)
+
+    def _result(
+        self, order: WorkOrder, outcome: ProcessOutcome, state: StreamState, before: Any, after: Any, workdir: Path
+    ) -> AttemptResult:
+        base = result_from_outcome(order, outcome)  # process failures, report file, artifacts
+        text = state.final_text if state.final_text is not None else "".join(state.texts)
+        cost, estimated = state.cost_usd, False
+        if cost is None and state.model and (state.tokens_in or state.tokens_out):
+            cost = estimate_cost(state.model, state.tokens_in or 0, state.tokens_out or 0, state.tokens_cached or 0)
+            estimated = cost is not None
+        fields: dict[str, Any] = {
+            "summary": (text.strip().split("\n", 1)[0][:300] if text.strip() else base.summary),
+            "tokens_in": state.tokens_in,
+            "tokens_out": state.tokens_out,
+            "tokens_cached": state.tokens_cached,
+            "cost_usd": cost,
+            "cost_estimated": estimated,
+            "model": state.model,
+            "agent_session_id": state.session_id,
+            "git_head_before": before.head if before else None,
+            "git_head_after": after.head if after else None,
+            "files_modified": changed_files(workdir, before, after) or base.files_modified,
+        }
+        if not base.ok:
+            kind = base.error_kind
+            error = base.error
+            if kind == "crash" and state.error_kind is not None:  # the CLI said why it exited non-zero
+                kind, error = state.error_kind, state.error
+            return msgspec.structs.replace(
+                base, error_kind=kind, error=error, retry_after_s=state.retry_after_s, **fields
+            )
+        if state.error_kind is not None:
+            return msgspec.structs.replace(
+                base,
+                ok=False,
+                error_kind=state.error_kind,
+                error=state.error,
+                retry_after_s=state.retry_after_s,
+                outcome="failed",
+                **fields,
+            )
+        if state.permission_denials:
+            return msgspec.structs.replace(
+                base,
+                ok=False,
+                error_kind="permission_denied",
+                outcome="failed",
+                error="the agent was refused: "
+                + "; ".join(state.permission_denials[:5])
+                + " — the work was not done (widen the role's `permission`)",
+                **fields,
+            )
+        if not text.strip() and not state.tokens_out:
+            return msgspec.structs.replace(
+                base,
+                ok=False,
+                error_kind="bad_output",
+                outcome="failed",
+                error=f"{self.program} exited 0 without reporting a result (an empty turn)",
+                **fields,
+            )
+        return msgspec.structs.replace(base, **fields)

@@ -1,0 +1,124 @@
+"""Claude Code, headless: ``claude -p --output-format stream-json --verbose``.
+
+The prompt goes on stdin.  Stream events: ``system/init`` (session id,
+model), ``assistant`` turns (text and tool calls: progress), ``user`` tool
+results, and one final ``result`` with ``is_error``, ``api_error_status``,
+``subtype`` (``error_max_turns``...), usage, ``total_cost_usd`` and
+``permission_denials`` — a tool the agent was refused means the work was not
+done, even with exit code 0.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from backends.agent_cli import AgentCliBackend, StreamState, classify_status
+from backends.base import WorkerHooks
+from backends.process import ProcessOutcome
+from protocol.messages import WorkOrder
+
+__all__ = ["ClaudeBackend"]
+
+_READ_TOOLS = ("Read", "Glob", "Grep", "LS")
+_WRITE_TOOLS = (*_READ_TOOLS, "Write", "Edit", "MultiEdit", "NotebookEdit", "Bash", "TodoWrite")
+
+
+class ClaudeBackend(AgentCliBackend):
+    name: ClassVar[str] = "claude"
+    program: ClassVar[str] = "claude"
+    install_hint: ClassVar[str] = "npm install -g @anthropic-ai/claude-code"
+    key_variables: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+    passthrough_variables: ClassVar[tuple[str, ...]] = (
+        "ANTHROPIC_BASE_URL",
+        "CLAUDE_CODE_MAX_RETRIES",
+        "API_TIMEOUT_MS",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    )
+    credential_files: ClassVar[tuple[str, ...]] = (".claude/.credentials.json",)
+    probe_flags: ClassVar[tuple[str, ...]] = (
+        "--print",
+        "--output-format",
+        "--verbose",
+        "--model",
+        "--permission-mode",
+        "--allowedTools",
+        "--resume",
+    )
+
+    def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
+        argv = [program, "-p", "--output-format", "stream-json", "--verbose"]
+        if order.permission == "full":
+            argv.append("--dangerously-skip-permissions")
+        elif order.permission == "read-only":
+            argv += ["--permission-mode", "default", "--allowedTools", ",".join(_READ_TOOLS)]
+        else:
+            argv += ["--permission-mode", "acceptEdits", "--allowedTools", ",".join(_WRITE_TOOLS)]
+        if order.model:
+            argv += ["--model", order.model]
+        if order.max_turns:
+            argv += ["--max-turns", str(order.max_turns)]
+        if order.resume_session:
+            argv += ["--resume", order.resume_session]
+        return argv
+
+    def _extra_env(self, order: WorkOrder) -> dict[str, str]:
+        env = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
+        if order.permission == "full" and hasattr(os, "geteuid") and os.geteuid() == 0:
+            env["IS_SANDBOX"] = "1"  # Claude refuses to skip permissions as root otherwise
+        return env
+
+    def _on_line(self, line: bytes, state: StreamState, hooks: WorkerHooks) -> None:
+        event = self._json(line)
+        if event is None:
+            return
+        kind = event.get("type")
+        if kind == "system" and event.get("subtype") == "init":
+            state.session_id = event.get("session_id") or state.session_id
+            state.model = event.get("model") or state.model
+            hooks.progress(None, f"claude started ({state.model})")
+        elif kind == "assistant":
+            state.turns += 1
+            for block in (event.get("message") or {}).get("content") or []:
+                if block.get("type") == "text" and block.get("text"):
+                    state.texts.append(block["text"])
+                elif block.get("type") == "tool_use":
+                    hooks.progress(None, f"turn {state.turns}: {block.get('name')}")
+        elif kind == "result":
+            self._read_result(event, state)
+
+    @staticmethod
+    def _read_result(event: dict[str, Any], state: StreamState) -> None:
+        state.finished = True
+        state.session_id = event.get("session_id") or state.session_id
+        if isinstance(event.get("result"), str):
+            state.final_text = event["result"]
+        usage = event.get("usage") or {}
+        cached = (usage.get("cache_read_input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
+        fresh = usage.get("input_tokens") or 0
+        state.tokens_in = fresh + cached if (fresh or cached) else state.tokens_in
+        state.tokens_out = usage.get("output_tokens", state.tokens_out)
+        state.tokens_cached = usage.get("cache_read_input_tokens", state.tokens_cached)
+        if isinstance(event.get("total_cost_usd"), int | float):
+            state.cost_usd = float(event["total_cost_usd"])
+        for model in event.get("modelUsage") or {}:
+            state.model = state.model or model
+        for denial in event.get("permission_denials") or []:
+            state.permission_denials.append(str(denial.get("tool_name") or denial))
+        subtype = event.get("subtype") or ""
+        if subtype == "error_max_turns":
+            state.fail("max_turns", f"stopped after {event.get('num_turns')} turns (the role's max_turns)")
+        elif event.get("is_error") or subtype.startswith("error"):
+            status = event.get("api_error_status")
+            message = str(event.get("result") or subtype or "claude reported an error")
+            state.fail(
+                classify_status(status if isinstance(status, int) else None, message),
+                f"{message} (API status {status})" if status else message,
+            )
+
+    def _finish(self, outcome: ProcessOutcome, state: StreamState) -> None:
+        if outcome.exit_code and state.error_kind is None:
+            tail = outcome.stderr_tail.decode("utf-8", "replace").strip().splitlines()
+            message = tail[-1] if tail else f"claude exited with code {outcome.exit_code}"
+            state.fail(classify_status(None, message), message)

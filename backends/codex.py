@@ -1,0 +1,111 @@
+"""OpenAI Codex CLI, headless: ``codex exec --json``.
+
+The prompt goes on stdin (``-``).  JSONL events: ``thread.started``
+(``thread_id``: the session to resume with ``codex exec resume``),
+``turn.started``, ``item.started``/``item.completed`` (agent messages,
+command executions, file changes, MCP tool calls), ``turn.completed`` with
+usage, and on failure ``error`` then ``turn.failed``.  Codex reports no cost
+(it is estimated from the price table), ignores ``OPENAI_BASE_URL`` (a base
+URL becomes a custom provider), and can end a failed turn with exit code 0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import ClassVar
+
+from backends.agent_cli import AgentCliBackend, StreamState, classify_status
+from backends.base import WorkerHooks
+from backends.process import ProcessOutcome
+from protocol.messages import WorkOrder
+
+__all__ = ["CodexBackend"]
+
+_SANDBOX = {"read-only": "read-only", "workspace-write": "workspace-write", "full": "danger-full-access"}
+_STATUS = re.compile(r"\b(4\d\d|5\d\d)\b")
+_RETRY_AFTER = re.compile(r"(?:try again|retry)[^0-9]{0,20}(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds|m|min)?", re.I)
+_USAGE_LIMIT = re.compile(r"usage limit|hit your limit|quota", re.I)
+
+
+def _retry_after(message: str) -> float | None:
+    match = _RETRY_AFTER.search(message)
+    if not match:
+        return None
+    value, unit = float(match.group(1)), (match.group(2) or "s").lower()
+    return value / 1000 if unit == "ms" else value * 60 if unit.startswith("m") and unit != "ms" else value
+
+
+class CodexBackend(AgentCliBackend):
+    name: ClassVar[str] = "codex"
+    program: ClassVar[str] = "codex"
+    install_hint: ClassVar[str] = "npm install -g @openai/codex"
+    key_variables: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY", "CODEX_API_KEY")
+    passthrough_variables: ClassVar[tuple[str, ...]] = ("HTTPS_PROXY", "NO_PROXY")
+    credential_files: ClassVar[tuple[str, ...]] = (".codex/auth.json",)
+    help_commands: ClassVar[tuple[tuple[str, ...], ...]] = (("exec", "--help"),)
+    probe_flags: ClassVar[tuple[str, ...]] = ("--json", "--sandbox", "--skip-git-repo-check", "--model", "--config")
+
+    def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
+        argv = [program, "exec", "--json", "--skip-git-repo-check", "--sandbox", _SANDBOX[order.permission]]
+        if order.model:
+            argv += ["--model", order.model]
+        base_url = self.environ.get("OPENAI_BASE_URL")
+        if base_url:
+            key_variable = next((name for name in self.key_variables if self.environ.get(name)), "OPENAI_API_KEY")
+            provider = (
+                f'{{name="team-executor",base_url={json.dumps(base_url)},'
+                f'env_key="{key_variable}",wire_api="responses"}}'
+            )
+            argv += ["-c", 'model_provider="team-executor"', "-c", f"model_providers.team-executor={provider}"]
+        if order.resume_session:
+            argv += ["resume", order.resume_session]
+        argv.append("-")  # the prompt is on stdin
+        return argv
+
+    def _on_line(self, line: bytes, state: StreamState, hooks: WorkerHooks) -> None:
+        event = self._json(line)
+        if event is None:
+            return
+        kind = event.get("type")
+        if kind == "thread.started":
+            state.session_id = event.get("thread_id") or state.session_id
+            hooks.progress(None, "codex started")
+        elif kind == "turn.started":
+            state.turns += 1
+        elif kind in ("item.started", "item.completed"):
+            item = event.get("item") or {}
+            item_type = item.get("type") or item.get("item_type")
+            if kind == "item.completed" and item_type in ("agent_message", "assistant_message") and item.get("text"):
+                state.texts.append(item["text"])
+                state.final_text = item["text"]
+            elif kind == "item.started" and item_type == "command_execution":
+                hooks.progress(None, f"running: {str(item.get('command', ''))[:120]}")
+            elif kind == "item.completed" and item_type == "file_change":
+                changes = ", ".join(str(c.get("path")) for c in item.get("changes") or [])
+                hooks.progress(None, f"changed {changes}"[:200])
+        elif kind == "turn.completed":
+            state.finished = True
+            usage = event.get("usage") or {}
+            state.add_usage(usage.get("input_tokens"), usage.get("output_tokens"), usage.get("cached_input_tokens"))
+        elif kind == "error":
+            self._failed(str(event.get("message") or "codex reported an error"), state)
+        elif kind == "turn.failed":
+            error = event.get("error") or {}
+            self._failed(str(error.get("message") or "the turn failed"), state)
+
+    @staticmethod
+    def _failed(message: str, state: StreamState) -> None:
+        status_match = _STATUS.search(message)
+        status = int(status_match.group(1)) if status_match else None
+        kind = "rate_limited" if _USAGE_LIMIT.search(message) else classify_status(status, message)
+        state.fail(kind, message, _retry_after(message) if kind == "rate_limited" else None)
+
+    def _finish(self, outcome: ProcessOutcome, state: StreamState) -> None:
+        text = state.final_text or ""
+        if state.error_kind is None and _USAGE_LIMIT.search(text) and len(text) < 500:
+            state.fail("rate_limited", f"codex hit a usage limit: {text.strip()}", _retry_after(text))
+        if outcome.exit_code and state.error_kind is None:
+            tail = outcome.stderr_tail.decode("utf-8", "replace").strip().splitlines()
+            message = tail[-1] if tail else f"codex exited with code {outcome.exit_code}"
+            self._failed(message, state)
