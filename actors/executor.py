@@ -508,6 +508,7 @@ class Executor(TreeActor):
                 + (f" → {', '.join(result.artifacts)}" if result.artifacts else "")
             )
             return
+        self.prompts.attempt_failed(task_id, attempt, result.error_kind, result.error, result.output_tail)
         if attempt < self._max_attempts(slot.role):
             delay = self.options.retry_backoff.delay(attempt - 1)
             self.scheduler.retry_at(task_id, time.monotonic() + delay)

@@ -109,7 +109,10 @@ def test_an_unknown_backend_is_refused_naming_the_role_spec(executor_cli, tmp_pa
     folder = write_session(tmp_path / "s", {"coder": "IMPL"}, {"IMPL-001": []}, role_extra={"coder": "backend: gpt9\n"})
     result = executor_cli("run", "--session", str(folder))
     assert result.returncode == 2
-    assert "role-specs/coder.md: unknown backend 'gpt9'; choose one of: claude, codex, command, demo, gemini" in result.stderr
+    assert (
+        "role-specs/coder.md: unknown backend 'gpt9'; choose one of: claude, codex, command, demo, gemini"
+        in result.stderr
+    )
 
 
 def test_a_crashing_worker_is_retried_then_failed_and_its_dependants_blocked(executor_cli, tmp_path):
@@ -442,3 +445,13 @@ def test_a_session_whose_message_bus_cannot_be_opened_is_refused_clearly(executo
     assert result.returncode == 1
     assert "messages.jsonl" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_retry_s_prompt_says_why_the_previous_attempt_failed(executor_cli, tmp_path):
+    folder = scripted_session(tmp_path / "s", {"A-001": []}, {"A-001": {"fail_times": 1}}, python=PY)
+    assert executor_cli("run", "--session", str(folder), *FAST).returncode == 0
+    first = (folder / ".executor" / "prompts" / "A-001-a1.md").read_text()
+    second = (folder / ".executor" / "prompts" / "A-001-a2.md").read_text()
+    assert "Attempt 1 failed" not in first
+    assert "Attempt 1 failed (crash): exited with code 7" in second
+    assert "failing attempt 1 on purpose" in second, "the output tail travels with the feedback"
