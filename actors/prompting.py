@@ -1,13 +1,19 @@
-"""Prompts for workers: built on the worker's thread from the session and the task."""
+"""Prompts for workers: built on the worker's thread from the session and the task.
+
+Skills are discovered once per run (session, user config folder, built-in)
+and resolved per role: the role-spec's ``skills:``, else the default table.
+"""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from backends.prompt import build_prompt
 from protocol.records import TaskRow
 from session.graph import TaskSpec
 from session.loader import TeamSession
+from session.skills import Skill, discover_skills, resolve_role_skills, skills_for_role
 
 __all__ = ["PromptSource"]
 
@@ -15,8 +21,13 @@ __all__ = ["PromptSource"]
 class PromptSource:
     """``source(task_id, attempt)`` -> the prompt.  Tasks created during a run are added with :meth:`add`."""
 
-    def __init__(self, session: TeamSession) -> None:
+    def __init__(self, session: TeamSession, user_dir: Path | None = None) -> None:
         self.session = session
+        available, self.skill_problems = discover_skills(Path(session.folder), user_dir)
+        self._skills: dict[str, list[Skill]] = {}
+        for role, spec in session.role_specs.items():
+            found, _missing = resolve_role_skills(skills_for_role(role, spec.meta.skills), available)
+            self._skills[role] = found
         self._extra: dict[str, TaskSpec] = {}
         self._feedback: dict[str, list[str]] = {}
         self._lock = threading.Lock()
@@ -43,4 +54,5 @@ class PromptSource:
     def __call__(self, task_id: str, attempt: int) -> str:
         with self._lock:
             feedback = "\n\n".join(self._feedback.get(task_id, [])[-3:])
-        return build_prompt(self.session, self.spec(task_id), attempt, feedback=feedback)
+        spec = self.spec(task_id)
+        return build_prompt(self.session, spec, attempt, feedback=feedback, skills=self._skills.get(spec.owner, ()))

@@ -1,4 +1,4 @@
-"""The prompt a worker gets: role-spec phases, the task, upstream artifacts, wisdom, feedback.
+"""The prompt a worker gets: role-spec phases, skills, the task, upstream artifacts, wisdom, feedback.
 
 DESIGN.md section 4: the prompt carries the context forward so nobody copies and
 pastes between agents.  :func:`task_description` renders the upstream
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,12 +34,15 @@ from backends.conventions import (
 )
 from session.graph import TaskSpec
 from session.loader import TeamSession
+from session.skills import Skill
 
 __all__ = ["build_prompt", "expected_artifact", "task_description"]
 
 _NOT_INLINED = "(not inlined: over the size budget)"
 _FENCE_INFO = {".md": "markdown", ".py": "python", ".json": "json", ".yaml": "yaml", ".yml": "yaml", ".txt": "text"}
 _BACKTICK_RUN = re.compile(r"`{3,}")
+_FENCE_LINE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?=[ \t]|$)")
 
 
 def _one_line(text: str) -> str:
@@ -203,6 +207,44 @@ def _wisdom_paths(root: Path) -> list[str]:
         return []
 
 
+def _demote_headings(markdown: str, levels: int = 2) -> str:
+    """Push every ATX heading outside code fences ``levels`` deeper (at most ``######``).
+
+    A skill's ``# Title`` then sits under its ``## <name>`` in the prompt instead of
+    reading as one of the prompt's own top-level sections.
+    """
+    lines = markdown.split("\n")
+    fence = ""
+    for index, line in enumerate(lines):
+        if fence:
+            closing = line.strip()
+            if len(closing) >= len(fence) and closing == fence[0] * len(closing):
+                fence = ""
+            continue
+        opening = _FENCE_LINE.match(line)
+        if opening:
+            fence = opening.group(1)
+            continue
+        heading = _ATX_HEADING.match(line)
+        if heading:
+            depth = min(6, len(heading.group(1)) + levels)
+            lines[index] = "#" * depth + line[heading.end() :]
+    return "\n".join(lines)
+
+
+def _skill_section(skill: Skill, budget: _Budget) -> str:
+    """``## <name>``, the description and the body, or the description and where to read the rest."""
+    body = _demote_headings(skill.body) if skill.body else ""
+    size = len(body.encode("utf-8"))
+    if size > budget.left:
+        return (
+            f"## {skill.name} {_NOT_INLINED}\n\n{skill.description}\n\n"
+            f"Read it from {skill.path} ({size} bytes) when it applies."
+        )
+    budget.left -= size
+    return f"## {skill.name}\n\n{skill.description}" + (f"\n\n{body}" if body else "")
+
+
 def _dependants(session: TeamSession, task: TaskSpec) -> list[str]:
     return sorted(other.id for other in session.tasks if task.id in other.blocked_by)
 
@@ -216,18 +258,22 @@ def build_prompt(
     attempt: int,
     feedback: str = "",
     artifact_budget_bytes: int = 48_000,
+    skills: Sequence[Skill] = (),
 ) -> str:
     """The whole prompt for one attempt of ``task``, as Markdown.
 
     Sections, in order: a header (task, role, attempt, ``Depends on:``,
-    ``Unblocks:``); the role-spec's ``## Phase N`` sections in phase order; the
-    task description (:func:`task_description`); the upstream artifacts — every
-    path in ``task.upstream_artifacts`` and every file under ``artifacts/`` that
-    belongs to a task in ``task.blocked_by`` — then the ``wisdom/*.md`` files, each
-    inlined in a fence while the total inlined bytes stay within
-    ``artifact_budget_bytes`` (the others are named with "(not inlined: over the
-    size budget)"; missing files are named as missing); ``feedback`` when
-    non-empty; a note when ``attempt > 1``; the required final report format.
+    ``Unblocks:``); the role-spec's ``## Phase N`` sections in phase order; when
+    ``skills`` is not empty, a ``# Skills`` section with each skill's name,
+    description and body (its headings pushed two levels down); the task
+    description (:func:`task_description`); the upstream artifacts — every path in
+    ``task.upstream_artifacts`` and every file under ``artifacts/`` that belongs
+    to a task in ``task.blocked_by`` — then the ``wisdom/*.md`` files, each
+    inlined in a fence.  Skill bodies, then artifacts, then wisdom share one
+    budget: the total inlined bytes stay within ``artifact_budget_bytes``, and
+    whatever does not fit is named with "(not inlined: over the size budget)" and
+    its path (missing files are named as missing); ``feedback`` when non-empty; a
+    note when ``attempt > 1``; the required final report format.
     """
     root = session.folder.resolve()
     role = task.owner
@@ -261,6 +307,13 @@ def build_prompt(
         parts.append(f"# Role instructions ({_role_spec_path(session, task)})\n\n{phases}")
     else:
         parts.append(f"# Role instructions\n\n(no role-spec was loaded for role `{role}`)")
+
+    if skills:
+        parts.append(
+            "# Skills\n\nGuidance for the kind of work this task needs. Use each skill where it applies; "
+            "the role instructions and the task come first where they disagree.\n\n"
+            + "\n\n".join(_skill_section(skill, budget) for skill in skills)
+        )
 
     parts.append(f"{DESCRIPTION_HEADING}\n\n{task_description(session, task)}")
 

@@ -61,6 +61,11 @@ def validate(session: SessionOption, json: JsonOption = False) -> None:
     Exit code 0 when valid, 1 when not.
     """
     loaded, problems = inspect_session(session)
+    if loaded is not None:
+        from session.skills import check_role_skills, discover_skills  # noqa: PLC0415 - only validate needs it
+
+        available, skill_problems = discover_skills(loaded.folder)
+        problems = [*problems, *skill_problems, *check_role_skills(loaded, available)]
     if json:
         sys.stdout.write(
             msgspec.json.encode(
