@@ -16,6 +16,7 @@ runner and turns everything into one :class:`AttemptResult`:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from collections.abc import Mapping
@@ -34,7 +35,14 @@ from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter
 
-__all__ = ["AGENT_CLIS_ENV", "AgentCliBackend", "StreamState", "classify_status", "locate_program"]
+__all__ = [
+    "AGENT_CLIS_ENV",
+    "AgentCliBackend",
+    "StreamState",
+    "classify_status",
+    "locate_program",
+    "retry_after_in",
+]
 
 AGENT_CLIS_ENV = "TEAM_EXECUTOR_AGENT_CLIS"  # a folder (e.g. node_modules/.bin) searched before PATH
 
@@ -51,9 +59,30 @@ def locate_program(name: str) -> str | None:
     return shutil.which(name)
 
 
+_RETRY_AFTER = re.compile(
+    r"(?:retry|try again)[^0-9\n]{0,30}?(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)?\b",
+    re.IGNORECASE,
+)
+
+
+def retry_after_in(message: str) -> float | None:
+    """Seconds to wait, when an error message says so ("Suggested retry after 1s")."""
+    match = _RETRY_AFTER.search(message)
+    if not match:
+        return None
+    value, unit = float(match.group(1)), (match.group(2) or "s").lower()
+    if unit.startswith(("ms", "milli")):
+        return value / 1000
+    if unit.startswith("m"):
+        return value * 60
+    return value
+
+
 def classify_status(status: int | None, message: str = "") -> ErrorKind:
     """The error kind of an HTTP status (and its message) reported by an agent CLI."""
     text = message.lower()
+    if "max session turns" in text or "maximum number of turns" in text or "turn limit" in text:
+        return "max_turns"
     if "context" in text and ("long" in text or "length" in text or "window" in text or "exceed" in text):
         return "context_too_long"
     if "prompt is too long" in text or "too many tokens" in text:
@@ -86,6 +115,7 @@ class StreamState:
     permission_denials: list[str] = field(default_factory=list)
     finished: bool = False  # the CLI reported the end of its run
     bad_lines: int = 0
+    tools: dict[str, str] = field(default_factory=dict)  # tool call id -> tool name, for later results
 
     def add_usage(self, tokens_in: Any = None, tokens_out: Any = None, cached: Any = None) -> None:
         for name, value in (("tokens_in", tokens_in), ("tokens_out", tokens_out), ("tokens_cached", cached)):
@@ -96,6 +126,8 @@ class StreamState:
         if self.error_kind is None or self.error_kind == "crash":
             self.error_kind = kind
             self.error = message[:2000]
+        if retry_after_s is None and kind == "rate_limited":
+            retry_after_s = retry_after_in(message)
         if retry_after_s is not None:
             self.retry_after_s = retry_after_s
 

@@ -74,10 +74,19 @@ class ClaudeBackend(AgentCliBackend):
         if event is None:
             return
         kind = event.get("type")
-        if kind == "system" and event.get("subtype") == "init":
+        subtype = event.get("subtype")
+        if kind == "system" and subtype == "init":
             state.session_id = event.get("session_id") or state.session_id
             state.model = event.get("model") or state.model
             hooks.progress(None, f"claude started ({state.model})")
+        elif kind == "system" and subtype == "api_retry":
+            # The only place Claude Code shows how long the API asked it to wait.
+            delay_ms = event.get("retry_delay_ms")
+            if isinstance(delay_ms, int | float):
+                state.retry_after_s = delay_ms / 1000
+            hooks.progress(
+                None, f"API said {event.get('error_status')}; claude retries (attempt {event.get('attempt')})"
+            )
         elif kind == "assistant":
             state.turns += 1
             for block in (event.get("message") or {}).get("content") or []:

@@ -15,7 +15,7 @@ import json
 import re
 from typing import ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status
+from backends.agent_cli import AgentCliBackend, StreamState, classify_status, retry_after_in
 from backends.base import WorkerHooks
 from backends.process import ProcessOutcome
 from protocol.messages import WorkOrder
@@ -24,16 +24,8 @@ __all__ = ["CodexBackend"]
 
 _SANDBOX = {"read-only": "read-only", "workspace-write": "workspace-write", "full": "danger-full-access"}
 _STATUS = re.compile(r"\b(4\d\d|5\d\d)\b")
-_RETRY_AFTER = re.compile(r"(?:try again|retry)[^0-9]{0,20}(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds|m|min)?", re.I)
 _USAGE_LIMIT = re.compile(r"usage limit|hit your limit|quota", re.I)
-
-
-def _retry_after(message: str) -> float | None:
-    match = _RETRY_AFTER.search(message)
-    if not match:
-        return None
-    value, unit = float(match.group(1)), (match.group(2) or "s").lower()
-    return value / 1000 if unit == "ms" else value * 60 if unit.startswith("m") and unit != "ms" else value
+_DENIED = re.compile(r"read-only file system|operation not permitted|permission denied|sandbox", re.I)
 
 
 class CodexBackend(AgentCliBackend):
@@ -55,9 +47,12 @@ class CodexBackend(AgentCliBackend):
             key_variable = next((name for name in self.key_variables if self.environ.get(name)), "OPENAI_API_KEY")
             provider = (
                 f'{{name="team-executor",base_url={json.dumps(base_url)},'
-                f'env_key="{key_variable}",wire_api="responses"}}'
+                f'env_key="{key_variable}",wire_api="responses",request_max_retries=1,stream_max_retries=1}}'
             )
             argv += ["-c", 'model_provider="team-executor"', "-c", f"model_providers.team-executor={provider}"]
+        # Codex would retry a failing request several times on its own; the executor's
+        # retry and routing decide instead, with the error kind in hand.
+
         if order.resume_session:
             argv += ["resume", order.resume_session]
         argv.append("-")  # the prompt is on stdin
@@ -81,6 +76,18 @@ class CodexBackend(AgentCliBackend):
                 state.final_text = item["text"]
             elif kind == "item.started" and item_type == "command_execution":
                 hooks.progress(None, f"running: {str(item.get('command', ''))[:120]}")
+            elif (
+                kind == "item.completed"
+                and item_type == "command_execution"
+                and (
+                    item.get("status") == "declined"
+                    or (
+                        item.get("exit_code") not in (0, None)
+                        and _DENIED.search(str(item.get("aggregated_output", "")))
+                    )
+                )
+            ):
+                state.permission_denials.append(f"command {str(item.get('command', ''))[:80]!r}")
             elif kind == "item.completed" and item_type == "file_change":
                 changes = ", ".join(str(c.get("path")) for c in item.get("changes") or [])
                 hooks.progress(None, f"changed {changes}"[:200])
@@ -99,12 +106,12 @@ class CodexBackend(AgentCliBackend):
         status_match = _STATUS.search(message)
         status = int(status_match.group(1)) if status_match else None
         kind = "rate_limited" if _USAGE_LIMIT.search(message) else classify_status(status, message)
-        state.fail(kind, message, _retry_after(message) if kind == "rate_limited" else None)
+        state.fail(kind, message)
 
     def _finish(self, outcome: ProcessOutcome, state: StreamState) -> None:
         text = state.final_text or ""
         if state.error_kind is None and _USAGE_LIMIT.search(text) and len(text) < 500:
-            state.fail("rate_limited", f"codex hit a usage limit: {text.strip()}", _retry_after(text))
+            state.fail("rate_limited", f"codex hit a usage limit: {text.strip()}", retry_after_in(text))
         if outcome.exit_code and state.error_kind is None:
             tail = outcome.stderr_tail.decode("utf-8", "replace").strip().splitlines()
             message = tail[-1] if tail else f"codex exited with code {outcome.exit_code}"

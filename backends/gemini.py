@@ -34,6 +34,7 @@ _SETTINGS = {
     "privacy": {"usageStatisticsEnabled": False},
 }
 _HTTP = re.compile(r"\b(4\d\d|5\d\d)\b")
+_REFUSED_TOOL_ERRORS = frozenset({"tool_not_registered", "permission_denied", "tool_permission_denied"})
 
 
 class GeminiBackend(AgentCliBackend):
@@ -88,7 +89,14 @@ class GeminiBackend(AgentCliBackend):
                 state.texts.append(content)
         elif kind == "tool_use":
             state.turns += 1
-            hooks.progress(None, f"tool: {event.get('tool_name') or event.get('name')}")
+            name = str(event.get("tool_name") or event.get("name") or "tool")
+            state.tools[str(event.get("tool_id"))] = name
+            hooks.progress(None, f"tool: {name}")
+        elif kind == "tool_result" and event.get("status") == "error":
+            error = event.get("error") or {}
+            if isinstance(error, dict) and error.get("type") in _REFUSED_TOOL_ERRORS:
+                # The approval mode left the tool out (or refused it): the work was not done.
+                state.permission_denials.append(state.tools.get(str(event.get("tool_id")), "a tool"))
         elif kind == "error":
             message = str(event.get("message") or event.get("error") or "gemini reported an error")
             match = _HTTP.search(message)
