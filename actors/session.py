@@ -178,6 +178,7 @@ class SessionActor(TreeActor):
             tasks=tuple(self.rows.values()),
             meta=self.store.meta(),
             next_run_row_id=self.store.max_run_id() + 1,
+            agent_sessions=self.store.latest_agent_sessions(),
             open_runs=tuple(
                 OpenRun(run_row_id=r.id, task_id=r.task_id, attempt=r.attempt, pid=r.pid, create_time=r.pid_create_time)
                 for r in self.store.open_runs()

@@ -52,9 +52,10 @@ class ClaudeBackend(AgentCliBackend):
         if order.permission == "full":
             argv.append("--dangerously-skip-permissions")
         elif order.permission == "read-only":
-            argv += ["--permission-mode", "default", "--allowedTools", ",".join(_READ_TOOLS)]
+            # acceptEdits would let Write run whatever the allowed list says: read-only needs default.
+            argv += ["--permission-mode", "default", f"--allowedTools={','.join(_READ_TOOLS)}"]
         else:
-            argv += ["--permission-mode", "acceptEdits", "--allowedTools", ",".join(_WRITE_TOOLS)]
+            argv += ["--permission-mode", "acceptEdits", f"--allowedTools={','.join(_WRITE_TOOLS)}"]
         if order.model:
             argv += ["--model", order.model]
         if order.max_turns:
@@ -65,6 +66,10 @@ class ClaudeBackend(AgentCliBackend):
 
     def _extra_env(self, order: WorkOrder) -> dict[str, str]:
         env = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
+        if not self.environ.get("CLAUDE_CODE_MAX_RETRIES"):
+            # Left alone, Claude Code retries a 429/529 up to ten times itself; the executor
+            # would rather get the error kind soon and move to another key or model.
+            env["CLAUDE_CODE_MAX_RETRIES"] = "2"
         if order.permission == "full" and hasattr(os, "geteuid") and os.geteuid() == 0:
             env["IS_SANDBOX"] = "1"  # Claude refuses to skip permissions as root otherwise
         return env

@@ -96,10 +96,11 @@ class CodexBackend(AgentCliBackend):
             usage = event.get("usage") or {}
             state.add_usage(usage.get("input_tokens"), usage.get("output_tokens"), usage.get("cached_input_tokens"))
         elif kind == "error":
-            self._failed(str(event.get("message") or "codex reported an error"), state)
+            # Not final on its own ("Reconnecting... 1/5"): turn.failed or a non-zero exit decides.
+            state.tools["last_error"] = str(event.get("message") or "codex reported an error")
         elif kind == "turn.failed":
             error = event.get("error") or {}
-            self._failed(str(error.get("message") or "the turn failed"), state)
+            self._failed(str(error.get("message") or state.tools.get("last_error") or "the turn failed"), state)
 
     @staticmethod
     def _failed(message: str, state: StreamState) -> None:
@@ -109,10 +110,17 @@ class CodexBackend(AgentCliBackend):
         state.fail(kind, message)
 
     def _finish(self, outcome: ProcessOutcome, state: StreamState) -> None:
+        stderr = outcome.stderr_tail.decode("utf-8", "replace")
+        for line in stderr.splitlines():
+            # A write the sandbox refused shows only here, and the exit code stays 0.
+            if "patch rejected" in line or ("sandbox" in line.lower() and "denied" in line.lower()):
+                state.permission_denials.append(line.strip()[-160:])
         text = state.final_text or ""
         if state.error_kind is None and _USAGE_LIMIT.search(text) and len(text) < 500:
             state.fail("rate_limited", f"codex hit a usage limit: {text.strip()}", retry_after_in(text))
         if outcome.exit_code and state.error_kind is None:
-            tail = outcome.stderr_tail.decode("utf-8", "replace").strip().splitlines()
-            message = tail[-1] if tail else f"codex exited with code {outcome.exit_code}"
+            tail = [line for line in stderr.strip().splitlines() if "Reading additional input" not in line]
+            message = state.tools.get("last_error") or (
+                tail[-1] if tail else f"codex exited with code {outcome.exit_code}"
+            )
             self._failed(message, state)

@@ -30,6 +30,7 @@ _APPROVAL = {"read-only": "default", "workspace-write": "auto_edit", "full": "yo
 _EXIT_KINDS: dict[int, ErrorKind] = {41: "auth", 53: "max_turns", 54: "crash", 55: "permission_denied"}
 _SETTINGS = {
     "security": {"auth": {"selectedType": "gemini-api-key"}},
+    "general": {"maxAttempts": 2},  # the executor retries and reroutes with the error kind in hand
     "telemetry": {"enabled": False},
     "privacy": {"usageStatisticsEnabled": False},
 }

@@ -218,6 +218,13 @@ class _Reads:
     def max_run_id(self) -> int:
         return int(self.conn.execute("SELECT ifnull(max(id), 0) FROM runs").fetchone()[0])
 
+    def latest_agent_sessions(self) -> dict[str, str]:
+        """Task id -> the agent session id its latest attempt reported."""
+        rows = self.conn.execute(
+            "SELECT task_id, agent_session_id FROM runs WHERE agent_session_id IS NOT NULL ORDER BY id"
+        ).fetchall()
+        return dict(rows)
+
     def run_exists(self, run_row_id: int) -> bool:
         return self.conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_row_id]).fetchone() is not None
 

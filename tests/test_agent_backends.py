@@ -36,7 +36,7 @@ def order(tmp_path, **changes):
 @pytest.mark.parametrize(
     ("permission", "expected"),
     [
-        ("read-only", ["--permission-mode", "default", "--allowedTools", "Read,Glob,Grep,LS"]),
+        ("read-only", ["--permission-mode", "default", "--allowedTools=Read,Glob,Grep,LS"]),
         ("workspace-write", ["--permission-mode", "acceptEdits"]),
         ("full", ["--dangerously-skip-permissions"]),
     ],

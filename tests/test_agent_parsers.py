@@ -28,8 +28,8 @@ BACKENDS: dict[str, AgentCliBackend] = {
 
 def recorded(cli: str, case: str):
     folder = FIXTURES / cli
-    stdout = next((folder / f"{case}{suffix}" for suffix in (".jsonl", ".json") if (folder / f"{case}{suffix}").exists()),
-                  None)
+    candidates = [folder / f"{case}{suffix}" for suffix in (".jsonl", ".json")]
+    stdout = next((path for path in candidates if path.exists()), None)
     if stdout is None:
         pytest.skip(f"no recording {cli}/{case}")
     meta = json.loads((folder / f"{case}.meta.json").read_text())
@@ -48,10 +48,16 @@ def parse(cli: str, case: str, tmp_path: Path):
     code = meta["exit_code"]
     killed = meta.get("killed_by_test")
     outcome = ProcessOutcome(
-        pid=1, create_time=None, exit_code=None if killed else code, signal=9 if killed else None,
+        pid=1,
+        create_time=None,
+        exit_code=None if killed else code,
+        signal=9 if killed else None,
         error_kind="hang" if killed else ("crash" if code else None),
         error="no output (hang timeout)" if killed else (f"exited with code {code}" if code else None),
-        stdout_tail=stdout[-4096:], stderr_tail=stderr[-4096:], stdout_bytes=len(stdout), stderr_bytes=len(stderr),
+        stdout_tail=stdout[-4096:],
+        stderr_tail=stderr[-4096:],
+        stdout_bytes=len(stdout),
+        stderr_bytes=len(stderr),
         duration_s=1.0,
     )
     if outcome.error_kind in (None, "crash"):

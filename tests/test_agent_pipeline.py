@@ -1,0 +1,145 @@
+"""Real agent CLIs (claude, codex, gemini) run a pipeline through `executor run`, offline.
+
+Each CLI talks to tests/fake_llm.py on 127.0.0.1: the writer's turn really writes a
+file with the CLI's own tool, the reviewer's turn really reads it (its tool result
+reaches the fake model), usage and the agent's session id land in `runs`, and a
+rate-limited model ends the attempt with the error kind the router acts on.
+Skipped, with the reason, when a CLI is not installed (CI installs all three).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from session.store import StoreReader
+from tests.agent_env import cli_path
+from tests.fake_llm import FakeLLM, RateLimited, ReadFile, Text, WriteFile
+from tests.sessions import write_session
+
+pytestmark = pytest.mark.slow
+
+MODELS = {"claude": "claude-sonnet-4-5", "codex": "gpt-5.5", "gemini": "gemini-2.5-flash"}
+CODE = "print('hello from the writer')\n"
+
+
+def cli_env(cli: str, url: str) -> dict[str, str]:
+    path = cli_path(cli)
+    if path is None:
+        pytest.skip(f"the {cli} CLI is not installed (CI installs it with npm; see .ci/run)")
+    env = {"TEAM_EXECUTOR_AGENT_CLIS": str(path.parent), "NO_PROXY": "127.0.0.1,localhost"}
+    if cli == "claude":
+        env |= {"ANTHROPIC_API_KEY": "sk-ant-fake", "ANTHROPIC_BASE_URL": url}
+    elif cli == "codex":
+        env |= {"OPENAI_API_KEY": "sk-openai-fake", "OPENAI_BASE_URL": f"{url}/v1"}
+    else:
+        env |= {"GEMINI_API_KEY": "gm-fake", "GOOGLE_GEMINI_BASE_URL": url}
+    return env
+
+
+def project_with_session(tmp_path: Path, cli: str, graph: dict, roles: dict[str, str]) -> tuple[Path, Path]:
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / "README.md").write_text("# project\n")
+    subprocess.run(["git", "-C", str(project), "add", "."], check=True)
+    subprocess.run(
+        ["git", "-C", str(project), "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "init"], check=True
+    )
+    extra = f"backend: {cli}\nmodel: {MODELS[cli]}\nisolate_home: true\ntimeout: 120\n"
+    folder = write_session(
+        project / ".workflow" / ".team" / "TC-pipeline", roles, graph, role_extra=dict.fromkeys(roles, extra)
+    )
+    return project, folder
+
+
+def runs_by_task(folder: Path) -> dict:
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    try:
+        return {run.task_id: run for run in reader.runs()}
+    finally:
+        reader.close()
+
+
+def tasks_of(folder: Path) -> dict:
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    try:
+        return {task.id: task for task in reader.tasks()}
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
+def test_a_writer_then_reviewer_pipeline_runs_on_the_real_cli(executor_cli, tmp_path, cli):
+    with FakeLLM() as fake:
+        env = cli_env(cli, fake.url)
+        project, folder = project_with_session(
+            tmp_path, cli, {"WRITE-001": [], "REVIEW-001": ["WRITE-001"]}, {"writer": "WRITE", "reviewer": "REVIEW"}
+        )
+        fake.script(
+            WriteFile("hello.py", CODE),
+            Text("Wrote hello.py."),
+            ReadFile("hello.py"),
+            Text("[reviewer] verdict: pass. hello.py prints its greeting."),
+        )
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (project / "hello.py").read_text() == CODE, "the writer's tool call really wrote the file"
+        later_bodies = [json.dumps(request.body) for request in fake.model_requests()[2:]]
+        assert any("hello from the writer" in body for body in later_bodies), "the reviewer really read it"
+    runs = runs_by_task(folder)
+    for task_id in ("WRITE-001", "REVIEW-001"):
+        run = runs[task_id]
+        assert run.outcome == "completed"
+        assert run.agent_session_id, f"{cli} reported no session id for {task_id}"
+        assert run.tokens_in
+        assert run.tokens_out
+        assert run.git_head_before
+        assert run.backend == cli
+    assert "hello.py" in runs["WRITE-001"].files_changed
+    assert runs["WRITE-001"].model
+    messages = [json.loads(line) for line in (folder / ".msg" / "messages.jsonl").read_text().splitlines()]
+    report = next(m for m in messages if m["type"] == "task_complete" and m["data"]["task_id"] == "REVIEW-001")
+    assert report["summary"].startswith("[reviewer]")
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
+def test_a_rate_limited_model_ends_the_attempt_as_rate_limited(executor_cli, tmp_path, cli):
+    with FakeLLM() as fake:
+        env = cli_env(cli, fake.url)
+        _, folder = project_with_session(tmp_path, cli, {"WRITE-001": []}, {"writer": "WRITE"})
+        fake.script(RateLimited(retry_after_s=1, repeat=20))
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    task = tasks_of(folder)["WRITE-001"]
+    assert task.status == "failed"
+    assert task.last_error_kind == "rate_limited", task.last_error
+
+
+def test_a_missing_key_is_a_clear_refusal_not_a_traceback(executor_cli, tmp_path):
+    if cli_path("claude") is None:
+        pytest.skip("the claude CLI is not installed")
+    _, folder = project_with_session(tmp_path, "claude", {"WRITE-001": []}, {"writer": "WRITE"})
+    env = {
+        "TEAM_EXECUTOR_AGENT_CLIS": str(cli_path("claude").parent),
+        "ANTHROPIC_API_KEY": "",
+        "ANTHROPIC_AUTH_TOKEN": "",
+        "HOME": str(tmp_path),
+    }
+    result = executor_cli("run", "--session", str(folder), env=env)
+    assert result.returncode == 2
+    assert "no key was found: set ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_cli_is_a_clear_refusal(executor_cli, tmp_path):
+    _, folder = project_with_session(tmp_path, "codex", {"WRITE-001": []}, {"writer": "WRITE"})
+    env = {"TEAM_EXECUTOR_AGENT_CLIS": str(tmp_path), "PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "k"}
+    result = executor_cli("run", "--session", str(folder), env=env)
+    assert result.returncode == 2
+    assert "`codex` is not installed (install it: npm install -g @openai/codex" in result.stderr
