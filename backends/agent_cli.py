@@ -201,8 +201,10 @@ class AgentCliBackend:
                 env[name] = value
         env["TERM"] = "dumb"
         if order.isolate_home:
-            home = Path(order.session_dir) / ".executor" / "homes" / f"{order.task_id}-a{order.attempt}"
-            tmp = home / "tmp"
+            # One HOME per task, kept across its attempts: the CLI's own session lives
+            # there, and a retry resumes it.  TMPDIR is fresh for each attempt.
+            home = Path(order.session_dir) / ".executor" / "homes" / order.task_id
+            tmp = home / "tmp" / f"a{order.attempt}"
             tmp.mkdir(parents=True, exist_ok=True)
             env["HOME"] = str(home)
             env["TMPDIR"] = str(tmp)

@@ -106,7 +106,7 @@ def test_gemini_always_names_a_model_and_writes_its_settings_into_an_isolated_ho
     assert "--skip-trust" in argv
     env = backend._environment(order(tmp_path, isolate_home=True))
     settings = json.loads(
-        (tmp_path / "s" / ".executor" / "homes" / "IMPL-001-a1" / ".gemini" / "settings.json").read_text()
+        (tmp_path / "s" / ".executor" / "homes" / "IMPL-001" / ".gemini" / "settings.json").read_text()
     )
     assert settings["security"]["auth"]["selectedType"] == "gemini-api-key"
     assert env["GOOGLE_GEMINI_BASE_URL"] == "http://127.0.0.1:7"

@@ -143,3 +143,31 @@ def test_a_missing_cli_is_a_clear_refusal(executor_cli, tmp_path):
     result = executor_cli("run", "--session", str(folder), env=env)
     assert result.returncode == 2
     assert "`codex` is not installed (install it: npm install -g @openai/codex" in result.stderr
+
+
+def test_a_retried_claude_attempt_resumes_the_agent_s_own_session(executor_cli, tmp_path):
+    with FakeLLM() as fake:
+        env = cli_env("claude", fake.url)
+        _, folder = project_with_session(tmp_path, "claude", {"WRITE-001": []}, {"writer": "WRITE"})
+        spec = folder / "role-specs" / "writer.md"
+        spec.write_text(spec.read_text().replace("timeout: 120\n", "timeout: 120\nmax_turns: 1\n"))
+        # Attempt 1 runs its one turn (a tool call) and stops at the turn limit; attempt 2 answers.
+        fake.script(WriteFile("part.txt", "first half\n"), Text("Finished the rest."))
+        result = executor_cli("run", "--session", str(folder), "--retry-backoff", "0.05", env=env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        second_attempt = fake.model_requests()[-1].body
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    first, second = reader.runs()
+    reader.close()
+    assert (first.error_kind, second.outcome) == ("max_turns", "completed")
+    assert first.agent_session_id
+    earlier_tool_calls = [
+        block
+        for message in second_attempt["messages"]
+        if message["role"] == "assistant" and isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "tool_use"
+    ]
+    assert earlier_tool_calls, "attempt 2 must continue attempt 1's conversation, not start blind"
+    assert earlier_tool_calls[0]["input"]["content"] == "first half\n"
