@@ -30,6 +30,7 @@ import pykka
 
 from actors.base import TreeActor, handles
 from actors.reconciler import Reconciler
+from actors.runner import AttemptRunner, default_permission
 from actors.scheduler import Scheduler
 from actors.session import EventSink, SessionActor
 from actors.supervision import Backoff, ChildSpec, Escalate, Forget, Intensity, Restart, RestartType, Supervisor
@@ -55,7 +56,6 @@ from protocol.messages import (
     Flush,
     GetState,
     Ok,
-    Permission,
     Reconcile,
     ReconcileApplied,
     ReconcilePlan,
@@ -173,7 +173,7 @@ class Executor(TreeActor):
         self.next_run_row_id = 1
         self.last_errors: dict[str, str] = {}  # child name -> how it last crashed
         self.agent_sessions: dict[str, str] = {}  # task id -> the agent's own session, to resume
-        self.runner = _Runner(backends, prompts)
+        self.runner = AttemptRunner(backends, prompts)
         self._ticker_stop = threading.Event()
 
     # --- life ---------------------------------------------------------------------------
@@ -807,35 +807,6 @@ class Executor(TreeActor):
         self._ticker_stop.set()
         self.supervisor.stop_all()
         return Ok()
-
-
-class _Runner:
-    """What a TeamWorker runs: write the prompt file, then the role's backend.
-
-    Runs on the worker's thread, so prompt building (which reads upstream
-    artifacts) never delays the Executor.
-    """
-
-    def __init__(self, backends: dict[str, Backend], prompts: Any) -> None:
-        self.backends = backends
-        self.prompts = prompts
-
-    def __call__(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
-        prompt = Path(order.prompt_file)
-        prompt.parent.mkdir(parents=True, exist_ok=True)
-        prompt.write_text(self.prompts(order.task_id, order.attempt), encoding="utf-8")
-        return self.backends[order.role].run(order, hooks, cancel)
-
-
-_READ_ONLY_ROLES = frozenset({"reviewer", "redteam", "red-team", "auditor"})
-
-
-def default_permission(role: str, responsibility_type: str | None) -> Permission:
-    """Reviewers and red teams read; every other role writes inside the workspace."""
-    kind = (responsibility_type or "").lower()
-    if role.lower() in _READ_ONLY_ROLES or "review" in kind or "read-only" in kind:
-        return "read-only"
-    return "workspace-write"
 
 
 def _with(row: TaskRow, **changes: Any) -> TaskRow:

@@ -34,8 +34,9 @@ from actors.reconciler import find_marked_processes
 from actors.session import EventSink
 from actors.supervision import Backoff
 from backends.base import Backend
-from backends.process import JailError, find_jail, resolve_workdir, stop_tree
+from backends.process import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
+from backends.sandbox import JailError, find_jail, resolve_workdir
 from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.loader import TeamSession, inspect_session

@@ -31,7 +31,8 @@ from backends.conventions import (
     relative_inside,
     task_artifact_files,
 )
-from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, allowlisted_env, run_process
+from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
+from backends.sandbox import allowlisted_env
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
 

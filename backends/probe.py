@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 
 from backends.agent_cli import AgentCliBackend, locate_program
-from backends.process import allowlisted_env
+from backends.sandbox import allowlisted_env
 
 __all__ = ["ProbeRow", "probe"]
 

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from backends.demo import DEMO_AGENT_ARGV, DemoBackend
-from backends.process import allowlisted_env
+from backends.sandbox import allowlisted_env
 from session.loader import load_session
 from session.rolespec import RoleSpecFrontmatter
 from tests.orders import RecordingHooks, order_for

@@ -17,18 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backends.process import (
-    DEFAULT_ENV_ALLOW,
-    JailError,
-    ProcessLimits,
-    ProcessOutcome,
-    ProcessSpec,
-    allowlisted_env,
-    find_jail,
-    resolve_workdir,
-    run_process,
-    stop_tree,
-)
+from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process, stop_tree
+from backends.sandbox import DEFAULT_ENV_ALLOW, JailError, allowlisted_env, find_jail, resolve_workdir
 
 PY = sys.executable
 # Upper bounds only: generous so a loaded machine never fails a test.

@@ -1,0 +1,41 @@
+"""What a TeamWorker runs for one attempt, and the permission a role gets by default."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from backends.base import Backend
+from protocol.messages import AttemptResult, Permission, WorkOrder
+
+__all__ = ["AttemptRunner", "default_permission"]
+
+
+class AttemptRunner:
+    """What a TeamWorker runs: write the prompt file, then the role's backend.
+
+    Runs on the worker's thread, so prompt building (which reads upstream
+    artifacts) never delays the Executor.
+    """
+
+    def __init__(self, backends: dict[str, Backend], prompts: Any) -> None:
+        self.backends = backends
+        self.prompts = prompts
+
+    def __call__(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
+        prompt = Path(order.prompt_file)
+        prompt.parent.mkdir(parents=True, exist_ok=True)
+        prompt.write_text(self.prompts(order.task_id, order.attempt), encoding="utf-8")
+        return self.backends[order.role].run(order, hooks, cancel)
+
+
+_READ_ONLY_ROLES = frozenset({"reviewer", "redteam", "red-team", "auditor"})
+
+
+def default_permission(role: str, responsibility_type: str | None) -> Permission:
+    """Reviewers and red teams read; every other role writes inside the workspace."""
+    kind = (responsibility_type or "").lower()
+    if role.lower() in _READ_ONLY_ROLES or "review" in kind or "read-only" in kind:
+        return "read-only"
+    return "workspace-write"

@@ -1,0 +1,118 @@
+"""The rules a worker process runs under: the environment allowlist and the workdir jail.
+
+A worker sees only allowlisted variables plus what its backend adds (its one
+key); its working directory must resolve inside the jail — the project the
+agents work on (the git repository holding the session folder, else the
+session folder).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+__all__ = ["DEFAULT_ENV_ALLOW", "JailError", "allowlisted_env", "find_jail", "resolve_workdir"]
+
+#: Variable names a worker process may inherit. An entry ending in ``*`` is a prefix.
+DEFAULT_ENV_ALLOW: tuple[str, ...] = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "TMPDIR",
+    "SHELL",
+    "LC_*",
+)
+
+
+class JailError(Exception):
+    """A working directory is missing or resolves outside the jail."""
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def allowlisted_env(
+    extra: Mapping[str, str] | None = None,
+    allow: Iterable[str] = DEFAULT_ENV_ALLOW,
+    source: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Build a clean environment for a worker process.
+
+    Copies from ``source`` (default ``os.environ``) only the variables named in ``allow``;
+    an entry ending in ``*`` allows every name with that prefix (the default allows
+    ``LC_*``). Then ``extra`` is laid on top (it wins, and is not filtered: that is where a
+    worker's one API key goes). Returns a new dict; the inputs are not modified.
+    """
+    src = os.environ if source is None else source
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for name in allow:
+        if name.endswith("*"):
+            prefixes.append(name[:-1])
+        else:
+            exact.add(name)
+    env = {k: v for k, v in src.items() if k in exact or any(k.startswith(p) for p in prefixes)}
+    if extra:
+        env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------- jail
+
+
+def resolve_workdir(jail: Path, requested: str | Path | None) -> Path:
+    """Resolve a worker's working directory and check that it lies inside the jail.
+
+    ``None`` means the jail itself; a relative path is taken relative to the jail.
+    Symlinks are resolved (``Path.resolve(strict=True)``) before the check, so a link
+    pointing outside is refused. Returns the resolved directory.
+
+    Raises :class:`JailError` (with a message naming the path, the jail and the fix) when
+    the jail or the directory does not exist, is not a directory, or lies outside the jail.
+    """
+    try:
+        jail_real = Path(jail).resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise JailError(f"the jail {jail} does not exist or cannot be resolved ({exc})") from exc
+    if requested is None:
+        target = jail_real
+    else:
+        req = Path(requested).expanduser()
+        target = req if req.is_absolute() else jail_real / req
+    try:
+        resolved = target.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise JailError(
+            f"working directory {requested} ({target}) does not exist; create it or use --workdir inside {jail_real}"
+        ) from exc
+    if resolved != jail_real and not resolved.is_relative_to(jail_real):
+        raise JailError(
+            f"working directory {requested} resolves to {resolved}, outside the jail {jail_real}; "
+            f"use --workdir inside {jail_real}"
+        )
+    if not resolved.is_dir():
+        raise JailError(
+            f"working directory {requested} ({resolved}) is not a directory; use --workdir inside {jail_real}"
+        )
+    return resolved
+
+
+def find_jail(session_folder: Path) -> Path:
+    """The jail for a session: the git repository that holds ``session_folder``.
+
+    Walks up from the (resolved) session folder looking for a ``.git`` directory or file
+    (a worktree or submodule has a file); returns that repository's root, else the session
+    folder itself. The result is resolved.
+    """
+    folder = Path(session_folder).expanduser().resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
