@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from backends.agent_cli import AgentCliBackend
+from backends.aider import AiderBackend
 from backends.base import Backend
 from backends.claude import ClaudeBackend
 from backends.codex import CodexBackend
 from backends.command import CommandBackend
 from backends.demo import DemoBackend
 from backends.gemini import GeminiBackend
+from backends.opencode import OpencodeBackend
+from backends.qwen import QwenBackend
 
 __all__ = ["BACKENDS", "UnknownBackend", "agent_backends", "backend_names", "get_backend"]
 
 #: One instance each: backends keep no state between attempts.
 BACKENDS: dict[str, Backend] = {
     backend.name: backend
-    for backend in (CommandBackend(), DemoBackend(), ClaudeBackend(), CodexBackend(), GeminiBackend())
+    for backend in (
+        CommandBackend(),
+        DemoBackend(),
+        ClaudeBackend(),
+        CodexBackend(),
+        GeminiBackend(),
+        OpencodeBackend(),
+        AiderBackend(),
+        QwenBackend(),
+    )
 }
 
 

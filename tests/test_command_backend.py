@@ -410,12 +410,15 @@ def test_preflight_accepts_programs_it_can_find_or_cannot_check(tmp_path):
 
 
 def test_registry_knows_every_backend_and_names_the_choices_for_anything_else():
-    assert backend_names() == ["claude", "codex", "command", "demo", "gemini"]
+    assert backend_names() == ["aider", "claude", "codex", "command", "demo", "gemini", "opencode", "qwen"]
     assert isinstance(get_backend("command"), CommandBackend)
     assert isinstance(get_backend("demo"), DemoBackend)
     assert all(name == backend.name for name, backend in BACKENDS.items())
     with pytest.raises(UnknownBackend) as caught:
         get_backend("claude-code")
-    assert str(caught.value) == "unknown backend 'claude-code'; choose one of: claude, codex, command, demo, gemini"
-    assert caught.value.choices == ["claude", "codex", "command", "demo", "gemini"]
+    assert (
+        str(caught.value)
+        == "unknown backend 'claude-code'; choose one of: aider, claude, codex, command, demo, gemini, opencode, qwen"
+    )
+    assert caught.value.choices == ["aider", "claude", "codex", "command", "demo", "gemini", "opencode", "qwen"]
     assert caught.value.name == "claude-code"

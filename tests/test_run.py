@@ -101,7 +101,7 @@ def test_a_role_without_a_backend_is_refused_with_the_choices(executor_cli, tmp_
     result = executor_cli("run", "--session", str(folder))
     assert result.returncode == 2
     assert "role 'coder' names no backend" in result.stderr
-    assert "choices: claude, codex, command, demo, gemini" in result.stderr
+    assert "choices: aider, claude, codex, command, demo, gemini, opencode, qwen" in result.stderr
     assert not (folder / ".executor" / "lock").exists() or "Traceback" not in result.stderr
 
 
@@ -109,10 +109,8 @@ def test_an_unknown_backend_is_refused_naming_the_role_spec(executor_cli, tmp_pa
     folder = write_session(tmp_path / "s", {"coder": "IMPL"}, {"IMPL-001": []}, role_extra={"coder": "backend: gpt9\n"})
     result = executor_cli("run", "--session", str(folder))
     assert result.returncode == 2
-    assert (
-        "role-specs/coder.md: unknown backend 'gpt9'; choose one of: claude, codex, command, demo, gemini"
-        in result.stderr
-    )
+    choices = "aider, claude, codex, command, demo, gemini, opencode, qwen"
+    assert f"role-specs/coder.md: unknown backend 'gpt9'; choose one of: {choices}" in result.stderr
 
 
 def test_a_crashing_worker_is_retried_then_failed_and_its_dependants_blocked(executor_cli, tmp_path):
