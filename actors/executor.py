@@ -52,6 +52,7 @@ from protocol.messages import (
     BeginRun,
     ChildExited,
     CreateTasks,
+    Disposition,
     FinishRun,
     Flush,
     GetState,
@@ -460,16 +461,7 @@ class Executor(TreeActor):
         if not result.ok and result.error_kind == "interrupted":
             self.scheduler.reset(task_id)
             self.rows[task_id] = _with(row, status="pending", attempts=max(0, attempt - 1))
-            self._tell_session(
-                RecordOutcome(
-                    run_row_id=slot.run_row_id,
-                    task_id=task_id,
-                    attempt=attempt,
-                    role=slot.role,
-                    result=result,
-                    disposition="interrupted",
-                )
-            )
+            self._record_outcome(slot, result, "interrupted")
             return
         high_block = result.ok and result.outcome == "consensus_blocked" and (result.severity or "").upper() == "HIGH"
         if high_block and self._consensus_blocked_high(slot, result):
@@ -491,18 +483,7 @@ class Executor(TreeActor):
                     "re-run the coordinator, or add a role-spec by hand."
                 )
             report = _final_report(slot.role, task_id, result, unblocked, self.scheduler)
-            self._tell_session(
-                RecordOutcome(
-                    run_row_id=slot.run_row_id,
-                    task_id=task_id,
-                    attempt=attempt,
-                    role=slot.role,
-                    result=result,
-                    disposition="completed",
-                    unblocked=tuple(unblocked),
-                    report_text=report,
-                )
-            )
+            self._record_outcome(slot, result, "completed", unblocked=tuple(unblocked), report_text=report)
             self.console(
                 f"✓ {task_id} ({slot.role}) done in {elapsed:.1f}s"
                 + (f" → {', '.join(result.artifacts)}" if result.artifacts else "")
@@ -513,37 +494,42 @@ class Executor(TreeActor):
             delay = self.options.retry_backoff.delay(attempt - 1)
             self.scheduler.retry_at(task_id, time.monotonic() + delay)
             self.rows[task_id] = _with(row, status="pending")
-            self._tell_session(
-                RecordOutcome(
-                    run_row_id=slot.run_row_id,
-                    task_id=task_id,
-                    attempt=attempt,
-                    role=slot.role,
-                    result=result,
-                    disposition="retry",
-                    retry_in_s=round(delay, 2),
-                )
-            )
+            self._record_outcome(slot, result, "retry", retry_in_s=round(delay, 2))
             self.console(
                 f"↻ {task_id} attempt {attempt} failed ({result.error_kind}: {result.error}); retrying in {delay:.1f}s"
             )
             return
         self.scheduler.fail(task_id)
         self.rows[task_id] = _with(row, status="failed")
-        self._tell_session(
-            RecordOutcome(
-                run_row_id=slot.run_row_id,
-                task_id=task_id,
-                attempt=attempt,
-                role=slot.role,
-                result=result,
-                disposition="failed",
-            )
-        )
+        self._record_outcome(slot, result, "failed")
         blocked = self.scheduler.blocked()
         self.console(
             f"✗ {task_id} failed after {attempt} attempt(s) ({result.error_kind}: {result.error})"
             + (f"; blocked: {', '.join(blocked[:10])}" if blocked else "")
+        )
+
+    def _record_outcome(
+        self,
+        slot: _Slot,
+        result: AttemptResult,
+        disposition: Disposition,
+        retry_in_s: float | None = None,
+        unblocked: tuple[str, ...] = (),
+        report_text: str = "",
+    ) -> None:
+        """Tell the Session how ``slot``'s attempt ended (committed in order with what follows)."""
+        self._tell_session(
+            RecordOutcome(
+                run_row_id=slot.run_row_id,
+                task_id=slot.task_id,
+                attempt=slot.attempt,
+                role=slot.role,
+                result=result,
+                disposition=disposition,
+                retry_in_s=retry_in_s,
+                unblocked=unblocked,
+                report_text=report_text,
+            )
         )
 
     def _max_attempts(self, role: str) -> int:
@@ -567,16 +553,7 @@ class Executor(TreeActor):
                 error_kind="needs_decision",
                 error=f"consensus blocked (HIGH) again after a revision: {result.detail}",
             )
-            self._tell_session(
-                RecordOutcome(
-                    run_row_id=slot.run_row_id,
-                    task_id=task_id,
-                    attempt=slot.attempt,
-                    role=slot.role,
-                    result=decision,
-                    disposition="failed",
-                )
-            )
+            self._record_outcome(slot, decision, "failed")
             self._record(ConsensusBlocked(task_id=task_id, severity="HIGH", detail=result.detail, action="paused"))
             self.console(
                 f"? {task_id}: consensus blocked (HIGH) twice — this needs your decision: {result.detail}. "
