@@ -10,6 +10,7 @@ from backends.codex import CodexBackend
 from backends.command import CommandBackend
 from backends.demo import DemoBackend
 from backends.gemini import GeminiBackend
+from backends.openai_http import OpenAIHttpBackend
 from backends.opencode import OpencodeBackend
 from backends.qwen import QwenBackend
 
@@ -27,6 +28,7 @@ BACKENDS: dict[str, Backend] = {
         OpencodeBackend(),
         AiderBackend(),
         QwenBackend(),
+        OpenAIHttpBackend(),
     )
 }
 

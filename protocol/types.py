@@ -32,6 +32,7 @@ ErrorKind = Literal[
     "worker_crashed",  # our own worker actor failed while running it
     "rate_limited",
     "overloaded",
+    "network",  # the provider could not be reached (refused, reset, DNS, TLS)
     "auth",
     "context_too_long",
     "max_turns",

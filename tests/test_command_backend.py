@@ -410,15 +410,13 @@ def test_preflight_accepts_programs_it_can_find_or_cannot_check(tmp_path):
 
 
 def test_registry_knows_every_backend_and_names_the_choices_for_anything_else():
-    assert backend_names() == ["aider", "claude", "codex", "command", "demo", "gemini", "opencode", "qwen"]
+    names = ["aider", "claude", "codex", "command", "demo", "gemini", "openai", "opencode", "qwen"]
+    assert backend_names() == names
     assert isinstance(get_backend("command"), CommandBackend)
     assert isinstance(get_backend("demo"), DemoBackend)
     assert all(name == backend.name for name, backend in BACKENDS.items())
     with pytest.raises(UnknownBackend) as caught:
         get_backend("claude-code")
-    assert (
-        str(caught.value)
-        == "unknown backend 'claude-code'; choose one of: aider, claude, codex, command, demo, gemini, opencode, qwen"
-    )
-    assert caught.value.choices == ["aider", "claude", "codex", "command", "demo", "gemini", "opencode", "qwen"]
+    assert str(caught.value) == f"unknown backend 'claude-code'; choose one of: {', '.join(names)}"
+    assert caught.value.choices == names
     assert caught.value.name == "claude-code"
