@@ -16,6 +16,7 @@ import msgspec
 import typer
 from rich.console import Console
 
+from cli.config_cmd import config_app
 from cli.render import render_check, render_problems
 from session.loader import inspect_session
 from session.report import build_report
@@ -31,6 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+app.add_typer(config_app, name="config")
 
 SessionOption = Annotated[
     Path,

@@ -1,0 +1,560 @@
+"""The shape of the configuration: pydantic models, the built-in registry, secrets.
+
+Everything a user writes is validated here with ``extra="forbid"`` and strict
+types, so a misspelt key or a quoted number is an error, never silently ignored.
+The models only check what one value can check (types, ranges, allowed words);
+references between parts of the config (a role's model must be in the
+registry, a backend must exist) are checked by :mod:`session.config`, which
+also merges the files and turns every error into a :class:`~session.problems.Problem`.
+
+Key *values* never appear in the TOML schema: ``[keys.env]`` names environment
+variables.  Keys read from a seed ``hydra_keys.json`` live in :class:`Secret`,
+whose ``repr``/``str``/serialised form is ``provider…last4``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+from session.problems import Problem
+
+__all__ = [
+    "DEFAULT_FALLBACK",
+    "DEFAULT_KEY_ENV",
+    "DEFAULT_MODELS",
+    "PROVIDERS",
+    "TIERS",
+    "ApiKey",
+    "BudgetSettings",
+    "Config",
+    "FleetAgent",
+    "FleetFile",
+    "HydraKeyEntry",
+    "HydraKeysFile",
+    "KeysSettings",
+    "ModelSpec",
+    "Permission",
+    "Provider",
+    "RoleDefaults",
+    "Rotation",
+    "RouterSettings",
+    "RunSettings",
+    "Secret",
+    "Settings",
+    "Tier",
+    "mask_tail",
+]
+
+# --------------------------------------------------------------------------- vocabulary
+
+TierName = Literal["FREE", "STANDARD", "PREMIUM", "CRITICAL"]
+#: Providers a ``[[models]]`` entry and ``[keys.env]`` may name.  ``openai-compatible``
+#: is any server speaking the OpenAI chat-completions API (llama.cpp, vLLM, Ollama, gateways).
+Provider = Literal[
+    "anthropic", "openai", "google", "openai-compatible", "mistral", "deepseek", "qwen", "xai", "openrouter"
+]
+Permission = Literal["read-only", "workspace-write", "full"]
+Rotation = Literal["round_robin", "random", "least_used"]
+
+#: Model tiers, cheapest first.
+TIERS: tuple[str, ...] = get_args(TierName)
+PROVIDERS: tuple[str, ...] = get_args(Provider)
+DEFAULT_FALLBACK: tuple[str, ...] = ("CRITICAL", "PREMIUM", "STANDARD", "FREE")
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SEED_PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]*")
+#: A secret shorter than this shows no characters at all: the last 4 of a short
+#: value would give too much of it away.
+_MIN_LEN_TO_SHOW_TAIL = 12
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+#: A tier name; written in any case (``premium`` and ``PREMIUM`` are the same), stored upper case.
+Tier = Annotated[TierName, BeforeValidator(_upper)]
+
+
+def _env_name(value: str) -> str:
+    # Never echo the value: someone may have pasted a key here instead of a variable name.
+    if not _ENV_NAME.fullmatch(value):
+        raise PydanticCustomError(
+            "env_name",
+            "must be the NAME of an environment variable (letters, digits and _), never a key itself",
+            {
+                "fix": "put the key in an environment variable and write that variable's name here, "
+                "e.g. ANTHROPIC_API_KEY"
+            },
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+def mask_tail(value: str) -> str:
+    """``…`` and the last 4 characters of ``value``; just ``…`` when it is too short to show any."""
+    return f"…{value[-4:]}" if len(value) >= _MIN_LEN_TO_SHOW_TAIL else "…"
+
+
+class _Strict(BaseModel):
+    """Base of every user-written section: unknown keys and loose types are errors; values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+class Secret:
+    """An API key.  Shown only as ``provider…last4`` (``anthropic…3f9a``): in ``repr``,
+    ``str``, f-strings, and when a model holding it is dumped or serialised.
+
+    :meth:`reveal` is the one way to the value; call it where the key is handed to
+    a backend, and nowhere else.  Equality compares values in constant time.
+    """
+
+    __slots__ = ("_value", "provider")
+
+    def __init__(self, provider: str, value: str) -> None:
+        self.provider = provider
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself."""
+        return self._value
+
+    @property
+    def last4(self) -> str:
+        """The last 4 characters, or ``""`` for a key too short to show any."""
+        return mask_tail(self._value)[1:]
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable, non-reversible id for this key (12 hex digits of its SHA-256): for usage tables."""
+        return hashlib.sha256(self._value.encode()).hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return f"{self.provider}{mask_tail(self._value)}"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return self.provider == other.provider and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash((self.provider, self._value))
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+    def __reduce__(self) -> Any:
+        # Pickling would carry the value; nothing of ours needs to pickle a key.
+        raise TypeError("a Secret is not picklable")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.is_instance_schema(
+            cls, serialization=core_schema.plain_serializer_function_ser_schema(repr, when_used="always")
+        )
+
+
+class ApiKey(BaseModel):
+    """One usable key: its provider, the key (a :class:`Secret`), its tier when known, and where it came from.
+
+    ``origin`` is ``env:NAME`` for a key read from an environment variable, or the
+    path of the ``hydra_keys.json`` that holds it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    secret: Secret
+    tier: Tier | None = None
+    origin: str
+
+
+# --------------------------------------------------------------------------- [run]
+
+
+class RunSettings(_Strict):
+    """``[run]``: how a run dispatches work.  Command-line flags override these."""
+
+    max_workers: int = Field(4, ge=1)
+    """Workers running at once."""
+    default_backend: str | None = Field(None, min_length=1)
+    """Backend for roles whose role-spec and ``[roles.X]`` name none (a name from ``executor probe``)."""
+    max_attempts: int = Field(3, ge=1)
+    """Attempts per task before it is marked failed."""
+    retry_backoff_s: float = Field(2.0, ge=0)
+    """First delay before a retry, in seconds; it doubles with each attempt."""
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    """Seconds running workers get to finish on Ctrl-C/SIGTERM before they are stopped."""
+
+
+# --------------------------------------------------------------------------- [roles.<role>]
+
+
+class RoleDefaults(_Strict):
+    """``[roles.<role>]``: defaults for one role, used where its role-spec says nothing."""
+
+    backend: str | None = Field(None, min_length=1)
+    """Backend that runs the role's tasks."""
+    model: str | None = Field(None, min_length=1)
+    """A model from ``[[models]]``."""
+    tier: Tier | None = None
+    """Tier the router starts from when no model is named."""
+    skills: list[str] | None = None
+    """Skills injected into the prompt (``[]`` means none); see ``session.skills``."""
+    permission: Permission | None = None
+    """What the agent may touch: read-only, workspace-write or full."""
+    timeout: float | None = Field(None, gt=0)
+    """Wall-clock seconds one attempt may run."""
+    max_turns: int | None = Field(None, ge=1)
+    """Agent turns per attempt, for backends that support a limit."""
+
+
+# --------------------------------------------------------------------------- [[models]]
+
+
+class ModelSpec(_Strict):
+    """One ``[[models]]`` entry of the model registry."""
+
+    name: str = Field(min_length=1)
+    """The model id sent to the backend; unique in the registry."""
+    provider: Provider
+    """Whose API serves it; decides which keys (``[keys.env]``) it uses."""
+    backend: str = Field(min_length=1)
+    """The backend that runs it (claude, codex, gemini, openai, ...)."""
+    tier: Tier
+    """FREE, STANDARD, PREMIUM or CRITICAL."""
+    input_per_mtok: float = Field(ge=0)
+    """USD per 1M input tokens."""
+    output_per_mtok: float = Field(ge=0)
+    """USD per 1M output tokens."""
+    cached_per_mtok: float | None = Field(None, ge=0)
+    """USD per 1M cached input tokens; unset means the input price."""
+    context_window: int = Field(gt=0)
+    """Tokens the model accepts in one request."""
+    base_url: str | None = None
+    """Endpoint of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise PydanticCustomError(
+                "url",
+                "must be an http:// or https:// URL with a host",
+                {"fix": 'write it like base_url = "http://127.0.0.1:8080/v1"'},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _compatible_needs_url(self) -> ModelSpec:
+        if self.provider == "openai-compatible" and self.base_url is None:
+            raise PydanticCustomError(
+                "base_url_missing",
+                "an openai-compatible model needs base_url",
+                {"fix": 'add base_url = "http://HOST:PORT/v1" (the server\'s OpenAI-compatible endpoint)'},
+            )
+        return self
+
+    def cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
+        """USD for one call; ``tokens_in`` includes the cached tokens, as providers count them."""
+        cached_price = self.input_per_mtok if self.cached_per_mtok is None else self.cached_per_mtok
+        fresh = max(0, tokens_in - tokens_cached)
+        total = fresh * self.input_per_mtok + tokens_cached * cached_price + tokens_out * self.output_per_mtok
+        return round(total / 1_000_000, 6)
+
+
+def _model(
+    name: str, provider: str, backend: str, tier: str, prices: tuple[float, float, float], window: int, **extra: Any
+) -> dict[str, Any]:
+    inp, out, cached = prices
+    return {
+        "name": name, "provider": provider, "backend": backend, "tier": tier,
+        "input_per_mtok": inp, "output_per_mtok": out, "cached_per_mtok": cached,
+        "context_window": window, **extra,
+    }  # fmt: skip
+
+
+#: The built-in registry (list prices in USD per 1M tokens: input, output, cached input).
+#: Names are ids the providers' APIs and CLIs accept.  ``local-llama`` is any model served
+#: by an OpenAI-compatible server on this machine (llama.cpp, vLLM, Ollama), free to run.
+DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
+    _model("claude-opus-4-1", "anthropic", "claude", "CRITICAL", (15.0, 75.0, 1.5), 200_000),
+    _model("claude-sonnet-4-5", "anthropic", "claude", "PREMIUM", (3.0, 15.0, 0.3), 200_000),
+    _model("gpt-5", "openai", "codex", "PREMIUM", (1.25, 10.0, 0.125), 400_000),
+    _model("gemini-2.5-pro", "google", "gemini", "PREMIUM", (1.25, 10.0, 0.31), 1_048_576),
+    _model("gpt-5-mini", "openai", "codex", "STANDARD", (0.25, 2.0, 0.025), 400_000),
+    _model("gemini-2.5-flash", "google", "gemini", "STANDARD", (0.3, 2.5, 0.075), 1_048_576),
+    _model("claude-haiku-4-5", "anthropic", "claude", "STANDARD", (1.0, 5.0, 0.1), 200_000),
+    _model(
+        "local-llama", "openai-compatible", "openai", "FREE", (0.0, 0.0, 0.0), 32_768,
+        base_url="http://127.0.0.1:8080/v1",
+    ),
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- [router] [keys] [budget]
+
+
+class RouterSettings(_Strict):
+    """``[router]``: how the router picks a model and falls back."""
+
+    fallback: list[Tier] = Field(default_factory=lambda: list(DEFAULT_FALLBACK), min_length=1)
+    """Tiers to try in order when a model is unavailable (503/529, no capacity, repeated network errors)."""
+    critical_needs_approval: bool = True
+    """A CRITICAL model is used only after the user approves; until then, the next tier down."""
+    network_retries: int = Field(3, ge=0)
+    """Retries (with backoff) of a network error before moving to the next tier."""
+    fallback_backend: str | None = Field(None, min_length=1)
+    """A backend to hand the task to when the whole chain is exhausted (a string ``fallback`` in hydra_keys.json)."""
+
+    @field_validator("fallback")
+    @classmethod
+    def _each_once(cls, tiers: list[str]) -> list[str]:
+        repeated = sorted({tier for tier in tiers if tiers.count(tier) > 1})
+        if repeated:
+            raise PydanticCustomError(
+                "duplicate_tier",
+                "names {tiers} more than once",
+                {"tiers": ", ".join(repeated), "fix": "name each tier once, most capable first"},
+            )
+        return tiers
+
+
+#: Where keys come from by default: the variables each provider's own tools read.
+DEFAULT_KEY_ENV: Mapping[str, tuple[str, ...]] = {
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "openai": ("OPENAI_API_KEY",),
+    "google": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+
+
+class KeysSettings(_Strict):
+    """``[keys]``: the key pool.  Key values are never written here, only variable names."""
+
+    rotation: Rotation = "round_robin"
+    """How the next key of a provider is chosen: round_robin, random or least_used."""
+    cooldown_s: float = Field(30.0, ge=0)
+    """Seconds a key rests after a 429 that gives no Retry-After."""
+    env: dict[Provider, list[EnvName]] = Field(default_factory=dict)
+    """Provider -> names of the environment variables that hold its keys, in order."""
+
+
+class BudgetSettings(_Strict):
+    """``[budget]``: spending limits in USD (reported cost, else computed from ``[[models]]`` prices)."""
+
+    session_usd: float | None = Field(None, gt=0)
+    """Most the whole session may spend; at the limit no new task is dispatched.  Unset: no limit."""
+    task_usd: float | None = Field(None, gt=0)
+    """Most one task may spend over all its attempts.  Unset: no limit."""
+    warn_at: float = Field(0.8, gt=0, le=1)
+    """Fraction of a budget at which a warning event is sent."""
+
+
+# --------------------------------------------------------------------------- the file, and the loaded config
+
+
+class Settings(_Strict):
+    """One TOML configuration file (every table optional)."""
+
+    run: RunSettings = Field(default_factory=RunSettings)
+    roles: dict[str, RoleDefaults] = Field(default_factory=dict)
+    models: list[ModelSpec] = Field(default_factory=list)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    keys: KeysSettings = Field(default_factory=KeysSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+
+
+_SECRET_KEY_NAME = re.compile(r"token|secret|key|pass|auth|webhook|url|credential", re.IGNORECASE)
+
+
+def _mask_mapping(value: Any, secret: bool = False) -> Any:
+    """A copy of a JSON value with every string at or under a secret-looking key masked."""
+    if isinstance(value, dict):
+        return {key: _mask_mapping(item, secret or bool(_SECRET_KEY_NAME.search(key))) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_mapping(item, secret) for item in value]
+    return mask_tail(value) if secret and isinstance(value, str) else value
+
+
+class FleetAgent(_Strict):
+    """One agent of a seed ``fleet_registry.json``."""
+
+    id: str = Field(min_length=1)
+    name: str
+    type: str
+    status: str
+    last_step: str | None = None
+
+
+class Config(Settings):
+    """The effective configuration: the merged TOML files plus what the seed JSON files add.
+
+    Built by :func:`session.config.load_config`; not written by users.
+    ``notification`` (for the Notifier) is kept as read, but masked in ``repr`` and dumps.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    key_files: list[ApiKey] = Field(default_factory=list)
+    """Keys read from hydra_keys.json files."""
+    notification: dict[str, Any] | None = Field(None, repr=False)
+    """notification.json as read (it may hold bot tokens: masked when dumped)."""
+    fleet: list[FleetAgent] = Field(default_factory=list)
+    """fleet_registry.json's agents."""
+    sources: list[str] = Field(default_factory=list)
+    """Every file that contributed, lowest precedence first."""
+    warnings: list[Problem] = Field(default_factory=list, exclude=True, repr=False)
+    """Problems of severity ``warning`` found while loading."""
+
+    @field_serializer("notification")
+    def _masked(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _mask_mapping(value) if value is not None else None
+
+    def find_model(self, name: str) -> ModelSpec | None:
+        """The registry entry for ``name``: an exact match, else the longest registered name
+        that prefixes it (``claude-sonnet-4-5-20250929`` finds ``claude-sonnet-4-5``).
+        A ``provider/`` prefix is ignored.  ``None`` when nothing matches.
+        """
+        wanted = name.lower().rsplit("/", 1)[-1]
+        best: ModelSpec | None = None
+        for model in self.models:
+            registered = model.name.lower()
+            if registered == name.lower() or registered == wanted:
+                return model
+            if wanted.startswith(registered) and (best is None or len(registered) > len(best.name)):
+                best = model
+        return best
+
+    def models_in_tier(self, tier: str) -> list[ModelSpec]:
+        """The registry's models of ``tier``, in registry order."""
+        return [model for model in self.models if model.tier == tier.upper()]
+
+    def role(self, name: str) -> RoleDefaults:
+        """``[roles.<name>]``, or empty defaults when the config says nothing about the role."""
+        return self.roles.get(name) or RoleDefaults()
+
+    def role_skills(self) -> dict[str, list[str]]:
+        """Role -> skills, for ``session.skills.skills_for_role``'s ``config_map``."""
+        return {name: list(role.skills) for name, role in self.roles.items() if role.skills is not None}
+
+    def estimate_cost(self, model: str, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float | None:
+        """USD for one call of ``model`` at registry prices, or ``None`` for a model not in the registry."""
+        spec = self.find_model(model)
+        return None if spec is None else spec.cost(tokens_in, tokens_out, tokens_cached)
+
+    def collect_keys(self, environ: Mapping[str, str]) -> list[ApiKey]:
+        """Every key available now: those of ``[keys.env]``'s variables that are set (in
+        order), then those of hydra_keys.json files; a key found twice is kept once.
+        """
+        keys: list[ApiKey] = []
+        seen: set[Secret] = set()
+        for provider, names in self.keys.env.items():
+            for name in names:
+                value = environ.get(name, "").strip()
+                if value:
+                    secret = Secret(provider, value)
+                    if secret not in seen:
+                        seen.add(secret)
+                        keys.append(ApiKey(provider=provider, secret=secret, origin=f"env:{name}"))
+        for key in self.key_files:
+            if key.secret not in seen:
+                seen.add(key.secret)
+                keys.append(key)
+        return keys
+
+
+# --------------------------------------------------------------------------- seed JSON files
+
+
+class HydraKeyEntry(_Strict):
+    """One entry of ``keys[]`` in a seed hydra_keys.json."""
+
+    provider: str = Field(min_length=1)
+    key: str = Field(min_length=8, repr=False)
+    tier: Tier = "STANDARD"
+    # Bookkeeping written by the tool that seeds this file; accepted and not used.
+    usage_count: int | None = Field(None, ge=0)
+    last_used: str | None = None
+    rate_limited_until: str | None = None
+
+    @field_validator("provider")
+    @classmethod
+    def _provider_word(cls, value: str) -> str:
+        if not _SEED_PROVIDER.fullmatch(value):
+            raise PydanticCustomError(
+                "provider_word",
+                "must be a lower-case provider name (letters, digits, '.', '_', '-')",
+                {"fix": f"use one of: {', '.join(PROVIDERS)}"},
+            )
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _no_blanks(cls, value: str) -> str:
+        if value != value.strip() or any(char.isspace() for char in value):
+            raise PydanticCustomError(
+                "key_blank", "contains white space", {"fix": "paste the key again without spaces or line breaks"}
+            )
+        return value
+
+
+def _seed_fallback(value: Any) -> Any:
+    """A seed's ``fallback``: a list of tiers (normalised to upper case) or one backend name."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, list) and value and all(isinstance(item, str) and item.upper() in TIERS for item in value):
+        return [item.upper() for item in value]
+    raise PydanticCustomError(
+        "seed_fallback",
+        "must be a backend name or a non-empty list of tiers",
+        {"fix": f'write e.g. "fallback": "opencode" or "fallback": {list(DEFAULT_FALLBACK)}'.replace("'", '"')},
+    )
+
+
+class HydraKeysFile(_Strict):
+    """A seed ``hydra_keys.json``: ``keys[] {provider, key, tier}``, ``rotation_strategy``, ``fallback``."""
+
+    keys: list[HydraKeyEntry] = Field(default_factory=list)
+    rotation_strategy: Rotation | None = None
+    fallback: Annotated[Any, BeforeValidator(_seed_fallback)] = None
+    last_updated: str | None = None
+
+
+class FleetFile(_Strict):
+    """A seed ``fleet_registry.json``: ``agents[] {id, name, type, status}``."""
+
+    agents: list[FleetAgent] = Field(default_factory=list)
