@@ -7,6 +7,7 @@ and resolved per role: the role-spec's ``skills:``, else the default table.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from backends.prompt import build_prompt
@@ -21,12 +22,18 @@ __all__ = ["PromptSource"]
 class PromptSource:
     """``source(task_id, attempt)`` -> the prompt.  Tasks created during a run are added with :meth:`add`."""
 
-    def __init__(self, session: TeamSession, user_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        session: TeamSession,
+        user_dir: Path | None = None,
+        skills_by_role: Mapping[str, list[str]] | None = None,
+    ) -> None:
         self.session = session
         available, self.skill_problems = discover_skills(Path(session.folder), user_dir)
         self._skills: dict[str, list[Skill]] = {}
         for role, spec in session.role_specs.items():
-            found, _missing = resolve_role_skills(skills_for_role(role, spec.meta.skills), available)
+            names = skills_for_role(role, spec.meta.skills, skills_by_role)
+            found, _missing = resolve_role_skills(names, available)
             self._skills[role] = found
         self._extra: dict[str, TaskSpec] = {}
         self._feedback: dict[str, list[str]] = {}

@@ -12,6 +12,7 @@ ended with failed tasks, could not start, or was stopped by an escalation;
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -23,7 +24,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import msgspec
 import psutil
@@ -39,6 +40,8 @@ from backends.registry import UnknownBackend, backend_names, get_backend
 from backends.sandbox import JailError, find_jail, resolve_workdir
 from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
+from session.config import ConfigInvalid, load_config
+from session.config_models import Config
 from session.loader import TeamSession, inspect_session
 from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
@@ -48,6 +51,7 @@ from session.store import STATE_DIR, Store, StoreError, StoreReader
 __all__ = ["RunRefused", "RunRequest", "resolve_backends", "run_session"]
 
 log = logging.getLogger("executor.run")
+_T = TypeVar("_T")
 
 
 class RunRefused(Exception):
@@ -64,19 +68,41 @@ def _stdin_is_terminal() -> bool:
 
 @dataclass
 class RunRequest:
+    """What the command line asked for; ``None`` means "the config's value"."""
+
     session_dir: Path
     command: str = "run"
     backend: str | None = None
-    max_workers: int = 4
+    config_file: Path | None = None
+    max_workers: int | None = None
     workdir: Path | None = None
     json_events: bool = False
     export_dir: Path | None = None
     task_timeout_s: float | None = None
     hang_timeout_s: float | None = None
-    max_attempts: int = 3
-    shutdown_grace_s: float = 10.0
-    retry_backoff_s: float = 2.0
+    max_attempts: int | None = None
+    shutdown_grace_s: float | None = None
+    retry_backoff_s: float | None = None
     interactive: bool = field(default_factory=_stdin_is_terminal)
+
+
+def apply_role_defaults(session: TeamSession, config: Config) -> None:
+    """Fill what each role-spec leaves unsaid from ``[roles.<role>]`` of the config.
+
+    The role-spec always wins; the result replaces ``session.role_specs`` so the
+    rest of the run (backend choice, work orders, skills) reads one place.
+    """
+    for role, spec in list(session.role_specs.items()):
+        defaults = config.roles.get(role)
+        if defaults is None:
+            continue
+        filled = {
+            name: value
+            for name, value in defaults.model_dump(exclude_none=True).items()
+            if getattr(spec.meta, name, None) is None
+        }
+        if filled:
+            session.role_specs[role] = dataclasses.replace(spec, meta=spec.meta.model_copy(update=filled))
 
 
 def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Backend]:
@@ -238,7 +264,12 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     session, problems = inspect_session(request.session_dir)
     if session is None:
         raise RunRefused(f"{request.session_dir} is not a valid session:\n{format_problems(problems)}")
-    backends = resolve_backends(session, request.backend)
+    try:
+        config = load_config(Path(session.folder), request.config_file, known_backends=backend_names())
+    except ConfigInvalid as error:
+        raise RunRefused("the configuration is not valid:\n" + format_problems(error.problems), exit_code=2) from None
+    apply_role_defaults(session, config)
+    backends = resolve_backends(session, request.backend or config.run.default_backend)
     try:
         jail = find_jail(Path(session.folder))
         workdir = resolve_workdir(jail, request.workdir)
@@ -267,15 +298,17 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     sinks: list[EventSink] = [_started_sink(console)]
     if request.json_events:
         sinks.append(_json_events_sink(out))
+    settings = config.run
+    retry_backoff_s = _first(request.retry_backoff_s, settings.retry_backoff_s)
     options = RunOptions(
         command=request.command,
-        max_workers=request.max_workers,
+        max_workers=_first(request.max_workers, settings.max_workers),
         workdir=workdir,
-        max_attempts=request.max_attempts,
+        max_attempts=_first(request.max_attempts, settings.max_attempts),
         task_timeout_s=request.task_timeout_s,
         hang_timeout_s=request.hang_timeout_s,
-        shutdown_grace_s=request.shutdown_grace_s,
-        retry_backoff=Backoff(min_s=request.retry_backoff_s, max_s=max(300.0, request.retry_backoff_s), jitter=0.2),
+        shutdown_grace_s=_first(request.shutdown_grace_s, settings.shutdown_grace_s),
+        retry_backoff=Backoff(min_s=retry_backoff_s, max_s=max(300.0, retry_backoff_s), jitter=0.2),
     )
     outcome: Future[RunSummary] = Future()
     executor = Executor.start(
@@ -322,6 +355,11 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     if summary.escalated or summary.failed or summary.blocked:
         return 1
     return 0
+
+
+def _first(flag: _T | None, configured: _T) -> _T:
+    """A command-line flag when given, else the configured value."""
+    return configured if flag is None else flag
 
 
 def _sweep_orphans(folder: Path, console: _Console) -> None:

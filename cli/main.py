@@ -149,12 +149,18 @@ def _run(session: Path, command: str, **options: Any) -> None:
     raise typer.Exit(code)
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="A config TOML file on top of the user's and the session's (see `executor config check`)."
+    ),
+]
 BackendOption = Annotated[
     str | None,
     typer.Option("--backend", help="Backend for roles whose role-spec names none (e.g. demo, command)."),
 ]
 MaxWorkersOption = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--max-workers",
         min=1,
@@ -176,12 +182,15 @@ HangOption = Annotated[
     float | None,
     typer.Option("--hang-timeout", min=0.001, help="Seconds without output before an attempt counts as hung."),
 ]
-AttemptsOption = Annotated[int, typer.Option("--max-attempts", min=1, help="Attempts per task before it fails.")]
+AttemptsOption = Annotated[
+    int | None, typer.Option("--max-attempts", min=1, help="Attempts per task before it fails (default 3).")
+]
 GraceOption = Annotated[
-    float, typer.Option("--shutdown-grace", min=0, help="Seconds running workers get to finish on Ctrl-C/SIGTERM.")
+    float | None,
+    typer.Option("--shutdown-grace", min=0, help="Seconds running workers get to finish on Ctrl-C/SIGTERM."),
 ]
 BackoffOption = Annotated[
-    float, typer.Option("--retry-backoff", min=0, help="First retry delay in seconds (doubles each time).")
+    float | None, typer.Option("--retry-backoff", min=0, help="First retry delay in seconds (doubles each time).")
 ]
 
 
@@ -189,15 +198,16 @@ BackoffOption = Annotated[
 def run(
     session: SessionOption,
     backend: BackendOption = None,
-    max_workers: MaxWorkersOption = 4,
+    config: ConfigOption = None,
+    max_workers: MaxWorkersOption = None,
     workdir: WorkdirOption = None,
     json_events: JsonEventsOption = False,
     export: ExportOption = None,
     task_timeout: TimeoutOption = None,
     hang_timeout: HangOption = None,
-    max_attempts: AttemptsOption = 3,
-    shutdown_grace: GraceOption = 10.0,
-    retry_backoff: BackoffOption = 2.0,
+    max_attempts: AttemptsOption = None,
+    shutdown_grace: GraceOption = None,
+    retry_backoff: BackoffOption = None,
 ) -> None:
     """Run the session's pipeline until nothing is ready and nothing runs.
 
@@ -209,6 +219,7 @@ def run(
         session,
         "run",
         backend=backend,
+        config_file=config,
         max_workers=max_workers,
         workdir=workdir,
         json_events=json_events,
@@ -225,15 +236,16 @@ def run(
 def resume(
     session: SessionOption,
     backend: BackendOption = None,
-    max_workers: MaxWorkersOption = 4,
+    config: ConfigOption = None,
+    max_workers: MaxWorkersOption = None,
     workdir: WorkdirOption = None,
     json_events: JsonEventsOption = False,
     export: ExportOption = None,
     task_timeout: TimeoutOption = None,
     hang_timeout: HangOption = None,
-    max_attempts: AttemptsOption = 3,
-    shutdown_grace: GraceOption = 10.0,
-    retry_backoff: BackoffOption = 2.0,
+    max_attempts: AttemptsOption = None,
+    shutdown_grace: GraceOption = None,
+    retry_backoff: BackoffOption = None,
 ) -> None:
     """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
 
@@ -245,6 +257,7 @@ def resume(
         session,
         "resume",
         backend=backend,
+        config_file=config,
         max_workers=max_workers,
         workdir=workdir,
         json_events=json_events,

@@ -453,3 +453,44 @@ def test_a_retry_s_prompt_says_why_the_previous_attempt_failed(executor_cli, tmp
     assert "Attempt 1 failed" not in first
     assert "Attempt 1 failed (crash): exited with code 7" in second
     assert "failing attempt 1 on purpose" in second, "the output tail travels with the feedback"
+
+
+def test_the_session_config_supplies_backends_and_run_settings_and_flags_still_win(executor_cli, tmp_path):
+    demo = copy_demo(tmp_path / "demo")
+    for spec in (demo / "role-specs").glob("*.md"):
+        spec.write_text(spec.read_text().replace("backend: demo\n", ""))
+    (demo / "executor.toml").write_text('[run]\nmax_workers = 1\n\n[roles.pm]\nbackend = "demo"\n')
+    refused = executor_cli("run", "--session", str(demo), env={"TEAM_EXECUTOR_CONFIG_DIR": str(tmp_path / "u")})
+    assert refused.returncode == 2
+    assert "role 'architect' names no backend" in refused.stderr
+    assert "role 'pm'" not in refused.stderr, "[roles.pm] gave pm its backend"
+    (demo / "executor.toml").write_text('[run]\nmax_workers = 1\ndefault_backend = "demo"\n')
+    result = executor_cli(
+        "run", "--session", str(demo), "--json-events", env={"TEAM_EXECUTOR_CONFIG_DIR": str(tmp_path / "u")}
+    )
+    assert result.returncode == 0, result.stderr
+    started = json.loads(result.stdout.splitlines()[0])
+    assert (started["type"], started["max_workers"]) == ("run_started", 1)
+    again = copy_demo(tmp_path / "again")
+    (again / "executor.toml").write_text("[run]\nmax_workers = 1\n")
+    result = executor_cli(
+        "run",
+        "--session",
+        str(again),
+        "--json-events",
+        "--max-workers",
+        "3",
+        env={"TEAM_EXECUTOR_CONFIG_DIR": str(tmp_path / "u")},
+    )
+    assert json.loads(result.stdout.splitlines()[0])["max_workers"] == 3
+
+
+def test_a_bad_config_refuses_to_start_naming_the_file_and_the_key(executor_cli, tmp_path):
+    demo = copy_demo(tmp_path / "demo")
+    (demo / "executor.toml").write_text("[run]\nmax_workerz = 2\n")
+    result = executor_cli("run", "--session", str(demo), env={"TEAM_EXECUTOR_CONFIG_DIR": str(tmp_path / "u")})
+    assert result.returncode == 2
+    assert "executor.toml" in result.stderr
+    assert "run.max_workerz" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (demo / ".executor").exists(), "nothing half-started"
