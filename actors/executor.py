@@ -38,6 +38,8 @@ from actors.worker import TeamWorker
 from backends.base import Backend
 from protocol._base import Message
 from protocol.events import (
+    BudgetExceeded,
+    BudgetWarning,
     CapabilityGap,
     ConsensusBlocked,
     Event,
@@ -120,6 +122,9 @@ class RunOptions:
     intensity: Intensity = field(default_factory=lambda: Intensity(max_restarts=10, period_s=60.0))
     tick_s: float = 0.1
     flush_interval_s: float = 0.5
+    session_budget_usd: float | None = None
+    task_budget_usd: float | None = None
+    budget_warn_at: float = 0.8
 
 
 @dataclass
@@ -174,6 +179,10 @@ class Executor(TreeActor):
         self.next_run_row_id = 1
         self.last_errors: dict[str, str] = {}  # child name -> how it last crashed
         self.agent_sessions: dict[str, str] = {}  # task id -> the agent's own session, to resume
+        self.spent_by_task: dict[str, float] = {}
+        self.session_spent = 0.0
+        self.budget_warned: set[str] = set()
+        self.budget_stopped = False
         self.runner = AttemptRunner(backends, prompts)
         self._ticker_stop = threading.Event()
 
@@ -267,10 +276,10 @@ class Executor(TreeActor):
         except pykka.ActorDeadError:
             log.warning("session actor gone; %s dropped", type(message).__name__)
 
-    def _record(self, *events: Event, wisdom_issue: str | None = None) -> None:
+    def _record(self, *events: Event, wisdom_issue: str | None = None, meta: dict[str, str] | None = None) -> None:
         ref = self.supervisor.ref(SESSION)
         if ref is not None and not ref.actor_stopped.is_set():
-            ref.tell(RecordEvents(events=events, wisdom_issue=wisdom_issue))
+            ref.tell(RecordEvents(events=events, wisdom_issue=wisdom_issue, meta=meta or {}))
 
     # --- boot ---------------------------------------------------------------------------------
 
@@ -303,12 +312,16 @@ class Executor(TreeActor):
         self.rows = {row.id: row for row in snapshot.tasks}
         self.next_run_row_id = snapshot.next_run_row_id
         self.agent_sessions = dict(snapshot.agent_sessions)
+        self.spent_by_task = dict(snapshot.spent_by_task)
+        self.session_spent = sum(self.spent_by_task.values())
+        self._record(meta=self._budget_meta("ok"))
         known = {task.id for task in self.session.tasks}
         for row in snapshot.tasks:
             if row.id not in known:  # created during an earlier run (a revision, a submitted task)
                 self.prompts.add(row, goal=row.subject)
         inner = {name for name, entry in self.session.roles.items() if entry.inner_loop}
         self.scheduler = Scheduler(snapshot.tasks, inner_loop_roles=inner)
+        self._check_session_budget()
         self._dispatch()
         self._maybe_finish()
 
@@ -455,6 +468,14 @@ class Executor(TreeActor):
         assert self.scheduler is not None  # noqa: S101
         if result.agent_session_id:
             self.agent_sessions[slot.task_id] = result.agent_session_id
+        if self._charge(slot.task_id, result.cost_usd) and not result.ok and result.error_kind != "interrupted":
+            spent = self.spent_by_task.get(slot.task_id, 0.0)
+            result = msgspec.structs.replace(
+                result,
+                error_kind="over_budget",
+                error=f"the task's budget of ${self.options.task_budget_usd:.2f} is spent (${spent:.2f}); "
+                f"last attempt: {result.error_kind}: {result.error}",
+            )
         task_id, attempt = slot.task_id, slot.attempt
         row = self.rows[task_id]
         elapsed = time.monotonic() - slot.started
@@ -490,7 +511,7 @@ class Executor(TreeActor):
             )
             return
         self.prompts.attempt_failed(task_id, attempt, result.error_kind, result.error, result.output_tail)
-        if attempt < self._max_attempts(slot.role):
+        if attempt < self._max_attempts(slot.role) and result.error_kind != "over_budget":
             delay = self.options.retry_backoff.delay(attempt - 1)
             self.scheduler.retry_at(task_id, time.monotonic() + delay)
             self.rows[task_id] = _with(row, status="pending")
@@ -507,6 +528,63 @@ class Executor(TreeActor):
             f"✗ {task_id} failed after {attempt} attempt(s) ({result.error_kind}: {result.error})"
             + (f"; blocked: {', '.join(blocked[:10])}" if blocked else "")
         )
+
+    # --- money ------------------------------------------------------------------------------
+
+    def _budget_meta(self, state: str) -> dict[str, str]:
+        meta = {"budget_state": state}
+        if self.options.session_budget_usd is not None:
+            meta["budget_session_usd"] = f"{self.options.session_budget_usd:g}"
+        if self.options.task_budget_usd is not None:
+            meta["budget_task_usd"] = f"{self.options.task_budget_usd:g}"
+        return meta
+
+    def _charge(self, task_id: str, cost_usd: float | None) -> bool:
+        """Add an attempt's cost; warn or stop at the limits.  True when the task's own budget is spent."""
+        if cost_usd:
+            self.spent_by_task[task_id] = self.spent_by_task.get(task_id, 0.0) + cost_usd
+            self.session_spent += cost_usd
+            self._check_session_budget()
+        limit = self.options.task_budget_usd
+        spent = self.spent_by_task.get(task_id, 0.0)
+        if limit is None:
+            return False
+        if spent >= limit:
+            if f"task-exceeded:{task_id}" not in self.budget_warned:
+                self.budget_warned.add(f"task-exceeded:{task_id}")
+                self._record(BudgetExceeded(scope="task", task_id=task_id, spent_usd=round(spent, 6), limit_usd=limit))
+                self.console(f"$ {task_id} spent its budget (${spent:.2f} of ${limit:.2f}): no more attempts")
+            return True
+        if spent >= self.options.budget_warn_at * limit and f"task:{task_id}" not in self.budget_warned:
+            self.budget_warned.add(f"task:{task_id}")
+            self._record(BudgetWarning(scope="task", task_id=task_id, spent_usd=round(spent, 6), limit_usd=limit))
+        return False
+
+    def _check_session_budget(self) -> None:
+        limit = self.options.session_budget_usd
+        if limit is None or self.budget_stopped:
+            return
+        spent = self.session_spent
+        if spent >= limit:
+            self.budget_stopped = True
+            self._record(
+                BudgetExceeded(scope="session", spent_usd=round(spent, 6), limit_usd=limit),
+                meta=self._budget_meta("exceeded"),
+            )
+            running = f"; {len(self.slots)} running worker(s) may finish" if self.slots else ""
+            self.console(
+                f"$ session budget spent (${spent:.2f} of ${limit:.2f}): no new tasks{running}. "
+                "Raise [budget].session_usd to go on."
+            )
+            self.stopping_since = self.stopping_since or time.monotonic()
+            self._maybe_finish()
+        elif spent >= self.options.budget_warn_at * limit and "session" not in self.budget_warned:
+            self.budget_warned.add("session")
+            self._record(
+                BudgetWarning(scope="session", spent_usd=round(spent, 6), limit_usd=limit),
+                meta=self._budget_meta("warning"),
+            )
+            self.console(f"$ {spent / limit:.0%} of the session budget spent (${spent:.2f} of ${limit:.2f})")
 
     def _record_outcome(
         self,
@@ -755,10 +833,11 @@ class Executor(TreeActor):
             failed=tuple(scheduler.failed()) if scheduler else (),
             blocked=tuple(scheduler.blocked()) if scheduler else (),
             duration_s=time.monotonic() - self.started_at,
-            interrupted=interrupted,
+            interrupted=interrupted and not self.budget_stopped,
             escalated=escalated,
+            budget_stopped=self.budget_stopped,
         )
-        if interrupted or escalated:
+        if interrupted or escalated or self.budget_stopped:
             try:
                 self._ask(
                     FinishRun(
@@ -775,12 +854,9 @@ class Executor(TreeActor):
 
     @handles(Conclude)
     def conclude(self, message: Conclude) -> Ok:
-        if self.outcome.done() and not self.outcome.result().interrupted and not self.outcome.result().escalated:
-            self._ask(
-                FinishRun(
-                    run_id=self.run_id, clean=True, session_status=message.session_status, summary=self.outcome.result()
-                )
-            )
+        summary = self.outcome.result() if self.outcome.done() else None
+        if summary is not None and not (summary.interrupted or summary.escalated or summary.budget_stopped):
+            self._ask(FinishRun(run_id=self.run_id, clean=True, session_status=message.session_status, summary=summary))
         self._ticker_stop.set()
         self.supervisor.stop_all()
         return Ok()

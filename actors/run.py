@@ -224,6 +224,8 @@ def _completion_report(session: TeamSession, summary: RunSummary, status: str) -
     lines = []
     if summary.escalated:
         lines.append(f"run stopped: {summary.escalated}")
+    elif summary.budget_stopped:
+        lines.append("run stopped: the session budget is spent (raise [budget].session_usd, then resume)")
     elif summary.interrupted:
         lines.append("run stopped on request; state saved")
     elif summary.failed or summary.blocked:
@@ -309,6 +311,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         hang_timeout_s=request.hang_timeout_s,
         shutdown_grace_s=_first(request.shutdown_grace_s, settings.shutdown_grace_s),
         retry_backoff=Backoff(min_s=retry_backoff_s, max_s=max(300.0, retry_backoff_s), jitter=0.2),
+        session_budget_usd=config.budget.session_usd,
+        task_budget_usd=config.budget.task_usd,
+        budget_warn_at=config.budget.warn_at,
     )
     outcome: Future[RunSummary] = Future()
     executor = Executor.start(
@@ -335,7 +340,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         summary = _wait(outcome, executor)
         status = (
             _choose_status(session, request, summary, console)
-            if not (summary.interrupted or summary.escalated)
+            if not (summary.interrupted or summary.escalated or summary.budget_stopped)
             else "paused"
         )
         executor.ask(Conclude(session_status=status), timeout=60)
@@ -352,7 +357,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         for name in ("pykka", "executor"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()
-    if summary.escalated or summary.failed or summary.blocked:
+    if summary.escalated or summary.failed or summary.blocked or summary.budget_stopped:
         return 1
     return 0
 

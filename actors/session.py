@@ -179,6 +179,7 @@ class SessionActor(TreeActor):
             meta=self.store.meta(),
             next_run_row_id=self.store.max_run_id() + 1,
             agent_sessions=self.store.latest_agent_sessions(),
+            spent_by_task=self.store.spent_by_task(),
             open_runs=tuple(
                 OpenRun(run_row_id=r.id, task_id=r.task_id, attempt=r.attempt, pid=r.pid, create_time=r.pid_create_time)
                 for r in self.store.open_runs()
@@ -433,6 +434,8 @@ class SessionActor(TreeActor):
         with self.store.transaction():
             for event in message.events:
                 self._append(event)
+            if message.meta:
+                self.store.set_meta(**message.meta)
         if message.wisdom_issue:
             path = self.folder / "wisdom" / "issues.md"
             path.parent.mkdir(exist_ok=True)

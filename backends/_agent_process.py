@@ -154,6 +154,22 @@ def _discovered_artifacts(order: WorkOrder, session: Path) -> tuple[str, ...]:
     return tuple(sorted(relative for relative in listed if relative is not None))
 
 
+def _usage(report: dict[str, Any]) -> dict[str, Any]:
+    """Usage and cost a wrapped agent put in its report (``tokens_in``, ``tokens_out``,
+    ``tokens_cached``, ``cost_usd``, ``model``); anything not a sane number is ignored."""
+    usage: dict[str, Any] = {}
+    for name in ("tokens_in", "tokens_out", "tokens_cached"):
+        value = report.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            usage[name] = value
+    cost = report.get("cost_usd")
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost) and cost >= 0:
+        usage["cost_usd"] = float(cost)
+    if isinstance(report.get("model"), str) and report["model"].strip():
+        usage["model"] = report["model"].strip()[:200]
+    return usage
+
+
 def _strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
@@ -204,6 +220,7 @@ def result_from_outcome(order: WorkOrder, outcome: ProcessOutcome) -> AttemptRes
         "files_modified": _strings(report.get("files_modified")),
         "severity": severity if isinstance(severity, str) and severity else None,
         "detail": detail if isinstance(detail, str) else "",
+        **_usage(report),
         **timing,
     }
     if status == "failed":

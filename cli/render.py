@@ -100,6 +100,13 @@ def render_check(console: Console, report: CheckReport, per_layer: int = 12, ful
             console.print(f"  {escape(blocked.id)} waits on failed {escape(', '.join(blocked.waiting_on_failed))}")
     for problem in report.problems:
         console.print(f"[yellow]![/] {escape(str(problem))}")
+    if report.budget is not None:
+        budget = report.budget
+        limit = f" of ${budget.session_limit_usd:.2f}" if budget.session_limit_usd else ""
+        note = " — budget spent: no new tasks" if budget.state == "exceeded" else ""
+        style = "red" if budget.state == "exceeded" else "yellow" if budget.state == "warning" else ""
+        line = f"spent: ${budget.spent_usd:.4f}{limit}{note}"
+        console.print(f"\n[{style}]{escape(line)}[/]" if style else f"\n{escape(line)}")
     if report.recovery_report and not report.executor.running:
         console.print(f"\nlast recovery report: {escape(report.recovery_report)}")
     console.print(f"\nnext: {escape(report.next_command)}")

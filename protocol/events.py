@@ -18,6 +18,8 @@ from protocol.types import ErrorKind, Priority, TaskStatus
 __all__ = [
     "EVENT_TYPES",
     "AnyEvent",
+    "BudgetExceeded",
+    "BudgetWarning",
     "CapabilityGap",
     "ConsensusBlocked",
     "Event",
@@ -166,6 +168,27 @@ class CapabilityGap(Event, frozen=True):
     detail: str
 
 
+# --- money -------------------------------------------------------------------------
+
+
+class BudgetWarning(Event, frozen=True):
+    """Spending passed the warning fraction of a budget (``scope``: session or task)."""
+
+    scope: str
+    spent_usd: float
+    limit_usd: float
+    task_id: str | None = None
+
+
+class BudgetExceeded(Event, frozen=True):
+    """A budget is spent: the session stops dispatching, or the task gets no more attempts."""
+
+    scope: str
+    spent_usd: float
+    limit_usd: float
+    task_id: str | None = None
+
+
 # --- workers and services --------------------------------------------------------
 
 
@@ -211,6 +234,8 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
     RevisionCreated,
     ConsensusBlocked,
     CapabilityGap,
+    BudgetWarning,
+    BudgetExceeded,
     WorkerSpawned,
     WorkerCrashed,
     WorkerRestarted,

@@ -206,6 +206,7 @@ class StateSnapshot(Message, frozen=True):
     open_runs: tuple[OpenRun, ...]
     next_run_row_id: int = 1
     agent_sessions: dict[str, str] = msgspec.field(default_factory=dict)  # task id -> latest agent session
+    spent_by_task: dict[str, float] = msgspec.field(default_factory=dict)  # USD recorded in runs so far
 
 
 class OpenRun(Message, frozen=True):
@@ -305,6 +306,7 @@ class RecordEvents(Message, frozen=True):
 
     events: tuple[Event, ...]
     wisdom_issue: str | None = None  # a line appended to wisdom/issues.md
+    meta: dict[str, str] = msgspec.field(default_factory=dict)  # run bookkeeping to set in the store
 
 
 class FinishRun(Message, frozen=True):
@@ -342,6 +344,7 @@ class RunSummary(Message, frozen=True):
     duration_s: float = 0.0
     interrupted: bool = False
     escalated: str | None = None
+    budget_stopped: bool = False
 
 
 class Reconcile(Message, frozen=True):

@@ -38,5 +38,6 @@ ErrorKind = Literal[
     "max_turns",
     "permission_denied",
     "needs_decision",  # the worker cannot go on without the user (consensus blocked twice)
+    "over_budget",  # the task spent its budget: no more attempts
 ]
 ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)

@@ -70,6 +70,13 @@ class BlockedTask(msgspec.Struct, frozen=True, kw_only=True):
     waiting_on_failed: list[str]
 
 
+class Budget(msgspec.Struct, frozen=True, kw_only=True):
+    spent_usd: float
+    session_limit_usd: float | None = None
+    task_limit_usd: float | None = None
+    state: str | None = None  # ok | warning | exceeded, as the last run left it
+
+
 class ExecutorState(msgspec.Struct, frozen=True, kw_only=True):
     running: bool
     pid: int | None = None
@@ -97,6 +104,7 @@ class CheckReport(msgspec.Struct, kw_only=True):
     next_command: str
     problems: list[Problem] = msgspec.field(default_factory=list)
     recovery_report: str | None = None
+    budget: Budget | None = None
 
 
 def _elapsed(started_at: str, now: datetime) -> float:
@@ -137,10 +145,12 @@ def build_report(folder: Path) -> CheckReport:
     rows: dict[str, TaskRow] = {}
     meta: dict[str, str] = {}
     open_runs = []
+    spent = 0.0
     if reader is not None:
         try:
             rows = {row.id: row for row in reader.tasks()}
             meta = reader.meta()
+            spent = sum(reader.spent_by_task().values())
             open_runs = reader.open_runs() if holder is not None else []
         finally:
             reader.close()
@@ -244,6 +254,16 @@ def build_report(folder: Path) -> CheckReport:
         next_command = f"inspect the failed tasks, then `executor resume --session {folder}`"
 
     recovery = meta.get("recovery_report")
+    budget = None
+    if spent or "budget_state" in meta:
+        budget = Budget(
+            spent_usd=round(spent, 6),
+            session_limit_usd=float(meta["budget_session_usd"]) if "budget_session_usd" in meta else None,
+            task_limit_usd=float(meta["budget_task_usd"]) if "budget_task_usd" in meta else None,
+            state=meta.get("budget_state"),
+        )
+    if budget is not None and budget.state == "exceeded" and holder is None:
+        next_command = "raise [budget].session_usd in the config, then `executor resume`"
     return CheckReport(
         session_id=session.session_id,
         folder=str(folder),
@@ -260,4 +280,5 @@ def build_report(folder: Path) -> CheckReport:
         next_command=next_command,
         problems=[p for p in problems if p.severity == "warning"],
         recovery_report=recovery,
+        budget=budget,
     )

@@ -218,6 +218,13 @@ class _Reads:
     def max_run_id(self) -> int:
         return int(self.conn.execute("SELECT ifnull(max(id), 0) FROM runs").fetchone()[0])
 
+    def spent_by_task(self) -> dict[str, float]:
+        """USD each task's attempts cost so far (reported or estimated)."""
+        rows = self.conn.execute(
+            "SELECT task_id, sum(cost_usd) FROM runs WHERE cost_usd IS NOT NULL GROUP BY task_id"
+        ).fetchall()
+        return {task_id: float(total) for task_id, total in rows}
+
     def latest_agent_sessions(self) -> dict[str, str]:
         """Task id -> the agent session id its latest attempt reported."""
         rows = self.conn.execute(

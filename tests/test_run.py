@@ -494,3 +494,46 @@ def test_a_bad_config_refuses_to_start_naming_the_file_and_the_key(executor_cli,
     assert "run.max_workerz" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (demo / ".executor").exists(), "nothing half-started"
+
+
+def costly(cost: float, **extra) -> dict:
+    return {"report": {"status": "completed", "cost_usd": cost, "tokens_in": 1000, "tokens_out": 100}, **extra}
+
+
+def test_the_session_budget_warns_then_stops_dispatch_cleanly_and_resume_respects_it(executor_cli, tmp_path):
+    graph = {f"A-{i:03d}": [] for i in range(1, 7)}
+    folder = scripted_session(tmp_path / "s", graph, {"default": costly(0.30)}, python=PY)
+    (folder / "executor.toml").write_text("[budget]\nsession_usd = 1.0\n")
+    result = executor_cli("run", "--session", str(folder), "--max-workers", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "80% of the session budget spent" in result.stdout or "90% of the session budget spent" in result.stdout
+    assert "session budget spent ($1.20 of $1.00): no new tasks" in result.stdout
+    assert "run stopped: the session budget is spent" in result.stdout
+    statuses = [t["status"] for t in tasks_of(folder).values()]
+    assert statuses.count("completed") == 4
+    assert statuses.count("pending") == 2
+    data = check_json(executor_cli, folder)
+    assert data["budget"] == {"spent_usd": 1.2, "session_limit_usd": 1.0, "task_limit_usd": None, "state": "exceeded"}
+    text = executor_cli("check", "--session", str(folder)).stdout
+    assert "spent: $1.2000 of $1.00 — budget spent: no new tasks" in text
+    assert "raise [budget].session_usd" in text
+    again = executor_cli("resume", "--session", str(folder))
+    assert again.returncode == 1
+    assert statuses.count("pending") == sum(1 for t in tasks_of(folder).values() if t["status"] == "pending")
+    (folder / "executor.toml").write_text("[budget]\nsession_usd = 5.0\n")
+    assert executor_cli("resume", "--session", str(folder)).returncode == 0
+    assert all(t["status"] == "completed" for t in tasks_of(folder).values())
+
+
+def test_a_task_that_spends_its_budget_gets_no_more_attempts(executor_cli, tmp_path):
+    failing = {"report": {"status": "failed", "summary": "nope", "cost_usd": 0.5}}
+    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": []}, {"A-001": failing}, python=PY)
+    (folder / "executor.toml").write_text("[budget]\ntask_usd = 0.8\n")
+    result = executor_cli("run", "--session", str(folder), "--max-attempts", "5", *FAST)
+    assert result.returncode == 1
+    task = tasks_of(folder)["A-001"]
+    assert (task["status"], task["attempts"], task["kind"]) == ("failed", 2, "over_budget")
+    assert "the task's budget of $0.80 is spent ($1.00)" in task["error"]
+    assert tasks_of(folder)["A-002"]["status"] == "completed"
+    (first, second) = [r for r in runs_of(folder) if r.task_id == "A-001"]
+    assert (first.cost_usd, second.cost_usd) == (0.5, 0.5)
