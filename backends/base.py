@@ -12,7 +12,9 @@ Workers talk back in two optional ways, both documented in the README:
 - the report: a JSON object written to the file named by the environment
   variable ``TEAM_EXECUTOR_REPORT``: ``{"status": "completed" | "failed" |
   "consensus_blocked" | "capability_gap", "summary": "...", "artifacts": [...],
-  "files_modified": [...], "severity": "HIGH", "detail": "..."}``.
+  "files_modified": [...], "severity": "HIGH", "detail": "...", "tokens_in": 1200,
+  "tokens_out": 300, "cost_usd": 0.02, "model": "..."}`` (usage and cost count
+  towards the budgets).
 """
 
 from __future__ import annotations
