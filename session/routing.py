@@ -1,0 +1,540 @@
+"""The routing policy: which model a task starts on, and where it goes after a failure.
+
+Pure functions of the :class:`~session.config_models.Config` (its ``[[models]]``
+registry and ``[router]`` settings) and of a task's :class:`AttemptState`.  No
+actors, no I/O and no clock: a delay is *returned* (``TryModel.delay_s``), never
+slept, so every decision is deterministic and testable without waiting.  The
+Router actor (:mod:`actors.router`) holds one :class:`AttemptState` per task and
+calls these.
+
+Choosing a model (:func:`select_model`, :func:`select_with_fallback`):
+
+- ``complexity`` gives the starting tier: ``low`` -> STANDARD, ``medium`` ->
+  PREMIUM, ``high``/``critical`` -> CRITICAL (the words of task-analysis.json's
+  ``complexity.level``); a number in 0..1 is cut at :attr:`RoutingOptions.low_below`
+  and :attr:`RoutingOptions.high_from`; a tier name (``free``, ``PREMIUM``) starts
+  at that tier.
+- The candidates run along the fallback chain (``[router] fallback``, default
+  CRITICAL -> PREMIUM -> STANDARD -> FREE) from the starting tier; within a tier,
+  registry order.
+- A CRITICAL model needs the user's approval when ``router.critical_needs_approval``:
+  until then the selection comes from the next tier down and carries
+  ``needs_approval=True`` so the caller can escalate.
+- With a budget, a model whose typical call (:attr:`RoutingOptions.typical_tokens_in`
+  / ``typical_tokens_out`` at its registry prices) costs more than the remaining
+  budget is skipped.
+- ``force_model`` wins over complexity and budget when the registry knows it
+  (:meth:`Config.find_model`); naming a model is choosing it, so a forced CRITICAL
+  model needs no further approval.  An unknown name is :class:`UnknownModel`.
+
+After a failure (:func:`next_after_failure`), by :data:`protocol.types.ErrorKind`:
+
+- ``overloaded`` (503/529/"no capacity"): the next model of the chain, same tier
+  first, then lower tiers; the overloaded model is not tried again for this task.
+- ``network``: the same model again after a backoff, ``router.network_retries``
+  times; then the first model of the next tier down.
+- ``context_too_long``: the model with the smallest context window larger than
+  the current one's, from any tier (approval and budget permitting); among equal
+  windows, the one earliest in the chain from the current tier, then the
+  cheapest.  None -> give up, saying so.
+- ``rate_limited``: the same model at once (the key pool moves to another key or
+  waits; changing model would not help).
+- ``auth``: the next model of the chain from another provider.
+- anything else: give up; the executor's attempt budget decides what follows.
+
+Unlike LiteLLM's fallbacks (see the notes on model routing), moving on never
+restarts a cycle: models ruled out for a task stay ruled out, and network
+retries are counted per model for the whole task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from protocol._base import Message
+from protocol.routing import ModelInfo, Registry
+from protocol.types import ERROR_KINDS
+from session.config_models import TIERS, Config, ModelSpec
+
+__all__ = [
+    "COMPLEXITY_TIERS",
+    "AttemptState",
+    "BadComplexity",
+    "Decision",
+    "GiveUp",
+    "NoModelAvailable",
+    "RoutingError",
+    "RoutingOptions",
+    "Selection",
+    "TryModel",
+    "UnknownModel",
+    "chain_from",
+    "fallback_tiers",
+    "model_info",
+    "next_after_failure",
+    "public_url",
+    "registry_of",
+    "select_model",
+    "select_with_fallback",
+    "start_tier",
+    "typical_cost",
+]
+
+#: ``complexity.level`` words (task-analysis.json) -> the tier routing starts from.
+COMPLEXITY_TIERS: dict[str, str] = {
+    "low": "STANDARD",
+    "medium": "PREMIUM",
+    "high": "CRITICAL",
+    "critical": "CRITICAL",
+}
+
+_CRITICAL = "CRITICAL"
+
+
+# --------------------------------------------------------------------------- options, results, errors
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    """Knobs of the policy that the configuration file does not (yet) carry."""
+
+    typical_tokens_in: int = 20_000
+    """Input tokens of a typical call, for the budget check."""
+    typical_tokens_out: int = 2_000
+    """Output tokens of a typical call, for the budget check."""
+    low_below: float = 0.35
+    """A numeric complexity below this is ``low`` (STANDARD)."""
+    high_from: float = 0.7
+    """A numeric complexity from this up is ``high`` (CRITICAL); between the two, ``medium`` (PREMIUM)."""
+    network_backoff_s: float = 1.0
+    """Delay before the first network retry; it doubles with each retry."""
+    network_backoff_max_s: float = 30.0
+    """The longest delay between network retries."""
+
+    def network_delay(self, retry: int) -> float:
+        """Seconds to wait before network retry number ``retry`` (1-based)."""
+        return min(self.network_backoff_max_s, self.network_backoff_s * 2 ** max(0, min(retry - 1, 32)))
+
+
+DEFAULT_OPTIONS = RoutingOptions()
+
+
+class RoutingError(Exception):
+    """No model can be chosen; the message says why and what to do."""
+
+
+class UnknownModel(RoutingError):
+    """``force_model`` names a model the registry does not have."""
+
+
+class NoModelAvailable(RoutingError):
+    """Every candidate was ruled out (budget, approval, an empty chain)."""
+
+
+class BadComplexity(RoutingError, ValueError):
+    """``complexity`` is neither a level word, a tier name, nor a number in 0..1."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The model a task starts on, and why."""
+
+    model: ModelSpec
+    tier: str
+    """The selected model's tier."""
+    start_tier: str
+    """The tier the complexity asked for (the forced model's tier when forced)."""
+    reason: str
+    needs_approval: bool = False
+    """The complexity asked for CRITICAL but it is not approved: ``model`` is from a
+    lower tier, and the caller should ask the user (then select again, approved)."""
+    estimated_cost_usd: float = 0.0
+    """The model's typical call at registry prices (see :class:`RoutingOptions`)."""
+    forced: bool = False
+
+
+class TryModel(Message, frozen=True):
+    """Run the next attempt on ``model`` after waiting ``delay_s`` seconds."""
+
+    model: str
+    tier: str
+    reason: str
+    delay_s: float = 0.0
+
+
+class GiveUp(Message, frozen=True):
+    """Routing has nothing left to try for this failure.
+
+    ``fallback_backend`` is ``router.fallback_backend`` when the chain was
+    exhausted and the config names a backend to hand the task to.
+    """
+
+    reason: str
+    fallback_backend: str | None = None
+
+
+Decision = TryModel | GiveUp
+
+
+@dataclass
+class AttemptState:
+    """What routing remembers about one task between its attempts.
+
+    :func:`next_after_failure` updates it in place: it records the failure
+    (network retries per model, models ruled out) and the model it moves to.
+    """
+
+    approved_critical: bool = False
+    budget_usd: float | None = None
+    """The task's remaining budget in USD; ``None`` is no limit."""
+    network_failures: dict[str, int] = field(default_factory=dict)
+    """Model name -> network errors seen on it for this task."""
+    excluded: set[str] = field(default_factory=set)
+    """Models ruled out for this task (overloaded, its provider failed auth, too small a window)."""
+    tried: list[str] = field(default_factory=list)
+    """Every model the task was sent to, in order (repeats for retries)."""
+
+
+# --------------------------------------------------------------------------- tiers and chains
+
+
+def start_tier(complexity: float | str, options: RoutingOptions = DEFAULT_OPTIONS) -> str:
+    """The tier routing starts from for ``complexity`` (see the module docstring)."""
+    if isinstance(complexity, bool) or not isinstance(complexity, int | float | str):
+        raise BadComplexity(
+            f"complexity must be low, medium, high, a tier name or a number in 0..1, not {complexity!r}"
+        )
+    if isinstance(complexity, str):
+        word = complexity.strip().lower()
+        if word in COMPLEXITY_TIERS:
+            return COMPLEXITY_TIERS[word]
+        if word.upper() in TIERS:
+            return word.upper()
+        try:
+            number = float(word)
+        except ValueError:
+            raise BadComplexity(
+                f"unknown complexity {complexity!r}: use low, medium, high, a tier name "
+                f"({', '.join(TIERS)}) or a number in 0..1"
+            ) from None
+    else:
+        number = float(complexity)
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise BadComplexity(f"a numeric complexity must be in 0..1, not {complexity!r}")
+    if number < options.low_below:
+        return COMPLEXITY_TIERS["low"]
+    if number < options.high_from:
+        return COMPLEXITY_TIERS["medium"]
+    return COMPLEXITY_TIERS["high"]
+
+
+def fallback_tiers(config: Config, tier: str) -> list[str]:
+    """The tiers tried from ``tier`` on, in order.
+
+    ``tier`` and the rest of ``router.fallback`` after it; a tier the fallback does
+    not name is followed by the fallback's tiers cheaper than it, in fallback order.
+    """
+    tier = tier.upper()
+    fallback = [str(name) for name in config.router.fallback]
+    if tier in fallback:
+        return fallback[fallback.index(tier) :]
+    rank = TIERS.index(tier)
+    return [tier, *(name for name in fallback if TIERS.index(name) < rank)]
+
+
+def chain_from(config: Config, tier: str) -> list[ModelSpec]:
+    """Every registry model along :func:`fallback_tiers` from ``tier``; registry order within a tier."""
+    return [model for name in fallback_tiers(config, tier) for model in config.models_in_tier(name)]
+
+
+def typical_cost(model: ModelSpec, options: RoutingOptions = DEFAULT_OPTIONS) -> float:
+    """USD of a typical call of ``model`` at registry prices."""
+    return model.cost(options.typical_tokens_in, options.typical_tokens_out)
+
+
+def _gated(config: Config, model: ModelSpec, approved: bool) -> bool:
+    """Whether ``model`` is held back by the CRITICAL approval gate."""
+    return model.tier == _CRITICAL and config.router.critical_needs_approval and not approved
+
+
+def _affordable(model: ModelSpec, budget_usd: float | None, options: RoutingOptions) -> bool:
+    return budget_usd is None or typical_cost(model, options) <= budget_usd
+
+
+def public_url(url: str | None) -> str | None:
+    """``url`` safe to show: credentials (``user:password@``) and the query string masked."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    host = parts.netloc
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, "***" if parts.query else "", ""))
+
+
+def model_info(model: ModelSpec) -> ModelInfo:
+    """``model`` as a :class:`ModelInfo` (its ``base_url`` without credentials)."""
+    return ModelInfo(
+        name=model.name,
+        provider=model.provider,
+        backend=model.backend,
+        tier=model.tier,
+        input_per_mtok=model.input_per_mtok,
+        output_per_mtok=model.output_per_mtok,
+        cached_per_mtok=model.cached_per_mtok,
+        context_window=model.context_window,
+        base_url=public_url(model.base_url),
+    )
+
+
+def registry_of(config: Config) -> Registry:
+    """The registry and ``[router]`` settings of ``config`` as a :class:`Registry`."""
+    return Registry(
+        models=tuple(model_info(model) for model in config.models),
+        fallback=tuple(config.router.fallback),
+        critical_needs_approval=config.router.critical_needs_approval,
+        network_retries=config.router.network_retries,
+        fallback_backend=config.router.fallback_backend,
+    )
+
+
+def _usd(value: float) -> str:
+    return f"${value:.4f}".rstrip("0").rstrip(".") if value else "$0"
+
+
+# --------------------------------------------------------------------------- choosing the first model
+
+
+def _forced(config: Config, force_model: str, budget_usd: float | None, options: RoutingOptions) -> Selection:
+    model = config.find_model(force_model)
+    if model is None:
+        known = ", ".join(spec.name for spec in config.models) or "none"
+        raise UnknownModel(
+            f"model '{force_model}' is not in the registry; add a [[models]] entry for it or choose one of: {known}"
+        )
+    cost = typical_cost(model, options)
+    reason = f"forced: {model.name}"
+    if budget_usd is not None and cost > budget_usd:
+        reason += f" (its typical call, {_usd(cost)}, exceeds the remaining budget of {_usd(budget_usd)})"
+    return Selection(
+        model=model, tier=model.tier, start_tier=model.tier, reason=reason, estimated_cost_usd=cost, forced=True
+    )
+
+
+def _candidates(
+    config: Config, tier: str, approved: bool, budget_usd: float | None, options: RoutingOptions
+) -> tuple[list[ModelSpec], list[str]]:
+    """The usable models along the chain from ``tier``, and a note for each one skipped."""
+    usable: list[ModelSpec] = []
+    skipped: list[str] = []
+    for model in chain_from(config, tier):
+        if not _affordable(model, budget_usd, options):
+            skipped.append(f"{model.name} ({_usd(typical_cost(model, options))} a typical call > budget)")
+        elif _gated(config, model, approved):
+            skipped.append(f"{model.name} (CRITICAL, not approved)")
+        else:
+            usable.append(model)
+    return usable, skipped
+
+
+def select_with_fallback(
+    config: Config,
+    complexity: float | str = "medium",
+    budget_usd: float | None = None,
+    force_model: str | None = None,
+    approved_critical: bool = False,
+    options: RoutingOptions = DEFAULT_OPTIONS,
+) -> list[ModelSpec]:
+    """Every model the task may use, best first: the fallback chain from the starting tier,
+    less the models the approval gate or the budget rule out.
+
+    With ``force_model``, the forced model comes first, then the chain from its tier.
+    May be empty; raises :class:`UnknownModel` and :class:`BadComplexity`.
+    """
+    if force_model is not None:
+        forced = _forced(config, force_model, budget_usd, options).model
+        rest, _ = _candidates(config, forced.tier, approved_critical, budget_usd, options)
+        return [forced, *(model for model in rest if model.name != forced.name)]
+    usable, _ = _candidates(config, start_tier(complexity, options), approved_critical, budget_usd, options)
+    return usable
+
+
+def select_model(
+    config: Config,
+    complexity: float | str = "medium",
+    budget_usd: float | None = None,
+    force_model: str | None = None,
+    approved_critical: bool = False,
+    options: RoutingOptions = DEFAULT_OPTIONS,
+) -> Selection:
+    """The model a task starts on (see the module docstring for the rules).
+
+    Raises :class:`UnknownModel` for a ``force_model`` the registry lacks,
+    :class:`BadComplexity`, and :class:`NoModelAvailable` when every candidate is
+    ruled out (the message lists each and why).
+    """
+    if force_model is not None:
+        return _forced(config, force_model, budget_usd, options)
+    tier = start_tier(complexity, options)
+    # The gate matters only when a CRITICAL model would otherwise be chosen: an
+    # escalation for a tier the registry lacks, or the budget rules out, is pointless.
+    gate_closed = (
+        tier == _CRITICAL
+        and config.router.critical_needs_approval
+        and not approved_critical
+        and any(_affordable(model, budget_usd, options) for model in config.models_in_tier(_CRITICAL))
+    )
+    usable, skipped = _candidates(config, tier, approved_critical, budget_usd, options)
+    if not usable:
+        tiers = " -> ".join(fallback_tiers(config, tier))
+        detail = f"; ruled out: {', '.join(skipped)}" if skipped else "; the registry has no model in those tiers"
+        fix = ""
+        if gate_closed:
+            fix = " Approve CRITICAL for this task, or raise the budget."
+        elif budget_usd is not None:
+            fix = " Raise the budget, or add a cheaper model to [[models]]."
+        raise NoModelAvailable(f"no usable model along {tiers}{detail}.{fix}")
+    model = usable[0]
+    parts = [f"complexity {complexity!r} starts at {tier}"]
+    if gate_closed:
+        parts.append("CRITICAL needs the user's approval, so a lower tier until then")
+    elif model.tier != tier:
+        parts.append(f"no usable {tier} model, fell back to {model.tier}")
+    if skipped:
+        parts.append(f"skipped {', '.join(skipped)}")
+    return Selection(
+        model=model,
+        tier=model.tier,
+        start_tier=tier,
+        reason="; ".join(parts),
+        needs_approval=gate_closed,
+        estimated_cost_usd=typical_cost(model, options),
+    )
+
+
+# --------------------------------------------------------------------------- after a failure
+
+
+def _first_usable(
+    config: Config, models: Iterable[ModelSpec], state: AttemptState, options: RoutingOptions, current: str
+) -> ModelSpec | None:
+    for model in models:
+        if model.name == current or model.name in state.excluded:
+            continue
+        if _gated(config, model, state.approved_critical) or not _affordable(model, state.budget_usd, options):
+            continue
+        return model
+    return None
+
+
+def _exhausted(config: Config, reason: str) -> GiveUp:
+    backend = config.router.fallback_backend
+    if backend is not None:
+        reason += f"; hand the task to the fallback backend '{backend}'"
+    return GiveUp(reason=reason, fallback_backend=backend)
+
+
+def _move(state: AttemptState, model: ModelSpec, reason: str, delay_s: float = 0.0) -> TryModel:
+    state.tried.append(model.name)
+    return TryModel(model=model.name, tier=model.tier, delay_s=delay_s, reason=reason)
+
+
+def _larger_window(config: Config, spec: ModelSpec, state: AttemptState, options: RoutingOptions) -> TryModel | GiveUp:
+    state.excluded.add(spec.name)
+    chain = chain_from(config, spec.tier)
+    rank = {model.name: index for index, model in enumerate(chain)}
+    order = {model.name: index for index, model in enumerate(config.models)}
+    larger = sorted(
+        (model for model in config.models if model.context_window > spec.context_window),
+        key=lambda model: (
+            model.context_window,
+            rank.get(model.name, len(chain)),
+            typical_cost(model, options),
+            order[model.name],
+        ),
+    )
+    if not larger:
+        return GiveUp(
+            reason=f"context too long: no model in the registry has a context window larger than "
+            f"{spec.name}'s {spec.context_window:,} tokens"
+        )
+    pick = _first_usable(config, larger, state, options, spec.name)
+    if pick is None:
+        held = [
+            f"{model.name} ({'CRITICAL, not approved' if _gated(config, model, state.approved_critical) else 'budget'})"
+            for model in larger
+            if model.name not in state.excluded
+        ]
+        detail = f": {', '.join(held)}" if held else " (all already ruled out for this task)"
+        return GiveUp(
+            reason=f"context too long: every model with a window larger than {spec.name}'s is ruled out{detail}"
+        )
+    return _move(
+        state,
+        pick,
+        f"context too long for {spec.name} ({spec.context_window:,} tokens): {pick.name} has {pick.context_window:,}",
+    )
+
+
+def next_after_failure(
+    config: Config,
+    current: str,
+    error_kind: str,
+    state: AttemptState,
+    options: RoutingOptions = DEFAULT_OPTIONS,
+) -> Decision:
+    """What to try after an attempt on ``current`` failed with ``error_kind`` (see the module docstring).
+
+    ``state`` is updated in place.  Never raises for an unknown model or error kind:
+    it gives up with the reason.
+    """
+    if error_kind not in ERROR_KINDS:
+        return GiveUp(reason=f"unknown error kind '{error_kind}'")
+    spec = config.find_model(current)
+    if spec is None:
+        return GiveUp(reason=f"{error_kind} on '{current}', which is not in the registry: no chain to follow")
+    name = spec.name
+
+    if error_kind == "rate_limited":
+        return _move(state, spec, f"rate limited on {name}: same model, the key pool moves to another key or waits")
+
+    if error_kind == "network":
+        failures = state.network_failures.get(name, 0) + 1
+        state.network_failures[name] = failures
+        retries = config.router.network_retries
+        if failures <= retries:
+            return _move(
+                state,
+                spec,
+                f"network error on {name}: retry {failures} of {retries}",
+                delay_s=options.network_delay(failures),
+            )
+        state.excluded.add(name)
+        lower = [model for model in chain_from(config, spec.tier) if model.tier != spec.tier]
+        pick = _first_usable(config, lower, state, options, name)
+        if pick is None:
+            return _exhausted(config, f"network errors on {name} after {retries} retries, and no lower tier is left")
+        return _move(state, pick, f"network errors on {name} after {retries} retries: next tier, {pick.tier}")
+
+    if error_kind == "overloaded":
+        state.excluded.add(name)
+        pick = _first_usable(config, chain_from(config, spec.tier), state, options, name)
+        if pick is None:
+            return _exhausted(config, f"{name} is overloaded and the fallback chain is exhausted")
+        where = "same tier" if pick.tier == spec.tier else f"next tier, {pick.tier}"
+        return _move(state, pick, f"{name} is overloaded: {where}")
+
+    if error_kind == "auth":
+        state.excluded.update(model.name for model in config.models if model.provider == spec.provider)
+        pick = _first_usable(config, chain_from(config, spec.tier), state, options, name)
+        if pick is None:
+            return _exhausted(config, f"authentication failed for {spec.provider} and no other provider is left")
+        return _move(state, pick, f"authentication failed for {spec.provider}: {pick.provider}'s {pick.name}")
+
+    if error_kind == "context_too_long":
+        return _larger_window(config, spec, state, options)
+
+    return GiveUp(reason=f"{error_kind} is not a routing matter; the executor's attempt budget decides")
