@@ -9,13 +9,13 @@ from __future__ import annotations
 import json as jsonlib
 import re
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import typer
 from rich.console import Console
 
+from cli.options import ConfigOpt, JsonOpt, SessionOpt, load_config_args
 from cli.render import render_problems
 
 __all__ = ["config_app", "render_toml"]
@@ -80,22 +80,6 @@ def render_toml(data: dict[str, Any], prefix: str = "") -> list[str]:
     return lines
 
 
-SessionOpt = Annotated[
-    Path | None,
-    typer.Option("--session", "-s", help="A session folder: its executor.toml is read too.", show_default=False),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="A TOML file that overrides every other source.", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-
-
-def _usage(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {message}", markup=True)
-    return typer.Exit(2)
-
-
 @config_app.command("check")
 def check(session: SessionOpt = None, config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """Validate the configuration and print the effective one, with every key redacted.
@@ -105,14 +89,9 @@ def check(session: SessionOpt = None, config: ConfigOpt = None, json: JsonOpt = 
     Exit code 0 when valid, 1 when not (each problem with its file, key and fix), 2 on bad arguments.
     Example: executor config check --session work/login --json
     """
-    from backends.registry import backend_names  # noqa: PLC0415 - keeps `executor --help` fast
-    from session.config import inspect_config, redacted_dump  # noqa: PLC0415
+    from session.config import redacted_dump  # noqa: PLC0415 - keeps `executor --help` fast
 
-    if session is not None and not session.is_dir():
-        raise _usage(f"--session {session} is not a folder")
-    if config is not None and not config.is_file():
-        raise _usage(f"--config {config} does not exist or is not a file")
-    loaded, problems = inspect_config(session, config, known_backends=backend_names())
+    loaded, problems = load_config_args(session, config)
     dump = redacted_dump(loaded) if loaded is not None else None
     if json:
         body = {"valid": loaded is not None, "config": dump, "problems": problems}

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Protocol
 
 import msgspec
 import typer
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.options import ConfigOpt, JsonOpt, SessionOpt, load_config_args
 from cli.render import render_problems
 from protocol.routing import ModelInfo
 from session.config_models import TIERS, Config
@@ -181,22 +181,6 @@ def render_models(console: Console, report: ModelsReport) -> None:
         console.print(keys)
 
 
-SessionOpt = Annotated[
-    Path | None,
-    typer.Option("--session", "-s", help="A session folder: its executor.toml is read too.", show_default=False),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="A TOML file that overrides every other source.", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-
-
-def _usage(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(2)
-
-
 def models(session: SessionOpt = None, config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """Show the model registry (tiers, prices, context windows), the fallback chain, and live key states.
 
@@ -204,14 +188,7 @@ def models(session: SessionOpt = None, config: ConfigOpt = None, json: JsonOpt =
     Exit code 0, 1 when the configuration is invalid, 2 on bad arguments.
     Example: executor models --session work/login --json
     """
-    from backends.registry import backend_names  # noqa: PLC0415 - keeps `executor --help` fast
-    from session.config import inspect_config  # noqa: PLC0415
-
-    if session is not None and not session.is_dir():
-        raise _usage(f"--session {session} is not a folder")
-    if config is not None and not config.is_file():
-        raise _usage(f"--config {config} does not exist or is not a file")
-    loaded, problems = inspect_config(session, config, known_backends=backend_names())
+    loaded, problems = load_config_args(session, config)
     if loaded is None:
         if json:
             body = ModelsReport(valid=False, problems=tuple(problems))

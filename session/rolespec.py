@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from session.frontmatter import split_frontmatter
 from session.problems import Problem
 
 __all__ = [
@@ -70,16 +71,6 @@ class RoleSpec:
         return (self.meta.prefix, *self.meta.additional_prefixes)
 
 
-def _split_frontmatter(text: str) -> tuple[str, str] | None:
-    lines = text.split("\n")
-    if not lines or lines[0].strip() != "---":
-        return None
-    for index in range(1, len(lines)):
-        if lines[index].strip() == "---":
-            return "\n".join(lines[1:index]), "\n".join(lines[index + 1 :])
-    return None
-
-
 def _phases(body: str) -> dict[int, str]:
     matches = list(_PHASE_HEADING.finditer(body))
     sections: dict[int, str] = {}
@@ -132,7 +123,7 @@ def parse_role_spec(path: Path, display: str) -> tuple[RoleSpec | None, list[Pro
         ]
 
     text = text.replace("\r\n", "\n").lstrip("\ufeff")
-    split = _split_frontmatter(text)
+    split = split_frontmatter(text)
     if split is None:
         return None, [
             Problem(

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from session.frontmatter import split_frontmatter
 from session.loader import TeamSession
 from session.problems import Problem
 from session.resources import builtin_path
@@ -91,16 +92,6 @@ def user_config_dir() -> Path:
 # --------------------------------------------------------------------------- reading one SKILL.md
 
 
-def _split_frontmatter(text: str) -> tuple[str, str] | None:
-    lines = text.split("\n")
-    if not lines or lines[0].strip() != "---":
-        return None
-    for index in range(1, len(lines)):
-        if lines[index].strip() == "---":
-            return "\n".join(lines[1:index]), "\n".join(lines[index + 1 :])
-    return None
-
-
 def _read_skill(path: Path, folder_name: str, source: SkillSource, display: str) -> Skill | Problem:
     """Parse ``path``; the :class:`Skill`, or the warning that says why it was skipped."""
 
@@ -130,7 +121,7 @@ def _read_skill(path: Path, folder_name: str, source: SkillSource, display: str)
         return skipped(f"not UTF-8 text ({error.reason} at byte {error.start})", "save the file as UTF-8")
 
     text = text.replace("\r\n", "\n").lstrip("\ufeff")
-    split = _split_frontmatter(text)
+    split = split_frontmatter(text)
     if split is None:
         return skipped(
             "no YAML frontmatter (the file must start with a '---' line and close it with another)",

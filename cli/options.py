@@ -1,0 +1,44 @@
+"""Options and argument checks shared by the commands that read the configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from session.config_models import Config
+    from session.problems import Problem
+
+__all__ = ["ConfigOpt", "JsonOpt", "SessionOpt", "load_config_args", "usage_error"]
+
+SessionOpt = Annotated[
+    Path | None,
+    typer.Option("--session", "-s", help="A session folder: its executor.toml is read too.", show_default=False),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="A TOML file that overrides every other source.", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def usage_error(message: str) -> typer.Exit:
+    """Print a usage error on stderr; raise the returned Exit (code 2)."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", markup=True)
+    return typer.Exit(2)
+
+
+def load_config_args(session: Path | None, config: Path | None) -> tuple[Config | None, list[Problem]]:
+    """Check ``--session``/``--config`` (usage errors exit 2), then inspect the configuration."""
+    from backends.registry import backend_names  # noqa: PLC0415 - keeps `executor --help` fast
+    from session.config import inspect_config  # noqa: PLC0415
+
+    if session is not None and not session.is_dir():
+        raise usage_error(f"--session {session} is not a folder")
+    if config is not None and not config.is_file():
+        raise usage_error(f"--config {config} does not exist or is not a file")
+    return inspect_config(session, config, known_backends=backend_names())
