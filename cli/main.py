@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from cli.config_cmd import config_app
+from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
 from cli.render import render_check, render_problems
 from session.loader import inspect_session
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
 app.command("models")(models_command)
 
 SessionOption = Annotated[

@@ -1,0 +1,122 @@
+"""The KeyPool service actor: leases API keys, takes reports, adds and removes keys at run time.
+
+It wraps one :class:`session.keypool.KeyPool` (and, when given, the encrypted
+:class:`session.keystore.KeyStore` that run-time keys are saved in).  Give every
+incarnation the *same* pool object (the supervisor's start function captures it):
+cooldowns and usage then survive a restart of the actor.
+
+Replies to :class:`~protocol.keys.AcquireKey`:
+
+- :class:`~protocol.keys.KeyLease` — use ``secret_ref`` for one call, then tell a
+  :class:`~protocol.keys.ReportKey`.  The lease is an in-memory reply: never log it;
+- :class:`~protocol.keys.KeyWait` — every key of the provider is cooling; ask again
+  after ``wait_s`` (the task waits, it does not fail);
+- :class:`~protocol.keys.KeyUnavailable` — no usable key at all (the router moves on).
+
+No reply of this actor but a KeyLease holds a key; handlers never raise for bad
+input (a ``tell`` that raises would stop the actor).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors.base import TreeActor, handles
+from protocol.keys import (
+    AcquireKey,
+    AddKey,
+    GetKeyStates,
+    KeyAdded,
+    KeyLease,
+    KeyRejected,
+    KeyRemoved,
+    KeyStates,
+    KeyUnavailable,
+    KeyWait,
+    RemoveKey,
+    ReportKey,
+)
+from session.config_models import Secret
+from session.keypool import KeyPool, Lease, PoolKey, Wait
+from session.keystore import InvalidKey, KeyStore, KeyStoreError, validate_key
+
+__all__ = ["KeyPoolActor"]
+
+log = logging.getLogger("executor.actors.keypool")
+
+
+class KeyPoolActor(TreeActor):
+    """A permanent service: the only owner of its :class:`KeyPool` while it runs."""
+
+    def __init__(self, name: str, parent: Any, incarnation: int, pool: KeyPool, store: KeyStore | None = None) -> None:
+        super().__init__(name, parent, incarnation)
+        self.pool = pool
+        self.store = store
+
+    @handles(AcquireKey)
+    def acquire(self, message: AcquireKey) -> KeyLease | KeyWait | KeyUnavailable:
+        result = self.pool.acquire(message.provider)
+        if isinstance(result, Lease):
+            return KeyLease(key_id=result.key_id, provider=result.provider, secret_ref=result.secret)
+        if isinstance(result, Wait):
+            return KeyWait(provider=result.provider, wait_s=result.wait_s, key_id=result.key_id)
+        return KeyUnavailable(provider=result.provider, reason=result.reason)
+
+    @handles(ReportKey)
+    def report(self, message: ReportKey) -> KeyStates:
+        try:
+            state = self.pool.report(
+                message.key_id,
+                message.outcome,
+                retry_after_s=message.retry_after_s,
+                tokens_in=message.tokens_in,
+                tokens_out=message.tokens_out,
+                cost_usd=message.cost_usd,
+                error=message.error,
+            )
+        except ValueError as error:
+            log.warning("%s: ignored a key report: %s", self.name, error)
+            state = None
+        if state is not None and state.status != "active":
+            log.info("%s: key %s is %s (%s)", self.name, state.key_id, state.status, state.last_error)
+        return KeyStates(items=() if state is None else (state,))
+
+    @handles(AddKey)
+    def add(self, message: AddKey) -> KeyAdded | KeyRejected:
+        secret = message.secret
+        if not isinstance(secret, Secret):
+            return KeyRejected(provider=message.provider, reason="the key must be given as a Secret")
+        try:
+            provider, value, tier = validate_key(message.provider, secret.reveal(), message.tier)
+        except InvalidKey as error:
+            return KeyRejected(provider=message.provider, reason=str(error))
+        key = PoolKey.new(provider, value, tier, source="runtime")
+        persisted, warning = False, None
+        if message.persist and self.store is not None:
+            try:
+                self.store.add(provider, value, tier)
+            except KeyStoreError as error:
+                warning = f"the key is in use but was not saved: {error}"
+            else:
+                persisted = self.store.persistent
+                warning = self.store.warning
+                key = PoolKey.new(provider, value, tier, source="keystore" if persisted else "memory")
+        elif message.persist:
+            warning = "no key store: the key is held in memory for this process only"
+        ident = self.pool.add(key)
+        return KeyAdded(key_id=ident, provider=provider, last4=key.secret.last4, persisted=persisted, warning=warning)
+
+    @handles(RemoveKey)
+    def remove(self, message: RemoveKey) -> KeyRemoved:
+        found = self.pool.remove(message.key_id)
+        if self.store is not None:
+            try:
+                found = self.store.remove(message.key_id) or found
+            except KeyStoreError as error:
+                log.warning("%s: could not remove %s from the key store: %s", self.name, message.key_id, error)
+        return KeyRemoved(key_id=message.key_id, found=found)
+
+    @handles(GetKeyStates)
+    def states(self, message: GetKeyStates) -> KeyStates:
+        return KeyStates(items=tuple(self.pool.snapshot(message.provider)))
