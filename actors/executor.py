@@ -29,7 +29,9 @@ import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
+from actors.keypool import KeyPoolActor
 from actors.reconciler import Reconciler
+from actors.router import RouterActor
 from actors.runner import AttemptRunner, default_permission
 from actors.scheduler import Scheduler
 from actors.session import EventSink, SessionActor
@@ -84,12 +86,15 @@ from session.graph import id_prefix
 from session.loader import TeamSession
 from session.store import STATE_DIR, utc_now
 
-__all__ = ["Boot", "Conclude", "Executor", "RunOptions", "StateWriteFailed"]
+__all__ = ["Boot", "Conclude", "Executor", "RoutingSetup", "RunOptions", "StateWriteFailed"]
 
 log = logging.getLogger("executor.root")
 
 SESSION = "session"
 RECONCILER = "reconciler"
+ROUTER = "router"
+KEYPOOL = "keypool"
+SERVICES = (SESSION, RECONCILER, ROUTER, KEYPOOL)
 ASK_TIMEOUT_S = 30.0
 
 
@@ -105,6 +110,15 @@ class Conclude(Message, frozen=True):
 
 class StateWriteFailed(Exception):
     """The Session actor could not record a transition even after a restart."""
+
+
+@dataclass(frozen=True)
+class RoutingSetup:
+    """What the Router and KeyPool services start from (objects, not messages: local only)."""
+
+    config: Any  # session.config_models.Config
+    pool: Any  # session.keypool.KeyPool
+    store: Any = None  # session.keystore.KeyStore, for keys added while the run goes on
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,7 @@ class RunOptions:
     session_budget_usd: float | None = None
     task_budget_usd: float | None = None
     budget_warn_at: float = 0.8
+    routing: RoutingSetup | None = None
 
 
 @dataclass
@@ -211,6 +226,25 @@ class Executor(TreeActor):
                 backoff=self.options.service_backoff,
             )
         )
+        routing = self.options.routing
+        if routing is not None:
+            self.supervisor.start_child(
+                ChildSpec(
+                    name=ROUTER,
+                    start=lambda inc: RouterActor.start(ROUTER, me, inc, routing.config),
+                    restart=RestartType.PERMANENT,
+                    backoff=self.options.service_backoff,
+                )
+            )
+            self.supervisor.start_child(
+                ChildSpec(
+                    name=KEYPOOL,
+                    # The same pool object survives a restart: cooldowns and usage are kept.
+                    start=lambda inc: KeyPoolActor.start(KEYPOOL, me, inc, routing.pool, routing.store),
+                    restart=RestartType.PERMANENT,
+                    backoff=self.options.service_backoff,
+                )
+            )
         threading.Thread(target=self._tick_loop, name="executor-ticker", daemon=True).start()
         me.tell(Boot())
 
@@ -725,7 +759,7 @@ class Executor(TreeActor):
         if isinstance(decision, Escalate):
             self._escalate(decision.reason)
             return
-        if name in (SESSION, RECONCILER):
+        if name in SERVICES:
             if isinstance(decision, Restart):
                 self._record(ServiceRestarted(name=name, restarts=decision.restarts, error=error or ""))
                 timer = threading.Timer(

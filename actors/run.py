@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -29,12 +30,13 @@ from typing import Any, TextIO, TypeVar
 import msgspec
 import psutil
 
-from actors.executor import Conclude, Executor, RunOptions
+from actors.executor import Conclude, Executor, RoutingSetup, RunOptions
 from actors.prompting import PromptSource
 from actors.reconciler import find_marked_processes
 from actors.session import EventSink
 from actors.supervision import Backoff
 from backends.base import Backend
+from backends.openai_http import OpenAIHttpBackend
 from backends.process import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
 from backends.sandbox import JailError, find_jail, resolve_workdir
@@ -42,10 +44,13 @@ from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, load_config
 from session.config_models import Config
+from session.keypool import pool_from_config
+from session.keystore import KeyStore, KeyStoreError
 from session.loader import TeamSession, inspect_session
 from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
 from session.problems import format_problems
+from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
 
 __all__ = ["RunRefused", "RunRequest", "resolve_backends", "run_session"]
@@ -124,7 +129,13 @@ def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Bac
         except UnknownBackend as error:
             problems.append(f"{where}: {error}")
             continue
-        problem = backend.preflight(role, spec.meta)
+        # Runs have a Router and a KeyPool: the openai backend's model, base URL and key
+        # may come from the registry and the pool rather than the role-spec.
+        problem = (
+            backend.preflight_routed(role, spec.meta)
+            if isinstance(backend, OpenAIHttpBackend)
+            else backend.preflight(role, spec.meta)
+        )
         if problem:
             problems.append(problem)
             continue
@@ -311,6 +322,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         hang_timeout_s=request.hang_timeout_s,
         shutdown_grace_s=_first(request.shutdown_grace_s, settings.shutdown_grace_s),
         retry_backoff=Backoff(min_s=retry_backoff_s, max_s=max(300.0, retry_backoff_s), jitter=0.2),
+        routing=_routing_setup(config, console),
         session_budget_usd=config.budget.session_usd,
         task_budget_usd=config.budget.task_usd,
         budget_warn_at=config.budget.warn_at,
@@ -360,6 +372,20 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     if summary.escalated or summary.failed or summary.blocked or summary.budget_stopped:
         return 1
     return 0
+
+
+def _routing_setup(config: Config, console: _Console) -> RoutingSetup:
+    """The key pool from the config's key variables and seed files, plus the encrypted
+    store when one exists (opening it may ask the OS keyring, so only then)."""
+    store = None
+    stored: list[Any] = []
+    if (user_config_dir() / "keys.enc").exists():
+        try:
+            store = KeyStore.open(user_config_dir(), os.environ)
+            stored = list(store.secrets())
+        except KeyStoreError as error:
+            console(f"! the key store could not be opened ({error}); going on without its keys")
+    return RoutingSetup(config=config, pool=pool_from_config(config, os.environ, stored=stored), store=store)
 
 
 def _first(flag: _T | None, configured: _T) -> _T:

@@ -24,6 +24,7 @@ import pykka
 from actors.base import TreeActor, handles
 from backends.base import WorkerHooks
 from backends.process import stop_tree
+from protocol.keys import AcquireKey, KeyUnavailable, ReportKey, outcome_for_error
 from protocol.messages import (
     AttemptResult,
     RunTask,
@@ -33,8 +34,76 @@ from protocol.messages import (
     WorkerStarted,
     WorkOrder,
 )
+from protocol.routing import NextModel, NoModel, SelectModel
 
 __all__ = ["Runner", "TeamWorker"]
+
+
+class _ActorRouting:
+    """``hooks.routing``: model and key choices asked of the Router and KeyPool actors."""
+
+    ASK_TIMEOUT_S = 10.0
+
+    def __init__(self, router: pykka.ActorRef[Any], keypool: pykka.ActorRef[Any], config: Any) -> None:
+        self.router = router
+        self.keypool = keypool
+        self.config = config
+
+    @classmethod
+    def find(cls) -> _ActorRouting | None:
+        from actors.keypool import KeyPoolActor  # noqa: PLC0415 - only runs with routing need them
+        from actors.router import RouterActor  # noqa: PLC0415
+
+        routers = pykka.ActorRegistry.get_by_class(RouterActor)
+        pools = pykka.ActorRegistry.get_by_class(KeyPoolActor)
+        if not routers or not pools:
+            return None
+        config = routers[-1].proxy().config.get(timeout=cls.ASK_TIMEOUT_S)
+        return cls(routers[-1], pools[-1], config)
+
+    def _ask(self, ref: pykka.ActorRef[Any], message: Any) -> Any:
+        try:
+            return ref.ask(message, timeout=self.ASK_TIMEOUT_S)
+        except (pykka.ActorDeadError, pykka.Timeout) as error:
+            return NoModel(task_id="", reason=f"the routing service did not answer: {error}")
+
+    def select_model(self, task_id: str, complexity: str, force_model: str | None) -> Any:
+        return self._ask(self.router, SelectModel(task_id=task_id, complexity=complexity, force_model=force_model))
+
+    def next_model(self, task_id: str, current_model: str, error_kind: str) -> Any:
+        return self._ask(self.router, NextModel(task_id=task_id, current_model=current_model, error_kind=error_kind))  # type: ignore[arg-type]
+
+    def base_url(self, model: str) -> str | None:
+        spec = self.config.find_model(model)
+        return spec.base_url if spec is not None else None
+
+    def acquire_key(self, provider: str) -> Any:
+        answer = self._ask(self.keypool, AcquireKey(provider=provider))
+        if isinstance(answer, NoModel):
+            return KeyUnavailable(provider=provider, reason=answer.reason)
+        return answer
+
+    def report_key(
+        self,
+        key_id: str,
+        error_kind: str | None,
+        retry_after_s: float | None,
+        tokens_in: int,
+        tokens_out: int,
+        cost_usd: float,
+        error: str | None,
+    ) -> None:
+        self.keypool.tell(
+            ReportKey(
+                key_id=key_id,
+                outcome=outcome_for_error(error_kind),
+                retry_after_s=retry_after_s,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost_usd,
+                error=error,
+            )
+        )
 
 
 class _Hooks:
@@ -43,6 +112,7 @@ class _Hooks:
     def __init__(self, worker: TeamWorker, order: WorkOrder) -> None:
         self.worker = worker
         self.order = order
+        self.routing = _ActorRouting.find()
 
     def started(self, pid: int, create_time: float | None) -> None:
         self.worker.current_process = (pid, create_time)

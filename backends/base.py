@@ -20,12 +20,12 @@ Workers talk back in two optional ways, both documented in the README:
 from __future__ import annotations
 
 import threading
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from protocol.messages import AttemptResult, WorkOrder
 from session.rolespec import RoleSpecFrontmatter
 
-__all__ = ["Backend", "WorkerHooks"]
+__all__ = ["Backend", "RoutingServices", "WorkerHooks"]
 
 
 class WorkerHooks(Protocol):
@@ -36,6 +36,39 @@ class WorkerHooks(Protocol):
 
     def progress(self, percent: int | None, note: str) -> None:
         """The agent said how far it is."""
+
+
+class RoutingServices(Protocol):
+    """Model and key choices for backends that can switch them within one attempt.
+
+    Offered as ``hooks.routing`` when the run has a Router and a KeyPool; a
+    backend that finds no ``routing`` attribute (or None) uses its own settings.
+    Every method blocks briefly (an ask to a service actor) and never raises.
+    """
+
+    def select_model(self, task_id: str, complexity: str, force_model: str | None) -> Any:
+        """A ``protocol.routing.ModelChoice`` or ``NoModel``."""
+
+    def next_model(self, task_id: str, current_model: str, error_kind: str) -> Any:
+        """After a failure: a ``ModelChoice`` to try next, or ``NoModel``."""
+
+    def base_url(self, model: str) -> str | None:
+        """The registry's base URL for ``model`` (for OpenAI-compatible servers), or None."""
+
+    def acquire_key(self, provider: str) -> Any:
+        """A ``protocol.keys.KeyLease``, ``KeyWait`` or ``KeyUnavailable``."""
+
+    def report_key(
+        self,
+        key_id: str,
+        error_kind: str | None,
+        retry_after_s: float | None,
+        tokens_in: int,
+        tokens_out: int,
+        cost_usd: float,
+        error: str | None,
+    ) -> None:
+        """How a call with a leased key went (``error_kind`` None: it worked)."""
 
 
 class Backend(Protocol):

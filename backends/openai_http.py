@@ -62,7 +62,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from backends.agent_cli import classify_status, retry_after_in
-from backends.base import WorkerHooks
+from backends.base import RoutingServices, WorkerHooks
 from backends.conventions import (
     DESCRIPTION_HEADING,
     belongs_to_task,
@@ -99,6 +99,7 @@ _CONNECT_TIMEOUT_S = 10.0
 _POLL_S = 0.05  # how often the waiting thread looks at cancel and the clocks
 _ERROR_BODY_LIMIT = 64 * 1024
 _MAX_ERROR_CHARS = 1000
+_MAX_ROUTING_STEPS = 30  # keys and models tried within one attempt before it gives up
 _OUTPUT_TAIL_CHARS = 4096
 _SUMMARY_CHARS = 300
 
@@ -149,6 +150,12 @@ def chat_endpoint(base_url: str) -> str:
 def _ssl_context() -> ssl.SSLContext:
     """httpx's default verifying context, made once (building one costs tens of milliseconds)."""
     return httpx.create_ssl_context()
+
+
+def _note(log: TextIO | None, line: str) -> None:
+    if log is not None:
+        log.write(f"openai: {line}\n")
+        log.flush()
 
 
 def _safe_url(url: str) -> str:
@@ -625,6 +632,15 @@ class OpenAIHttpBackend:
             return f"role '{role}' uses backend '{self.name}', but {problem}"
         return None
 
+    def preflight_routed(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
+        """Preflight for a run with a Router and a KeyPool: the model may come from the
+        registry (by tier), its base URL from the registry and its key from the pool, so only
+        a malformed ``OPENAI_BASE_URL`` (the fallback) is a problem here."""
+        base = self._base_url or self.environ.get(BASE_URL_ENV)
+        if base and (urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname):
+            return f"role '{role}' uses backend '{self.name}', but {BASE_URL_ENV} must be an http:// or https:// URL"
+        return None
+
     # --- one call ---------------------------------------------------------------------------
 
     def complete(
@@ -886,13 +902,14 @@ class OpenAIHttpBackend:
             prompt = Path(order.prompt_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             return failed("spawn_failed", f"cannot read the prompt file {order.prompt_file}: {error}")
-        if not order.model:
+        routed = getattr(hooks, "routing", None) is not None  # the Router and KeyPool choose instead
+        if not order.model and not routed:
             return failed("spawn_failed", "the openai backend needs a model: set `model:` in the role-spec")
-        problem = self.config_problem()
+        problem = None if routed else self.config_problem()
         if problem is not None:
             return failed("spawn_failed", f"the openai backend cannot start: {problem}")
         base_url, api_key = self.endpoint_config()
-        if base_url is None:  # config_problem() said there is one; this keeps the type checker sure
+        if base_url is None and not routed:  # config_problem() said there is one; this keeps the type checker sure
             return failed("spawn_failed", f"the openai backend cannot start: set {BASE_URL_ENV}")
         artifact = expected_artifact_in(prompt, order)
         messages = [
@@ -901,23 +918,27 @@ class OpenAIHttpBackend:
         ]
         log = self._open_log(order)
         try:
-            if log is not None:
+            if log is not None and not routed and base_url is not None:
                 log.write(
                     f"openai: POST {_safe_url(chat_endpoint(base_url))} model={order.model} "
                     f"key={key_hint(api_key)} prompt={len(prompt)} chars; writing {artifact}\n"
                 )
                 log.flush()
-            progress = _Progress(hooks, log, order.model, self.progress_interval_s)
-            outcome = self.complete(
-                messages,
-                model=order.model,
-                base_url=base_url,
-                api_key=api_key,
-                timeout_s=order.hang_timeout_s or DEFAULT_NO_OUTPUT_TIMEOUT_S,
-                wall_timeout_s=order.timeout_s,
-                cancel=cancel,
-                on_delta=progress,
-            )
+            progress = _Progress(hooks, log, order.model or "the routed model", self.progress_interval_s)
+            routing = getattr(hooks, "routing", None)
+            if routing is not None:
+                outcome = self._complete_routed(order, routing, messages, cancel, progress, log)
+            else:
+                outcome = self.complete(
+                    messages,
+                    model=order.model,
+                    base_url=base_url,
+                    api_key=api_key,
+                    timeout_s=order.hang_timeout_s or DEFAULT_NO_OUTPUT_TIMEOUT_S,
+                    wall_timeout_s=order.timeout_s,
+                    cancel=cancel,
+                    on_delta=progress,
+                )
             if log is not None:
                 log.write(
                     f"\nopenai: {'ok' if outcome.ok else outcome.error_kind} "
@@ -930,6 +951,84 @@ class OpenAIHttpBackend:
             if log is not None:
                 log.close()
         return self._result(order, outcome, artifact, started)
+
+    def _complete_routed(
+        self,
+        order: WorkOrder,
+        routing: RoutingServices,
+        messages: list[dict[str, str]],
+        cancel: threading.Event,
+        progress: Callable[[str], None],
+        log: TextIO | None,
+    ) -> ChatOutcome:
+        """One attempt that may move across keys and models (the Router and the KeyPool decide).
+
+        A 429 reports the key (it cools down) and takes the next one at once; when every
+        key is cooling it waits for the first to recover.  Any other failure asks the
+        Router for the next model (503 down the chain, network with backoff, a larger
+        window for context_too_long); with no next model the failure is the result.
+        """
+        fallback_base, fallback_key = self.endpoint_config()
+        choice = routing.select_model(order.task_id, "medium", order.model)
+        if not hasattr(choice, "model"):
+            return ChatOutcome(
+                text="", error_kind="crash", error=f"no model to run: {choice.reason}", model=order.model
+            )
+        model, provider = choice.model, choice.provider
+        deadline = time.monotonic() + (order.timeout_s or 3600.0)
+        outcome = ChatOutcome(text="", error_kind="crash", error="no call was made", model=model)
+        for _ in range(_MAX_ROUTING_STEPS):
+            if cancel.is_set() or time.monotonic() >= deadline:
+                break
+            lease = routing.acquire_key(provider)
+            if hasattr(lease, "wait_s"):  # every key of the provider is cooling: wait, do not fail
+                wait = max(0.0, min(lease.wait_s, deadline - time.monotonic()))
+                _note(log, f"all {provider} keys are cooling; waiting {wait:.1f}s for {lease.key_id}")
+                if cancel.wait(wait):
+                    break
+                continue
+            secret = getattr(lease, "secret_ref", None)
+            key_id = getattr(lease, "key_id", None) if secret is not None else None
+            api_key = secret.reveal() if secret is not None else fallback_key
+            base_url = routing.base_url(model) or fallback_base
+            if base_url is None:
+                return ChatOutcome(text="", error_kind="auth", error=f"no base URL for {model}", model=model)
+            _note(log, f"calling {model} at {_safe_url(base_url)} with key {key_hint(api_key)}")
+            outcome = self.complete(
+                messages,
+                model=model,
+                base_url=base_url,
+                api_key=api_key,
+                timeout_s=order.hang_timeout_s or DEFAULT_NO_OUTPUT_TIMEOUT_S,
+                wall_timeout_s=max(1.0, deadline - time.monotonic()),
+                cancel=cancel,
+                on_delta=progress,
+            )
+            if key_id is not None:
+                cost = estimate_cost(model, outcome.tokens_in or 0, outcome.tokens_out or 0, outcome.tokens_cached or 0)
+                routing.report_key(
+                    key_id,
+                    outcome.error_kind,
+                    outcome.retry_after_s,
+                    outcome.tokens_in or 0,
+                    outcome.tokens_out or 0,
+                    cost or 0.0,
+                    redact(outcome.error or "", api_key) or None,
+                )
+            _note(log, f"{model}: {'ok' if outcome.ok else outcome.error_kind}")
+            if outcome.ok or outcome.error_kind == "interrupted":
+                return outcome
+            if outcome.error_kind == "rate_limited" and key_id is not None:
+                continue  # the key cools down; the pool hands out the next one (or says to wait)
+            following = routing.next_model(order.task_id, model, outcome.error_kind or "crash")
+            if not hasattr(following, "model"):
+                return outcome
+            if following.delay_s and cancel.wait(following.delay_s):
+                break
+            model, provider = following.model, following.provider
+        if cancel.is_set():
+            return ChatOutcome(text="", error_kind="interrupted", error="stopped by the executor", model=model)
+        return outcome
 
     @staticmethod
     def _open_log(order: WorkOrder) -> TextIO | None:

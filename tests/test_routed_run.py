@@ -1,0 +1,90 @@
+"""One task moves across keys and models inside its attempt: `executor run` with the openai backend.
+
+The model servers are tests/fake_openai.py on 127.0.0.1; the keys come from the
+environment variables that [keys.env] names, and never reach any file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from session.store import StoreReader
+from tests.fake_openai import FakeOpenAI, RateLimited, Reply, Unavailable
+from tests.sessions import write_session
+
+KEY_A = "sk-test-aaaaaaaaaaaaaaaa1111"
+KEY_B = "sk-test-bbbbbbbbbbbbbbbb2222"
+
+
+def routed_session(tmp_path: Path, fake: FakeOpenAI, models: list[tuple[str, str]], role_model: str | None) -> Path:
+    extra = "backend: openai\n" + (f"model: {role_model}\n" if role_model else "")
+    folder = write_session(tmp_path / "s", {"writer": "WRITE"}, {"WRITE-001": []}, role_extra={"writer": extra})
+    entries = "".join(
+        f'[[models]]\nname = "{name}"\nprovider = "openai-compatible"\nbackend = "openai"\ntier = "{tier}"\n'
+        f'input_per_mtok = 1.0\noutput_per_mtok = 2.0\ncontext_window = 8000\nbase_url = "{fake.base_url}"\n\n'
+        for name, tier in models
+    )
+    (folder / "executor.toml").write_text(entries + '[keys.env]\nopenai-compatible = ["KEY_A", "KEY_B"]\n')
+    return folder
+
+
+def env_for(fake: FakeOpenAI) -> dict[str, str]:
+    return {"KEY_A": KEY_A, "KEY_B": KEY_B, "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": KEY_A}
+
+
+def assert_no_key_anywhere(folder: Path, *outputs: str) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert KEY_A.encode() not in data, path
+            assert KEY_B.encode() not in data, path
+    for text in outputs:
+        assert KEY_A not in text
+        assert KEY_B not in text
+
+
+def test_a_429_moves_the_task_to_the_next_key_at_once(executor_cli, tmp_path):
+    with FakeOpenAI(keys=(KEY_A, KEY_B), models=("model-a",)) as fake:
+        folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
+        fake.script(RateLimited(retry_after_s=30), key=KEY_A)
+        fake.script(Reply("[writer] WRITE-001 done: the text."), key=KEY_B)
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env_for(fake))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(fake.chat_requests(key=KEY_A)) == 1
+        assert len(fake.chat_requests(key=KEY_B)) == 1
+    assert "the text" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
+    assert_no_key_anywhere(folder, result.stdout, result.stderr)
+
+
+def test_when_every_key_is_cooling_the_task_waits_for_the_first_to_recover(executor_cli, tmp_path):
+    with FakeOpenAI(keys=(KEY_A, KEY_B), models=("model-a",)) as fake:
+        folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
+        fake.script(RateLimited(retry_after_s=1), Reply("[writer] WRITE-001 done after the wait."), key=KEY_A)
+        fake.script(RateLimited(retry_after_s=2), key=KEY_B)
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env_for(fake))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(fake.chat_requests(key=KEY_A)) == 2, "key A was used again once its Retry-After passed"
+        assert len(fake.chat_requests(key=KEY_B)) == 1
+    log = (folder / ".executor" / "logs" / "WRITE-001-a1.log").read_text()
+    assert "keys are cooling; waiting" in log
+    assert_no_key_anywhere(folder, result.stdout, result.stderr)
+
+
+def test_an_overloaded_model_falls_back_along_the_chain(executor_cli, tmp_path):
+    with FakeOpenAI(keys=(KEY_A, KEY_B), models=("model-premium", "model-standard")) as fake:
+        folder = routed_session(
+            tmp_path, fake, [("model-premium", "PREMIUM"), ("model-standard", "STANDARD")], role_model=None
+        )
+        fake.script(Unavailable(status=503), model="model-premium")
+        fake.script(Reply("[writer] WRITE-001 done on the standard model."), model="model-standard")
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env_for(fake))
+        assert result.returncode == 0, result.stdout + result.stderr
+        asked = [json.loads(json.dumps(r.body)).get("model") for r in fake.chat_requests()]
+        assert asked == ["model-premium", "model-standard"]
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    (run,) = reader.runs()
+    reader.close()
+    assert run.model == "model-standard"
+    assert_no_key_anywhere(folder, result.stdout, result.stderr)
