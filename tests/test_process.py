@@ -117,16 +117,21 @@ def test_on_start_gets_the_real_pid_and_create_time_while_the_child_runs(tmp_pat
 
     def on_start(pid: int, create_time: float) -> None:
         proc = psutil.Process(pid)
+        # Right after the spawn the child may still be inside exec (its cmdline reads
+        # empty for a moment on a loaded machine): wait for it to become the program.
+        deadline = time.monotonic() + 10
+        while not proc.cmdline() and time.monotonic() < deadline:
+            time.sleep(0.01)
         seen.append((pid, create_time, proc.create_time(), " ".join(proc.cmdline())))
 
-    code = "import time; time.sleep(0.3)"
+    code = "import time; time.sleep(2)"
     outcome = run_process(spec_for(tmp_path, py(code)), ProcessLimits(wall_timeout_s=SAFE_WALL), on_start=on_start)
 
     assert outcome.error_kind is None
     [(pid, create_time, real_create_time, cmdline)] = seen
     assert pid == outcome.pid
     assert create_time == real_create_time
-    assert "time.sleep(0.3)" in cmdline
+    assert "time.sleep(2)" in cmdline
 
 
 def test_the_log_file_is_appended_to_and_its_parent_directory_is_created(tmp_path: Path) -> None:
