@@ -28,10 +28,11 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.loopback import LoopbackServer
 
 # Fixed token counts reported for every answered model request.
 INPUT_TOKENS = 100
@@ -139,7 +140,7 @@ class RecordedRequest:
 # --------------------------------------------------------------------------- server
 
 
-class FakeLLM:
+class FakeLLM(LoopbackServer):
     """A scriptable fake LLM HTTP server, run in a background thread.
 
     Usage::
@@ -152,53 +153,12 @@ class FakeLLM:
     """
 
     def __init__(self, model_latency_s: float = 0.0) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._turns: deque[list[Any]] = deque()
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
-        self._stop = threading.Event()
         self._latency = model_latency_s
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle
-
-    def start(self) -> FakeLLM:
-        self._stop = threading.Event()
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-llm", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeLLM:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    # -- public API
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeLLM is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -739,3 +699,7 @@ def _error_body(protocol: str, status: int, kind: str, message: str, extra: dict
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{extra.get('Retry-After', '1')}s"}
         ]
     return {"error": error}
+
+
+FakeLLM.handler = _Handler
+FakeLLM.thread_name = "fake-llm"

@@ -33,9 +33,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import LoopbackServer
 
 PROMPT_TOKENS = 100
 COMPLETION_TOKENS = 20
@@ -165,7 +166,7 @@ class RecordedRequest:
 # --------------------------------------------------------------------------- server
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """The fake server, run on a background thread.
 
     Usage::
@@ -177,57 +178,15 @@ class FakeOpenAI:
     """
 
     def __init__(self, *, keys: tuple[str, ...] | None = None, models: tuple[str, ...] = ("fake-model",)) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._common: deque[list[Any]] = deque()
         self._by_key: dict[str, deque[list[Any]]] = {}
         self._by_model: dict[str, deque[list[Any]]] = {}
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
-        self._stop = threading.Event()
         self.keys = keys
         self.models = models
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle
-
-    def start(self) -> FakeOpenAI:
-        self._stop = threading.Event()
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    # -- public API
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        if self._server is None:
-            raise RuntimeError("FakeOpenAI is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def base_url(self) -> str:
@@ -575,3 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "hel\n\n')
             self._chunk(b"data: \x00\xff garbage }}}\n\n")
         self._end_stream()
+
+
+FakeOpenAI.handler = _Handler
+FakeOpenAI.thread_name = "fake-openai"
