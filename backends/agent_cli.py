@@ -41,6 +41,7 @@ __all__ = [
     "StreamState",
     "classify_status",
     "locate_program",
+    "read_assistant_turn",
     "retry_after_in",
 ]
 
@@ -130,6 +131,20 @@ class StreamState:
             retry_after_s = retry_after_in(message)
         if retry_after_s is not None:
             self.retry_after_s = retry_after_s
+
+
+def read_assistant_turn(event: dict[str, Any], state: StreamState, hooks: WorkerHooks) -> None:
+    """An ``assistant`` event of the Claude Code stream-json format (qwen-code writes it too):
+    count the turn, keep its text, report each tool call as progress."""
+    state.turns += 1
+    message = event.get("message") if isinstance(event.get("message"), dict) else {}
+    for block in message.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"].strip():
+            state.texts.append(block["text"])
+        elif block.get("type") == "tool_use":
+            hooks.progress(None, f"turn {state.turns}: {block.get('name')}")
 
 
 class AgentCliBackend:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status
+from backends.agent_cli import AgentCliBackend, StreamState, classify_status, read_assistant_turn
 from backends.base import WorkerHooks
 from backends.process import ProcessOutcome
 from protocol.messages import WorkOrder
@@ -93,12 +93,7 @@ class ClaudeBackend(AgentCliBackend):
                 None, f"API said {event.get('error_status')}; claude retries (attempt {event.get('attempt')})"
             )
         elif kind == "assistant":
-            state.turns += 1
-            for block in (event.get("message") or {}).get("content") or []:
-                if block.get("type") == "text" and block.get("text"):
-                    state.texts.append(block["text"])
-                elif block.get("type") == "tool_use":
-                    hooks.progress(None, f"turn {state.turns}: {block.get('name')}")
+            read_assistant_turn(event, state, hooks)
         elif kind == "result":
             self._read_result(event, state)
 

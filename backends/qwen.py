@@ -47,7 +47,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status, retry_after_in
+from backends.agent_cli import AgentCliBackend, StreamState, classify_status, read_assistant_turn, retry_after_in
 from backends.base import WorkerHooks
 from backends.process import ProcessOutcome
 from protocol.messages import WorkOrder
@@ -190,15 +190,7 @@ class QwenBackend(AgentCliBackend):
                 wait = f", waiting {round(delay / 1000)}s" if isinstance(delay, int | float) else ""
                 hooks.progress(None, f"API error: retry {data.get('attempt')} of {data.get('maxRetries')}{wait}")
         elif kind == "assistant":
-            state.turns += 1
-            message = event.get("message") if isinstance(event.get("message"), dict) else {}
-            for block in message.get("content") or []:
-                if not isinstance(block, dict):
-                    continue
-                if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"].strip():
-                    state.texts.append(block["text"])
-                elif block.get("type") == "tool_use":
-                    hooks.progress(None, f"turn {state.turns}: {block.get('name')}")
+            read_assistant_turn(event, state, hooks)
         elif kind == "result":
             self._result_event(event, state)
 
