@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 import threading
 import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.loopback import LoopbackServer
+from tests.loopback import LoopbackServer, StreamingHandler
 
 # Fixed token counts reported for every answered model request.
 INPUT_TOKENS = 100
@@ -266,17 +264,9 @@ def _find_cwd(body: Any) -> str | None:
 # --------------------------------------------------------------------------- handler
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StreamingHandler):
     fake: FakeLLM
-    protocol_version = "HTTP/1.1"
     server_version = "FakeLLM/1.0"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small write per SSE event
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
     # -- plumbing
 
@@ -309,22 +299,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        self.wfile.flush()
-
-    def _start_stream(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def _end_stream(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
     def _stream(self, events: list[bytes]) -> None:

@@ -33,10 +33,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.loopback import LoopbackServer
+from tests.loopback import LoopbackServer, StreamingHandler
 
 PROMPT_TOKENS = 100
 COMPLETION_TOKENS = 20
@@ -264,17 +263,9 @@ def _sse(data: Any) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StreamingHandler):
     fake: FakeOpenAI
-    protocol_version = "HTTP/1.1"
     server_version = "FakeOpenAI/1.0"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
     # -- plumbing
 
@@ -289,22 +280,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
-        self.wfile.flush()
-
-    def _start_stream(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def _end_stream(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
     def _client_gone(self, timeout: float) -> bool:
