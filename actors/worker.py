@@ -112,7 +112,16 @@ class _Hooks:
     def __init__(self, worker: TeamWorker, order: WorkOrder) -> None:
         self.worker = worker
         self.order = order
-        self.routing = _ActorRouting.find()
+        self._routing: _ActorRouting | None = None
+        self._routing_looked_up = False
+
+    @property
+    def routing(self) -> _ActorRouting | None:
+        """Looked up on first use: only backends that switch keys and models ask for it."""
+        if not self._routing_looked_up:
+            self._routing = _ActorRouting.find()
+            self._routing_looked_up = True
+        return self._routing
 
     def started(self, pid: int, create_time: float | None) -> None:
         self.worker.current_process = (pid, create_time)
