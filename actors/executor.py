@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ import pykka
 from actors.base import TreeActor, handles
 from actors.keypool import KeyPoolActor
 from actors.reconciler import Reconciler
+from actors.requests import RequestHandlers, goal_of
 from actors.router import RouterActor
 from actors.runner import AttemptRunner, default_permission
 from actors.scheduler import Scheduler
@@ -48,12 +50,14 @@ from protocol.events import (
     RevisionCreated,
     ServiceRestarted,
     ShutdownRequested,
+    TaskCancelled,
     WorkerCrashed,
     WorkerRestarted,
 )
 from protocol.messages import (
     AttemptResult,
     BeginRun,
+    BridgeEndpoint,
     ChildExited,
     CreateTasks,
     Disposition,
@@ -140,6 +144,11 @@ class RunOptions:
     task_budget_usd: float | None = None
     budget_warn_at: float = 0.8
     routing: RoutingSetup | None = None
+    # Serve: with an MCP bridge, the run stays up when every task is done, waiting
+    # for submitted tasks, until it is told to stop.
+    keep_alive: bool = False
+    # Where workers that speak MCP reach the bridge (url, worker token); None: no bridge.
+    worker_bridge: tuple[str, str] | None = None
 
 
 @dataclass
@@ -156,9 +165,14 @@ class _Slot:
     started: float = 0.0
     dispatch: RecordDispatch | None = None  # re-sent if the Session actor restarts
     start: RecordStart | None = None
+    agent_id: str = ""  # this attempt's id on the MCP bridge (unguessable: it authorises reports)
+    backend: str = ""
+    model: str | None = None
+    pid: int | None = None
+    cancelled_by: str | None = None  # set when someone cancels the running task
 
 
-class Executor(TreeActor):
+class Executor(RequestHandlers, TreeActor):
     def __init__(
         self,
         session: TeamSession,
@@ -200,6 +214,8 @@ class Executor(TreeActor):
         self.budget_stopped = False
         self.runner = AttemptRunner(backends, prompts)
         self._ticker_stop = threading.Event()
+        self.idle_announced = False
+        self.submitted_seq = 0
 
     # --- life ---------------------------------------------------------------------------
 
@@ -352,7 +368,7 @@ class Executor(TreeActor):
         known = {task.id for task in self.session.tasks}
         for row in snapshot.tasks:
             if row.id not in known:  # created during an earlier run (a revision, a submitted task)
-                self.prompts.add(row, goal=row.subject)
+                self.prompts.add(row, goal=goal_of(row))
         inner = {name for name, entry in self.session.roles.items() if entry.inner_loop}
         self.scheduler = Scheduler(snapshot.tasks, inner_loop_roles=inner)
         self._check_session_budget()
@@ -372,7 +388,7 @@ class Executor(TreeActor):
                 return
             self._start_task(task_id, slot=None)
 
-    def _order(self, task_id: str, attempt: int, role: str, worker_id: str) -> WorkOrder:
+    def _order(self, task_id: str, attempt: int, role: str, agent_id: str) -> WorkOrder:
         folder = self.folder
         state = folder / STATE_DIR
         spec = self.session.role_specs[role].meta
@@ -400,7 +416,14 @@ class Executor(TreeActor):
             max_turns=spec.max_turns,
             isolate_home=bool(spec.isolate_home),
             resume_session=self.agent_sessions.get(task_id) if attempt > 1 else None,
+            bridge=self._bridge_for(agent_id),
         )
+
+    def _bridge_for(self, agent_id: str) -> BridgeEndpoint | None:
+        if self.options.worker_bridge is None:
+            return None
+        url, token = self.options.worker_bridge
+        return BridgeEndpoint(url=url, token=token, agent_id=agent_id)
 
     def _start_task(self, task_id: str, slot: _Slot | None) -> None:
         """Record the dispatch (a tell: the Session commits it in order) and hand the task
@@ -412,7 +435,8 @@ class Executor(TreeActor):
         if slot is None:
             self.worker_seq += 1
             slot = self._new_worker(f"worker-{self.worker_seq}")
-        order = self._order(task_id, attempt, role, slot.worker_id)
+        agent_id = f"{slot.worker_id}-{secrets.token_hex(8)}"
+        order = self._order(task_id, attempt, role, agent_id)
         run_row_id = self.next_run_row_id
         self.next_run_row_id += 1
         slot.dispatch = RecordDispatch(
@@ -427,6 +451,8 @@ class Executor(TreeActor):
         )
         slot.start = None
         slot.role, slot.task_id, slot.attempt, slot.run_row_id = role, task_id, attempt, run_row_id
+        slot.agent_id, slot.backend, slot.model, slot.pid = agent_id, order.backend, order.model, None
+        slot.cancelled_by = None
         slot.started = time.monotonic()
         self._tell_session(slot.dispatch)
         self.rows[task_id] = _with(row, status="in_progress", attempts=attempt)
@@ -466,6 +492,7 @@ class Executor(TreeActor):
             pid=message.pid,
             create_time=message.create_time,
         )
+        slot.pid = message.pid
         self._tell_session(slot.start)
 
     @handles(WorkerProgress)
@@ -513,6 +540,16 @@ class Executor(TreeActor):
         task_id, attempt = slot.task_id, slot.attempt
         row = self.rows[task_id]
         elapsed = time.monotonic() - slot.started
+        if not result.ok and slot.cancelled_by is not None:
+            self.scheduler.fail(task_id)
+            self.rows[task_id] = _with(row, status="failed", last_error_kind="cancelled")
+            cancelled = msgspec.structs.replace(
+                result, error_kind="cancelled", error=f"cancelled by {slot.cancelled_by} while it ran"
+            )
+            self._record_outcome(slot, cancelled, "failed")
+            self._record(TaskCancelled(task_id=task_id, reason="cancelled while running", by=slot.cancelled_by))
+            self.console(f"✗ {task_id} cancelled by {slot.cancelled_by}")
+            return
         if not result.ok and result.error_kind == "interrupted":
             self.scheduler.reset(task_id)
             self.rows[task_id] = _with(row, status="pending", attempts=max(0, attempt - 1))
@@ -713,7 +750,7 @@ class Executor(TreeActor):
         """The worker that just finished takes more work: its inner-loop chain first,
         then any ready task; with nothing to do (or while stopping) it stops."""
         assert self.scheduler is not None  # noqa: S101
-        if self.stopping_since is None:
+        if self.stopping_since is None and slot.cancelled_by is None:
             next_task = self.scheduler.pop_for_role(slot.role) if self.scheduler.is_inner_loop(slot.role) else None
             if next_task is None and len(self.slots) <= self.options.max_workers:
                 next_task = self.scheduler.pop_ready()
@@ -853,7 +890,15 @@ class Executor(TreeActor):
                 self._finish()
             return
         if not self.slots and self.scheduler.finished():
-            self._finish()
+            if not self.options.keep_alive:
+                self._finish()
+            elif not self.idle_announced:
+                self.idle_announced = True
+                counts = self.scheduler.counts()
+                self.console(
+                    f"idle: {counts.get('completed', 0)}/{self.scheduler.total()} task(s) done; "
+                    "waiting for submitted tasks (Ctrl-C to stop)"
+                )
 
     def _finish(self, escalated: str | None = None) -> None:
         self.finished = True

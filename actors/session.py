@@ -20,18 +20,23 @@ import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
+from protocol.bridge import Refused
 from protocol.events import (
+    EscalationAnswered,
+    EscalationOpened,
     Event,
     RunCompleted,
     RunStarted,
     SessionReconciled,
     ShutdownCompleted,
+    TaskCancelled,
     TaskCompleted,
     TaskCreated,
     TaskDispatched,
     TaskFailed,
     TaskProgress,
     TaskReset,
+    TasksReopened,
     TaskStarted,
     WorkerSpawned,
 )
@@ -45,17 +50,21 @@ from protocol.messages import (
     GetDeliverables,
     GetState,
     Ok,
+    OpenEscalation,
     OpenRun,
     ReconcileApplied,
     ReconcilePlan,
+    RecordAnswer,
+    RecordCancel,
     RecordDispatch,
     RecordEvents,
     RecordOutcome,
     RecordProgress,
     RecordStart,
+    ReopenTasks,
     StateSnapshot,
 )
-from protocol.records import TaskRow
+from protocol.records import EscalationRow, TaskRow
 from session.loader import TeamSession
 from session.message_bus import (
     MessageBus,
@@ -428,6 +437,78 @@ class SessionActor(TreeActor):
         for row in message.tasks:
             self.projection.add_task(row.id)
         return Ok()
+
+    @handles(RecordCancel)
+    def record_cancel(self, message: RecordCancel) -> Ok:
+        with self.store.transaction():
+            self._update(
+                message.task_id,
+                status="failed",
+                not_before=None,
+                last_error=f"cancelled by {message.by}" + (f": {message.reason}" if message.reason else ""),
+                last_error_kind="cancelled",
+            )
+            self._append(TaskCancelled(task_id=message.task_id, reason=message.reason, by=message.by))
+        return Ok()
+
+    @handles(ReopenTasks)
+    def reopen_tasks(self, message: ReopenTasks) -> Ok:
+        with self.store.transaction():
+            for task_id in message.task_ids:
+                self._update(task_id, status="pending", attempts=0, not_before=None)
+                self.projection.task_reopened(task_id)
+            self._append(TasksReopened(task_ids=message.task_ids, by=message.by))
+        return Ok()
+
+    @handles(OpenEscalation)
+    def open_escalation(self, message: OpenEscalation) -> EscalationRow:
+        with self.store.transaction():
+            row = EscalationRow(
+                id=self.store.next_escalation_id(),
+                issue=message.issue,
+                options=list(message.options),
+                task_id=message.task_id,
+                opened_by=message.opened_by,
+                created_at=utc_now(),
+            )
+            self.store.put_escalation(row)
+            self._append(
+                EscalationOpened(
+                    escalation_id=row.id,
+                    issue=row.issue,
+                    options=message.options,
+                    task_id=row.task_id,
+                    opened_by=row.opened_by,
+                ),
+                task_id=row.task_id,
+            )
+        return row
+
+    @handles(RecordAnswer)
+    def record_answer(self, message: RecordAnswer) -> EscalationRow | Refused:
+        row = self.store.escalation(message.escalation_id)
+        if row is None:
+            return Refused(reason=f"no escalation '{message.escalation_id}' in this session", argument="id")
+        if row.status != "open":
+            return Refused(
+                reason=f"{row.id} was already answered ({row.choice!r} by {row.answered_by} at {row.answered_at})",
+                argument="id",
+            )
+        if row.options and message.choice not in row.options:
+            return Refused(
+                reason=f"{message.choice!r} is not one of the options of {row.id}: {', '.join(row.options)}",
+                argument="choice",
+            )
+        answered = msgspec.structs.replace(
+            row, status="answered", choice=message.choice, answered_by=message.answered_by, answered_at=utc_now()
+        )
+        with self.store.transaction():
+            self.store.put_escalation(answered)
+            self._append(
+                EscalationAnswered(escalation_id=row.id, choice=message.choice, answered_by=message.answered_by),
+                task_id=row.task_id,
+            )
+        return answered
 
     @handles(RecordEvents)
     def record_events(self, message: RecordEvents) -> Ok:

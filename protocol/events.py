@@ -18,10 +18,13 @@ from protocol.types import ErrorKind, Priority, TaskStatus
 __all__ = [
     "EVENT_TYPES",
     "AnyEvent",
+    "BlockerReported",
     "BudgetExceeded",
     "BudgetWarning",
     "CapabilityGap",
     "ConsensusBlocked",
+    "EscalationAnswered",
+    "EscalationOpened",
     "Event",
     "EventDecodeError",
     "RevisionCreated",
@@ -31,6 +34,7 @@ __all__ = [
     "SessionReconciled",
     "ShutdownCompleted",
     "ShutdownRequested",
+    "TaskCancelled",
     "TaskCompleted",
     "TaskCreated",
     "TaskDispatched",
@@ -39,6 +43,7 @@ __all__ = [
     "TaskReady",
     "TaskReset",
     "TaskStarted",
+    "TasksReopened",
     "WorkerCrashed",
     "WorkerRestarted",
     "WorkerSpawned",
@@ -168,6 +173,46 @@ class CapabilityGap(Event, frozen=True):
     detail: str
 
 
+class TaskCancelled(Event, frozen=True):
+    """Someone cancelled the task; it ends failed (kind ``cancelled``) and is not retried."""
+
+    task_id: str
+    reason: str = ""
+    by: str = ""  # "mcp", "cli", ...
+
+
+class TasksReopened(Event, frozen=True):
+    """Failed tasks given a new set of attempts (``resume_session``)."""
+
+    task_ids: tuple[str, ...]
+    by: str = ""
+
+
+class BlockerReported(Event, frozen=True):
+    task_id: str
+    agent_id: str
+    severity: str
+    detail: str
+    escalation_id: str | None = None
+
+
+# --- questions for the user ---------------------------------------------------------
+
+
+class EscalationOpened(Event, frozen=True):
+    escalation_id: str
+    issue: str
+    options: tuple[str, ...] = ()
+    task_id: str | None = None
+    opened_by: str = "executor"
+
+
+class EscalationAnswered(Event, frozen=True):
+    escalation_id: str
+    choice: str
+    answered_by: str = ""
+
+
 # --- money -------------------------------------------------------------------------
 
 
@@ -231,6 +276,11 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
     TaskCompleted,
     TaskFailed,
     TaskReset,
+    TaskCancelled,
+    TasksReopened,
+    BlockerReported,
+    EscalationOpened,
+    EscalationAnswered,
     RevisionCreated,
     ConsensusBlocked,
     CapabilityGap,

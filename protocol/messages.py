@@ -17,6 +17,7 @@ from protocol.types import ErrorKind, TaskStatus
 __all__ = [
     "AttemptResult",
     "BeginRun",
+    "BridgeEndpoint",
     "ChildExited",
     "CreateTasks",
     "Deliverable",
@@ -27,16 +28,20 @@ __all__ = [
     "GetDeliverables",
     "GetState",
     "Ok",
+    "OpenEscalation",
     "OpenRun",
     "Permission",
     "Reconcile",
     "ReconcileApplied",
     "ReconcilePlan",
+    "RecordAnswer",
+    "RecordCancel",
     "RecordDispatch",
     "RecordEvents",
     "RecordOutcome",
     "RecordProgress",
     "RecordStart",
+    "ReopenTasks",
     "RestartChild",
     "RunSummary",
     "RunTask",
@@ -60,6 +65,20 @@ class Ok(Message, frozen=True):
 
 
 Permission = Literal["read-only", "workspace-write", "full"]
+
+
+class BridgeEndpoint(Message, frozen=True):
+    """How a worker that speaks MCP reaches the executor's bridge (streamable HTTP).
+
+    ``token`` is the worker bearer token (it opens only the worker-facing tools);
+    ``agent_id`` is this attempt's own id, which every worker-facing call carries
+    and which the bridge checks against the task the call names.
+    """
+
+    url: str  # http://127.0.0.1:PORT/mcp
+    token: str
+    agent_id: str
+    server_name: str = "executor"  # the name the agent sees: tools appear as mcp__executor__...
 
 
 class WorkOrder(Message, frozen=True):
@@ -93,6 +112,7 @@ class WorkOrder(Message, frozen=True):
     max_turns: int | None = None
     isolate_home: bool = False  # a throwaway HOME and TMPDIR for this attempt
     resume_session: str | None = None  # the agent's own session id from an earlier attempt
+    bridge: BridgeEndpoint | None = None  # the executor's MCP bridge, for agents that speak MCP
 
 
 class AttemptResult(Message, frozen=True):
@@ -299,6 +319,38 @@ class CreateTasks(Message, frozen=True):
     tasks: tuple[TaskRow, ...]
     # task id -> its new blocked_by, for dependants that must now also wait.
     rewire: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+class RecordCancel(Message, frozen=True):
+    """A task that was not running is cancelled: it ends failed (kind ``cancelled``)."""
+
+    task_id: str
+    reason: str
+    by: str
+
+
+class ReopenTasks(Message, frozen=True):
+    """Failed tasks go back to pending with a fresh set of attempts."""
+
+    task_ids: tuple[str, ...]
+    by: str
+
+
+class OpenEscalation(Message, frozen=True):
+    """Record a question for the user; the reply is its ``EscalationRow`` (id assigned)."""
+
+    issue: str
+    options: tuple[str, ...] = ()
+    task_id: str | None = None
+    opened_by: str = "executor"
+
+
+class RecordAnswer(Message, frozen=True):
+    """Record the user's choice; the reply is the answered ``EscalationRow`` or ``Refused``."""
+
+    escalation_id: str
+    choice: str
+    answered_by: str
 
 
 class RecordEvents(Message, frozen=True):

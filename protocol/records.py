@@ -10,7 +10,7 @@ import msgspec
 
 from protocol.types import ErrorKind, Priority, TaskStatus
 
-__all__ = ["RunRow", "TaskRow"]
+__all__ = ["EscalationRow", "RunRow", "TaskRow"]
 
 
 class TaskRow(msgspec.Struct, kw_only=True):
@@ -30,6 +30,7 @@ class TaskRow(msgspec.Struct, kw_only=True):
     created_at: str = ""
     updated_at: str = ""
     completed_at: str | None = None
+    description: str = ""  # what the task asks for, when it did not come from task-analysis.json
 
 
 class RunRow(msgspec.Struct, kw_only=True):
@@ -58,3 +59,18 @@ class RunRow(msgspec.Struct, kw_only=True):
     git_head_before: str | None = None
     git_head_after: str | None = None
     files_changed: list[str] = msgspec.field(default_factory=list)
+
+
+class EscalationRow(msgspec.Struct, kw_only=True):
+    """A question for the user: opened by the executor, a worker or an MCP client."""
+
+    id: str  # ESC-001
+    issue: str
+    options: list[str] = msgspec.field(default_factory=list)
+    task_id: str | None = None  # the task that waits on the answer, if any
+    opened_by: str = "executor"  # "executor", "mcp", or a worker's agent id
+    status: str = "open"  # "open" or "answered"
+    choice: str | None = None
+    answered_by: str | None = None
+    created_at: str = ""
+    answered_at: str | None = None

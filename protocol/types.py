@@ -39,5 +39,6 @@ ErrorKind = Literal[
     "permission_denied",
     "needs_decision",  # the worker cannot go on without the user (consensus blocked twice)
     "over_budget",  # the task spent its budget: no more attempts
+    "cancelled",  # someone cancelled the task (MCP cancel_task); never retried
 ]
 ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from protocol.events import Event, TaskCompleted, decode_event, encode_event
-from protocol.records import RunRow, TaskRow
+from protocol.records import EscalationRow, RunRow, TaskRow
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -131,8 +131,30 @@ def _migration_2(db: sqlite_utils.Database) -> None:
         db["runs"].add_column(column, kind)
 
 
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Tasks submitted at run time (MCP) keep their description; questions for the user."""
+    db["tasks"].add_column("description", str)
+    db["escalations"].create(
+        {
+            "id": str,
+            "issue": str,
+            "options": str,
+            "task_id": str,
+            "opened_by": str,
+            "status": str,
+            "choice": str,
+            "answered_by": str,
+            "created_at": str,
+            "answered_at": str,
+        },
+        pk="id",
+        not_null={"issue", "status"},
+    )
+    db["escalations"].create_index(["status"])
+
+
 # Append only: migration N turns schema N-1 into N, inside one transaction.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _TASK_COLUMNS = tuple(TaskRow.__struct_fields__)
@@ -156,6 +178,12 @@ def _run_from_row(row: dict[str, Any]) -> RunRow:
     if "files_changed" in row:
         row["files_changed"] = msgspec.json.decode(row["files_changed"])
     return msgspec.convert(row, RunRow)
+
+
+def _escalation_from_row(row: dict[str, Any]) -> EscalationRow:
+    row = _without_nulls(row)
+    row["options"] = msgspec.json.decode(row.get("options") or "[]")
+    return msgspec.convert(row, EscalationRow)
 
 
 def _task_to_row(task: TaskRow) -> dict[str, Any]:
@@ -231,6 +259,26 @@ class _Reads:
             "SELECT task_id, agent_session_id FROM runs WHERE agent_session_id IS NOT NULL ORDER BY id"
         ).fetchall()
         return dict(rows)
+
+    def escalations(self, status: str | None = None) -> list[EscalationRow]:
+        if status is None:
+            rows = self._rows("SELECT * FROM escalations ORDER BY id")
+        else:
+            rows = self._rows("SELECT * FROM escalations WHERE status = ? ORDER BY id", [status])
+        return [_escalation_from_row(row) for row in rows]
+
+    def escalation(self, escalation_id: str) -> EscalationRow | None:
+        rows = self._rows("SELECT * FROM escalations WHERE id = ?", [escalation_id])
+        return _escalation_from_row(rows[0]) if rows else None
+
+    def latest_progress(self, task_id: str) -> tuple[str, Event] | None:
+        """(time, event) of the task's newest progress report, if any."""
+        row = self.conn.execute(
+            "SELECT occurred_at, payload_json FROM events WHERE task_id = ? AND type = 'task_progress' "
+            "ORDER BY id DESC LIMIT 1",
+            [task_id],
+        ).fetchone()
+        return (row[0], decode_event(row[1])) if row else None
 
     def run_exists(self, run_row_id: int) -> bool:
         return self.conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_row_id]).fetchone() is not None
@@ -367,6 +415,15 @@ class Store(_Reads):
             return
         assignments = ", ".join(f"{name} = ?" for name in changes)
         self.conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*changes.values(), run_id])  # noqa: S608
+
+    def put_escalation(self, escalation: EscalationRow) -> None:
+        row = msgspec.structs.asdict(escalation)
+        row["options"] = msgspec.json.encode(escalation.options).decode()
+        self.db["escalations"].upsert(row, pk="id")
+
+    def next_escalation_id(self) -> str:
+        (count,) = self.conn.execute("SELECT count(*) FROM escalations").fetchone()
+        return f"ESC-{int(count) + 1:03d}"
 
     def set_meta(self, **values: str) -> None:
         self.db["meta"].upsert_all([{"key": k, "value": v} for k, v in values.items()], pk="key")

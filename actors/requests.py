@@ -1,0 +1,342 @@
+"""What the Executor does for requests from outside the tree (the MCP bridge).
+
+A mixin of :class:`actors.executor.Executor`: the handlers run on the
+Executor's thread like every other message, so they see and change the
+scheduler without locks.  Each one answers at once — nothing here waits for a
+task to run — and refuses bad requests with a :class:`Refused` that names the
+argument, never by raising (a crash here would take the run down for a typo).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pykka
+
+from actors.base import handles
+from protocol._base import Message
+from protocol.bridge import (
+    AnswerEscalation,
+    Cancelled,
+    CancelTask,
+    EscalateDecision,
+    EscalationRecord,
+    FleetSnapshot,
+    GetFleet,
+    Refused,
+    Reopened,
+    ReopenFailed,
+    ReportBlocker,
+    Reported,
+    ReportProgress,
+    SubmitTask,
+    TaskAccepted,
+    WorkerInfo,
+)
+from protocol.events import BlockerReported
+from protocol.messages import (
+    CreateTasks,
+    OpenEscalation,
+    RecordAnswer,
+    RecordCancel,
+    RecordProgress,
+    ReopenTasks,
+)
+from protocol.records import EscalationRow, TaskRow
+from session.store import utc_now
+
+if TYPE_CHECKING:
+    from actors.executor import _Slot
+
+__all__ = ["SUBMITTED_PREFIX", "GetService", "RequestHandlers", "goal_of"]
+
+SUBMITTED_PREFIX = "MCP"
+_ESCALATING_SEVERITIES = ("high", "critical")
+
+
+class GetService(Message, frozen=True):
+    """Ask for the live ref of a service child (``router``, ``keypool``, ...), or None.
+
+    In-process only: the reply is an actor ref.
+    """
+
+    name: str
+
+
+class RequestHandlers:
+    """Handlers for :mod:`protocol.bridge` requests; mixed into the Executor."""
+
+    # Provided by the Executor.
+    rows: dict[str, TaskRow]
+    slots: dict[str, _Slot]
+    scheduler: Any
+    backends: dict[str, Any]
+    options: Any
+    session: Any
+    prompts: Any
+    supervisor: Any
+    run_id: str
+    stopping_since: float | None
+    finished: bool
+    session_spent: float
+    submitted_seq: int
+    idle_announced: bool
+    console: Any
+
+    def _ask(self, message: Any) -> Any: ...
+    def _tell_session(self, message: Any) -> None: ...
+    def _record(self, *events: Any, **kwargs: Any) -> None: ...
+    def _dispatch(self) -> None: ...
+    def _maybe_finish(self) -> None: ...
+
+    # --- tasks ---------------------------------------------------------------------
+
+    def _not_accepting(self) -> Refused | None:
+        if self.scheduler is None:
+            return Refused(reason="the run is still starting (reconciling the session); try again in a moment")
+        if self.stopping_since is not None or self.finished:
+            return Refused(reason="the run is stopping; no new work is accepted")
+        return None
+
+    def _next_submitted_id(self) -> str:
+        # Numbered after the highest MCP-n already there, so ids stay unique across runs.
+        if self.submitted_seq == 0:
+            numbers = [
+                int(task_id[len(SUBMITTED_PREFIX) + 1 :])
+                for task_id in self.rows
+                if task_id.startswith(SUBMITTED_PREFIX + "-") and task_id[len(SUBMITTED_PREFIX) + 1 :].isdigit()
+            ]
+            self.submitted_seq = max(numbers, default=0)
+        self.submitted_seq += 1
+        return f"{SUBMITTED_PREFIX}-{self.submitted_seq:03d}"
+
+    @handles(SubmitTask)
+    def submit_task(self, message: SubmitTask) -> TaskAccepted | Refused:
+        refusal = self._not_accepting()
+        if refusal is not None:
+            return refusal
+        roles = sorted(self.backends)
+        owner = message.assigned_to
+        if owner is None:
+            if len(roles) != 1:
+                return Refused(
+                    reason=f"this session has several roles; name one of: {', '.join(roles)}", argument="assigned_to"
+                )
+            owner = roles[0]
+        elif owner not in self.backends:
+            return Refused(
+                reason=f"'{owner}' is not a role of this session; use one of: {', '.join(roles)}",
+                argument="assigned_to",
+            )
+        unknown = [dep for dep in message.blocked_by if dep not in self.rows]
+        if unknown:
+            return Refused(reason=f"no task {', '.join(unknown)} in this session", argument="blocked_by")
+        now = utc_now()
+        row = TaskRow(
+            id=self._next_submitted_id(),
+            owner=owner,
+            subject=message.name[:200],
+            description=message.description,
+            priority=message.priority,
+            blocked_by=list(dict.fromkeys(message.blocked_by)),
+            max_attempts=self.options.max_attempts,
+            source=message.source,
+            created_at=now,
+            updated_at=now,
+        )
+        self.prompts.add(row, goal=goal_of(row))
+        self._ask(CreateTasks(tasks=(row,)))
+        self.rows[row.id] = row
+        self.scheduler.add(row)
+        self.idle_announced = False
+        self.console(f"+ {row.id} ({owner}, {row.priority}) submitted through {message.source}: {row.subject}")
+        self._dispatch()
+        return TaskAccepted(task=self.rows[row.id])
+
+    @handles(CancelTask)
+    def cancel_task(self, message: CancelTask) -> Cancelled | Refused:
+        if self.scheduler is None:
+            return Refused(reason="the run is still starting; try again in a moment")
+        row = self.rows.get(message.task_id)
+        if row is None:
+            return Refused(reason=f"no task '{message.task_id}' in this session", argument="task_id")
+        if row.status in ("completed", "failed"):
+            return Refused(reason=f"{row.id} is already {row.status}", argument="task_id")
+        if row.status == "in_progress":
+            slot = next((s for s in self.slots.values() if s.task_id == row.id), None)
+            if slot is not None:
+                slot.cancelled_by = message.by
+                slot.cancel.set()  # the worker stops the agent; _settle records the cancellation
+                return Cancelled(task_id=row.id, was="in_progress")
+        self.scheduler.fail(row.id)
+        self.rows[row.id] = msgspec.structs.replace(row, status="failed", last_error_kind="cancelled")
+        self._ask(RecordCancel(task_id=row.id, reason=message.reason, by=message.by))
+        self.console(f"✗ {row.id} cancelled by {message.by}")
+        self._maybe_finish()
+        return Cancelled(task_id=row.id, was=row.status)
+
+    @handles(ReopenFailed)
+    def reopen_failed(self, message: ReopenFailed) -> Reopened | Refused:
+        refusal = self._not_accepting()
+        if refusal is not None:
+            return refusal
+        failed = tuple(self.scheduler.failed())
+        if not failed:
+            return Reopened(task_ids=())
+        self._ask(ReopenTasks(task_ids=failed, by=message.by))
+        for task_id in failed:
+            self.rows[task_id] = msgspec.structs.replace(
+                self.rows[task_id], status="pending", attempts=0, last_error=None, last_error_kind=None
+            )
+            self.scheduler.reset(task_id)
+        self.idle_announced = False
+        self.console(f"↻ reopened {len(failed)} failed task(s): {', '.join(failed[:10])}")
+        self._dispatch()
+        return Reopened(task_ids=failed)
+
+    # --- workers report back ------------------------------------------------------------
+
+    def _own_slot(self, task_id: str, agent_id: str) -> _Slot | Refused:
+        """The slot running ``task_id`` for ``agent_id``: a worker reports only on its own task."""
+        for slot in self.slots.values():
+            if slot.agent_id and slot.agent_id == agent_id:
+                if slot.task_id != task_id:
+                    return Refused(
+                        reason=f"agent {agent_id} is running {slot.task_id}, not {task_id}: "
+                        "a worker may report only on its own task",
+                        argument="task_id",
+                    )
+                return slot
+        return Refused(
+            reason=f"no running attempt has agent id '{agent_id}' (use the id given in your prompt; "
+            "it changes with every attempt)",
+            argument="agent_id",
+        )
+
+    @handles(ReportProgress)
+    def report_progress(self, message: ReportProgress) -> Reported | Refused:
+        slot = self._own_slot(message.task_id, message.agent_id)
+        if isinstance(slot, Refused):
+            return slot
+        self._tell_session(
+            RecordProgress(
+                task_id=slot.task_id,
+                attempt=slot.attempt,
+                role=slot.role,
+                percent=message.percent,
+                note=message.note[:2000],
+            )
+        )
+        return Reported(task_id=slot.task_id)
+
+    @handles(ReportBlocker)
+    def report_blocker(self, message: ReportBlocker) -> Reported | Refused:
+        slot = self._own_slot(message.task_id, message.agent_id)
+        if isinstance(slot, Refused):
+            return slot
+        escalation_id = None
+        if message.severity in _ESCALATING_SEVERITIES:
+            row: EscalationRow = self._ask(
+                OpenEscalation(
+                    issue=f"{slot.task_id} ({slot.role}) is blocked: {message.detail[:2000]}",
+                    options=("continue", "cancel"),
+                    task_id=slot.task_id,
+                    opened_by=message.agent_id,
+                )
+            )
+            escalation_id = row.id
+            self.console(
+                f"? {slot.task_id}: blocker ({message.severity}) — {message.detail[:200]}. "
+                f"Answer {row.id} with continue or cancel."
+            )
+        self._record(
+            BlockerReported(
+                task_id=slot.task_id,
+                agent_id=message.agent_id,
+                severity=message.severity,
+                detail=message.detail[:2000],
+                escalation_id=escalation_id,
+            )
+        )
+        return Reported(task_id=slot.task_id, escalation_id=escalation_id)
+
+    # --- questions for the user ------------------------------------------------------------
+
+    @handles(EscalateDecision)
+    def escalate_decision(self, message: EscalateDecision) -> EscalationRecord | Refused:
+        if message.task_id is not None and message.task_id not in self.rows:
+            return Refused(reason=f"no task '{message.task_id}' in this session", argument="task_id")
+        row: EscalationRow = self._ask(
+            OpenEscalation(
+                issue=message.issue, options=message.options, task_id=message.task_id, opened_by=message.opened_by
+            )
+        )
+        options = f" ({' / '.join(row.options)})" if row.options else ""
+        self.console(f"? {row.id}: {row.issue[:300]}{options}")
+        return EscalationRecord(escalation=row)
+
+    @handles(AnswerEscalation)
+    def answer_escalation(self, message: AnswerEscalation) -> EscalationRecord | Refused:
+        answered = self._ask(
+            RecordAnswer(escalation_id=message.escalation_id, choice=message.choice, answered_by=message.answered_by)
+        )
+        if isinstance(answered, Refused):
+            return answered
+        self.console(f"✓ {answered.id} answered: {answered.choice} (by {answered.answered_by})")
+        if answered.task_id and answered.choice == "cancel":
+            row = self.rows.get(answered.task_id)
+            if row is not None and row.status in ("pending", "in_progress"):
+                self.cancel_task(CancelTask(task_id=row.id, reason=f"answer to {answered.id}", by=message.answered_by))
+        return EscalationRecord(escalation=answered)
+
+    # --- the fleet -------------------------------------------------------------------------
+
+    @handles(GetFleet)
+    def get_fleet(self, message: GetFleet) -> FleetSnapshot:
+        now = time.monotonic()
+        if self.scheduler is None:
+            state = "booting"
+        elif self.finished:
+            state = "finished"
+        elif self.stopping_since is not None:
+            state = "stopping"
+        elif not self.slots and self.scheduler.finished():
+            state = "idle"
+        else:
+            state = "running"
+        return FleetSnapshot(
+            run_id=self.run_id,
+            state=state,
+            max_workers=self.options.max_workers,
+            workers=tuple(
+                WorkerInfo(
+                    worker_id=slot.worker_id,
+                    task_id=slot.task_id,
+                    attempt=slot.attempt,
+                    role=slot.role,
+                    backend=slot.backend,
+                    model=slot.model,
+                    pid=slot.pid,
+                    elapsed_s=round(now - slot.started, 1),
+                )
+                for slot in self.slots.values()
+            ),
+            actors=tuple(name for name in self.supervisor.names() if self.supervisor.ref(name) is not None),
+            backends=tuple(sorted({backend.name for backend in self.backends.values()})),
+            tasks_by_status=self.scheduler.counts() if self.scheduler is not None else {},
+            session_spent_usd=round(self.session_spent, 6),
+        )
+
+    @handles(GetService)
+    def get_service(self, message: GetService) -> pykka.ActorRef[Any] | None:
+        ref = self.supervisor.ref(message.name)
+        return None if ref is None or ref.actor_stopped.is_set() else ref
+
+
+def goal_of(row: TaskRow) -> str:
+    """The goal a worker sees for a task created at run time."""
+    if row.description and row.description.strip() != row.subject.strip():
+        return f"{row.subject}\n\n{row.description}"
+    return row.subject
