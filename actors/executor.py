@@ -904,7 +904,8 @@ class Executor(RequestHandlers, TreeActor):
         self.finished = True
         scheduler = self.scheduler
         counts = scheduler.counts() if scheduler else {}
-        interrupted = self.stopping_since is not None
+        # Stopped with nothing left to do (a served run told to stop when idle) is not an interruption.
+        interrupted = self.stopping_since is not None and not (scheduler is not None and scheduler.finished())
         summary = RunSummary(
             run_id=self.run_id,
             completed=counts.get("completed", 0),

@@ -40,6 +40,9 @@ from backends.openai_http import OpenAIHttpBackend
 from backends.process import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
 from backends.sandbox import JailError, find_jail, resolve_workdir
+from bridge.http import BridgeAddressError, parse_address
+from bridge.serve import open_bridge, serve_stdio
+from bridge.tools import DuplicateTool
 from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, load_config
@@ -89,6 +92,10 @@ class RunRequest:
     shutdown_grace_s: float | None = None
     retry_backoff_s: float | None = None
     interactive: bool = field(default_factory=_stdin_is_terminal)
+    mcp_http: str | None = None  # [HOST:]PORT for the MCP bridge over streamable HTTP
+    mcp_allow_remote: bool = False  # let --mcp-http listen on a non-loopback address
+    mcp_stdio: bool = False  # `executor mcp`: the bridge on stdin/stdout
+    exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
 
 
 def apply_role_defaults(session: TeamSession, config: Config) -> None:
@@ -149,10 +156,15 @@ def _session_marker(folder: Path) -> str:
     return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:20]
 
 
+# Ours, and the libraries under the bridge: all to the session's log file, none on the terminal
+# (over stdio the terminal's stdout is the protocol).
+_LOGGERS = ("pykka", "executor", "mcp", "uvicorn", "uvicorn.error", "sse_starlette")
+
+
 def _configure_logging(folder: Path) -> logging.Handler:
     handler = logging.FileHandler(folder / STATE_DIR / "executor.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s"))
-    for name in ("pykka", "executor"):
+    for name in _LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         logger.addHandler(handler)
@@ -273,7 +285,20 @@ def _completion_report(session: TeamSession, summary: RunSummary, status: str) -
 def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     """Run (or resume) a session to its end; return the exit code.  Raises :class:`RunRefused`."""
     out = out or sys.stdout
-    human = sys.stderr if request.json_events else out
+    if request.mcp_stdio and request.json_events:
+        raise RunRefused("--json-events cannot share stdout with the MCP stdio transport; drop one", exit_code=2)
+    # Over stdio, stdout is the protocol's: people read stderr.
+    human = sys.stderr if request.json_events or request.mcp_stdio else out
+    bridge_address: tuple[str, int] | None = None
+    if request.mcp_http is not None:
+        try:
+            bridge_address = parse_address(request.mcp_http, request.mcp_allow_remote)
+        except BridgeAddressError as error:
+            raise RunRefused(str(error), exit_code=2) from None
+    elif request.mcp_stdio:
+        bridge_address = ("127.0.0.1", 0)  # for the workers; the client itself is on stdio
+    if bridge_address is not None:
+        request.interactive = False  # nobody at a keyboard: stdin may be the protocol
     session, problems = inspect_session(request.session_dir)
     if session is None:
         raise RunRefused(f"{request.session_dir} is not a valid session:\n{format_problems(problems)}")
@@ -311,6 +336,13 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     sinks: list[EventSink] = [_started_sink(console)]
     if request.json_events:
         sinks.append(_json_events_sink(out))
+    bridge = None
+    if bridge_address is not None:
+        try:
+            bridge = open_bridge(Path(session.folder).resolve(), *bridge_address, console)
+        except (BridgeAddressError, DuplicateTool) as error:
+            lock.release()
+            raise RunRefused(str(error), exit_code=2) from None
     settings = config.run
     retry_backoff_s = _first(request.retry_backoff_s, settings.retry_backoff_s)
     options = RunOptions(
@@ -326,6 +358,8 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         session_budget_usd=config.budget.session_usd,
         task_budget_usd=config.budget.task_usd,
         budget_warn_at=config.budget.warn_at,
+        keep_alive=bridge is not None and not request.exit_when_done,
+        worker_bridge=bridge.worker_endpoint if bridge is not None else None,
     )
     outcome: Future[RunSummary] = Future()
     executor = Executor.start(
@@ -338,6 +372,8 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         _session_marker(Path(session.folder)),
         console,
     )
+    if bridge is not None:
+        bridge.attach(executor)
     signals_seen = 0
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -349,6 +385,8 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
+        if request.mcp_stdio and bridge is not None:
+            serve_stdio(bridge.server, outcome, lambda why: executor.tell(ShutdownRequest(reason=why)))
         summary = _wait(outcome, executor)
         status = (
             _choose_status(session, request, summary, console)
@@ -365,8 +403,10 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             signal.signal(sig, handler_before)
         if executor.is_alive():
             executor.stop(block=False)
+        if bridge is not None:
+            bridge.close()
         lock.release()
-        for name in ("pykka", "executor"):
+        for name in _LOGGERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
     if summary.escalated or summary.failed or summary.blocked or summary.budget_stopped:

@@ -196,6 +196,22 @@ GraceOption = Annotated[
 BackoffOption = Annotated[
     float | None, typer.Option("--retry-backoff", min=0, help="First retry delay in seconds (doubles each time).")
 ]
+McpHttpOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mcp-http",
+        metavar="[HOST:]PORT",
+        help="Serve the MCP bridge over streamable HTTP at /mcp (127.0.0.1 unless HOST is given; bearer token "
+        "required, kept in .executor/mcp-token). The run then keeps serving when the pipeline is done.",
+    ),
+]
+McpRemoteOption = Annotated[
+    bool,
+    typer.Option("--mcp-allow-remote", help="Let --mcp-http listen on a non-loopback address (token still required)."),
+]
+ExitWhenDoneOption = Annotated[
+    bool, typer.Option("--exit-when-done", help="With the MCP bridge: end when the pipeline is done, as without it.")
+]
 
 
 @app.command()
@@ -212,6 +228,9 @@ def run(
     max_attempts: AttemptsOption = None,
     shutdown_grace: GraceOption = None,
     retry_backoff: BackoffOption = None,
+    mcp_http: McpHttpOption = None,
+    mcp_allow_remote: McpRemoteOption = False,
+    exit_when_done: ExitWhenDoneOption = False,
 ) -> None:
     """Run the session's pipeline until nothing is ready and nothing runs.
 
@@ -233,6 +252,9 @@ def run(
         max_attempts=max_attempts,
         shutdown_grace_s=shutdown_grace,
         retry_backoff_s=retry_backoff,
+        mcp_http=mcp_http,
+        mcp_allow_remote=mcp_allow_remote,
+        exit_when_done=exit_when_done,
     )
 
 
@@ -250,6 +272,9 @@ def resume(
     max_attempts: AttemptsOption = None,
     shutdown_grace: GraceOption = None,
     retry_backoff: BackoffOption = None,
+    mcp_http: McpHttpOption = None,
+    mcp_allow_remote: McpRemoteOption = False,
+    exit_when_done: ExitWhenDoneOption = False,
 ) -> None:
     """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
 
@@ -271,7 +296,58 @@ def resume(
         max_attempts=max_attempts,
         shutdown_grace_s=shutdown_grace,
         retry_backoff_s=retry_backoff,
+        mcp_http=mcp_http,
+        mcp_allow_remote=mcp_allow_remote,
+        exit_when_done=exit_when_done,
     )
+
+
+@app.command()
+def mcp(
+    session: SessionOption,
+    backend: BackendOption = None,
+    config: ConfigOption = None,
+    max_workers: MaxWorkersOption = None,
+    workdir: WorkdirOption = None,
+) -> None:
+    """Serve the MCP bridge on stdin/stdout, running the session's tree in this process.
+
+    For MCP clients that launch their servers (desktop assistants, IDE agents). Resumes the
+    session, dispatches what is ready, and serves until the client disconnects. Workers that
+    speak MCP reach the same bridge over a loopback HTTP port. Logs go to stderr.
+    Example (client config): {"command": "executor", "args": ["mcp", "--session", "/work/login"]}
+    """
+    _run(
+        session,
+        "resume",
+        backend=backend,
+        config_file=config,
+        max_workers=max_workers,
+        workdir=workdir,
+        mcp_stdio=True,
+        interactive=False,
+    )
+
+
+@app.command()
+def panic(
+    state: Annotated[str, typer.Argument(help="on: refuse every mutating MCP tool; off: allow them again.")],
+    session: SessionOption,
+) -> None:
+    """The panic switch: while on, every mutating MCP tool of this session is refused; reads keep working.
+
+    Takes effect at once, also for a run already going on in another process.
+    Example: executor panic on --session work/login
+    """
+    from bridge import panic as switch  # noqa: PLC0415
+
+    if state not in ("on", "off"):
+        raise _fail(f"panic {state!r}: say `on` or `off`", 2)
+    if not (session / ".executor").is_dir() and not (session / "team-session.json").is_file():
+        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
+    changed = switch.switch(session, state == "on", by="cli")
+    note = "" if changed else " (it already was)"
+    _stdout().print(f"panic is {state}{note}: mutating MCP tools are {'refused' if state == 'on' else 'allowed'}")
 
 
 @app.command()

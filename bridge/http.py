@@ -1,0 +1,130 @@
+"""The bridge over streamable HTTP, served by uvicorn on a thread of its own.
+
+The socket is bound before the thread starts, so the port (``:0`` picks a
+free one) is known at once and a port already taken is a clear error, not a
+log line in a thread.  Loopback only unless the caller says otherwise; every
+request needs a bearer token (:class:`bridge.auth.BearerGuard`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+
+from bridge.auth import BearerGuard, Tokens
+
+__all__ = ["BridgeAddressError", "HttpBridge", "is_loopback", "parse_address"]
+
+log = logging.getLogger("executor.bridge")
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+class BridgeAddressError(ValueError):
+    """``--mcp-http`` got an address that cannot be used; the message says why and the fix."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_address(text: str, allow_remote: bool = False) -> tuple[str, int]:
+    """``PORT``, ``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); loopback unless ``allow_remote``."""
+    host, port_text = DEFAULT_HOST, text.strip()
+    if port_text.startswith("["):
+        host, _, rest = port_text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif ":" in port_text:
+        host, _, port_text = port_text.rpartition(":")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise BridgeAddressError(f"--mcp-http {text!r}: give a port (0-65535), e.g. 8765 or 127.0.0.1:8765")
+    if not is_loopback(host) and not allow_remote:
+        raise BridgeAddressError(
+            f"--mcp-http {text!r}: {host} is not a loopback address; the bridge serves 127.0.0.1 unless you "
+            "also pass --mcp-allow-remote (then anyone who can reach the port and has the token can drive the run)"
+        )
+    return host or DEFAULT_HOST, int(port_text)
+
+
+class HttpBridge:
+    """``start()`` binds and serves; ``stop()`` ends the server and joins its thread."""
+
+    def __init__(self, server: MCPServer, tokens: Tokens, host: str, port: int) -> None:
+        self.host = host
+        self.requested_port = port
+        # On a loopback host the SDK turns on DNS-rebinding protection (Host/Origin checks) itself.
+        app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+        self.app = BearerGuard(app, tokens)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/mcp"
+
+    def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.requested_port))
+        except OSError as error:
+            sock.close()
+            raise BridgeAddressError(
+                f"--mcp-http {self.host}:{self.requested_port}: cannot listen there ({error.strerror or error}); "
+                "choose another port (0 picks a free one)"
+            ) from None
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+            log_config=None,  # our logging setup (the session's log file) applies
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, args=(self._server, sock), name="mcp-http", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    @staticmethod
+    def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+        try:
+            server.run(sockets=[sock])
+        except Exception:  # the run goes on without its bridge; the log says why
+            log.exception("the MCP HTTP server stopped")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout_s)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(2.0)
+
+    def __enter__(self) -> HttpBridge:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,127 @@
+"""Starting the bridge next to a run: tokens, the tool server, HTTP, and stdio.
+
+``executor run --mcp-http`` serves streamable HTTP on a thread; ``executor
+mcp`` speaks MCP on its own stdin/stdout (the client launched it) and also
+opens a loopback HTTP endpoint on a free port so that workers can report to
+the same bridge.  Over stdio, stdout belongs to the protocol: everything for
+people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pykka
+from mcp.server.mcpserver import MCPServer
+
+from bridge.auth import Tokens, load_or_create_owner_token, token_path
+from bridge.http import HttpBridge
+from bridge.models import McpServerOut
+from bridge.tools import BridgeContext, build_server
+
+__all__ = ["BridgeRuntime", "installed_backends", "open_bridge", "serve_stdio"]
+
+
+class _ExecutorHolder:
+    """The Executor's ref, set once it exists (the bridge starts first, to know its URL)."""
+
+    def __init__(self) -> None:
+        self.ref: pykka.ActorRef[Any] | None = None
+
+    def __call__(self) -> pykka.ActorRef[Any] | None:
+        return self.ref
+
+
+@dataclass
+class BridgeRuntime:
+    context: BridgeContext
+    server: MCPServer
+    tokens: Tokens
+    http: HttpBridge
+    holder: _ExecutorHolder
+
+    def attach(self, executor: pykka.ActorRef[Any]) -> None:
+        self.holder.ref = executor
+
+    @property
+    def worker_endpoint(self) -> tuple[str, str]:
+        """(url, worker token) for the work orders of agents that speak MCP."""
+        url = self.http.url
+        if self.http.host in ("0.0.0.0", "::"):  # noqa: S104 - workers run here: they use loopback
+            url = f"http://127.0.0.1:{self.http.port}/mcp"
+        return url, self.tokens.worker
+
+    def close(self) -> None:
+        self.http.stop()
+
+
+_installed: dict[str, bool] | None = None
+_installed_lock = threading.Lock()
+
+
+def installed_backends() -> dict[str, bool]:
+    """Backend name -> whether it can start here (its program is on the PATH); computed once."""
+    global _installed  # noqa: PLW0603 - a process-wide cache of a slow, stable fact
+    with _installed_lock:
+        if _installed is None:
+            from backends.agent_cli import locate_program  # noqa: PLC0415 - imports every backend
+            from backends.registry import backend_names, get_backend  # noqa: PLC0415
+
+            found: dict[str, bool] = {}
+            for name in backend_names():
+                program = getattr(get_backend(name), "program", None)
+                # Agent CLIs are looked up where the run looks (TEAM_EXECUTOR_AGENT_CLIS, then PATH).
+                found[name] = program is None or locate_program(program) is not None
+            _installed = found
+        return dict(_installed)
+
+
+def open_bridge(
+    folder: Path,
+    host: str,
+    port: int,
+    console: Callable[[str], None],
+    mcp_servers: Callable[[], list[McpServerOut]] = list,
+) -> BridgeRuntime:
+    """Tokens, tools and the HTTP listener; raises ``DuplicateTool`` or ``BridgeAddressError``."""
+    owner, created = load_or_create_owner_token(folder)
+    tokens = Tokens(owner)
+    holder = _ExecutorHolder()
+    context = BridgeContext(
+        folder=folder, executor=holder, tokens=tokens, mcp_servers=mcp_servers, installed_backends=installed_backends
+    )
+    server = build_server(context)
+    http = HttpBridge(server, tokens, host, port)
+    http.start()
+    if created:
+        console(f"MCP bridge on {http.url} — bearer token (shown once; kept 0600 in {token_path(folder)}): {owner}")
+    else:
+        console(f"MCP bridge on {http.url} — bearer token in {token_path(folder)}")
+    return BridgeRuntime(context=context, server=server, tokens=tokens, http=http, holder=holder)
+
+
+def serve_stdio(server: MCPServer, outcome: Future[Any], request_stop: Callable[[str], None]) -> None:
+    """Speak MCP on stdin/stdout until the client leaves (then stop the run) or the run ends."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+
+            async def stdio() -> None:
+                await server.run_stdio_async()
+                request_stop("the MCP client closed stdin")
+
+            group.start_soon(stdio)
+            await anyio.to_thread.run_sync(_wait_for, outcome, abandon_on_cancel=True)
+            group.cancel_scope.cancel()
+
+    anyio.run(main)
+
+
+def _wait_for(outcome: Future[Any]) -> None:
+    outcome.exception()  # blocks until the run has an outcome, whatever it is

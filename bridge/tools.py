@@ -1,0 +1,491 @@
+"""The bridge's tools: each call becomes one protocol message to the right actor.
+
+Tools are plain ``def``s: the SDK runs them on worker threads, where blocking
+on a pykka ask (with a timeout) never holds up the event loop or the actor
+tree.  Every tool answers at once — work that takes time returns an id to
+poll.  Refusals come back as tool errors naming the argument; nothing a
+client sends can crash the server or the tree.
+
+Reads of durable state (a task, the task list, the check report) go straight
+to the store through a read-only connection: they keep working while the
+Executor is busy, and they cost the tree nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import pykka
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from actors.requests import GetService
+from bridge import panic
+from bridge.auth import WORKER_TOOLS, Caller, Tokens, caller_from_headers
+from bridge.models import (
+    CancelOut,
+    CheckOut,
+    EscalationOut,
+    EscalationsOut,
+    FleetOut,
+    KeyAddedOut,
+    KeyOut,
+    McpServerOut,
+    ModelChoiceOut,
+    PanicOut,
+    ProgressOut,
+    ReportOut,
+    ResumeOut,
+    RunOut,
+    TaskOut,
+    TasksOut,
+    TaskStatusOut,
+    WorkerOut,
+)
+from protocol.bridge import (
+    AnswerEscalation,
+    Cancelled,
+    CancelTask,
+    EscalateDecision,
+    EscalationRecord,
+    FleetSnapshot,
+    GetFleet,
+    Refused,
+    Reopened,
+    ReopenFailed,
+    ReportBlocker,
+    Reported,
+    ReportProgress,
+    SubmitTask,
+    TaskAccepted,
+)
+from protocol.events import TaskCompleted, TaskProgress, decode_event
+from protocol.keys import AddKey, GetKeyStates, KeyAdded, KeyStates
+from protocol.records import EscalationRow, TaskRow
+from protocol.routing import ForgetTask, ModelChoice, SelectModel
+from protocol.types import TASK_STATUSES
+from session.store import StoreError, StoreReader
+
+__all__ = ["PRIORITY_OF", "BridgeContext", "DuplicateTool", "ToolTable", "build_server"]
+
+ASK_TIMEOUT_S = 10.0
+
+#: The tool's priority words -> the session's priorities (P0 runs first).
+PRIORITY_OF: dict[str, Literal["P0", "P1", "P2"]] = {"critical": "P0", "high": "P0", "normal": "P1", "low": "P2"}
+
+TaskId = Annotated[str, Field(min_length=1, max_length=200, description="A task id, e.g. MCP-001 or IMPL-002")]
+AgentId = Annotated[str, Field(min_length=1, max_length=200, description="The agent id given in your prompt")]
+
+
+class DuplicateTool(Exception):
+    """Two tools were registered under one name: a programming error, refused at startup."""
+
+
+@dataclass
+class BridgeContext:
+    """What the tools need.  ``executor`` is late-bound: the HTTP server may start first."""
+
+    folder: Path
+    executor: Callable[[], pykka.ActorRef[Any] | None]
+    tokens: Tokens | None = None  # None: stdio only, the caller is the owner
+    ask_timeout_s: float = ASK_TIMEOUT_S
+    mcp_servers: Callable[[], list[McpServerOut]] = list
+    installed_backends: Callable[[], dict[str, bool]] = dict
+    _local: threading.local = field(default_factory=threading.local)
+
+    # --- talking to the tree ------------------------------------------------------------
+
+    def ask(self, message: Any, timeout_s: float | None = None) -> Any:
+        ref = self.executor()
+        if ref is None:
+            raise ToolError("the executor is still starting; try again in a moment")
+        return self._ask_ref(ref, message, "the executor", timeout_s)
+
+    def _ask_ref(self, ref: pykka.ActorRef[Any], message: Any, who: str, timeout_s: float | None = None) -> Any:
+        timeout = timeout_s or self.ask_timeout_s
+        try:
+            reply = ref.ask(message, timeout=timeout)
+        except pykka.Timeout:
+            raise ToolError(f"{who} did not answer within {timeout:g}s (busy); try again") from None
+        except pykka.ActorDeadError:
+            raise ToolError(f"{who} is not running (the run has ended or is restarting it)") from None
+        if isinstance(reply, Refused):
+            raise ToolError(f"{reply.argument}: {reply.reason}" if reply.argument else reply.reason)
+        return reply
+
+    def service(self, name: str) -> pykka.ActorRef[Any] | None:
+        return self.ask(GetService(name=name))
+
+    # --- reading the store -------------------------------------------------------------
+
+    def reader(self) -> StoreReader:
+        """A read-only connection per tool thread (sqlite3 connections are not shared)."""
+        reader: StoreReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            try:
+                reader = StoreReader.open(self.folder)
+            except StoreError as error:
+                raise ToolError(str(error)) from None
+            if reader is None:
+                raise ToolError("this session has no state yet (it has never run)")
+            self._local.reader = reader
+        return reader
+
+
+class ToolTable:
+    """Registers tools on a server, refusing a second tool with a name already taken."""
+
+    def __init__(self, server: MCPServer) -> None:
+        self.server = server
+        self.names: set[str] = set()
+
+    def add(self, fn: Callable[..., Any], name: str | None = None, description: str | None = None) -> None:
+        tool_name = name or fn.__name__
+        if tool_name in self.names:
+            raise DuplicateTool(
+                f"two MCP tools are named '{tool_name}' ({fn.__module__}.{fn.__qualname__} is the second); "
+                "rename one of them"
+            )
+        self.names.add(tool_name)
+        self.server.add_tool(fn, name=tool_name, description=description or (fn.__doc__ or "").strip())
+
+
+def _guard(context: BridgeContext, ctx: Context, tool: str, mutating: bool) -> Caller:
+    caller = caller_from_headers(ctx.headers, context.tokens)
+    if caller is None:
+        raise ToolError("unauthorized: send the session's bearer token")
+    if caller == "worker" and tool not in WORKER_TOOLS:
+        raise ToolError(f"{tool} is not open to workers (allowed: {', '.join(sorted(WORKER_TOOLS))})")
+    if mutating and panic.is_on(context.folder):
+        raise ToolError(
+            f"the panic switch is on ({panic.reason(context.folder) or 'no reason given'}): {tool} is refused; "
+            f"reads still work. Clear it with `executor panic off --session {context.folder}`."
+        )
+    return caller
+
+
+def _task_out(row: TaskRow) -> TaskOut:
+    return TaskOut(
+        id=row.id,
+        name=row.subject,
+        owner=row.owner,
+        status=row.status,
+        priority=row.priority,
+        blocked_by=list(row.blocked_by),
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        source=row.source,
+        last_error=row.last_error,
+        last_error_kind=row.last_error_kind,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
+    )
+
+
+def _escalation_out(row: EscalationRow) -> EscalationOut:
+    return EscalationOut(**msgspec.structs.asdict(row))
+
+
+def build_server(context: BridgeContext) -> MCPServer:
+    """The MCP server with every tool registered (raises :class:`DuplicateTool`)."""
+    server = MCPServer(
+        name="team-executor",
+        instructions=(
+            "Drive a team-executor session: submit tasks, read their status, watch the fleet, answer "
+            "the questions the pipeline asks. Every tool answers at once; poll get_task_status for progress."
+        ),
+        warn_on_duplicate_tools=False,  # ToolTable refuses duplicates outright
+        log_level="WARNING",  # the SDK configures the root logger with this level
+    )
+    table = ToolTable(server)
+
+    # --- tasks -------------------------------------------------------------------------
+
+    def submit_task(
+        name: Annotated[str, Field(min_length=1, max_length=500, description="A one-line title")],
+        ctx: Context,
+        description: Annotated[str, Field(max_length=100_000)] = "",
+        priority: Literal["low", "normal", "high", "critical"] = "normal",
+        assigned_to: Annotated[str | None, Field(description="The role that should do it")] = None,
+        blocked_by: Annotated[list[str] | None, Field(description="Task ids that must complete first")] = None,
+    ) -> TaskOut:
+        """Add a task to the running pipeline; it is dispatched when its blockers are done. Returns its id."""
+        _guard(context, ctx, "submit_task", mutating=True)
+        accepted: TaskAccepted = context.ask(
+            SubmitTask(
+                name=name,
+                description=description,
+                priority=PRIORITY_OF[priority],
+                assigned_to=assigned_to,
+                blocked_by=tuple(blocked_by or ()),
+            )
+        )
+        return _task_out(accepted.task)
+
+    def get_task_status(task_id: TaskId, ctx: Context) -> TaskStatusOut:
+        """One task: its status, attempts, latest progress and artifacts."""
+        _guard(context, ctx, "get_task_status", mutating=False)
+        reader = context.reader()
+        row = reader.task(task_id)
+        if row is None:
+            raise ToolError(f"task_id: no task '{task_id}' in this session (list_tasks shows them)")
+        runs = [
+            RunOut(
+                attempt=run.attempt,
+                backend=run.backend,
+                model=run.model,
+                started_at=run.started_at,
+                ended_at=run.ended_at,
+                outcome=run.outcome,
+                error_kind=run.error_kind,
+                error=run.error,
+                cost_usd=run.cost_usd,
+            )
+            for run in reader.runs(task_id)
+        ]
+        latest = reader.latest_progress(task_id)
+        progress = None
+        if latest is not None and isinstance(latest[1], TaskProgress):
+            progress = ProgressOut(percent=latest[1].percent, note=latest[1].note, at=latest[0])
+        artifacts: list[str] = []
+        found = reader.conn.execute(
+            "SELECT payload_json FROM events WHERE task_id = ? AND type = 'task_completed' ORDER BY id DESC LIMIT 1",
+            [task_id],
+        ).fetchone()
+        if found is not None:
+            event = decode_event(found[0])
+            if isinstance(event, TaskCompleted):
+                artifacts = list(event.artifacts)
+        return TaskStatusOut(
+            task=_task_out(row), description=row.description, runs=runs, progress=progress, artifacts=artifacts
+        )
+
+    def list_tasks(
+        ctx: Context,
+        status: Literal["pending", "in_progress", "completed", "failed"] | None = None,
+        owner: Annotated[str | None, Field(description="Only this role's tasks")] = None,
+    ) -> TasksOut:
+        """The session's tasks, optionally only one status or one role's."""
+        _guard(context, ctx, "list_tasks", mutating=False)
+        rows = context.reader().tasks()
+        chosen = [
+            row for row in rows if (status is None or row.status == status) and (owner is None or row.owner == owner)
+        ]
+        chosen.sort(key=lambda row: row.id)
+        return TasksOut(tasks=[_task_out(row) for row in chosen], total=len(chosen))
+
+    def cancel_task(task_id: TaskId, ctx: Context) -> CancelOut:
+        """Cancel a pending or running task (a running agent is stopped). It ends failed, kind 'cancelled'."""
+        _guard(context, ctx, "cancel_task", mutating=True)
+        cancelled: Cancelled = context.ask(CancelTask(task_id=task_id, by="mcp"))
+        note = "the agent is being stopped" if cancelled.was == "in_progress" else "it will not run"
+        return CancelOut(task_id=cancelled.task_id, was=cancelled.was, note=note)
+
+    def resume_session(ctx: Context) -> ResumeOut:
+        """Give every failed task a new set of attempts; what they blocked can move again."""
+        _guard(context, ctx, "resume_session", mutating=True)
+        reopened: Reopened = context.ask(ReopenFailed(by="mcp"))
+        note = f"{len(reopened.task_ids)} task(s) reopened" if reopened.task_ids else "no failed task to reopen"
+        return ResumeOut(reopened=list(reopened.task_ids), note=note)
+
+    def check_session(ctx: Context) -> CheckOut:
+        """Where the pipeline stands: progress, what is ready, running, failed or blocked, what to do next."""
+        _guard(context, ctx, "check_session", mutating=False)
+        from session.report import build_report  # noqa: PLC0415 - the report pulls in the loader; only here
+
+        try:
+            report = build_report(context.folder)
+        except StoreError as error:
+            raise ToolError(str(error)) from None
+        return CheckOut(
+            session_id=report.session_id,
+            status=report.status,
+            completed=report.progress.completed,
+            total=report.progress.total,
+            percent=report.progress.percent,
+            ready=report.ready,
+            failed=[task.id for task in report.failed],
+            blocked=[task.id for task in report.blocked],
+            running=[worker.task_id for worker in report.active_workers],
+            next_command=report.next_command,
+            recovery_report=report.recovery_report,
+            report=msgspec.to_builtins(report),
+        )
+
+    # --- workers report back -------------------------------------------------------------
+
+    def report_progress(
+        task_id: TaskId,
+        pct: Annotated[int, Field(ge=0, le=100, description="How far along, 0..100")],
+        note: Annotated[str, Field(max_length=2000)],
+        agent_id: AgentId,
+        ctx: Context,
+    ) -> ReportOut:
+        """For workers: say how far your own task is."""
+        _guard(context, ctx, "report_progress", mutating=True)
+        reported: Reported = context.ask(ReportProgress(task_id=task_id, agent_id=agent_id, percent=pct, note=note))
+        return ReportOut(task_id=reported.task_id)
+
+    def report_blocker(
+        task_id: TaskId,
+        detail: Annotated[str, Field(min_length=1, max_length=5000)],
+        severity: Literal["low", "medium", "high", "critical"],
+        agent_id: AgentId,
+        ctx: Context,
+    ) -> ReportOut:
+        """For workers: say what blocks your own task. high/critical opens a question for the user."""
+        _guard(context, ctx, "report_blocker", mutating=True)
+        reported: Reported = context.ask(
+            ReportBlocker(task_id=task_id, agent_id=agent_id, detail=detail, severity=severity)
+        )
+        return ReportOut(task_id=reported.task_id, escalation_id=reported.escalation_id)
+
+    # --- questions for the user -------------------------------------------------------------
+
+    def escalate_decision(
+        issue: Annotated[str, Field(min_length=1, max_length=5000, description="The question")],
+        options: Annotated[list[str], Field(min_length=1, max_length=20, description="The choices")],
+        ctx: Context,
+        task_id: Annotated[str | None, Field(description="The task that waits on the answer")] = None,
+    ) -> EscalationOut:
+        """Ask the user to decide. Returns an id at once; the answer comes through answer_escalation."""
+        caller = _guard(context, ctx, "escalate_decision", mutating=True)
+        if any(not option.strip() for option in options):
+            raise ToolError("options: every option needs some text")
+        record: EscalationRecord = context.ask(
+            EscalateDecision(issue=issue, options=tuple(options), task_id=task_id, opened_by=f"mcp:{caller}")
+        )
+        return _escalation_out(record.escalation)
+
+    def answer_escalation(
+        id: Annotated[str, Field(min_length=1, description="The escalation id, e.g. ESC-001")],
+        choice: Annotated[str, Field(min_length=1)],
+        ctx: Context,
+    ) -> EscalationOut:
+        """Answer an open question with one of its options."""
+        _guard(context, ctx, "answer_escalation", mutating=True)
+        record: EscalationRecord = context.ask(AnswerEscalation(escalation_id=id, choice=choice, answered_by="mcp"))
+        return _escalation_out(record.escalation)
+
+    def list_escalations(ctx: Context, status: Literal["open", "answered"] | None = None) -> EscalationsOut:
+        """The questions for the user, open or answered."""
+        _guard(context, ctx, "list_escalations", mutating=False)
+        return EscalationsOut(escalations=[_escalation_out(row) for row in context.reader().escalations(status)])
+
+    # --- the fleet, models and keys ---------------------------------------------------------
+
+    def get_fleet_status(ctx: Context) -> FleetOut:
+        """Actors, running workers (pid, elapsed, backend, model), backends, MCP servers, key pool (no secrets)."""
+        _guard(context, ctx, "get_fleet_status", mutating=False)
+        snapshot: FleetSnapshot = context.ask(GetFleet())
+        keys: list[KeyOut] = []
+        keypool = context.service("keypool")
+        if keypool is not None:
+            states: KeyStates = context._ask_ref(keypool, GetKeyStates(), "the key pool")
+            keys = [KeyOut(**msgspec.structs.asdict(state)) for state in states.items]
+        return FleetOut(
+            run_id=snapshot.run_id,
+            state=snapshot.state,
+            max_workers=snapshot.max_workers,
+            workers=[WorkerOut(**msgspec.structs.asdict(worker)) for worker in snapshot.workers],
+            actors=list(snapshot.actors),
+            backends_in_use=list(snapshot.backends),
+            backends_installed=context.installed_backends(),
+            tasks_by_status={status: snapshot.tasks_by_status.get(status, 0) for status in TASK_STATUSES},
+            session_spent_usd=snapshot.session_spent_usd,
+            keys=keys,
+            mcp_servers=context.mcp_servers(),
+            panic=panic.is_on(context.folder),
+        )
+
+    def add_api_key(
+        provider: Annotated[str, Field(min_length=1, max_length=64, description="e.g. openai, anthropic")],
+        key: Annotated[str, Field(min_length=8, max_length=4096, description="The API key; never echoed back")],
+        ctx: Context,
+        tier: Annotated[str | None, Field(description="FREE | STANDARD | PREMIUM | CRITICAL")] = None,
+    ) -> KeyAddedOut:
+        """Add an API key to the running key pool (and the encrypted key store). Only its last 4 are shown."""
+        _guard(context, ctx, "add_api_key", mutating=True)
+        from session.config_models import Secret  # noqa: PLC0415 - config models are heavy; only here
+
+        keypool = context.service("keypool")
+        if keypool is None:
+            raise ToolError("this run has no key pool")
+        added = context._ask_ref(
+            keypool, AddKey(provider=provider, secret=Secret(provider, key), tier=tier), "the key pool"
+        )
+        if not isinstance(added, KeyAdded):
+            raise ToolError(f"key: {getattr(added, 'reason', 'refused')}")
+        return KeyAddedOut(
+            key_id=added.key_id,
+            provider=added.provider,
+            last4=added.last4,
+            persisted=added.persisted,
+            warning=added.warning,
+        )
+
+    def select_model(
+        task_complexity: Annotated[
+            str, Field(description="low | medium | high, a tier (FREE..CRITICAL), or a number 0..1")
+        ],
+        ctx: Context,
+        force_model: Annotated[str | None, Field(description="A registry model that wins over the rest")] = None,
+    ) -> ModelChoiceOut:
+        """Which model the router would pick for work of this complexity (CRITICAL needs the user's approval)."""
+        _guard(context, ctx, "select_model", mutating=False)
+        router = context.service("router")
+        if router is None:
+            raise ToolError("this run has no router")
+        probe_id = f"mcp-select-{threading.get_ident()}"
+        try:
+            choice = context._ask_ref(
+                router,
+                SelectModel(task_id=probe_id, complexity=task_complexity, force_model=force_model),
+                "the router",
+            )
+        finally:
+            router.tell(ForgetTask(task_id=probe_id))
+        if not isinstance(choice, ModelChoice):
+            raise ToolError(f"task_complexity/force_model: {getattr(choice, 'reason', 'no model')}")
+        return ModelChoiceOut(
+            model=choice.model,
+            tier=choice.tier,
+            backend=choice.backend,
+            provider=choice.provider,
+            needs_approval=choice.needs_approval,
+            reason=choice.reason,
+        )
+
+    def set_panic(on: bool, ctx: Context) -> PanicOut:
+        """The panic switch: on, every mutating tool is refused (reads keep working) until it is off."""
+        _guard(context, ctx, "set_panic", mutating=False)
+        changed = panic.switch(context.folder, on, by="mcp")
+        state = "on" if on else "off"
+        return PanicOut(panic=on, changed=changed, note=f"panic is {state}" + ("" if changed else " (it already was)"))
+
+    for tool in (
+        submit_task,
+        get_task_status,
+        list_tasks,
+        cancel_task,
+        resume_session,
+        check_session,
+        report_progress,
+        report_blocker,
+        escalate_decision,
+        answer_escalation,
+        list_escalations,
+        get_fleet_status,
+        add_api_key,
+        select_model,
+        set_panic,
+    ):
+        table.add(tool)
+    return server
