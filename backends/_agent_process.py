@@ -17,9 +17,12 @@ from typing import Any, cast
 
 from backends.base import WorkerHooks
 from backends.conventions import (
+    ENV_AGENT_ID,
     ENV_ARTIFACTS,
     ENV_ATTEMPT,
     ENV_MARKER,
+    ENV_MCP_TOKEN,
+    ENV_MCP_URL,
     ENV_MODEL,
     ENV_PROMPT_FILE,
     ENV_REPORT,
@@ -59,6 +62,11 @@ def order_env(order: WorkOrder) -> dict[str, str]:
     }
     if order.model:
         extra[ENV_MODEL] = order.model
+    if order.bridge is not None:
+        # Any worker (a script too) can report progress and blockers to the bridge.
+        extra[ENV_MCP_URL] = order.bridge.url
+        extra[ENV_MCP_TOKEN] = order.bridge.token
+        extra[ENV_AGENT_ID] = order.bridge.agent_id
     return allowlisted_env(extra=extra)
 
 

@@ -24,9 +24,12 @@ __all__ = [
     "DEFAULT_ARTIFACT_SLUG",
     "DEPENDS_ON_LABEL",
     "DESCRIPTION_HEADING",
+    "ENV_AGENT_ID",
     "ENV_ARTIFACTS",
     "ENV_ATTEMPT",
     "ENV_MARKER",
+    "ENV_MCP_TOKEN",
+    "ENV_MCP_URL",
     "ENV_MODEL",
     "ENV_PROMPT_FILE",
     "ENV_REPORT",
@@ -54,6 +57,10 @@ ENV_PROMPT_FILE = "TEAM_EXECUTOR_PROMPT_FILE"
 ENV_REPORT = "TEAM_EXECUTOR_REPORT"  # where the worker may write its JSON report
 ENV_MARKER = "TEAM_EXECUTOR_MARKER"  # finds orphaned workers after a crash
 ENV_MODEL = "TEAM_EXECUTOR_MODEL"  # only set when the work order names a model
+# Only set when the run serves the MCP bridge: where to report, with which token, as whom.
+ENV_MCP_URL = "TEAM_EXECUTOR_MCP_URL"
+ENV_MCP_TOKEN = "TEAM_EXECUTOR_MCP_TOKEN"  # noqa: S105 - the variable's name, not a secret
+ENV_AGENT_ID = "TEAM_EXECUTOR_AGENT_ID"
 
 PROGRESS_TYPE = "progress"
 REPORT_STATUSES = ("completed", "failed", "consensus_blocked", "capability_gap")
