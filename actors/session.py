@@ -343,6 +343,7 @@ class SessionActor(TreeActor):
             "tokens_cached": result.tokens_cached,
             "cost_usd": result.cost_usd,
             "model": result.model,
+            "key_id": result.key_id,
             "agent_session_id": result.agent_session_id,
             "git_head_before": result.git_head_before,
             "git_head_after": result.git_head_after,

@@ -60,6 +60,7 @@ from typing import Any, ClassVar, TextIO
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 
 from backends.agent_cli import classify_status, retry_after_in
 from backends.base import RoutingServices, WorkerHooks
@@ -118,6 +119,7 @@ class ChatOutcome(Message, frozen=True):
     http_status: int | None = None
     model: str | None = None  # as the server reported it, else as requested
     duration_s: float = 0.0
+    key_id: str | None = None  # the pool key the call used (an id, never the key)
 
     @property
     def ok(self) -> bool:
@@ -1016,6 +1018,8 @@ class OpenAIHttpBackend:
                     redact(outcome.error or "", api_key) or None,
                 )
             _note(log, f"{model}: {'ok' if outcome.ok else outcome.error_kind}")
+            if key_id is not None:
+                outcome = msgspec.structs.replace(outcome, key_id=key_id)
             if outcome.ok or outcome.error_kind == "interrupted":
                 return outcome
             if outcome.error_kind == "rate_limited" and key_id is not None:
@@ -1056,6 +1060,7 @@ class OpenAIHttpBackend:
             "cost_usd": cost,
             "cost_estimated": cost is not None,
             "model": outcome.model or order.model,
+            "key_id": outcome.key_id,
             "output_tail": text[-_OUTPUT_TAIL_CHARS:],
         }
         if not outcome.ok:

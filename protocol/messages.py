@@ -5,7 +5,7 @@ Every ask and tell carries one of these; replies to asks are Structs too.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -27,6 +27,7 @@ __all__ = [
     "Flush",
     "GetDeliverables",
     "GetState",
+    "McpCall",
     "Ok",
     "OpenEscalation",
     "OpenRun",
@@ -81,6 +82,14 @@ class BridgeEndpoint(Message, frozen=True):
     server_name: str = "executor"  # the name the agent sees: tools appear as mcp__executor__...
 
 
+class McpCall(Message, frozen=True):
+    """The one tool call a task of a role on the ``mcp`` backend makes (``server`` is a name in [mcp_servers])."""
+
+    server: str
+    tool: str
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class WorkOrder(Message, frozen=True):
     """Everything a backend needs to run one attempt of one task.
 
@@ -113,6 +122,7 @@ class WorkOrder(Message, frozen=True):
     isolate_home: bool = False  # a throwaway HOME and TMPDIR for this attempt
     resume_session: str | None = None  # the agent's own session id from an earlier attempt
     bridge: BridgeEndpoint | None = None  # the executor's MCP bridge, for agents that speak MCP
+    mcp_call: McpCall | None = None  # for the mcp backend: the tool call that is the task
 
 
 class AttemptResult(Message, frozen=True):
@@ -138,6 +148,7 @@ class AttemptResult(Message, frozen=True):
     cost_estimated: bool = False  # computed from a price table, not reported by the agent
     retry_after_s: float | None = None  # with error_kind "rate_limited"
     model: str | None = None
+    key_id: str | None = None  # the key pool's id of the key the attempt used last (never the key)
     agent_session_id: str | None = None  # the CLI's own session, to resume it on a retry
     git_head_before: str | None = None
     git_head_after: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from session.keypool import PoolKey
 from session.store import StoreReader
 from tests.fake_openai import FakeOpenAI, RateLimited, Reply, Unavailable
 from tests.sessions import write_session
@@ -54,6 +55,12 @@ def test_a_429_moves_the_task_to_the_next_key_at_once(executor_cli, tmp_path):
         assert len(fake.chat_requests(key=KEY_A)) == 1
         assert len(fake.chat_requests(key=KEY_B)) == 1
     assert "the text" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
+    # The attempt's row names the key that did the work, by its id only.
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    (run,) = reader.runs()
+    reader.close()
+    assert run.key_id == PoolKey.new("openai-compatible", KEY_B).id
     assert_no_key_anywhere(folder, result.stdout, result.stderr)
 
 

@@ -1,0 +1,161 @@
+"""MCP bridge under load: submit_task + get_task_status over streamable HTTP.
+
+Starts `executor run --session S --backend demo --mcp-http 0` on a copy of the
+demo session, connects one official SDK client (one MCP session, as a
+dashboard or an IDE agent would), and fires calls open-loop at a fixed rate
+for a fixed time: calls alternate submit_task and get_task_status (of the
+task submitted just before), each started on schedule whether or not earlier
+ones finished, so a slow server shows up as latency instead of a lower rate.
+Submitted tasks really run (the demo backend, one process each).
+
+Reported: calls made, errors, p50/p90/p99/max latency per tool, the achieved
+rate, and the executor process's peak RSS (sampled every 0.25 s with psutil).
+
+Usage: python benchmarks/mcp_load.py [--rate 100] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import httpx2
+import psutil
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+REPO = Path(__file__).resolve().parent.parent
+EXECUTOR = Path(sys.executable).with_name("executor")
+
+
+def start_run(folder: Path) -> tuple[subprocess.Popen[str], str, str]:
+    env = {**os.environ, "TEAM_EXECUTOR_CONFIG_DIR": str(folder.parent / "config")}
+    process = subprocess.Popen(
+        [str(EXECUTOR), "run", "--session", str(folder), "--backend", "demo", "--mcp-http", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        found = re.search(r"MCP bridge on (http://\S+/mcp) .*: (\S+)$", line.strip())
+        if found:
+            # Keep draining the output so the executor never blocks on a full pipe.
+            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+            return process, found.group(1), found.group(2)
+    raise SystemExit("the executor printed no bridge address")
+
+
+def sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    process = psutil.Process(pid)
+    while not stop.wait(0.25):
+        try:
+            peak[0] = max(peak[0], process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            return
+
+
+async def load(url: str, token: str, rate: float, seconds: float) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = {"submit_task": [], "get_task_status": []}
+    errors: list[str] = []
+    interval = 1.0 / rate
+    total = int(rate * seconds)
+    last_task: list[str] = ["PLAN-001"]
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+
+        async def one(index: int) -> None:
+            tool = "submit_task" if index % 2 == 0 else "get_task_status"
+            if tool == "submit_task":
+                arguments = {"name": f"load task {index}", "assigned_to": "coder", "priority": "low"}
+            else:
+                arguments = {"task_id": last_task[0]}
+            started = time.perf_counter()
+            try:
+                result = await client.call_tool(tool, arguments)
+            except Exception as error:  # noqa: BLE001 - every failure is counted, none stops the load
+                errors.append(f"{tool}: {type(error).__name__}: {error}")
+                return
+            latencies[tool].append(time.perf_counter() - started)
+            if result.is_error:
+                errors.append(f"{tool}: {' '.join(getattr(p, 'text', '') for p in result.content)[:200]}")
+            elif tool == "submit_task" and result.structured_content:
+                last_task[0] = result.structured_content["id"]
+
+        begin = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for index in range(total):
+                delay = begin + index * interval - time.perf_counter()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                group.start_soon(one, index)
+        elapsed = time.perf_counter() - begin
+    latencies["_errors"] = errors  # type: ignore[assignment]
+    latencies["_elapsed"] = [elapsed]
+    return latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=100.0, help="calls per second (both tools together)")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mcp-load-"))
+    folder = work / "session"
+    shutil.copytree(REPO / "examples" / "demo", folder)
+    (work / "config").mkdir()
+    process, url, token = start_run(folder)
+    stop, peak = threading.Event(), [0]
+    sampler = threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True)
+    sampler.start()
+    try:
+        results = anyio.run(load, url, token, args.rate, args.seconds)
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    errors = results.pop("_errors")
+    elapsed = results.pop("_elapsed")[0]
+    calls = sum(len(values) for values in results.values()) + len(errors)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"date: {time.strftime('%Y-%m-%d')}")
+    print(
+        f"target rate {args.rate:g}/s for {args.seconds:g}s: {calls} calls in {elapsed:.1f}s "
+        f"({calls / elapsed:.1f}/s), errors: {len(errors)}"
+    )
+    for tool, values in results.items():
+        ms = [value * 1000 for value in values]
+        print(
+            f"  {tool}: n={len(ms)} p50={percentile(ms, 0.5):.1f} ms p90={percentile(ms, 0.9):.1f} ms "
+            f"p99={percentile(ms, 0.99):.1f} ms max={max(ms, default=float('nan')):.1f} ms "
+            f"mean={statistics.fmean(ms) if ms else float('nan'):.1f} ms"
+        )
+    print(f"  executor peak RSS: {peak[0] / 2**20:.1f} MiB")
+    for error in errors[:10]:
+        print(f"  error: {error}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
