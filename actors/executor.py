@@ -54,6 +54,7 @@ from protocol.events import (
     WorkerCrashed,
     WorkerRestarted,
 )
+from protocol.keys import GetKeyStates, KeyStates
 from protocol.messages import (
     AttemptResult,
     BeginRun,
@@ -100,6 +101,7 @@ ROUTER = "router"
 KEYPOOL = "keypool"
 SERVICES = (SESSION, RECONCILER, ROUTER, KEYPOOL)
 ASK_TIMEOUT_S = 30.0
+KEY_SNAPSHOT_INTERVAL_S = 2.0
 
 
 class Boot(Message, frozen=True):
@@ -216,6 +218,8 @@ class Executor(RequestHandlers, TreeActor):
         self._ticker_stop = threading.Event()
         self.idle_announced = False
         self.submitted_seq = 0
+        self.next_key_snapshot = 0.0
+        self.last_key_snapshot = b""
 
     # --- life ---------------------------------------------------------------------------
 
@@ -810,6 +814,31 @@ class Executor(RequestHandlers, TreeActor):
         self._dispatch()
         self._maybe_finish()
 
+    def _snapshot_keys(self) -> None:
+        """Put the key pool's states in the store, so `executor models --session` in another
+        process shows them live.  Cooldowns are stored as a wall-clock end, so an unchanged
+        pool writes nothing."""
+        keypool = self.supervisor.ref(KEYPOOL)
+        if keypool is None or keypool.actor_stopped.is_set():
+            return
+        try:
+            states: KeyStates = keypool.ask(GetKeyStates(), timeout=1.0)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return
+        now = time.time()
+        rows = [
+            {
+                **msgspec.structs.asdict(state),
+                "cooling_for_s": 0.0,
+                "cooling_until": round(now + state.cooling_for_s, 1) if state.cooling_for_s else None,
+            }
+            for state in states.items
+        ]
+        encoded = msgspec.json.encode(rows)
+        if encoded != self.last_key_snapshot:
+            self.last_key_snapshot = encoded
+            self._record(meta={"key_states": encoded.decode(), "key_states_at": utc_now()})
+
     def _tell_self(self, message: Message) -> None:
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(message)
@@ -843,6 +872,9 @@ class Executor(RequestHandlers, TreeActor):
         if now >= self.next_flush:
             self.next_flush = now + self.options.flush_interval_s
             self._tell_session(Flush())
+        if now >= self.next_key_snapshot:
+            self.next_key_snapshot = now + KEY_SNAPSHOT_INTERVAL_S
+            self._snapshot_keys()
         self._maybe_finish()
 
     # --- stopping --------------------------------------------------------------------------------
@@ -902,6 +934,7 @@ class Executor(RequestHandlers, TreeActor):
 
     def _finish(self, escalated: str | None = None) -> None:
         self.finished = True
+        self._snapshot_keys()  # what the pool looked like at the end stays readable
         scheduler = self.scheduler
         counts = scheduler.counts() if scheduler else {}
         # Stopped with nothing left to do (a served run told to stop when idle) is not an interruption.

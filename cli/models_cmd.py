@@ -10,7 +10,9 @@ key pool gives it (provider + last 4 characters).
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import msgspec
@@ -162,6 +164,8 @@ def render_models(console: Console, report: ModelsReport) -> None:
     if report.keys is None:
         console.print(f"keys: {report.keys_note or NO_KEY_POOL}")
         return
+    if report.keys_note:
+        console.print(f"keys: {escape(report.keys_note)}")
     keys = Table(box=None, pad_edge=False, title="keys", title_justify="left")
     for header in ("provider", "key", "status", "cooling for", "requests", "cost $", "last error"):
         keys.add_column(header, overflow="fold")
@@ -181,6 +185,55 @@ def render_models(console: Console, report: ModelsReport) -> None:
         console.print(keys)
 
 
+def stored_key_states(session: Path) -> tuple[list[KeyStateRow] | None, str | None]:
+    """The key states a run of ``session`` last recorded, and where they come from.
+
+    A run writes them to its state database every few seconds when they change, so this
+    works from another terminal while the run goes on (read-only, nothing is created).
+    """
+    from session.lock import read_holder  # noqa: PLC0415 - only with --session
+    from session.store import StoreError, StoreReader  # noqa: PLC0415
+
+    try:
+        reader = StoreReader.open(session)
+    except StoreError:
+        return None, None
+    if reader is None:
+        return None, None
+    try:
+        meta = reader.meta()
+    finally:
+        reader.close()
+    if "key_states" not in meta:
+        return None, None
+    now = time.time()
+    rows = []
+    for item in msgspec.json.decode(meta["key_states"]):
+        until = item.get("cooling_until")
+        remaining = max(0.0, until - now) if until else 0.0
+        status = item.get("status", "")
+        if status == "cooling" and remaining == 0.0:
+            status = "active"  # its cooldown ended since the run wrote this
+        rows.append(
+            KeyStateRow(
+                provider=item.get("provider", ""),
+                key_id=item.get("key_id", ""),
+                status=status,
+                cooling_for_s=round(remaining, 1) or None,
+                requests=item.get("requests", 0),
+                cost_usd=item.get("cost_usd", 0.0),
+                last_error=item.get("last_error"),
+            )
+        )
+    holder = read_holder(session)
+    when = meta.get("key_states_at", "?")
+    if holder is not None:
+        note = f"live, from the run going on (pid {holder.pid}); recorded {when}"
+    else:
+        note = f"as the last run left them at {when}"
+    return rows, note
+
+
 def models(session: SessionOpt = None, config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """Show the model registry (tiers, prices, context windows), the fallback chain, and live key states.
 
@@ -197,7 +250,12 @@ def models(session: SessionOpt = None, config: ConfigOpt = None, json: JsonOpt =
             render_problems(Console(highlight=False, soft_wrap=True), "configuration", problems)
         raise typer.Exit(1)
     key_states = _key_state_source(loaded) if _key_state_source is not None else None
+    note = None
+    if key_states is None and session is not None:
+        key_states, note = stored_key_states(session)
     report = models_report(loaded, key_states)
+    if note is not None:
+        report = msgspec.structs.replace(report, keys_note=note)
     if json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:

@@ -7,10 +7,15 @@ environment variables that [keys.env] names, and never reach any file.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from session.keypool import PoolKey
 from session.store import StoreReader
+from tests.conftest import _EMPTY_CONFIG, EXECUTOR
 from tests.fake_openai import FakeOpenAI, RateLimited, Reply, Unavailable
 from tests.sessions import write_session
 
@@ -95,3 +100,41 @@ def test_an_overloaded_model_falls_back_along_the_chain(executor_cli, tmp_path):
     reader.close()
     assert run.model == "model-standard"
     assert_no_key_anywhere(folder, result.stdout, result.stderr)
+
+
+def test_models_shows_the_key_states_of_a_run_in_another_process(executor_cli, tmp_path):
+    with FakeOpenAI(keys=(KEY_A, KEY_B), models=("model-a",)) as fake:
+        folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
+        fake.script(RateLimited(retry_after_s=120), key=KEY_A)
+        fake.script(Reply("[writer] WRITE-001 done."), key=KEY_B)
+        # A served run stays up when its pipeline is done: the states are read while it lives.
+        run = subprocess.Popen(
+            [str(EXECUTOR), "run", "--session", str(folder), "--mcp-http", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "TEAM_EXECUTOR_CONFIG_DIR": str(_EMPTY_CONFIG), **env_for(fake)},
+        )
+        try:
+            assert run.stdout is not None
+            for line in run.stdout:
+                if "idle:" in line:
+                    break
+            time.sleep(2.5)  # the key states are recorded every 2 s when they change
+            shown = executor_cli("models", "--session", str(folder), "--json")
+            text = executor_cli("models", "--session", str(folder))
+        finally:
+            run.send_signal(signal.SIGINT)
+            rest, _ = run.communicate(timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["keys_note"].startswith("live, from the run going on")
+    states = {row["key_id"]: row for row in report["keys"]}
+    cooled = states[PoolKey.new("openai-compatible", KEY_A).id]
+    used = states[PoolKey.new("openai-compatible", KEY_B).id]
+    assert cooled["status"] == "cooling"
+    assert 100 < cooled["cooling_for_s"] <= 120
+    assert used["status"] == "active"
+    assert used["requests"] == 1
+    assert "live, from the run going on" in text.stdout
+    assert_no_key_anywhere(folder, shown.stdout, text.stdout, rest)
