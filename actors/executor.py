@@ -54,7 +54,7 @@ from protocol.events import (
     WorkerCrashed,
     WorkerRestarted,
 )
-from protocol.keys import GetKeyStates, KeyStates
+from protocol.keys import GetKeyStates, KeyStates, RefreshKeys
 from protocol.messages import (
     AttemptResult,
     BeginRun,
@@ -125,6 +125,8 @@ class RoutingSetup:
     config: Any  # session.config_models.Config
     pool: Any  # session.keypool.KeyPool
     store: Any = None  # session.keystore.KeyStore, for keys added while the run goes on
+    store_path: Path | None = None  # its file, watched for keys added by `executor keys add`
+    open_store: Any = None  # () -> KeyStore: opens the store when it appears during the run
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,9 @@ class Executor(RequestHandlers, TreeActor):
                 ChildSpec(
                     name=KEYPOOL,
                     # The same pool object survives a restart: cooldowns and usage are kept.
-                    start=lambda inc: KeyPoolActor.start(KEYPOOL, me, inc, routing.pool, routing.store),
+                    start=lambda inc: KeyPoolActor.start(
+                        KEYPOOL, me, inc, routing.pool, routing.store, routing.store_path, routing.open_store
+                    ),
                     restart=RestartType.PERMANENT,
                     backoff=self.options.service_backoff,
                 )
@@ -821,6 +825,7 @@ class Executor(RequestHandlers, TreeActor):
         keypool = self.supervisor.ref(KEYPOOL)
         if keypool is None or keypool.actor_stopped.is_set():
             return
+        keypool.tell(RefreshKeys())  # keys added in another terminal join first
         try:
             states: KeyStates = keypool.ask(GetKeyStates(), timeout=1.0)
         except (pykka.ActorDeadError, pykka.Timeout):

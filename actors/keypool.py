@@ -20,6 +20,8 @@ input (a ``tell`` that raises would stop the actor).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from actors.base import TreeActor, handles
@@ -34,6 +36,7 @@ from protocol.keys import (
     KeyStates,
     KeyUnavailable,
     KeyWait,
+    RefreshKeys,
     RemoveKey,
     ReportKey,
 )
@@ -49,10 +52,56 @@ log = logging.getLogger("executor.actors.keypool")
 class KeyPoolActor(TreeActor):
     """A permanent service: the only owner of its :class:`KeyPool` while it runs."""
 
-    def __init__(self, name: str, parent: Any, incarnation: int, pool: KeyPool, store: KeyStore | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        parent: Any,
+        incarnation: int,
+        pool: KeyPool,
+        store: KeyStore | None = None,
+        store_path: Path | None = None,
+        open_store: Callable[[], KeyStore] | None = None,
+    ) -> None:
         super().__init__(name, parent, incarnation)
         self.pool = pool
         self.store = store
+        self.store_path = store_path  # the key store's file: watched for keys added elsewhere
+        self.open_store = open_store  # opens the store when it appears after the run started
+        self.store_seen = _mtime(store_path)
+
+    @handles(RefreshKeys)
+    def refresh(self, message: RefreshKeys) -> None:
+        """`executor keys add/remove` in another terminal changed the store: follow it.
+
+        Only keys the pool does not hold are added (adding one again would re-enable a key
+        the provider refused); keys that came from the store and left it are removed.
+        """
+        seen = _mtime(self.store_path)
+        if seen == self.store_seen:
+            return
+        self.store_seen = seen
+        if seen is None:
+            return
+        try:
+            if self.store is None:
+                if self.open_store is None:
+                    return
+                self.store = self.open_store()
+            stored = self.store.secrets()
+        except KeyStoreError as error:
+            log.warning("%s: the key store changed but cannot be read: %s", self.name, error)
+            return
+        ids = set()
+        for api_key in stored:
+            key = PoolKey.of(api_key)
+            ids.add(key.id)
+            if key.id not in self.pool:
+                self.pool.add(key)
+                log.info("%s: key %s added from the key store", self.name, key.id)
+        for state in self.pool.snapshot():
+            if state.source == "keystore" and state.key_id not in ids:
+                self.pool.remove(state.key_id)
+                log.info("%s: key %s left the key store", self.name, state.key_id)
 
     @handles(AcquireKey)
     def acquire(self, message: AcquireKey) -> KeyLease | KeyWait | KeyUnavailable:
@@ -120,3 +169,12 @@ class KeyPoolActor(TreeActor):
     @handles(GetKeyStates)
     def states(self, message: GetKeyStates) -> KeyStates:
         return KeyStates(items=tuple(self.pool.snapshot(message.provider)))
+
+
+def _mtime(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None

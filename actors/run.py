@@ -425,7 +425,13 @@ def _routing_setup(config: Config, console: _Console) -> RoutingSetup:
             stored = list(store.secrets())
         except KeyStoreError as error:
             console(f"! the key store could not be opened ({error}); going on without its keys")
-    return RoutingSetup(config=config, pool=pool_from_config(config, os.environ, stored=stored), store=store)
+    return RoutingSetup(
+        config=config,
+        pool=pool_from_config(config, os.environ, stored=stored),
+        store=store,
+        store_path=user_config_dir() / "keys.enc",
+        open_store=lambda: KeyStore.open(user_config_dir(), os.environ),
+    )
 
 
 def _first(flag: _T | None, configured: _T) -> _T:

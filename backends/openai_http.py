@@ -101,6 +101,7 @@ _POLL_S = 0.05  # how often the waiting thread looks at cancel and the clocks
 _ERROR_BODY_LIMIT = 64 * 1024
 _MAX_ERROR_CHARS = 1000
 _MAX_ROUTING_STEPS = 30  # keys and models tried within one attempt before it gives up
+_KEY_WAIT_STEP_S = 2.0  # while every key cools, look for a usable (or newly added) key this often
 _OUTPUT_TAIL_CHARS = 4096
 _SUMMARY_CHARS = 300
 
@@ -984,11 +985,13 @@ class OpenAIHttpBackend:
                 break
             lease = routing.acquire_key(provider)
             if hasattr(lease, "wait_s"):  # every key of the provider is cooling: wait, do not fail
-                wait = max(0.0, min(lease.wait_s, deadline - time.monotonic()))
-                _note(log, f"all {provider} keys are cooling; waiting {wait:.1f}s for {lease.key_id}")
-                if cancel.wait(wait):
-                    break
-                continue
+                _note(log, f"all {provider} keys are cooling; waiting {lease.wait_s:.1f}s for {lease.key_id}")
+            while hasattr(lease, "wait_s") and not cancel.is_set() and time.monotonic() < deadline:
+                # In short steps: a key added meanwhile (`executor keys add`) is used at once.
+                cancel.wait(max(0.0, min(lease.wait_s, _KEY_WAIT_STEP_S, deadline - time.monotonic())))
+                lease = routing.acquire_key(provider)
+            if hasattr(lease, "wait_s"):
+                break
             secret = getattr(lease, "secret_ref", None)
             key_id = getattr(lease, "key_id", None) if secret is not None else None
             api_key = secret.reveal() if secret is not None else fallback_key

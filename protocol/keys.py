@@ -38,6 +38,7 @@ __all__ = [
     "KeyStatus",
     "KeyUnavailable",
     "KeyWait",
+    "RefreshKeys",
     "RemoveKey",
     "ReportKey",
     "outcome_for_error",
@@ -187,6 +188,10 @@ class KeyRejected(Message, frozen=True):
 class KeyRemoved(Message, frozen=True):
     key_id: str
     found: bool
+
+
+class RefreshKeys(Message, frozen=True):
+    """A tell: pick up keys added to (or removed from) the key store by another process."""
 
 
 class GetKeyStates(Message, frozen=True):

@@ -138,3 +138,40 @@ def test_models_shows_the_key_states_of_a_run_in_another_process(executor_cli, t
     assert used["requests"] == 1
     assert "live, from the run going on" in text.stdout
     assert_no_key_anywhere(folder, shown.stdout, text.stdout, rest)
+
+
+def test_a_key_added_in_another_terminal_joins_the_running_pool(executor_cli, tmp_path):
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    own_env = {"TEAM_EXECUTOR_CONFIG_DIR": str(config_dir), "TEAM_EXECUTOR_MASTER_KEY": "a passphrase for the test"}
+    with FakeOpenAI(keys=(KEY_A, KEY_B), models=("model-a",)) as fake:
+        folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
+        (folder / "executor.toml").write_text(
+            (folder / "executor.toml").read_text().replace('["KEY_A", "KEY_B"]', '["KEY_A"]')
+        )
+        fake.script(RateLimited(retry_after_s=300), key=KEY_A)
+        fake.script(Reply("[writer] WRITE-001 done with the new key."), key=KEY_B)
+        run = subprocess.Popen(
+            [str(EXECUTOR), "run", "--session", str(folder), "--max-attempts", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env_for(fake), **own_env},
+        )
+        log = folder / ".executor" / "logs" / "WRITE-001-a1.log"
+        deadline = time.monotonic() + 30
+        while "keys are cooling" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "keys are cooling" in log.read_text(), "the only key should be cooling for 300 s"
+        added = executor_cli(
+            "keys", "add", "openai-compatible", "--from-env", "NEW_KEY", env={**own_env, "NEW_KEY": KEY_B}
+        )
+        assert added.returncode == 0, added.stderr
+        try:
+            output, _ = run.communicate(timeout=60)
+        finally:
+            run.kill()
+        assert run.returncode == 0, output
+        assert len(fake.chat_requests(key=KEY_B)) == 1
+    assert "with the new key" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
+    assert_no_key_anywhere(folder, output, added.stdout, added.stderr)
