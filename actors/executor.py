@@ -220,6 +220,7 @@ class Executor(RequestHandlers, TreeActor):
         self._ticker_stop = threading.Event()
         self.idle_announced = False
         self.submitted_seq = 0
+        self.critical_asked: set[str] = set()
         self.next_key_snapshot = 0.0
         self.last_key_snapshot = b""
 
@@ -425,6 +426,7 @@ class Executor(RequestHandlers, TreeActor):
             isolate_home=bool(spec.isolate_home),
             resume_session=self.agent_sessions.get(task_id) if attempt > 1 else None,
             bridge=self._bridge_for(agent_id),
+            complexity=getattr(spec, "complexity", None) or "medium",
         )
 
     def _bridge_for(self, agent_id: str) -> BridgeEndpoint | None:

@@ -18,6 +18,7 @@ import pykka
 from actors.base import handles
 from protocol._base import Message
 from protocol.bridge import (
+    CRITICAL_APPROVAL,
     AnswerEscalation,
     Cancelled,
     CancelTask,
@@ -45,6 +46,7 @@ from protocol.messages import (
     ReopenTasks,
 )
 from protocol.records import EscalationRow, TaskRow
+from protocol.routing import ApproveCritical
 from session.store import utc_now
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ class RequestHandlers:
     finished: bool
     session_spent: float
     submitted_seq: int
+    critical_asked: set[str]
     idle_announced: bool
     console: Any
 
@@ -265,9 +268,14 @@ class RequestHandlers:
     # --- questions for the user ------------------------------------------------------------
 
     @handles(EscalateDecision)
-    def escalate_decision(self, message: EscalateDecision) -> EscalationRecord | Refused:
+    def escalate_decision(self, message: EscalateDecision) -> EscalationRecord | Refused | None:
         if message.task_id is not None and message.task_id not in self.rows:
             return Refused(reason=f"no task '{message.task_id}' in this session", argument="task_id")
+        if message.opened_by == CRITICAL_APPROVAL:
+            # Each attempt of the task meets the gate again: ask once per task and run.
+            if message.task_id in self.critical_asked:
+                return None
+            self.critical_asked.add(message.task_id or "")
         row: EscalationRow = self._ask(
             OpenEscalation(
                 issue=message.issue, options=message.options, task_id=message.task_id, opened_by=message.opened_by
@@ -285,6 +293,10 @@ class RequestHandlers:
         if isinstance(answered, Refused):
             return answered
         self.console(f"✓ {answered.id} answered: {answered.choice} (by {answered.answered_by})")
+        if answered.opened_by == CRITICAL_APPROVAL and answered.choice == "approve" and answered.task_id:
+            router = self.supervisor.ref("router")
+            if router is not None:
+                router.tell(ApproveCritical(task_id=answered.task_id))
         if answered.task_id and answered.choice == "cancel":
             row = self.rows.get(answered.task_id)
             if row is not None and row.status in ("pending", "in_progress"):

@@ -17,6 +17,7 @@ tree before it dies, so nothing it started outlives it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pykka
@@ -24,6 +25,7 @@ import pykka
 from actors.base import TreeActor, handles
 from backends.base import WorkerHooks
 from backends.process import stop_tree
+from protocol.bridge import CRITICAL_APPROVAL, EscalateDecision
 from protocol.keys import AcquireKey, KeyUnavailable, ReportKey, outcome_for_error
 from protocol.messages import (
     AttemptResult,
@@ -34,7 +36,7 @@ from protocol.messages import (
     WorkerStarted,
     WorkOrder,
 )
-from protocol.routing import NextModel, NoModel, SelectModel
+from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
 
 __all__ = ["Runner", "TeamWorker"]
 
@@ -48,6 +50,7 @@ class _ActorRouting:
         self.router = router
         self.keypool = keypool
         self.config = config
+        self.escalate: Callable[[EscalateDecision], None] | None = None  # a question for the user
 
     @classmethod
     def find(cls) -> _ActorRouting | None:
@@ -68,7 +71,18 @@ class _ActorRouting:
             return NoModel(task_id="", reason=f"the routing service did not answer: {error}")
 
     def select_model(self, task_id: str, complexity: str, force_model: str | None) -> Any:
-        return self._ask(self.router, SelectModel(task_id=task_id, complexity=complexity, force_model=force_model))
+        choice = self._ask(self.router, SelectModel(task_id=task_id, complexity=complexity, force_model=force_model))
+        if isinstance(choice, ModelChoice) and choice.needs_approval and self.escalate is not None:
+            # The task runs on the lower tier meanwhile; an approval lets its next attempt use CRITICAL.
+            self.escalate(
+                EscalateDecision(
+                    issue=f"{task_id} asks for a CRITICAL model ({choice.reason}). Approve CRITICAL for it?",
+                    options=("approve", "deny"),
+                    task_id=task_id,
+                    opened_by=CRITICAL_APPROVAL,
+                )
+            )
+        return choice
 
     def next_model(self, task_id: str, current_model: str, error_kind: str) -> Any:
         return self._ask(self.router, NextModel(task_id=task_id, current_model=current_model, error_kind=error_kind))  # type: ignore[arg-type]
@@ -120,6 +134,8 @@ class _Hooks:
         """Looked up on first use: only backends that switch keys and models ask for it."""
         if not self._routing_looked_up:
             self._routing = _ActorRouting.find()
+            if self._routing is not None:
+                self._routing.escalate = self.worker.tell_parent
             self._routing_looked_up = True
         return self._routing
 

@@ -972,7 +972,7 @@ class OpenAIHttpBackend:
         window for context_too_long); with no next model the failure is the result.
         """
         fallback_base, fallback_key = self.endpoint_config()
-        choice = routing.select_model(order.task_id, "medium", order.model)
+        choice = routing.select_model(order.task_id, order.complexity, order.model)
         if not hasattr(choice, "model"):
             return ChatOutcome(
                 text="", error_kind="crash", error=f"no model to run: {choice.reason}", model=order.model

@@ -17,6 +17,7 @@ from protocol.records import EscalationRow, TaskRow
 from protocol.types import Priority
 
 __all__ = [
+    "CRITICAL_APPROVAL",
     "AnswerEscalation",
     "CancelTask",
     "Cancelled",
@@ -101,6 +102,10 @@ class Reported(Message, frozen=True):
 
 
 # --- questions for the user ----------------------------------------------------------
+
+
+#: ``opened_by`` of the question the Router's approval gate asks: "approve" lets the task use CRITICAL.
+CRITICAL_APPROVAL = "router:critical"
 
 
 class EscalateDecision(Message, frozen=True):

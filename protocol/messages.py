@@ -122,6 +122,8 @@ class WorkOrder(Message, frozen=True):
     isolate_home: bool = False  # a throwaway HOME and TMPDIR for this attempt
     resume_session: str | None = None  # the agent's own session id from an earlier attempt
     bridge: BridgeEndpoint | None = None  # the executor's MCP bridge, for agents that speak MCP
+    # For routed backends: where the Router starts (low/medium/high, a tier name, or 0..1).
+    complexity: str = "medium"
     mcp_call: McpCall | None = None  # for the mcp backend: the tool call that is the task
 
 
