@@ -426,7 +426,7 @@ class Executor(RequestHandlers, TreeActor):
             isolate_home=bool(spec.isolate_home),
             resume_session=self.agent_sessions.get(task_id) if attempt > 1 else None,
             bridge=self._bridge_for(agent_id),
-            complexity=getattr(spec, "complexity", None) or "medium",
+            complexity=spec.tier or "medium",  # the role's tier is where the Router starts
         )
 
     def _bridge_for(self, agent_id: str) -> BridgeEndpoint | None:

@@ -45,14 +45,14 @@ def _bridge_session(folder: Path) -> Path:
 class RunningBridge:
     """`executor run --session S --mcp-http 0` in a subprocess, and a client for it."""
 
-    def __init__(self, folder: Path, *extra: str) -> None:
+    def __init__(self, folder: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.folder = folder
         self.process = subprocess.Popen(
             [str(EXECUTOR), "run", "--session", str(folder), "--mcp-http", "0", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=ENV,
+            env={**ENV, **(env or {})},
         )
         self.lines: list[str] = []
         deadline = time.monotonic() + 30

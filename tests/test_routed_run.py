@@ -18,6 +18,7 @@ from session.store import StoreReader
 from tests.conftest import _EMPTY_CONFIG, EXECUTOR
 from tests.fake_openai import FakeOpenAI, RateLimited, Reply, Unavailable
 from tests.sessions import write_session
+from tests.test_mcp_bridge import RunningBridge
 
 KEY_A = "sk-test-aaaaaaaaaaaaaaaa1111"
 KEY_B = "sk-test-bbbbbbbbbbbbbbbb2222"
@@ -175,3 +176,35 @@ def test_a_key_added_in_another_terminal_joins_the_running_pool(executor_cli, tm
         assert len(fake.chat_requests(key=KEY_B)) == 1
     assert "with the new key" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
     assert_no_key_anywhere(folder, output, added.stdout, added.stderr)
+
+
+def test_a_critical_task_asks_for_approval_and_uses_critical_once_approved(tmp_path):
+    with FakeOpenAI(keys=(KEY_A, KEY_B), models=("model-crit", "model-std")) as fake:
+        folder = routed_session(tmp_path, fake, [("model-crit", "CRITICAL"), ("model-std", "STANDARD")], None)
+        spec = folder / "role-specs" / "writer.md"
+        spec.write_text(spec.read_text().replace("backend: openai\n", "backend: openai\ntier: CRITICAL\n"))
+        fake.script(Unavailable(status=503), model="model-std")
+        fake.script(Reply("[writer] WRITE-001 done on the critical model."), model="model-crit")
+        bridge = RunningBridge(
+            folder, "--max-attempts", "2", "--retry-backoff", "6", "--exit-when-done", env=env_for(fake)
+        )
+        try:
+            deadline = time.monotonic() + 30
+            opened: list[dict] = []
+            while not opened and time.monotonic() < deadline:
+                opened = bridge.call("list_escalations", {"status": "open"}).structured_content["escalations"]
+                time.sleep(0.2)
+            assert len(opened) == 1, "the gate asks once"
+            question = opened[0]
+            assert question["task_id"] == "WRITE-001"
+            assert question["options"] == ["approve", "deny"]
+            answered = bridge.call("answer_escalation", {"id": question["id"], "choice": "approve"})
+            assert not answered.is_error
+            code = bridge.process.wait(timeout=60)
+        finally:
+            output = bridge.stop()
+        assert code == 0, output
+        asked = [r.body.get("model") for r in fake.chat_requests()]
+    assert asked == ["model-std", "model-crit"], output
+    assert "critical model" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
+    assert_no_key_anywhere(folder, output)
