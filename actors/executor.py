@@ -31,6 +31,7 @@ import pykka
 
 from actors.base import TreeActor, handles
 from actors.keypool import KeyPoolActor
+from actors.mcp_clients import McpClientsActor
 from actors.reconciler import Reconciler
 from actors.requests import RequestHandlers, goal_of
 from actors.router import RouterActor
@@ -40,6 +41,7 @@ from actors.session import EventSink, SessionActor
 from actors.supervision import Backoff, ChildSpec, Escalate, Forget, Intensity, Restart, RestartType, Supervisor
 from actors.worker import TeamWorker
 from backends.base import Backend
+from backends.mcp_call import mcp_call_for
 from protocol._base import Message
 from protocol.events import (
     BudgetExceeded,
@@ -99,7 +101,8 @@ SESSION = "session"
 RECONCILER = "reconciler"
 ROUTER = "router"
 KEYPOOL = "keypool"
-SERVICES = (SESSION, RECONCILER, ROUTER, KEYPOOL)
+MCP_CLIENTS = "mcp-clients"
+SERVICES = (SESSION, RECONCILER, ROUTER, KEYPOOL, MCP_CLIENTS)
 ASK_TIMEOUT_S = 30.0
 KEY_SNAPSHOT_INTERVAL_S = 2.0
 
@@ -153,6 +156,8 @@ class RunOptions:
     keep_alive: bool = False
     # Where workers that speak MCP reach the bridge (url, worker token); None: no bridge.
     worker_bridge: tuple[str, str] | None = None
+    # [mcp_servers] of the config: name -> McpServerConfig; with any, an McpClients service health-checks them.
+    mcp_servers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -266,6 +271,16 @@ class Executor(RequestHandlers, TreeActor):
                     start=lambda inc: KeyPoolActor.start(
                         KEYPOOL, me, inc, routing.pool, routing.store, routing.store_path, routing.open_store
                     ),
+                    restart=RestartType.PERMANENT,
+                    backoff=self.options.service_backoff,
+                )
+            )
+        mcp_servers = self.options.mcp_servers
+        if mcp_servers:
+            self.supervisor.start_child(
+                ChildSpec(
+                    name=MCP_CLIENTS,
+                    start=lambda inc: McpClientsActor.start(MCP_CLIENTS, me, inc, mcp_servers),
                     restart=RestartType.PERMANENT,
                     backoff=self.options.service_backoff,
                 )
@@ -427,6 +442,7 @@ class Executor(RequestHandlers, TreeActor):
             resume_session=self.agent_sessions.get(task_id) if attempt > 1 else None,
             bridge=self._bridge_for(agent_id),
             complexity=spec.tier or "medium",  # the role's tier is where the Router starts
+            mcp_call=mcp_call_for(backend.name, spec, self.prompts.spec(task_id)),
         )
 
     def _bridge_for(self, agent_id: str) -> BridgeEndpoint | None:

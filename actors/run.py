@@ -36,6 +36,7 @@ from actors.reconciler import find_marked_processes
 from actors.session import EventSink
 from actors.supervision import Backoff
 from backends.base import Backend
+from backends.mcp_call import mcp_task_problems, register_servers
 from backends.openai_http import OpenAIHttpBackend
 from backends.process import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
@@ -307,7 +308,13 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     except ConfigInvalid as error:
         raise RunRefused("the configuration is not valid:\n" + format_problems(error.problems), exit_code=2) from None
     apply_role_defaults(session, config)
+    register_servers(config.mcp_servers)  # before resolve_backends: the mcp backend's preflight reads them
     backends = resolve_backends(session, request.backend or config.run.default_backend)
+    mcp_problems = mcp_task_problems(
+        session.tasks, session.role_specs, backends, done=set(session.team.completed_tasks)
+    )
+    if mcp_problems:
+        raise RunRefused("cannot run this session:\n  " + "\n  ".join(mcp_problems), exit_code=2)
     try:
         jail = find_jail(Path(session.folder))
         workdir = resolve_workdir(jail, request.workdir)
@@ -360,6 +367,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         budget_warn_at=config.budget.warn_at,
         keep_alive=bridge is not None and not request.exit_when_done,
         worker_bridge=bridge.worker_endpoint if bridge is not None else None,
+        mcp_servers=dict(config.mcp_servers),
     )
     outcome: Future[RunSummary] = Future()
     executor = Executor.start(

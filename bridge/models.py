@@ -145,8 +145,14 @@ class KeyOut(BaseModel):
 
 class McpServerOut(BaseModel):
     name: str
-    status: str
-    detail: dict[str, Any] = {}
+    transport: str = Field(description="stdio | http")
+    endpoint: str = Field(description="The program or the URL (credentials masked)")
+    status: str = Field(description="online | offline | unknown")
+    tools: list[str] = []
+    last_error: str | None = None
+    last_checked: float | None = Field(default=None, description="Epoch seconds of the last health check")
+    latency_ms: float | None = None
+    failures: int = Field(default=0, description="Health checks failed in a row")
 
 
 class FleetOut(BaseModel):

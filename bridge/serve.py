@@ -22,7 +22,6 @@ from mcp.server.mcpserver import MCPServer
 
 from bridge.auth import Tokens, load_or_create_owner_token, token_path
 from bridge.http import HttpBridge
-from bridge.models import McpServerOut
 from bridge.tools import BridgeContext, build_server
 
 __all__ = ["BridgeRuntime", "installed_backends", "open_bridge", "serve_stdio"]
@@ -87,15 +86,12 @@ def open_bridge(
     host: str,
     port: int,
     console: Callable[[str], None],
-    mcp_servers: Callable[[], list[McpServerOut]] = list,
 ) -> BridgeRuntime:
     """Tokens, tools and the HTTP listener; raises ``DuplicateTool`` or ``BridgeAddressError``."""
     owner, created = load_or_create_owner_token(folder)
     tokens = Tokens(owner)
     holder = _ExecutorHolder()
-    context = BridgeContext(
-        folder=folder, executor=holder, tokens=tokens, mcp_servers=mcp_servers, installed_backends=installed_backends
-    )
+    context = BridgeContext(folder=folder, executor=holder, tokens=tokens, installed_backends=installed_backends)
     server = build_server(context)
     http = HttpBridge(server, tokens, host, port)
     http.start()

@@ -67,6 +67,7 @@ from protocol.bridge import (
 )
 from protocol.events import TaskCompleted, TaskProgress, decode_event
 from protocol.keys import AddKey, GetKeyStates, KeyAdded, KeyStates
+from protocol.mcp_client import GetMcpServers, McpServers
 from protocol.records import EscalationRow, TaskRow
 from protocol.routing import ForgetTask, ModelChoice, SelectModel
 from protocol.types import TASK_STATUSES
@@ -95,7 +96,6 @@ class BridgeContext:
     executor: Callable[[], pykka.ActorRef[Any] | None]
     tokens: Tokens | None = None  # None: stdio only, the caller is the owner
     ask_timeout_s: float = ASK_TIMEOUT_S
-    mcp_servers: Callable[[], list[McpServerOut]] = list
     installed_backends: Callable[[], dict[str, bool]] = dict
     _local: threading.local = field(default_factory=threading.local)
 
@@ -168,6 +168,15 @@ def _guard(context: BridgeContext, ctx: Context, tool: str, mutating: bool) -> C
             f"reads still work. Clear it with `executor panic off --session {context.folder}`."
         )
     return caller
+
+
+def _mcp_servers(context: BridgeContext) -> list[McpServerOut]:
+    """The configured MCP servers as the McpClients service last saw them (none configured: [])."""
+    service = context.service("mcp-clients")
+    if service is None:
+        return []
+    servers: McpServers = context._ask_ref(service, GetMcpServers(), "the MCP clients service")
+    return [McpServerOut(**msgspec.structs.asdict(state)) for state in servers.items]
 
 
 def _task_out(row: TaskRow) -> TaskOut:
@@ -401,7 +410,7 @@ def build_server(context: BridgeContext) -> MCPServer:
             tasks_by_status={status: snapshot.tasks_by_status.get(status, 0) for status in TASK_STATUSES},
             session_spent_usd=snapshot.session_spent_usd,
             keys=keys,
-            mcp_servers=context.mcp_servers(),
+            mcp_servers=_mcp_servers(context),
             panic=panic.is_on(context.folder),
         )
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cli.config_cmd import config_app
 from cli.keys_cmd import keys_app
@@ -55,7 +56,8 @@ def _stderr() -> Console:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _stderr().print(f"[red]error:[/] {message}", markup=True)
+    # Escaped: messages name config keys like [mcp_servers.x], which rich would take for markup.
+    _stderr().print(f"[red]error:[/] {escape(message)}", markup=True)
     return typer.Exit(code)
 
 

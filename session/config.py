@@ -54,6 +54,7 @@ from session.config_models import (
     Secret,
     Settings,
     mask_tail,
+    redact_url,
 )
 from session.problems import Problem, format_problems
 from session.skills import user_config_dir
@@ -230,6 +231,8 @@ def _origin(where: Mapping[Path_, str], loc: Iterable[str | int]) -> str:
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: A well-formed ``${NAME}`` reference in an MCP server's env or headers value.
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _dotted(loc: Iterable[str | int]) -> str:
@@ -457,6 +460,42 @@ def _cross_check(raw: Mapping[str, Any], where: Mapping[Path_, str], backends: C
                         f"backend '{entry['backend']}' differs from the backend of model '{model}' "
                         f"('{model_backend[model]}')",
                         "drop one of the two, or make them agree",
+                        _dotted(loc),
+                        "warning",
+                    )
+                )
+
+    servers = raw.get("mcp_servers")
+    if isinstance(servers, dict):
+        for server, entry in servers.items():
+            if isinstance(entry, dict):
+                problems.extend(_literal_secrets(server, entry, where))
+    return problems
+
+
+#: Names of env variables and headers whose values are secrets; such a value belongs
+#: in the environment (``${NAME}``), not in a config file that may be shared.
+_SECRETISH = re.compile(r"token|secret|key|pass|auth|credential|cookie", re.IGNORECASE)
+_AUTH_SCHEME = re.compile(r"^\s*(Bearer|Basic|Token)\b", re.IGNORECASE)  # "Bearer ${TOKEN}" is fine
+
+
+def _literal_secrets(server: str, entry: Mapping[str, Any], where: Mapping[Path_, str]) -> list[Problem]:
+    """A warning for each ``env``/``headers`` value of an MCP server that holds literal text under a secret's name."""
+    problems = []
+    for table in ("env", "headers"):
+        values = entry.get(table)
+        if not isinstance(values, dict):
+            continue
+        for name, value in values.items():
+            literal = _AUTH_SCHEME.sub("", _REFERENCE.sub("", value)).strip() if isinstance(value, str) else ""
+            if literal and _SECRETISH.search(name):
+                loc: Path_ = ("mcp_servers", server, table, name)
+                problems.append(
+                    _problem(
+                        _origin(where, loc),
+                        "looks like a secret written into the config file",
+                        "put it in an environment variable and write ${NAME} here"
+                        + (" (or set token_env for a bearer token)" if table == "headers" else ""),
                         _dotted(loc),
                         "warning",
                     )
@@ -692,29 +731,20 @@ def load_config(
     return config
 
 
-def _redact_url(url: str) -> str:
-    """``url`` without credentials: user:password and the query string are masked."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    if "@" in host:
-        host = "***@" + host.rsplit("@", 1)[1]
-    path = re.sub(r"\?.*$", "?***", path)
-    return f"{scheme}{sep}{host}{slash}{path}"
-
-
 def redacted_dump(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The effective configuration as JSON-ready data, safe to print or send anywhere.
 
     Keys from files show as ``provider…last4``; ``[keys.env]`` maps each provider to
     ``{VARIABLE: "set (…3f9a)" | "not set"}`` (read from ``environ``, default
-    ``os.environ``); notification secrets and URL credentials are masked.  No key value
-    ever appears.
+    ``os.environ``); notification secrets and URL credentials are masked (an MCP
+    server's ``env`` and ``headers`` show only their ``${NAME}`` references: see
+    ``McpServerConfig``).  No key value ever appears.
     """
     environ = os.environ if environ is None else environ
     dump = config.model_dump(mode="json")
     for model in dump["models"]:
         if model.get("base_url"):
-            model["base_url"] = _redact_url(model["base_url"])
+            model["base_url"] = redact_url(model["base_url"])
 
     def status(name: str) -> str:
         value = environ.get(name, "").strip()

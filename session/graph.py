@@ -9,6 +9,7 @@ Everything here is linear in tasks plus edges.
 
 from __future__ import annotations
 
+import difflib
 import heapq
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,8 @@ from session.models import CapabilityTask, GraphEntry, TaskAnalysisFile
 from session.problems import Problem
 
 __all__ = [
+    "MCP_CALL_KEYS",
+    "TaskMcpCall",
     "TaskSpec",
     "derive_tasks",
     "find_cycles",
@@ -33,6 +36,21 @@ __all__ = [
 _ANALYSIS = "task-analysis.json"
 _ID_SUFFIX = re.compile(r"-\d+$")
 _MAX_CYCLES_REPORTED = 5
+
+
+class TaskMcpCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A task's ``"mcp"`` entry: the MCP tool call that is the task (for roles on the ``mcp`` backend).
+
+    ``server`` and ``tool`` may be left to the role-spec's ``mcp_server``/``mcp_tool``.
+    """
+
+    server: str | None = None
+    tool: str | None = None
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+MCP_CALL_KEYS = ("server", "tool", "arguments")
+_MCP_EXAMPLES = {"server": "netops", "tool": "ping"}
 
 
 class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +66,7 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     upstream_artifacts: tuple[str, ...] = ()
     success_criteria: str = ""
     constraints: str = ""
+    mcp: TaskMcpCall | None = None
 
     @property
     def subject(self) -> str:
@@ -120,6 +139,58 @@ def _graph_entry(task_id: str, raw: Any) -> tuple[tuple[str, ...], str | None, P
     )
 
 
+def _mcp_entry(raw: Any, field: str) -> tuple[TaskMcpCall | None, list[Problem]]:
+    """A task's ``"mcp"`` value, checked; ``field`` is its JSON path."""
+    shape = '{"server": "<name in [mcp_servers]>", "tool": "<tool name>", "arguments": {...}}'
+    if raw is None:
+        return None, []
+    if not isinstance(raw, dict):
+        return None, [
+            Problem(
+                file=_ANALYSIS,
+                field=field,
+                message=f"must be an object, got {type(raw).__name__}",
+                fix=f"write it as {shape}",
+            )
+        ]
+    problems = [
+        Problem(
+            file=_ANALYSIS,
+            field=f"{field}.{key}",
+            message=f"unknown key '{key}'",
+            fix="".join(f"did you mean '{close}'? " for close in difflib.get_close_matches(key, MCP_CALL_KEYS, n=1))
+            + f"use only {', '.join(MCP_CALL_KEYS)}: {shape}",
+        )
+        for key in raw
+        if key not in MCP_CALL_KEYS
+    ]
+    for key in ("server", "tool"):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            problems.append(
+                Problem(
+                    file=_ANALYSIS,
+                    field=f"{field}.{key}",
+                    message=f"must be a non-empty string, got {type(value).__name__}",
+                    fix=f'write it in quotes, e.g. "{key}": "{_MCP_EXAMPLES[key]}", '
+                    f"or leave it out to use the role-spec's mcp_{key}",
+                )
+            )
+    arguments = raw.get("arguments", {})
+    if not isinstance(arguments, dict):
+        problems.append(
+            Problem(
+                file=_ANALYSIS,
+                field=f"{field}.arguments",
+                message=f"must be an object of the tool's arguments, got {type(arguments).__name__}",
+                fix='write it as {"name": value, ...}, or leave it out for a tool without arguments',
+            )
+        )
+    if problems:
+        return None, problems
+    return TaskMcpCall(server=raw.get("server"), tool=raw.get("tool"), arguments=arguments), []
+
+
 def derive_tasks(
     analysis: TaskAnalysisFile,
     role_names: Iterable[str],
@@ -177,6 +248,13 @@ def derive_tasks(
             or prefix_to_role.get(id_prefix(task_id))
         )
         field = f"$.dependency_graph.{task_id}" if task_id in graph else defined[task_id][2]
+        mcp_raw, mcp_field = None, ""
+        if cap_task is not None and cap_task.mcp is not None:
+            mcp_raw, mcp_field = cap_task.mcp, defined[task_id][2].removesuffix(".id") + ".mcp"
+        elif isinstance(analysis.dependency_graph.get(task_id), dict):
+            mcp_raw, mcp_field = analysis.dependency_graph[task_id].get("mcp"), f"$.dependency_graph.{task_id}.mcp"
+        mcp, mcp_problems = _mcp_entry(mcp_raw, mcp_field)
+        problems.extend(mcp_problems)
         if owner is None:
             problems.append(
                 Problem(
@@ -227,6 +305,7 @@ def derive_tasks(
                 upstream_artifacts=tuple(cap_task.upstream_artifacts) if cap_task else (),
                 success_criteria=_joined(cap_task.success_criteria) if cap_task else "",
                 constraints=_joined(cap_task.constraints) if cap_task else "",
+                mcp=mcp,
             )
         )
 

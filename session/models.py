@@ -82,6 +82,9 @@ class CapabilityTask(_Open):
     constraints: str | list[str] = ""
     priority: PriorityField = None
     role: str | None = None
+    # {"server": ..., "tool": ..., "arguments": {...}}: the task is one MCP tool call.
+    # Checked by session.graph, which names the offending key and the fix.
+    mcp: Any = None
 
 
 class AnalysisCapability(_Open):

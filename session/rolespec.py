@@ -53,6 +53,10 @@ class RoleSpecFrontmatter(BaseModel):
     max_turns: int | None = Field(default=None, ge=1)
     permission: Literal["read-only", "workspace-write", "full"] | None = None
     isolate_home: bool | None = None
+    # For the ``mcp`` backend: the server (a name in [mcp_servers]) and tool a task of this
+    # role calls when its own ``"mcp"`` entry in task-analysis.json leaves them out.
+    mcp_server: str | None = Field(default=None, min_length=1)
+    mcp_tool: str | None = Field(default=None, min_length=1)
 
 
 @dataclass(frozen=True)

@@ -422,6 +422,108 @@ def test_credentials_in_a_base_url_are_masked_in_the_dump(user_dir):
     assert dump["models"][0]["base_url"] == "https://***@gw.example/v1?***"
 
 
+# --------------------------------------------------------------------------- [mcp_servers]
+
+
+def test_mcp_servers_load_with_their_defaults(user_dir):
+    write(
+        user_dir / "config.toml",
+        '[mcp_servers.netops]\ncommand = ["netops-mcp", "--stdio"]\nenv = { NETOPS_TOKEN = "${NETOPS_TOKEN}" }\n'
+        '[mcp_servers.dns]\nurl = "http://127.0.0.1:9000/mcp"\ntoken_env = "DNS_MCP_TOKEN"\n'
+        'headers = { "X-Team" = "blue" }\nhealth_interval_s = 5\ntimeout_s = 10\n',
+    )
+    config = load()
+    netops, dns = config.mcp_servers["netops"], config.mcp_servers["dns"]
+    assert (netops.transport, netops.endpoint, netops.health_interval_s, netops.timeout_s) == (
+        "stdio",
+        "netops-mcp",
+        30.0,
+        60.0,
+    )
+    assert (dns.transport, dns.health_interval_s, dns.timeout_s) == ("http", 5.0, 10.0)
+    assert netops.variables() == ["NETOPS_TOKEN"]
+    assert dns.missing_variables({"DNS_MCP_TOKEN": "x"}) == []
+    assert dns.missing_variables({}) == ["DNS_MCP_TOKEN"]
+    assert load().mcp_servers == config.mcp_servers
+    assert not [p for p in config.warnings if p.field and p.field.startswith("mcp_servers")]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message", "fix"),
+    [
+        ("[mcp_servers.a]\ntimeout_s = 5\n", "mcp_servers.a", "needs either command or url", "command = ["),
+        (
+            '[mcp_servers.a]\ncommand = ["x"]\nurl = "http://h/mcp"\n',
+            "mcp_servers.a",
+            "either command or url, not both",
+            "keep command",
+        ),
+        ("[mcp_servers.a]\ncommand = []\n", "mcp_servers.a.command", "names no program", 'command = ["'),
+        ('[mcp_servers.a]\ncommand = "netops-mcp"\n', "mcp_servers.a.command", "expected an array", "["),
+        ('[mcp_servers.a]\nurl = "ftp://h/mcp"\n', "mcp_servers.a.url", "http:// or https://", 'url = "http'),
+        (
+            '[mcp_servers.a]\nurl = "http://h/mcp"\nenv = { A = "1" }\n',
+            "mcp_servers.a",
+            "env applies to a command (stdio) server only",
+            "headers",
+        ),
+        (
+            '[mcp_servers.a]\ncommand = ["x"]\ntoken_env = "T"\n',
+            "mcp_servers.a",
+            "headers and token_env apply to a url server only",
+            "env",
+        ),
+        (
+            '[mcp_servers.a]\ncommand = ["x"]\nenv = { A = "${not a name}" }\n',
+            "mcp_servers.a.env.A",
+            "malformed ${...} reference",
+            "${NETOPS_TOKEN}",
+        ),
+        ('[mcp_servers.a]\ncommand = ["x"]\nenv = { 1A = "x" }\n', "mcp_servers.a.env.1A", "variable name", "_"),
+        (
+            f'[mcp_servers.a]\nurl = "http://h/mcp"\ntoken_env = "{ANTHROPIC_KEY}"\n',
+            "mcp_servers.a.token_env",
+            "NAME of an environment variable",
+            "variable's name",
+        ),
+        ('[mcp_servers."net ops"]\ncommand = ["x"]\n', 'mcp_servers."net ops"', "server name", "[mcp_servers."),
+        ('[mcp_servers.a]\ncommand = ["x"]\ntimeout = 5\n', "mcp_servers.a.timeout", "unknown key", "timeout_s"),
+        ('[mcp_servers.a]\ncommand = ["x"]\nhealth_interval_s = 0\n', "mcp_servers.a.health_interval_s", "more", ""),
+        ("mcp_servers = 3\n", "mcp_servers", "expected a table", "[name]"),
+    ],
+)
+def test_each_bad_mcp_server_entry_is_rejected_naming_the_file_the_key_and_the_fix(user_dir, text, field, message, fix):
+    path = write(user_dir / "config.toml", text)
+    problems = rejected()
+    assert any(p.file == str(path) and p.field == field and message in p.message and fix in p.fix for p in problems), (
+        problems
+    )
+    assert not any(ANTHROPIC_KEY in str(p) for p in problems)
+
+
+def test_a_secret_written_into_an_mcp_servers_env_or_headers_is_a_warning_and_never_shown(user_dir):
+    path = write(
+        user_dir / "config.toml",
+        f'[mcp_servers.a]\ncommand = ["x"]\nenv = {{ API_KEY = "{OPENAI_KEY}", MODE = "prod" }}\n'
+        f'[mcp_servers.b]\nurl = "https://me:{ANTHROPIC_KEY}@mcp.example/mcp?token=abc"\n'
+        'headers = { Authorization = "Bearer ${B_TOKEN}", "X-Api-Key" = "literal-value-123" }\n',
+    )
+    config = load()
+    warned = {(p.field, p.message) for p in config.warnings if p.file == str(path)}
+    assert warned == {
+        ("mcp_servers.a.env.API_KEY", "looks like a secret written into the config file"),
+        ("mcp_servers.b.headers.X-Api-Key", "looks like a secret written into the config file"),
+    }
+    dump = redacted_dump(config, {})
+    assert dump["mcp_servers"]["a"]["env"] == {"API_KEY": "…", "MODE": "…"}
+    assert dump["mcp_servers"]["b"]["headers"] == {"Authorization": "…${B_TOKEN}", "X-Api-Key": "…"}
+    assert dump["mcp_servers"]["b"]["url"] == "https://***@mcp.example/mcp?***"
+    text = json.dumps(dump) + repr(config) + str(config.warnings)
+    for secret in (OPENAI_KEY, ANTHROPIC_KEY, "literal-value-123", "abc"):
+        assert secret not in text
+    assert config.mcp_servers["a"].env["API_KEY"] == OPENAI_KEY  # the server still gets it
+
+
 # --------------------------------------------------------------------------- the command line
 
 
@@ -467,6 +569,24 @@ def test_config_check_lists_every_problem_and_exits_1(executor_cli, user_dir, tm
     for output in (text.stdout, text.stderr, as_json.stdout):
         assert ANTHROPIC_KEY not in output
         assert "Traceback" not in output
+
+
+def test_config_check_shows_mcp_servers_without_their_secrets(executor_cli, user_dir, session):
+    write(
+        session / "executor.toml",
+        '[mcp_servers.netops]\ncommand = ["netops-mcp"]\n'
+        f'env = {{ TOKEN = "${{NETOPS_TOKEN}}", KEY = "{OPENAI_KEY}" }}\n'
+        f'[mcp_servers.dns]\nurl = "https://bot:{ANTHROPIC_KEY}@dns.example/mcp"\ntoken_env = "DNS_TOKEN"\n',
+    )
+    env = {"TEAM_EXECUTOR_CONFIG_DIR": str(user_dir), "NETOPS_TOKEN": ENV_KEY}
+    text = executor_cli("config", "check", "--session", str(session), env=env)
+    assert text.returncode == 0, text.stderr
+    assert "[mcp_servers.netops]" in text.stdout
+    assert '[mcp_servers.netops.env]\nTOKEN = "${NETOPS_TOKEN}"\nKEY = "…"\n' in text.stdout
+    assert 'url = "https://***@dns.example/mcp"' in text.stdout
+    assert "mcp_servers.netops.env.KEY: looks like a secret written into the config file" in text.stdout
+    for secret in (OPENAI_KEY, ANTHROPIC_KEY, ENV_KEY):
+        assert secret not in text.stdout + text.stderr
 
 
 def test_config_check_usage_errors_exit_2(executor_cli, user_dir, tmp_path):

@@ -29,6 +29,7 @@ from tests.conftest import _EMPTY_CONFIG, EXECUTOR
 from tests.sessions import copy_demo, write_session
 
 WORKER = Path(__file__).resolve().parent / "mcp_worker.py"
+TOOL_SERVER = Path(__file__).resolve().parent / "mcp_tool_server.py"
 ENV = {**os.environ, "TEAM_EXECUTOR_CONFIG_DIR": str(_EMPTY_CONFIG), "COLUMNS": "200"}
 
 
@@ -37,9 +38,25 @@ def _text(result: Any) -> str:
 
 
 def _bridge_session(folder: Path) -> Path:
-    """One role whose worker is tests/mcp_worker.py; W-001 reports on itself and tries W-002."""
+    """Role worker runs tests/mcp_worker.py (W-001 reports on itself and tries W-002); role netops
+    is an MCP server of the config (tests/mcp_tool_server.py), NET-001 one call of its ping tool."""
     extra = f'backend: command\ncommand: ["{sys.executable}", "{WORKER}", "{{task_id}}", "W-002"]\n'
-    return write_session(folder, {"worker": "W"}, {"W-001": [], "W-002": ["W-001"]}, role_extra={"worker": extra})
+    ping = {"id": "NET-001", "goal": "Ping db1", "mcp": {"tool": "ping", "arguments": {"host": "db1"}}}
+    write_session(
+        folder,
+        {"worker": "W", "netops": "NET"},
+        {"W-001": [], "W-002": ["W-001"], "NET-001": []},
+        role_extra={"worker": extra, "netops": "backend: mcp\nmcp_server: netops\n"},
+        capabilities=[
+            {"name": "worker", "prefix": "W", "tasks": []},
+            {"name": "netops", "prefix": "NET", "tasks": [ping]},
+        ],
+    )
+    (folder / "executor.toml").write_text(
+        f'[mcp_servers.netops]\ncommand = ["{sys.executable}", "{TOOL_SERVER}"]\nhealth_interval_s = 2\n\n'
+        '[mcp_servers.gone]\nurl = "http://127.0.0.1:9/mcp"\nhealth_interval_s = 2\n'
+    )
+    return folder
 
 
 class RunningBridge:
@@ -167,10 +184,30 @@ def test_fleet_status_shows_the_tree_without_secrets(served: RunningBridge) -> N
     data = fleet.structured_content
     assert data["state"] in ("running", "idle")
     assert {"session", "reconciler", "router", "keypool"} <= set(data["actors"])
-    assert data["backends_in_use"] == ["command"]
+    assert data["backends_in_use"] == ["command", "mcp"]
     assert data["backends_installed"]["demo"] is True
     assert any(key["provider"] == "openai" and key["last4"] == "1234" for key in data["keys"])
     assert "abcdefghijklmnop" not in json.dumps(data)
+
+
+def test_an_mcp_server_of_the_config_is_a_fleet_member(served: RunningBridge) -> None:
+    status = served.wait_status("NET-001", {"completed", "failed"})
+    assert status["task"]["status"] == "completed", status
+    assert status["runs"][0]["backend"] == "mcp"
+    (artifact,) = status["artifacts"]
+    assert "PING db1" in (served.folder / artifact).read_text()
+    deadline = time.monotonic() + 30
+    servers: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        fleet = served.call("get_fleet_status", {}).structured_content
+        servers = {server["name"]: server for server in fleet["mcp_servers"]}
+        if servers and all(server["status"] != "unknown" for server in servers.values()):
+            break
+        time.sleep(0.5)
+    assert servers["netops"]["status"] == "online", servers
+    assert "ping" in servers["netops"]["tools"]
+    assert servers["gone"]["status"] == "offline"
+    assert servers["gone"]["last_error"]
 
 
 def test_escalations_are_recorded_and_answered(served: RunningBridge) -> None:
