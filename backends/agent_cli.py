@@ -31,7 +31,8 @@ from backends.base import WorkerHooks
 from backends.git_state import changed_files, snapshot
 from backends.pricing import estimate_cost
 from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
-from protocol.messages import AttemptResult, WorkOrder
+from backends.prompt import bridge_note
+from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter
 
@@ -39,15 +40,72 @@ __all__ = [
     "AGENT_CLIS_ENV",
     "AgentCliBackend",
     "StreamState",
+    "bridge_path",
+    "bridge_problem",
     "classify_status",
+    "forget_bridge",
     "locate_program",
     "read_assistant_turn",
     "retry_after_in",
+    "write_private",
 ]
 
 AGENT_CLIS_ENV = "TEAM_EXECUTOR_AGENT_CLIS"  # a folder (e.g. node_modules/.bin) searched before PATH
 
 _DEFAULT_HANG_S = 900.0  # an agent silent for 15 minutes is stuck, whatever its wall-clock budget
+
+# --- the executor's MCP bridge (order.bridge) --------------------------------------------
+# Its bearer token reaches a CLI through the environment (order_env) or a 0600 file under
+# bridge_path(), deleted when the attempt ends; never through argv, which anyone can read (`ps`).
+
+# Letters, digits and '-' only: the name becomes a TOML key (codex), part of tool names
+# (claude mcp__<name>__*, gemini mcp_<name>_*, where gemini splits at the first '_').
+_SERVER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+# RFC 6750 b64token: nothing a shell, a header or gemini's $VAR expansion would read specially.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
+def bridge_problem(bridge: BridgeEndpoint) -> str | None:
+    """Why ``bridge`` cannot be handed to an agent CLI as it is, or None."""
+    if not _SERVER_NAME.fullmatch(bridge.server_name):
+        return f"bridge server name {bridge.server_name!r}: use 1-64 letters, digits or '-'"
+    if not bridge.url.startswith(("http://", "https://")):
+        return f"bridge url {bridge.url!r} is not an http(s) URL"
+    if not _BEARER_TOKEN.fullmatch(bridge.token):
+        return "the bridge token is empty or has characters a bearer token cannot have"
+    return None
+
+
+def bridge_path(order: WorkOrder, suffix: str) -> Path:
+    """Where this attempt's bridge configuration lives: ``<session>/.executor/mcp/<task>-a<attempt><suffix>``.
+
+    ``suffix`` starts with a dot (``.json``): :func:`forget_bridge` deletes what it names.
+    """
+    return Path(order.session_dir) / ".executor" / "mcp" / f"{order.task_id}-a{order.attempt}{suffix}"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (the file may hold a bearer token)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode does not apply to a file that already existed
+        handle.write(text)
+
+
+def forget_bridge(order: WorkOrder) -> None:
+    """Delete this attempt's bridge files: the token stays on disk no longer than the agent runs."""
+    folder = bridge_path(order, "").parent
+    prefix = bridge_path(order, "").name
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if not entry.name.startswith(f"{prefix}."):  # IMPL-1-a1 must not take IMPL-1-a10's files
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)  # unlinks symlinks inside, never follows them
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def locate_program(name: str) -> str | None:
@@ -159,6 +217,7 @@ class AgentCliBackend:
     prompt_on_stdin: ClassVar[bool] = True
     help_commands: ClassVar[tuple[tuple[str, ...], ...]] = (("--help",),)  # for `executor probe`
     probe_flags: ClassVar[tuple[str, ...]] = ()  # the flags we pass, checked against --help
+    speaks_mcp: ClassVar[bool] = False  # the CLI is pointed at the executor's MCP bridge (order.bridge)
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ
@@ -206,6 +265,13 @@ class AgentCliBackend:
     def _extra_env(self, order: WorkOrder) -> dict[str, str]:
         return {}
 
+    def _prepare_bridge(self, order: WorkOrder, bridge: BridgeEndpoint, env: Mapping[str, str]) -> None:
+        """Write the files the CLI reads to reach the bridge (see :func:`bridge_path`, :func:`write_private`).
+
+        Called only when ``speaks_mcp`` and the order has a bridge, after :meth:`_environment`
+        (``env`` is the agent's environment) and before the agent starts.
+        """
+
     # --- running -------------------------------------------------------------------------
 
     def _environment(self, order: WorkOrder) -> dict[str, str]:
@@ -244,7 +310,38 @@ class AgentCliBackend:
             return AttemptResult(
                 ok=False, error_kind="spawn_failed", error=f"`{self.program}` is not installed ({self.install_hint})"
             )
+        bridge = order.bridge if self.speaks_mcp else None
+        problem = bridge_problem(bridge) if bridge is not None else None
+        if problem is not None:
+            return AttemptResult(ok=False, error_kind="spawn_failed", error=problem)
         prompt = Path(order.prompt_file).read_text(encoding="utf-8")
+        if bridge is not None:
+            prompt += bridge_note(order)
+        env = self._environment(order)
+        try:
+            if bridge is not None:
+                try:
+                    self._prepare_bridge(order, bridge, env)
+                except OSError as error:
+                    return AttemptResult(
+                        ok=False,
+                        error_kind="spawn_failed",
+                        error=f"cannot write the MCP bridge configuration: {error.strerror or error}",
+                    )
+            return self._run_agent(program, order, prompt, env, hooks, cancel)
+        finally:
+            if bridge is not None:
+                forget_bridge(order)
+
+    def _run_agent(
+        self,
+        program: str,
+        order: WorkOrder,
+        prompt: str,
+        env: dict[str, str],
+        hooks: WorkerHooks,
+        cancel: threading.Event,
+    ) -> AttemptResult:
         argv = self._argv(program, order, prompt)
         workdir = Path(order.workdir)
         before = snapshot(workdir)
@@ -261,7 +358,7 @@ class AgentCliBackend:
             ProcessSpec(
                 argv=tuple(argv),
                 cwd=order.workdir,
-                env=self._environment(order),
+                env=env,
                 log_path=order.log_path,
                 stdin_data=prompt.encode() if self.prompt_on_stdin else None,
             ),

@@ -10,13 +10,22 @@ done, even with exit code 0.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status, read_assistant_turn
+from backends.agent_cli import (
+    AgentCliBackend,
+    StreamState,
+    bridge_path,
+    classify_status,
+    read_assistant_turn,
+    write_private,
+)
 from backends.base import WorkerHooks
 from backends.process import ProcessOutcome
-from protocol.messages import WorkOrder
+from protocol.messages import BridgeEndpoint, WorkOrder
 
 __all__ = ["ClaudeBackend"]
 
@@ -45,17 +54,25 @@ class ClaudeBackend(AgentCliBackend):
         "--permission-mode",
         "--allowedTools",
         "--resume",
+        "--mcp-config",
     )
+    speaks_mcp: ClassVar[bool] = True
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
         argv = [program, "-p", "--output-format", "stream-json", "--verbose"]
+        # Headless, a tool not on the allowed list is refused: the bridge's tools go on it.
+        bridge_tools = (f"mcp__{order.bridge.server_name}__*",) if order.bridge else ()
         if order.permission == "full":
             argv.append("--dangerously-skip-permissions")
         elif order.permission == "read-only":
             # acceptEdits would let Write run whatever the allowed list says: read-only needs default.
-            argv += ["--permission-mode", "default", f"--allowedTools={','.join(_READ_TOOLS)}"]
+            argv += ["--permission-mode", "default", f"--allowedTools={','.join((*_READ_TOOLS, *bridge_tools))}"]
         else:
-            argv += ["--permission-mode", "acceptEdits", f"--allowedTools={','.join(_WRITE_TOOLS)}"]
+            argv += ["--permission-mode", "acceptEdits", f"--allowedTools={','.join((*_WRITE_TOOLS, *bridge_tools))}"]
+        if order.bridge:
+            # A file, not inline JSON: the token must not show in argv.  `=` because the
+            # option takes several values and would swallow the next argument.
+            argv.append(f"--mcp-config={bridge_path(order, '.json')}")
         if order.model:
             argv += ["--model", order.model]
         if order.max_turns:
@@ -73,6 +90,17 @@ class ClaudeBackend(AgentCliBackend):
         if order.permission == "full" and hasattr(os, "geteuid") and os.geteuid() == 0:
             env["IS_SANDBOX"] = "1"  # Claude refuses to skip permissions as root otherwise
         return env
+
+    def _prepare_bridge(self, order: WorkOrder, bridge: BridgeEndpoint, env: Mapping[str, str]) -> None:
+        """The ``--mcp-config`` file: the bridge as a streamable-HTTP server, with the token (0600)."""
+        server = {
+            "type": "http",  # streamable HTTP
+            "url": bridge.url,
+            "headers": {"Authorization": f"Bearer {bridge.token}"},
+            # Loaded up front: otherwise Claude Code hides MCP tools behind its ToolSearch tool.
+            "alwaysLoad": True,
+        }
+        write_private(bridge_path(order, ".json"), json.dumps({"mcpServers": {bridge.server_name: server}}))
 
     def _on_line(self, line: bytes, state: StreamState, hooks: WorkerHooks) -> None:
         event = self._json(line)

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from backends.agent_cli import AgentCliBackend, StreamState, classify_status, retry_after_in
 from backends.base import WorkerHooks
+from backends.conventions import ENV_MCP_TOKEN
 from backends.process import ProcessOutcome
 from protocol.messages import WorkOrder
 
@@ -37,6 +38,7 @@ class CodexBackend(AgentCliBackend):
     credential_files: ClassVar[tuple[str, ...]] = (".codex/auth.json",)
     help_commands: ClassVar[tuple[tuple[str, ...], ...]] = (("exec", "--help"),)
     probe_flags: ClassVar[tuple[str, ...]] = ("--json", "--sandbox", "--skip-git-repo-check", "--model", "--config")
+    speaks_mcp: ClassVar[bool] = True
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
         argv = [program, "exec", "--json", "--skip-git-repo-check", "--sandbox", _SANDBOX[order.permission]]
@@ -52,11 +54,25 @@ class CodexBackend(AgentCliBackend):
             argv += ["-c", 'model_provider="team-executor"', "-c", f"model_providers.team-executor={provider}"]
         # Codex would retry a failing request several times on its own; the executor's
         # retry and routing decide instead, with the error kind in hand.
-
+        if order.bridge:
+            argv += ["-c", self._bridge_table(order.bridge.server_name, order.bridge.url)]
         if order.resume_session:
             argv += ["resume", order.resume_session]
         argv.append("-")  # the prompt is on stdin
         return argv
+
+    @staticmethod
+    def _bridge_table(name: str, url: str) -> str:
+        """``mcp_servers.<name>={...}``: a streamable-HTTP server.  Codex sends the bearer token it
+        finds in the variable every worker with a bridge gets (``order_env``), so the token stays
+        out of argv; the tools are approved up front (under `codex exec` a tool that would need
+        an approval is refused)."""
+        fields = {
+            "url": json.dumps(url),
+            "bearer_token_env_var": json.dumps(ENV_MCP_TOKEN),
+            "default_tools_approval_mode": '"approve"',
+        }
+        return f"mcp_servers.{name}={{" + ",".join(f"{key}={value}" for key, value in fields.items()) + "}"
 
     def _on_line(self, line: bytes, state: StreamState, hooks: WorkerHooks) -> None:
         event = self._json(line)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status
+from backends.agent_cli import AgentCliBackend, StreamState, bridge_path, classify_status, write_private
 from backends.base import WorkerHooks
 from backends.process import ProcessOutcome
-from protocol.messages import WorkOrder
+from protocol.messages import BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
 
 __all__ = ["DEFAULT_GEMINI_MODEL", "GeminiBackend"]
@@ -35,7 +37,45 @@ _SETTINGS = {
     "privacy": {"usageStatisticsEnabled": False},
 }
 _HTTP = re.compile(r"\b(4\d\d|5\d\d)\b")
+# A JSON string (kept) or a // or /* */ comment (dropped): Gemini's settings files may hold comments.
+_STRING_OR_COMMENT = re.compile(r'"(?:\\.|[^"\\])*"|//[^\n]*|/\*.*?\*/', re.DOTALL)
 _REFUSED_TOOL_ERRORS = frozenset({"tool_not_registered", "permission_denied", "tool_permission_denied"})
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """A Gemini settings file as a dict; {} when it is missing or not a JSON object (then the
+    attempt runs without the user's settings, where Gemini itself would refuse to start)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    text = _STRING_OR_COMMENT.sub(lambda match: match[0] if match[0].startswith('"') else "", text)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _with_bridge(settings: dict[str, Any], bridge: BridgeEndpoint) -> dict[str, Any]:
+    """``settings`` plus the bridge as a streamable-HTTP MCP server.
+
+    ``trust`` lets its tools run without a confirmation, which in a headless run is the only
+    way they run at all.  A user's allow-list of servers would leave it out: it joins the list.
+    """
+    name = bridge.server_name
+    server = {"type": "http", "url": bridge.url, "headers": {"Authorization": f"Bearer {bridge.token}"}, "trust": True}
+    servers = settings.get("mcpServers") if isinstance(settings.get("mcpServers"), dict) else {}
+    merged = {**settings, "mcpServers": {**servers, name: server}}
+    mcp = settings.get("mcp")
+    if isinstance(mcp, dict):
+        mcp = dict(mcp)
+        if isinstance(mcp.get("allowed"), list):
+            mcp["allowed"] = [*mcp["allowed"], name]
+        if isinstance(mcp.get("excluded"), list):
+            mcp["excluded"] = [item for item in mcp["excluded"] if item != name]
+        merged["mcp"] = mcp
+    return merged
 
 
 class GeminiBackend(AgentCliBackend):
@@ -52,6 +92,7 @@ class GeminiBackend(AgentCliBackend):
         "--approval-mode",
         "--skip-trust",
     )
+    speaks_mcp: ClassVar[bool] = True
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
         return [
@@ -68,12 +109,37 @@ class GeminiBackend(AgentCliBackend):
         ]
 
     def _extra_env(self, order: WorkOrder) -> dict[str, str]:
-        return {"GEMINI_CLI_TRUST_WORKSPACE": "true", "NO_COLOR": "1"}
+        env = {"GEMINI_CLI_TRUST_WORKSPACE": "true", "NO_COLOR": "1"}
+        if order.bridge:
+            env["GEMINI_CLI_HOME"] = str(bridge_path(order, ".gemini-home"))  # see _prepare_bridge
+        return env
 
     def _prepare_home(self, home: Path, order: WorkOrder) -> None:
         settings = home / ".gemini" / "settings.json"
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps(_SETTINGS), encoding="utf-8")
+
+    def _prepare_bridge(self, order: WorkOrder, bridge: BridgeEndpoint, env: Mapping[str, str]) -> None:
+        """Give this attempt its own ``GEMINI_CLI_HOME``: the agent's ``~/.gemini`` seen through
+        symlinks, except a settings.json (0600) that adds the bridge to the agent's own settings.
+
+        Gemini reads MCP servers only from settings files, and has no flag for one.  Its system
+        settings file (``GEMINI_CLI_SYSTEM_SETTINGS_PATH``) is skipped unless it and every folder
+        above it are owned by root; the workspace file is the user's project.  That leaves the
+        user file, ``$GEMINI_CLI_HOME/.gemini/settings.json`` when that variable is set.
+        """
+        real_home = Path(env.get("HOME") or "~").expanduser()
+        real = real_home / ".gemini"
+        home = bridge_path(order, ".gemini-home")
+        shutil.rmtree(home, ignore_errors=True)  # left over by an attempt that crashed
+        (home / ".gemini").mkdir(mode=0o700, parents=True)
+        for entry in sorted(real.iterdir()) if real.is_dir() else ():
+            if entry.name != "settings.json":  # credentials, history, trusted folders: the real ones
+                (home / ".gemini" / entry.name).symlink_to(entry)
+        if (real_home / ".env").exists():
+            (home / ".env").symlink_to(real_home / ".env")  # Gemini's last place to look for a .env
+        settings = _with_bridge(_read_settings(real / "settings.json"), bridge)
+        write_private(home / ".gemini" / "settings.json", json.dumps(settings))
 
     def _on_line(self, line: bytes, state: StreamState, hooks: WorkerHooks) -> None:
         event = self._json(line)

@@ -32,11 +32,12 @@ from backends.conventions import (
     relative_inside,
     task_artifact_files,
 )
+from protocol.messages import WorkOrder
 from session.graph import TaskSpec
 from session.loader import TeamSession
 from session.skills import Skill
 
-__all__ = ["build_prompt", "expected_artifact", "task_description"]
+__all__ = ["bridge_note", "build_prompt", "expected_artifact", "task_description"]
 
 _NOT_INLINED = "(not inlined: over the size budget)"
 _FENCE_INFO = {".md": "markdown", ".py": "python", ".json": "json", ".yaml": "yaml", ".yml": "yaml", ".txt": "text"}
@@ -387,3 +388,31 @@ def build_prompt(
         )
     )
     return "\n\n".join(parts) + "\n"
+
+
+def bridge_note(order: WorkOrder) -> str:
+    """What an agent connected to the executor's MCP bridge is told: its agent id and the tools
+    that report back while it works (empty without ``order.bridge``).
+
+    Appended by the agent-CLI backend to the prompt it sends, not written into the prompt
+    file: the agent id is per attempt and authorises the reports.
+    """
+    if order.bridge is None:
+        return ""
+    server, task, agent = order.bridge.server_name, order.task_id, order.bridge.agent_id
+    return "\n".join(
+        [
+            "",
+            "# Reporting to the executor",
+            "",
+            f"Your agent id is `{agent}`. The MCP server `{server}` has tools to tell the executor how "
+            f"task {task} goes while you work; each answers at once, then carry on:",
+            "",
+            "- `report_progress(task_id, pct, note, agent_id)`: pct is 0-100, note one short line.",
+            "- `report_blocker(task_id, detail, severity, agent_id)`: what stops you; severity is "
+            "`low`, `medium`, `high` or `critical` (high and critical ask the user).",
+            "",
+            f'Always pass task_id "{task}" and agent_id "{agent}".',
+            "",
+        ]
+    )

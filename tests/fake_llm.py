@@ -116,7 +116,23 @@ class Hang:
     repeat: int = 1
 
 
-Turn = Text | WriteFile | ReadFile | RateLimited | Overloaded | BadRequest | Hang
+@dataclass(frozen=True)
+class McpToolCall:
+    """The model calls tool ``tool`` of the MCP server the CLI knows as ``server``, with ``arguments``.
+
+    Each CLI names MCP tools its own way (Claude ``mcp__<server>__<tool>``, Gemini
+    ``mcp_<server>_<tool>``, codex ``<tool>`` inside the namespace ``mcp__<server>``), so the call
+    uses the name found among the tools the request offers. Codex offers MCP tools only through its
+    ``tool_search`` tool: while the tool is not offered yet, this turn answers with a search for it
+    (as a real model would) and stays at the head of the queue for the next request.
+    """
+
+    server: str
+    tool: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+Turn = Text | WriteFile | ReadFile | McpToolCall | RateLimited | Overloaded | BadRequest | Hang
 DEFAULT_TURN = Text("ok")
 
 
@@ -195,6 +211,11 @@ class FakeLLM(LoopbackServer):
                 self._turns.popleft()
             return entry[0], True
 
+    def _requeue(self, turn: Turn) -> None:
+        """Put ``turn`` back at the head of the queue (a turn that needs one more request first)."""
+        with self._lock:
+            self._turns.appendleft([turn, 1])
+
     def _next_id(self) -> int:
         with self._lock:
             return next(self._ids)
@@ -225,6 +246,11 @@ def _tool_names(tools: Any) -> list[str]:
         for decl in tool.get("functionDeclarations") or tool.get("function_declarations") or []:
             names.append(str(decl.get("name")))
     return names
+
+
+def _offered_mcp_name(names: list[str], turn: McpToolCall) -> str | None:
+    """The name under which the request offers ``turn``'s MCP tool (e.g. ``mcp__executor__report_progress``)."""
+    return next((name for name in names if name.endswith(turn.tool) and turn.server in name), None)
 
 
 def _schema_example(schema: Any) -> Any:
@@ -423,6 +449,10 @@ class _Handler(StreamingHandler):
             else:
                 tool_input, name = {"file_path": path}, "Read"
             blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": tool_input})
+        elif isinstance(turn, McpToolCall):
+            name = _offered_mcp_name(_tool_names(body.get("tools")), turn) or f"mcp__{turn.server}__{turn.tool}"
+            call_id = f"toolu_fake_{self.fake._next_id():04d}"
+            blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": dict(turn.arguments)})
         stop_reason = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
         usage = {
             "input_tokens": INPUT_TOKENS,
@@ -530,16 +560,23 @@ class _Handler(StreamingHandler):
             emit("response.content_part.done", **loc, part=part)
             emit("response.output_item.done", output_index=0, item=done)
             items.append(done)
-        elif isinstance(turn, WriteFile | ReadFile):
-            item = _codex_tool_call(turn, _tool_names(body.get("tools")), n)
-            key = "arguments" if item["type"] == "function_call" else "input"
-            stem = "response.function_call_arguments" if key == "arguments" else "response.custom_tool_call_input"
-            loc = {"item_id": item["id"], "output_index": 0}
-            emit("response.output_item.added", output_index=0, item={**item, "status": "in_progress", key: ""})
-            for piece in _pieces(item[key], 64):
-                emit(f"{stem}.delta", **loc, delta=piece)
-            emit(f"{stem}.done", **loc, **{key: item[key]})
-            emit("response.output_item.done", output_index=0, item=item)
+        elif isinstance(turn, WriteFile | ReadFile | McpToolCall):
+            if isinstance(turn, McpToolCall):
+                item = _codex_mcp_call(turn, body, n)
+            else:
+                item = _codex_tool_call(turn, _tool_names(body.get("tools")), n)
+            if item["type"] == "tool_search_call":
+                self.fake._requeue(turn)  # the next request brings the search's result: that one calls
+                emit("response.output_item.done", output_index=0, item=item)  # whole: no argument deltas
+            else:
+                key = "arguments" if item["type"] == "function_call" else "input"
+                stem = "response.function_call_arguments" if key == "arguments" else "response.custom_tool_call_input"
+                loc = {"item_id": item["id"], "output_index": 0}
+                emit("response.output_item.added", output_index=0, item={**item, "status": "in_progress", key: ""})
+                for piece in _pieces(item[key], 64):
+                    emit(f"{stem}.delta", **loc, delta=piece)
+                emit(f"{stem}.done", **loc, **{key: item[key]})
+                emit("response.output_item.done", output_index=0, item=item)
             items.append(item)
         usage = {
             "input_tokens": INPUT_TOKENS,
@@ -586,6 +623,9 @@ class _Handler(StreamingHandler):
             ]
         elif isinstance(turn, ReadFile):
             parts = [{"functionCall": {"name": "read_file", "args": {"file_path": turn.path}}}]
+        elif isinstance(turn, McpToolCall):
+            name = _offered_mcp_name(_tool_names(body.get("tools")), turn) or f"mcp_{turn.server}_{turn.tool}"
+            parts = [{"functionCall": {"name": name, "args": dict(turn.arguments)}}]
         else:
             parts = [{"text": "ok"}]
         final = {
@@ -640,6 +680,42 @@ def _codex_tool_call(turn: WriteFile | ReadFile, tools: list[str], n: int) -> di
         "call_id": call_id,
         "name": name,
         "arguments": json.dumps(args),
+    }
+
+
+def _codex_mcp_call(turn: McpToolCall, body: dict[str, Any], n: int) -> dict[str, Any]:
+    """A Responses output item that calls ``turn``'s MCP tool, or first searches for it.
+
+    Codex lists MCP tools either directly or, deferred, only in the ``tool_search_output`` items it
+    sends back after a ``tool_search_call``, grouped in a ``namespace`` tool named ``mcp__<server>``.
+    """
+    offered: list[dict[str, Any]] = [tool for tool in body.get("tools") or [] if isinstance(tool, dict)]
+    for item in body.get("input") or []:
+        if isinstance(item, dict) and item.get("type") == "tool_search_output":
+            offered.extend(tool for tool in item.get("tools") or [] if isinstance(tool, dict))
+    call: dict[str, Any] | None = None
+    for tool in offered:
+        if tool.get("type") == "namespace" and turn.server in str(tool.get("name")):
+            if any(isinstance(sub, dict) and sub.get("name") == turn.tool for sub in tool.get("tools") or []):
+                call = {"name": turn.tool, "namespace": tool["name"]}
+        elif _offered_mcp_name([str(tool.get("name"))], turn):
+            call = {"name": tool["name"]}
+    if call is None and any(tool.get("type") == "tool_search" for tool in offered):
+        return {
+            "id": f"ts_fake_{n:04d}",
+            "type": "tool_search_call",
+            "status": "completed",
+            "call_id": f"call_fake_{n:04d}",
+            "execution": "client",
+            "arguments": {"query": f"{turn.server} {turn.tool}", "limit": 8},
+        }
+    return {
+        "id": f"fc_fake_{n:04d}",
+        "type": "function_call",
+        "status": "completed",
+        "call_id": f"call_fake_{n:04d}",
+        **(call or {"name": f"mcp__{turn.server}__{turn.tool}"}),
+        "arguments": json.dumps(turn.arguments),
     }
 
 
