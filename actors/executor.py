@@ -226,6 +226,8 @@ class Executor(RequestHandlers, TreeActor):
         self.idle_announced = False
         self.submitted_seq = 0
         self.critical_asked: set[str] = set()
+        self.escalation_deadlines: dict[str, float] = {}
+        self.escalation_holds: dict[str, set[str]] = {}
         self.next_key_snapshot = 0.0
         self.last_key_snapshot = b""
 
@@ -395,6 +397,8 @@ class Executor(RequestHandlers, TreeActor):
                 self.prompts.add(row, goal=goal_of(row))
         inner = {name for name, entry in self.session.roles.items() if entry.inner_loop}
         self.scheduler = Scheduler(snapshot.tasks, inner_loop_roles=inner)
+        for escalation in snapshot.open_escalations:  # questions still open from an earlier run
+            self._track_escalation(escalation)
         self._check_session_budget()
         self._dispatch()
         self._maybe_finish()
@@ -895,6 +899,17 @@ class Executor(RequestHandlers, TreeActor):
         if now >= self.next_flush:
             self.next_flush = now + self.options.flush_interval_s
             self._tell_session(Flush())
+            try:
+                self._read_inbox()
+            except StateWriteFailed as error:
+                self._escalate(str(error))
+                return
+        if self.escalation_deadlines and self.stopping_since is None:
+            try:
+                self._expire_escalations()
+            except StateWriteFailed as error:
+                self._escalate(str(error))
+                return
         if now >= self.next_key_snapshot:
             self.next_key_snapshot = now + KEY_SNAPSHOT_INTERVAL_S
             self._snapshot_keys()

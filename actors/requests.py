@@ -10,6 +10,8 @@ argument, never by raising (a crash here would take the run down for a typo).
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -39,6 +41,7 @@ from protocol.bridge import (
 from protocol.events import BlockerReported
 from protocol.messages import (
     CreateTasks,
+    GetEscalation,
     OpenEscalation,
     RecordAnswer,
     RecordCancel,
@@ -47,6 +50,7 @@ from protocol.messages import (
 )
 from protocol.records import EscalationRow, TaskRow
 from protocol.routing import ApproveCritical
+from session import inbox
 from session.store import utc_now
 
 if TYPE_CHECKING:
@@ -80,11 +84,14 @@ class RequestHandlers:
     prompts: Any
     supervisor: Any
     run_id: str
+    folder: Path
     stopping_since: float | None
     finished: bool
     session_spent: float
     submitted_seq: int
     critical_asked: set[str]
+    escalation_deadlines: dict[str, float]  # escalation id -> epoch seconds its default is due
+    escalation_holds: dict[str, set[str]]  # task id -> open escalations holding it
     idle_announced: bool
     console: Any
 
@@ -271,19 +278,75 @@ class RequestHandlers:
     def escalate_decision(self, message: EscalateDecision) -> EscalationRecord | Refused | None:
         if message.task_id is not None and message.task_id not in self.rows:
             return Refused(reason=f"no task '{message.task_id}' in this session", argument="task_id")
+        if message.default_choice is not None and message.options and message.default_choice not in message.options:
+            return Refused(
+                reason=f"{message.default_choice!r} is not one of the options ({', '.join(message.options)})",
+                argument="default_choice",
+            )
+        if message.timeout_s is not None and message.default_choice is None:
+            return Refused(reason="a timeout needs a default_choice to take when it passes", argument="timeout_s")
         if message.opened_by == CRITICAL_APPROVAL:
             # Each attempt of the task meets the gate again: ask once per task and run.
             if message.task_id in self.critical_asked:
                 return None
             self.critical_asked.add(message.task_id or "")
+        pending = message.task_id is not None and self.rows[message.task_id].status == "pending"
+        deadline = None
+        if message.timeout_s is not None:
+            deadline = datetime.fromtimestamp(time.time() + message.timeout_s, UTC).isoformat(timespec="seconds")
         row: EscalationRow = self._ask(
             OpenEscalation(
-                issue=message.issue, options=message.options, task_id=message.task_id, opened_by=message.opened_by
+                issue=message.issue,
+                options=message.options,
+                task_id=message.task_id,
+                opened_by=message.opened_by,
+                default_choice=message.default_choice,
+                deadline=deadline,
+                holds_task=message.hold and pending,
             )
         )
+        self._track_escalation(row)
         options = f" ({' / '.join(row.options)})" if row.options else ""
-        self.console(f"? {row.id}: {row.issue[:300]}{options}")
+        waits = f"; {row.task_id} waits for the answer" if row.holds_task else ""
+        self.console(f"? {row.id}: {row.issue[:300]}{options}{waits}")
         return EscalationRecord(escalation=row)
+
+    def _track_escalation(self, row: EscalationRow) -> None:
+        """Hold the task an open question is about; remember when its default is due."""
+        if row.deadline:
+            try:
+                due = datetime.fromisoformat(row.deadline).timestamp()
+            except ValueError:
+                due = None
+            if due is not None:
+                self.escalation_deadlines[row.id] = due
+        task = self.rows.get(row.task_id or "")
+        if row.holds_task and task is not None and task.status == "pending" and self.scheduler is not None:
+            self.escalation_holds.setdefault(task.id, set()).add(row.id)
+            self.scheduler.hold(task.id)
+
+    def _untrack_escalation(self, row: EscalationRow) -> None:
+        self.escalation_deadlines.pop(row.id, None)
+        holds = self.escalation_holds.get(row.task_id or "")
+        if holds is not None:
+            holds.discard(row.id)
+            if not holds:
+                del self.escalation_holds[row.task_id or ""]
+                self.scheduler.release(row.task_id)
+                self.idle_announced = False
+
+    def _expire_escalations(self) -> None:
+        """Questions past their deadline take their default answer."""
+        now = time.time()
+        for escalation_id, due in list(self.escalation_deadlines.items()):
+            if now < due:
+                continue
+            self.escalation_deadlines.pop(escalation_id, None)
+            row = self._ask(GetEscalation(escalation_id=escalation_id))
+            if isinstance(row, EscalationRow) and row.status == "open" and row.default_choice is not None:
+                self.answer_escalation(
+                    AnswerEscalation(escalation_id=escalation_id, choice=row.default_choice, answered_by="timeout")
+                )
 
     @handles(AnswerEscalation)
     def answer_escalation(self, message: AnswerEscalation) -> EscalationRecord | Refused:
@@ -293,6 +356,7 @@ class RequestHandlers:
         if isinstance(answered, Refused):
             return answered
         self.console(f"✓ {answered.id} answered: {answered.choice} (by {answered.answered_by})")
+        self._untrack_escalation(answered)
         if answered.opened_by == CRITICAL_APPROVAL and answered.choice == "approve" and answered.task_id:
             router = self.supervisor.ref("router")
             if router is not None:
@@ -302,6 +366,26 @@ class RequestHandlers:
             if row is not None and row.status in ("pending", "in_progress"):
                 self.cancel_task(CancelTask(task_id=row.id, reason=f"answer to {answered.id}", by=message.answered_by))
         return EscalationRecord(escalation=answered)
+
+    # --- requests dropped by other processes (`executor answer`) -------------------------
+
+    def _read_inbox(self) -> None:
+        for name, request in inbox.read_requests(self.folder):
+            if request.get("kind") != "answer":
+                inbox.reply(self.folder, name, {"ok": False, "message": f"unknown request {request.get('kind')!r}"})
+                continue
+            result = self.answer_escalation(
+                AnswerEscalation(
+                    escalation_id=str(request.get("id", "")),
+                    choice=str(request.get("choice", "")),
+                    answered_by=str(request.get("by", "cli"))[:100],
+                )
+            )
+            if isinstance(result, Refused):
+                inbox.reply(self.folder, name, {"ok": False, "message": result.reason})
+            else:
+                row = result.escalation
+                inbox.reply(self.folder, name, {"ok": True, "message": f"{row.id} answered: {row.choice}"})
 
     # --- the fleet -------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ class _Task:
     status: str
     waiting_on: int = 0  # blockers not yet completed
     dependants: list[str] = field(default_factory=list)
+    held: bool = False  # waiting for the user's answer to a question about it
 
 
 class Scheduler:
@@ -44,6 +45,7 @@ class Scheduler:
         self._delayed: list[tuple[float, str]] = []
         self._queued: set[str] = set()  # in a ready heap or in _delayed
         self.running: set[str] = set()
+        self._held: set[str] = set()
         self._busy_roles: dict[str, int] = {}
         for row in rows:
             self._tasks[row.id] = _Task(
@@ -114,8 +116,8 @@ class Scheduler:
         return sorted(doomed)
 
     def has_waiting_work(self) -> bool:
-        """Something is ready, parked, or waiting out a retry delay."""
-        return bool(self._ready or self._delayed or any(self._role_ready.values()))
+        """Something is ready, parked, waiting out a retry delay, or waiting for an answer."""
+        return bool(self._ready or self._delayed or any(self._role_ready.values()) or self.held())
 
     def finished(self) -> bool:
         return not self.running and not self.has_waiting_work()
@@ -141,7 +143,7 @@ class Scheduler:
             _, task_id = heapq.heappop(heap)
             self._queued.discard(task_id)
             task = self._tasks[task_id]
-            if task.status == "pending" and not task.waiting_on:
+            if task.status == "pending" and not task.waiting_on and not task.held:
                 return task_id
         return None
 
@@ -149,7 +151,7 @@ class Scheduler:
         while heap:
             rank, task_id = heap[0]
             task = self._tasks[task_id]
-            if task.status == "pending" and not task.waiting_on:
+            if task.status == "pending" and not task.waiting_on and not task.held:
                 return rank, task_id
             heapq.heappop(heap)
             self._queued.discard(task_id)
@@ -219,6 +221,30 @@ class Scheduler:
         task.status = "pending"
         if task.waiting_on == 0:
             self._push_ready(task)
+
+    def hold(self, task_id: str) -> None:
+        """Keep a task from being dispatched until :meth:`release` (a question about it is open).
+
+        Its dependants wait with it, as they would for any unfinished blocker.
+        """
+        task = self._tasks[task_id]
+        if not task.held:
+            task.held = True
+            self._held.add(task_id)
+
+    def release(self, task_id: str) -> None:
+        task = self._tasks[task_id]
+        task.held = False
+        self._held.discard(task_id)
+        if task.status == "pending" and task.waiting_on == 0:
+            self._push_ready(task)
+
+    def held(self) -> list[str]:
+        """Pending tasks waiting for the user's answer (the run waits for them too)."""
+        return sorted(task_id for task_id in self._held if self._tasks[task_id].status == "pending")
+
+    def is_held(self, task_id: str) -> bool:
+        return self._tasks[task_id].held
 
     def fail(self, task_id: str) -> None:
         task = self._tasks[task_id]

@@ -48,6 +48,7 @@ from protocol.messages import (
     FinishRun,
     Flush,
     GetDeliverables,
+    GetEscalation,
     GetState,
     Ok,
     OpenEscalation,
@@ -65,6 +66,7 @@ from protocol.messages import (
     StateSnapshot,
 )
 from protocol.records import EscalationRow, TaskRow
+from session.escalations import answer_in_store
 from session.loader import TeamSession
 from session.message_bus import (
     MessageBus,
@@ -187,6 +189,7 @@ class SessionActor(TreeActor):
             tasks=tuple(self.rows.values()),
             meta=self.store.meta(),
             next_run_row_id=self.store.max_run_id() + 1,
+            open_escalations=tuple(self.store.escalations("open")),
             agent_sessions=self.store.latest_agent_sessions(),
             spent_by_task=self.store.spent_by_task(),
             open_runs=tuple(
@@ -471,6 +474,9 @@ class SessionActor(TreeActor):
                 task_id=message.task_id,
                 opened_by=message.opened_by,
                 created_at=utc_now(),
+                default_choice=message.default_choice,
+                deadline=message.deadline,
+                holds_task=message.holds_task,
             )
             self.store.put_escalation(row)
             self._append(
@@ -485,29 +491,16 @@ class SessionActor(TreeActor):
             )
         return row
 
+    @handles(GetEscalation)
+    def get_escalation(self, message: GetEscalation) -> EscalationRow | None:
+        return self.store.escalation(message.escalation_id)
+
     @handles(RecordAnswer)
     def record_answer(self, message: RecordAnswer) -> EscalationRow | Refused:
-        row = self.store.escalation(message.escalation_id)
-        if row is None:
-            return Refused(reason=f"no escalation '{message.escalation_id}' in this session", argument="id")
-        if row.status != "open":
-            return Refused(
-                reason=f"{row.id} was already answered ({row.choice!r} by {row.answered_by} at {row.answered_at})",
-                argument="id",
-            )
-        if row.options and message.choice not in row.options:
-            return Refused(
-                reason=f"{message.choice!r} is not one of the options of {row.id}: {', '.join(row.options)}",
-                argument="choice",
-            )
-        answered = msgspec.structs.replace(
-            row, status="answered", choice=message.choice, answered_by=message.answered_by, answered_at=utc_now()
-        )
-        with self.store.transaction():
-            self.store.put_escalation(answered)
-            self._append(
-                EscalationAnswered(escalation_id=row.id, choice=message.choice, answered_by=message.answered_by),
-                task_id=row.task_id,
+        answered = answer_in_store(self.store, message.escalation_id, message.choice, message.answered_by)
+        if isinstance(answered, EscalationRow):
+            self._pending_events.append(
+                EscalationAnswered(escalation_id=answered.id, choice=message.choice, answered_by=message.answered_by)
             )
         return answered
 

@@ -109,6 +109,9 @@ class EscalationOut(BaseModel):
     answered_by: str | None = None
     created_at: str = ""
     answered_at: str | None = None
+    default_choice: str | None = None
+    deadline: str | None = Field(default=None, description="When default_choice is taken (ISO time)")
+    holds_task: bool = Field(default=False, description="task_id waits for the answer")
 
 
 class EscalationsOut(BaseModel):

@@ -362,14 +362,27 @@ def build_server(context: BridgeContext) -> MCPServer:
         issue: Annotated[str, Field(min_length=1, max_length=5000, description="The question")],
         options: Annotated[list[str], Field(min_length=1, max_length=20, description="The choices")],
         ctx: Context,
-        task_id: Annotated[str | None, Field(description="The task that waits on the answer")] = None,
+        task_id: Annotated[str | None, Field(description="The task the question is about")] = None,
+        hold: Annotated[bool, Field(description="A pending task_id (and what depends on it) waits")] = True,
+        timeout_s: Annotated[float | None, Field(gt=0, description="Then default_choice is taken")] = None,
+        default_choice: str | None = None,
     ) -> EscalationOut:
-        """Ask the user to decide. Returns an id at once; the answer comes through answer_escalation."""
+        """Ask the user to decide. Returns an id at once; the answer comes through answer_escalation.
+
+        Only the task it is about waits (with hold), the rest of the pipeline goes on."""
         caller = _guard(context, ctx, "escalate_decision", mutating=True)
         if any(not option.strip() for option in options):
             raise ToolError("options: every option needs some text")
         record: EscalationRecord = context.ask(
-            EscalateDecision(issue=issue, options=tuple(options), task_id=task_id, opened_by=f"mcp:{caller}")
+            EscalateDecision(
+                issue=issue,
+                options=tuple(options),
+                task_id=task_id,
+                opened_by=f"mcp:{caller}",
+                hold=hold,
+                timeout_s=timeout_s,
+                default_choice=default_choice,
+            )
         )
         return _escalation_out(record.escalation)
 

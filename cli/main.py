@@ -332,6 +332,31 @@ def mcp(
 
 
 @app.command()
+def answer(
+    session: SessionOption,
+    escalation_id: Annotated[str | None, typer.Argument(metavar="ID", help="The question, e.g. ESC-001.")] = None,
+    choice: Annotated[str | None, typer.Argument(help="One of its options.")] = None,
+    json: JsonOption = False,
+) -> None:
+    """Answer a question the pipeline asked you; without ID, list the open ones.
+
+    Works while a run goes on (it takes the answer within a second) and when none does
+    (the next run finds it answered). Only the tasks waiting on the question move.
+    Example: executor answer ESC-001 approve --session work/login
+    """
+    from cli.answer_cmd import answer_question, list_questions  # noqa: PLC0415
+
+    if escalation_id is None:
+        raise typer.Exit(list_questions(session, json, _stdout()))
+    if choice is None:
+        raise _fail(f"answer {escalation_id}: give the choice too, e.g. `executor answer {escalation_id} yes`", 2)
+    code, message = answer_question(session, escalation_id, choice)
+    if code != 0:
+        raise _fail(message, code)
+    _stdout().print(message, markup=False)
+
+
+@app.command()
 def panic(
     state: Annotated[str, typer.Argument(help="on: refuse every mutating MCP tool; off: allow them again.")],
     session: SessionOption,

@@ -113,6 +113,9 @@ class EscalateDecision(Message, frozen=True):
     options: tuple[str, ...] = ()
     task_id: str | None = None
     opened_by: str = "mcp"
+    hold: bool = True  # a pending task_id waits for the answer (and its dependants with it)
+    timeout_s: float | None = None  # then default_choice is taken
+    default_choice: str | None = None
 
 
 class AnswerEscalation(Message, frozen=True):

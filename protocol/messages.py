@@ -11,7 +11,7 @@ import msgspec
 
 from protocol._base import Message
 from protocol.events import Event
-from protocol.records import TaskRow
+from protocol.records import EscalationRow, TaskRow
 from protocol.types import ErrorKind, TaskStatus
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "FinishRun",
     "Flush",
     "GetDeliverables",
+    "GetEscalation",
     "GetState",
     "McpCall",
     "Ok",
@@ -238,6 +239,7 @@ class StateSnapshot(Message, frozen=True):
     meta: dict[str, str]
     open_runs: tuple[OpenRun, ...]
     next_run_row_id: int = 1
+    open_escalations: tuple[EscalationRow, ...] = ()
     agent_sessions: dict[str, str] = msgspec.field(default_factory=dict)  # task id -> latest agent session
     spent_by_task: dict[str, float] = msgspec.field(default_factory=dict)  # USD recorded in runs so far
 
@@ -356,6 +358,15 @@ class OpenEscalation(Message, frozen=True):
     options: tuple[str, ...] = ()
     task_id: str | None = None
     opened_by: str = "executor"
+    default_choice: str | None = None
+    deadline: str | None = None
+    holds_task: bool = False
+
+
+class GetEscalation(Message, frozen=True):
+    """Ask for one ``EscalationRow`` (or None)."""
+
+    escalation_id: str
 
 
 class RecordAnswer(Message, frozen=True):

@@ -74,3 +74,6 @@ class EscalationRow(msgspec.Struct, kw_only=True):
     answered_by: str | None = None
     created_at: str = ""
     answered_at: str | None = None
+    default_choice: str | None = None  # taken when nobody answers by the deadline
+    deadline: str | None = None  # ISO time; None: wait for as long as it takes
+    holds_task: bool = False  # task_id is not dispatched until this is answered

@@ -146,6 +146,9 @@ def _migration_3(db: sqlite_utils.Database) -> None:
             "answered_by": str,
             "created_at": str,
             "answered_at": str,
+            "default_choice": str,
+            "deadline": str,
+            "holds_task": int,
         },
         pk="id",
         not_null={"issue", "status"},
@@ -183,6 +186,7 @@ def _run_from_row(row: dict[str, Any]) -> RunRow:
 def _escalation_from_row(row: dict[str, Any]) -> EscalationRow:
     row = _without_nulls(row)
     row["options"] = msgspec.json.decode(row.get("options") or "[]")
+    row["holds_task"] = bool(row.get("holds_task"))
     return msgspec.convert(row, EscalationRow)
 
 

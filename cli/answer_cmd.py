@@ -1,0 +1,90 @@
+"""``executor answer``: list the open questions of a session, or answer one.
+
+With a run going on, the answer goes through the session's inbox (the run
+carries it out on its next tick and replies); with none, it is written to the
+store under the session lock, so a run starting meanwhile cannot miss it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+from rich.markup import escape
+
+from protocol.records import EscalationRow
+from session import inbox
+from session.escalations import answer_in_store
+from session.lock import SessionBusy, SessionLock, read_holder
+from session.store import Store, StoreError, StoreReader
+
+__all__ = ["answer_question", "list_questions"]
+
+REPLY_WAIT_S = 15.0
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name (a container without passwd entry)
+        return "cli"
+
+
+def list_questions(folder: Path, as_json: bool, console: Console) -> int:
+    try:
+        reader = StoreReader.open(folder)
+    except StoreError as error:
+        console.print(f"error: {escape(str(error))}")
+        return 1
+    rows: list[EscalationRow] = []
+    if reader is not None:
+        try:
+            rows = reader.escalations("open")
+        finally:
+            reader.close()
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
+        return 0
+    if not rows:
+        console.print("no open question")
+        return 0
+    for row in rows:
+        about = f" [{row.task_id} waits]" if row.holds_task and row.task_id else ""
+        options = " / ".join(row.options) if row.options else "any text"
+        console.print(f"{row.id}{escape(about)}: {escape(row.issue)}", markup=True)
+        console.print(f"    options: {escape(options)}    answer: executor answer {row.id} CHOICE --session {folder}")
+    return 0
+
+
+def answer_question(folder: Path, escalation_id: str, choice: str) -> tuple[int, str]:
+    """(exit code, message)."""
+    if read_holder(folder) is not None:
+        name = inbox.post(folder, {"kind": "answer", "id": escalation_id, "choice": choice, "by": _who()})
+        reply = inbox.wait_reply(folder, name, REPLY_WAIT_S)
+        if reply is None:
+            return 1, (
+                f"the running executor did not take the answer within {REPLY_WAIT_S:g}s; it stays in "
+                f"{inbox.inbox_dir(folder)} and is carried out when the run reads it"
+            )
+        return (0 if reply.get("ok") else 1), str(reply.get("message", ""))
+    lock = SessionLock(folder)
+    try:
+        lock.acquire("answer")
+    except SessionBusy as error:
+        return 1, str(error)
+    try:
+        store = Store.open(folder)
+    except StoreError as error:
+        lock.release()
+        return 1, str(error)
+    try:
+        answered = answer_in_store(store, escalation_id, choice, _who())
+    finally:
+        store.close()
+        lock.release()
+    if isinstance(answered, EscalationRow):
+        return 0, f"{answered.id} answered: {answered.choice} (the next run goes on from there)"
+    return 1, answered.reason
