@@ -53,6 +53,7 @@ from protocol.events import (
     ServiceRestarted,
     ShutdownRequested,
     TaskCancelled,
+    TaskStalled,
     WorkerCrashed,
     WorkerRestarted,
 )
@@ -105,6 +106,9 @@ MCP_CLIENTS = "mcp-clients"
 SERVICES = (SESSION, RECONCILER, ROUTER, KEYPOOL, MCP_CLIENTS)
 ASK_TIMEOUT_S = 30.0
 KEY_SNAPSHOT_INTERVAL_S = 2.0
+STALL_CHECK_INTERVAL_S = 1.0
+DEFAULT_STALL_AFTER_S = 1800.0
+DEFAULT_STALL_STOP_AFTER_S = 3600.0
 
 
 class Boot(Message, frozen=True):
@@ -179,6 +183,9 @@ class _Slot:
     model: str | None = None
     pid: int | None = None
     cancelled_by: str | None = None  # set when someone cancels the running task
+    last_activity: float = 0.0  # monotonic time of the last progress report (or the start)
+    stall_reported: bool = False
+    stalled: bool = False  # stopped for stalling: the attempt failed (kind hang) and is retried
 
 
 class Executor(RequestHandlers, TreeActor):
@@ -229,6 +236,7 @@ class Executor(RequestHandlers, TreeActor):
         self.escalation_deadlines: dict[str, float] = {}
         self.escalation_holds: dict[str, set[str]] = {}
         self.next_key_snapshot = 0.0
+        self.next_stall_check = 0.0
         self.last_key_snapshot = b""
 
     # --- life ---------------------------------------------------------------------------
@@ -483,6 +491,7 @@ class Executor(RequestHandlers, TreeActor):
         slot.role, slot.task_id, slot.attempt, slot.run_row_id = role, task_id, attempt, run_row_id
         slot.agent_id, slot.backend, slot.model, slot.pid = agent_id, order.backend, order.model, None
         slot.cancelled_by = None
+        slot.last_activity, slot.stall_reported, slot.stalled = slot.started, False, False
         slot.started = time.monotonic()
         self._tell_session(slot.dispatch)
         self.rows[task_id] = _with(row, status="in_progress", attempts=attempt)
@@ -523,6 +532,7 @@ class Executor(RequestHandlers, TreeActor):
             create_time=message.create_time,
         )
         slot.pid = message.pid
+        slot.last_activity = time.monotonic()
         self._tell_session(slot.start)
 
     @handles(WorkerProgress)
@@ -530,6 +540,7 @@ class Executor(RequestHandlers, TreeActor):
         slot = self.slots.get(message.worker_id)
         if slot is None:
             return
+        slot.last_activity = time.monotonic()
         self._tell_session(
             RecordProgress(
                 task_id=message.task_id,
@@ -570,6 +581,11 @@ class Executor(RequestHandlers, TreeActor):
         task_id, attempt = slot.task_id, slot.attempt
         row = self.rows[task_id]
         elapsed = time.monotonic() - slot.started
+        if not result.ok and slot.stalled and result.error_kind == "interrupted":
+            idle = time.monotonic() - slot.last_activity
+            result = msgspec.structs.replace(
+                result, error_kind="hang", error=f"stalled: no progress and no output for {idle:.0f}s; stopped"
+            )
         if not result.ok and slot.cancelled_by is not None:
             self.scheduler.fail(task_id)
             self.rows[task_id] = _with(row, status="failed", last_error_kind="cancelled")
@@ -780,7 +796,7 @@ class Executor(RequestHandlers, TreeActor):
         """The worker that just finished takes more work: its inner-loop chain first,
         then any ready task; with nothing to do (or while stopping) it stops."""
         assert self.scheduler is not None  # noqa: S101
-        if self.stopping_since is None and slot.cancelled_by is None:
+        if self.stopping_since is None and slot.cancelled_by is None and not slot.stalled:
             next_task = self.scheduler.pop_for_role(slot.role) if self.scheduler.is_inner_loop(slot.role) else None
             if next_task is None and len(self.slots) <= self.options.max_workers:
                 next_task = self.scheduler.pop_ready()
@@ -839,6 +855,38 @@ class Executor(RequestHandlers, TreeActor):
             self.supervisor.forget(name)
         self._dispatch()
         self._maybe_finish()
+
+    def _check_stalls(self, now: float) -> None:
+        """A running task with no progress report and no output for its role's stall_after is
+        reported; past stall_stop_after its attempt is stopped (and retried as a hang)."""
+        wall = time.time()
+        for slot in self.slots.values():
+            if slot.stalled or not slot.task_id or slot.cancelled_by is not None:
+                continue
+            spec = self.session.role_specs[slot.role].meta
+            report_after = spec.stall_after or DEFAULT_STALL_AFTER_S
+            stop_after = spec.stall_stop_after or max(DEFAULT_STALL_STOP_AFTER_S, 2 * report_after)
+            idle = now - slot.last_activity
+            if slot.dispatch is not None:
+                # Output counts as life: the attempt's log grows with everything the agent prints.
+                with contextlib.suppress(OSError):
+                    idle = min(idle, wall - os.stat(slot.dispatch.log_path).st_mtime)
+            if idle >= stop_after:
+                slot.stalled = True
+                slot.cancel.set()
+                self._record(
+                    TaskStalled(task_id=slot.task_id, attempt=slot.attempt, idle_s=round(idle, 1), action="stopped")
+                )
+                self.console(f"⏸ {slot.task_id} stalled for {idle:.0f}s: stopping it to retry")
+            elif idle >= report_after and not slot.stall_reported:
+                slot.stall_reported = True
+                self._record(
+                    TaskStalled(task_id=slot.task_id, attempt=slot.attempt, idle_s=round(idle, 1), action="reported")
+                )
+                self.console(
+                    f"⏸ {slot.task_id} has shown no progress and no output for {idle:.0f}s "
+                    f"(stopped at {stop_after:.0f}s)"
+                )
 
     def _snapshot_keys(self) -> None:
         """Put the key pool's states in the store, so `executor models --session` in another
@@ -910,6 +958,9 @@ class Executor(RequestHandlers, TreeActor):
             except StateWriteFailed as error:
                 self._escalate(str(error))
                 return
+        if now >= self.next_stall_check and self.stopping_since is None:
+            self.next_stall_check = now + STALL_CHECK_INTERVAL_S
+            self._check_stalls(now)
         if now >= self.next_key_snapshot:
             self.next_key_snapshot = now + KEY_SNAPSHOT_INTERVAL_S
             self._snapshot_keys()

@@ -105,7 +105,9 @@ class RequestHandlers:
 
     def _not_accepting(self) -> Refused | None:
         if self.scheduler is None:
-            return Refused(reason="the run is still starting (reconciling the session); try again in a moment")
+            return Refused(
+                reason="the run is still starting (reconciling the session); try again in a moment", retry_later=True
+            )
         if self.stopping_since is not None or self.finished:
             return Refused(reason="the run is stopping; no new work is accepted")
         return None
@@ -168,7 +170,7 @@ class RequestHandlers:
     @handles(CancelTask)
     def cancel_task(self, message: CancelTask) -> Cancelled | Refused:
         if self.scheduler is None:
-            return Refused(reason="the run is still starting; try again in a moment")
+            return Refused(reason="the run is still starting; try again in a moment", retry_later=True)
         row = self.rows.get(message.task_id)
         if row is None:
             return Refused(reason=f"no task '{message.task_id}' in this session", argument="task_id")
@@ -230,6 +232,7 @@ class RequestHandlers:
         slot = self._own_slot(message.task_id, message.agent_id)
         if isinstance(slot, Refused):
             return slot
+        slot.last_activity = time.monotonic()
         self._tell_session(
             RecordProgress(
                 task_id=slot.task_id,

@@ -14,6 +14,7 @@ Executor is busy, and they cost the tree nothing.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,12 +110,18 @@ class BridgeContext:
 
     def _ask_ref(self, ref: pykka.ActorRef[Any], message: Any, who: str, timeout_s: float | None = None) -> Any:
         timeout = timeout_s or self.ask_timeout_s
-        try:
-            reply = ref.ask(message, timeout=timeout)
-        except pykka.Timeout:
-            raise ToolError(f"{who} did not answer within {timeout:g}s (busy); try again") from None
-        except pykka.ActorDeadError:
-            raise ToolError(f"{who} is not running (the run has ended or is restarting it)") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = ref.ask(message, timeout=max(0.1, deadline - time.monotonic()))
+            except pykka.Timeout:
+                raise ToolError(f"{who} did not answer within {timeout:g}s (busy); try again") from None
+            except pykka.ActorDeadError:
+                raise ToolError(f"{who} is not running (the run has ended or is restarting it)") from None
+            # The run is still booting: the same request succeeds in a moment, so wait for it here.
+            if not (isinstance(reply, Refused) and reply.retry_later and time.monotonic() < deadline):
+                break
+            time.sleep(0.05)
         if isinstance(reply, Refused):
             raise ToolError(f"{reply.argument}: {reply.reason}" if reply.argument else reply.reason)
         return reply

@@ -40,6 +40,7 @@ __all__ = [
 class Refused(Message, frozen=True):
     reason: str
     argument: str | None = None  # the tool argument at fault, if one is
+    retry_later: bool = False  # a passing state (the run is booting): the same request will do soon
 
 
 # --- tasks ------------------------------------------------------------------------

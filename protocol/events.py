@@ -42,6 +42,7 @@ __all__ = [
     "TaskProgress",
     "TaskReady",
     "TaskReset",
+    "TaskStalled",
     "TaskStarted",
     "TasksReopened",
     "WorkerCrashed",
@@ -188,6 +189,15 @@ class TasksReopened(Event, frozen=True):
     by: str = ""
 
 
+class TaskStalled(Event, frozen=True):
+    """No progress report and no output for ``idle_s``; ``action``: "reported" or "stopped"."""
+
+    task_id: str
+    attempt: int
+    idle_s: float
+    action: str
+
+
 class BlockerReported(Event, frozen=True):
     task_id: str
     agent_id: str
@@ -278,6 +288,7 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
     TaskReset,
     TaskCancelled,
     TasksReopened,
+    TaskStalled,
     BlockerReported,
     EscalationOpened,
     EscalationAnswered,

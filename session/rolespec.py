@@ -57,6 +57,10 @@ class RoleSpecFrontmatter(BaseModel):
     # role calls when its own ``"mcp"`` entry in task-analysis.json leaves them out.
     mcp_server: str | None = Field(default=None, min_length=1)
     mcp_tool: str | None = Field(default=None, min_length=1)
+    # Stall: no progress report and no output for stall_after seconds is reported (and
+    # notified); for stall_stop_after, the attempt is stopped and retried.
+    stall_after: float | None = Field(default=None, gt=0)
+    stall_stop_after: float | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Behaviour per task comes from <session>/behaviors.json, e.g.
 {"A-002": {"exit": 3}, "A-003": {"hang": true}, "default": {"sleep": 0.2}}.
-Keys: sleep (s), exit (code), hang (sleep silently for an hour), chatter (print for
+Keys: sleep (s), exit (code), hang (sleep silently for an hour; hang_attempts: only the
+first N attempts), chatter (print for
 an hour), spam_mb (print N MB), fail_times (fail the first N attempts),
 report (JSON object written to $TEAM_EXECUTOR_REPORT), grandchild (spawn a
 detached `sleep 600` in its own session first), signal (kill itself with it).
@@ -32,7 +33,7 @@ if behavior.get("fail_times", 0) >= attempt:
 if "exit" in behavior:
     print(f"{task}: exiting with {behavior['exit']}", file=sys.stderr)
     sys.exit(behavior["exit"])
-if behavior.get("hang"):
+if behavior.get("hang") or behavior.get("hang_attempts", 0) >= attempt:
     time.sleep(3600)
 if behavior.get("chatter"):
     while True:

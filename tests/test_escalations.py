@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protocol.events import TaskStalled
+from session.store import StoreReader
 from tests.sessions import scripted_session
 from tests.test_mcp_bridge import ENV, EXECUTOR, RunningBridge
 
@@ -125,3 +127,29 @@ def test_a_question_answered_while_no_run_is_live_is_found_by_the_next_run(tmp_p
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "T-002" in resumed.stdout
+
+
+def test_a_silent_worker_is_reported_stalled_then_stopped_and_retried(tmp_path: Path, executor_cli: Any) -> None:
+    folder = scripted_session(
+        tmp_path / "s",
+        {"T-001": []},
+        {"T-001": {"hang_attempts": 1}},
+        python=sys.executable,
+    )
+    spec = folder / "role-specs" / "worker.md"
+    spec.write_text(
+        spec.read_text().replace("backend: command\n", "backend: command\nstall_after: 1\nstall_stop_after: 3\n")
+    )
+    result = executor_cli("run", "--session", str(folder), "--retry-backoff", "0.1", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "T-001 has shown no progress and no output" in result.stdout
+    assert "T-001 stalled for" in result.stdout
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    runs = reader.runs("T-001")
+    stalled = [event for _, _, event in reader.events() if isinstance(event, TaskStalled)]
+    reader.close()
+    assert [run.outcome for run in runs] == ["failed", "completed"]
+    assert runs[0].error_kind == "hang"
+    assert "stalled" in (runs[0].error or "")
+    assert [event.action for event in stalled] == ["reported", "stopped"]
