@@ -32,6 +32,8 @@ import pykka
 from actors.base import TreeActor, handles
 from actors.keypool import KeyPoolActor
 from actors.mcp_clients import McpClientsActor
+from actors.notices import NOTIFIER, NoticeHandlers, notifier_callbacks
+from actors.notifier import NotifierActor
 from actors.reconciler import Reconciler
 from actors.requests import RequestHandlers, goal_of
 from actors.router import RouterActor
@@ -103,10 +105,11 @@ RECONCILER = "reconciler"
 ROUTER = "router"
 KEYPOOL = "keypool"
 MCP_CLIENTS = "mcp-clients"
-SERVICES = (SESSION, RECONCILER, ROUTER, KEYPOOL, MCP_CLIENTS)
+SERVICES = (SESSION, RECONCILER, ROUTER, KEYPOOL, MCP_CLIENTS, NOTIFIER)
 ASK_TIMEOUT_S = 30.0
 KEY_SNAPSHOT_INTERVAL_S = 2.0
 STALL_CHECK_INTERVAL_S = 1.0
+NOTIFIER_GRACE_S = 5.0
 DEFAULT_STALL_AFTER_S = 1800.0
 DEFAULT_STALL_STOP_AFTER_S = 3600.0
 
@@ -162,6 +165,8 @@ class RunOptions:
     worker_bridge: tuple[str, str] | None = None
     # [mcp_servers] of the config: name -> McpServerConfig; with any, an McpClients service health-checks them.
     mcp_servers: dict[str, Any] = field(default_factory=dict)
+    # What the Notifier sends and where (notify.setup.NotifySetup); None: no Notifier.
+    notify: Any = None
 
 
 @dataclass
@@ -188,7 +193,7 @@ class _Slot:
     stalled: bool = False  # stopped for stalling: the attempt failed (kind hang) and is retried
 
 
-class Executor(RequestHandlers, TreeActor):
+class Executor(RequestHandlers, NoticeHandlers, TreeActor):
     def __init__(
         self,
         session: TeamSession,
@@ -237,6 +242,9 @@ class Executor(RequestHandlers, TreeActor):
         self.escalation_holds: dict[str, set[str]] = {}
         self.next_key_snapshot = 0.0
         self.next_stall_check = 0.0
+        self.open_questions: set[str] = set()
+        self.last_digest = ""
+        self.notify_log: Any = None
         self.last_key_snapshot = b""
 
     # --- life ---------------------------------------------------------------------------
@@ -285,6 +293,23 @@ class Executor(RequestHandlers, TreeActor):
                     backoff=self.options.service_backoff,
                 )
             )
+        notify = self.options.notify
+        if notify is not None:
+            # Its console channel writes to a log in the session: the terminal has its own lines.
+            self.notify_log = (self.folder / STATE_DIR / "notifications.log").open("a", encoding="utf-8")
+            callbacks = notifier_callbacks(me)
+            stream = self.notify_log
+            self.supervisor.start_child(
+                ChildSpec(
+                    name=NOTIFIER,
+                    start=lambda inc: NotifierActor.start(
+                        NOTIFIER, me, inc, notify, console_stream=stream, **callbacks
+                    ),
+                    restart=RestartType.PERMANENT,
+                    backoff=self.options.service_backoff,
+                    shutdown_timeout_s=NOTIFIER_GRACE_S + 5,
+                )
+            )
         mcp_servers = self.options.mcp_servers
         if mcp_servers:
             self.supervisor.start_child(
@@ -310,6 +335,8 @@ class Executor(RequestHandlers, TreeActor):
         for slot in self.slots.values():
             slot.cancel.set()
         self.supervisor.stop_all()
+        if self.notify_log is not None:
+            self.notify_log.close()
 
     # --- talking to the Session actor --------------------------------------------------------
 
@@ -388,6 +415,15 @@ class Executor(RequestHandlers, TreeActor):
                 self.console(
                     f"recovered from an unclean stop: reset {len(plan.resets)} task(s), "
                     f"stopped {len(plan.killed_pids)} leftover process(es); report: {applied.report_path}"
+                )
+                self._notify(
+                    "recovery",
+                    "Recovered from an unclean stop",
+                    f"Reset {len(plan.resets)} task(s) that were running: "
+                    f"{', '.join(r.task_id for r in plan.resets[:20]) or 'none'}.\n"
+                    f"Stopped {len(plan.killed_pids)} leftover process(es).\n"
+                    f"Report: {applied.report_path}",
+                    action=self._command("check"),
                 )
             snapshot: StateSnapshot = self._ask(GetState())
         except Exception as error:  # noqa: BLE001 - a boot failure ends the run with its reason
@@ -620,6 +656,13 @@ class Executor(RequestHandlers, TreeActor):
                     f"! {task_id}: capability gap — {result.detail}. The executor never invents roles: continue, "
                     "re-run the coordinator, or add a role-spec by hand."
                 )
+                self._notify(
+                    "capability_gap",
+                    f"{task_id}: capability gap",
+                    f"{result.detail}\nThe executor never invents roles: continue, re-run the coordinator, "
+                    "or add a role-spec by hand.",
+                    action=self._command("check"),
+                )
             report = _final_report(slot.role, task_id, result, unblocked, self.scheduler)
             self._record_outcome(slot, result, "completed", unblocked=tuple(unblocked), report_text=report)
             self.console(
@@ -644,6 +687,13 @@ class Executor(RequestHandlers, TreeActor):
         self.console(
             f"✗ {task_id} failed after {attempt} attempt(s) ({result.error_kind}: {result.error})"
             + (f"; blocked: {', '.join(blocked[:10])}" if blocked else "")
+        )
+        self._notify(
+            "task_failed",
+            f"{task_id} ({slot.role}) failed after {attempt} attempt(s)",
+            f"{result.error_kind}: {(result.error or '')[:1000]}"
+            + (f"\nBlocked by it: {', '.join(blocked[:20])}" if blocked else ""),
+            action=f"executor check --session {self.folder}, fix, then executor resume --session {self.folder}",
         )
 
     # --- money ------------------------------------------------------------------------------
@@ -671,6 +721,12 @@ class Executor(RequestHandlers, TreeActor):
                 self.budget_warned.add(f"task-exceeded:{task_id}")
                 self._record(BudgetExceeded(scope="task", task_id=task_id, spent_usd=round(spent, 6), limit_usd=limit))
                 self.console(f"$ {task_id} spent its budget (${spent:.2f} of ${limit:.2f}): no more attempts")
+                self._notify(
+                    "budget_stop",
+                    f"{task_id} spent its budget",
+                    f"${spent:.2f} of ${limit:.2f}: the task gets no more attempts.",
+                    action="raise [budget].task_usd, then " + self._command("resume"),
+                )
             return True
         if spent >= self.options.budget_warn_at * limit and f"task:{task_id}" not in self.budget_warned:
             self.budget_warned.add(f"task:{task_id}")
@@ -693,6 +749,12 @@ class Executor(RequestHandlers, TreeActor):
                 f"$ session budget spent (${spent:.2f} of ${limit:.2f}): no new tasks{running}. "
                 "Raise [budget].session_usd to go on."
             )
+            self._notify(
+                "budget_stop",
+                "Session budget spent: the run stops",
+                f"${spent:.2f} of ${limit:.2f}. No new task starts{running}.",
+                action="raise [budget].session_usd, then " + self._command("resume"),
+            )
             self.stopping_since = self.stopping_since or time.monotonic()
             self._maybe_finish()
         elif spent >= self.options.budget_warn_at * limit and "session" not in self.budget_warned:
@@ -702,6 +764,12 @@ class Executor(RequestHandlers, TreeActor):
                 meta=self._budget_meta("warning"),
             )
             self.console(f"$ {spent / limit:.0%} of the session budget spent (${spent:.2f} of ${limit:.2f})")
+            self._notify(
+                "budget_warning",
+                f"{spent / limit:.0%} of the session budget spent",
+                f"${spent:.2f} of ${limit:.2f}; at 100% no new task starts.",
+                action=self._command("check"),
+            )
 
     def _record_outcome(
         self,
@@ -753,6 +821,12 @@ class Executor(RequestHandlers, TreeActor):
             self.console(
                 f"? {task_id}: consensus blocked (HIGH) twice — this needs your decision: {result.detail}. "
                 "Only the tasks that depend on it wait."
+            )
+            self._notify(
+                "consensus_blocked",
+                f"{task_id}: consensus blocked twice — your decision",
+                f"{result.detail}\nOnly the tasks that depend on it wait.",
+                action=f"decide, then executor resume --session {self.folder}",
             )
             return True
         prefix = id_prefix(task_id)
@@ -878,6 +952,13 @@ class Executor(RequestHandlers, TreeActor):
                     TaskStalled(task_id=slot.task_id, attempt=slot.attempt, idle_s=round(idle, 1), action="stopped")
                 )
                 self.console(f"⏸ {slot.task_id} stalled for {idle:.0f}s: stopping it to retry")
+                self._notify(
+                    "stall",
+                    f"{slot.task_id} stalled: stopped to retry",
+                    f"No progress and no output for {idle:.0f}s; attempt {slot.attempt} was stopped "
+                    "and will be retried.",
+                    action=self._command("check"),
+                )
             elif idle >= report_after and not slot.stall_reported:
                 slot.stall_reported = True
                 self._record(
@@ -886,6 +967,13 @@ class Executor(RequestHandlers, TreeActor):
                 self.console(
                     f"⏸ {slot.task_id} has shown no progress and no output for {idle:.0f}s "
                     f"(stopped at {stop_after:.0f}s)"
+                )
+                self._notify(
+                    "stall",
+                    f"{slot.task_id} looks stuck",
+                    f"No progress and no output for {idle:.0f}s ({slot.role}, attempt {slot.attempt}); "
+                    f"it is stopped and retried at {stop_after:.0f}s.",
+                    action=self._command("check"),
                 )
 
     def _snapshot_keys(self) -> None:
@@ -1039,6 +1127,7 @@ class Executor(RequestHandlers, TreeActor):
             escalated=escalated,
             budget_stopped=self.budget_stopped,
         )
+        self._notify_end(summary)
         if interrupted or escalated or self.budget_stopped:
             try:
                 self._ask(
@@ -1053,6 +1142,27 @@ class Executor(RequestHandlers, TreeActor):
             except StateWriteFailed:
                 log.exception("could not record the end of the run")
         self.outcome.set_result(summary)
+
+    def _notify_end(self, summary: RunSummary) -> None:
+        if summary.interrupted:
+            return  # stopped on request: the person who asked knows
+        if summary.escalated:
+            title, kind = f"Run stopped: {summary.escalated[:150]}", "task_failed"
+        elif summary.budget_stopped:
+            return  # the budget notice said it
+        elif summary.failed or summary.blocked:
+            title, kind = (
+                f"Pipeline finished with failures: {summary.completed}/{summary.total} done",
+                "pipeline_complete",
+            )
+        else:
+            title, kind = f"Pipeline complete: {summary.completed}/{summary.total} tasks", "pipeline_complete"
+        lines = [f"Duration: {summary.duration_s / 60:.1f} min, spent ${self.session_spent:.2f}"]
+        if summary.failed:
+            lines.append(f"Failed: {', '.join(summary.failed[:20])}")
+        if summary.blocked:
+            lines.append(f"Blocked by failures: {', '.join(summary.blocked[:20])}")
+        self._notify(kind, title, "\n".join(lines), action=self._command("check"))  # type: ignore[arg-type]
 
     @handles(Conclude)
     def conclude(self, message: Conclude) -> Ok:

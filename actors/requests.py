@@ -92,14 +92,18 @@ class RequestHandlers:
     critical_asked: set[str]
     escalation_deadlines: dict[str, float]  # escalation id -> epoch seconds its default is due
     escalation_holds: dict[str, set[str]]  # task id -> open escalations holding it
+    open_questions: set[str]
     idle_announced: bool
     console: Any
 
-    def _ask(self, message: Any) -> Any: ...
-    def _tell_session(self, message: Any) -> None: ...
-    def _record(self, *events: Any, **kwargs: Any) -> None: ...
-    def _dispatch(self) -> None: ...
-    def _maybe_finish(self) -> None: ...
+    if TYPE_CHECKING:  # provided by the Executor and NoticeHandlers; stubs here would shadow them
+
+        def _ask(self, message: Any) -> Any: ...
+        def _tell_session(self, message: Any) -> None: ...
+        def _record(self, *events: Any, **kwargs: Any) -> None: ...
+        def _dispatch(self) -> None: ...
+        def _maybe_finish(self) -> None: ...
+        def _notify(self, kind: Any, title: str, body: str = "", **kwargs: Any) -> None: ...
 
     # --- tasks ---------------------------------------------------------------------
 
@@ -312,10 +316,20 @@ class RequestHandlers:
         options = f" ({' / '.join(row.options)})" if row.options else ""
         waits = f"; {row.task_id} waits for the answer" if row.holds_task else ""
         self.console(f"? {row.id}: {row.issue[:300]}{options}{waits}")
+        choices = "|".join(row.options) if row.options else "CHOICE"
+        self._notify(
+            "escalation_opened",
+            f"Question {row.id}" + (f" about {row.task_id}" if row.task_id else ""),
+            row.issue + (f"\n{row.task_id} waits for the answer." if row.holds_task else ""),
+            action=f"executor answer {row.id} {choices} --session {self.folder}",
+            escalation_id=row.id,
+            options=tuple(row.options),
+        )
         return EscalationRecord(escalation=row)
 
     def _track_escalation(self, row: EscalationRow) -> None:
         """Hold the task an open question is about; remember when its default is due."""
+        self.open_questions.add(row.id)
         if row.deadline:
             try:
                 due = datetime.fromisoformat(row.deadline).timestamp()
@@ -329,6 +343,7 @@ class RequestHandlers:
             self.scheduler.hold(task.id)
 
     def _untrack_escalation(self, row: EscalationRow) -> None:
+        self.open_questions.discard(row.id)
         self.escalation_deadlines.pop(row.id, None)
         holds = self.escalation_holds.get(row.task_id or "")
         if holds is not None:

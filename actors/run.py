@@ -44,6 +44,7 @@ from backends.sandbox import JailError, find_jail, resolve_workdir
 from bridge.http import BridgeAddressError, parse_address
 from bridge.serve import open_bridge, serve_stdio
 from bridge.tools import DuplicateTool
+from notify.setup import NotifySetup
 from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, load_config
@@ -350,6 +351,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         except (BridgeAddressError, DuplicateTool) as error:
             lock.release()
             raise RunRefused(str(error), exit_code=2) from None
+    notify_setup = NotifySetup.from_config(config, os.environ)
+    for warning in notify_setup.warnings:
+        console(f"! notifications: {warning}")
     settings = config.run
     retry_backoff_s = _first(request.retry_backoff_s, settings.retry_backoff_s)
     options = RunOptions(
@@ -368,6 +372,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         keep_alive=bridge is not None and not request.exit_when_done,
         worker_bridge=bridge.worker_endpoint if bridge is not None else None,
         mcp_servers=dict(config.mcp_servers),
+        notify=notify_setup,
     )
     outcome: Future[RunSummary] = Future()
     executor = Executor.start(

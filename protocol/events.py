@@ -27,6 +27,7 @@ __all__ = [
     "EscalationOpened",
     "Event",
     "EventDecodeError",
+    "NotificationDropped",
     "RevisionCreated",
     "RunCompleted",
     "RunStarted",
@@ -223,6 +224,14 @@ class EscalationAnswered(Event, frozen=True):
     answered_by: str = ""
 
 
+class NotificationDropped(Event, frozen=True):
+    """A notification channel gave up on a message (after its retries, or refused for good)."""
+
+    channel: str
+    kind: str
+    reason: str
+
+
 # --- money -------------------------------------------------------------------------
 
 
@@ -292,6 +301,7 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
     BlockerReported,
     EscalationOpened,
     EscalationAnswered,
+    NotificationDropped,
     RevisionCreated,
     ConsensusBlocked,
     CapabilityGap,

@@ -40,13 +40,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from session.config_models import (
     DEFAULT_KEY_ENV,
     DEFAULT_MODELS,
     ApiKey,
+    ChatId,
     Config,
     FleetAgent,
     FleetFile,
@@ -231,6 +233,7 @@ def _origin(where: Mapping[Path_, str], loc: Iterable[str | int]) -> str:
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CHAT_IDS: TypeAdapter[list[int | str]] = TypeAdapter(list[ChatId])
 #: A well-formed ``${NAME}`` reference in an MCP server's env or headers value.
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -512,6 +515,8 @@ class _Seeds:
     key_fields: list[str]  # where each key sits in its file, for messages
     layers: list[tuple[str, dict[str, Any]]]  # (origin, TOML-shaped overlay)
     notification: dict[str, Any] | None
+    notification_where: dict[Path_, str]  # which notification.json set each key path
+    notify_secrets: dict[str, Secret]  # literal tokens of notification.json, by channel
     fleet: dict[str, FleetAgent]  # agent id -> agent
     sources: list[str]
     problems: list[Problem]
@@ -533,7 +538,17 @@ def _readable_by_others(path: Path) -> bool:
 
 
 def _read_seeds(folders: list[Path], backends: Collection[str]) -> _Seeds:
-    seeds = _Seeds(keys=[], key_fields=[], layers=[], notification=None, fleet={}, sources=[], problems=[])
+    seeds = _Seeds(
+        keys=[],
+        key_fields=[],
+        layers=[],
+        notification=None,
+        notification_where={},
+        notify_secrets={},
+        fleet={},
+        sources=[],
+        problems=[],
+    )
     for folder in folders:
         for name in SEED_FILES:
             path = folder / name
@@ -557,9 +572,17 @@ def _read_seeds(folders: list[Path], backends: Collection[str]) -> _Seeds:
                     seeds.fleet[agent.id] = agent
             else:
                 seeds.problems.extend(_check_notification(data, display))
+                if _holds_notify_secret(data) and _readable_by_others(path):
+                    seeds.problems.append(
+                        _problem(
+                            display, "holds a secret and other users can read it", f"chmod 600 {path}", None, "warning"
+                        )
+                    )
                 merged: dict[str, Any] = seeds.notification or {}
-                _deep_merge(merged, data, display, {})
+                _deep_merge(merged, data, display, seeds.notification_where)
                 seeds.notification = merged
+    if seeds.notification is not None:
+        _notify_from_seed(seeds)
     return seeds
 
 
@@ -612,6 +635,100 @@ def _check_notification(data: Mapping[str, Any], display: str) -> list[Problem]:
                 _problem(display, "must be true or false", "write true or false without quotes", f"{channel}.enabled")
             )
     return problems
+
+
+def _enabled_channel(notification: Mapping[str, Any], channel: str) -> dict[str, Any] | None:
+    settings = notification.get(channel)
+    if not isinstance(settings, dict) or settings.get("enabled", True) is False:
+        return None
+    return settings
+
+
+def _holds_notify_secret(data: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(settings, dict) and isinstance(settings.get(name), str)
+        for channel, name in (("telegram", "bot_token"), ("discord", "webhook_url"))
+        if (settings := data.get(channel)) is not None
+    )
+
+
+def _notify_from_seed(seeds: _Seeds) -> None:
+    """What notification.json says that ``[notify]`` understands, as a layer under the TOML files.
+
+    Its seed shape is ``{"telegram": {"enabled", "bot_token", "chat_id"}, "discord":
+    {"enabled", "webhook_url"}}``.  Chat ids become ``notify.telegram.chat_ids``; the
+    token and the webhook URL (secrets the TOML never holds) go to ``Config.notify_secrets``.
+    A channel with ``"enabled": false`` is left out.  Other keys are kept in
+    ``Config.notification`` only.
+    """
+    notification = seeds.notification or {}
+    where = seeds.notification_where
+    overlay: dict[str, Any] = {}
+    origins: list[str] = []
+
+    telegram = _enabled_channel(notification, "telegram")
+    if telegram is not None:
+        token = telegram.get("bot_token")
+        if isinstance(token, str) and token.strip():
+            seeds.notify_secrets["telegram"] = Secret("telegram", token.strip())
+        elif token is not None:
+            loc: Path_ = ("telegram", "bot_token")
+            fix = 'write the token @BotFather gave, e.g. "bot_token": "123:ABC..."'
+            seeds.problems.append(_problem(_origin(where, loc), "must be a non-empty string", fix, _dotted(loc)))
+        key = "chat_ids" if "chat_ids" in telegram else "chat_id"
+        chats = telegram.get(key)
+        if chats is not None:
+            listed = chats if isinstance(chats, list) else [chats]
+            try:
+                valid = _CHAT_IDS.validate_python(listed, strict=True)
+            except ValidationError as error:
+                origin = _origin(where, ("telegram", key))
+                for found in error.errors(include_url=False):
+                    # A single chat id was checked as a one-item list: its problem sits at the key itself.
+                    item = {**found, "loc": tuple(found["loc"]) if isinstance(chats, list) else ()}
+                    seeds.problems.append(_problem_from_error(item, Settings, origin, ("telegram", key)))
+            else:
+                overlay["telegram"] = {"chat_ids": valid}
+                origins.append(_origin(where, ("telegram", key)))
+
+    discord = _enabled_channel(notification, "discord")
+    if discord is not None and "webhook_url" in discord:
+        url = discord["webhook_url"]
+        loc = ("discord", "webhook_url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in {"http", "https"} or not parts.netloc:
+            # Never echo it: the URL is the webhook's secret.
+            seeds.problems.append(
+                _problem(
+                    _origin(where, loc),
+                    "must be an http(s) URL",
+                    'paste the webhook URL Discord shows, e.g. "https://discord.com/api/webhooks/ID/TOKEN"',
+                    _dotted(loc),
+                )
+            )
+        else:
+            seeds.notify_secrets["discord"] = Secret("discord", url)
+            overlay["discord"] = {}
+            origins.append(_origin(where, loc))
+
+    if overlay:
+        seeds.layers.append((origins[-1], {"notify": overlay}))
+
+
+def _orphan_seed_token(seeds: _Seeds, settings: Settings) -> list[Problem]:
+    """A warning when notification.json has a bot token but no chat to send to anywhere."""
+    if "telegram" not in seeds.notify_secrets or settings.notify.telegram is not None:
+        return []
+    loc: Path_ = ("telegram", "chat_id")
+    return [
+        _problem(
+            _origin(seeds.notification_where, ("telegram", "bot_token")),
+            "a bot_token but no chat_id: nothing will be sent to Telegram",
+            'add "chat_id": 123456789 here, or chat_ids = [...] under [notify.telegram] in a config file',
+            _dotted(loc),
+            "warning",
+        )
+    ]
 
 
 def _unused_keys(seeds: _Seeds, settings: Settings) -> list[Problem]:
@@ -697,12 +814,14 @@ def inspect_config(
 
     if settings is not None:
         problems.extend(_unused_keys(seeds, settings))
+        problems.extend(_orphan_seed_token(seeds, settings))
     if settings is None or any(problem.severity == "error" for problem in problems):
         return None, problems
     config = Config(
         **{name: getattr(settings, name) for name in Settings.model_fields},
         key_files=seeds.keys,
         notification=seeds.notification,
+        notify_secrets=seeds.notify_secrets,
         fleet=list(seeds.fleet.values()),
         sources=[BUILTIN, *seeds.sources, *toml_sources],
         warnings=problems,
@@ -755,4 +874,32 @@ def redacted_dump(config: Config, environ: Mapping[str, str] | None = None) -> d
         "cooldown_s": config.keys.cooldown_s,
         "env": {provider: {name: status(name) for name in names} for provider, names in config.keys.env.items()},
     }
+    _notify_status(config, dump["notify"], environ)
     return dump
+
+
+def _notify_status(config: Config, shown: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Add to ``[notify]``'s dump where each channel's secret comes from, masked: ``set in NAME (…abcd)``."""
+
+    def secret(name: str | None, seed: str | None = None) -> str:
+        value = environ.get(name, "").strip() if name else ""
+        if value:
+            return f"set in {name} ({mask_tail(value)})"
+        fallback = config.notify_secrets.get(seed) if seed else None
+        if fallback is not None:
+            return f"from notification.json (…{fallback.last4})"
+        return f"not set ({name} is empty)" if name else "not set"
+
+    notify = config.notify
+    if notify.telegram is not None:
+        shown["telegram"]["bot_token"] = secret(notify.telegram.bot_token_env, "telegram")
+    if notify.discord is not None:
+        shown["discord"]["webhook_url"] = secret(notify.discord.webhook_url_env, "discord")
+    for entry, hook in zip(shown["webhooks"], notify.webhooks, strict=True):
+        if hook.url_env is not None:
+            entry["url"] = secret(hook.url_env)
+        if hook.headers_env is not None:
+            entry["headers"] = secret(hook.headers_env)
+    if notify.apprise is not None:
+        urls = environ.get(notify.apprise.urls_env, "").split()
+        shown["apprise"]["urls"] = f"{len(urls)} set in {notify.apprise.urls_env}" if urls else "not set"
