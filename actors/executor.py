@@ -45,6 +45,7 @@ from actors.worker import TeamWorker
 from backends.base import Backend
 from backends.mcp_call import mcp_call_for
 from protocol._base import Message
+from protocol.bridge import CAPABILITY_DECISION, CONSENSUS_DECISION, DECISION_OPTIONS, EscalateDecision
 from protocol.events import (
     BudgetExceeded,
     BudgetWarning,
@@ -60,6 +61,7 @@ from protocol.events import (
     WorkerRestarted,
 )
 from protocol.keys import GetKeyStates, KeyStates, RefreshKeys
+from protocol.mcp_client import GetMcpServers, McpServers
 from protocol.messages import (
     AttemptResult,
     BeginRun,
@@ -70,6 +72,7 @@ from protocol.messages import (
     FinishRun,
     Flush,
     GetState,
+    McpCall,
     Ok,
     Reconcile,
     ReconcileApplied,
@@ -243,6 +246,8 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
         self.next_key_snapshot = 0.0
         self.next_stall_check = 0.0
         self.open_questions: set[str] = set()
+        self.answered_this_run: set[str] = set()
+        self.mcp_states: dict[str, tuple[str, tuple[str, ...]]] = {}  # MCP server -> (status, tools)
         self.last_digest = ""
         self.notify_log: Any = None
         self.last_key_snapshot = b""
@@ -443,6 +448,8 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
         self.scheduler = Scheduler(snapshot.tasks, inner_loop_roles=inner)
         for escalation in snapshot.open_escalations:  # questions still open from an earlier run
             self._track_escalation(escalation)
+        for escalation in snapshot.answered_decisions:  # answered while no run was live
+            self._apply_decision(escalation)
         self._check_session_budget()
         self._dispatch()
         self._maybe_finish()
@@ -490,8 +497,29 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
             resume_session=self.agent_sessions.get(task_id) if attempt > 1 else None,
             bridge=self._bridge_for(agent_id),
             complexity=spec.tier or "medium",  # the role's tier is where the Router starts
-            mcp_call=mcp_call_for(backend.name, spec, self.prompts.spec(task_id)),
+            mcp_call=self._reassign_offline(task_id, mcp_call_for(backend.name, spec, self.prompts.spec(task_id))),
         )
+
+    def _reassign_offline(self, task_id: str, call: McpCall | None) -> McpCall | None:
+        """A call to an MCP server its health check found offline goes to an online server that
+        offers the same tool, when there is one (else it is tried as it is, and retried)."""
+        if call is None or self.mcp_states.get(call.server, ("unknown", ()))[0] != "offline":
+            return call
+        for name, (status, tools) in sorted(self.mcp_states.items()):
+            if status == "online" and call.tool in tools:
+                self.console(f"⇄ {task_id}: MCP server {call.server} is offline; calling {call.tool} on {name}")
+                return msgspec.structs.replace(call, server=name)
+        return call
+
+    def _refresh_mcp_states(self) -> None:
+        service = self.supervisor.ref(MCP_CLIENTS)
+        if service is None or service.actor_stopped.is_set():
+            return
+        try:
+            servers: McpServers = service.ask(GetMcpServers(), timeout=1.0)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return
+        self.mcp_states = {state.name: (state.status, tuple(state.tools)) for state in servers.items}
 
     def _bridge_for(self, agent_id: str) -> BridgeEndpoint | None:
         if self.options.worker_bridge is None:
@@ -656,12 +684,15 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
                     f"! {task_id}: capability gap — {result.detail}. The executor never invents roles: continue, "
                     "re-run the coordinator, or add a role-spec by hand."
                 )
-                self._notify(
-                    "capability_gap",
-                    f"{task_id}: capability gap",
-                    f"{result.detail}\nThe executor never invents roles: continue, re-run the coordinator, "
-                    "or add a role-spec by hand.",
-                    action=self._command("check"),
+                self.escalate_decision(
+                    EscalateDecision(
+                        issue=f"{task_id} reports a capability gap: {result.detail}. The executor never invents "
+                        "roles: continue as is, or stop the run to re-run the coordinator or add a role-spec.",
+                        options=DECISION_OPTIONS[CAPABILITY_DECISION],
+                        task_id=task_id,
+                        opened_by=CAPABILITY_DECISION,
+                        hold=False,
+                    )
                 )
             report = _final_report(slot.role, task_id, result, unblocked, self.scheduler)
             self._record_outcome(slot, result, "completed", unblocked=tuple(unblocked), report_text=report)
@@ -822,11 +853,16 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
                 f"? {task_id}: consensus blocked (HIGH) twice — this needs your decision: {result.detail}. "
                 "Only the tasks that depend on it wait."
             )
-            self._notify(
-                "consensus_blocked",
-                f"{task_id}: consensus blocked twice — your decision",
-                f"{result.detail}\nOnly the tasks that depend on it wait.",
-                action=f"decide, then executor resume --session {self.folder}",
+            self.escalate_decision(
+                EscalateDecision(
+                    issue=f"{task_id} is blocked by a disagreement (HIGH) again after a revision: {result.detail}. "
+                    "retry: run it again; accept: take it as done so what depends on it goes on; "
+                    "leave failed: its dependants stay blocked.",
+                    options=DECISION_OPTIONS[CONSENSUS_DECISION],
+                    task_id=task_id,
+                    opened_by=CONSENSUS_DECISION,
+                    hold=False,
+                )
             )
             return True
         prefix = id_prefix(task_id)
@@ -1052,6 +1088,7 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
         if now >= self.next_key_snapshot:
             self.next_key_snapshot = now + KEY_SNAPSHOT_INTERVAL_S
             self._snapshot_keys()
+            self._refresh_mcp_states()
         self._maybe_finish()
 
     # --- stopping --------------------------------------------------------------------------------

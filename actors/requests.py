@@ -20,6 +20,8 @@ import pykka
 from actors.base import handles
 from protocol._base import Message
 from protocol.bridge import (
+    CAPABILITY_DECISION,
+    CONSENSUS_DECISION,
     CRITICAL_APPROVAL,
     AnswerEscalation,
     Cancelled,
@@ -43,10 +45,12 @@ from protocol.messages import (
     CreateTasks,
     GetEscalation,
     OpenEscalation,
+    RecordAccepted,
     RecordAnswer,
     RecordCancel,
     RecordProgress,
     ReopenTasks,
+    ShutdownRequest,
 )
 from protocol.records import EscalationRow, TaskRow
 from protocol.routing import ApproveCritical
@@ -93,6 +97,8 @@ class RequestHandlers:
     escalation_deadlines: dict[str, float]  # escalation id -> epoch seconds its default is due
     escalation_holds: dict[str, set[str]]  # task id -> open escalations holding it
     open_questions: set[str]
+    answered_this_run: set[str]
+    actor_ref: Any
     idle_announced: bool
     console: Any
 
@@ -353,6 +359,40 @@ class RequestHandlers:
                 self.scheduler.release(row.task_id)
                 self.idle_announced = False
 
+    def _apply_decision(self, row: EscalationRow) -> None:
+        """Carry out the answer to one of the executor's own questions (at once, or at the next
+        boot when it was answered while no run was live).  Idempotent: a decision about a task
+        that has moved on since is left alone."""
+        task = self.rows.get(row.task_id or "")
+        if task is None or self.scheduler is None:
+            return
+        if row.opened_by == CONSENSUS_DECISION and task.status == "failed" and task.last_error_kind == "needs_decision":
+            if row.choice == "retry":
+                self._ask(ReopenTasks(task_ids=(task.id,), by=row.answered_by or "user"))
+                self.rows[task.id] = msgspec.structs.replace(
+                    task, status="pending", attempts=0, last_error=None, last_error_kind=None
+                )
+                self.scheduler.reset(task.id)
+                self.console(f"↻ {task.id} runs again ({row.id}: retry)")
+            elif row.choice == "accept":
+                self._ask(RecordAccepted(task_id=task.id, by=row.answered_by or "user"))
+                self.rows[task.id] = msgspec.structs.replace(task, status="completed", last_error_kind=None)
+                unblocked = self.scheduler.complete(task.id)
+                self.console(
+                    f"✓ {task.id} accepted as done ({row.id})"
+                    + (f"; unblocked {', '.join(unblocked)}" if unblocked else "")
+                )
+            self.idle_announced = False
+            self._dispatch()
+        elif (
+            row.opened_by == CAPABILITY_DECISION
+            and row.choice == "stop the run"
+            and row.id in self.answered_this_run  # a stop asked for in an earlier run is not repeated
+            and self.stopping_since is None
+            and not self.finished
+        ):
+            self.actor_ref.tell(ShutdownRequest(reason=f"{row.id}: stop the run (capability gap)"))
+
     def _expire_escalations(self) -> None:
         """Questions past their deadline take their default answer."""
         now = time.time()
@@ -374,7 +414,9 @@ class RequestHandlers:
         if isinstance(answered, Refused):
             return answered
         self.console(f"✓ {answered.id} answered: {answered.choice} (by {answered.answered_by})")
+        self.answered_this_run.add(answered.id)
         self._untrack_escalation(answered)
+        self._apply_decision(answered)
         if answered.opened_by == CRITICAL_APPROVAL and answered.choice == "approve" and answered.task_id:
             router = self.supervisor.ref("router")
             if router is not None:

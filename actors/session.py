@@ -55,6 +55,7 @@ from protocol.messages import (
     OpenRun,
     ReconcileApplied,
     ReconcilePlan,
+    RecordAccepted,
     RecordAnswer,
     RecordCancel,
     RecordDispatch,
@@ -190,6 +191,9 @@ class SessionActor(TreeActor):
             meta=self.store.meta(),
             next_run_row_id=self.store.max_run_id() + 1,
             open_escalations=tuple(self.store.escalations("open")),
+            answered_decisions=tuple(
+                row for row in self.store.escalations("answered") if row.opened_by.startswith("executor:")
+            ),
             agent_sessions=self.store.latest_agent_sessions(),
             spent_by_task=self.store.spent_by_task(),
             open_runs=tuple(
@@ -453,6 +457,14 @@ class SessionActor(TreeActor):
                 last_error_kind="cancelled",
             )
             self._append(TaskCancelled(task_id=message.task_id, reason=message.reason, by=message.by))
+        return Ok()
+
+    @handles(RecordAccepted)
+    def record_accepted(self, message: RecordAccepted) -> Ok:
+        with self.store.transaction():
+            self._update(message.task_id, status="completed", completed_at=utc_now(), last_error=None)
+            self._append(TaskCompleted(task_id=message.task_id, attempt=0, summary=f"accepted as done by {message.by}"))
+        self.projection.task_completed(message.task_id)
         return Ok()
 
     @handles(ReopenTasks)

@@ -17,7 +17,10 @@ from protocol.records import EscalationRow, TaskRow
 from protocol.types import Priority
 
 __all__ = [
+    "CAPABILITY_DECISION",
+    "CONSENSUS_DECISION",
     "CRITICAL_APPROVAL",
+    "DECISION_OPTIONS",
     "AnswerEscalation",
     "CancelTask",
     "Cancelled",
@@ -107,6 +110,14 @@ class Reported(Message, frozen=True):
 
 #: ``opened_by`` of the question the Router's approval gate asks: "approve" lets the task use CRITICAL.
 CRITICAL_APPROVAL = "router:critical"
+#: The question after a second HIGH consensus block: retry / accept / leave failed.
+CONSENSUS_DECISION = "executor:consensus"
+#: The question after a capability gap: continue / stop the run.
+CAPABILITY_DECISION = "executor:capability_gap"
+DECISION_OPTIONS: dict[str, tuple[str, ...]] = {
+    CONSENSUS_DECISION: ("retry", "accept", "leave failed"),
+    CAPABILITY_DECISION: ("continue", "stop the run"),
+}
 
 
 class EscalateDecision(Message, frozen=True):

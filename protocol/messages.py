@@ -36,6 +36,7 @@ __all__ = [
     "Reconcile",
     "ReconcileApplied",
     "ReconcilePlan",
+    "RecordAccepted",
     "RecordAnswer",
     "RecordCancel",
     "RecordDispatch",
@@ -240,6 +241,7 @@ class StateSnapshot(Message, frozen=True):
     open_runs: tuple[OpenRun, ...]
     next_run_row_id: int = 1
     open_escalations: tuple[EscalationRow, ...] = ()
+    answered_decisions: tuple[EscalationRow, ...] = ()  # the executor's own questions, answered
     agent_sessions: dict[str, str] = msgspec.field(default_factory=dict)  # task id -> latest agent session
     spent_by_task: dict[str, float] = msgspec.field(default_factory=dict)  # USD recorded in runs so far
 
@@ -341,6 +343,13 @@ class RecordCancel(Message, frozen=True):
 
     task_id: str
     reason: str
+    by: str
+
+
+class RecordAccepted(Message, frozen=True):
+    """The user took a task as done without it completing (answer "accept")."""
+
+    task_id: str
     by: str
 
 

@@ -153,3 +153,31 @@ def test_a_silent_worker_is_reported_stalled_then_stopped_and_retried(tmp_path: 
     assert runs[0].error_kind == "hang"
     assert "stalled" in (runs[0].error or "")
     assert [event.action for event in stalled] == ["reported", "stopped"]
+
+
+def test_a_capability_gap_asks_whether_to_stop_and_stops_when_told(tmp_path: Path) -> None:
+    gap = {"report": {"status": "capability_gap", "summary": "done, partly", "detail": "no role knows Terraform"}}
+    folder = scripted_session(
+        tmp_path / "s",
+        {"T-001": [], "T-002": ["T-001"]},
+        {"T-001": gap, "T-002": {"sleep": 30}},
+        python=sys.executable,
+    )
+    bridge = RunningBridge(folder)
+    try:
+        questions: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while not questions and time.monotonic() < deadline:
+            questions = bridge.call("list_escalations", {"status": "open"}).structured_content["escalations"]
+            time.sleep(0.2)
+        (question,) = questions
+        assert question["options"] == ["continue", "stop the run"]
+        assert "no role knows Terraform" in question["issue"]
+        stopped = bridge.call("answer_escalation", {"id": question["id"], "choice": "stop the run"})
+        assert not stopped.is_error
+        code = bridge.process.wait(timeout=60)
+    finally:
+        output = bridge.stop()
+    assert code == 0, output
+    assert "stop the run (capability gap)" in output or "run stopped on request" in output
+    assert "T-002" in output

@@ -393,3 +393,26 @@ def _meta(folder: Path) -> dict[str, str]:
 
     with sqlite3.connect(folder / ".executor" / "state.db") as conn:
         return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def test_a_task_of_an_offline_mcp_server_goes_to_one_online_with_the_tool(tmp_path: Path, executor_cli: Any) -> None:
+    ping = {
+        "id": "NET-001",
+        "goal": "Ping db1",
+        "mcp": {"server": "primary", "tool": "ping", "arguments": {"host": "db1"}},
+    }
+    folder = write_session(
+        tmp_path / "s",
+        {"netops": "NET"},
+        {"NET-001": []},
+        role_extra={"netops": "backend: mcp\n"},
+        capabilities=[{"name": "netops", "prefix": "NET", "tasks": [ping]}],
+    )
+    (folder / "executor.toml").write_text(
+        '[mcp_servers.primary]\nurl = "http://127.0.0.1:9/mcp"\nhealth_interval_s = 1\ntimeout_s = 2\n\n'
+        f'[mcp_servers.standby]\ncommand = ["{sys.executable}", "{TOOL_SERVER}"]\nhealth_interval_s = 1\n'
+    )
+    result = executor_cli("run", "--session", str(folder), "--max-attempts", "5", "--retry-backoff", "2", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "MCP server primary is offline; calling ping on standby" in result.stdout
+    assert "PING db1" in next((folder / "artifacts").glob("NET-001*")).read_text()

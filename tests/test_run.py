@@ -245,6 +245,19 @@ def test_consensus_blocked_high_creates_one_revision_then_waits_for_the_user(exe
     assert tasks["A-002"]["status"] == "pending", "A-002 waits for the revision's decision"
     assert tasks["B-001"]["status"] == "completed", "unrelated work goes on"
     assert result.returncode == 1
+    # The decision is a question for the user; answered while no run is live, the next run acts on it.
+    listed = executor_cli("answer", "--session", str(folder), "--json")
+    (question,) = json.loads(listed.stdout)
+    assert question["task_id"] == "A-003"
+    assert question["options"] == ["retry", "accept", "leave failed"]
+    answered = executor_cli("answer", question["id"], "accept", "--session", str(folder))
+    assert answered.returncode == 0, answered.stderr
+    resumed = executor_cli("resume", "--session", str(folder), *FAST)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "A-003 accepted as done" in resumed.stdout
+    tasks = tasks_of(folder)
+    assert tasks["A-003"]["status"] == "completed"
+    assert tasks["A-002"]["status"] == "completed", "what waited on the decision goes on"
 
 
 def test_consensus_blocked_medium_goes_on_and_is_logged_to_wisdom(executor_cli, tmp_path):
