@@ -31,9 +31,7 @@ import pykka
 
 from actors.base import TreeActor, handles
 from actors.keypool import KeyPoolActor
-from actors.mcp_clients import McpClientsActor
 from actors.notices import NOTIFIER, NoticeHandlers, notifier_callbacks
-from actors.notifier import NotifierActor
 from actors.reconciler import Reconciler
 from actors.requests import RequestHandlers, goal_of
 from actors.router import RouterActor
@@ -300,6 +298,8 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
             )
         notify = self.options.notify
         if notify is not None:
+            from actors.notifier import NotifierActor  # noqa: PLC0415 - only runs that notify pay for it
+
             # Its console channel writes to a log in the session: the terminal has its own lines.
             self.notify_log = (self.folder / STATE_DIR / "notifications.log").open("a", encoding="utf-8")
             callbacks = notifier_callbacks(me)
@@ -317,6 +317,9 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
             )
         mcp_servers = self.options.mcp_servers
         if mcp_servers:
+            # The MCP client SDK costs ~1 s to import: only runs with MCP servers pay for it.
+            from actors.mcp_clients import McpClientsActor  # noqa: PLC0415
+
             self.supervisor.start_child(
                 ChildSpec(
                     name=MCP_CLIENTS,
@@ -555,8 +558,8 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
         slot.role, slot.task_id, slot.attempt, slot.run_row_id = role, task_id, attempt, run_row_id
         slot.agent_id, slot.backend, slot.model, slot.pid = agent_id, order.backend, order.model, None
         slot.cancelled_by = None
-        slot.last_activity, slot.stall_reported, slot.stalled = slot.started, False, False
         slot.started = time.monotonic()
+        slot.last_activity, slot.stall_reported, slot.stalled = slot.started, False, False
         self._tell_session(slot.dispatch)
         self.rows[task_id] = _with(row, status="in_progress", attempts=attempt)
         self.scheduler.start(task_id)

@@ -41,9 +41,6 @@ from backends.openai_http import OpenAIHttpBackend
 from backends.process import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
 from backends.sandbox import JailError, find_jail, resolve_workdir
-from bridge.http import BridgeAddressError, parse_address
-from bridge.serve import open_bridge, serve_stdio
-from bridge.tools import DuplicateTool
 from notify.setup import NotifySetup
 from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
@@ -292,6 +289,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     # Over stdio, stdout is the protocol's: people read stderr.
     human = sys.stderr if request.json_events or request.mcp_stdio else out
     bridge_address: tuple[str, int] | None = None
+    # The bridge (the MCP server SDK, uvicorn) is imported only by runs that serve it.
+    from bridge.http import BridgeAddressError, parse_address  # noqa: PLC0415
+
     if request.mcp_http is not None:
         try:
             bridge_address = parse_address(request.mcp_http, request.mcp_allow_remote)
@@ -346,6 +346,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         sinks.append(_json_events_sink(out))
     bridge = None
     if bridge_address is not None:
+        from bridge.serve import open_bridge  # noqa: PLC0415
+        from bridge.tools import DuplicateTool  # noqa: PLC0415
+
         try:
             bridge = open_bridge(Path(session.folder).resolve(), *bridge_address, console)
         except (BridgeAddressError, DuplicateTool) as error:
@@ -399,6 +402,8 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
         if request.mcp_stdio and bridge is not None:
+            from bridge.serve import serve_stdio  # noqa: PLC0415
+
             serve_stdio(bridge.server, outcome, lambda why: executor.tell(ShutdownRequest(reason=why)))
         summary = _wait(outcome, executor)
         status = (

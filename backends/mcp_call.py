@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from backends.base import Backend, WorkerHooks
 from backends.conventions import relative_inside
@@ -44,8 +44,10 @@ from protocol.messages import AttemptResult, McpCall, WorkOrder
 from protocol.types import ErrorKind
 from session.config_models import McpServerConfig
 from session.graph import TaskSpec
-from session.mcp_client import McpCallFailed, McpFailure, call_tool
 from session.rolespec import RoleSpec, RoleSpecFrontmatter
+
+if TYPE_CHECKING:
+    from session.mcp_client import McpFailure
 
 __all__ = ["McpCallBackend", "mcp_call_for", "mcp_task_problems", "register_servers"]
 
@@ -209,6 +211,9 @@ class McpCallBackend:
             return failed("spawn_failed", _unknown_server(call.server, self.servers))
         if cancel.is_set():
             return failed("interrupted", "cancelled: the executor is stopping")
+        # The MCP client (the SDK, anyio, httpx2) costs ~1 s to import: only when a call is made.
+        from session import mcp_client  # noqa: PLC0415
+
         timeout = order.timeout_s if order.timeout_s is not None else server.timeout_s
         what = f"{call.server}.{call.tool}"
         hooks.progress(None, f"calling {what}")
@@ -217,7 +222,7 @@ class McpCallBackend:
         with log_path.open("a+b") as log:  # read too: a failure quotes the server's stderr from it
             _log(log, f"mcp: calling {what} on {server.transport} server {server.endpoint} (timeout {timeout:g}s)")
             try:
-                answer = call_tool(
+                answer = mcp_client.call_tool(
                     server,
                     call.tool,
                     call.arguments,
@@ -227,7 +232,7 @@ class McpCallBackend:
                     errlog=log,
                     name=call.server,
                 )
-            except McpCallFailed as failure:
+            except mcp_client.McpCallFailed as failure:
                 _log(log, f"mcp: {failure.kind}: {failure.message}")
                 return failed(_ERROR_KINDS[failure.kind], failure.message, summary=f"{what}: {failure.kind}")
             _log(log, f"mcp: {'tool error' if answer.is_error else 'ok'} in {answer.duration_s:.2f}s")

@@ -13,12 +13,13 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
-
-import uvicorn
-from mcp.server.mcpserver import MCPServer
+from typing import TYPE_CHECKING, Any
 
 from bridge.auth import BearerGuard, Tokens
+
+if TYPE_CHECKING:
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
 
 __all__ = ["BridgeAddressError", "HttpBridge", "is_loopback", "parse_address"]
 
@@ -90,6 +91,8 @@ class HttpBridge:
             ) from None
         sock.listen(128)
         self.port = sock.getsockname()[1]
+        import uvicorn  # noqa: PLC0415 - `executor run` without the bridge never loads the server stack
+
         config = uvicorn.Config(
             self.app,
             log_level="warning",

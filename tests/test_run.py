@@ -356,7 +356,8 @@ def test_a_second_ctrl_c_stops_running_workers_at_once_without_losing_state(exec
 
 
 def test_a_second_executor_refuses_while_one_runs_then_starts_after_kill_9(executor_cli, tmp_path):
-    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": ["A-001"]}, {"A-001": {"sleep": 3}}, python=PY)
+    # A-001 outlives the checks below whatever the machine's load; the resume after the kill runs it quickly.
+    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": ["A-001"]}, {"A-001": {"sleep": 60}}, python=PY)
     first = start_executor("run", "--session", str(folder))
     wait_until(lambda: any(r.pid for r in runs_of(folder)))
     live = check_json(executor_cli, folder)
@@ -372,6 +373,7 @@ def test_a_second_executor_refuses_while_one_runs_then_starts_after_kill_9(execu
     assert f"already being run by pid {first.pid}" in second.stderr
     first.kill()
     first.communicate()
+    (folder / "behaviors.json").write_text('{"A-001": {"sleep": 0.1}}')
     third = executor_cli("resume", "--session", str(folder))
     assert third.returncode == 0, third.stdout + third.stderr
     assert "recovered from an unclean stop" in third.stdout
