@@ -164,11 +164,16 @@ _TASK_COLUMNS = tuple(TaskRow.__struct_fields__)
 _RUN_COLUMNS = tuple(RunRow.__struct_fields__)
 
 
-_TASK_JSON_FIELDS = ", ".join(
-    f"'{name}', json(ifnull({name}, '[]'))" if name == "blocked_by" else f"'{name}', {name}" for name in _TASK_COLUMNS
-)
-# Built from our own column names only; nothing from outside reaches this string.
-_TASKS_AS_JSON = f"SELECT json_group_array(json_object({_TASK_JSON_FIELDS})) FROM tasks"  # noqa: S608
+def _tasks_as_json(columns: tuple[str, ...]) -> str:
+    """One query that returns the task list as a JSON array (decoded in one msgspec call)."""
+    fields = ", ".join(
+        f"'{name}', json(ifnull({name}, '[]'))" if name == "blocked_by" else f"'{name}', {name}" for name in columns
+    )
+    # Built from our own column names only; nothing from outside reaches this string.
+    return f"SELECT json_group_array(json_object({fields})) FROM tasks"  # noqa: S608
+
+
+_TASKS_AS_JSON = _tasks_as_json(_TASK_COLUMNS)
 _tasks_decoder = msgspec.json.Decoder(list[TaskRow])
 
 
@@ -220,8 +225,17 @@ class _Reads:
     def schema_version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
+    def _tasks_query(self) -> str:
+        """The task-list query for this database's schema: a file an older executor wrote (read
+        by `check` before any run migrated it) lacks the newer columns, which then take their
+        defaults."""
+        if self.schema_version() >= SCHEMA_VERSION:
+            return _TASKS_AS_JSON
+        present = {row[1] for row in self.conn.execute("PRAGMA table_info(tasks)")}
+        return _tasks_as_json(tuple(name for name in _TASK_COLUMNS if name in present))
+
     def tasks(self) -> list[TaskRow]:
-        (text,) = self.conn.execute(_TASKS_AS_JSON).fetchone()
+        (text,) = self.conn.execute(self._tasks_query()).fetchone()
         try:
             return _tasks_decoder.decode(text)
         except msgspec.ValidationError:
@@ -265,6 +279,8 @@ class _Reads:
         return dict(rows)
 
     def escalations(self, status: str | None = None) -> list[EscalationRow]:
+        if self.schema_version() < 3:  # no questions before schema 3
+            return []
         if status is None:
             rows = self._rows("SELECT * FROM escalations ORDER BY id")
         else:
@@ -272,6 +288,8 @@ class _Reads:
         return [_escalation_from_row(row) for row in rows]
 
     def escalation(self, escalation_id: str) -> EscalationRow | None:
+        if self.schema_version() < 3:
+            return None
         rows = self._rows("SELECT * FROM escalations WHERE id = ?", [escalation_id])
         return _escalation_from_row(rows[0]) if rows else None
 
@@ -349,10 +367,14 @@ class Store(_Reads):
                 f"{self.path} has schema version {version}, newer than this executor's "
                 f"{SCHEMA_VERSION}; upgrade team-executor"
             )
-        for number in range(version, SCHEMA_VERSION):
-            with self.db.atomic():
+        if version == SCHEMA_VERSION:
+            return
+        # All steps in one transaction: a reader (`check` while a run starts) sees the file
+        # either before or after the upgrade, never half way.
+        with self.db.atomic():
+            for number in range(version, SCHEMA_VERSION):
                 MIGRATIONS[number](self.db)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.db.close()

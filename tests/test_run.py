@@ -279,14 +279,30 @@ def test_capability_gap_warns_and_goes_on(executor_cli, tmp_path):
 # --- signals, locks and kill -9 ---------------------------------------------------------------
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_executor_left_behind():
+    """A test that fails half way must not leave its executor running (nor its pipes open)."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
 def start_executor(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [str(EXECUTOR), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
     )
+    _STARTED.append(process)
+    return process
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.05) -> None:

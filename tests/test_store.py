@@ -175,3 +175,23 @@ def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(tmp_path):
     (run,) = store.runs()
     assert (run.agent_session_id, run.git_head_before, run.files_changed) == ("sess-1", "abc", ["a.py", "b.py"])
     store.close()
+
+
+def test_a_database_of_an_older_executor_is_read_as_it_is_by_check(tmp_path):
+    """`check` never migrates: a schema-2 file (before descriptions and questions) still reads."""
+    (tmp_path / ".executor").mkdir()
+    path = tmp_path / ".executor" / "state.db"
+    db = sqlite_utils.Database(path)
+    MIGRATIONS[0](db)
+    MIGRATIONS[1](db)
+    db.execute("PRAGMA user_version = 2")
+    db["tasks"].insert({"id": "A-001", "owner": "coder", "status": "completed", "blocked_by": "[]"})
+    db.close()
+    reader = StoreReader.open(tmp_path)
+    assert reader is not None
+    (task,) = reader.tasks()
+    assert (task.id, task.status, task.description) == ("A-001", "completed", "")
+    assert reader.escalations() == []
+    assert reader.escalation("ESC-001") is None
+    assert reader.schema_version() == 2
+    reader.close()
