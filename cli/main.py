@@ -332,6 +332,27 @@ def mcp(
 
 
 @app.command()
+def watch(
+    session: SessionOption,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between frames.")] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+) -> None:
+    """A live view of a session: progress, running workers, failures, questions, keys, latest events.
+
+    Read-only and lock-free: run it in another terminal while `executor run` works. Ctrl-C ends it.
+    Example: executor watch --session work/login
+    """
+    from cli.watch_cmd import watch as watch_session  # noqa: PLC0415
+
+    if not (session / "team-session.json").is_file():
+        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
+    try:
+        watch_session(session, interval, once, _stdout())
+    except StoreError as error:
+        raise _fail(str(error)) from None
+
+
+@app.command()
 def answer(
     session: SessionOption,
     escalation_id: Annotated[str | None, typer.Argument(metavar="ID", help="The question, e.g. ESC-001.")] = None,
