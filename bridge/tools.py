@@ -66,7 +66,7 @@ from protocol.bridge import (
     SubmitTask,
     TaskAccepted,
 )
-from protocol.events import TaskCompleted, TaskProgress, decode_event
+from protocol.events import TaskProgress
 from protocol.keys import AddKey, GetKeyStates, KeyAdded, KeyStates
 from protocol.mcp_client import GetMcpServers, McpServers
 from protocol.records import EscalationRow, TaskRow
@@ -270,17 +270,12 @@ def build_server(context: BridgeContext) -> MCPServer:
         progress = None
         if latest is not None and isinstance(latest[1], TaskProgress):
             progress = ProgressOut(percent=latest[1].percent, note=latest[1].note, at=latest[0])
-        artifacts: list[str] = []
-        found = reader.conn.execute(
-            "SELECT payload_json FROM events WHERE task_id = ? AND type = 'task_completed' ORDER BY id DESC LIMIT 1",
-            [task_id],
-        ).fetchone()
-        if found is not None:
-            event = decode_event(found[0])
-            if isinstance(event, TaskCompleted):
-                artifacts = list(event.artifacts)
         return TaskStatusOut(
-            task=_task_out(row), description=row.description, runs=runs, progress=progress, artifacts=artifacts
+            task=_task_out(row),
+            description=row.description,
+            runs=runs,
+            progress=progress,
+            artifacts=list(reader.latest_artifacts(task_id)),
         )
 
     def list_tasks(

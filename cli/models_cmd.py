@@ -36,6 +36,7 @@ __all__ = [
     "TierLink",
     "models",
     "models_report",
+    "recorded_key_states",
     "render_models",
     "set_key_state_source",
 ]
@@ -185,6 +186,29 @@ def render_models(console: Console, report: ModelsReport) -> None:
         console.print(keys)
 
 
+def recorded_key_states(encoded: str, now: float) -> list[KeyStateRow]:
+    """The key states a run recorded in its ``key_states`` meta, as of ``now`` (wall clock)."""
+    rows = []
+    for item in msgspec.json.decode(encoded):
+        until = item.get("cooling_until")
+        remaining = max(0.0, until - now) if until else 0.0
+        status = item.get("status", "")
+        if status == "cooling" and remaining == 0.0:
+            status = "active"  # its cooldown ended since the run wrote this
+        rows.append(
+            KeyStateRow(
+                provider=item.get("provider", ""),
+                key_id=item.get("key_id", ""),
+                status=status,
+                cooling_for_s=round(remaining, 1) or None,
+                requests=item.get("requests", 0),
+                cost_usd=item.get("cost_usd", 0.0),
+                last_error=item.get("last_error"),
+            )
+        )
+    return rows
+
+
 def stored_key_states(session: Path) -> tuple[list[KeyStateRow] | None, str | None]:
     """The key states a run of ``session`` last recorded, and where they come from.
 
@@ -206,25 +230,7 @@ def stored_key_states(session: Path) -> tuple[list[KeyStateRow] | None, str | No
         reader.close()
     if "key_states" not in meta:
         return None, None
-    now = time.time()
-    rows = []
-    for item in msgspec.json.decode(meta["key_states"]):
-        until = item.get("cooling_until")
-        remaining = max(0.0, until - now) if until else 0.0
-        status = item.get("status", "")
-        if status == "cooling" and remaining == 0.0:
-            status = "active"  # its cooldown ended since the run wrote this
-        rows.append(
-            KeyStateRow(
-                provider=item.get("provider", ""),
-                key_id=item.get("key_id", ""),
-                status=status,
-                cooling_for_s=round(remaining, 1) or None,
-                requests=item.get("requests", 0),
-                cost_usd=item.get("cost_usd", 0.0),
-                last_error=item.get("last_error"),
-            )
-        )
+    rows = recorded_key_states(meta["key_states"], time.time())
     holder = read_holder(session)
     when = meta.get("key_states_at", "?")
     if holder is not None:

@@ -22,6 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from cli.models_cmd import recorded_key_states
 from protocol.events import Event
 from protocol.records import EscalationRow
 from session.report import CheckReport, build_report
@@ -40,8 +41,7 @@ def _recent(folder: Path) -> tuple[list[tuple[str, Event]], list[EscalationRow],
     if reader is None:
         return [], [], {}
     try:
-        (newest,) = reader.conn.execute("SELECT ifnull(max(id), 0) FROM events").fetchone()
-        events = [(at, event) for _, at, event in reader.events(after_id=max(0, newest - RECENT_EVENTS))]
+        events = [(at, event) for _, at, event in reader.recent_events(RECENT_EVENTS)]
         return events, reader.escalations("open"), reader.meta()
     finally:
         reader.close()
@@ -103,18 +103,14 @@ def frame(folder: Path) -> RenderableType:
     if questions:
         lines = [f"{row.id}: {row.issue[:100]} [{' / '.join(row.options) or 'any'}]" for row in questions[:5]]
         parts.append(Panel("\n".join(escape(line) for line in lines), title="questions for you", title_align="left"))
-    rows = msgspec.json.decode(meta.get("key_states") or "[]")
-    if rows:
-        now = time.time()
-        shown = []
-        for row in rows[:8]:
-            until = row.get("cooling_until")
-            status = row.get("status", "")
-            if status == "cooling" and until and until > now:
-                status = f"cooling {until - now:.0f}s"
-            elif status == "cooling":
-                status = "active"
-            shown.append(f"{row.get('key_id')} {status} ({row.get('requests', 0)} req)")
+    keys = recorded_key_states(meta.get("key_states") or "[]", time.time())
+    if keys:
+        shown = [
+            f"{key.key_id} {key.status}"
+            + (f" {key.cooling_for_s:.0f}s" if key.cooling_for_s else "")
+            + f" ({key.requests} req)"
+            for key in keys[:8]
+        ]
         parts.append(Text("keys: " + "; ".join(shown)))
     if events:
         recent = Table(title="latest events", title_justify="left", box=None, pad_edge=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -105,38 +105,29 @@ def _upper(value: Any) -> Any:
 Tier = Annotated[TierName, BeforeValidator(_upper)]
 
 
-def _env_name(value: str) -> str:
-    # Never echo the value: someone may have pasted a key here instead of a variable name.
-    if not _ENV_NAME.fullmatch(value):
-        raise PydanticCustomError(
-            "env_name",
-            "must be the NAME of an environment variable (letters, digits and _), never a key itself",
-            {
-                "fix": "put the key in an environment variable and write that variable's name here, "
-                "e.g. ANTHROPIC_API_KEY"
-            },
-        )
-    return value
+def _env_name_check(never: str, secret: str, example: str) -> Callable[[str], str]:
+    """A validator of a variable NAME; its message says what must never be written instead."""
+
+    def check(value: str) -> str:
+        # Never echo the value: someone may have pasted a key here instead of a variable name.
+        if not _ENV_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "env_name",
+                f"must be the NAME of an environment variable (letters, digits and _), never {never} itself",
+                {
+                    "fix": f"put the {secret} in an environment variable and write that variable's name here, "
+                    f"e.g. {example}"
+                },
+            )
+        return value
+
+    return check
 
 
-EnvName = Annotated[str, AfterValidator(_env_name)]
-
-
-def _secret_env_name(value: str) -> str:
-    if not _ENV_NAME.fullmatch(value):
-        raise PydanticCustomError(
-            "env_name",
-            "must be the NAME of an environment variable (letters, digits and _), never a token or URL itself",
-            {
-                "fix": "put the secret in an environment variable and write that variable's name here, "
-                "e.g. TELEGRAM_BOT_TOKEN"
-            },
-        )
-    return value
-
+EnvName = Annotated[str, AfterValidator(_env_name_check("a key", "key", "ANTHROPIC_API_KEY"))]
 
 #: The name of a variable that holds a channel's secret (a bot token, a webhook URL, headers).
-SecretEnvName = Annotated[str, AfterValidator(_secret_env_name)]
+SecretEnvName = Annotated[str, AfterValidator(_env_name_check("a token or URL", "secret", "TELEGRAM_BOT_TOKEN"))]
 
 
 def mask_tail(value: str) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from session.projection import write_atomic
 from session.store import STATE_DIR
 
 __all__ = ["inbox_dir", "post", "read_requests", "reply", "wait_reply"]
@@ -31,9 +32,8 @@ def inbox_dir(folder: Path) -> Path:
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(temporary, path)
+    # Its temporary file starts with "." and ends in ".tmp": read_requests never takes it for a request.
+    write_atomic(path, json.dumps(data).encode())
 
 
 def post(folder: Path, request: dict[str, Any]) -> str:

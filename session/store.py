@@ -315,6 +315,20 @@ class _Reads:
         ).fetchall()
         return [(row[0], row[1], decode_event(row[2])) for row in rows]
 
+    def latest_artifacts(self, task_id: str) -> tuple[str, ...]:
+        """The artifacts of the task's newest task_completed event (none: ())."""
+        row = self.conn.execute(
+            "SELECT payload_json FROM events WHERE task_id = ? AND type = 'task_completed' ORDER BY id DESC LIMIT 1",
+            [task_id],
+        ).fetchone()
+        event = decode_event(row[0]) if row else None
+        return tuple(event.artifacts) if isinstance(event, TaskCompleted) else ()
+
+    def recent_events(self, count: int) -> list[tuple[int, str, Event]]:
+        """The newest ``count`` events, oldest first."""
+        (newest,) = self.conn.execute("SELECT ifnull(max(id), 0) FROM events").fetchone()
+        return self.events(after_id=max(0, int(newest) - count), limit=count)
+
     def completions(self) -> list[tuple[str, tuple[str, ...]]]:
         """(task id, artifacts) of every task_completed event, oldest first."""
         rows = self.conn.execute("SELECT payload_json FROM events WHERE type = 'task_completed' ORDER BY id").fetchall()
