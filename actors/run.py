@@ -91,8 +91,8 @@ class RunRequest:
     shutdown_grace_s: float | None = None
     retry_backoff_s: float | None = None
     interactive: bool = field(default_factory=_stdin_is_terminal)
-    mcp_http: str | None = None  # [HOST:]PORT for the MCP bridge over streamable HTTP
-    mcp_allow_remote: bool = False  # let --mcp-http listen on a non-loopback address
+    http_address: str | None = None  # --http [HOST:]PORT: dashboard, API and the MCP bridge
+    allow_remote: bool = False  # let --http listen on a non-loopback address
     mcp_stdio: bool = False  # `executor mcp`: the bridge on stdin/stdout
     exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
 
@@ -281,6 +281,13 @@ def _completion_report(session: TeamSession, summary: RunSummary, status: str) -
     return "\n".join(lines)
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     """Run (or resume) a session to its end; return the exit code.  Raises :class:`RunRefused`."""
     out = out or sys.stdout
@@ -292,9 +299,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     # The bridge (the MCP server SDK, uvicorn) is imported only by runs that serve it.
     from bridge.http import BridgeAddressError, parse_address  # noqa: PLC0415
 
-    if request.mcp_http is not None:
+    if request.http_address is not None:
         try:
-            bridge_address = parse_address(request.mcp_http, request.mcp_allow_remote)
+            bridge_address = parse_address(request.http_address, request.allow_remote)
         except BridgeAddressError as error:
             raise RunRefused(str(error), exit_code=2) from None
     elif request.mcp_stdio:
@@ -350,7 +357,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         from bridge.tools import DuplicateTool  # noqa: PLC0415
 
         try:
-            bridge = open_bridge(Path(session.folder).resolve(), *bridge_address, console)
+            bridge = open_bridge(
+                Path(session.folder).resolve(), *bridge_address, console, show_sign_in_link=_is_terminal(human)
+            )
         except (BridgeAddressError, DuplicateTool) as error:
             lock.release()
             raise RunRefused(str(error), exit_code=2) from None

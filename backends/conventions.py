@@ -61,6 +61,8 @@ ENV_MODEL = "TEAM_EXECUTOR_MODEL"  # only set when the work order names a model
 ENV_MCP_URL = "TEAM_EXECUTOR_MCP_URL"
 ENV_MCP_TOKEN = "TEAM_EXECUTOR_MCP_TOKEN"  # noqa: S105 - the variable's name, not a secret
 ENV_AGENT_ID = "TEAM_EXECUTOR_AGENT_ID"
+#: Read by the executor (not the agent): seconds each demo task takes, so people can watch a run.
+ENV_DEMO_PACE = "TEAM_EXECUTOR_DEMO_PACE_S"
 
 PROGRESS_TYPE = "progress"
 REPORT_STATUSES = ("completed", "failed", "consensus_blocked", "capability_gap")

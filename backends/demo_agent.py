@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -77,6 +78,21 @@ class DemoError(Exception):
 
 def _progress(percent: int, note: str) -> None:
     print(json.dumps({"type": PROGRESS_TYPE, "percent": percent, "note": note}), flush=True)
+    if _PACE_S > 0:
+        time.sleep(_PACE_S / 3)  # three progress steps: the task takes about the pace
+
+
+def _pace_from(argv: list[str]) -> float:
+    """``--pace SECONDS`` (given by the demo backend for ``executor demo --pace``); 0 otherwise."""
+    if "--pace" in argv[:-1]:
+        try:
+            return max(0.0, float(argv[argv.index("--pace") + 1]))
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
+_PACE_S = _pace_from(sys.argv)
 
 
 def _env(name: str) -> str:

@@ -1,4 +1,4 @@
-"""The bridge over streamable HTTP, served by uvicorn on a thread of its own.
+"""The run's HTTP server (the MCP bridge, the dashboard, the API), served by uvicorn on a thread.
 
 The socket is bound before the thread starts, so the port (``:0`` picks a
 free one) is known at once and a port already taken is a clear error, not a
@@ -15,11 +15,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from bridge.auth import BearerGuard, Tokens
-
 if TYPE_CHECKING:
     import uvicorn
-    from mcp.server.mcpserver import MCPServer
+
+    from bridge.auth import ASGIApp
 
 __all__ = ["BridgeAddressError", "HttpBridge", "is_loopback", "parse_address"]
 
@@ -29,7 +28,7 @@ DEFAULT_HOST = "127.0.0.1"
 
 
 class BridgeAddressError(ValueError):
-    """``--mcp-http`` got an address that cannot be used; the message says why and the fix."""
+    """``--http`` got an address that cannot be used; the message says why and the fix."""
 
 
 def is_loopback(host: str) -> bool:
@@ -50,11 +49,11 @@ def parse_address(text: str, allow_remote: bool = False) -> tuple[str, int]:
     elif ":" in port_text:
         host, _, port_text = port_text.rpartition(":")
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise BridgeAddressError(f"--mcp-http {text!r}: give a port (0-65535), e.g. 8765 or 127.0.0.1:8765")
+        raise BridgeAddressError(f"--http {text!r}: give a port (0-65535), e.g. 8765 or 127.0.0.1:8765")
     if not is_loopback(host) and not allow_remote:
         raise BridgeAddressError(
-            f"--mcp-http {text!r}: {host} is not a loopback address; the bridge serves 127.0.0.1 unless you "
-            "also pass --mcp-allow-remote (then anyone who can reach the port and has the token can drive the run)"
+            f"--http {text!r}: {host} is not a loopback address; the server listens on 127.0.0.1 unless you "
+            "also pass --allow-remote (then anyone who can reach the port and has the token can drive the run)"
         )
     return host or DEFAULT_HOST, int(port_text)
 
@@ -62,20 +61,22 @@ def parse_address(text: str, allow_remote: bool = False) -> tuple[str, int]:
 class HttpBridge:
     """``start()`` binds and serves; ``stop()`` ends the server and joins its thread."""
 
-    def __init__(self, server: MCPServer, tokens: Tokens, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         self.host = host
         self.requested_port = port
-        # On a loopback host the SDK turns on DNS-rebinding protection (Host/Origin checks) itself.
-        app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
-        self.app = BearerGuard(app, tokens)
+        self.app = app
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = port
 
     @property
-    def url(self) -> str:
+    def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/mcp"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/mcp"
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -86,7 +87,7 @@ class HttpBridge:
         except OSError as error:
             sock.close()
             raise BridgeAddressError(
-                f"--mcp-http {self.host}:{self.requested_port}: cannot listen there ({error.strerror or error}); "
+                f"--http {self.host}:{self.requested_port}: cannot listen there ({error.strerror or error}); "
                 "choose another port (0 picks a free one)"
             ) from None
         sock.listen(128)
@@ -102,7 +103,7 @@ class HttpBridge:
             log_config=None,  # our logging setup (the session's log file) applies
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._serve, args=(self._server, sock), name="mcp-http", daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(self._server, sock), name="http-server", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 15
         while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
@@ -113,7 +114,7 @@ class HttpBridge:
         try:
             server.run(sockets=[sock])
         except Exception:  # the run goes on without its bridge; the log says why
-            log.exception("the MCP HTTP server stopped")
+            log.exception("the HTTP server stopped")
 
     def stop(self, timeout_s: float = 5.0) -> None:
         server, thread = self._server, self._thread

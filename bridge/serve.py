@@ -14,15 +14,18 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pykka
 from mcp.server.mcpserver import MCPServer
 
 from bridge.auth import Tokens, load_or_create_owner_token, token_path
-from bridge.http import HttpBridge
+from bridge.http import HttpBridge, is_loopback
 from bridge.tools import BridgeContext, build_server
+
+if TYPE_CHECKING:
+    from web.app import WebApp
 
 __all__ = ["BridgeRuntime", "installed_backends", "open_bridge", "serve_stdio"]
 
@@ -44,6 +47,7 @@ class BridgeRuntime:
     tokens: Tokens
     http: HttpBridge
     holder: _ExecutorHolder
+    web: WebApp
 
     def attach(self, executor: pykka.ActorRef[Any]) -> None:
         self.holder.ref = executor
@@ -57,6 +61,7 @@ class BridgeRuntime:
         return url, self.tokens.worker
 
     def close(self) -> None:
+        self.web.close()  # event streams end first, or the server would wait out its grace period
         self.http.stop()
 
 
@@ -86,20 +91,33 @@ def open_bridge(
     host: str,
     port: int,
     console: Callable[[str], None],
+    show_sign_in_link: bool = False,
 ) -> BridgeRuntime:
-    """Tokens, tools and the HTTP listener; raises ``DuplicateTool`` or ``BridgeAddressError``."""
+    """Tokens, tools, the dashboard and the HTTP listener; raises ``DuplicateTool`` or ``BridgeAddressError``.
+
+    ``show_sign_in_link``: print the dashboard link with the token in it (for a person at a
+    terminal; never into a pipe or a CI log)."""
+    from web.app import WebApp  # noqa: PLC0415 - FastAPI loads only with the server
+
     owner, created = load_or_create_owner_token(folder)
     tokens = Tokens(owner)
     holder = _ExecutorHolder()
     context = BridgeContext(folder=folder, executor=holder, tokens=tokens, installed_backends=installed_backends)
     server = build_server(context)
-    http = HttpBridge(server, tokens, host, port)
+    # On a loopback host the SDK turns on DNS-rebinding protection (Host/Origin checks) itself.
+    mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    web = WebApp(context, tokens, mcp_app, loopback_only=is_loopback(host))
+    http = HttpBridge(web, host, port)
     http.start()
     if created:
         console(f"MCP bridge on {http.url} — bearer token (shown once; kept 0600 in {token_path(folder)}): {owner}")
     else:
         console(f"MCP bridge on {http.url} — bearer token in {token_path(folder)}")
-    return BridgeRuntime(context=context, server=server, tokens=tokens, http=http, holder=holder)
+    if show_sign_in_link:
+        console(f"dashboard on {http.base_url}/?token={owner}")
+    else:
+        console(f"dashboard on {http.base_url}/ — sign in with the token in {token_path(folder)}")
+    return BridgeRuntime(context=context, server=server, tokens=tokens, http=http, holder=holder, web=web)
 
 
 def serve_stdio(server: MCPServer, outcome: Future[Any], request_stop: Callable[[str], None]) -> None:

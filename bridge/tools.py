@@ -74,7 +74,17 @@ from protocol.routing import ForgetTask, ModelChoice, SelectModel
 from protocol.types import TASK_STATUSES
 from session.store import StoreError, StoreReader
 
-__all__ = ["PRIORITY_OF", "BridgeContext", "DuplicateTool", "ToolTable", "build_server"]
+__all__ = [
+    "PRIORITY_OF",
+    "BridgeContext",
+    "DuplicateTool",
+    "RefusedByRun",
+    "ToolTable",
+    "Unavailable",
+    "build_server",
+    "fleet_out",
+    "task_out",
+]
 
 ASK_TIMEOUT_S = 10.0
 
@@ -87,6 +97,18 @@ AgentId = Annotated[str, Field(min_length=1, max_length=200, description="The ag
 
 class DuplicateTool(Exception):
     """Two tools were registered under one name: a programming error, refused at startup."""
+
+
+class Unavailable(ToolError):
+    """The tree cannot answer now (starting, busy, or gone): the same request may work later."""
+
+
+class RefusedByRun(ToolError):
+    """The run refused the request; ``refused`` says why and names the argument at fault."""
+
+    def __init__(self, refused: Refused) -> None:
+        super().__init__(f"{refused.argument}: {refused.reason}" if refused.argument else refused.reason)
+        self.refused = refused
 
 
 @dataclass
@@ -105,7 +127,7 @@ class BridgeContext:
     def ask(self, message: Any, timeout_s: float | None = None) -> Any:
         ref = self.executor()
         if ref is None:
-            raise ToolError("the executor is still starting; try again in a moment")
+            raise Unavailable("the executor is still starting; try again in a moment")
         return self._ask_ref(ref, message, "the executor", timeout_s)
 
     def _ask_ref(self, ref: pykka.ActorRef[Any], message: Any, who: str, timeout_s: float | None = None) -> Any:
@@ -115,15 +137,15 @@ class BridgeContext:
             try:
                 reply = ref.ask(message, timeout=max(0.1, deadline - time.monotonic()))
             except pykka.Timeout:
-                raise ToolError(f"{who} did not answer within {timeout:g}s (busy); try again") from None
+                raise Unavailable(f"{who} did not answer within {timeout:g}s (busy); try again") from None
             except pykka.ActorDeadError:
-                raise ToolError(f"{who} is not running (the run has ended or is restarting it)") from None
+                raise Unavailable(f"{who} is not running (the run has ended or is restarting it)") from None
             # The run is still booting: the same request succeeds in a moment, so wait for it here.
             if not (isinstance(reply, Refused) and reply.retry_later and time.monotonic() < deadline):
                 break
             time.sleep(0.05)
         if isinstance(reply, Refused):
-            raise ToolError(f"{reply.argument}: {reply.reason}" if reply.argument else reply.reason)
+            raise RefusedByRun(reply)
         return reply
 
     def service(self, name: str) -> pykka.ActorRef[Any] | None:
@@ -134,6 +156,9 @@ class BridgeContext:
     def reader(self) -> StoreReader:
         """A read-only connection per tool thread (sqlite3 connections are not shared)."""
         reader: StoreReader | None = getattr(self._local, "reader", None)
+        if reader is not None and reader.stale:  # opened before the run's first write
+            reader.close()
+            reader = None
         if reader is None:
             try:
                 reader = StoreReader.open(self.folder)
@@ -186,7 +211,7 @@ def _mcp_servers(context: BridgeContext) -> list[McpServerOut]:
     return [McpServerOut(**msgspec.structs.asdict(state)) for state in servers.items]
 
 
-def _task_out(row: TaskRow) -> TaskOut:
+def task_out(row: TaskRow) -> TaskOut:
     return TaskOut(
         id=row.id,
         name=row.subject,
@@ -207,6 +232,63 @@ def _task_out(row: TaskRow) -> TaskOut:
 
 def _escalation_out(row: EscalationRow) -> EscalationOut:
     return EscalationOut(**msgspec.structs.asdict(row))
+
+
+def task_status_out(context: BridgeContext, task_id: str) -> TaskStatusOut:
+    """One task from the store: its row, runs, newest progress and artifacts."""
+    reader = context.reader()
+    row = reader.task(task_id)
+    if row is None:
+        raise ToolError(f"task_id: no task '{task_id}' in this session (list_tasks shows them)")
+    runs = [
+        RunOut(
+            attempt=run.attempt,
+            backend=run.backend,
+            model=run.model,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            outcome=run.outcome,
+            error_kind=run.error_kind,
+            error=run.error,
+            cost_usd=run.cost_usd,
+        )
+        for run in reader.runs(task_id)
+    ]
+    latest = reader.latest_progress(task_id)
+    progress = None
+    if latest is not None and isinstance(latest[1], TaskProgress):
+        progress = ProgressOut(percent=latest[1].percent, note=latest[1].note, at=latest[0])
+    return TaskStatusOut(
+        task=task_out(row),
+        description=row.description,
+        runs=runs,
+        progress=progress,
+        artifacts=list(reader.latest_artifacts(task_id)),
+    )
+
+
+def fleet_out(context: BridgeContext) -> FleetOut:
+    """The live fleet from the Executor, with the key pool and the MCP servers (no secrets)."""
+    snapshot: FleetSnapshot = context.ask(GetFleet())
+    keys: list[KeyOut] = []
+    keypool = context.service("keypool")
+    if keypool is not None:
+        states: KeyStates = context._ask_ref(keypool, GetKeyStates(), "the key pool")
+        keys = [KeyOut(**msgspec.structs.asdict(state)) for state in states.items]
+    return FleetOut(
+        run_id=snapshot.run_id,
+        state=snapshot.state,
+        max_workers=snapshot.max_workers,
+        workers=[WorkerOut(**msgspec.structs.asdict(worker)) for worker in snapshot.workers],
+        actors=list(snapshot.actors),
+        backends_in_use=list(snapshot.backends),
+        backends_installed=context.installed_backends(),
+        tasks_by_status={status: snapshot.tasks_by_status.get(status, 0) for status in TASK_STATUSES},
+        session_spent_usd=snapshot.session_spent_usd,
+        keys=keys,
+        mcp_servers=_mcp_servers(context),
+        panic=panic.is_on(context.folder),
+    )
 
 
 def build_server(context: BridgeContext) -> MCPServer:
@@ -243,40 +325,12 @@ def build_server(context: BridgeContext) -> MCPServer:
                 blocked_by=tuple(blocked_by or ()),
             )
         )
-        return _task_out(accepted.task)
+        return task_out(accepted.task)
 
     def get_task_status(task_id: TaskId, ctx: Context) -> TaskStatusOut:
         """One task: its status, attempts, latest progress and artifacts."""
         _guard(context, ctx, "get_task_status", mutating=False)
-        reader = context.reader()
-        row = reader.task(task_id)
-        if row is None:
-            raise ToolError(f"task_id: no task '{task_id}' in this session (list_tasks shows them)")
-        runs = [
-            RunOut(
-                attempt=run.attempt,
-                backend=run.backend,
-                model=run.model,
-                started_at=run.started_at,
-                ended_at=run.ended_at,
-                outcome=run.outcome,
-                error_kind=run.error_kind,
-                error=run.error,
-                cost_usd=run.cost_usd,
-            )
-            for run in reader.runs(task_id)
-        ]
-        latest = reader.latest_progress(task_id)
-        progress = None
-        if latest is not None and isinstance(latest[1], TaskProgress):
-            progress = ProgressOut(percent=latest[1].percent, note=latest[1].note, at=latest[0])
-        return TaskStatusOut(
-            task=_task_out(row),
-            description=row.description,
-            runs=runs,
-            progress=progress,
-            artifacts=list(reader.latest_artifacts(task_id)),
-        )
+        return task_status_out(context, task_id)
 
     def list_tasks(
         ctx: Context,
@@ -290,7 +344,7 @@ def build_server(context: BridgeContext) -> MCPServer:
             row for row in rows if (status is None or row.status == status) and (owner is None or row.owner == owner)
         ]
         chosen.sort(key=lambda row: row.id)
-        return TasksOut(tasks=[_task_out(row) for row in chosen], total=len(chosen))
+        return TasksOut(tasks=[task_out(row) for row in chosen], total=len(chosen))
 
     def cancel_task(task_id: TaskId, ctx: Context) -> CancelOut:
         """Cancel a pending or running task (a running agent is stopped). It ends failed, kind 'cancelled'."""
@@ -408,26 +462,7 @@ def build_server(context: BridgeContext) -> MCPServer:
     def get_fleet_status(ctx: Context) -> FleetOut:
         """Actors, running workers (pid, elapsed, backend, model), backends, MCP servers, key pool (no secrets)."""
         _guard(context, ctx, "get_fleet_status", mutating=False)
-        snapshot: FleetSnapshot = context.ask(GetFleet())
-        keys: list[KeyOut] = []
-        keypool = context.service("keypool")
-        if keypool is not None:
-            states: KeyStates = context._ask_ref(keypool, GetKeyStates(), "the key pool")
-            keys = [KeyOut(**msgspec.structs.asdict(state)) for state in states.items]
-        return FleetOut(
-            run_id=snapshot.run_id,
-            state=snapshot.state,
-            max_workers=snapshot.max_workers,
-            workers=[WorkerOut(**msgspec.structs.asdict(worker)) for worker in snapshot.workers],
-            actors=list(snapshot.actors),
-            backends_in_use=list(snapshot.backends),
-            backends_installed=context.installed_backends(),
-            tasks_by_status={status: snapshot.tasks_by_status.get(status, 0) for status in TASK_STATUSES},
-            session_spent_usd=snapshot.session_spent_usd,
-            keys=keys,
-            mcp_servers=_mcp_servers(context),
-            panic=panic.is_on(context.folder),
-        )
+        return fleet_out(context)
 
     def add_api_key(
         provider: Annotated[str, Field(min_length=1, max_length=64, description="e.g. openai, anthropic")],

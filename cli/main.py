@@ -198,21 +198,27 @@ GraceOption = Annotated[
 BackoffOption = Annotated[
     float | None, typer.Option("--retry-backoff", min=0, help="First retry delay in seconds (doubles each time).")
 ]
-McpHttpOption = Annotated[
+HttpOption = Annotated[
     str | None,
     typer.Option(
+        "--http",
         "--mcp-http",
         metavar="[HOST:]PORT",
-        help="Serve the MCP bridge over streamable HTTP at /mcp (127.0.0.1 unless HOST is given; bearer token "
-        "required, kept in .executor/mcp-token). The run then keeps serving when the pipeline is done.",
+        help="Serve the dashboard at /, the JSON API at /api (schema: /openapi.json), /healthz, /metrics and the "
+        "MCP bridge at /mcp (127.0.0.1 unless HOST is given; the token in .executor/mcp-token is required). "
+        "The run then keeps serving when the pipeline is done.",
     ),
 ]
-McpRemoteOption = Annotated[
+AllowRemoteOption = Annotated[
     bool,
-    typer.Option("--mcp-allow-remote", help="Let --mcp-http listen on a non-loopback address (token still required)."),
+    typer.Option(
+        "--allow-remote",
+        "--mcp-allow-remote",
+        help="Let --http listen on a non-loopback address (the token is still required).",
+    ),
 ]
 ExitWhenDoneOption = Annotated[
-    bool, typer.Option("--exit-when-done", help="With the MCP bridge: end when the pipeline is done, as without it.")
+    bool, typer.Option("--exit-when-done", help="With --http: end when the pipeline is done, as without it.")
 ]
 
 
@@ -230,8 +236,8 @@ def run(
     max_attempts: AttemptsOption = None,
     shutdown_grace: GraceOption = None,
     retry_backoff: BackoffOption = None,
-    mcp_http: McpHttpOption = None,
-    mcp_allow_remote: McpRemoteOption = False,
+    http: HttpOption = None,
+    allow_remote: AllowRemoteOption = False,
     exit_when_done: ExitWhenDoneOption = False,
 ) -> None:
     """Run the session's pipeline until nothing is ready and nothing runs.
@@ -254,8 +260,8 @@ def run(
         max_attempts=max_attempts,
         shutdown_grace_s=shutdown_grace,
         retry_backoff_s=retry_backoff,
-        mcp_http=mcp_http,
-        mcp_allow_remote=mcp_allow_remote,
+        http_address=http,
+        allow_remote=allow_remote,
         exit_when_done=exit_when_done,
     )
 
@@ -274,8 +280,8 @@ def resume(
     max_attempts: AttemptsOption = None,
     shutdown_grace: GraceOption = None,
     retry_backoff: BackoffOption = None,
-    mcp_http: McpHttpOption = None,
-    mcp_allow_remote: McpRemoteOption = False,
+    http: HttpOption = None,
+    allow_remote: AllowRemoteOption = False,
     exit_when_done: ExitWhenDoneOption = False,
 ) -> None:
     """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
@@ -298,8 +304,8 @@ def resume(
         max_attempts=max_attempts,
         shutdown_grace_s=shutdown_grace,
         retry_backoff_s=retry_backoff,
-        mcp_http=mcp_http,
-        mcp_allow_remote=mcp_allow_remote,
+        http_address=http,
+        allow_remote=allow_remote,
         exit_when_done=exit_when_done,
     )
 
@@ -433,14 +439,21 @@ def demo(
     into: Annotated[
         Path | None, typer.Option("--into", help="Folder for the demo's copy (default: ./demo-run/<id>-N).")
     ] = None,
+    http: HttpOption = None,
+    pace: Annotated[
+        float | None,
+        typer.Option("--pace", min=0, max=600, help="Seconds each demo task takes, to watch it (default: instant)."),
+    ] = None,
 ) -> None:
     """Copy the built-in demo session and run it on the demo agent: no key, no network.
 
     pm -> architect -> coder (an inner loop of two tasks) -> qa, each writing a real artifact.
-    Example: executor demo
+    Example: executor demo            (or, to watch it in a browser: executor demo --http 8765 --pace 2)
     """
+    import os  # noqa: PLC0415
     import shutil  # noqa: PLC0415
 
+    from backends.conventions import ENV_DEMO_PACE  # noqa: PLC0415
     from session.resources import builtin_path  # noqa: PLC0415
 
     source = builtin_path("examples") / "demo"
@@ -452,10 +465,13 @@ def demo(
         raise _fail(f"{into} already exists; choose another --into folder", 2)
     shutil.copytree(source, into, ignore=shutil.ignore_patterns(".executor"))
     _stdout().print(f"demo session copied to {into}")
+    if pace:
+        os.environ[ENV_DEMO_PACE] = f"{pace:g}"  # read by the demo backend when it starts each agent
     try:
         from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
 
-        code = run_session(RunRequest(session_dir=into, command="run", interactive=False))
+        request = RunRequest(session_dir=into, command="run", interactive=False, http_address=http)
+        code = run_session(request)
     except RunRefused as error:
         raise _fail(str(error), error.exit_code) from None
     report = build_report(into)

@@ -326,8 +326,7 @@ class _Reads:
 
     def recent_events(self, count: int) -> list[tuple[int, str, Event]]:
         """The newest ``count`` events, oldest first."""
-        (newest,) = self.conn.execute("SELECT ifnull(max(id), 0) FROM events").fetchone()
-        return self.events(after_id=max(0, int(newest) - count), limit=count)
+        return self.events(after_id=max(0, self.last_event_id() - count), limit=count)
 
     def completions(self) -> list[tuple[str, tuple[str, ...]]]:
         """(task id, artifacts) of every task_completed event, oldest first."""
@@ -338,6 +337,30 @@ class _Reads:
             if isinstance(event, TaskCompleted):
                 completions.append((event.task_id, tuple(event.artifacts)))
         return completions
+
+    def spend(self) -> list[dict[str, Any]]:
+        """Runs, tokens and cost summed per (backend, model, key id): one grouped pass over runs."""
+        return self._rows(
+            "SELECT backend, model, key_id, count(*) AS runs, sum(ifnull(tokens_in, 0)) AS tokens_in, "
+            "sum(ifnull(tokens_out, 0)) AS tokens_out, sum(ifnull(cost_usd, 0.0)) AS cost_usd "
+            "FROM runs GROUP BY backend, model, key_id ORDER BY cost_usd DESC, backend, model, key_id"
+        )
+
+    def agent_stats(self) -> list[dict[str, Any]]:
+        """Per (backend, role): attempts, completed, failed, and the seconds the completed ones took.
+
+        Open attempts count in ``runs`` but in neither outcome; ``completed_s`` sums the
+        wall time of completed attempts (mean = completed_s / completed)."""
+        return self._rows(
+            "SELECT r.backend AS backend, ifnull(t.owner, '') AS role, count(*) AS runs, "
+            "sum(r.outcome = 'completed') AS completed, sum(r.outcome = 'failed') AS failed, "
+            "sum(CASE WHEN r.outcome = 'completed' AND r.ended_at IS NOT NULL "
+            "THEN (julianday(r.ended_at) - julianday(r.started_at)) * 86400.0 END) AS completed_s "
+            "FROM runs r LEFT JOIN tasks t ON t.id = r.task_id GROUP BY r.backend, t.owner ORDER BY r.backend, role"
+        )
+
+    def last_event_id(self) -> int:
+        return int(self.conn.execute("SELECT ifnull(max(id), 0) FROM events").fetchone()[0])
 
     def count_events(self, event_type: str | None = None, task_id: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM events WHERE 1=1", []
@@ -477,8 +500,14 @@ class StoreReader(_Reads):
     otherwise the database is complete on its own and opens as immutable.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, wal: Path | None = None) -> None:
         self.conn = conn
+        self._immutable_until = wal  # opened immutable: valid only while this log does not exist
+
+    @property
+    def stale(self) -> bool:
+        """Opened as immutable, and a run has started writing since: reopen to see its changes."""
+        return self._immutable_until is not None and self._immutable_until.exists()
 
     @classmethod
     def open(cls, session_folder: Path) -> StoreReader | None:
@@ -490,7 +519,7 @@ class StoreReader(_Reads):
         try:
             conn = sqlite3.connect(f"{path.as_uri()}?{mode}", uri=True, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=5000")
-            reader = cls(conn)
+            reader = cls(conn, wal=None if wal.exists() else wal)
             version = reader.schema_version()
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{path}: cannot read the state database ({error})") from error
