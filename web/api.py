@@ -104,9 +104,13 @@ def _artifact_file(folder: Path, relative: str) -> Path:
     if parts[0] == STATE_DIR or any(part.startswith(".") for part in parts):
         raise ApiError(404, f"path: {relative} is not an artifact")
     root = folder.resolve()
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
-        raise ApiError(404, f"path: no file {relative} in this session")
+    try:
+        target = (root / relative).resolve()
+        found = target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        found = False
+    if not found:
+        raise ApiError(404, f"path: no file {relative[:200]} in this session")
     return target
 
 
@@ -284,8 +288,11 @@ def build_api(context: BridgeContext) -> FastAPI:
     ) -> Response:
         """The text of a file a task produced (at most 2 MiB shown)."""
         target = _artifact_file(folder, path)
-        with target.open("rb") as handle:
-            data = handle.read(ARTIFACT_MAX_BYTES)
+        try:
+            with target.open("rb") as handle:
+                data = handle.read(ARTIFACT_MAX_BYTES)
+        except OSError as error:
+            raise ApiError(404, f"path: cannot read {path[:200]} ({error.strerror or error})") from None
         return Response(data.decode("utf-8", errors="replace"), media_type="text/plain; charset=utf-8")
 
     @api.get("/api/events", tags=["events"], response_class=PlainTextResponse)
