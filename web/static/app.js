@@ -56,7 +56,7 @@
     drawerSeq: 0,
     drawerInflight: 0, // seq of the detail request under way, 0 if none
     artifactPath: null,
-    graphFit: false,
+    graphFit: null, // null: fit when the graph is at most twice as wide as its panel
     sort: { key: null, dir: 1 },
   };
 
@@ -825,7 +825,8 @@
     const w = g.dataset.width;
     const h = g.dataset.height;
     if (!w || !h) return;
-    if (state.graphFit) {
+    const fit = state.graphFit ?? Number(w) <= 2 * $("graph-wrap").clientWidth;
+    if (fit) {
       g.setAttribute("width", "100%");
       g.setAttribute("height", "100%");
       g.setAttribute("preserveAspectRatio", "xMinYMin meet");
@@ -834,8 +835,8 @@
       g.setAttribute("height", h);
       g.removeAttribute("preserveAspectRatio");
     }
-    $("graph-wrap").classList.toggle("fit", state.graphFit);
-    $("graph-fit").textContent = state.graphFit ? "Actual size" : "Fit";
+    $("graph-wrap").classList.toggle("fit", fit);
+    $("graph-fit").textContent = fit ? "Actual size" : "Fit";
   }
 
   function updateHeld() {
@@ -1438,7 +1439,7 @@
       if (ev.key === "Escape" && !$("drawer").hidden) closeDrawer();
     });
     $("graph-fit").addEventListener("click", () => {
-      state.graphFit = !state.graphFit;
+      state.graphFit = !$("graph-wrap").classList.contains("fit");
       applyGraphSize();
     });
     for (const id of ["filter-status", "filter-owner"]) $(id).addEventListener("change", renderTable);

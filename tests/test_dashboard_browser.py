@@ -1,0 +1,92 @@
+"""The dashboard in headless Chromium (Playwright driving Debian's chromium) during a demo run:
+the graph fills in live, a question is answered with a click, and screenshots are kept."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sessions import REPO, copy_demo
+from tests.test_mcp_bridge import RunningBridge
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+ARTIFACTS = Path(os.environ.get("TEAM_EXECUTOR_TEST_ARTIFACTS", REPO / "test-artifacts"))
+ORDER = ["PLAN-001", "ARCH-001", "IMPL-001", "IMPL-002", "QA-001"]
+
+
+def _chromium() -> str:
+    found = os.environ.get("TEAM_EXECUTOR_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's; or set TEAM_EXECUTOR_CHROMIUM)")
+    return found
+
+
+def _node(task_id: str) -> str:
+    return f'svg#graph g.node[data-task-id="{task_id}"]'
+
+
+def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tmp_path: Path) -> None:
+    chromium = _chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    folder = copy_demo(tmp_path / "demo")
+    # Each demo task takes ~1.5 s, so the page sees the graph fill in rather than a finished run.
+    bridge = RunningBridge(folder, "--backend", "demo", env={"TEAM_EXECUTOR_DEMO_PACE_S": "1.5"})
+    try:
+        question = bridge.call(
+            "escalate_decision",
+            {"issue": "Run QA on the demo?", "options": ["go ahead", "skip it"], "task_id": "QA-001"},
+        )
+        assert not question.is_error, question.content
+        escalation_id = question.structured_content["id"]
+        base = bridge.url.removesuffix("/mcp")
+        problems: list[str] = []
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            page.goto(f"{base}/?token={bridge.token}")
+            assert "token=" not in page.url, "the sign-in link is swapped for a cookie at once"
+            page.wait_for_selector(_node("QA-001"), timeout=15_000)
+            first_seen = {task: page.get_attribute(_node(task), "data-status") for task in ORDER}
+            assert any(status != "completed" for status in first_seen.values()), first_seen
+
+            # Live: the nodes turn to done as the run goes, without reloading the page.
+            page.wait_for_selector(f'{_node("IMPL-002")}[data-status="completed"]', timeout=60_000)
+            assert page.get_attribute(_node("QA-001"), "data-status") == "pending", "held by the question"
+            button = page.locator(
+                f'#escalations .escalation[data-escalation-id="{escalation_id}"] button[data-choice="go ahead"]'
+            )
+            button.wait_for(timeout=15_000)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-question-open.png"), full_page=True)
+            button.click()
+            page.wait_for_selector(f'{_node("QA-001")}[data-status="completed"]', timeout=60_000)
+            page.locator(f'#escalations .escalation[data-escalation-id="{escalation_id}"]').wait_for(
+                state="detached", timeout=15_000
+            )
+            for task in ORDER:
+                assert page.get_attribute(_node(task), "data-status") == "completed", task
+
+            # The drawer: a node's click shows its runs, log tail and artifacts.
+            page.click(_node("IMPL-001"))
+            page.wait_for_selector("#drawer:not([hidden])", timeout=10_000)
+            drawer = page.inner_text("#drawer")
+            assert "IMPL-001" in drawer
+            assert "demo" in drawer
+            page.screenshot(path=str(ARTIFACTS / "dashboard-done.png"), full_page=True)
+            browser.close()
+        assert not problems, problems  # no script errors, no Content-Security-Policy violations
+
+        answered = bridge.call("list_escalations", {"status": "answered"}).structured_content["escalations"]
+        assert [(row["id"], row["choice"], row["answered_by"]) for row in answered] == [
+            (escalation_id, "go ahead", "web")
+        ]
+    finally:
+        output = bridge.stop()
+    assert (ARTIFACTS / "dashboard-done.png").stat().st_size > 10_000, output[-2000:]
+    assert time.time() - (ARTIFACTS / "dashboard-done.png").stat().st_mtime < 600
