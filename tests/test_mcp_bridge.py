@@ -1,5 +1,5 @@
 """The MCP bridge, driven by the official SDK client: over stdio (a subprocess `executor mcp`)
-and over streamable HTTP (a running `executor run --mcp-http`), with real workers that
+and over streamable HTTP (a running `executor run --http`), with real workers that
 report back through it."""
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ def _bridge_session(folder: Path) -> Path:
 
 
 class RunningBridge:
-    """`executor run --session S --mcp-http 0` in a subprocess, and a client for it."""
+    """`executor run --session S --http 0` in a subprocess, and a client for it."""
 
     def __init__(self, folder: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.folder = folder
         self.process = subprocess.Popen(
-            [str(EXECUTOR), "run", "--session", str(folder), "--mcp-http", "0", *extra],
+            [str(EXECUTOR), "run", "--session", str(folder), "--http", "0", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -356,15 +356,15 @@ def test_non_loopback_needs_an_explicit_flag(tmp_path: Path, executor_cli: Any) 
     folder = copy_demo(tmp_path / "demo")
     result = executor_cli("run", "--session", str(folder), "--backend", "demo", "--mcp-http", "0.0.0.0:0")
     assert result.returncode == 2
-    assert "--mcp-allow-remote" in result.stderr + result.stdout
+    assert "--allow-remote" in result.stderr + result.stdout
     assert not (folder / ".executor" / "mcp-token").exists()
 
 
 def test_bad_port_is_a_clear_error(tmp_path: Path, executor_cli: Any) -> None:
     folder = copy_demo(tmp_path / "demo")
-    result = executor_cli("run", "--session", str(folder), "--backend", "demo", "--mcp-http", "http")
+    result = executor_cli("run", "--session", str(folder), "--backend", "demo", "--http", "http")
     assert result.returncode == 2
-    assert "--mcp-http 'http'" in result.stderr + result.stdout
+    assert "--http 'http'" in result.stderr + result.stdout
 
 
 def test_exit_when_done_ends_a_served_run(tmp_path: Path) -> None:
