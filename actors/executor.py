@@ -93,6 +93,7 @@ from protocol.messages import (
     WorkOrder,
 )
 from protocol.records import TaskRow
+from session.feedback import rounds_so_far
 from session.graph import id_prefix
 from session.loader import TeamSession
 from session.store import STATE_DIR, utc_now
@@ -113,6 +114,7 @@ STALL_CHECK_INTERVAL_S = 1.0
 NOTIFIER_GRACE_S = 5.0
 DEFAULT_STALL_AFTER_S = 1800.0
 DEFAULT_STALL_STOP_AFTER_S = 3600.0
+DEFAULT_REVIEW_ROUNDS = 3
 
 
 class Boot(Message, frozen=True):
@@ -668,6 +670,8 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
             self.rows[task_id] = _with(row, status="pending", attempts=max(0, attempt - 1))
             self._record_outcome(slot, result, "interrupted")
             return
+        if result.ok and result.outcome == "changes_requested" and self._changes_requested(slot, result):
+            return
         high_block = result.ok and result.outcome == "consensus_blocked" and (result.severity or "").upper() == "HIGH"
         if high_block and self._consensus_blocked_high(slot, result):
             return
@@ -832,6 +836,73 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
     def _max_attempts(self, role: str) -> int:
         spec = self.session.role_specs.get(role)
         return (spec.meta.max_attempts if spec else None) or self.options.max_attempts
+
+    def _reviewed_task(self, review: TaskRow, named: str | None) -> str | None:
+        """The work a review judges: the blocker it names, else its last blocker of another role."""
+        blockers = [task_id for task_id in review.blocked_by if task_id in self.rows]
+        if named is not None and named in blockers:
+            return named
+        others = [task_id for task_id in blockers if self.rows[task_id].owner != review.owner]
+        return others[-1] if others else None
+
+    def _changes_requested(self, slot: _Slot, result: AttemptResult) -> bool:
+        """A reviewer's changes_requested sends the work back with the feedback, and the review
+        runs again after it; past the role's ``review_rounds`` (default 3) the user decides.
+
+        Returns True when it handled the outcome fully (False: the review simply completes)."""
+        assert self.scheduler is not None  # noqa: S101
+        review_id = slot.task_id
+        review = self.rows[review_id]
+        target = self._reviewed_task(review, result.reviewed_task)
+        if target is None:
+            self.console(f"! {review_id} requested changes but reviews no task of another role; taken as done")
+            return False
+        spec = self.session.role_specs.get(slot.role)
+        limit = (spec.meta.review_rounds if spec else None) or DEFAULT_REVIEW_ROUNDS
+        round_number = rounds_so_far(Path(self.session.folder), target) + 1
+        items = "; ".join(result.feedback) or result.summary
+        if round_number > limit:
+            self.scheduler.fail(review_id)
+            self.rows[review_id] = _with(review, status="failed")
+            decision = AttemptResult(
+                ok=False,
+                error_kind="needs_decision",
+                error=f"changes still requested on {target} after {limit} review round(s): {items}"[:2000],
+            )
+            self._record_outcome(slot, decision, "failed")
+            self.console(f"? {review_id}: still not accepted after {limit} round(s) on {target} — your decision")
+            self.escalate_decision(
+                EscalateDecision(
+                    issue=f"{review_id} still requests changes on {target} after {limit} review round(s): "
+                    f"{items[:1500]}. retry: one more review; accept: take the work as it is so what depends "
+                    "on the review goes on; leave failed: its dependants stay blocked.",
+                    options=DECISION_OPTIONS[CONSENSUS_DECISION],
+                    task_id=review_id,
+                    opened_by=CONSENSUS_DECISION,
+                    hold=False,
+                )
+            )
+            return True
+        self.scheduler.send_back(target, review_id)
+        self.rows[target] = _with(self.rows[target], status="pending", completed_at=None)
+        self.rows[review_id] = _with(review, status="pending")
+        self._tell_session(
+            RecordOutcome(
+                run_row_id=slot.run_row_id,
+                task_id=review_id,
+                attempt=slot.attempt,
+                role=slot.role,
+                result=result,
+                disposition="changes_requested",
+                sent_back=target,
+                review_round=round_number,
+            )
+        )
+        self.console(
+            f"↺ {review_id} requested changes on {target} (round {round_number} of {limit}): "
+            f"{target} goes again with the feedback in feedback/{target}.md"
+        )
+        return True
 
     def _consensus_blocked_high(self, slot: _Slot, result: AttemptResult) -> bool:
         """One revision task for the same role; a second HIGH block waits for the user.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from backends.prompt import build_prompt
 from protocol.records import TaskRow
+from session.feedback import prompt_feedback
 from session.graph import TaskSpec
 from session.loader import TeamSession
 from session.skills import Skill, discover_skills, resolve_role_skills, skills_for_role
@@ -61,5 +62,13 @@ class PromptSource:
     def __call__(self, task_id: str, attempt: int) -> str:
         with self._lock:
             feedback = "\n\n".join(self._feedback.get(task_id, [])[-3:])
+        # A reviewer's requested changes live in a file (they survive a crash and people read them).
+        review = prompt_feedback(Path(self.session.folder), task_id)
+        if review:
+            feedback = (
+                review
+                + "\n\nAddress every unchecked item above; say in your report how each was resolved."
+                + (f"\n\n{feedback}" if feedback else "")
+            )
         spec = self.spec(task_id)
         return build_prompt(self.session, spec, attempt, feedback=feedback, skills=self._skills.get(spec.owner, ()))

@@ -222,6 +222,20 @@ class Scheduler:
         if task.waiting_on == 0:
             self._push_ready(task)
 
+    def send_back(self, task_id: str, review_id: str) -> None:
+        """A review asked for changes: ``task_id`` (completed) is pending again and the running
+        review ``review_id`` waits for it once more, as do its other dependants not yet started."""
+        task, review = self._tasks[task_id], self._tasks[review_id]
+        self._stop_running(review)
+        review.status = "pending"
+        if task.status == "completed":
+            task.status = "pending"
+            for dependant_id in task.dependants:
+                if self._tasks[dependant_id].status == "pending":
+                    self._tasks[dependant_id].waiting_on += 1
+        if task.status == "pending" and task.waiting_on == 0:
+            self._push_ready(task)
+
     def hold(self, task_id: str) -> None:
         """Keep a task from being dispatched until :meth:`release` (a question about it is open).
 

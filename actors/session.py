@@ -22,6 +22,7 @@ import pykka
 from actors.base import TreeActor, handles
 from protocol.bridge import Refused
 from protocol.events import (
+    ChangesRequested,
     EscalationAnswered,
     EscalationOpened,
     Event,
@@ -68,6 +69,7 @@ from protocol.messages import (
 )
 from protocol.records import EscalationRow, TaskRow
 from session.escalations import answer_in_store
+from session.feedback import append_round
 from session.loader import TeamSession
 from session.message_bus import (
     MessageBus,
@@ -370,6 +372,18 @@ class SessionActor(TreeActor):
                         summary=result.summary[:500],
                     )
                 )
+            elif message.disposition == "changes_requested" and message.sent_back is not None:
+                # The review runs again after the work it sent back; neither is done for now.
+                self._update(message.task_id, status="pending", last_error=None, last_error_kind=None)
+                self._update(message.sent_back, status="pending", completed_at=None)
+                self._append(
+                    ChangesRequested(
+                        task_id=message.sent_back,
+                        review_task=message.task_id,
+                        round=message.review_round,
+                        feedback=result.feedback,
+                    )
+                )
             elif message.disposition == "interrupted":
                 row = self.rows[message.task_id]
                 self._update(message.task_id, status="pending", attempts=max(0, row.attempts - 1))
@@ -403,6 +417,10 @@ class SessionActor(TreeActor):
                     )
                 )
         self.projection.worker_stopped(message.task_id)
+        if message.sent_back is not None:
+            # After the commit: the event holds the items should the file write be lost to a crash.
+            append_round(self.folder, message.sent_back, message.review_round, message.task_id, now, result.feedback)
+            self.projection.task_reopened(message.sent_back)
         if message.disposition == "completed":
             self.projection.task_completed(message.task_id)
             artifact = result.artifacts[0] if result.artifacts else None

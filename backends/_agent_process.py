@@ -240,7 +240,32 @@ def result_from_outcome(order: WorkOrder, outcome: ProcessOutcome) -> AttemptRes
             output_tail=_output_tail(outcome),
             **common,
         )
+    if status == "changes_requested":
+        reviewed = report.get("reviewed_task")
+        return AttemptResult(
+            ok=True,
+            outcome="changes_requested",
+            feedback=_feedback_items(report.get("feedback")),
+            reviewed_task=reviewed if isinstance(reviewed, str) and reviewed.strip() else None,
+            **common,
+        )
     return AttemptResult(ok=True, outcome=status, **common)
+
+
+def _feedback_items(value: Any) -> tuple[str, ...]:
+    """A reviewer's feedback: strings, or objects with issue/file/line/suggestion; at most 50 items."""
+    items: list[str] = []
+    for item in value if isinstance(value, list) else [value] if isinstance(value, str) else []:
+        if isinstance(item, str) and item.strip():
+            items.append(item.strip()[:2000])
+        elif isinstance(item, dict):
+            issue = str(item.get("issue") or item.get("text") or item.get("message") or "").strip()
+            where = ":".join(str(item[key]) for key in ("file", "line") if item.get(key) not in (None, ""))
+            suggestion = str(item.get("suggestion") or "").strip()
+            text = (f"{where}: " if where else "") + issue + (f" (suggestion: {suggestion})" if suggestion else "")
+            if text.strip(": "):
+                items.append(text[:2000])
+    return tuple(items[:50])
 
 
 def run_agent_process(
@@ -267,6 +292,8 @@ def run_agent_process(
     - report status ``failed``: ``ok=False``, ``"crash"``, the error = its summary;
     - ``consensus_blocked`` / ``capability_gap``: ``ok=True`` with that outcome,
       severity and detail;
+    - ``changes_requested`` (a reviewer's verdict): ``ok=True`` with its ``feedback`` items
+      and the ``reviewed_task`` it names, if any;
     - ``completed`` or no report: ``ok=True``.
 
     Artifacts are the report's list (paths inside the session folder only, made

@@ -65,7 +65,8 @@ ENV_AGENT_ID = "TEAM_EXECUTOR_AGENT_ID"
 ENV_DEMO_PACE = "TEAM_EXECUTOR_DEMO_PACE_S"
 
 PROGRESS_TYPE = "progress"
-REPORT_STATUSES = ("completed", "failed", "consensus_blocked", "capability_gap")
+#: ``changes_requested`` is a reviewer's verdict: its ``feedback`` items go back to the work it reviewed.
+REPORT_STATUSES = ("completed", "failed", "consensus_blocked", "capability_gap", "changes_requested")
 
 #: The three lines a worker's final report may end with (upstream wording).
 STATUS_LINES = (

@@ -383,7 +383,10 @@ def build_prompt(
                 '"summary": "...", "artifacts": ["artifacts/..."], "files_modified": [...], '
                 '"severity": "HIGH" | "MEDIUM" | "LOW", "detail": "..."}`, '
                 f'and show progress with stdout lines like `{{"type": "{PROGRESS_TYPE}", "percent": 40, '
-                '"note": "..."}`.',
+                '"note": "..."}`. A reviewer whose verdict is not a pass reports '
+                '`{"status": "changes_requested", "reviewed_task": "<the task id you reviewed>", '
+                '"feedback": [{"file": "...", "line": 12, "issue": "...", "suggestion": "..."}]}`: '
+                "the work goes back to its author with your feedback, and your review runs again after it.",
             ]
         )
     )

@@ -22,6 +22,7 @@ __all__ = [
     "BudgetExceeded",
     "BudgetWarning",
     "CapabilityGap",
+    "ChangesRequested",
     "ConsensusBlocked",
     "EscalationAnswered",
     "EscalationOpened",
@@ -161,6 +162,15 @@ class RevisionCreated(Event, frozen=True):
     task_id: str
     revises: str
     reason: str
+
+
+class ChangesRequested(Event, frozen=True):
+    """A reviewer sent ``task_id`` (the work it reviewed) back with feedback; both run again."""
+
+    task_id: str
+    review_task: str
+    round: int
+    feedback: tuple[str, ...] = ()
 
 
 class ConsensusBlocked(Event, frozen=True):
@@ -303,6 +313,7 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
     EscalationAnswered,
     NotificationDropped,
     RevisionCreated,
+    ChangesRequested,
     ConsensusBlocked,
     CapabilityGap,
     BudgetWarning,

@@ -139,8 +139,11 @@ class AttemptResult(Message, frozen=True):
     summary: str = ""
     artifacts: tuple[str, ...] = ()  # relative to the session folder
     files_modified: tuple[str, ...] = ()
-    # What the worker reported beyond done/failed (consensus_blocked, capability_gap).
-    outcome: Literal["completed", "failed", "consensus_blocked", "capability_gap"] = "completed"
+    # What the worker reported beyond done/failed (consensus_blocked, capability_gap, and a
+    # reviewer's changes_requested with its feedback items and, optionally, the task it reviewed).
+    outcome: Literal["completed", "failed", "consensus_blocked", "capability_gap", "changes_requested"] = "completed"
+    feedback: tuple[str, ...] = ()
+    reviewed_task: str | None = None
     severity: str | None = None
     detail: str = ""
     output_tail: str = ""
@@ -315,7 +318,7 @@ class RecordProgress(Message, frozen=True):
     note: str
 
 
-Disposition = Literal["completed", "retry", "failed", "interrupted"]
+Disposition = Literal["completed", "retry", "failed", "interrupted", "changes_requested"]
 
 
 class RecordOutcome(Message, frozen=True):
@@ -330,6 +333,9 @@ class RecordOutcome(Message, frozen=True):
     retry_in_s: float | None = None
     unblocked: tuple[str, ...] = ()
     report_text: str = ""
+    # With "changes_requested": the task the review sends back, and which round this is.
+    sent_back: str | None = None
+    review_round: int = 0
 
 
 class CreateTasks(Message, frozen=True):

@@ -61,6 +61,9 @@ class RoleSpecFrontmatter(BaseModel):
     # notified); for stall_stop_after, the attempt is stopped and retried.
     stall_after: float | None = Field(default=None, gt=0)
     stall_stop_after: float | None = Field(default=None, gt=0)
+    # A reviewer's changes_requested sends the work back at most this many times (default 3);
+    # then the user decides.
+    review_rounds: int | None = Field(default=None, ge=1, le=20)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ Behaviour per task comes from <session>/behaviors.json, e.g.
 Keys: sleep (s), exit (code), hang (sleep silently for an hour; hang_attempts: only the
 first N attempts), chatter (print for
 an hour), spam_mb (print N MB), fail_times (fail the first N attempts),
-report (JSON object written to $TEAM_EXECUTOR_REPORT), grandchild (spawn a
+report (JSON object written to $TEAM_EXECUTOR_REPORT; report_attempts: only the first N
+attempts), save_prompt (copy the prompt to artifacts/<task>-prompt-<attempt>.md), grandchild (spawn a
 detached `sleep 600` in its own session first), signal (kill itself with it).
 """
 
@@ -48,7 +49,12 @@ time.sleep(behavior.get("sleep", 0))
 artifact = os.path.join(os.environ["TEAM_EXECUTOR_ARTIFACTS"], f"{task}-out.md")
 with open(artifact, "a") as handle:
     handle.write(f"{task} attempt {attempt} pid {os.getpid()}\n")
-if "report" in behavior:
+if behavior.get("save_prompt"):
+    with open(os.environ["TEAM_EXECUTOR_PROMPT_FILE"]) as source:
+        prompt = source.read()
+    with open(os.path.join(os.environ["TEAM_EXECUTOR_ARTIFACTS"], f"{task}-prompt-{attempt}.md"), "w") as copy:
+        copy.write(prompt)
+if "report" in behavior and behavior.get("report_attempts", attempt) >= attempt:
     with open(os.environ["TEAM_EXECUTOR_REPORT"], "w") as handle:
         json.dump(behavior["report"], handle)
 print(f"[worker] {task} done", flush=True)

@@ -305,6 +305,7 @@ def test_schemathesis_finds_no_server_error(served: Served, tmp_path: Path) -> N
         capture_output=True,
         text=True,
         env=ENV,
+        cwd=tmp_path,  # schemathesis keeps its cache in the working directory
         timeout=600,
         check=False,
     )

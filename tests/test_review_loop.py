@@ -1,0 +1,98 @@
+"""The review feedback loop: a reviewer's changes_requested sends the work back with its feedback
+(in the next prompt and in feedback/<ID>.md), the review runs again, and past the role's
+review_rounds the user decides.  Real `executor run` processes with scripted agents."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from protocol.events import ChangesRequested
+from session.store import StoreReader
+from tests.sessions import command_role_extra, write_session
+
+GRAPH = {"IMPL-001": [], "REV-001": ["IMPL-001"], "DOC-001": ["REV-001"]}
+FEEDBACK = [
+    "slugify drops non-ASCII letters: transliterate them",
+    {"file": "textkit.py", "line": 12, "issue": "no test"},
+]
+
+
+def _session(folder: Path, behaviors: dict[str, Any], reviewer_extra: str = "") -> Path:
+    extra = command_role_extra(sys.executable)
+    write_session(
+        folder,
+        {"coder": "IMPL", "reviewer": "REV", "writer": "DOC"},
+        GRAPH,
+        role_extra={"coder": extra, "reviewer": extra + reviewer_extra, "writer": extra},
+    )
+    (folder / "behaviors.json").write_text(json.dumps(behaviors))
+    return folder
+
+
+def _attempts(folder: Path, task_id: str) -> list[str]:
+    return (folder / "artifacts" / f"{task_id}-out.md").read_text().splitlines()
+
+
+def test_changes_requested_reach_the_writers_next_prompt_and_the_review_runs_again(
+    tmp_path: Path, executor_cli: Any
+) -> None:
+    verdict = {"status": "changes_requested", "summary": "two problems", "feedback": FEEDBACK}
+    folder = _session(
+        tmp_path / "s",
+        {
+            "IMPL-001": {"save_prompt": True},
+            "REV-001": {"report": verdict, "report_attempts": 1},  # asks once, then passes
+        },
+    )
+    result = executor_cli("run", "--session", str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "REV-001 requested changes on IMPL-001 (round 1 of 3)" in result.stdout
+
+    assert len(_attempts(folder, "IMPL-001")) == 2, "the writer went again"
+    assert len(_attempts(folder, "REV-001")) == 2, "the review ran again after it"
+    assert len(_attempts(folder, "DOC-001")) == 1, "what waits on the review ran once, after it passed"
+    first = (folder / "artifacts" / "IMPL-001-prompt-1.md").read_text()
+    second = (folder / "artifacts" / "IMPL-001-prompt-2.md").read_text()
+    assert "transliterate" not in first
+    assert "slugify drops non-ASCII letters: transliterate them" in second
+    assert "textkit.py:12: no test" in second
+    feedback = (folder / "feedback" / "IMPL-001.md").read_text()
+    assert "## Round 1 — changes requested by REV-001" in feedback
+    assert "- [ ] textkit.py:12: no test" in feedback
+
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    try:
+        sent_back = [event for _, _, event in reader.events() if isinstance(event, ChangesRequested)]
+        statuses = {row.id: row.status for row in reader.tasks()}
+        review_runs = [run.outcome for run in reader.runs("REV-001")]
+    finally:
+        reader.close()
+    assert [(event.task_id, event.review_task, event.round) for event in sent_back] == [("IMPL-001", "REV-001", 1)]
+    assert statuses == dict.fromkeys(GRAPH, "completed")
+    assert review_runs == ["changes_requested", "completed"]
+
+
+def test_past_its_review_rounds_the_user_decides(tmp_path: Path, executor_cli: Any) -> None:
+    verdict = {"status": "changes_requested", "feedback": ["still wrong"], "reviewed_task": "IMPL-001"}
+    folder = _session(tmp_path / "s", {"REV-001": {"report": verdict}}, reviewer_extra="review_rounds: 2\n")
+    result = executor_cli("run", "--session", str(folder))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert len(_attempts(folder, "IMPL-001")) == 3, "the first attempt and two rounds"
+    assert "still not accepted after 2 round(s) on IMPL-001" in result.stdout
+    assert not (folder / "artifacts" / "DOC-001-out.md").exists(), "nothing after an unaccepted review runs"
+    listed = executor_cli("answer", "--session", str(folder))
+    assert "REV-001 still requests changes on IMPL-001 after 2 review round(s)" in listed.stdout
+    assert "accept" in listed.stdout
+    assert (folder / "feedback" / "IMPL-001.md").read_text().count("## Round") == 2
+    escalation = re.search(r"ESC-\d+", listed.stdout).group(0)
+    accepted = executor_cli("answer", escalation, "accept", "--session", str(folder))
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    resumed = executor_cli("resume", "--session", str(folder))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert len(_attempts(folder, "DOC-001")) == 1, "accepting the work lets what waited on the review go on"
+    assert len(_attempts(folder, "IMPL-001")) == 3, "accepting sends nothing back"
