@@ -1,14 +1,17 @@
-"""``executor init``: write a valid session folder from a built-in template.
+"""``executor init``: write a valid session folder from a built-in playbook.
 
-A template names its roles (taken from the built-in role library) and its
-tasks; the user's goal is woven into every task so the folder is ready to run.
+A playbook (also called a template) is a named collaboration pattern: its
+roles (taken from the built-in role library), its tasks and their order, and
+the backend each role uses unless the user says otherwise.  The user's goal is
+woven into every task so the folder is ready to run.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,21 @@ from session.loader import ANALYSIS_FILE, SESSION_FILE
 from session.resources import builtin_path
 from session.rolespec import parse_role_spec
 
-__all__ = ["TEMPLATES", "InitError", "Template", "TemplateTask", "init_session"]
+__all__ = [
+    "DEFAULT_PLAYBOOK",
+    "PLAYBOOKS",
+    "ROLE_FLAGS",
+    "TEMPLATES",
+    "TEMPLATE_ALIASES",
+    "InitError",
+    "Template",
+    "TemplateTask",
+    "describe_playbooks",
+    "find_playbook",
+    "init_session",
+    "parse_role_backends",
+    "resolve_backends",
+]
 
 _WISDOM_FILES = {
     "learnings.md": "# Learnings\n\nWhat the team learned while working on this session.\n",
@@ -30,9 +47,21 @@ _RESPONSIBILITY = {
     "pm": "planning",
     "architect": "design",
     "coder": "code-gen",
+    "alt-coder": "code-gen",
     "qa": "validation",
     "reviewer": "review",
     "redteam": "review",
+    # Not "review": the adjudicator applies the chosen implementation, so it needs to write.
+    "adjudicator": "adjudication",
+}
+_DEFAULT_CONSTRAINTS = "Stay within the session's scope"
+
+#: The per-role backend options of ``executor init`` and the roles each one sets.
+ROLE_FLAGS: dict[str, tuple[str, ...]] = {
+    "writer": ("coder", "alt-coder"),
+    "reviewer": ("reviewer",),
+    "redteam": ("redteam",),
+    "adjudicator": ("adjudicator",),
 }
 
 
@@ -49,6 +78,10 @@ class TemplateTask:
     depends_on: tuple[str, ...] = ()
     priority: str = "P1"
     artifact: str = ""
+    # Earlier tasks (already done, through depends_on) whose artifacts this task reads too.
+    reads: tuple[str, ...] = ()
+    constraints: str = _DEFAULT_CONSTRAINTS
+    success: str = ""  # default: "<artifact> written and complete"
 
 
 @dataclass(frozen=True)
@@ -56,17 +89,241 @@ class Template:
     name: str
     description: str
     tasks: tuple[TemplateTask, ...]
+    # role -> backend written into the session's role-spec when the user names none.
+    default_backends: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def roles(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(task.role for task in self.tasks))
 
 
+_TESTS_FIRST = "Write tests for the new behaviour first, then the code"
+_RUN_CHECKS = "Run the full test suite and the linters; record commands and results"
+_VERDICT = "Give a verdict (pass or changes_requested) with numbered, actionable items"
+
+_IMPL = TemplateTask(
+    id="IMPL-001",
+    role="coder",
+    goal="Implement: {goal}",
+    steps=(
+        "Read the code the goal touches and its tests; note the project's conventions",
+        "Work out what done means: the behaviours and edge cases to cover",
+        _TESTS_FIRST,
+        _RUN_CHECKS,
+    ),
+    priority="P0",
+    artifact="artifacts/IMPL-001-impl.md",
+)
+_REVIEW_OF_IMPL = TemplateTask(
+    id="REVIEW-001",
+    role="reviewer",
+    goal="Review the implementation of: {goal}",
+    steps=(
+        "Read IMPL-001's summary and the diff (git diff / git status)",
+        "Check correctness against the goal, edge cases included",
+        "Check the tests cover the behaviour and its error paths; run them read-only",
+        _VERDICT,
+    ),
+    depends_on=("IMPL-001",),
+    artifact="artifacts/REVIEW-001-review.md",
+    constraints="Read-only: never edit project files; write only the review artifact and wisdom notes",
+)
+_WRITE_REVIEW_TASKS = (
+    TemplateTask(
+        id=_IMPL.id,
+        role=_IMPL.role,
+        goal=_IMPL.goal,
+        steps=(*_IMPL.steps, "Summarize the change for the reviewer: files, decisions, how to verify"),
+        priority=_IMPL.priority,
+        artifact=_IMPL.artifact,
+    ),
+    _REVIEW_OF_IMPL,
+)
+
 TEMPLATES: dict[str, Template] = {
     template.name: template
     for template in (
         Template(
-            name="pm-architect-coder-qa",
+            name="single_worker",
+            description="one coder does the whole goal, no review",
+            tasks=(_IMPL,),
+        ),
+        Template(
+            name="write_review",
+            description="a coder writes, then a reviewer on another backend reviews: codex writes, gemini reviews",
+            tasks=_WRITE_REVIEW_TASKS,
+            default_backends={"coder": "codex", "reviewer": "gemini"},
+        ),
+        Template(
+            name="review_write",
+            description="write_review with the backends swapped: gemini writes, codex reviews",
+            tasks=_WRITE_REVIEW_TASKS,
+            default_backends={"coder": "gemini", "reviewer": "codex"},
+        ),
+        Template(
+            name="review_first",
+            description="the reviewer plans and sets acceptance criteria, the coder implements, the reviewer checks",
+            tasks=(
+                TemplateTask(
+                    id="REVIEW-001",
+                    role="reviewer",
+                    goal="Review the goal and write the plan and acceptance criteria for: {goal}",
+                    steps=(
+                        "There is no change to review yet: read the code and tests the goal touches",
+                        "Restate the goal, its scope and its non-goals",
+                        "Write acceptance criteria AC1..ACn, each checkable by a command or a test",
+                        "List the risks and the checklist you will apply to the implementation",
+                    ),
+                    priority="P0",
+                    artifact="artifacts/REVIEW-001-plan.md",
+                    constraints=(
+                        "Read-only: write only the plan artifact and wisdom notes; "
+                        "the verdict is pass when the goal is clear enough to implement"
+                    ),
+                    success="artifacts/REVIEW-001-plan.md lists scope, acceptance criteria and risks",
+                ),
+                TemplateTask(
+                    id="IMPL-001",
+                    role="coder",
+                    goal="Implement, meeting the reviewer's acceptance criteria: {goal}",
+                    steps=(
+                        "Read REVIEW-001's plan: its acceptance criteria are your checklist",
+                        "Write a test for each acceptance criterion first, then the code",
+                        _RUN_CHECKS,
+                        "Record in the artifact how each acceptance criterion is met",
+                    ),
+                    depends_on=("REVIEW-001",),
+                    artifact="artifacts/IMPL-001-impl.md",
+                ),
+                TemplateTask(
+                    id="REVIEW-002",
+                    role="reviewer",
+                    goal="Check the implementation against the agreed plan for: {goal}",
+                    steps=(
+                        "Re-read your plan (REVIEW-001) and IMPL-001's summary",
+                        "Check every acceptance criterion with evidence: a command and its result",
+                        "Review the diff for correctness, tests and conventions",
+                        _VERDICT,
+                    ),
+                    depends_on=("IMPL-001",),
+                    reads=("REVIEW-001",),
+                    artifact="artifacts/REVIEW-002-review.md",
+                    constraints=_REVIEW_OF_IMPL.constraints,
+                ),
+            ),
+            default_backends={"coder": "codex", "reviewer": "gemini"},
+        ),
+        Template(
+            name="parallel_dual_write_review",
+            description="two coders implement the goal in parallel; an adjudicator keeps the better one or merges",
+            tasks=(
+                TemplateTask(
+                    id="IMPL-001",
+                    role="coder",
+                    goal="Implement (candidate A of two): {goal}",
+                    steps=(*_IMPL.steps, "Summarize the approach, files changed and test results for the adjudicator"),
+                    priority="P0",
+                    artifact="artifacts/IMPL-001-impl.md",
+                    constraints=(
+                        "ALT-001 implements the same goal at the same time under artifacts/ALT-001-impl/; "
+                        "do not read or touch it"
+                    ),
+                ),
+                TemplateTask(
+                    id="ALT-001",
+                    role="alt-coder",
+                    goal="Implement independently (candidate B of two), as a patch: {goal}",
+                    steps=(
+                        "Work from the committed tree; do not read IMPL-001's work",
+                        "Write the changed files and changes.patch under artifacts/ALT-001-impl/",
+                        "Test the patch on a temporary copy of the project, outside it",
+                        "Summarize the approach, the files in the patch and the test results",
+                    ),
+                    priority="P0",
+                    artifact="artifacts/ALT-001-impl.md",
+                    constraints="Do not edit the project tree: IMPL-001 is editing it at the same time",
+                ),
+                TemplateTask(
+                    id="JUDGE-001",
+                    role="adjudicator",
+                    goal="Compare the two implementations of: {goal}; keep the better one or merge them",
+                    steps=(
+                        "Fix the criteria and their weights before scoring either candidate",
+                        "Run the same tests and probes on both candidates",
+                        "Choose impl, alt or merge, and leave the project tree holding the result",
+                        "Record the verdict, the criteria table and the reasons in the artifact",
+                    ),
+                    depends_on=("IMPL-001", "ALT-001"),
+                    artifact="artifacts/JUDGE-001-decision.md",
+                    constraints="Edit project files only to apply the decision; do not commit",
+                    success="artifacts/JUDGE-001-decision.md gives the verdict, the criteria table and the reasons",
+                ),
+            ),
+            default_backends={"coder": "codex", "alt-coder": "claude", "adjudicator": "gemini"},
+        ),
+        Template(
+            name="security_redteam_pass",
+            description="a coder writes, a red team attacks it, the coder fixes the findings, a reviewer checks",
+            tasks=(
+                TemplateTask(
+                    id="IMPL-001",
+                    role="coder",
+                    goal="Implement: {goal}",
+                    steps=(*_IMPL.steps, "List the entry points and inputs the change adds, for the red team"),
+                    priority="P0",
+                    artifact="artifacts/IMPL-001-impl.md",
+                ),
+                TemplateTask(
+                    id="REDTEAM-001",
+                    role="redteam",
+                    goal="Attack the change made for: {goal}",
+                    steps=(
+                        "Map the attack surface IMPL-001 added or changed",
+                        "Try injection, input abuse, resource exhaustion and leaks against it",
+                        "Confirm each finding with a reproduction you ran; mark the rest suspected",
+                        "Rank the findings by severity, each with a remediation",
+                    ),
+                    depends_on=("IMPL-001",),
+                    artifact="artifacts/REDTEAM-001-redteam-report.md",
+                    constraints=(
+                        "Read-only: probes live in a temporary directory outside the project; "
+                        "touch no real service, network or credential"
+                    ),
+                ),
+                TemplateTask(
+                    id="IMPL-002",
+                    role="coder",
+                    goal="Fix the red team's findings on: {goal}",
+                    steps=(
+                        "Treat REDTEAM-001's numbered findings as your checklist",
+                        "Write a failing test that reproduces each confirmed finding first",
+                        "Fix each finding, or record why it is not fixed",
+                        _RUN_CHECKS,
+                    ),
+                    depends_on=("REDTEAM-001",),
+                    reads=("IMPL-001",),
+                    artifact="artifacts/IMPL-002-impl.md",
+                ),
+                TemplateTask(
+                    id="REVIEW-001",
+                    role="reviewer",
+                    goal="Review the hardened change for: {goal}",
+                    steps=(
+                        "Read IMPL-001, REDTEAM-001 and IMPL-002's artifacts and the diff",
+                        "Check every finding is fixed with a test, or its deferral is justified",
+                        "Review correctness, tests and conventions",
+                        _VERDICT,
+                    ),
+                    depends_on=("IMPL-002",),
+                    reads=("IMPL-001", "REDTEAM-001"),
+                    artifact="artifacts/REVIEW-001-review.md",
+                    constraints=_REVIEW_OF_IMPL.constraints,
+                ),
+            ),
+            default_backends={"coder": "codex", "redteam": "claude", "reviewer": "gemini"},
+        ),
+        Template(
+            name="pm_architect_coder_qa",
             description="plan, design, implement and test: the classic four-role pipeline",
             tasks=(
                 TemplateTask(
@@ -105,6 +362,131 @@ TEMPLATES: dict[str, Template] = {
         ),
     )
 }
+#: Playbooks and templates are the same thing; "playbook" is the name ``executor init`` uses.
+PLAYBOOKS = TEMPLATES
+DEFAULT_PLAYBOOK = "pm_architect_coder_qa"
+#: Older names that still work.
+TEMPLATE_ALIASES: dict[str, str] = {"pm-architect-coder-qa": "pm_architect_coder_qa"}
+
+
+def _aliases_of(name: str) -> list[str]:
+    return [alias for alias, target in TEMPLATE_ALIASES.items() if target == name]
+
+
+def _choices() -> str:
+    """Every playbook with its description, on one line; the default (and its old name) first."""
+    ordered = [TEMPLATES[DEFAULT_PLAYBOOK], *(t for t in TEMPLATES.values() if t.name != DEFAULT_PLAYBOOK)]
+    items = []
+    for template in ordered:
+        names = " or ".join([*_aliases_of(template.name), template.name])
+        default = "; the default" if template.name == DEFAULT_PLAYBOOK else ""
+        items.append(f"{names} ({template.description}{default})")
+    return ", ".join(items)
+
+
+def find_playbook(name: str, noun: str = "playbook") -> Template:
+    """The playbook called ``name`` (or an old alias of it).  Raises :class:`InitError` listing them all.
+
+    ``noun`` is the word the error uses: ``"template"`` when the user typed ``--template``.
+    """
+    template = TEMPLATES.get(TEMPLATE_ALIASES.get(name, name))
+    if template is None:
+        raise InitError(f"unknown {noun} '{name}'; choose one of: {_choices()}. Details: executor init --playbook list")
+    return template
+
+
+def describe_playbooks() -> list[str]:
+    """The lines ``executor init --playbook list`` prints: each playbook, its tasks and default backends."""
+    lines = ['Playbooks (executor init --session PATH --playbook NAME "goal"):']
+    for template in TEMPLATES.values():
+        notes = [f"alias {alias}" for alias in _aliases_of(template.name)]
+        if template.name == DEFAULT_PLAYBOOK:
+            notes.insert(0, "the default")
+        title = f"{template.name} ({'; '.join(notes)})" if notes else template.name
+        lines += ["", title, f"  {template.description}"]
+        steps = []
+        for task in template.tasks:
+            after = f" after {'+'.join(task.depends_on)}" if task.depends_on else ""
+            steps.append(f"{task.id} {task.role}{after}")
+        lines.append(f"  tasks: {'; '.join(steps)}")
+        if template.default_backends:
+            backends = ", ".join(f"{role}={backend}" for role, backend in template.default_backends.items())
+        else:
+            backends = "none (the run's --backend or config chooses)"
+        lines.append(f"  default backends: {backends}")
+    flags = ", ".join(f"--{flag} ({'/'.join(roles)})" for flag, roles in ROLE_FLAGS.items())
+    lines += [
+        "",
+        f"Backends: --backend B sets every role; {flags} and --role-backend ROLE=B set one role each.",
+        "Order of precedence: playbook default < --backend < --writer/--reviewer/... < --role-backend.",
+    ]
+    return lines
+
+
+def parse_role_backends(values: Iterable[str]) -> dict[str, str]:
+    """``["coder=codex", ...]`` (repeated ``--role-backend``) -> ``{"coder": "codex"}``.  Raises InitError."""
+    parsed: dict[str, str] = {}
+    for value in values:
+        role, sep, backend = (part.strip() for part in value.partition("="))
+        if not sep or not role or not backend:
+            raise InitError(f"--role-backend '{value}' is not ROLE=BACKEND; e.g. --role-backend reviewer=gemini")
+        if parsed.get(role, backend) != backend:
+            raise InitError(f"--role-backend gives role '{role}' two backends ({parsed[role]}, {backend}); give one")
+        parsed[role] = backend
+    return parsed
+
+
+def _check_backend(option: str, name: str) -> None:
+    from backends.registry import backend_names  # noqa: PLC0415 - heavy, and only needed when a name is given
+
+    known = backend_names()
+    if name not in known:
+        raise InitError(f"{option}: unknown backend '{name}'; choose one of: {', '.join(known)}")
+
+
+def resolve_backends(
+    template: Template,
+    backend: str | None = None,
+    role_flags: Mapping[str, str | None] | None = None,
+    role_backends: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The backend each role of ``template`` gets.  Raises :class:`InitError` naming the bad option.
+
+    Precedence, weakest first: the playbook's defaults, ``backend`` (every role),
+    ``role_flags`` (``{"writer": "claude", ...}``, see :data:`ROLE_FLAGS`), ``role_backends``
+    (``{"alt-coder": "codex"}``).  A role without an entry keeps the run's choice.
+    """
+    roles = template.roles
+    their_roles = f"playbook {template.name} has roles: {', '.join(roles)}"
+    resolved = {role: name for role, name in template.default_backends.items() if role in roles}
+    if backend is not None:
+        _check_backend("--backend", backend)
+        resolved = dict.fromkeys(roles, backend)
+    for flag, name in (role_flags or {}).items():
+        if name is None:
+            continue
+        targets = [role for role in ROLE_FLAGS[flag] if role in roles]
+        if not targets:
+            raise InitError(f"--{flag} {name}: no {'/'.join(ROLE_FLAGS[flag])} role to apply it to; {their_roles}")
+        _check_backend(f"--{flag}", name)
+        resolved.update(dict.fromkeys(targets, name))
+    for role, name in (role_backends or {}).items():
+        if role not in roles:
+            raise InitError(f"--role-backend {role}={name}: no role '{role}'; {their_roles}")
+        _check_backend(f"--role-backend {role}", name)
+        resolved[role] = name
+    return resolved
+
+
+def _layers(template: Template) -> list[list[str]]:
+    """The tasks by depth: each task one layer below its deepest dependency."""
+    depth: dict[str, int] = {}
+    for task in template.tasks:  # dependencies always come earlier in a template
+        depth[task.id] = 1 + max((depth[dep] for dep in task.depends_on), default=-1)
+    layers: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
+    for task_id, level in depth.items():
+        layers[level].append(task_id)
+    return layers
 
 
 def _slug(text: str) -> str:
@@ -118,13 +500,24 @@ def _with_backend(role_spec_text: str, backend: str) -> str:
     return "\n".join(lines)
 
 
-def init_session(folder: Path, template_name: str, goal: str, backend: str | None = None) -> str:
-    """Create the session folder; return its session id.  Raises :class:`InitError`."""
-    template = TEMPLATES.get(template_name)
-    if template is None:
-        raise InitError(f"unknown template '{template_name}'; choose one of: {', '.join(sorted(TEMPLATES))}")
+def init_session(
+    folder: Path,
+    template_name: str | Template,
+    goal: str,
+    backend: str | None = None,
+    *,
+    role_flags: Mapping[str, str | None] | None = None,
+    role_backends: Mapping[str, str] | None = None,
+) -> str:
+    """Create the session folder; return its session id.  Raises :class:`InitError`.
+
+    ``template_name`` is a playbook name (or alias) or a :class:`Template`; ``backend``,
+    ``role_flags`` and ``role_backends`` choose each role's backend (see :func:`resolve_backends`).
+    """
+    template = template_name if isinstance(template_name, Template) else find_playbook(template_name, noun="template")
     if not goal.strip():
         raise InitError('the goal is empty; say what the team should do, e.g. executor init ... "Add login"')
+    backends = resolve_backends(template, backend, role_flags, role_backends)
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise InitError(f"{folder} already exists and is not empty; choose a new --session path")
@@ -140,6 +533,7 @@ def init_session(folder: Path, template_name: str, goal: str, backend: str | Non
     now = datetime.now(UTC)
     session_id = f"TC-{_slug(goal)}-{now.date().isoformat()}"
     graph = {task.id: list(task.depends_on) for task in template.tasks}
+    layers = _layers(template)
     roles: list[dict[str, Any]] = [
         {
             "name": role,
@@ -174,10 +568,10 @@ def init_session(folder: Path, template_name: str, goal: str, backend: str | Non
                     "steps": list(task.steps),
                     "key_files": [],
                     "upstream_artifacts": [
-                        dep_task.artifact for dep_task in template.tasks if dep_task.id in task.depends_on
+                        other.artifact for other in template.tasks if other.id in (*task.depends_on, *task.reads)
                     ],
-                    "success_criteria": f"{task.artifact} written and complete",
-                    "constraints": "Stay within the session's scope",
+                    "success_criteria": task.success or f"{task.artifact} written and complete",
+                    "constraints": task.constraints,
                     "priority": task.priority,
                 }
                 for task in template.tasks
@@ -204,8 +598,8 @@ def init_session(folder: Path, template_name: str, goal: str, backend: str | Non
         "complexity": {
             "capability_count": len(template.roles),
             "cross_domain_factor": 1,
-            "parallel_tracks": 1,
-            "serial_depth": len(template.tasks),
+            "parallel_tracks": max(len(layer) for layer in layers),
+            "serial_depth": len(layers),
             "total_score": len(template.tasks),
             "level": "low",
         },
@@ -221,8 +615,8 @@ def init_session(folder: Path, template_name: str, goal: str, backend: str | Non
         (folder / sub).mkdir(exist_ok=True)
     for role in template.roles:
         text = (library / f"{role}.md").read_text(encoding="utf-8")
-        if backend:
-            text = _with_backend(text, backend)
+        if role in backends:
+            text = _with_backend(text, backends[role])
         (folder / "role-specs" / f"{role}.md").write_text(text, encoding="utf-8")
     for name, text in _WISDOM_FILES.items():
         (folder / "wisdom" / name).write_text(text, encoding="utf-8")
