@@ -94,6 +94,7 @@ from protocol.messages import (
 )
 from protocol.records import TaskRow
 from session.feedback import rounds_so_far
+from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands
 from session.graph import id_prefix
 from session.loader import TeamSession
 from session.store import STATE_DIR, utc_now
@@ -503,6 +504,8 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
             bridge=self._bridge_for(agent_id),
             complexity=spec.tier or "medium",  # the role's tier is where the Router starts
             mcp_call=self._reassign_offline(task_id, mcp_call_for(backend.name, spec, self.prompts.spec(task_id))),
+            gates=tuple(gate_commands(spec.verify)),
+            gate_timeout_s=spec.verify_timeout or DEFAULT_GATE_TIMEOUT_S,
         )
 
     def _reassign_offline(self, task_id: str, call: McpCall | None) -> McpCall | None:

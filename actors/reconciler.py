@@ -118,7 +118,8 @@ def plan_reconciliation(session: TeamSession, message: Reconcile, marker: str, g
             reason="it was running when the previous executor stopped",
         )
         for row in stored.values()
-        if row.status == "in_progress" and row.id not in completed_from_session
+        # A task a person claimed (agent set) is theirs, not an orphan of the previous executor.
+        if row.status == "in_progress" and row.agent is None and row.id not in completed_from_session
     )
     killed, kill_notes = _kill_leftovers(snapshot.open_runs, marker, grace_s)
     unclean = snapshot.meta.get("clean_stop") == "0"

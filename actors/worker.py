@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
@@ -37,6 +39,8 @@ from protocol.messages import (
     WorkOrder,
 )
 from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
+from session.gates import record_gate_failure, run_gates
+from session.store import utc_now
 
 __all__ = ["Runner", "TeamWorker"]
 
@@ -164,6 +168,24 @@ class _Hooks:
         )
 
 
+def _after_gates(order: WorkOrder, result: AttemptResult, hooks: _Hooks) -> AttemptResult:
+    """The attempt's result once its quality gates ran: a failing gate turns it into a
+    ``gate_failed`` failure (retried like any other) and leaves its output in the feedback file."""
+    hooks.progress(None, f"running {len(order.gates)} quality gate(s)")
+    outcome = run_gates(list(order.gates), Path(order.workdir), order.gate_timeout_s)
+    if outcome.ok:
+        return result
+    record_gate_failure(Path(order.session_dir), order.task_id, outcome, utc_now(), f"attempt {order.attempt}")
+    why = outcome.why or f"exit {outcome.exit_code}"
+    return msgspec.structs.replace(
+        result,
+        ok=False,
+        error_kind="gate_failed",
+        error=f"quality gate `{outcome.command}` failed ({why}); its output is in feedback/{order.task_id}.md",
+        output_tail=outcome.output_tail[-2000:],
+    )
+
+
 class Runner(Protocol):
     def __call__(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         """Run one attempt with the backend of ``order.role``."""
@@ -193,8 +215,11 @@ class TeamWorker(TreeActor):
     def run_task(self, message: RunTask) -> None:
         order = message.order
         self.current_process = None
-        result = self.runner(order, _Hooks(self, order), self.cancel)
+        hooks = _Hooks(self, order)
+        result = self.runner(order, hooks, self.cancel)
         self.current_process = None
+        if result.ok and result.outcome == "completed" and order.gates and not self.cancel.is_set():
+            result = _after_gates(order, result, hooks)
         self.tell_parent(
             WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)
         )

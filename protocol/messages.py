@@ -127,6 +127,9 @@ class WorkOrder(Message, frozen=True):
     # For routed backends: where the Router starts (low/medium/high, a tier name, or 0..1).
     complexity: str = "medium"
     mcp_call: McpCall | None = None  # for the mcp backend: the tool call that is the task
+    # Quality gates (the role's verify commands), run in workdir after a completed attempt.
+    gates: tuple[tuple[str, ...], ...] = ()
+    gate_timeout_s: float = 600.0
 
 
 class AttemptResult(Message, frozen=True):

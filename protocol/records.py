@@ -10,7 +10,19 @@ import msgspec
 
 from protocol.types import ErrorKind, Priority, TaskStatus
 
-__all__ = ["EscalationRow", "RunRow", "TaskRow"]
+__all__ = ["EscalationRow", "RunRow", "TaskDetails", "TaskRow"]
+
+
+class TaskDetails(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What a person fills in when preparing a task (``executor task prep``) for handoff."""
+
+    goal: str = ""
+    acceptance_criteria: list[str] = msgspec.field(default_factory=list)
+    definition_of_ready: list[str] = msgspec.field(default_factory=list)
+    definition_of_done: list[str] = msgspec.field(default_factory=list)
+    files_affected: list[str] = msgspec.field(default_factory=list)
+    implementation_notes: str = ""
+    capabilities: list[str] = msgspec.field(default_factory=list)  # what an agent needs to take it
 
 
 class TaskRow(msgspec.Struct, kw_only=True):
@@ -31,6 +43,8 @@ class TaskRow(msgspec.Struct, kw_only=True):
     updated_at: str = ""
     completed_at: str | None = None
     description: str = ""  # what the task asks for, when it did not come from task-analysis.json
+    agent: str | None = None  # who claimed it (manual tasks: `executor task claim ID --agent NAME`)
+    details: TaskDetails = msgspec.field(default_factory=TaskDetails)
 
 
 class RunRow(msgspec.Struct, kw_only=True):

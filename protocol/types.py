@@ -13,7 +13,9 @@ __all__ = [
     "TaskStatus",
 ]
 
-TaskStatus = Literal["pending", "in_progress", "completed", "failed"]
+# "review": a claimed (manual) task its agent handed in for review; not done, so what
+# depends on it waits, and not dispatched, because a person holds it.
+TaskStatus = Literal["pending", "in_progress", "review", "completed", "failed"]
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 
 # Order matters: P0 is dispatched first.
@@ -38,6 +40,7 @@ ErrorKind = Literal[
     "max_turns",
     "permission_denied",
     "needs_decision",  # the worker cannot go on without the user (consensus blocked twice)
+    "gate_failed",  # the attempt finished but a quality gate (a role's verify command) failed
     "over_budget",  # the task spent its budget: no more attempts
     "cancelled",  # someone cancelled the task (MCP cancel_task); never retried
 ]

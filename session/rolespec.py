@@ -64,6 +64,10 @@ class RoleSpecFrontmatter(BaseModel):
     # A reviewer's changes_requested sends the work back at most this many times (default 3);
     # then the user decides.
     review_rounds: int | None = Field(default=None, ge=1, le=20)
+    # Quality gates: commands (a string each, or an argv list) that must pass after an attempt;
+    # the first that fails sends the task back with its output.  Never run through a shell.
+    verify: str | list[str | list[str]] | None = None
+    verify_timeout: float | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)

@@ -156,8 +156,14 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db["escalations"].create_index(["status"])
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Handoff: who claimed a task, and what its preparation says (a JSON object)."""
+    db["tasks"].add_column("agent", str)
+    db["tasks"].add_column("details", str)
+
+
 # Append only: migration N turns schema N-1 into N, inside one transaction.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _TASK_COLUMNS = tuple(TaskRow.__struct_fields__)
@@ -166,8 +172,10 @@ _RUN_COLUMNS = tuple(RunRow.__struct_fields__)
 
 def _tasks_as_json(columns: tuple[str, ...]) -> str:
     """One query that returns the task list as a JSON array (decoded in one msgspec call)."""
+    json_columns = {"blocked_by": "[]", "details": "{}"}
     fields = ", ".join(
-        f"'{name}', json(ifnull({name}, '[]'))" if name == "blocked_by" else f"'{name}', {name}" for name in columns
+        f"'{name}', json(ifnull({name}, '{json_columns[name]}'))" if name in json_columns else f"'{name}', {name}"
+        for name in columns
     )
     # Built from our own column names only; nothing from outside reaches this string.
     return f"SELECT json_group_array(json_object({fields})) FROM tasks"  # noqa: S608
@@ -198,6 +206,7 @@ def _escalation_from_row(row: dict[str, Any]) -> EscalationRow:
 def _task_to_row(task: TaskRow) -> dict[str, Any]:
     row = msgspec.structs.asdict(task)
     row["blocked_by"] = msgspec.json.encode(task.blocked_by).decode()
+    row["details"] = msgspec.json.encode(task.details).decode()
     return row
 
 
@@ -248,6 +257,8 @@ class _Reads:
             return None
         row = rows[0]
         row["blocked_by"] = msgspec.json.decode(row["blocked_by"] or "[]")
+        if "details" in row:
+            row["details"] = msgspec.json.decode(row["details"] or "{}")
         return msgspec.convert(_without_nulls(row), TaskRow)
 
     def open_runs(self) -> list[RunRow]:
@@ -446,8 +457,9 @@ class Store(_Reads):
         self.db["tasks"].upsert_all([_task_to_row(t) for t in tasks], pk="id")
 
     def update_task(self, task_id: str, **changes: Any) -> None:
-        if "blocked_by" in changes:
-            changes["blocked_by"] = msgspec.json.encode(changes["blocked_by"]).decode()
+        for column in ("blocked_by", "details"):
+            if column in changes:
+                changes[column] = msgspec.json.encode(changes[column]).decode()
         changes.setdefault("updated_at", utc_now())
         _check_columns(changes, _TASK_COLUMNS, "task")
         assignments = ", ".join(f"{name} = ?" for name in changes)

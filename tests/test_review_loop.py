@@ -96,3 +96,35 @@ def test_past_its_review_rounds_the_user_decides(tmp_path: Path, executor_cli: A
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert len(_attempts(folder, "DOC-001")) == 1, "accepting the work lets what waited on the review go on"
     assert len(_attempts(folder, "IMPL-001")) == 3, "accepting sends nothing back"
+
+
+GATE = (
+    "import pathlib, sys\n"
+    "lines = pathlib.Path(sys.argv[1]).read_text().splitlines()\n"
+    "print(f'checked {len(lines)} attempt(s): the tests need the second one')\n"
+    "sys.exit(0 if len(lines) >= 2 else 1)\n"
+)
+
+
+def test_a_failing_gate_writes_its_feedback_file_and_sends_the_task_back(tmp_path: Path, executor_cli: Any) -> None:
+    folder = tmp_path / "s"
+    artifact = folder / "artifacts" / "IMPL-001-out.md"
+    verify = json.dumps([[sys.executable, "-c", GATE, str(artifact)]])
+    extra = command_role_extra(sys.executable)
+    write_session(
+        folder,
+        {"coder": "IMPL", "writer": "DOC"},
+        {"IMPL-001": [], "DOC-001": ["IMPL-001"]},
+        role_extra={"coder": extra + f"verify: {verify}\n", "writer": extra},
+    )
+    (folder / "behaviors.json").write_text(json.dumps({"IMPL-001": {"save_prompt": True}}))
+    result = executor_cli("run", "--session", str(folder), "--retry-backoff", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "gate_failed" in result.stdout
+    assert len(_attempts(folder, "IMPL-001")) == 2
+    feedback = (folder / "feedback" / "IMPL-001.md").read_text()
+    assert "## Gate failed" in feedback
+    assert "checked 1 attempt(s): the tests need the second one" in feedback
+    second_prompt = (folder / "artifacts" / "IMPL-001-prompt-2.md").read_text()
+    assert "checked 1 attempt(s)" in second_prompt, "the failing output reaches the implementer"
+    assert len(_attempts(folder, "DOC-001")) == 1, "what depends on it ran once the gate passed"
