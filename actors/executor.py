@@ -30,6 +30,7 @@ import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
+from actors.handoffs import HandoffHandlers, manual_roles_of
 from actors.keypool import KeyPoolActor
 from actors.notices import NOTIFIER, NoticeHandlers, notifier_callbacks
 from actors.reconciler import Reconciler
@@ -197,7 +198,7 @@ class _Slot:
     stalled: bool = False  # stopped for stalling: the attempt failed (kind hang) and is retried
 
 
-class Executor(RequestHandlers, NoticeHandlers, TreeActor):
+class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
     def __init__(
         self,
         session: TeamSession,
@@ -451,7 +452,7 @@ class Executor(RequestHandlers, NoticeHandlers, TreeActor):
             if row.id not in known:  # created during an earlier run (a revision, a submitted task)
                 self.prompts.add(row, goal=goal_of(row))
         inner = {name for name, entry in self.session.roles.items() if entry.inner_loop}
-        self.scheduler = Scheduler(snapshot.tasks, inner_loop_roles=inner)
+        self.scheduler = Scheduler(snapshot.tasks, inner_loop_roles=inner, manual_roles=manual_roles_of(self.backends))
         for escalation in snapshot.open_escalations:  # questions still open from an earlier run
             self._track_escalation(escalation)
         for escalation in snapshot.answered_decisions:  # answered while no run was live

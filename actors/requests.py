@@ -110,6 +110,7 @@ class RequestHandlers:
         def _dispatch(self) -> None: ...
         def _maybe_finish(self) -> None: ...
         def _notify(self, kind: Any, title: str, body: str = "", **kwargs: Any) -> None: ...
+        def _handoff_from_inbox(self, name: str, request: dict[str, Any]) -> None: ...
 
     # --- tasks ---------------------------------------------------------------------
 
@@ -431,6 +432,9 @@ class RequestHandlers:
 
     def _read_inbox(self) -> None:
         for name, request in inbox.read_requests(self.folder):
+            if request.get("kind") == "task":
+                self._handoff_from_inbox(name, request)
+                continue
             if request.get("kind") != "answer":
                 inbox.reply(self.folder, name, {"ok": False, "message": f"unknown request {request.get('kind')!r}"})
                 continue
@@ -483,6 +487,7 @@ class RequestHandlers:
             backends=tuple(sorted({backend.name for backend in self.backends.values()})),
             tasks_by_status=self.scheduler.counts() if self.scheduler is not None else {},
             session_spent_usd=round(self.session_spent, 6),
+            manual_roles=tuple(sorted(role for role, backend in self.backends.items() if backend.name == "manual")),
         )
 
     @handles(GetService)

@@ -10,6 +10,9 @@ so a whole run costs O(tasks + edges) plus heap work, never a rescan.
   finishes one of its tasks takes the next (:meth:`pop_for_role`).
 - a failed task's dependants stay pending: they are *blocked*, and the run
   ends when nothing else can move.
+- a ``manual`` role's tasks are never dispatched: a person claims them
+  (``executor task claim``).  Until they are done the run waits for them, as
+  it waits for an answer; only those tasks are scanned for that, never all.
 """
 
 from __future__ import annotations
@@ -37,9 +40,13 @@ class _Task:
 
 
 class Scheduler:
-    def __init__(self, rows: Iterable[TaskRow], inner_loop_roles: Iterable[str] = ()) -> None:
+    def __init__(
+        self, rows: Iterable[TaskRow], inner_loop_roles: Iterable[str] = (), manual_roles: Iterable[str] = ()
+    ) -> None:
         self._tasks: dict[str, _Task] = {}
         self._inner_loop = set(inner_loop_roles)
+        self._manual_roles = set(manual_roles)
+        self._manual: set[str] = set()  # ids of the manual roles' tasks
         self._ready: list[tuple[int, str]] = []  # tasks of roles without an inner loop
         self._role_ready: dict[str, list[tuple[int, str]]] = {role: [] for role in self._inner_loop}
         self._delayed: list[tuple[float, str]] = []
@@ -55,6 +62,8 @@ class Scheduler:
                 blocked_by=list(row.blocked_by),
                 status="in_progress" if row.status == "in_progress" else row.status,
             )
+            if row.owner in self._manual_roles:
+                self._manual.add(row.id)
         self._link()
 
     def _link(self) -> None:
@@ -73,6 +82,8 @@ class Scheduler:
                 self._push_ready(task)
 
     def _push_ready(self, task: _Task) -> None:
+        if task.id in self._manual:
+            return  # a person takes it; it is never dispatched
         if task.id not in self._queued:
             self._queued.add(task.id)
             heap = self._role_ready[task.owner] if task.owner in self._inner_loop else self._ready
@@ -116,8 +127,27 @@ class Scheduler:
         return sorted(doomed)
 
     def has_waiting_work(self) -> bool:
-        """Something is ready, parked, waiting out a retry delay, or waiting for an answer."""
-        return bool(self._ready or self._delayed or any(self._role_ready.values()) or self.held())
+        """Something is ready, parked, waiting out a retry delay, for an answer, or for a person."""
+        return bool(self._ready or self._delayed or any(self._role_ready.values()) or self.held() or self.manual_open())
+
+    def manual_open(self) -> list[str]:
+        """Manual tasks a person can act on now: ready to claim, claimed, or in review."""
+        return sorted(
+            task_id
+            for task_id in self._manual
+            if (task := self._tasks[task_id]).status in ("in_progress", "review")
+            or (task.status == "pending" and task.waiting_on == 0)
+        )
+
+    def is_manual(self, task_id: str) -> bool:
+        return task_id in self._manual
+
+    def set_status(self, task_id: str, status: str) -> None:
+        """A person moved a manual task (claimed it, handed it in for review, reopened it)."""
+        task = self._tasks[task_id]
+        task.status = status
+        if status == "pending" and task.waiting_on == 0:
+            self._push_ready(task)
 
     def finished(self) -> bool:
         return not self.running and not self.has_waiting_work()
@@ -275,6 +305,8 @@ class Scheduler:
             status=row.status,
         )
         self._tasks[row.id] = task
+        if row.owner in self._manual_roles:
+            self._manual.add(row.id)
         for dep in task.blocked_by:
             blocker = self._tasks.get(dep)
             if blocker is not None:

@@ -51,6 +51,7 @@ from protocol.messages import (
     GetDeliverables,
     GetEscalation,
     GetState,
+    HandoffRequest,
     Ok,
     OpenEscalation,
     OpenRun,
@@ -70,6 +71,7 @@ from protocol.messages import (
 from protocol.records import EscalationRow, TaskRow
 from session.escalations import answer_in_store
 from session.feedback import append_round
+from session.handoff import HandoffRefused, apply_handoff
 from session.loader import TeamSession
 from session.message_bus import (
     MessageBus,
@@ -441,6 +443,18 @@ class SessionActor(TreeActor):
                     error_kind=result.error_kind,
                 ),
             )
+
+    @handles(HandoffRequest)
+    def handoff(self, message: HandoffRequest) -> TaskRow | HandoffRefused:
+        """A person's step on a task (``session.handoff``), its event told to the run's views."""
+        result = apply_handoff(self.store, message, self._append)
+        if isinstance(result, TaskRow):
+            self.rows[result.id] = result
+            if message.op == "create":
+                self.projection.add_task(result.id)
+            elif result.status == "completed":
+                self.projection.task_completed(result.id)
+        return result
 
     @handles(CreateTasks)
     def create_tasks(self, message: CreateTasks) -> Ok:

@@ -10,6 +10,7 @@ from backends.codex import CodexBackend
 from backends.command import CommandBackend
 from backends.demo import DemoBackend
 from backends.gemini import GeminiBackend
+from backends.manual import ManualBackend
 from backends.mcp_call import McpCallBackend
 from backends.openai_http import OpenAIHttpBackend
 from backends.opencode import OpencodeBackend
@@ -30,6 +31,7 @@ BACKENDS: dict[str, Backend] = {
         AiderBackend(),
         QwenBackend(),
         OpenAIHttpBackend(),
+        ManualBackend(),  # a person takes its tasks (`executor task claim`)
         McpCallBackend(),  # its servers come from register_servers() (the config's [mcp_servers])
     )
 }

@@ -21,6 +21,7 @@ __all__ = [
     "KeyOut",
     "McpServerOut",
     "ModelChoiceOut",
+    "NextOut",
     "PanicOut",
     "ProgressOut",
     "ReportOut",
@@ -48,6 +49,12 @@ class TaskOut(BaseModel):
     created_at: str = ""
     updated_at: str = ""
     completed_at: str | None = None
+    agent: str | None = Field(default=None, description="Who claimed it (manual tasks)")
+
+
+class NextOut(BaseModel):
+    task_id: str | None = Field(description="The task to take next; null when none fits")
+    why: str
 
 
 class RunOut(BaseModel):

@@ -39,6 +39,7 @@ from bridge.models import (
     KeyOut,
     McpServerOut,
     ModelChoiceOut,
+    NextOut,
     PanicOut,
     ProgressOut,
     ReportOut,
@@ -69,6 +70,7 @@ from protocol.bridge import (
 from protocol.events import TaskProgress
 from protocol.keys import AddKey, GetKeyStates, KeyAdded, KeyStates
 from protocol.mcp_client import GetMcpServers, McpServers
+from protocol.messages import HandoffRequest
 from protocol.records import EscalationRow, TaskRow
 from protocol.routing import ForgetTask, ModelChoice, SelectModel
 from protocol.types import TASK_STATUSES
@@ -227,6 +229,7 @@ def task_out(row: TaskRow) -> TaskOut:
         created_at=row.created_at,
         updated_at=row.updated_at,
         completed_at=row.completed_at,
+        agent=row.agent,
     )
 
 
@@ -529,6 +532,88 @@ def build_server(context: BridgeContext) -> MCPServer:
         state = "on" if on else "off"
         return PanicOut(panic=on, changed=changed, note=f"panic is {state}" + ("" if changed else " (it already was)"))
 
+    # --- handoff: manual tasks taken by people and IDE agents -------------------------------
+
+    def _handoff(ctx: Context, tool: str, request: HandoffRequest) -> TaskOut:
+        _guard(context, ctx, tool, mutating=True)
+        return task_out(context.ask(request))
+
+    def task_create(
+        title: Annotated[str, Field(min_length=1, max_length=500)],
+        role: Annotated[str, Field(min_length=1, description="The role whose task it is")],
+        ctx: Context,
+        priority: Literal["P0", "P1", "P2"] = "P1",
+        blocked_by: list[str] | None = None,
+        description: Annotated[str, Field(max_length=100_000)] = "",
+    ) -> TaskOut:
+        """Create a task of a role (a manual role's tasks wait for someone to claim them)."""
+        request = HandoffRequest(
+            op="create",
+            by="mcp",
+            title=title,
+            role=role,
+            priority=priority,
+            blocked_by=tuple(blocked_by or ()),
+            description=description,
+        )
+        return _handoff(ctx, "task_create", request)
+
+    def task_prep(
+        task_id: TaskId,
+        ctx: Context,
+        goal: str | None = None,
+        acceptance_criteria: list[str] | None = None,
+        definition_of_ready: list[str] | None = None,
+        definition_of_done: list[str] | None = None,
+        files_affected: list[str] | None = None,
+        implementation_notes: str | None = None,
+        capabilities: list[str] | None = None,
+    ) -> TaskOut:
+        """Prepare a task for handoff; a field left out keeps its value."""
+        given = {
+            "goal": goal,
+            "acceptance_criteria": acceptance_criteria,
+            "definition_of_ready": definition_of_ready,
+            "definition_of_done": definition_of_done,
+            "files_affected": files_affected,
+            "implementation_notes": implementation_notes,
+            "capabilities": capabilities,
+        }
+        changes = {key: value for key, value in given.items() if value is not None}
+        return _handoff(ctx, "task_prep", HandoffRequest(op="prep", by="mcp", task_id=task_id, details=changes))
+
+    def task_claim(task_id: TaskId, agent: AgentId, ctx: Context) -> TaskOut:
+        """Take a ready task of a manual role: it is yours (in progress) until you hand it on."""
+        return _handoff(ctx, "task_claim", HandoffRequest(op="claim", by="mcp", task_id=task_id, agent=agent))
+
+    def task_review(task_id: TaskId, ctx: Context) -> TaskOut:
+        """Hand a claimed task in for review (what depends on it still waits)."""
+        return _handoff(ctx, "task_review", HandoffRequest(op="review", by="mcp", task_id=task_id))
+
+    def task_complete(task_id: TaskId, ctx: Context) -> TaskOut:
+        """Mark a claimed task done: what waited on it goes on."""
+        return _handoff(ctx, "task_complete", HandoffRequest(op="complete", by="mcp", task_id=task_id))
+
+    def task_fail(
+        task_id: TaskId, reason: Annotated[str, Field(min_length=1, max_length=2000)], ctx: Context
+    ) -> TaskOut:
+        """Mark a claimed task failed, with the reason."""
+        return _handoff(ctx, "task_fail", HandoffRequest(op="fail", by="mcp", task_id=task_id, reason=reason))
+
+    def task_next(agent: AgentId, ctx: Context) -> NextOut:
+        """The next task this agent should do, and why."""
+        _guard(context, ctx, "task_next", mutating=False)
+        from session.agents import AgentsFileError, capabilities_of  # noqa: PLC0415
+        from session.handoff import choose_next  # noqa: PLC0415
+
+        snapshot: FleetSnapshot = context.ask(GetFleet())
+        try:
+            capabilities = capabilities_of(context.folder, agent)
+        except AgentsFileError as error:
+            raise ToolError(str(error)) from None
+        row, why = choose_next(context.reader().tasks(), agent, snapshot.manual_roles, capabilities)
+        return NextOut(task_id=row.id if row else None, why=why)
+
     for tool in (
         submit_task,
         get_task_status,
@@ -545,6 +630,13 @@ def build_server(context: BridgeContext) -> MCPServer:
         add_api_key,
         select_model,
         set_panic,
+        task_create,
+        task_prep,
+        task_claim,
+        task_review,
+        task_complete,
+        task_fail,
+        task_next,
     ):
         table.add(tool)
     return server

@@ -18,9 +18,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.config_cmd import config_app
+from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
 from cli.render import render_check, render_problems
+from cli.task_cmd import task_app
 from session.loader import inspect_session
 from session.report import build_report
 from session.store import StoreError
@@ -38,6 +40,8 @@ app = typer.Typer(
 
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.add_typer(task_app, name="task")
+app.add_typer(hook_app, name="hook")
 app.command("models")(models_command)
 
 SessionOption = Annotated[

@@ -168,3 +168,4 @@ class FleetSnapshot(Message, frozen=True):
     tasks_by_status: dict[str, int] = msgspec.field(default_factory=dict)
     session_spent_usd: float = 0.0
     open_escalations: int = 0
+    manual_roles: tuple[str, ...] = ()  # roles whose tasks people take (`backend: manual`)

@@ -46,6 +46,7 @@ __all__ = [
     "TaskReset",
     "TaskStalled",
     "TaskStarted",
+    "TaskTransition",
     "TasksReopened",
     "WorkerCrashed",
     "WorkerRestarted",
@@ -162,6 +163,16 @@ class RevisionCreated(Event, frozen=True):
     task_id: str
     revises: str
     reason: str
+
+
+class TaskTransition(Event, frozen=True):
+    """A person (or an IDE agent, or git) moved a task along its handoff lifecycle."""
+
+    task_id: str
+    from_status: str
+    to_status: str
+    by: str
+    note: str = ""
 
 
 class ChangesRequested(Event, frozen=True):
@@ -315,6 +326,7 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
     RevisionCreated,
     ChangesRequested,
     ConsensusBlocked,
+    TaskTransition,
     CapabilityGap,
     BudgetWarning,
     BudgetExceeded,

@@ -12,7 +12,7 @@ import msgspec
 from protocol._base import Message
 from protocol.events import Event
 from protocol.records import EscalationRow, TaskRow
-from protocol.types import ErrorKind, TaskStatus
+from protocol.types import ErrorKind, Priority, TaskStatus
 
 __all__ = [
     "AttemptResult",
@@ -28,6 +28,8 @@ __all__ = [
     "GetDeliverables",
     "GetEscalation",
     "GetState",
+    "HandoffOp",
+    "HandoffRequest",
     "McpCall",
     "Ok",
     "OpenEscalation",
@@ -446,3 +448,28 @@ class Reconcile(Message, frozen=True):
 
     run_id: str
     snapshot: StateSnapshot
+
+
+HandoffOp = Literal["create", "prep", "claim", "review", "complete", "fail"]
+
+
+class HandoffRequest(Message, frozen=True):
+    """A person's (or an IDE agent's) step on a task: ``executor task ...`` or the MCP tools.
+
+    The Executor fills ``manual_roles``, ``prefix`` and ``max_attempts`` before the Session
+    actor carries it out (``session.handoff``)."""
+
+    op: HandoffOp
+    by: str
+    task_id: str = ""
+    agent: str = ""
+    reason: str = ""
+    title: str = ""
+    role: str = ""
+    priority: Priority = "P1"
+    blocked_by: tuple[str, ...] = ()
+    description: str = ""
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    manual_roles: tuple[str, ...] = ()
+    prefix: str = ""
+    max_attempts: int = 3

@@ -41,6 +41,7 @@ ErrorKind = Literal[
     "permission_denied",
     "needs_decision",  # the worker cannot go on without the user (consensus blocked twice)
     "gate_failed",  # the attempt finished but a quality gate (a role's verify command) failed
+    "reported_failed",  # the person (or IDE agent) who claimed a manual task said it failed
     "over_budget",  # the task spent its budget: no more attempts
     "cancelled",  # someone cancelled the task (MCP cancel_task); never retried
 ]

@@ -410,7 +410,7 @@ def test_preflight_accepts_programs_it_can_find_or_cannot_check(tmp_path):
 
 
 def test_registry_knows_every_backend_and_names_the_choices_for_anything_else():
-    names = ["aider", "claude", "codex", "command", "demo", "gemini", "mcp", "openai", "opencode", "qwen"]
+    names = ["aider", "claude", "codex", "command", "demo", "gemini", "manual", "mcp", "openai", "opencode", "qwen"]
     assert backend_names() == names
     assert isinstance(get_backend("command"), CommandBackend)
     assert isinstance(get_backend("demo"), DemoBackend)

@@ -101,7 +101,7 @@ def test_a_role_without_a_backend_is_refused_with_the_choices(executor_cli, tmp_
     result = executor_cli("run", "--session", str(folder))
     assert result.returncode == 2
     assert "role 'coder' names no backend" in result.stderr
-    assert "choices: aider, claude, codex, command, demo, gemini, mcp, openai, opencode, qwen" in result.stderr
+    assert "choices: aider, claude, codex, command, demo, gemini, manual, mcp, openai, opencode, qwen" in result.stderr
     assert not (folder / ".executor" / "lock").exists() or "Traceback" not in result.stderr
 
 
@@ -109,7 +109,7 @@ def test_an_unknown_backend_is_refused_naming_the_role_spec(executor_cli, tmp_pa
     folder = write_session(tmp_path / "s", {"coder": "IMPL"}, {"IMPL-001": []}, role_extra={"coder": "backend: gpt9\n"})
     result = executor_cli("run", "--session", str(folder))
     assert result.returncode == 2
-    choices = "aider, claude, codex, command, demo, gemini, mcp, openai, opencode, qwen"
+    choices = "aider, claude, codex, command, demo, gemini, manual, mcp, openai, opencode, qwen"
     assert f"role-specs/coder.md: unknown backend 'gpt9'; choose one of: {choices}" in result.stderr
 
 

@@ -1,0 +1,162 @@
+"""``executor hook``: install the git hooks, and what they run (see :mod:`session.git_hooks`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from protocol.messages import HandoffRequest
+from protocol.records import TaskRow
+from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands, record_gate_failure, run_gates
+from session.git_hooks import HOOKS, HookError, install_hooks, named_task_ids, uninstall_hooks
+from session.store import StoreError, StoreReader, utc_now
+
+__all__ = ["hook_app"]
+
+hook_app = typer.Typer(
+    name="hook",
+    help=(
+        "Git hooks for a session: pre-commit runs the quality gates of the tasks in progress (a failing gate "
+        "blocks the commit and writes feedback/<ID>.md); post-commit moves a claimed task named in the commit "
+        "message to review. An existing hook is kept and runs first.\n\n"
+        "Example: executor hook install --session work/login"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+Session = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
+Repo = Annotated[
+    Path | None,
+    typer.Option("--repo", help="The git repository (default: the one the session folder is in).", show_default=False),
+]
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _err().print(f"[red]error:[/] {escape(message)}", markup=True)
+    return typer.Exit(code)
+
+
+@hook_app.command()
+def install(session: Session, repo: Repo = None) -> None:
+    """Install the pre-commit and post-commit hooks into the repository."""
+    if not (session / "team-session.json").is_file():
+        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
+    try:
+        changes = install_hooks(repo or session, session)
+    except HookError as error:
+        raise _fail(str(error), 2) from None
+    out = Console(highlight=False, soft_wrap=True)
+    for change in changes:
+        kept = f" (your previous hook runs first: {change.kept_previous.name})" if change.kept_previous else ""
+        out.print(f"installed {change.path}{kept}", markup=False)
+
+
+@hook_app.command()
+def uninstall(session: Session, repo: Repo = None) -> None:
+    """Remove the hooks and restore the ones they replaced."""
+    try:
+        done = uninstall_hooks(repo or session)
+    except HookError as error:
+        raise _fail(str(error), 2) from None
+    Console(highlight=False).print("\n".join(done) or "no team-executor hook was installed", markup=False)
+
+
+@hook_app.command("run", hidden=True)
+def run_hook(
+    hook: Annotated[str, typer.Argument(help="pre-commit or post-commit")],
+    session: Session,
+    args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+) -> None:
+    """What the installed hooks call (git runs them at the top of the work tree)."""
+    del args  # git passes none to these two hooks; anything else is ignored
+    if hook not in HOOKS:
+        raise _fail(f"unknown hook {hook!r}; choose one of: {', '.join(HOOKS)}", 2)
+    rows = _tasks(session)
+    if hook == "pre-commit":
+        raise typer.Exit(_pre_commit(session, rows))
+    _post_commit(session, rows)
+
+
+def _tasks(folder: Path) -> list[TaskRow]:
+    try:
+        reader = StoreReader.open(folder)
+    except StoreError as error:
+        _err().print(f"team-executor: {escape(str(error))}; hooks skipped")
+        return []
+    if reader is None:
+        return []
+    try:
+        return reader.tasks()
+    finally:
+        reader.close()
+
+
+def _pre_commit(folder: Path, rows: list[TaskRow]) -> int:
+    in_progress = [row for row in rows if row.status == "in_progress"]
+    if not in_progress:
+        return 0
+    from session.loader import inspect_session  # noqa: PLC0415
+
+    session, problems = inspect_session(folder)
+    if session is None:
+        _err().print(f"team-executor: {folder} is not a valid session ({len(problems)} problem(s)); gates skipped")
+        return 0
+    by_command: dict[tuple[str, ...], list[str]] = {}
+    timeouts: dict[tuple[str, ...], float] = {}
+    for row in in_progress:
+        spec = session.role_specs.get(row.owner)
+        if spec is None:
+            continue
+        for command in gate_commands(spec.meta.verify):
+            by_command.setdefault(command, []).append(row.id)
+            timeouts[command] = max(timeouts.get(command, 0.0), spec.meta.verify_timeout or DEFAULT_GATE_TIMEOUT_S)
+    for command, task_ids in by_command.items():
+        outcome = run_gates([command], Path(os.getcwd()), timeouts[command])
+        if outcome.ok:
+            continue
+        written = [record_gate_failure(folder, task_id, outcome, utc_now(), "pre-commit") for task_id in task_ids]
+        why = outcome.why or f"exit {outcome.exit_code}"
+        _err().print(
+            f"team-executor: the gate `{escape(outcome.command)}` failed ({escape(why)}) for "
+            f"{', '.join(task_ids)}; the commit is stopped. Its output is in "
+            + ", ".join(escape(str(path)) for path in written)
+        )
+        tail = outcome.output_tail.strip()
+        if tail:
+            _err().print(escape(tail[-2000:]), markup=True)
+        return 1
+    return 0
+
+
+def _post_commit(folder: Path, rows: list[TaskRow]) -> None:
+    from cli.task_cmd import send_request  # noqa: PLC0415
+
+    try:
+        message = subprocess.run(
+            ["git", "log", "-1", "--format=%H%n%B"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    sha, _, body = message.partition("\n")
+    claimed = {row.id for row in rows if row.status == "in_progress" and row.agent}
+    for task_id in named_task_ids(body, {row.id for row in rows}):
+        if task_id not in claimed:
+            continue
+        try:
+            send_request(folder, HandoffRequest(op="review", by=f"git:{sha[:12]}", task_id=task_id))
+        except typer.Exit:
+            continue  # the reason is printed; a post-commit hook never undoes the commit
+        Console(stderr=True, highlight=False).print(f"team-executor: {task_id} moved to review (commit {sha[:12]})")
