@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -250,6 +251,32 @@ def result_from_outcome(order: WorkOrder, outcome: ProcessOutcome) -> AttemptRes
             **common,
         )
     return AttemptResult(ok=True, outcome=status, **common)
+
+
+_VERDICT = re.compile(
+    r"^\s*(?:\[[^\]\n]*\]\s*)?\W*verdict\W*[:=]?\s*changes[\s_-]requested\b", re.IGNORECASE | re.MULTILINE
+)
+_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.+?)\s*$")
+_REVIEWED = re.compile(
+    r"^\W*reviewed(?:[\s_]task)?\W*[:=]\s*([A-Za-z0-9][A-Za-z0-9_.-]*)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def verdict_in_text(text: str) -> tuple[tuple[str, ...], str | None] | None:
+    """A reviewer that cannot write files ends its final message with ``verdict: changes_requested``
+    and one ``- `` line per item (and may name ``reviewed: ID``): (items, reviewed task) or None."""
+    found = _VERDICT.search(text)
+    if found is None:
+        return None
+    items: list[str] = []
+    for line in text[found.end() :].splitlines()[1:]:
+        item = _ITEM.match(line)
+        if item is not None:
+            items.append(item.group(1)[:2000])
+        elif items and line.strip():
+            break  # the list ended
+    reviewed = _REVIEWED.search(text)
+    return tuple(items[:50]), reviewed.group(1) if reviewed else None
 
 
 def _feedback_items(value: Any) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from backends._agent_process import order_env, result_from_outcome
+from backends._agent_process import order_env, result_from_outcome, verdict_in_text
 from backends.base import WorkerHooks
 from backends.git_state import changed_files, snapshot
 from backends.pricing import estimate_cost
@@ -436,4 +436,7 @@ class AgentCliBackend:
                 error=f"{self.program} exited 0 without reporting a result (an empty turn)",
                 **fields,
             )
+        verdict = verdict_in_text(text) if base.outcome == "completed" else None
+        if verdict is not None:  # a read-only reviewer's verdict, in its final message
+            fields |= {"outcome": "changes_requested", "feedback": verdict[0], "reviewed_task": verdict[1]}
         return msgspec.structs.replace(base, **fields)

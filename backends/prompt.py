@@ -386,7 +386,9 @@ def build_prompt(
                 '"note": "..."}`. A reviewer whose verdict is not a pass reports '
                 '`{"status": "changes_requested", "reviewed_task": "<the task id you reviewed>", '
                 '"feedback": [{"file": "...", "line": 12, "issue": "...", "suggestion": "..."}]}`: '
-                "the work goes back to its author with your feedback, and your review runs again after it.",
+                "the work goes back to its author with your feedback, and your review runs again after it "
+                "(a reviewer that cannot write files ends its final message with a line `verdict: "
+                "changes_requested` followed by one `- ` line per item).",
             ]
         )
     )
