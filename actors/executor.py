@@ -1163,6 +1163,7 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         if now >= self.next_stall_check and self.stopping_since is None:
             self.next_stall_check = now + STALL_CHECK_INTERVAL_S
             self._check_stalls(now)
+            self._release_silent_claims(time.time())
         if now >= self.next_key_snapshot:
             self.next_key_snapshot = now + KEY_SNAPSHOT_INTERVAL_S
             self._snapshot_keys()

@@ -8,6 +8,7 @@ one leaves the ready queue, a completed one releases what waited on it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -92,10 +93,35 @@ class HandoffHandlers:
             else:
                 self.scheduler.set_status(row.id, row.status)
                 verb = {"in_progress": f"claimed by {row.agent}", "review": "handed in for review"}
-                self.console(f"✋ {row.id} {verb.get(row.status, row.status)}")
+                if row.status != "pending":  # a release says why itself
+                    self.console(f"✋ {row.id} {verb.get(row.status, row.status)}")
         self.idle_announced = False
         self._dispatch()
         self._maybe_finish()
+
+    def _release_silent_claims(self, wall_now: float) -> None:
+        """A claimed task whose agent has been silent past its role's claim_idle_timeout is
+        released for someone else (its last sign of life: the row's last update)."""
+        if self.scheduler is None:
+            return
+        for task_id in self.scheduler.manual_open():  # only the manual tasks, never the whole list
+            row = self.rows[task_id]
+            if row.status != "in_progress" or row.agent is None:
+                continue
+            spec = self.session.role_specs.get(row.owner)
+            limit = spec.meta.claim_idle_timeout if spec else None
+            if not limit:
+                continue
+            try:
+                silent_s = wall_now - datetime.fromisoformat(row.updated_at).timestamp()
+            except ValueError:
+                continue
+            if silent_s < limit:
+                continue
+            reason = f"{row.agent} was silent for {silent_s:.0f}s (claim_idle_timeout {limit:g}s)"
+            released = self.handoff(HandoffRequest(op="release", by="executor", task_id=row.id, reason=reason))
+            if isinstance(released, TaskRow):
+                self.console(f"⇠ {row.id} released: {reason}; it is ready for someone else")
 
     def _handoff_from_inbox(self, name: str, request: dict[str, Any]) -> None:
         """``executor task ...`` while this run is live: the request came through the inbox."""

@@ -302,6 +302,18 @@ def fail_command(
 
 
 @task_app.command()
+def release(
+    task_id: TaskId,
+    session: Session,
+    reason: Annotated[str, typer.Option("--reason", help="Why you give it up (kept with the task).")] = "",
+    json: Json = False,
+) -> None:
+    """Give a claimed task back: it is ready again, for anyone to claim."""
+    request = HandoffRequest(op="release", by=_who(), task_id=task_id, reason=reason)
+    _print_row(_step(session, request), json, "released")
+
+
+@task_app.command()
 def status(
     session: Session,
     task_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="One task in full.")] = None,

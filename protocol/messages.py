@@ -450,7 +450,7 @@ class Reconcile(Message, frozen=True):
     snapshot: StateSnapshot
 
 
-HandoffOp = Literal["create", "prep", "claim", "review", "complete", "fail"]
+HandoffOp = Literal["create", "prep", "claim", "review", "complete", "fail", "release"]
 
 
 class HandoffRequest(Message, frozen=True):

@@ -32,6 +32,7 @@ __all__ = [
     "fail_task",
     "merge_details",
     "prep_task",
+    "release_task",
     "submit_for_review",
 ]
 
@@ -221,6 +222,19 @@ def fail_task(
     )
 
 
+def release_task(
+    store: Store, task_id: str, reason: str, by: str, record: Record | None = None
+) -> TaskRow | HandoffRefused:
+    """A claimed task goes back to ready, unclaimed (its agent gave it up, or went silent)."""
+    row = _task(store, task_id)
+    if isinstance(row, HandoffRefused):
+        return row
+    if row.status != "in_progress" or row.agent is None:
+        return HandoffRefused(f"{task_id} is {row.status}, not claimed; nothing to release", "task_id")
+    note = f"released from {row.agent}" + (f": {reason}" if reason else "")
+    return _move(store, row, "pending", by, record, note=note[:2000], agent=None)
+
+
 def apply_handoff(store: Store, request: HandoffRequest, record: Record | None = None) -> TaskRow | HandoffRefused:
     """Carry out one request (the CLI's, the inbox's or an MCP tool's) on ``store``."""
     match request.op:
@@ -247,6 +261,8 @@ def apply_handoff(store: Store, request: HandoffRequest, record: Record | None =
             return complete_task(store, request.task_id, request.by, record)
         case "fail":
             return fail_task(store, request.task_id, request.reason, request.by, record)
+        case "release":
+            return release_task(store, request.task_id, request.reason, request.by, record)
     return HandoffRefused(f"unknown operation {request.op!r}", "op")
 
 

@@ -68,6 +68,9 @@ class RoleSpecFrontmatter(BaseModel):
     # the first that fails sends the task back with its output.  Never run through a shell.
     verify: str | list[str | list[str]] | None = None
     verify_timeout: float | None = Field(default=None, gt=0)
+    # Manual roles: a claimed task whose agent shows no sign of life (no task command on it)
+    # for this many seconds goes back to ready, for someone else to take.
+    claim_idle_timeout: float | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)

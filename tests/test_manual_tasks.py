@@ -224,3 +224,31 @@ def test_the_same_steps_are_mcp_tools(tmp_path: Path) -> None:
         assert "has a diagram" in _ok(folder, "status", "DSN-001")
     finally:
         bridge.stop()
+
+
+def test_a_claim_whose_agent_goes_silent_is_released_for_someone_else(tmp_path: Path) -> None:
+    folder = _session(tmp_path / "s")
+    spec = folder / "role-specs" / "designer.md"
+    spec.write_text(spec.read_text().replace("backend: manual\n", "backend: manual\nclaim_idle_timeout: 2\n"))
+    run = subprocess.Popen(
+        [str(EXECUTOR), "run", "--session", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
+    try:
+        _wait(folder, lambda s: s.get("IMPL-001") == "done")
+        _ok(folder, "claim", "DSN-001", "--agent", "alice")
+        statuses = _wait(folder, lambda s: s["DSN-001"] == "ready", timeout_s=30)
+        assert statuses["DSN-001"] == "ready", "alice said nothing for 2 s: the task is free again"
+        assert "claimed: in_progress, agent bob" in _ok(folder, "claim", "DSN-001", "--agent", "bob")
+        _ok(folder, "complete", "DSN-001")
+        output, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, output
+    assert "DSN-001 released: alice was silent for" in output
+    assert "DSN-001 completed by bob" in output
