@@ -471,8 +471,15 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         while len(self.slots) < self.options.max_workers:
             task_id = scheduler.pop_ready()
             if task_id is None:
-                return
+                break
             self._start_task(task_id, slot=None)
+        self._report_file_waits()
+
+    def _report_file_waits(self) -> None:
+        """Say once per wait which task holds back which: both declared the same file."""
+        assert self.scheduler is not None  # noqa: S101
+        for task_id, holder, name in self.scheduler.drain_file_waits():
+            self.console(f"⧗ {task_id} waits for {holder}: both change {name}, so they do not run at once")
 
     def _order(self, task_id: str, attempt: int, role: str, agent_id: str) -> WorkOrder:
         folder = self.folder
@@ -988,6 +995,7 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
             next_task = self.scheduler.pop_for_role(slot.role) if self.scheduler.is_inner_loop(slot.role) else None
             if next_task is None and len(self.slots) <= self.options.max_workers:
                 next_task = self.scheduler.pop_ready()
+            self._report_file_waits()
             if next_task is not None:
                 self._start_task(next_task, slot)
                 return

@@ -27,7 +27,7 @@ from actors.base import TreeActor, handles
 from actors.scheduler import Scheduler
 from backends.process import stop_tree
 from protocol.messages import OpenRun, Reconcile, ReconcilePlan, TaskResetPlan
-from protocol.records import TaskRow
+from protocol.records import TaskDetails, TaskRow
 from session.loader import TeamSession
 from session.processes import is_alive
 from session.store import utc_now
@@ -102,6 +102,7 @@ def plan_reconciliation(session: TeamSession, message: Reconcile, marker: str, g
             created_at=now,
             updated_at=now,
             completed_at=now if spec.id in completed_in_file else None,
+            details=TaskDetails(files_affected=list(spec.key_files)),
         )
         for spec in session.tasks
         if spec.id not in stored

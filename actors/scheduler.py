@@ -10,6 +10,8 @@ so a whole run costs O(tasks + edges) plus heap work, never a rescan.
   finishes one of its tasks takes the next (:meth:`pop_for_role`).
 - a failed task's dependants stay pending: they are *blocked*, and the run
   ends when nothing else can move.
+- two tasks that declare the same file (``files_affected``) never run at once:
+  the second waits, out of the queue, until the first stops running.
 - a ``manual`` role's tasks are never dispatched: a person claims them
   (``executor task claim``).  Until they are done the run waits for them, as
   it waits for an answer; only those tasks are scanned for that, never all.
@@ -18,6 +20,7 @@ so a whole run costs O(tasks + edges) plus heap work, never a rescan.
 from __future__ import annotations
 
 import heapq
+import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -37,6 +40,11 @@ class _Task:
     waiting_on: int = 0  # blockers not yet completed
     dependants: list[str] = field(default_factory=list)
     held: bool = False  # waiting for the user's answer to a question about it
+    files: frozenset[str] = frozenset()  # what it declares it will change
+
+
+def _files_of(row: TaskRow) -> frozenset[str]:
+    return frozenset(posixpath.normpath(name.strip()) for name in row.details.files_affected if name.strip())
 
 
 class Scheduler:
@@ -47,6 +55,9 @@ class Scheduler:
         self._inner_loop = set(inner_loop_roles)
         self._manual_roles = set(manual_roles)
         self._manual: set[str] = set()  # ids of the manual roles' tasks
+        self._busy_files: dict[str, str] = {}  # file -> the running task that declared it
+        self._waiting_for_files: set[str] = set()  # ready tasks held back by a busy file
+        self._file_waits: list[tuple[str, str, str]] = []  # (task, running task, file), to report
         self._ready: list[tuple[int, str]] = []  # tasks of roles without an inner loop
         self._role_ready: dict[str, list[tuple[int, str]]] = {role: [] for role in self._inner_loop}
         self._delayed: list[tuple[float, str]] = []
@@ -61,9 +72,12 @@ class Scheduler:
                 rank=priority_rank(row.priority),
                 blocked_by=list(row.blocked_by),
                 status="in_progress" if row.status == "in_progress" else row.status,
+                files=_files_of(row),
             )
             if row.owner in self._manual_roles:
                 self._manual.add(row.id)
+            if row.status == "in_progress":  # a person's claim that outlived the last run
+                self._take_files(self._tasks[row.id])
         self._link()
 
     def _link(self) -> None:
@@ -128,7 +142,14 @@ class Scheduler:
 
     def has_waiting_work(self) -> bool:
         """Something is ready, parked, waiting out a retry delay, for an answer, or for a person."""
-        return bool(self._ready or self._delayed or any(self._role_ready.values()) or self.held() or self.manual_open())
+        return bool(
+            self._ready
+            or self._delayed
+            or any(self._role_ready.values())
+            or self.held()
+            or self.manual_open()
+            or any(self._tasks[task_id].status == "pending" for task_id in self._waiting_for_files)
+        )
 
     def manual_open(self) -> list[str]:
         """Manual tasks a person can act on now: ready to claim, claimed, or in review."""
@@ -146,6 +167,10 @@ class Scheduler:
         """A person moved a manual task (claimed it, handed it in for review, reopened it)."""
         task = self._tasks[task_id]
         task.status = status
+        if status == "in_progress":
+            self._take_files(task)  # a person working on a file holds it too
+        else:
+            self._free_files(task)
         if status == "pending" and task.waiting_on == 0:
             self._push_ready(task)
 
@@ -168,24 +193,41 @@ class Scheduler:
             if task.status == "pending" and task.waiting_on == 0:
                 self._push_ready(task)
 
+    def _busy_file_of(self, task: _Task) -> str | None:
+        return next((name for name in sorted(task.files) if name in self._busy_files), None)
+
+    def _runnable(self, task: _Task) -> bool:
+        """Valid in a ready heap; a task that shares a file with a running one is moved aside."""
+        if task.status != "pending" or task.waiting_on or task.held:
+            return False
+        busy = self._busy_file_of(task) if task.files else None
+        if busy is not None:
+            self._waiting_for_files.add(task.id)
+            self._file_waits.append((task.id, self._busy_files[busy], busy))
+            return False
+        return True
+
     def _pop_valid(self, heap: list[tuple[int, str]]) -> str | None:
         while heap:
             _, task_id = heapq.heappop(heap)
             self._queued.discard(task_id)
-            task = self._tasks[task_id]
-            if task.status == "pending" and not task.waiting_on and not task.held:
+            if self._runnable(self._tasks[task_id]):
                 return task_id
         return None
 
     def _peek_valid(self, heap: list[tuple[int, str]]) -> tuple[int, str] | None:
         while heap:
             rank, task_id = heap[0]
-            task = self._tasks[task_id]
-            if task.status == "pending" and not task.waiting_on and not task.held:
+            if self._runnable(self._tasks[task_id]):
                 return rank, task_id
             heapq.heappop(heap)
             self._queued.discard(task_id)
         return None
+
+    def drain_file_waits(self) -> list[tuple[str, str, str]]:
+        """(task, running task, file) for each task held back by a shared file since the last call."""
+        waits, self._file_waits = self._file_waits, []
+        return waits
 
     def pop_ready(self) -> str | None:
         """The next task for a free worker (P0 first, then id), or None.
@@ -215,11 +257,31 @@ class Scheduler:
         task.status = "in_progress"
         self.running.add(task_id)
         self._busy_roles[task.owner] = self._busy_roles.get(task.owner, 0) + 1
+        self._take_files(task)
+
+    def _take_files(self, task: _Task) -> None:
+        for name in task.files:
+            self._busy_files.setdefault(name, task.id)
+
+    def _free_files(self, task: _Task) -> None:
+        """Give back ``task``'s files; tasks that waited for them go back in the queue."""
+        freed = {name for name in task.files if self._busy_files.get(name) == task.id}
+        for name in freed:
+            del self._busy_files[name]
+        if not freed:
+            return
+        for waiting_id in sorted(self._waiting_for_files):
+            waiting = self._tasks[waiting_id]
+            if waiting.files & freed:
+                self._waiting_for_files.discard(waiting_id)
+                if waiting.status == "pending" and not waiting.waiting_on:
+                    self._push_ready(waiting)
 
     def _stop_running(self, task: _Task) -> None:
         if task.id in self.running:
             self.running.discard(task.id)
             self._busy_roles[task.owner] -= 1
+        self._free_files(task)
 
     def complete(self, task_id: str) -> list[str]:
         """Mark done; return the tasks this made ready."""
@@ -303,6 +365,7 @@ class Scheduler:
             rank=priority_rank(row.priority),
             blocked_by=list(row.blocked_by),
             status=row.status,
+            files=_files_of(row),
         )
         self._tasks[row.id] = task
         if row.owner in self._manual_roles:

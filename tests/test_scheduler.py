@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actors.scheduler import Scheduler
-from protocol.records import TaskRow
+from protocol.records import TaskDetails, TaskRow
 
 
 def row(task_id: str, *deps: str, owner: str = "r", priority: str = "P1", status: str = "pending") -> TaskRow:
@@ -128,3 +128,35 @@ def test_a_large_graph_runs_to_completion_touching_each_edge_once():
             scheduler.complete(task_id)
             done += 1
     assert done == width * depth
+
+
+def with_files(task_id: str, *files: str, owner: str = "r") -> TaskRow:
+    return TaskRow(id=task_id, owner=owner, details=TaskDetails(files_affected=list(files)))
+
+
+def test_two_ready_tasks_that_declare_the_same_file_never_run_at_once():
+    scheduler = Scheduler(
+        [with_files("A", "src/a.py"), with_files("B", "./src/a.py", "src/c.py"), with_files("C", "src/b.py")]
+    )
+    first = scheduler.pop_ready()
+    assert first == "A"
+    scheduler.start("A")
+    assert scheduler.pop_ready() == "C", "B shares src/a.py with the running A: it waits, C goes"
+    scheduler.start("C")
+    assert scheduler.pop_ready() is None
+    assert scheduler.drain_file_waits() == [("B", "A", "src/a.py")]
+    assert scheduler.has_waiting_work()
+    scheduler.complete("C")
+    assert scheduler.pop_ready() is None, "C held nothing B needs"
+    scheduler.complete("A")
+    assert scheduler.pop_ready() == "B", "A let go of the file: B runs"
+
+
+def test_a_person_working_on_a_file_holds_it_too():
+    scheduler = Scheduler(
+        [with_files("D", "doc.md", owner="people"), with_files("E", "doc.md")], manual_roles=["people"]
+    )
+    scheduler.set_status("D", "in_progress")
+    assert scheduler.pop_ready() is None
+    scheduler.set_status("D", "review")
+    assert scheduler.pop_ready() == "E"
