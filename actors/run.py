@@ -51,6 +51,7 @@ from session.keystore import KeyStore, KeyStoreError
 from session.loader import TeamSession, inspect_session
 from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
+from session.mirror_keeper import MirrorKeeper
 from session.problems import format_problems
 from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
@@ -399,6 +400,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     )
     if bridge is not None:
         bridge.attach(executor)
+    mirror = MirrorKeeper(Path(session.folder)).start()  # tasks/<status>/<ID>.md, kept current
     signals_seen = 0
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -432,6 +434,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             executor.stop(block=False)
         if bridge is not None:
             bridge.close()
+        mirror.stop()  # its last pass shows where the run left every task
         lock.release()
         for name in _LOGGERS:
             logging.getLogger(name).removeHandler(handler)
