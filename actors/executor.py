@@ -513,6 +513,7 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
             complexity=spec.tier or "medium",  # the role's tier is where the Router starts
             mcp_call=self._reassign_offline(task_id, mcp_call_for(backend.name, spec, self.prompts.spec(task_id))),
             gates=tuple(gate_commands(spec.verify)),
+            worktree=spec.isolation == "worktree",
             gate_timeout_s=spec.verify_timeout or DEFAULT_GATE_TIMEOUT_S,
         )
 

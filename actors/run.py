@@ -425,6 +425,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         executor.ask(Conclude(session_status=status), timeout=60)
         executor.stop(block=True, timeout=30)
         _sweep_orphans(Path(session.folder), console)
+        _settle_worktrees(Path(session.folder), workdir, console)
         human.write(_completion_report(session, summary, status) + "\n")
         human.flush()
     finally:
@@ -467,6 +468,29 @@ def _routing_setup(config: Config, console: _Console) -> RoutingSetup:
 def _first(flag: _T | None, configured: _T) -> _T:
     """A command-line flag when given, else the configured value."""
     return configured if flag is None else flag
+
+
+def _settle_worktrees(folder: Path, project: Path, console: _Console) -> None:
+    """Tasks' worktrees whose work has been judged: removed once merged, or exported as a patch."""
+    from session.worktrees import WorktreeError, settle_finished, worktrees_root  # noqa: PLC0415
+
+    try:
+        if not worktrees_root(project, folder).is_dir():
+            return
+    except WorktreeError:
+        return  # not a git project: no task had a worktree
+    reader = StoreReader.open(folder)
+    if reader is None:
+        return
+    try:
+        rows = reader.tasks()
+    finally:
+        reader.close()
+    try:
+        for settled in settle_finished(project, folder, rows):
+            console(f"⎇ {settled.task_id}: {settled.detail}")
+    except WorktreeError as error:
+        console(f"! a worktree was left as it is: {error}")
 
 
 def _sweep_orphans(folder: Path, console: _Console) -> None:

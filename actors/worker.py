@@ -41,6 +41,7 @@ from protocol.messages import (
 from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
 from session.gates import record_gate_failure, run_gates
 from session.store import utc_now
+from session.worktrees import NotARepository, WorktreeError, branch_of, commit_all, ensure_worktree
 
 __all__ = ["Runner", "TeamWorker"]
 
@@ -186,6 +187,28 @@ def _after_gates(order: WorkOrder, result: AttemptResult, hooks: _Hooks) -> Atte
     )
 
 
+def _commit_worktree(order: WorkOrder, result: AttemptResult) -> AttemptResult:
+    """Commit what the agent left in its worktree and tell the next task where the work is."""
+    try:
+        commit = commit_all(Path(order.workdir), f"{order.task_id}: attempt {order.attempt} (team-executor)")
+    except WorktreeError as error:
+        return msgspec.structs.replace(
+            result, ok=False, error_kind="crash", error=f"could not commit its work: {error}"
+        )
+    branch = branch_of(order.task_id)
+    note = Path(order.artifacts_dir) / f"{order.task_id}-worktree.md"
+    note.parent.mkdir(parents=True, exist_ok=True)
+    note.write_text(
+        f"# {order.task_id}: its work is on branch `{branch}`\n\n"
+        f"- worktree: `{order.workdir}`\n"
+        f"- newest commit of this attempt: `{commit or 'none (nothing changed)'}`\n"
+        f"- see it: `git diff HEAD...{branch}`; take it: `git merge {branch}`\n",
+        encoding="utf-8",
+    )
+    relative = f"artifacts/{note.name}"
+    return msgspec.structs.replace(result, artifacts=(*result.artifacts, relative))
+
+
 class Runner(Protocol):
     def __call__(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         """Run one attempt with the backend of ``order.role``."""
@@ -216,10 +239,28 @@ class TeamWorker(TreeActor):
         order = message.order
         self.current_process = None
         hooks = _Hooks(self, order)
+        project = order.workdir
+        if order.worktree:
+            try:
+                order = msgspec.structs.replace(
+                    order, workdir=str(ensure_worktree(Path(project), Path(order.session_dir), order.task_id))
+                )
+            except NotARepository:
+                # Nothing to isolate from: the task works where every task works, and says so.
+                hooks.progress(None, "isolation: worktree needs a git repository; working in the shared tree")
+                order = msgspec.structs.replace(order, worktree=False)
+            except WorktreeError as error:
+                result = AttemptResult(ok=False, error_kind="spawn_failed", error=f"no worktree for it: {error}")
+                self.tell_parent(
+                    WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)
+                )
+                return
         result = self.runner(order, hooks, self.cancel)
         self.current_process = None
         if result.ok and result.outcome == "completed" and order.gates and not self.cancel.is_set():
             result = _after_gates(order, result, hooks)
+        if order.worktree and result.ok:
+            result = _commit_worktree(order, result)
         self.tell_parent(
             WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)
         )

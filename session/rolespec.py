@@ -71,6 +71,9 @@ class RoleSpecFrontmatter(BaseModel):
     # Manual roles: a claimed task whose agent shows no sign of life (no task command on it)
     # for this many seconds goes back to ready, for someone else to take.
     claim_idle_timeout: float | None = Field(default=None, gt=0)
+    # "worktree": each task of the role works in a git worktree of its own, on branch
+    # team-executor/<ID> (two writers at once never share a tree).
+    isolation: Literal["none", "worktree"] | None = None
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,8 @@ class Template:
     tasks: tuple[TemplateTask, ...]
     # role -> backend written into the session's role-spec when the user names none.
     default_backends: Mapping[str, str] = field(default_factory=dict)
+    # role -> frontmatter lines added to the session's role-spec (e.g. "isolation: worktree").
+    role_settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -225,23 +227,23 @@ TEMPLATES: dict[str, Template] = {
                     priority="P0",
                     artifact="artifacts/IMPL-001-impl.md",
                     constraints=(
-                        "ALT-001 implements the same goal at the same time under artifacts/ALT-001-impl/; "
-                        "do not read or touch it"
+                        "You work in a git worktree of your own on branch team-executor/IMPL-001; ALT-001 implements "
+                        "the same goal at the same time in another: do not read or touch it"
                     ),
                 ),
                 TemplateTask(
                     id="ALT-001",
                     role="alt-coder",
-                    goal="Implement independently (candidate B of two), as a patch: {goal}",
+                    goal="Implement independently (candidate B of two): {goal}",
                     steps=(
-                        "Work from the committed tree; do not read IMPL-001's work",
-                        "Write the changed files and changes.patch under artifacts/ALT-001-impl/",
-                        "Test the patch on a temporary copy of the project, outside it",
-                        "Summarize the approach, the files in the patch and the test results",
+                        "Work in your worktree (branch team-executor/ALT-001); do not read IMPL-001's work",
+                        _TESTS_FIRST,
+                        "Run the tests and linters in your worktree",
+                        "Summarize the approach, the files changed and the test results",
                     ),
                     priority="P0",
                     artifact="artifacts/ALT-001-impl.md",
-                    constraints="Do not edit the project tree: IMPL-001 is editing it at the same time",
+                    constraints="Do not read IMPL-001's branch or worktree: the comparison needs two independent takes",
                 ),
                 TemplateTask(
                     id="JUDGE-001",
@@ -249,17 +251,18 @@ TEMPLATES: dict[str, Template] = {
                     goal="Compare the two implementations of: {goal}; keep the better one or merge them",
                     steps=(
                         "Fix the criteria and their weights before scoring either candidate",
-                        "Run the same tests and probes on both candidates",
-                        "Choose impl, alt or merge, and leave the project tree holding the result",
+                        "Run the same tests and probes on both branches, each in its worktree",
+                        "Choose impl, alt or merge, and git merge the result into the project tree",
                         "Record the verdict, the criteria table and the reasons in the artifact",
                     ),
                     depends_on=("IMPL-001", "ALT-001"),
                     artifact="artifacts/JUDGE-001-decision.md",
-                    constraints="Edit project files only to apply the decision; do not commit",
+                    constraints="Change the project tree only to apply the decision (merge the chosen branch)",
                     success="artifacts/JUDGE-001-decision.md gives the verdict, the criteria table and the reasons",
                 ),
             ),
             default_backends={"coder": "codex", "alt-coder": "claude", "adjudicator": "gemini"},
+            role_settings={"coder": ("isolation: worktree",), "alt-coder": ("isolation: worktree",)},
         ),
         Template(
             name="security_redteam_pass",
@@ -617,6 +620,10 @@ def init_session(
         text = (library / f"{role}.md").read_text(encoding="utf-8")
         if role in backends:
             text = _with_backend(text, backends[role])
+        for line in reversed(template.role_settings.get(role, ())):
+            lines = text.split("\n")
+            lines.insert(1, line)
+            text = "\n".join(lines)
         (folder / "role-specs" / f"{role}.md").write_text(text, encoding="utf-8")
     for name, text in _WISDOM_FILES.items():
         (folder / "wisdom" / name).write_text(text, encoding="utf-8")

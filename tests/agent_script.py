@@ -6,7 +6,9 @@ Keys: sleep (s), exit (code), hang (sleep silently for an hour; hang_attempts: o
 first N attempts), chatter (print for
 an hour), spam_mb (print N MB), fail_times (fail the first N attempts),
 report (JSON object written to $TEAM_EXECUTOR_REPORT; report_attempts: only the first N
-attempts), save_prompt (copy the prompt to artifacts/<task>-prompt-<attempt>.md), grandchild (spawn a
+attempts), save_prompt (copy the prompt to artifacts/<task>-prompt-<attempt>.md), write_file
+({"path": ..., "text": ...} in the working directory), run (an argv run in the working
+directory; a failure fails the agent), grandchild (spawn a
 detached `sleep 600` in its own session first), signal (kill itself with it).
 """
 
@@ -49,6 +51,11 @@ time.sleep(behavior.get("sleep", 0))
 artifact = os.path.join(os.environ["TEAM_EXECUTOR_ARTIFACTS"], f"{task}-out.md")
 with open(artifact, "a") as handle:
     handle.write(f"{task} attempt {attempt} pid {os.getpid()}\n")
+if "write_file" in behavior:
+    with open(behavior["write_file"]["path"], "w") as handle:
+        handle.write(behavior["write_file"]["text"])
+if "run" in behavior:
+    subprocess.run(behavior["run"], check=True)
 if behavior.get("save_prompt"):
     with open(os.environ["TEAM_EXECUTOR_PROMPT_FILE"]) as source:
         prompt = source.read()
