@@ -38,7 +38,7 @@ class TaskOut(BaseModel):
     id: str
     name: str = Field(description="The task's subject line")
     owner: str = Field(description="The role that runs it")
-    status: str = Field(description="pending | in_progress | completed | failed")
+    status: str = Field(description="pending | in_progress | review | completed | failed")
     priority: str = Field(description="P0 (first) .. P2")
     blocked_by: list[str] = []
     attempts: int = 0

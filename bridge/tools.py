@@ -337,7 +337,7 @@ def build_server(context: BridgeContext) -> MCPServer:
 
     def list_tasks(
         ctx: Context,
-        status: Literal["pending", "in_progress", "completed", "failed"] | None = None,
+        status: Literal["pending", "in_progress", "review", "completed", "failed"] | None = None,
         owner: Annotated[str | None, Field(description="Only this role's tasks")] = None,
     ) -> TasksOut:
         """The session's tasks, optionally only one status or one role's."""

@@ -19,11 +19,12 @@ __all__ = ["LEGEND", "render_check", "render_problems"]
 _SYMBOL = {
     "completed": ("✓", "green"),
     "in_progress": ("▶", "cyan"),
+    "review": ("◐", "yellow"),
     "pending": ("·", "white"),
     "failed": ("✗", "red"),
     "not_created": ("○", "dim"),
 }
-LEGEND = "legend: ✓ done  ▶ running  · pending  ✗ failed  ○ not created"
+LEGEND = "legend: ✓ done  ▶ running  ◐ in review  · pending  ✗ failed  ○ not created"
 
 
 def _duration(seconds: float) -> str:

@@ -29,7 +29,7 @@ __all__ = [
     "build_report",
 ]
 
-ViewStatus = Literal["pending", "in_progress", "completed", "failed", "not_created"]
+ViewStatus = Literal["pending", "in_progress", "review", "completed", "failed", "not_created"]
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -193,7 +193,7 @@ def build_report(folder: Path) -> CheckReport:
     blocked_by = {view.id: view.blocked_by for view in views}
     for layer in graph_layers:
         for task_id in layer:
-            if status_of[task_id] in ("completed", "failed", "in_progress"):
+            if status_of[task_id] in ("completed", "failed", "in_progress", "review"):
                 continue
             culprits = sorted(
                 {dep for dep in blocked_by[task_id] if status_of.get(dep) == "failed"}
@@ -248,7 +248,7 @@ def build_report(folder: Path) -> CheckReport:
         next_command = "nothing: every task is complete"
     elif reader is None:
         next_command = f"executor run --session {folder}"
-    elif ready or any(s in ("pending", "in_progress", "not_created") for s in status_of.values()):
+    elif ready or any(s in ("pending", "in_progress", "review", "not_created") for s in status_of.values()):
         next_command = f"executor resume --session {folder}"
     else:
         next_command = f"inspect the failed tasks, then `executor resume --session {folder}`"

@@ -63,7 +63,7 @@ def test_check_on_a_fresh_session_shows_the_graph_and_the_next_command(executor_
     out = result.stdout
     assert "TC-demo-slugify-2026-11-22" in out
     assert "progress: 0/5 (0%)" in out
-    assert "legend: ✓ done  ▶ running  · pending  ✗ failed  ○ not created" in out
+    assert "legend: ✓ done  ▶ running  ◐ in review  · pending  ✗ failed  ○ not created" in out
     assert "L0   ○ PLAN-001" in out
     assert "ready to spawn (1): PLAN-001" in out
     assert f"next: executor run --session {demo}" in out

@@ -110,6 +110,11 @@ def test_a_manual_task_goes_through_its_lifecycle_while_the_automatic_task_after
         statuses = _statuses(folder)
         assert statuses["DSN-002"] == "review"
         assert statuses["IMPL-002"] == "pending", "the automatic task waits while its blocker is in review"
+        checked = subprocess.run(
+            [str(EXECUTOR), "check", "--session", str(folder)], capture_output=True, text=True, env=ENV, check=False
+        )
+        assert "Traceback" not in checked.stderr, checked.stderr
+        assert "◐ DSN-002" in checked.stdout, checked.stdout
         assert not (folder / "artifacts" / "IMPL-002-out.md").exists()
 
         mirror = folder / "tasks" / "review" / "DSN-002.md"

@@ -52,7 +52,7 @@ __all__ = ["LOG_TAIL_BYTES", "build_api"]
 LOG_TAIL_BYTES = 16 * 1024
 ARTIFACT_MAX_BYTES = 2 * 1024 * 1024
 HEALTH_TIMEOUT_S = 3.0
-StatusFilter = Literal["pending", "in_progress", "completed", "failed"]
+StatusFilter = Literal["pending", "in_progress", "review", "completed", "failed"]
 
 _ERRORS = {
     400: {"description": "The request names something wrong; detail says what"},

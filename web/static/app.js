@@ -11,7 +11,7 @@
   // constants
 
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const STATUSES = ["pending", "in_progress", "completed", "failed"];
+  const STATUSES = ["pending", "in_progress", "review", "completed", "failed"];
   const PRIORITY_RANK = { P0: 0, P1: 1, P2: 2 };
   // Every event type the executor logs (protocol/events.py).  EventSource only
   // delivers named events to listeners registered for that exact name.
