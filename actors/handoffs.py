@@ -18,6 +18,7 @@ from protocol.bridge import Refused
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session import inbox
+from session.agents import AgentsFileError, capabilities_of
 from session.handoff import HandoffRefused
 
 if TYPE_CHECKING:
@@ -59,6 +60,12 @@ class HandoffHandlers:
             return Refused(reason="the run is stopping; try again when it has stopped")
         manual = manual_roles_of(self.backends)
         extra: dict[str, Any] = {"manual_roles": manual}
+        if message.op == "claim":
+            try:
+                declared = capabilities_of(self.folder, message.agent)
+            except AgentsFileError as error:
+                return Refused(reason=str(error), argument="agent")
+            extra["agent_capabilities"] = tuple(sorted(declared)) if declared is not None else None
         if message.op == "create":
             role = self.session.roles.get(message.role)
             if role is None:

@@ -110,6 +110,14 @@ def send_request(folder: Path, request: HandoffRequest) -> TaskRow:
 
     roles, manual = _session_facts(folder)
     extra: dict[str, Any] = {"manual_roles": manual}
+    if request.op == "claim":
+        from session.agents import AgentsFileError, capabilities_of  # noqa: PLC0415
+
+        try:
+            declared = capabilities_of(folder, request.agent)
+        except AgentsFileError as error:
+            raise _fail(str(error), 2) from None
+        extra["agent_capabilities"] = tuple(sorted(declared)) if declared is not None else None
     if request.op == "create":
         if request.role not in roles:
             raise _fail(

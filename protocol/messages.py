@@ -474,3 +474,4 @@ class HandoffRequest(Message, frozen=True):
     manual_roles: tuple[str, ...] = ()
     prefix: str = ""
     max_attempts: int = 3
+    agent_capabilities: tuple[str, ...] | None = None  # from agents.yaml; None: it may take anything

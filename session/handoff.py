@@ -149,7 +149,13 @@ def prep_task(
 
 
 def claim_task(
-    store: Store, task_id: str, agent: str, by: str, manual_roles: set[str], record: Record | None = None
+    store: Store,
+    task_id: str,
+    agent: str,
+    by: str,
+    manual_roles: set[str],
+    record: Record | None = None,
+    capabilities: set[str] | None = None,
 ) -> TaskRow | HandoffRefused:
     """``agent`` takes a ready task of a manual role: it is theirs (in_progress) until handed on."""
     if not AGENT_NAME.match(agent):
@@ -171,6 +177,13 @@ def claim_task(
     waiting = [blocker for blocker in row.blocked_by if blocker not in _completed(store, row.blocked_by)]
     if waiting:
         return HandoffRefused(f"{task_id} is not ready: it waits for {', '.join(waiting)}", "task_id")
+    lacking = sorted(set(row.details.capabilities) - capabilities) if capabilities is not None else []
+    if lacking:
+        return HandoffRefused(
+            f"{task_id} needs {', '.join(lacking)}, which agents.yaml does not give {agent}; let someone who has "
+            "it claim the task (executor task next shows who fits)",
+            "agent",
+        )
     return _move(
         store, row, "in_progress", by, record, note=f"claimed by {agent}", agent=agent, attempts=row.attempts + 1
     )
@@ -254,7 +267,10 @@ def apply_handoff(store: Store, request: HandoffRequest, record: Record | None =
         case "prep":
             return prep_task(store, request.task_id, request.details, request.by, record)
         case "claim":
-            return claim_task(store, request.task_id, request.agent, request.by, set(request.manual_roles), record)
+            capabilities = set(request.agent_capabilities) if request.agent_capabilities is not None else None
+            return claim_task(
+                store, request.task_id, request.agent, request.by, set(request.manual_roles), record, capabilities
+            )
         case "review":
             return submit_for_review(store, request.task_id, request.by, record)
         case "complete":

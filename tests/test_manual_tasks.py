@@ -181,7 +181,14 @@ def test_without_a_run_the_steps_land_in_the_store_and_the_next_run_goes_on(tmp_
         if run.poll() is None:
             run.kill()
             run.communicate()
-    # No run now: the claim is written to the store under the session lock.
+    # No run now: each step is written to the store under the session lock.
+    (folder / "agents.yaml").write_text("agents:\n  - name: alice\n    capabilities: [python]\n")
+    _ok(folder, "prep", "DSN-001", "--needs", "security")
+    lacking = _task(folder, "claim", "DSN-001", "--agent", "alice")
+    assert lacking.returncode == 1
+    assert "DSN-001 needs security, which agents.yaml does not give alice" in lacking.stderr
+    assert "need what you lack: security" in _task(folder, "next", "--agent", "alice").stdout
+    _ok(folder, "prep", "DSN-001", "--needs", "python")
     assert "claimed: in_progress, agent alice" in _ok(folder, "claim", "DSN-001", "--agent", "alice")
     resumed = subprocess.Popen(
         [str(EXECUTOR), "resume", "--session", str(folder)],
