@@ -875,7 +875,8 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         items = "; ".join(result.feedback) or result.summary
         if round_number > limit:
             self.scheduler.fail(review_id)
-            self.rows[review_id] = _with(review, status="failed")
+            # The kind is what _apply_decision looks for when the answer comes during this run.
+            self.rows[review_id] = _with(review, status="failed", last_error_kind="needs_decision")
             decision = AttemptResult(
                 ok=False,
                 error_kind="needs_decision",
@@ -927,7 +928,7 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         already_revised = row.source == "revision" or any(other.revises == task_id for other in self.rows.values())
         if already_revised:
             self.scheduler.fail(task_id)
-            self.rows[task_id] = _with(row, status="failed")
+            self.rows[task_id] = _with(row, status="failed", last_error_kind="needs_decision")
             decision = AttemptResult(
                 ok=False,
                 error_kind="needs_decision",

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from protocol.events import ChangesRequested
 from session.store import StoreReader
 from tests.sessions import command_role_extra, write_session
+from tests.test_mcp_bridge import RunningBridge
 
 GRAPH = {"IMPL-001": [], "REV-001": ["IMPL-001"], "DOC-001": ["REV-001"]}
 FEEDBACK = [
@@ -128,3 +130,22 @@ def test_a_failing_gate_writes_its_feedback_file_and_sends_the_task_back(tmp_pat
     second_prompt = (folder / "artifacts" / "IMPL-001-prompt-2.md").read_text()
     assert "checked 1 attempt(s)" in second_prompt, "the failing output reaches the implementer"
     assert len(_attempts(folder, "DOC-001")) == 1, "what depends on it ran once the gate passed"
+
+
+def test_accepting_during_the_run_lets_what_waits_on_the_review_go_on(tmp_path: Path) -> None:
+    verdict = {"status": "changes_requested", "feedback": ["still wrong"]}
+    folder = _session(tmp_path / "s", {"REV-001": {"report": verdict}}, reviewer_extra="review_rounds: 1\n")
+    bridge = RunningBridge(folder)
+    try:
+        deadline = time.monotonic() + 60
+        questions: list[dict[str, Any]] = []
+        while not questions and time.monotonic() < deadline:
+            questions = bridge.call("list_escalations", {"status": "open"}).structured_content["escalations"]
+            time.sleep(0.3)
+        assert questions, "the second unaccepted review asks the user"
+        answered = bridge.call("answer_escalation", {"id": questions[0]["id"], "choice": "accept"})
+        assert not answered.is_error, answered.content
+        status = bridge.wait_status("DOC-001", {"completed"})
+        assert status["task"]["status"] == "completed", "accepted during the run, the rest went on at once"
+    finally:
+        bridge.stop()
