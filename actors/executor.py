@@ -899,7 +899,9 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         self.scheduler.send_back(target, review_id)
         self.rows[target] = _with(self.rows[target], status="pending", completed_at=None)
         self.rows[review_id] = _with(review, status="pending")
-        self._tell_session(
+        # Asked, not told: the feedback file must be written before the reopened task can be
+        # dispatched, or its prompt would be built without the review's items.
+        self._ask(
             RecordOutcome(
                 run_row_id=slot.run_row_id,
                 task_id=review_id,

@@ -420,7 +420,7 @@ class SessionActor(TreeActor):
                 )
         self.projection.worker_stopped(message.task_id)
         if message.sent_back is not None:
-            # After the commit: the event holds the items should the file write be lost to a crash.
+            # The ChangesRequested event holds the items too, should this write be lost to a crash.
             append_round(self.folder, message.sent_back, message.review_round, message.task_id, now, result.feedback)
             self.projection.task_reopened(message.sent_back)
         if message.disposition == "completed":
