@@ -71,7 +71,7 @@ from protocol.events import TaskProgress
 from protocol.keys import AddKey, GetKeyStates, KeyAdded, KeyStates
 from protocol.mcp_client import GetMcpServers, McpServers
 from protocol.messages import HandoffRequest
-from protocol.records import EscalationRow, TaskRow
+from protocol.records import EscalationRow, RunRow, TaskRow
 from protocol.routing import ForgetTask, ModelChoice, SelectModel
 from protocol.types import TASK_STATUSES
 from session.store import StoreError, StoreReader
@@ -86,6 +86,7 @@ __all__ = [
     "build_server",
     "fleet_out",
     "task_out",
+    "task_view",
 ]
 
 ASK_TIMEOUT_S = 10.0
@@ -237,36 +238,37 @@ def _escalation_out(row: EscalationRow) -> EscalationOut:
     return EscalationOut(**msgspec.structs.asdict(row))
 
 
-def task_status_out(context: BridgeContext, task_id: str) -> TaskStatusOut:
-    """One task from the store: its row, runs, newest progress and artifacts."""
+@dataclass(frozen=True)
+class TaskView:
+    """One task as the store has it: its row, every attempt, newest progress, artifacts."""
+
+    row: TaskRow
+    runs: list[RunRow]
+    progress: ProgressOut | None
+    artifacts: list[str]
+
+
+def task_view(context: BridgeContext, task_id: str) -> TaskView:
     reader = context.reader()
     row = reader.task(task_id)
     if row is None:
         raise ToolError(f"task_id: no task '{task_id}' in this session (list_tasks shows them)")
-    runs = [
-        RunOut(
-            attempt=run.attempt,
-            backend=run.backend,
-            model=run.model,
-            started_at=run.started_at,
-            ended_at=run.ended_at,
-            outcome=run.outcome,
-            error_kind=run.error_kind,
-            error=run.error,
-            cost_usd=run.cost_usd,
-        )
-        for run in reader.runs(task_id)
-    ]
     latest = reader.latest_progress(task_id)
     progress = None
     if latest is not None and isinstance(latest[1], TaskProgress):
         progress = ProgressOut(percent=latest[1].percent, note=latest[1].note, at=latest[0])
+    return TaskView(row, reader.runs(task_id), progress, list(reader.latest_artifacts(task_id)))
+
+
+def task_status_out(context: BridgeContext, task_id: str) -> TaskStatusOut:
+    """One task from the store: its row, runs, newest progress and artifacts."""
+    view = task_view(context, task_id)
     return TaskStatusOut(
-        task=task_out(row),
-        description=row.description,
-        runs=runs,
-        progress=progress,
-        artifacts=list(reader.latest_artifacts(task_id)),
+        task=task_out(view.row),
+        description=view.row.description,
+        runs=[RunOut.model_validate(run, from_attributes=True) for run in view.runs],
+        progress=view.progress,
+        artifacts=view.artifacts,
     )
 
 

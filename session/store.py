@@ -216,6 +216,27 @@ def _check_columns(values: dict[str, Any], allowed: tuple[str, ...], what: str) 
         raise ValueError(f"unknown {what} columns: {sorted(unknown)}")
 
 
+class AgentStats(msgspec.Struct, frozen=True, kw_only=True):
+    """How one (backend, role) pair has done: what /metrics and /api/agents report."""
+
+    backend: str
+    role: str
+    runs: int
+    completed: int
+    failed: int
+    completed_s: float  # wall time of the completed attempts, summed
+
+    @property
+    def mean_completion_s(self) -> float | None:
+        return self.completed_s / self.completed if self.completed else None
+
+    @property
+    def error_rate(self) -> float:
+        """Failed / finished attempts; 0 when none finished."""
+        finished = self.completed + self.failed
+        return self.failed / finished if finished else 0.0
+
+
 class _Reads:
     """Queries shared by the writer and the read-only reader (plain sqlite3, no ORM).
 
@@ -357,18 +378,18 @@ class _Reads:
             "FROM runs GROUP BY backend, model, key_id ORDER BY cost_usd DESC, backend, model, key_id"
         )
 
-    def agent_stats(self) -> list[dict[str, Any]]:
+    def agent_stats(self) -> list[AgentStats]:
         """Per (backend, role): attempts, completed, failed, and the seconds the completed ones took.
 
-        Open attempts count in ``runs`` but in neither outcome; ``completed_s`` sums the
-        wall time of completed attempts (mean = completed_s / completed)."""
-        return self._rows(
+        Open attempts count in ``runs`` but in neither outcome."""
+        rows = self._rows(
             "SELECT r.backend AS backend, ifnull(t.owner, '') AS role, count(*) AS runs, "
-            "sum(r.outcome = 'completed') AS completed, sum(r.outcome = 'failed') AS failed, "
-            "sum(CASE WHEN r.outcome = 'completed' AND r.ended_at IS NOT NULL "
-            "THEN (julianday(r.ended_at) - julianday(r.started_at)) * 86400.0 END) AS completed_s "
+            "ifnull(sum(r.outcome = 'completed'), 0) AS completed, ifnull(sum(r.outcome = 'failed'), 0) AS failed, "
+            "ifnull(sum(CASE WHEN r.outcome = 'completed' AND r.ended_at IS NOT NULL "
+            "THEN (julianday(r.ended_at) - julianday(r.started_at)) * 86400.0 END), 0.0) AS completed_s "
             "FROM runs r LEFT JOIN tasks t ON t.id = r.task_id GROUP BY r.backend, t.owner ORDER BY r.backend, role"
         )
+        return [msgspec.convert(row, AgentStats) for row in rows]
 
     def last_event_id(self) -> int:
         return int(self.conn.execute("SELECT ifnull(max(id), 0) FROM events").fetchone()[0])
@@ -548,3 +569,14 @@ class StoreReader(_Reads):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def stored_tasks(session_folder: Path) -> list[TaskRow]:
+    """A session's task list, read-only; [] when it has never run.  Raises :class:`StoreError`."""
+    reader = StoreReader.open(session_folder)
+    if reader is None:
+        return []
+    try:
+        return reader.tasks()
+    finally:
+        reader.close()

@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from mcp.server.mcpserver.exceptions import ToolError
 
 from bridge import panic
-from bridge.models import CancelOut, EscalationOut, EscalationsOut, KeyOut, TaskOut, TasksOut, WorkerOut
-from bridge.tools import PRIORITY_OF, BridgeContext, RefusedByRun, Unavailable, fleet_out, task_out, task_status_out
+from bridge.models import CancelOut, EscalationOut, EscalationsOut, TaskOut, TasksOut, WorkerOut
+from bridge.tools import PRIORITY_OF, BridgeContext, RefusedByRun, Unavailable, fleet_out, task_out, task_view
 from protocol.bridge import (
     AnswerEscalation,
     Cancelled,
@@ -194,7 +194,7 @@ def build_api(context: BridgeContext) -> FastAPI:
             panic=panic.is_on(folder),
             spent_usd=round(sum(item.cost_usd for item in spend), 6),
             spend=spend,
-            keys=[KeyOut.model_validate(key) for key in keys],
+            keys=keys,
             recovery_report=report.recovery_report,
             next_command=report.next_command,
             open_escalations=len(reader.escalations("open")),
@@ -218,36 +218,18 @@ def build_api(context: BridgeContext) -> FastAPI:
     @api.get("/api/tasks/{task_id}", tags=["tasks"], responses=_ERRORS)
     def task_detail(task_id: str) -> TaskDetailOut:
         """One task: description, every attempt, newest progress, artifacts, its log's tail, its questions."""
-        status = task_status_out(context, task_id)
-        reader = context.reader()
-        runs = reader.runs(task_id)
-        newest_log = next((run.log_path for run in reversed(runs) if run.log_path), None)
+        view = task_view(context, task_id)
+        newest_log = next((run.log_path for run in reversed(view.runs) if run.log_path), None)
         return TaskDetailOut(
-            task=status.task,
-            description=status.description,
-            runs=[
-                TaskRunOut(
-                    attempt=run.attempt,
-                    backend=run.backend,
-                    model=run.model,
-                    worker_id=run.worker_id,
-                    started_at=run.started_at,
-                    ended_at=run.ended_at,
-                    outcome=run.outcome,
-                    error_kind=run.error_kind,
-                    error=run.error,
-                    cost_usd=run.cost_usd,
-                    tokens_in=run.tokens_in,
-                    tokens_out=run.tokens_out,
-                )
-                for run in runs
-            ],
-            progress=status.progress,
-            artifacts=status.artifacts,
+            task=task_out(view.row),
+            description=view.row.description,
+            runs=[TaskRunOut.model_validate(run, from_attributes=True) for run in view.runs],
+            progress=view.progress,
+            artifacts=view.artifacts,
             log_tail=_tail(newest_log, folder),
             escalations=[
                 EscalationOut.model_validate(row, from_attributes=True)
-                for row in reader.escalations()
+                for row in context.reader().escalations()
                 if row.task_id == task_id
             ],
         )
@@ -258,20 +240,7 @@ def build_api(context: BridgeContext) -> FastAPI:
         workers: list[WorkerOut] = []
         with contextlib.suppress(ToolError):  # the tree cannot answer now: the statistics come from the store
             workers = fleet_out(context).workers
-        stats = []
-        for row in context.reader().agent_stats():
-            done, lost = int(row["completed"] or 0), int(row["failed"] or 0)
-            stats.append(
-                AgentStatsOut(
-                    backend=row["backend"],
-                    role=row["role"],
-                    runs=int(row["runs"] or 0),
-                    completed=done,
-                    failed=lost,
-                    mean_completion_s=(row["completed_s"] or 0.0) / done if done else None,
-                    error_rate=lost / (done + lost) if done + lost else 0.0,
-                )
-            )
+        stats = [AgentStatsOut.model_validate(row, from_attributes=True) for row in context.reader().agent_stats()]
         return AgentsOut(workers=workers, agents=stats, installed=context.installed_backends())
 
     @api.get("/api/escalations", tags=["escalations"], responses=_ERRORS)

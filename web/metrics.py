@@ -171,13 +171,12 @@ class SessionMetrics(Collector):
         errors = GaugeMetricFamily(
             "executor_agent_error_ratio", "Failed / finished attempts (0 when none finished)", labels=agent_labels
         )
-        for row in reader.agent_stats():
-            labels = [row["backend"], row["role"]]
-            done, lost = int(row["completed"] or 0), int(row["failed"] or 0)
-            completed.add_metric(labels, done)
-            failed.add_metric(labels, lost)
-            mean.add_metric(labels, (row["completed_s"] or 0.0) / done if done else 0.0)
-            errors.add_metric(labels, lost / (done + lost) if done + lost else 0.0)
+        for stats in reader.agent_stats():
+            labels = [stats.backend, stats.role]
+            completed.add_metric(labels, stats.completed)
+            failed.add_metric(labels, stats.failed)
+            mean.add_metric(labels, stats.mean_completion_s or 0.0)
+            errors.add_metric(labels, stats.error_rate)
         yield from (completed, failed, mean, errors)
 
 

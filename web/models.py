@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.models import EscalationOut, KeyOut, ProgressOut, TaskOut, WorkerOut
+from bridge.models import EscalationOut, KeyOut, ProgressOut, RunOut, TaskOut, WorkerOut
 
 __all__ = [
     "AgentStatsOut",
@@ -71,17 +71,8 @@ class SessionOut(BaseModel):
     last_event_id: int = Field(default=0, description="Pass it as ?after= to /api/events to miss nothing")
 
 
-class TaskRunOut(BaseModel):
-    attempt: int
-    backend: str
-    model: str | None = None
+class TaskRunOut(RunOut):
     worker_id: str = ""
-    started_at: str = ""
-    ended_at: str | None = None
-    outcome: str | None = None
-    error_kind: str | None = None
-    error: str | None = None
-    cost_usd: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
 
