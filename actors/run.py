@@ -12,7 +12,6 @@ ended with failed tasks, could not start, or was stopped by an escalation;
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -44,7 +43,7 @@ from backends.sandbox import JailError, find_jail, resolve_workdir
 from notify.setup import NotifySetup
 from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
-from session.config import ConfigInvalid, load_config
+from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
 from session.keypool import pool_from_config
 from session.keystore import KeyStore, KeyStoreError
@@ -96,25 +95,6 @@ class RunRequest:
     allow_remote: bool = False  # let --http listen on a non-loopback address
     mcp_stdio: bool = False  # `executor mcp`: the bridge on stdin/stdout
     exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
-
-
-def apply_role_defaults(session: TeamSession, config: Config) -> None:
-    """Fill what each role-spec leaves unsaid from ``[roles.<role>]`` of the config.
-
-    The role-spec always wins; the result replaces ``session.role_specs`` so the
-    rest of the run (backend choice, work orders, skills) reads one place.
-    """
-    for role, spec in list(session.role_specs.items()):
-        defaults = config.roles.get(role)
-        if defaults is None:
-            continue
-        filled = {
-            name: value
-            for name, value in defaults.model_dump(exclude_none=True).items()
-            if getattr(spec.meta, name, None) is None
-        }
-        if filled:
-            session.role_specs[role] = dataclasses.replace(spec, meta=spec.meta.model_copy(update=filled))
 
 
 def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Backend]:

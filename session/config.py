@@ -29,6 +29,7 @@ files at import time.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
 import os
@@ -39,7 +40,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -61,12 +62,16 @@ from session.config_models import (
 from session.problems import Problem, format_problems
 from session.skills import user_config_dir
 
+if TYPE_CHECKING:
+    from session.loader import TeamSession
+
 __all__ = [
     "BUILTIN",
     "SEED_FILES",
     "SESSION_CONFIG_FILE",
     "USER_CONFIG_FILE",
     "ConfigInvalid",
+    "apply_role_defaults",
     "builtin_defaults",
     "find_project_dir",
     "inspect_config",
@@ -903,3 +908,22 @@ def _notify_status(config: Config, shown: dict[str, Any], environ: Mapping[str, 
     if notify.apprise is not None:
         urls = environ.get(notify.apprise.urls_env, "").split()
         shown["apprise"]["urls"] = f"{len(urls)} set in {notify.apprise.urls_env}" if urls else "not set"
+
+
+def apply_role_defaults(session: TeamSession, config: Config) -> None:
+    """Fill what each role-spec leaves unsaid from ``[roles.<role>]`` of the config.
+
+    The role-spec always wins; the result replaces ``session.role_specs`` so the
+    rest of the run (backend choice, work orders, skills) reads one place.
+    """
+    for role, spec in list(session.role_specs.items()):
+        defaults = config.roles.get(role)
+        if defaults is None:
+            continue
+        filled = {
+            name: value
+            for name, value in defaults.model_dump(exclude_none=True).items()
+            if getattr(spec.meta, name, None) is None
+        }
+        if filled:
+            session.role_specs[role] = dataclasses.replace(spec, meta=spec.meta.model_copy(update=filled))
