@@ -15,7 +15,7 @@ from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands, record_gate_failure, run_gates
 from session.git_hooks import HOOKS, HookError, install_hooks, named_task_ids, uninstall_hooks
-from session.store import StoreError, StoreReader, utc_now
+from session.store import StoreError, stored_tasks, utc_now
 
 __all__ = ["hook_app"]
 
@@ -92,16 +92,10 @@ def run_hook(
 
 def _tasks(folder: Path) -> list[TaskRow]:
     try:
-        reader = StoreReader.open(folder)
+        return stored_tasks(folder)
     except StoreError as error:
         _err().print(f"team-executor: {escape(str(error))}; hooks skipped")
         return []
-    if reader is None:
-        return []
-    try:
-        return reader.tasks()
-    finally:
-        reader.close()
 
 
 def _pre_commit(folder: Path, rows: list[TaskRow]) -> int:

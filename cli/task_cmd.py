@@ -25,7 +25,7 @@ from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session import inbox
 from session.lock import SessionBusy, SessionLock, read_holder
-from session.store import Store, StoreError, StoreReader
+from session.store import Store, StoreError, stored_tasks
 
 __all__ = ["send_request", "task_app"]
 
@@ -69,7 +69,7 @@ def _who() -> str:
 def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tuple[str, ...]]:
     """role -> (prefix, max_attempts), and the manual roles, as a run would see them."""
     from backends.registry import backend_names  # noqa: PLC0415 - loads every backend
-    from session.config import ConfigInvalid, load_config  # noqa: PLC0415
+    from session.config import ConfigInvalid, apply_role_defaults, load_config  # noqa: PLC0415
     from session.loader import inspect_session  # noqa: PLC0415
     from session.problems import format_problems  # noqa: PLC0415
 
@@ -80,14 +80,13 @@ def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tup
         config = load_config(folder, None, known_backends=backend_names())
     except ConfigInvalid as error:
         raise _fail("the configuration is not valid:\n" + format_problems(error.problems), 2) from None
+    apply_role_defaults(session, config)  # as a run does: the role-spec, then [roles.NAME]
     roles: dict[str, tuple[str, int | None]] = {}
     manual: list[str] = []
     for name, entry in session.roles.items():
         spec = session.role_specs[name].meta
-        defaults = config.roles.get(name)
-        backend = spec.backend or (defaults.backend if defaults else None) or config.run.default_backend
         roles[name] = (entry.prefix, spec.max_attempts or config.run.max_attempts)
-        if backend == "manual":
+        if (spec.backend or config.run.default_backend) == "manual":
             manual.append(name)
     return roles, tuple(sorted(manual))
 
@@ -150,23 +149,15 @@ def send_request(folder: Path, request: HandoffRequest) -> TaskRow:
 
 def store_has_tasks(folder: Path) -> bool:
     try:
-        reader = StoreReader.open(folder)
+        return bool(stored_tasks(folder))
     except StoreError:
         return False
-    if reader is None:
-        return False
-    try:
-        return bool(reader.tasks())
-    finally:
-        reader.close()
 
 
 def _mirror(folder: Path) -> None:
     """Regenerate the Markdown mirror (a failure here never fails the command: the store is the truth)."""
-    try:
-        from session.task_mirror import sync_mirror  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - the mirror module ships with the package
-        return
+    from session.task_mirror import sync_mirror  # noqa: PLC0415
+
     try:
         sync_mirror(folder)
     except (OSError, StoreError) as error:
@@ -175,20 +166,13 @@ def _mirror(folder: Path) -> None:
 
 def _read_back_edits(folder: Path, by: str) -> None:
     """Edits people made to the mirror's free-text sections become prep requests first."""
+    from session.task_mirror import read_edits  # noqa: PLC0415
+
     try:
-        from session.task_mirror import read_edits  # noqa: PLC0415
-    except ImportError:  # pragma: no cover
-        return
-    try:
-        reader = StoreReader.open(folder)
+        rows = stored_tasks(folder)
     except StoreError:
         return
-    if reader is None:
-        return
-    try:
-        edits = read_edits(folder, reader.tasks())
-    finally:
-        reader.close()
+    edits = read_edits(folder, rows)
     for task_id, details in edits.items():
         changes = msgspec.to_builtins(details)
         changes.pop("capabilities", None)

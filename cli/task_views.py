@@ -13,23 +13,17 @@ from protocol.records import TaskRow
 from session.feedback import read_feedback
 from session.handoff import choose_next
 from session.lifecycle import lifecycle_of
-from session.store import StoreError, StoreReader
+from session.store import StoreError, stored_tasks
 
 __all__ = ["show_next", "show_status"]
 
 
 def _rows(folder: Path, console: Console) -> list[TaskRow] | None:
     try:
-        reader = StoreReader.open(folder)
+        return stored_tasks(folder)
     except StoreError as error:
         console.print(f"error: {error}", markup=False)
         return None
-    if reader is None:
-        return []
-    try:
-        return reader.tasks()
-    finally:
-        reader.close()
 
 
 def show_status(folder: Path, task_id: str | None, as_json: bool, console: Console) -> int:
