@@ -147,18 +147,17 @@ class Scheduler:
             or self._delayed
             or any(self._role_ready.values())
             or self.held()
-            or self.manual_open()
+            or any(self._manual_is_open(task_id) for task_id in self._manual)
             or any(self._tasks[task_id].status == "pending" for task_id in self._waiting_for_files)
         )
 
+    def _manual_is_open(self, task_id: str) -> bool:
+        task = self._tasks[task_id]
+        return task.status in ("in_progress", "review") or (task.status == "pending" and task.waiting_on == 0)
+
     def manual_open(self) -> list[str]:
         """Manual tasks a person can act on now: ready to claim, claimed, or in review."""
-        return sorted(
-            task_id
-            for task_id in self._manual
-            if (task := self._tasks[task_id]).status in ("in_progress", "review")
-            or (task.status == "pending" and task.waiting_on == 0)
-        )
+        return sorted(task_id for task_id in self._manual if self._manual_is_open(task_id))
 
     def is_manual(self, task_id: str) -> bool:
         return task_id in self._manual
