@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ from protocol.keys import GetKeyStates, KeyStates, RefreshKeys
 from protocol.mcp_client import GetMcpServers, McpServers
 from protocol.messages import (
     AttemptResult,
+    AwaitCommit,
     BeginRun,
     BridgeEndpoint,
     ChildExited,
@@ -218,7 +220,11 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         self.outcome = outcome
         self.sinks = sinks
         self.marker = marker
-        self.console = console  # callable(str): one line for the person at the terminal
+        self._console = console  # callable(str): one line for the person at the terminal
+        # Durable before visible: what a mailbox turn starts or shows waits until the turn's
+        # records are committed (one AwaitCommit per turn; see _end_turn).
+        self._to_start: list[tuple[_Slot, RunTask]] = []
+        self._to_show: list[Callable[[], None]] = []
         self.folder = Path(session.folder).resolve()
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.supervisor = Supervisor("executor", options.intensity)
@@ -334,6 +340,46 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
             )
         threading.Thread(target=self._tick_loop, name="executor-ticker", daemon=True).start()
         me.tell(Boot())
+
+    # --- durable before visible ------------------------------------------------------------
+
+    def console(self, line: str) -> None:
+        """Show ``line`` once what this turn recorded is committed."""
+        self._to_show.append(lambda: self._console(line))
+
+    def _after_commit(self, action: Callable[[], None]) -> None:
+        self._to_show.append(action)
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return super().on_receive(message)
+        finally:
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        """Commit the turn's records (one transaction: the Session groups everything told
+        before the ask), then start the turn's attempts and show its lines and notices.
+
+        When the records cannot be committed nothing is started or shown: an attempt never
+        runs without its dispatch record, and no "done" is claimed that a crash could lose."""
+        if not (self._to_start or self._to_show):
+            return
+        starts, shows = self._to_start, self._to_show
+        self._to_start, self._to_show = [], []
+        try:
+            self._ask(AwaitCommit())
+        except Exception as error:  # noqa: BLE001 - any failure to commit stops the run the same way
+            for slot, _ in starts:
+                self.slots.pop(slot.worker_id, None)
+                slot.ref.tell(StopWorker())
+            log.error("could not commit the turn's records: %s", error)
+            if not self.finished:
+                self._escalate(f"the state could not be recorded: {error}")
+            return
+        for slot, run in starts:
+            slot.ref.tell(run)
+        for show in shows:
+            show()
 
     def _tick_loop(self) -> None:
         while not self._ticker_stop.wait(self.options.tick_s):
@@ -577,7 +623,8 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         self._tell_session(slot.dispatch)
         self.rows[task_id] = _with(row, status="in_progress", attempts=attempt)
         self.scheduler.start(task_id)
-        slot.ref.tell(RunTask(order=order))
+        # The process starts only once the dispatch record is committed (_end_turn).
+        self._to_start.append((slot, RunTask(order=order)))
 
     def _new_worker(self, worker_id: str) -> _Slot:
         cancel = threading.Event()
@@ -1214,7 +1261,7 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         if self.finished:
             return
         log.error("escalation: %s", reason)
-        self.console(f"✗ stopping the run: {reason}")
+        self._console(f"✗ stopping the run: {reason}")
         self.stopping_since = self.stopping_since or time.monotonic()
         self._cancel_all(reason)
         self._finish(escalated=reason)
@@ -1256,6 +1303,7 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
             budget_stopped=self.budget_stopped,
         )
         self._notify_end(summary)
+        self._end_turn()  # what this turn shows comes before the completion report
         if interrupted or escalated or self.budget_stopped:
             try:
                 self._ask(

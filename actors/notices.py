@@ -78,6 +78,7 @@ class NoticeHandlers:
     if TYPE_CHECKING:  # the Executor's own; a stub here would shadow it
 
         def _record(self, *events: Any, **kwargs: Any) -> None: ...
+        def _after_commit(self, action: Any) -> None: ...
 
     def _notify(
         self,
@@ -100,7 +101,8 @@ class NoticeHandlers:
             options=options,
             session_id=self.session.session_id,
         )
-        notifier.tell(Notify(notice=notice))
+        # Sent once the turn's records are committed: a notice never announces what a crash could lose.
+        self._after_commit(lambda: notifier.tell(Notify(notice=notice)))
 
     def _command(self, verb: str) -> str:
         return f"executor {verb} --session {self.folder}"

@@ -42,6 +42,7 @@ from protocol.events import (
     WorkerSpawned,
 )
 from protocol.messages import (
+    AwaitCommit,
     BeginRun,
     CreateTasks,
     Deliverable,
@@ -587,6 +588,11 @@ class SessionActor(TreeActor):
         if message.session_status is not None:
             self.projection.set_status(message.session_status)
         self.projection.flush(force=True)
+        return Ok()
+
+    @handles(AwaitCommit)
+    def await_commit(self, message: AwaitCommit) -> Ok:
+        # on_receive commits the open batch before any reply: answering is the whole job.
         return Ok()
 
     @handles(Flush)

@@ -16,6 +16,7 @@ from protocol.types import ErrorKind, Priority, TaskStatus
 
 __all__ = [
     "AttemptResult",
+    "AwaitCommit",
     "BeginRun",
     "BridgeEndpoint",
     "ChildExited",
@@ -416,6 +417,12 @@ class FinishRun(Message, frozen=True):
 
 class Flush(Message, frozen=True):
     """Write the team-session.json projection now if anything changed."""
+
+
+class AwaitCommit(Message, frozen=True):
+    """Asked by the Executor at the end of a mailbox turn: the reply (:class:`Ok`) comes only
+    once everything told before it is committed (one group commit for the whole turn), so
+    what the turn made visible (a started process, a "done" line, a notice) is durable."""
 
 
 class GetDeliverables(Message, frozen=True):

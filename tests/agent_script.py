@@ -9,7 +9,10 @@ report (JSON object written to $TEAM_EXECUTOR_REPORT; report_attempts: only the 
 attempts), save_prompt (copy the prompt to artifacts/<task>-prompt-<attempt>.md), write_file
 ({"path": ..., "text": ...} in the working directory), run (an argv run in the working
 directory; a failure fails the agent), grandchild (spawn a
-detached `sleep 600` in its own session first), signal (kill itself with it).
+detached `sleep 600` in its own session first), signal (kill itself with it), mark (a folder:
+create <task>-a<attempt>-<pid> in it first thing, so a test can count executions), kill_parent
+({"dir": ..., "times": N}: the first N executions to claim a kill-<n> file in dir SIGKILL the
+executor that started them, right after their mark).
 """
 
 import json
@@ -25,6 +28,16 @@ with open(os.path.join(session, "behaviors.json")) as handle:
     behaviors = json.load(handle)
 behavior = behaviors.get(task, behaviors.get("default", {}))
 
+if behavior.get("mark"):
+    open(os.path.join(behavior["mark"], f"{task}-a{attempt}-{os.getpid()}"), "x").close()
+if behavior.get("kill_parent"):
+    for n in range(behavior["kill_parent"]["times"]):
+        try:
+            open(os.path.join(behavior["kill_parent"]["dir"], f"kill-{n}"), "x").close()
+        except FileExistsError:
+            continue
+        os.kill(os.getppid(), 9)
+        break
 print(json.dumps({"type": "progress", "percent": 10, "note": f"{task} starting"}), flush=True)
 if behavior.get("grandchild"):
     subprocess.Popen(["sleep", "600"], start_new_session=True)
