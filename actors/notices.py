@@ -1,44 +1,40 @@
-"""What the Executor tells the user through the Notifier, and what it hears back.
+"""The Executor's side of the Notifier: callbacks from its threads, and the digest.
 
-A mixin of :class:`actors.executor.Executor`.  Notices are tells to the
-Notifier service (which queues, rate-limits and retries per channel), so
-telling the user never waits on a network.  The Notifier calls back from
-its own threads: a dropped notice and a digest request come in as messages
-here; a button press answers its question like any other answer.
+Notices themselves are :class:`pipeline.effects.NotifyUser` effects, sent by the Executor
+once its turn is committed.  The Notifier calls back from its own threads: a dropped
+notice and a digest request come in as messages; a button press answers its question
+like any other answer.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
 
 import pykka
 
-from actors.base import handles
-from protocol._base import Message
+from notify.sender import DropCallback
+from notify.telegram_poll import AnswerCallback
+from pipeline.core import Pipeline
 from protocol.bridge import AnswerEscalation, Refused
-from protocol.events import NotificationDropped
-from protocol.notify import Notice, NoticeKind, Notify
+from protocol.messages import BuildDigest, NoticeDropped
+from protocol.notify import Notice
 
-__all__ = ["NOTIFIER", "BuildDigest", "NoticeDropped", "NoticeHandlers", "notifier_callbacks"]
+__all__ = ["NOTIFIER", "NotifierCallbacks", "build_digest", "notifier_callbacks"]
 
 NOTIFIER = "notifier"
 
 
-class NoticeDropped(Message, frozen=True):
-    """The Notifier gave up on a notice (told by its sender thread)."""
-
-    channel: str
-    kind: str
-    reason: str
-
-
-class BuildDigest(Message, frozen=True):
-    """Ask for the periodic digest: a :class:`Notice`, or None when nothing changed since the last."""
+@dataclass(frozen=True)
+class NotifierCallbacks:
+    on_dropped: DropCallback
+    on_answer: AnswerCallback
+    digest: Callable[[], Notice | None]
 
 
-def notifier_callbacks(executor: pykka.ActorRef[Any]) -> dict[str, Any]:
+def notifier_callbacks(executor: pykka.ActorRef[Any]) -> NotifierCallbacks:
     """The Notifier's callbacks, bound to the Executor; each runs on a Notifier thread."""
 
     def on_dropped(channel: str, notice: Notice, reason: str) -> None:
@@ -55,92 +51,44 @@ def notifier_callbacks(executor: pykka.ActorRef[Any]) -> dict[str, Any]:
 
     def digest() -> Notice | None:
         try:
-            return executor.ask(BuildDigest(), timeout=5)
+            notice = cast("Notice | None", executor.ask(BuildDigest(), timeout=5))
         except (pykka.Timeout, pykka.ActorDeadError):
             return None
+        return notice
 
-    return {"on_dropped": on_dropped, "on_answer": on_answer, "digest": digest}
+    return NotifierCallbacks(on_dropped=on_dropped, on_answer=on_answer, digest=digest)
 
 
-class NoticeHandlers:
-    """``_notify`` and the Notifier's messages; mixed into the Executor."""
-
-    supervisor: Any
-    session: Any
-    folder: Any
-    slots: dict[str, Any]
-    scheduler: Any
-    session_spent: float
-    open_questions: set[str]
-    last_digest: str
-    started_at: float
-
-    if TYPE_CHECKING:  # the Executor's own; a stub here would shadow it
-
-        def _record(self, *events: Any, **kwargs: Any) -> None: ...
-        def _after_commit(self, action: Any) -> None: ...
-
-    def _notify(
-        self,
-        kind: NoticeKind,
-        title: str,
-        body: str = "",
-        action: str | None = None,
-        escalation_id: str | None = None,
-        options: tuple[str, ...] = (),
-    ) -> None:
-        notifier = self.supervisor.ref(NOTIFIER)
-        if notifier is None or notifier.actor_stopped.is_set():
-            return
-        notice = Notice(
-            kind=kind,
-            title=title[:200],
-            body=body[:3000],
-            action=action,
-            escalation_id=escalation_id,
-            options=options,
-            session_id=self.session.session_id,
-        )
-        # Sent once the turn's records are committed: a notice never announces what a crash could lose.
-        self._after_commit(lambda: notifier.tell(Notify(notice=notice)))
-
-    def _command(self, verb: str) -> str:
-        return f"executor {verb} --session {self.folder}"
-
-    @handles(NoticeDropped)
-    def notice_dropped(self, message: NoticeDropped) -> None:
-        self._record(NotificationDropped(channel=message.channel, kind=message.kind, reason=message.reason))
-
-    @handles(BuildDigest)
-    def build_digest(self, message: BuildDigest) -> Notice | None:
-        if self.scheduler is None:
-            return None
-        counts = self.scheduler.counts()
-        done, total = counts.get("completed", 0), self.scheduler.total()
-        now = time.monotonic()
-        slots = list(self.slots.values())
-        running = sorted(f"{slot.task_id} ({slot.role}, {(now - slot.started) / 60:.0f} min)" for slot in slots)
-        stuck = sorted(slot.task_id for slot in slots if slot.stall_reported)
-        failed = self.scheduler.failed()
-        state = f"{counts}|{sorted(self.open_questions)}|{self.session_spent:.2f}|{sorted(s.task_id for s in slots)}"
-        fingerprint = hashlib.sha256(state.encode()).hexdigest()
-        if fingerprint == self.last_digest:
-            return None  # nothing changed: no message
-        self.last_digest = fingerprint
-        lines = [
-            f"Progress: {done}/{total} tasks done" + (f", {len(failed)} failed" if failed else ""),
-            f"Spent: ${self.session_spent:.2f}",
-            f"Running: {', '.join(running[:10]) if running else 'nothing'}",
-        ]
-        if stuck:
-            lines.append(f"Stuck (no progress, no output): {', '.join(stuck)}")
-        if self.open_questions:
-            lines.append(f"Open questions: {', '.join(sorted(self.open_questions))}")
-        hours = (now - self.started_at) / 3600
-        return Notice(
-            kind="digest",
-            title=f"{self.session.session_id}: {done}/{total} after {hours:.1f} h",
-            body="\n".join(lines),
-            action=self._command("check"),
-            session_id=self.session.session_id,
-        )
+def build_digest(core: Pipeline, session_id: str, now: float, last: str) -> tuple[Notice | None, str]:
+    """The periodic digest and its fingerprint; no notice when nothing changed since ``last``."""
+    table = core.table
+    counts = table.counts()
+    done, total = counts.get("completed", 0), table.total()
+    attempts = list(core.attempts.values())
+    running = sorted(f"{a.task_id} ({a.role}, {(now - a.started) / 60:.0f} min)" for a in attempts)
+    stuck = sorted(a.task_id for a in attempts if a.stall_reported)
+    failed = table.failed()
+    questions = sorted(core.questions.open)
+    spent = core.ledger.session_spent
+    state = f"{counts}|{questions}|{spent:.2f}|{sorted(a.task_id for a in attempts)}"
+    fingerprint = hashlib.sha256(state.encode()).hexdigest()
+    if fingerprint == last:
+        return None, last  # nothing changed: no message
+    lines = [
+        f"Progress: {done}/{total} tasks done" + (f", {len(failed)} failed" if failed else ""),
+        f"Spent: ${spent:.2f}",
+        f"Running: {', '.join(running[:10]) if running else 'nothing'}",
+    ]
+    if stuck:
+        lines.append(f"Stuck (no progress, no output): {', '.join(stuck)}")
+    if questions:
+        lines.append(f"Open questions: {', '.join(questions)}")
+    hours = (now - core.started_at) / 3600
+    notice = Notice(
+        kind="digest",
+        title=f"{session_id}: {done}/{total} after {hours:.1f} h",
+        body="\n".join(lines),
+        action=core.config.command("check"),
+        session_id=session_id,
+    )
+    return notice, fingerprint

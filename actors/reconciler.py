@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 import psutil
 
 from actors.base import TreeActor, handles
-from actors.scheduler import Scheduler
 from backends.process import stop_tree
+from pipeline.readiness import Scheduler
 from protocol.messages import OpenRun, Reconcile, ReconcilePlan, TaskResetPlan
 from protocol.records import TaskDetails, TaskRow
 from session.loader import TeamSession

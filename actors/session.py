@@ -20,9 +20,9 @@ import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
+from actors.session_outcome import write_outcome
 from protocol.bridge import Refused
 from protocol.events import (
-    ChangesRequested,
     EscalationAnswered,
     EscalationOpened,
     Event,
@@ -34,7 +34,6 @@ from protocol.events import (
     TaskCompleted,
     TaskCreated,
     TaskDispatched,
-    TaskFailed,
     TaskProgress,
     TaskReset,
     TasksReopened,
@@ -71,15 +70,11 @@ from protocol.messages import (
 )
 from protocol.records import EscalationRow, TaskRow
 from session.escalations import answer_in_store
-from session.feedback import append_round
 from session.handoff import HandoffRefused, apply_handoff
 from session.loader import TeamSession
 from session.message_bus import (
     MessageBus,
-    error_message,
     progress_message,
-    task_complete_message,
-    task_unblocked_message,
 )
 from session.projection import SessionProjection, write_atomic
 from session.store import STATE_DIR, Store, utc_now
@@ -342,108 +337,7 @@ class SessionActor(TreeActor):
 
     @handles(RecordOutcome)
     def record_outcome(self, message: RecordOutcome) -> None:
-        result = message.result
-        now = utc_now()
-        run_changes: dict[str, Any] = {
-            "ended_at": now,
-            "exit_code": result.exit_code,
-            "outcome": message.disposition if message.disposition != "retry" else "failed",
-            "error_kind": result.error_kind,
-            "error": result.error,
-            "tokens_in": result.tokens_in,
-            "tokens_out": result.tokens_out,
-            "tokens_cached": result.tokens_cached,
-            "cost_usd": result.cost_usd,
-            "model": result.model,
-            "key_id": result.key_id,
-            "agent_session_id": result.agent_session_id,
-            "git_head_before": result.git_head_before,
-            "git_head_after": result.git_head_after,
-            "files_changed": list(result.files_modified) or None,
-        }
-        with self.store.transaction():
-            self.store.update_run(message.run_row_id, **{k: v for k, v in run_changes.items() if v is not None})
-            if message.disposition == "completed":
-                self._update(
-                    message.task_id, status="completed", completed_at=now, last_error=None, last_error_kind=None
-                )
-                self._append(
-                    TaskCompleted(
-                        task_id=message.task_id,
-                        attempt=message.attempt,
-                        artifacts=result.artifacts,
-                        summary=result.summary[:500],
-                    )
-                )
-            elif message.disposition == "changes_requested" and message.sent_back is not None:
-                # The review runs again after the work it sent back; neither is done for now.
-                self._update(message.task_id, status="pending", last_error=None, last_error_kind=None)
-                self._update(message.sent_back, status="pending", completed_at=None)
-                self._append(
-                    ChangesRequested(
-                        task_id=message.sent_back,
-                        review_task=message.task_id,
-                        round=message.review_round,
-                        feedback=result.feedback,
-                    )
-                )
-            elif message.disposition == "interrupted":
-                row = self.rows[message.task_id]
-                self._update(message.task_id, status="pending", attempts=max(0, row.attempts - 1))
-                self._append(
-                    TaskReset(
-                        task_id=message.task_id,
-                        previous_status="in_progress",
-                        reason="interrupted by the executor's shutdown",
-                    )
-                )
-            else:
-                final = message.disposition == "failed"
-                not_before = None
-                if message.retry_in_s is not None:
-                    not_before = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + message.retry_in_s))
-                self._update(
-                    message.task_id,
-                    status="failed" if final else "pending",
-                    not_before=not_before,
-                    last_error=(result.error or "")[:2000],
-                    last_error_kind=result.error_kind,
-                )
-                self._append(
-                    TaskFailed(
-                        task_id=message.task_id,
-                        attempt=message.attempt,
-                        error_kind=result.error_kind or "crash",
-                        error=(result.error or "")[:2000],
-                        final=final,
-                        retry_in_s=message.retry_in_s,
-                    )
-                )
-        self.projection.worker_stopped(message.task_id)
-        if message.sent_back is not None:
-            # The ChangesRequested event holds the items too, should this write be lost to a crash.
-            append_round(self.folder, message.sent_back, message.review_round, message.task_id, now, result.feedback)
-            self.projection.task_reopened(message.sent_back)
-        if message.disposition == "completed":
-            self.projection.task_completed(message.task_id)
-            artifact = result.artifacts[0] if result.artifacts else None
-            self.bus.post(
-                message.role,
-                message.report_text or result.summary or f"{message.task_id} complete",
-                type="task_complete",
-                data=task_complete_message(message.task_id, message.role, artifact, result.files_modified).data,
-            )
-            if message.unblocked:
-                self.bus.post_message(message.role, task_unblocked_message(message.unblocked, message.task_id))
-        elif message.disposition in ("failed", "retry"):
-            self.bus.post_message(
-                message.role,
-                error_message(
-                    f"{message.task_id} attempt {message.attempt} failed ({result.error_kind}): {result.error}",
-                    task_id=message.task_id,
-                    error_kind=result.error_kind,
-                ),
-            )
+        write_outcome(self, message)
 
     @handles(HandoffRequest)
     def handoff(self, message: HandoffRequest) -> TaskRow | HandoffRefused:

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import pykka
 
@@ -58,7 +59,7 @@ class Backoff:
     jitter: float = 0.2
 
     def delay(self, restarts: int, rng: Callable[[], float] = random.random) -> float:
-        base = min(self.max_s, self.min_s * (2 ** min(restarts, 32)))
+        base = min(self.max_s, self.min_s * (2.0 ** min(restarts, 32)))
         return base * (1.0 + rng() * self.jitter)
 
 
@@ -73,7 +74,7 @@ class ChildSpec:
     """How to (re)start one child.  ``start`` gets the incarnation number."""
 
     name: str
-    start: Callable[[int], pykka.ActorRef[pykka.Actor]]
+    start: Callable[[int], pykka.ActorRef[Any]]
     restart: RestartType = RestartType.PERMANENT
     shutdown_timeout_s: float = 5.0
     backoff: Backoff = field(default_factory=Backoff)
@@ -102,7 +103,7 @@ Decision = Restart | Escalate | Forget
 @dataclass
 class _Child:
     spec: ChildSpec
-    ref: pykka.ActorRef[pykka.Actor] | None
+    ref: pykka.ActorRef[Any] | None
     incarnation: int
     started_at: float
     consecutive_restarts: int = 0
@@ -130,7 +131,7 @@ class Supervisor:
 
     # --- starting ---------------------------------------------------------------
 
-    def start_child(self, spec: ChildSpec) -> pykka.ActorRef[pykka.Actor]:
+    def start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
         """Start a new child (its name must be free) and remember its start order."""
         if spec.name in self._children and not self._children[spec.name].handled:
             raise ValueError(f"{self.owner}: a child named {spec.name!r} is already running")
@@ -140,7 +141,7 @@ class Supervisor:
         child.ref = spec.start(child.incarnation)
         return child.ref
 
-    def restart(self, name: str, incarnation: int) -> pykka.ActorRef[pykka.Actor] | None:
+    def restart(self, name: str, incarnation: int) -> pykka.ActorRef[Any] | None:
         """Start the next incarnation of a child whose restart was decided.
 
         ``incarnation`` is the one that died; a stale request returns None.
@@ -201,7 +202,7 @@ class Supervisor:
 
     # --- queries ------------------------------------------------------------------
 
-    def ref(self, name: str) -> pykka.ActorRef[pykka.Actor] | None:
+    def ref(self, name: str) -> pykka.ActorRef[Any] | None:
         child = self._children.get(name)
         return None if child is None or child.handled else child.ref
 

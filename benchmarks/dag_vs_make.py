@@ -7,7 +7,7 @@ make runs the equivalent Makefile with -j8.  Reported: wall time of each, the
 ratio, the executor's peak RSS (from wait4, so the whole process), and the
 time per task so growth with the task count is visible.
 
-Usage: python benchmarks/dag_vs_make.py [--layers 10] [--layers 100] [--workers 8]
+Usage: python benchmarks/dag_vs_make.py [--layers 10] [--layers 100] [--workers 8] [--executor PATH]
 """
 
 from __future__ import annotations
@@ -65,8 +65,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layers", type=int, action="append")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--executor", help="the executor command to time (default: this venv's; an A/B run names another)"
+    )
     options = parser.parse_args()
-    executor = str(Path(sys.executable).with_name("executor"))
+    executor = options.executor or str(Path(sys.executable).with_name("executor"))
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"

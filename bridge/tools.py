@@ -26,7 +26,6 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from actors.requests import GetService
 from bridge import panic
 from bridge.auth import WORKER_TOOLS, Caller, Tokens, caller_from_headers
 from bridge.models import (
@@ -70,7 +69,7 @@ from protocol.bridge import (
 from protocol.events import TaskProgress
 from protocol.keys import AddKey, GetKeyStates, KeyAdded, KeyStates
 from protocol.mcp_client import GetMcpServers, McpServers
-from protocol.messages import HandoffRequest
+from protocol.messages import GetService, HandoffRequest
 from protocol.records import EscalationRow, RunRow, TaskRow
 from protocol.routing import ForgetTask, ModelChoice, SelectModel
 from protocol.types import TASK_STATUSES

@@ -18,8 +18,11 @@ __all__ = [
     "AttemptResult",
     "AwaitCommit",
     "BeginRun",
+    "Boot",
     "BridgeEndpoint",
+    "BuildDigest",
     "ChildExited",
+    "Conclude",
     "CreateTasks",
     "Deliverable",
     "Deliverables",
@@ -28,10 +31,12 @@ __all__ = [
     "Flush",
     "GetDeliverables",
     "GetEscalation",
+    "GetService",
     "GetState",
     "HandoffOp",
     "HandoffRequest",
     "McpCall",
+    "NoticeDropped",
     "Ok",
     "OpenEscalation",
     "OpenRun",
@@ -482,3 +487,37 @@ class HandoffRequest(Message, frozen=True):
     prefix: str = ""
     max_attempts: int = 3
     agent_capabilities: tuple[str, ...] | None = None  # from agents.yaml; None: it may take anything
+
+
+# --- the Executor's own mailbox ------------------------------------------------------------
+
+
+class Boot(Message, frozen=True):
+    """Start the run: reconcile, then dispatch (the Executor tells it to itself)."""
+
+
+class Conclude(Message, frozen=True):
+    """The main thread's completion action: record it, then stop the children."""
+
+    session_status: Literal["active", "paused", "completed"] | None
+
+
+class GetService(Message, frozen=True):
+    """Ask for the live ref of a service child (``router``, ``keypool``, ...), or None.
+
+    In-process only: the reply is an actor ref.
+    """
+
+    name: str
+
+
+class NoticeDropped(Message, frozen=True):
+    """The Notifier gave up on a notice (told by its sender thread)."""
+
+    channel: str
+    kind: str
+    reason: str
+
+
+class BuildDigest(Message, frozen=True):
+    """Ask for the periodic digest: a ``protocol.notify.Notice``, or None when nothing changed."""

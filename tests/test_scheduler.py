@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.scheduler import Scheduler
+from pipeline.readiness import Scheduler
 from protocol.records import TaskDetails, TaskRow
 
 

@@ -1,6 +1,6 @@
 """Which task runs next: a pure, single-threaded model of the task graph.
 
-Owned by the Executor actor.  Every operation is O(log n) per task touched,
+Owned by the pipeline core (:mod:`pipeline.core`).  Every operation is O(log n) per task touched,
 so a whole run costs O(tasks + edges) plus heap work, never a rescan.
 
 - ready: pending, every blocker completed, not waiting out a retry delay;

@@ -1,0 +1,121 @@
+"""How the Session actor records the end of an attempt (its run row, its task, its event,
+then the projection, the feedback file and the message bus)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from protocol.events import ChangesRequested, TaskCompleted, TaskFailed, TaskReset
+from protocol.messages import RecordOutcome
+from session.feedback import append_round
+from session.message_bus import error_message, task_complete_message, task_unblocked_message
+from session.store import utc_now
+
+if TYPE_CHECKING:
+    from actors.session import SessionActor
+
+__all__ = ["write_outcome"]
+
+
+def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
+    result = message.result
+    now = utc_now()
+    run_changes: dict[str, Any] = {
+        "ended_at": now,
+        "exit_code": result.exit_code,
+        "outcome": message.disposition if message.disposition != "retry" else "failed",
+        "error_kind": result.error_kind,
+        "error": result.error,
+        "tokens_in": result.tokens_in,
+        "tokens_out": result.tokens_out,
+        "tokens_cached": result.tokens_cached,
+        "cost_usd": result.cost_usd,
+        "model": result.model,
+        "key_id": result.key_id,
+        "agent_session_id": result.agent_session_id,
+        "git_head_before": result.git_head_before,
+        "git_head_after": result.git_head_after,
+        "files_changed": list(result.files_modified) or None,
+    }
+    with actor.store.transaction():
+        actor.store.update_run(message.run_row_id, **{k: v for k, v in run_changes.items() if v is not None})
+        if message.disposition == "completed":
+            actor._update(message.task_id, status="completed", completed_at=now, last_error=None, last_error_kind=None)
+            actor._append(
+                TaskCompleted(
+                    task_id=message.task_id,
+                    attempt=message.attempt,
+                    artifacts=result.artifacts,
+                    summary=result.summary[:500],
+                )
+            )
+        elif message.disposition == "changes_requested" and message.sent_back is not None:
+            # The review runs again after the work it sent back; neither is done for now.
+            actor._update(message.task_id, status="pending", last_error=None, last_error_kind=None)
+            actor._update(message.sent_back, status="pending", completed_at=None)
+            actor._append(
+                ChangesRequested(
+                    task_id=message.sent_back,
+                    review_task=message.task_id,
+                    round=message.review_round,
+                    feedback=result.feedback,
+                )
+            )
+        elif message.disposition == "interrupted":
+            row = actor.rows[message.task_id]
+            actor._update(message.task_id, status="pending", attempts=max(0, row.attempts - 1))
+            actor._append(
+                TaskReset(
+                    task_id=message.task_id,
+                    previous_status="in_progress",
+                    reason="interrupted by the executor's shutdown",
+                )
+            )
+        else:
+            final = message.disposition == "failed"
+            not_before = None
+            if message.retry_in_s is not None:
+                not_before = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + message.retry_in_s))
+            actor._update(
+                message.task_id,
+                status="failed" if final else "pending",
+                not_before=not_before,
+                last_error=(result.error or "")[:2000],
+                last_error_kind=result.error_kind,
+            )
+            actor._append(
+                TaskFailed(
+                    task_id=message.task_id,
+                    attempt=message.attempt,
+                    error_kind=result.error_kind or "crash",
+                    error=(result.error or "")[:2000],
+                    final=final,
+                    retry_in_s=message.retry_in_s,
+                )
+            )
+    actor.projection.worker_stopped(message.task_id)
+    if message.sent_back is not None:
+        # The ChangesRequested event holds the items too, should this write be lost to a crash.
+        append_round(actor.folder, message.sent_back, message.review_round, message.task_id, now, result.feedback)
+        actor.projection.task_reopened(message.sent_back)
+    if message.disposition == "completed":
+        actor.projection.task_completed(message.task_id)
+        artifact = result.artifacts[0] if result.artifacts else None
+        actor.bus.post(
+            message.role,
+            message.report_text or result.summary or f"{message.task_id} complete",
+            type="task_complete",
+            data=task_complete_message(message.task_id, message.role, artifact, result.files_modified).data,
+        )
+        if message.unblocked:
+            actor.bus.post_message(message.role, task_unblocked_message(message.unblocked, message.task_id))
+    elif message.disposition in ("failed", "retry"):
+        actor.bus.post_message(
+            message.role,
+            error_message(
+                f"{message.task_id} attempt {message.attempt} failed ({result.error_kind}): {result.error}",
+                task_id=message.task_id,
+                error_kind=result.error_kind,
+            ),
+        )
