@@ -2,9 +2,9 @@
 
 It receives a protocol message, calls the core (:mod:`pipeline`), and carries out the
 effects the core returns.  Durable before visible: the records of a turn are told to
-the Session actor, one :class:`AwaitCommit` ask at the end of the turn commits them
-together (the Session's group commit), and only then are the turn's attempts started
-and its lines and notices shown (:meth:`Executor._end_turn`).
+the Session actor, a :class:`Commit` at the end of the turn commits them together (the
+Session's group commit), and only once it answers :class:`Committed` are the turn's
+attempts started and its lines and notices shown (:meth:`Executor._end_turn`).
 
 Children: the services (:mod:`actors.services`) and one TeamWorker per running task
 (or per inner-loop chain).  Time-driven work happens on :class:`Tick`, sent by a small
@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ from protocol.messages import (
     BeginRun,
     Boot,
     ChildExited,
+    Commit,
+    Committed,
     Conclude,
     FinishRun,
     Flush,
@@ -92,6 +95,7 @@ from protocol.messages import (
     ShutdownRequest,
     StateSnapshot,
     StopWorker,
+    StorageFailed,
     Tick,
     WorkerFinished,
     WorkerProgress,
@@ -107,6 +111,8 @@ __all__ = ["Boot", "Conclude", "Executor", "RoutingSetup", "RunOptions", "StateW
 log = logging.getLogger("executor.root")
 
 KEY_SNAPSHOT_INTERVAL_S = 2.0
+# Messages only ever told: nobody waits for the turn's commit.
+_TOLD = (WorkerFinished, WorkerStarted, WorkerProgress, Tick, ChildExited, Committed, RestartChild, StorageFailed)
 INTERRUPTED = (
     "the executor stopped (a crash or a kill) while this attempt ran, and its process was stopped; "
     "what it changed may be partly done (files, commits, calls it made). Check the working tree and "
@@ -150,7 +156,7 @@ class Executor(TreeActor):
         self.folder = Path(session.folder).resolve()
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.supervisor = Supervisor("executor", options.intensity)
-        self.link = SessionLink(self.supervisor, lambda: self.core.running_records() if self.core else [])
+        self.link = SessionLink(self.supervisor, self._resync_messages)
         self.core: Pipeline | None = None
         self.workers: dict[str, _Worker] = {}
         self.runner = AttemptRunner(backends, prompts)
@@ -166,6 +172,8 @@ class Executor(TreeActor):
         # Durable before visible: what a turn starts or shows waits for the turn's commit.
         self._to_start: list[tuple[str, RunTask]] = []
         self._to_show: list[Callable[[], None]] = []
+        self._turn = 0
+        self._awaiting: deque[tuple[int, list[tuple[str, RunTask]], list[Callable[[], None]]]] = deque()
         self.desk = Desk(self)  # requests from outside the tree
 
     # --- life ---------------------------------------------------------------------------
@@ -205,7 +213,8 @@ class Executor(TreeActor):
             self._fail(str(error))
             reply = None
         finally:
-            self._end_turn()
+            # Whoever asked is answered only once everything so far is committed.
+            self._end_turn(wait=not isinstance(message, _TOLD))
         return reply
 
     def _carry_out(self) -> None:
@@ -260,33 +269,80 @@ class Executor(TreeActor):
         message = Notify(notice=notice_of(notice, self.session.session_id))
         self._to_show.append(lambda: notifier.tell(message))
 
-    def _end_turn(self) -> None:
-        """Commit the turn's records (one transaction: the Session groups everything told
-        before the ask), then start the turn's attempts and show its lines and notices.
+    def _end_turn(self, wait: bool = False) -> None:
+        """Close the turn: its records (told to the Session) are committed together, and only
+        then are its attempts started and its lines and notices shown.
 
-        When the records cannot be committed nothing is started or shown: an attempt never
-        runs without its dispatch record, and no "done" is claimed that a crash could lose."""
-        if not (self._to_start or self._to_show):
+        The commit is pipelined: the Session is told :class:`Commit` and answers with
+        :class:`Committed`, so the Executor handles the next reports meanwhile (many turns
+        share a commit under load).  ``wait``: commit now and show everything (an ask is
+        answered, the run ends).  When the records cannot be committed nothing is started
+        or shown: an attempt never runs without its dispatch record, and no "done" is
+        claimed that a crash could lose."""
+        if self._to_start or self._to_show:
+            self._turn += 1
+            self._awaiting.append((self._turn, self._to_start, self._to_show))
+            self._to_start, self._to_show = [], []
+            if not wait:
+                self.link.tell(Commit(turn=self._turn))
+        if not wait or not self._awaiting:
             return
-        starts, shows = self._to_start, self._to_show
-        self._to_start, self._to_show = [], []
         try:
             self.link.ask(AwaitCommit())
         except Exception as error:  # noqa: BLE001 - any failure to commit stops the run the same way
+            self._commit_failed(error)
+            return
+        self._release(self._turn)
+
+    def _drop_awaiting(self) -> None:
+        awaiting, self._awaiting = self._awaiting, deque()
+        for _, starts, _ in awaiting:
             for worker_id, _ in starts:
                 worker = self.workers.pop(worker_id, None)
                 if worker is not None:
                     worker.ref.tell(StopWorker())
-            log.error("could not commit the turn's records: %s", error)
-            self._fail(f"the state could not be recorded: {error}")
-            self._end_turn()  # the failure's own lines (nothing more is committed)
-            return
-        for worker_id, run in starts:
-            worker = self.workers.get(worker_id)
-            if worker is not None:
-                worker.ref.tell(run)
-        for show in shows:
-            show()
+
+    def _commit_failed(self, error: Exception) -> None:
+        self._drop_awaiting()
+        log.error("could not commit the run's records: %s", error)
+        self._fail(f"the state could not be recorded: {error}")
+        self._to_start, self._to_show = [], []  # nothing more is shown: it could not be committed
+
+    @handles(StorageFailed)
+    def storage_failed(self, message: StorageFailed) -> None:
+        # The turns still waiting for a commit may have been in the rolled-back batch.
+        self._drop_awaiting()
+        self._fail(
+            f"{message.problem} (writing {message.where}). Everything shown as done is recorded; "
+            f"make room (or make it writable), then: executor resume --session {self.folder}"
+        )
+
+    @handles(Committed)
+    def committed(self, message: Committed) -> None:
+        self._release(message.turn)
+
+    def _release(self, turn: int) -> None:
+        """Start and show what the turns up to ``turn`` held back: they are committed."""
+        while self._awaiting and self._awaiting[0][0] <= turn:
+            _, starts, shows = self._awaiting.popleft()
+            for worker_id, run in starts:
+                worker = self.workers.get(worker_id)
+                if worker is not None:
+                    worker.ref.tell(run)
+            for show in shows:
+                show()
+
+    def _resync_messages(self) -> list[Message]:
+        """For a restarted Session actor: the running attempts' records (idempotent), then a
+        Commit for the turns still waiting for one."""
+        messages: list[Message] = self.core.running_records() if self.core is not None else []
+        # What the dead Session had not committed is lost, except the dispatch records sent
+        # again here: the waiting attempts may start, but their turns' lines and notices
+        # (a "done" among them) are never shown.
+        self._awaiting = deque((turn, starts, []) for turn, starts, _ in self._awaiting)
+        if self._awaiting:
+            messages.append(Commit(turn=self._awaiting[-1][0]))
+        return messages
 
     def _start(self, effect: StartAttempt) -> None:
         worker = self.workers.get(effect.worker_id)
@@ -516,7 +572,7 @@ class Executor(TreeActor):
                 )
             except StateWriteFailed:
                 log.exception("could not record the end of the run")
-        self._end_turn()  # what this turn shows comes before the completion report
+        self._end_turn(wait=True)  # what the run shows comes before the completion report
         self.outcome.set_result(effect.summary)
 
     @handles(Conclude)

@@ -142,6 +142,8 @@ _LOGGERS = ("pykka", "executor", "mcp", "uvicorn", "uvicorn.error", "sse_starlet
 
 
 def _configure_logging(folder: Path) -> logging.Handler:
+    # A log line that cannot be written (a full disk) is dropped, never printed as a traceback.
+    logging.raiseExceptions = False
     handler = logging.FileHandler(folder / STATE_DIR / "executor.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s"))
     for name in _LOGGERS:

@@ -10,7 +10,9 @@ of anything: a restarted Session actor rebuilds itself from the database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -43,6 +45,8 @@ from protocol.events import (
 from protocol.messages import (
     AwaitCommit,
     BeginRun,
+    Commit,
+    Committed,
     CreateTasks,
     Deliverable,
     Deliverables,
@@ -67,6 +71,7 @@ from protocol.messages import (
     RecordStart,
     ReopenTasks,
     StateSnapshot,
+    StorageFailed,
 )
 from protocol.records import EscalationRow, TaskRow
 from session.escalations import answer_in_store
@@ -77,7 +82,7 @@ from session.message_bus import (
     progress_message,
 )
 from session.projection import SessionProjection, write_atomic
-from session.store import STATE_DIR, Store, utc_now
+from session.store import DB_NAME, STATE_DIR, Store, storage_problem, utc_now
 
 __all__ = ["EventSink", "SessionActor"]
 
@@ -141,18 +146,38 @@ class SessionActor(TreeActor):
         share one commit and when idle each commits at once.  Events reach the sinks
         only after their commit.
         """
-        if not self.store.conn.in_transaction:
-            self.store.conn.execute("BEGIN")
         try:
-            result = super().on_receive(message)
-        except BaseException:
-            # The failing handler's savepoint is already undone: keep the others'
-            # writes, then crash (the supervisor restarts us from the database).
-            self._commit_batch()
+            if not self.store.conn.in_transaction:
+                self.store.conn.execute("BEGIN")
+            try:
+                result = super().on_receive(message)
+            except BaseException as error:
+                if storage_problem(error) is not None:
+                    raise
+                # The failing handler's savepoint is already undone: keep the others'
+                # writes, then crash (the supervisor restarts us from the database).
+                self._commit_batch()
+                raise
+            if result is not None or self.actor_inbox.empty():
+                self._commit_batch()
+        except BaseException as error:
+            self._storage_failed(error)
             raise
-        if result is not None or self.actor_inbox.empty():
-            self._commit_batch()
         return result
+
+    def _storage_failed(self, error: BaseException) -> None:
+        """A full, read-only or failing disk: undo the open batch (the database keeps what was
+        committed, and nothing uncommitted was shown) and tell the Executor, which stops the run."""
+        problem = storage_problem(error)
+        if problem is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            if self.store.conn.in_transaction:
+                self.store.conn.execute("ROLLBACK")
+        self._pending_events = []
+        where = getattr(error, "filename", None) or str(self.folder / STATE_DIR / DB_NAME)
+        if self.parent is not None:
+            self.parent.tell(StorageFailed(problem=problem, where=str(where)))
 
     def _commit_batch(self) -> None:
         if self.store.conn.in_transaction:
@@ -483,6 +508,12 @@ class SessionActor(TreeActor):
             self.projection.set_status(message.session_status)
         self.projection.flush(force=True)
         return Ok()
+
+    @handles(Commit)
+    def commit(self, message: Commit) -> None:
+        self._commit_batch()
+        if self.parent is not None:
+            self.parent.tell(Committed(turn=message.turn))
 
     @handles(AwaitCommit)
     def await_commit(self, message: AwaitCommit) -> Ok:

@@ -22,6 +22,8 @@ __all__ = [
     "BridgeEndpoint",
     "BuildDigest",
     "ChildExited",
+    "Commit",
+    "Committed",
     "Conclude",
     "CreateTasks",
     "Deliverable",
@@ -59,6 +61,7 @@ __all__ = [
     "ShutdownRequest",
     "StateSnapshot",
     "StopWorker",
+    "StorageFailed",
     "TaskResetPlan",
     "Tick",
     "WorkOrder",
@@ -424,6 +427,18 @@ class Flush(Message, frozen=True):
     """Write the team-session.json projection now if anything changed."""
 
 
+class Commit(Message, frozen=True):
+    """Told to the Session actor at the end of an Executor turn: commit what came before,
+    then tell the Executor :class:`Committed` with the same ``turn``.  The Executor goes on
+    meanwhile; what the turn makes visible waits for the answer."""
+
+    turn: int
+
+
+class Committed(Message, frozen=True):
+    turn: int
+
+
 class AwaitCommit(Message, frozen=True):
     """Asked by the Executor at the end of a mailbox turn: the reply (:class:`Ok`) comes only
     once everything told before it is committed (one group commit for the whole turn), so
@@ -521,3 +536,12 @@ class NoticeDropped(Message, frozen=True):
 
 class BuildDigest(Message, frozen=True):
     """Ask for the periodic digest: a ``protocol.notify.Notice``, or None when nothing changed."""
+
+
+class StorageFailed(Message, frozen=True):
+    """The Session actor could not write: the disk is full, read-only or failing.
+
+    Its transaction was rolled back (nothing recorded is lost); the run stops."""
+
+    problem: str  # "the disk is full", "the file system is read-only", ...
+    where: str  # the file it was writing

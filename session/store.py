@@ -18,6 +18,7 @@ whose completion was lost.  ``synchronous=FULL`` costs ~1 ms per commit here
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,35 @@ DB_NAME = "state.db"
 
 class StoreError(Exception):
     """The state database cannot be used (newer schema, corrupt file, ...)."""
+
+
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EIO: "the disk failed (I/O error)",
+}
+
+
+def storage_problem(error: BaseException) -> str | None:
+    """What a failed write says about the storage under it (full, read-only, failing), or
+    None when the failure is something else.  Looks through chained exceptions too."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
+            return _STORAGE_ERRNOS[current.errno]
+        if isinstance(current, sqlite3.OperationalError):
+            text = str(current).lower()
+            if "full" in text:
+                return "the disk is full"
+            if "readonly" in text or "read-only" in text:
+                return "the file system is read-only"
+            if "disk i/o" in text:
+                return "the disk failed (I/O error)"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def utc_now() -> str:

@@ -16,8 +16,10 @@ Before the Executor waited for its turn's commit, this failed two runs in three.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from session.store import StoreReader
+from session.store import StoreReader, storage_problem
 from tests.conftest import EXECUTOR
 from tests.sessions import scripted_session
 from tests.waiting import wait_for
@@ -122,3 +124,65 @@ def test_kill_9_never_loses_a_dispatch_or_a_shown_completion(tmp_path):
     finally:
         reader.close()
     assert set(completions.values()) == {1}, f"a task completed twice: {completions}"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs of our own (needs root: skipped elsewhere)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
+
+
+def _fill(disk: Path) -> None:
+    with (disk / "filler").open("wb") as filler:
+        while True:
+            filler.write(b"x" * 65536)
+
+
+def test_a_full_disk_stops_the_run_with_one_message_and_resume_finishes(small_disk):
+    # (A read-only remount cannot be forced while the run holds files open for writing;
+    # that failure is classified by the same code: see test_storage_problems_are_named.)
+    graph = {f"A-{i:03d}": ([f"A-{i - 1:03d}"] if i > 1 else []) for i in range(1, 9)}
+    folder = scripted_session(small_disk / "s", graph, {"default": {"sleep": 0.2}}, python=PY)
+    out = small_disk.parent / "out.txt"
+    process = _start(folder, "run", out)
+    wait_for(lambda: len(DONE.findall(out.read_text(encoding="utf-8"))) >= 2, what="two tasks done")
+    with pytest.raises(OSError, match="No space left"):
+        _fill(small_disk)
+    assert process.wait(timeout=120) == 1
+    text = out.read_text(encoding="utf-8")
+    assert f"✗ stopping the run: the disk is full (writing {folder}" in text, text
+    assert "Traceback" not in text
+    shown = set(DONE.findall(text))
+    _, committed = _store(folder)
+    assert shown <= committed, "everything shown done is recorded"
+
+    (small_disk / "filler").unlink()
+    final = subprocess.run(
+        [str(EXECUTOR), "resume", "--session", str(folder)], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert _store(folder)[1] == set(graph)
+
+
+@pytest.mark.parametrize(
+    ("error", "problem"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "the disk is full"),
+        (OSError(errno.EROFS, "Read-only file system"), "the file system is read-only"),
+        (sqlite3.OperationalError("database or disk is full"), "the disk is full"),
+        (sqlite3.OperationalError("attempt to write a readonly database"), "the file system is read-only"),
+        (sqlite3.OperationalError("disk I/O error"), "the disk failed (I/O error)"),
+        (sqlite3.OperationalError("no such table: tasks"), None),
+        (ValueError("nothing to do with storage"), None),
+    ],
+)
+def test_storage_problems_are_named(error, problem):
+    assert storage_problem(error) == problem
