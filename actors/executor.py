@@ -4,7 +4,7 @@ It receives a protocol message, calls the core (:mod:`pipeline`), and carries ou
 effects the core returns.  Durable before visible: the records of a turn are told to
 the Session actor, a :class:`Commit` at the end of the turn commits them together (the
 Session's group commit), and only once it answers :class:`Committed` are the turn's
-attempts started and its lines and notices shown (:meth:`Executor._end_turn`).
+attempts started and its lines and notices shown (:mod:`actors.turns`).
 
 Children: the services (:mod:`actors.services`) and one TeamWorker per running task
 (or per inner-loop chain).  Time-driven work happens on :class:`Tick`, sent by a small
@@ -20,10 +20,8 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -50,6 +48,7 @@ from actors.services import (
 from actors.session import EventSink
 from actors.session_link import SessionLink, StateWriteFailed
 from actors.supervision import ChildSpec, Escalate, Forget, Restart, RestartType, Supervisor
+from actors.turns import Turns, Worker
 from actors.worker import TeamWorker
 from backends.base import Backend
 from pipeline import requests, settle
@@ -75,11 +74,9 @@ from protocol._base import Message
 from protocol.bridge import AnswerEscalation
 from protocol.events import ServiceRestarted, WorkerRestarted
 from protocol.messages import (
-    AwaitCommit,
     BeginRun,
     Boot,
     ChildExited,
-    Commit,
     Committed,
     Conclude,
     FinishRun,
@@ -120,12 +117,6 @@ INTERRUPTED = (
 )
 
 
-@dataclass
-class _Worker:
-    ref: pykka.ActorRef[Any]
-    cancel: threading.Event
-
-
 def now() -> Instant:
     return Instant(mono=time.monotonic(), wall=time.time())
 
@@ -156,9 +147,11 @@ class Executor(TreeActor):
         self.folder = Path(session.folder).resolve()
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.supervisor = Supervisor("executor", options.intensity)
-        self.link = SessionLink(self.supervisor, self._resync_messages)
+        self.link = SessionLink(
+            self.supervisor, lambda: self.turns.resync(self.core.running_records() if self.core else [])
+        )
         self.core: Pipeline | None = None
-        self.workers: dict[str, _Worker] = {}
+        self.workers: dict[str, Worker] = {}
         self.runner = AttemptRunner(backends, prompts)
         self.agent_sessions: dict[str, str] = {}  # task id -> the agent's own session, to resume
         self.mcp_states: McpStates = {}
@@ -170,10 +163,7 @@ class Executor(TreeActor):
         self.notify_log: IO[str] | None = None
         self._ticker_stop = threading.Event()
         # Durable before visible: what a turn starts or shows waits for the turn's commit.
-        self._to_start: list[tuple[str, RunTask]] = []
-        self._to_show: list[Callable[[], None]] = []
-        self._turn = 0
-        self._awaiting: deque[tuple[int, list[tuple[str, RunTask]], list[Callable[[], None]]]] = deque()
+        self.turns = Turns(self.link, self.workers, self._fail)
         self.desk = Desk(self)  # requests from outside the tree
 
     # --- life ---------------------------------------------------------------------------
@@ -214,7 +204,7 @@ class Executor(TreeActor):
             reply = None
         finally:
             # Whoever asked is answered only once everything so far is committed.
-            self._end_turn(wait=not isinstance(message, _TOLD))
+            self.turns.end(wait=not isinstance(message, _TOLD))
         return reply
 
     def _carry_out(self) -> None:
@@ -260,58 +250,18 @@ class Executor(TreeActor):
 
     def say(self, line: str) -> None:
         """Show ``line`` once what this turn recorded is committed."""
-        self._to_show.append(lambda: self._console(line))
+        self.turns.to_show.append(lambda: self._console(line))
 
     def notify(self, notice: NotifyUser) -> None:
         notifier = self.supervisor.ref(NOTIFIER)
         if notifier is None or notifier.actor_stopped.is_set():
             return
         message = Notify(notice=notice_of(notice, self.session.session_id))
-        self._to_show.append(lambda: notifier.tell(message))
-
-    def _end_turn(self, wait: bool = False) -> None:
-        """Close the turn: its records (told to the Session) are committed together, and only
-        then are its attempts started and its lines and notices shown.
-
-        The commit is pipelined: the Session is told :class:`Commit` and answers with
-        :class:`Committed`, so the Executor handles the next reports meanwhile (many turns
-        share a commit under load).  ``wait``: commit now and show everything (an ask is
-        answered, the run ends).  When the records cannot be committed nothing is started
-        or shown: an attempt never runs without its dispatch record, and no "done" is
-        claimed that a crash could lose."""
-        if self._to_start or self._to_show:
-            self._turn += 1
-            self._awaiting.append((self._turn, self._to_start, self._to_show))
-            self._to_start, self._to_show = [], []
-            if not wait:
-                self.link.tell(Commit(turn=self._turn))
-        if not wait or not self._awaiting:
-            return
-        try:
-            self.link.ask(AwaitCommit())
-        except Exception as error:  # noqa: BLE001 - any failure to commit stops the run the same way
-            self._commit_failed(error)
-            return
-        self._release(self._turn)
-
-    def _drop_awaiting(self) -> None:
-        awaiting, self._awaiting = self._awaiting, deque()
-        for _, starts, _ in awaiting:
-            for worker_id, _ in starts:
-                worker = self.workers.pop(worker_id, None)
-                if worker is not None:
-                    worker.ref.tell(StopWorker())
-
-    def _commit_failed(self, error: Exception) -> None:
-        self._drop_awaiting()
-        log.error("could not commit the run's records: %s", error)
-        self._fail(f"the state could not be recorded: {error}")
-        self._to_start, self._to_show = [], []  # nothing more is shown: it could not be committed
+        self.turns.to_show.append(lambda: notifier.tell(message))
 
     @handles(StorageFailed)
     def storage_failed(self, message: StorageFailed) -> None:
-        # The turns still waiting for a commit may have been in the rolled-back batch.
-        self._drop_awaiting()
+        self.turns.drop()  # the turns still waiting for a commit may have been in the rolled-back batch
         self._fail(
             f"{message.problem} (writing {message.where}). Everything shown as done is recorded; "
             f"make room (or make it writable), then: executor resume --session {self.folder}"
@@ -319,30 +269,7 @@ class Executor(TreeActor):
 
     @handles(Committed)
     def committed(self, message: Committed) -> None:
-        self._release(message.turn)
-
-    def _release(self, turn: int) -> None:
-        """Start and show what the turns up to ``turn`` held back: they are committed."""
-        while self._awaiting and self._awaiting[0][0] <= turn:
-            _, starts, shows = self._awaiting.popleft()
-            for worker_id, run in starts:
-                worker = self.workers.get(worker_id)
-                if worker is not None:
-                    worker.ref.tell(run)
-            for show in shows:
-                show()
-
-    def _resync_messages(self) -> list[Message]:
-        """For a restarted Session actor: the running attempts' records (idempotent), then a
-        Commit for the turns still waiting for one."""
-        messages: list[Message] = self.core.running_records() if self.core is not None else []
-        # What the dead Session had not committed is lost, except the dispatch records sent
-        # again here: the waiting attempts may start, but their turns' lines and notices
-        # (a "done" among them) are never shown.
-        self._awaiting = deque((turn, starts, []) for turn, starts, _ in self._awaiting)
-        if self._awaiting:
-            messages.append(Commit(turn=self._awaiting[-1][0]))
-        return messages
+        self.turns.release(message.turn)
 
     def _start(self, effect: StartAttempt) -> None:
         worker = self.workers.get(effect.worker_id)
@@ -362,9 +289,9 @@ class Executor(TreeActor):
             say=self.say,
         )
         worker.cancel.clear()
-        self._to_start.append((effect.worker_id, RunTask(order=order)))
+        self.turns.to_start.append((effect.worker_id, RunTask(order=order)))
 
-    def _new_worker(self, worker_id: str) -> _Worker:
+    def _new_worker(self, worker_id: str) -> Worker:
         cancel = threading.Event()
         me, runner, grace = self.actor_ref, self.runner, self.options.kill_grace_s
         ref = self.supervisor.start_child(
@@ -376,7 +303,7 @@ class Executor(TreeActor):
                 shutdown_timeout_s=grace + 5,
             )
         )
-        worker = _Worker(ref=ref, cancel=cancel)
+        worker = Worker(ref=ref, cancel=cancel)
         self.workers[worker_id] = worker
         return worker
 
@@ -572,7 +499,7 @@ class Executor(TreeActor):
                 )
             except StateWriteFailed:
                 log.exception("could not record the end of the run")
-        self._end_turn(wait=True)  # what the run shows comes before the completion report
+        self.turns.end(wait=True)  # what the run shows comes before the completion report
         self.outcome.set_result(effect.summary)
 
     @handles(Conclude)

@@ -22,7 +22,7 @@ import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
-from actors.session_outcome import write_outcome
+from actors.session_outcome import write_outcome, write_reconciliation
 from protocol.bridge import Refused
 from protocol.events import (
     EscalationAnswered,
@@ -30,14 +30,12 @@ from protocol.events import (
     Event,
     RunCompleted,
     RunStarted,
-    SessionReconciled,
     ShutdownCompleted,
     TaskCancelled,
     TaskCompleted,
     TaskCreated,
     TaskDispatched,
     TaskProgress,
-    TaskReset,
     TasksReopened,
     TaskStarted,
     WorkerSpawned,
@@ -81,7 +79,7 @@ from session.message_bus import (
     MessageBus,
     progress_message,
 )
-from session.projection import SessionProjection, write_atomic
+from session.projection import SessionProjection
 from session.store import DB_NAME, STATE_DIR, Store, storage_problem, utc_now
 
 __all__ = ["EventSink", "SessionActor"]
@@ -256,59 +254,7 @@ class SessionActor(TreeActor):
 
     @handles(ReconcilePlan)
     def apply_reconcile(self, plan: ReconcilePlan) -> ReconcileApplied:
-        report_path: str | None = None
-        if plan.report_markdown:
-            stamp = utc_now().replace(":", "").replace("-", "").split(".")[0]
-            path = self.folder / STATE_DIR / "recovery" / f"{stamp}-{plan.run_id}.md"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, plan.report_markdown.encode())
-            report_path = str(path)
-        now = utc_now()
-        with self.store.transaction():
-            if plan.created:
-                self.store.put_tasks(list(plan.created))
-                for row in plan.created:
-                    self.rows[row.id] = row
-                    self._append(
-                        TaskCreated(
-                            task_id=row.id, owner=row.owner, priority=row.priority, blocked_by=tuple(row.blocked_by)
-                        )
-                    )
-            for task_id in plan.completed_from_session:
-                self._update(task_id, status="completed", completed_at=now)
-            for reset in plan.resets:
-                row = self.rows[reset.task_id]
-                # The interrupted attempt was not the task's fault: it does not count.
-                self._update(reset.task_id, status="pending", attempts=max(0, row.attempts - 1))
-                self._append(
-                    TaskReset(task_id=reset.task_id, previous_status=reset.previous_status, reason=reset.reason)
-                )
-            for run_row_id in plan.closed_runs:
-                self.store.update_run(
-                    run_row_id, ended_at=now, outcome="interrupted", error="the executor stopped while this attempt ran"
-                )
-            if report_path:
-                self.store.set_meta(recovery_report=report_path)
-            self._append(
-                SessionReconciled(
-                    run_id=plan.run_id,
-                    unclean_previous_stop=plan.unclean_previous_stop,
-                    reset_tasks=tuple(r.task_id for r in plan.resets),
-                    created_tasks=tuple(r.id for r in plan.created),
-                    completed_from_session=plan.completed_from_session,
-                    killed_pids=plan.killed_pids,
-                    report_path=report_path,
-                )
-            )
-        for row in plan.created:
-            self.projection.add_task(row.id)
-        for row in self.rows.values():
-            if row.status == "completed":
-                self.projection.task_completed(row.id)
-            else:
-                self.projection.task_reopened(row.id)
-        self.projection.flush(force=True)
-        return ReconcileApplied(report_path=report_path)
+        return write_reconciliation(self, plan)
 
     @handles(RecordDispatch)
     def record_dispatch(self, message: RecordDispatch) -> None:

@@ -1,21 +1,23 @@
-"""How the Session actor records the end of an attempt (its run row, its task, its event,
-then the projection, the feedback file and the message bus)."""
+"""The Session actor's two largest writes: the end of an attempt (its run row, its task,
+its event, then the projection, the feedback file and the message bus) and the start-up
+reconciliation."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
 
-from protocol.events import ChangesRequested, TaskCompleted, TaskFailed, TaskReset
-from protocol.messages import RecordOutcome
+from protocol.events import ChangesRequested, SessionReconciled, TaskCompleted, TaskCreated, TaskFailed, TaskReset
+from protocol.messages import ReconcileApplied, ReconcilePlan, RecordOutcome
 from session.feedback import append_round
 from session.message_bus import error_message, task_complete_message, task_unblocked_message
-from session.store import utc_now
+from session.projection import write_atomic
+from session.store import STATE_DIR, utc_now
 
 if TYPE_CHECKING:
     from actors.session import SessionActor
 
-__all__ = ["write_outcome"]
+__all__ = ["write_outcome", "write_reconciliation"]
 
 
 def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
@@ -119,3 +121,57 @@ def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
                 error_kind=result.error_kind,
             ),
         )
+
+
+def write_reconciliation(actor: SessionActor, plan: ReconcilePlan) -> ReconcileApplied:
+    report_path: str | None = None
+    if plan.report_markdown:
+        stamp = utc_now().replace(":", "").replace("-", "").split(".")[0]
+        path = actor.folder / STATE_DIR / "recovery" / f"{stamp}-{plan.run_id}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, plan.report_markdown.encode())
+        report_path = str(path)
+    now = utc_now()
+    with actor.store.transaction():
+        if plan.created:
+            actor.store.put_tasks(list(plan.created))
+            for row in plan.created:
+                actor.rows[row.id] = row
+                actor._append(
+                    TaskCreated(
+                        task_id=row.id, owner=row.owner, priority=row.priority, blocked_by=tuple(row.blocked_by)
+                    )
+                )
+        for task_id in plan.completed_from_session:
+            actor._update(task_id, status="completed", completed_at=now)
+        for reset in plan.resets:
+            row = actor.rows[reset.task_id]
+            # The interrupted attempt was not the task's fault: it does not count.
+            actor._update(reset.task_id, status="pending", attempts=max(0, row.attempts - 1))
+            actor._append(TaskReset(task_id=reset.task_id, previous_status=reset.previous_status, reason=reset.reason))
+        for run_row_id in plan.closed_runs:
+            actor.store.update_run(
+                run_row_id, ended_at=now, outcome="interrupted", error="the executor stopped while this attempt ran"
+            )
+        if report_path:
+            actor.store.set_meta(recovery_report=report_path)
+        actor._append(
+            SessionReconciled(
+                run_id=plan.run_id,
+                unclean_previous_stop=plan.unclean_previous_stop,
+                reset_tasks=tuple(r.task_id for r in plan.resets),
+                created_tasks=tuple(r.id for r in plan.created),
+                completed_from_session=plan.completed_from_session,
+                killed_pids=plan.killed_pids,
+                report_path=report_path,
+            )
+        )
+    for row in plan.created:
+        actor.projection.add_task(row.id)
+    for row in actor.rows.values():
+        if row.status == "completed":
+            actor.projection.task_completed(row.id)
+        else:
+            actor.projection.task_reopened(row.id)
+    actor.projection.flush(force=True)
+    return ReconcileApplied(report_path=report_path)
