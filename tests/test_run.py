@@ -1,8 +1,10 @@
-"""`executor run` / `resume` end to end: real executor processes, real worker processes."""
+"""`executor run` / `resume` end to end: real executor processes, real worker processes.
+
+Scheduling decisions that need no real process (retries and their prompts, inner loops,
+consensus, capability gaps, budgets) are tested in process: tests/test_runtime.py."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -137,15 +139,6 @@ def test_a_crashing_worker_is_retried_then_failed_and_its_dependants_blocked(exe
     assert "exiting with 3" in log_tail
 
 
-def test_a_flaky_worker_succeeds_on_a_later_attempt(executor_cli, tmp_path):
-    folder = scripted_session(tmp_path / "s", {"A-001": []}, {"A-001": {"fail_times": 1}}, python=PY)
-    result = executor_cli("run", "--session", str(folder), *FAST)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert tasks_of(folder)["A-001"] == {"status": "completed", "attempts": 2, "kind": None, "error": None}
-    assert "A-001 attempt 1 failed (crash" in result.stdout
-    assert [r.outcome for r in runs_of(folder)] == ["failed", "completed"]
-
-
 def test_a_silent_worker_is_stopped_as_hung_and_leaves_no_process(executor_cli, tmp_path):
     folder = scripted_session(tmp_path / "s", {"A-001": []}, {"A-001": {"hang": True}}, python=PY)
     result = executor_cli("run", "--session", str(folder), "--hang-timeout", "0.5", "--max-attempts", "1")
@@ -179,24 +172,6 @@ def test_megabytes_of_output_go_to_the_log_in_the_session_folder(executor_cli, t
     assert result.returncode == 0, result.stdout + result.stderr
     assert (folder / ".executor" / "logs" / "A-001-a1.log").stat().st_size >= 20 * 1024 * 1024
     assert tasks_of(folder)["A-002"]["status"] == "completed"
-
-
-def test_inner_loop_tasks_run_one_after_another_in_one_worker(executor_cli, tmp_path):
-    folder = scripted_session(
-        tmp_path / "s",
-        {"IMPL-001": [], "IMPL-002": [], "IMPL-003": [], "QA-001": []},
-        {"default": {"sleep": 0.3}},
-        python=PY,
-        roles={"coder": "IMPL", "qa": "QA"},
-        inner_loop=frozenset({"coder"}),
-    )
-    result = executor_cli("run", "--session", str(folder), "--max-workers", "4")
-    assert result.returncode == 0, result.stdout + result.stderr
-    coder_runs = [r for r in runs_of(folder) if r.task_id.startswith("IMPL")]
-    assert len({r.worker_id for r in coder_runs}) == 1, "one worker runs the whole chain"
-    spans = sorted((r.started_at, r.ended_at) for r in coder_runs)
-    for (_, end), (start, _) in itertools.pairwise(spans):
-        assert end <= start, "two IMPL tasks overlapped"
 
 
 def test_json_events_stream_one_event_per_line(executor_cli, tmp_path):
@@ -258,22 +233,6 @@ def test_consensus_blocked_high_creates_one_revision_then_waits_for_the_user(exe
     tasks = tasks_of(folder)
     assert tasks["A-003"]["status"] == "completed"
     assert tasks["A-002"]["status"] == "completed", "what waited on the decision goes on"
-
-
-def test_consensus_blocked_medium_goes_on_and_is_logged_to_wisdom(executor_cli, tmp_path):
-    medium = {"report": {"status": "consensus_blocked", "severity": "MEDIUM", "detail": "naming debate"}}
-    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": ["A-001"]}, {"A-001": medium}, python=PY)
-    assert executor_cli("run", "--session", str(folder)).returncode == 0
-    assert "naming debate" in (folder / "wisdom" / "issues.md").read_text()
-
-
-def test_capability_gap_warns_and_goes_on(executor_cli, tmp_path):
-    gap = {"report": {"status": "capability_gap", "detail": "nobody can do UX research"}}
-    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": ["A-001"]}, {"A-001": gap}, python=PY)
-    result = executor_cli("run", "--session", str(folder))
-    assert result.returncode == 0
-    assert "capability gap — nobody can do UX research" in result.stdout
-    assert tasks_of(folder)["A-002"]["status"] == "completed"
 
 
 # --- signals, locks and kill -9 ---------------------------------------------------------------
@@ -476,16 +435,6 @@ def test_a_session_whose_message_bus_cannot_be_opened_is_refused_clearly(executo
     assert "Traceback" not in result.stderr
 
 
-def test_a_retry_s_prompt_says_why_the_previous_attempt_failed(executor_cli, tmp_path):
-    folder = scripted_session(tmp_path / "s", {"A-001": []}, {"A-001": {"fail_times": 1}}, python=PY)
-    assert executor_cli("run", "--session", str(folder), *FAST).returncode == 0
-    first = (folder / ".executor" / "prompts" / "A-001-a1.md").read_text()
-    second = (folder / ".executor" / "prompts" / "A-001-a2.md").read_text()
-    assert "Attempt 1 failed" not in first
-    assert "Attempt 1 failed (crash): exited with code 7" in second
-    assert "failing attempt 1 on purpose" in second, "the output tail travels with the feedback"
-
-
 def test_the_session_config_supplies_backends_and_run_settings_and_flags_still_win(executor_cli, tmp_path):
     demo = copy_demo(tmp_path / "demo")
     for spec in (demo / "role-specs").glob("*.md"):
@@ -554,17 +503,3 @@ def test_the_session_budget_warns_then_stops_dispatch_cleanly_and_resume_respect
     (folder / "executor.toml").write_text("[budget]\nsession_usd = 5.0\n")
     assert executor_cli("resume", "--session", str(folder)).returncode == 0
     assert all(t["status"] == "completed" for t in tasks_of(folder).values())
-
-
-def test_a_task_that_spends_its_budget_gets_no_more_attempts(executor_cli, tmp_path):
-    failing = {"report": {"status": "failed", "summary": "nope", "cost_usd": 0.5}}
-    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": []}, {"A-001": failing}, python=PY)
-    (folder / "executor.toml").write_text("[budget]\ntask_usd = 0.8\n")
-    result = executor_cli("run", "--session", str(folder), "--max-attempts", "5", *FAST)
-    assert result.returncode == 1
-    task = tasks_of(folder)["A-001"]
-    assert (task["status"], task["attempts"], task["kind"]) == ("failed", 2, "over_budget")
-    assert "the task's budget of $0.80 is spent ($1.00)" in task["error"]
-    assert tasks_of(folder)["A-002"]["status"] == "completed"
-    (first, second) = [r for r in runs_of(folder) if r.task_id == "A-001"]
-    assert (first.cost_usd, second.cost_usd) == (0.5, 0.5)

@@ -39,8 +39,11 @@ def tree(tmp_path: Path) -> Iterator[Factory]:
     ) -> Tree:
         """A tree on a new session; ``script`` says how attempts end (before anything runs)."""
         role_extra = options.pop("role_extra", None)
+        inner_loop = options.pop("inner_loop", frozenset())
         roles = roles or {"worker": next(iter(graph)).rsplit("-", 1)[0]}
-        folder = write_session(tmp_path / f"s{len(started)}", roles, graph, role_extra=role_extra)
+        folder = write_session(
+            tmp_path / f"s{len(started)}", roles, graph, role_extra=role_extra, inner_loop=inner_loop
+        )
         fake = FakeBackend()
         for task_id, results in (script or {}).items():
             fake.script(task_id, *results)
@@ -65,15 +68,8 @@ def test_a_pipeline_runs_in_dependency_order_and_finishes(tree: Factory) -> None
 
 
 def test_a_failed_attempt_waits_out_its_backoff_on_the_clock_then_runs_again(tree: Factory) -> None:
-    run = tree(
-        {"A-001": []},
-        script={
-            "A-001": (
-                failure(),
-                failure(),
-            )
-        },
-    )
+    tail = failure(output_tail="failing attempt 2 on purpose")
+    run = tree({"A-001": []}, script={"A-001": (failure(), tail)})
     run.wait(lambda: run.tasks()["A-001"].last_error_kind == "crash", "the first failure")
     run.tick(0.9)
     assert len(run.fake.attempts("A-001")) == 1, "the 1 s backoff has not passed"
@@ -84,7 +80,11 @@ def test_a_failed_attempt_waits_out_its_backoff_on_the_clock_then_runs_again(tre
     assert len(run.fake.attempts("A-001")) == 2, "the backoff doubled to 2 s"
     run.tick(0.2)
     assert run.wait_status("A-001", "completed").attempts == 3
-    assert "Attempt 2 failed (crash)" in Path(run.fake.attempts("A-001")[2].prompt_file).read_text()
+    prompts = [Path(order.prompt_file).read_text() for order in run.fake.attempts("A-001")]
+    assert "Attempt 1 failed" not in prompts[0]
+    assert "Attempt 1 failed (crash): crash on purpose" in prompts[1]
+    assert "Attempt 2 failed (crash)" in prompts[2]
+    assert "failing attempt 2 on purpose" in prompts[2], "the output tail travels with the feedback"
 
 
 def test_after_its_last_attempt_a_task_fails_and_blocks_its_dependants(tree: Factory) -> None:
@@ -276,3 +276,67 @@ def test_a_silent_claim_is_released_past_its_claim_idle_timeout(tree: Factory) -
     run.tick(1)
     assert run.tasks()["DSN-001"].status == "pending"
     assert any(line.startswith("⇠ DSN-001 released: alice was silent") for line in run.lines)
+
+
+def test_inner_loop_tasks_run_one_after_another_on_one_worker(tree: Factory) -> None:
+    run = tree(
+        {"IMPL-001": [], "IMPL-002": [], "IMPL-003": [], "QA-001": []},
+        roles={"coder": "IMPL", "qa": "QA"},
+        max_workers=4,
+        script={"IMPL-001": (HOLD,)},
+        inner_loop=frozenset({"coder"}),
+    )
+    run.wait(lambda: "IMPL-001" in run.fake.running, "IMPL-001 to run")
+    run.wait_status("QA-001", "completed")
+    assert run.fake.attempts("IMPL-002") == [], "the chain's next task waits for its worker"
+    run.fake.release("IMPL-001")
+    run.finished()
+    coder_runs = [r for r in run.runs() if r.task_id.startswith("IMPL")]
+    assert len({r.worker_id for r in coder_runs}) == 1, "one worker runs the whole chain"
+    assert [r.task_id for r in coder_runs] == ["IMPL-001", "IMPL-002", "IMPL-003"]
+
+
+def test_consensus_blocked_high_creates_one_revision_then_asks_and_accept_goes_on(tree: Factory) -> None:
+    high = AttemptResult(ok=True, outcome="consensus_blocked", severity="HIGH", detail="reviewers disagree on the API")
+    run = tree(
+        {"A-001": [], "A-002": ["A-001"], "B-001": []},
+        roles={"writer": "A", "other": "B"},
+        keep_alive=True,
+        script={"A-001": (high,), "A-003": (high,)},
+    )
+    assert run.wait_status("A-003", "failed").last_error_kind == "needs_decision"
+    assert "! A-001: consensus blocked (HIGH) — created revision task A-003" in run.lines
+    assert run.tasks()["A-002"].status == "pending", "A-002 waits for the revision's decision"
+    run.wait_status("B-001", "completed")
+    question = run.wait(lambda: next((line for line in run.lines if line.startswith("? ESC-")), None), "a question")
+    assert "(retry / accept / leave failed)" in question
+    run.ask(AnswerEscalation(escalation_id=question.split(":")[0][2:], choice="accept", answered_by="dana"))
+    run.wait_status("A-002", "completed")
+    assert any(line.startswith("✓ A-003 accepted as done") for line in run.lines)
+
+
+def test_consensus_blocked_medium_goes_on_and_is_logged_to_wisdom(tree: Factory) -> None:
+    medium = AttemptResult(ok=True, outcome="consensus_blocked", severity="MEDIUM", detail="naming debate")
+    run = tree({"A-001": [], "A-002": ["A-001"]}, script={"A-001": (medium,)})
+    assert run.finished().completed == 2
+    assert "naming debate" in (run.folder / "wisdom" / "issues.md").read_text()
+
+
+def test_a_capability_gap_warns_asks_and_goes_on(tree: Factory) -> None:
+    gap = AttemptResult(ok=True, outcome="capability_gap", detail="nobody can do UX research")
+    run = tree({"A-001": [], "A-002": ["A-001"]}, script={"A-001": (gap,)})
+    assert run.finished().completed == 2
+    assert any("capability gap — nobody can do UX research" in line for line in run.lines)
+    assert "capability_gap" in run.event_types()
+
+
+def test_a_task_that_spends_its_budget_gets_no_more_attempts(tree: Factory) -> None:
+    costly = AttemptResult(ok=False, error_kind="crash", error="nope", cost_usd=0.5)
+    run = tree({"A-001": [], "A-002": []}, max_attempts=5, task_budget_usd=0.8, script={"A-001": (costly, costly)})
+    run.wait(lambda: run.tasks()["A-001"].attempts == 1 and run.tasks()["A-001"].status == "pending", "a retry")
+    run.tick(1.1)
+    row = run.wait_status("A-001", "failed")
+    assert (row.attempts, row.last_error_kind) == (2, "over_budget")
+    assert "the task's budget of $0.80 is spent ($1.00)" in (row.last_error or "")
+    assert run.finished().failed == ("A-001",)
+    assert run.tasks()["A-002"].status == "completed"
