@@ -510,5 +510,7 @@ class Executor(TreeActor):
                 FinishRun(run_id=self.run_id, clean=True, session_status=message.session_status, summary=summary)
             )
         self._ticker_stop.set()
+        self.turns.end(wait=True)  # the last lines, before the services stop
         self.supervisor.stop_all()
+        self.turns.drop()  # nothing after this commits
         return Ok()

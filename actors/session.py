@@ -80,7 +80,7 @@ from session.message_bus import (
     progress_message,
 )
 from session.projection import SessionProjection
-from session.store import DB_NAME, STATE_DIR, Store, storage_problem, utc_now
+from session.store import DB_NAME, STATE_DIR, RunChange, RunStart, Store, TaskChange, given, storage_problem, utc_now
 
 __all__ = ["EventSink", "SessionActor"]
 
@@ -197,13 +197,11 @@ class SessionActor(TreeActor):
                 except Exception:  # noqa: BLE001, S112 - a broken view must never stop the writer
                     continue
 
-    def _update(self, task_id: str, **changes: Any) -> None:
-        self.store.update_task(task_id, **changes)
+    def _update(self, task_id: str, change: TaskChange) -> None:
+        self.store.update_task(task_id, change)
         row = self.rows.get(task_id)
         if row is not None:
-            self.rows[task_id] = msgspec.structs.replace(
-                row, **{k: v for k, v in changes.items() if k in TaskRow.__struct_fields__}
-            )
+            self.rows[task_id] = msgspec.structs.replace(row, **given(change))
 
     # --- queries --------------------------------------------------------------------
 
@@ -261,15 +259,17 @@ class SessionActor(TreeActor):
         if self.store.run_exists(message.run_row_id):
             return
         with self.store.transaction():
-            self._update(message.task_id, status="in_progress", attempts=message.attempt, not_before=None)
+            self._update(message.task_id, TaskChange(status="in_progress", attempts=message.attempt, not_before=None))
             self.store.insert_run(
-                id=message.run_row_id,
-                run_id=message.run_id,
-                task_id=message.task_id,
-                attempt=message.attempt,
-                worker_id=message.worker_id,
-                backend=message.backend,
-                log_path=message.log_path,
+                RunStart(
+                    id=message.run_row_id,
+                    run_id=message.run_id,
+                    task_id=message.task_id,
+                    attempt=message.attempt,
+                    worker_id=message.worker_id,
+                    backend=message.backend,
+                    log_path=message.log_path,
+                )
             )
             self._append(WorkerSpawned(worker_id=message.worker_id, role=message.role, task_id=message.task_id))
             self._append(
@@ -289,7 +289,7 @@ class SessionActor(TreeActor):
     @handles(RecordStart)
     def record_start(self, message: RecordStart) -> None:
         with self.store.transaction():
-            self.store.update_run(message.run_row_id, pid=message.pid, pid_create_time=message.create_time)
+            self.store.update_run(message.run_row_id, RunChange(pid=message.pid, pid_create_time=message.create_time))
             self._append(TaskStarted(task_id=message.task_id, attempt=message.attempt, pid=message.pid))
         self.projection.worker_started(message.task_id, message.role, message.pid, utc_now())
 
@@ -339,7 +339,7 @@ class SessionActor(TreeActor):
                 )
             for task_id, blocked_by in message.rewire:
                 merged = list(dict.fromkeys([*self.rows[task_id].blocked_by, *blocked_by]))
-                self._update(task_id, blocked_by=merged)
+                self._update(task_id, TaskChange(blocked_by=merged))
         for row in message.tasks:
             self.projection.add_task(row.id)
         return Ok()
@@ -349,10 +349,12 @@ class SessionActor(TreeActor):
         with self.store.transaction():
             self._update(
                 message.task_id,
-                status="failed",
-                not_before=None,
-                last_error=f"cancelled by {message.by}" + (f": {message.reason}" if message.reason else ""),
-                last_error_kind="cancelled",
+                TaskChange(
+                    status="failed",
+                    not_before=None,
+                    last_error=f"cancelled by {message.by}" + (f": {message.reason}" if message.reason else ""),
+                    last_error_kind="cancelled",
+                ),
             )
             self._append(TaskCancelled(task_id=message.task_id, reason=message.reason, by=message.by))
         return Ok()
@@ -360,7 +362,7 @@ class SessionActor(TreeActor):
     @handles(RecordAccepted)
     def record_accepted(self, message: RecordAccepted) -> Ok:
         with self.store.transaction():
-            self._update(message.task_id, status="completed", completed_at=utc_now(), last_error=None)
+            self._update(message.task_id, TaskChange(status="completed", completed_at=utc_now(), last_error=None))
             self._append(TaskCompleted(task_id=message.task_id, attempt=0, summary=f"accepted as done by {message.by}"))
         self.projection.task_completed(message.task_id)
         return Ok()
@@ -369,7 +371,7 @@ class SessionActor(TreeActor):
     def reopen_tasks(self, message: ReopenTasks) -> Ok:
         with self.store.transaction():
             for task_id in message.task_ids:
-                self._update(task_id, status="pending", attempts=0, not_before=None)
+                self._update(task_id, TaskChange(status="pending", attempts=0, not_before=None))
                 self.projection.task_reopened(task_id)
             self._append(TasksReopened(task_ids=message.task_ids, by=message.by))
         return Ok()

@@ -12,7 +12,7 @@ from protocol.messages import ReconcileApplied, ReconcilePlan, RecordOutcome
 from session.feedback import append_round
 from session.message_bus import error_message, task_complete_message, task_unblocked_message
 from session.projection import write_atomic
-from session.store import STATE_DIR, utc_now
+from session.store import STATE_DIR, RunChange, TaskChange, utc_now
 
 if TYPE_CHECKING:
     from actors.session import SessionActor
@@ -41,9 +41,11 @@ def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
         "files_changed": list(result.files_modified) or None,
     }
     with actor.store.transaction():
-        actor.store.update_run(message.run_row_id, **{k: v for k, v in run_changes.items() if v is not None})
+        actor.store.update_run(message.run_row_id, RunChange(**{k: v for k, v in run_changes.items() if v is not None}))
         if message.disposition == "completed":
-            actor._update(message.task_id, status="completed", completed_at=now, last_error=None, last_error_kind=None)
+            actor._update(
+                message.task_id, TaskChange(status="completed", completed_at=now, last_error=None, last_error_kind=None)
+            )
             actor._append(
                 TaskCompleted(
                     task_id=message.task_id,
@@ -54,8 +56,8 @@ def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
             )
         elif message.disposition == "changes_requested" and message.sent_back is not None:
             # The review runs again after the work it sent back; neither is done for now.
-            actor._update(message.task_id, status="pending", last_error=None, last_error_kind=None)
-            actor._update(message.sent_back, status="pending", completed_at=None)
+            actor._update(message.task_id, TaskChange(status="pending", last_error=None, last_error_kind=None))
+            actor._update(message.sent_back, TaskChange(status="pending", completed_at=None))
             actor._append(
                 ChangesRequested(
                     task_id=message.sent_back,
@@ -66,7 +68,7 @@ def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
             )
         elif message.disposition == "interrupted":
             row = actor.rows[message.task_id]
-            actor._update(message.task_id, status="pending", attempts=max(0, row.attempts - 1))
+            actor._update(message.task_id, TaskChange(status="pending", attempts=max(0, row.attempts - 1)))
             actor._append(
                 TaskReset(
                     task_id=message.task_id,
@@ -81,10 +83,12 @@ def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
                 not_before = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + message.retry_in_s))
             actor._update(
                 message.task_id,
-                status="failed" if final else "pending",
-                not_before=not_before,
-                last_error=(result.error or "")[:2000],
-                last_error_kind=result.error_kind,
+                TaskChange(
+                    status="failed" if final else "pending",
+                    not_before=not_before,
+                    last_error=(result.error or "")[:2000],
+                    last_error_kind=result.error_kind,
+                ),
             )
             actor._append(
                 TaskFailed(
@@ -143,15 +147,16 @@ def write_reconciliation(actor: SessionActor, plan: ReconcilePlan) -> ReconcileA
                     )
                 )
         for task_id in plan.completed_from_session:
-            actor._update(task_id, status="completed", completed_at=now)
+            actor._update(task_id, TaskChange(status="completed", completed_at=now))
         for reset in plan.resets:
             row = actor.rows[reset.task_id]
             # The interrupted attempt was not the task's fault: it does not count.
-            actor._update(reset.task_id, status="pending", attempts=max(0, row.attempts - 1))
+            actor._update(reset.task_id, TaskChange(status="pending", attempts=max(0, row.attempts - 1)))
             actor._append(TaskReset(task_id=reset.task_id, previous_status=reset.previous_status, reason=reset.reason))
         for run_row_id in plan.closed_runs:
             actor.store.update_run(
-                run_row_id, ended_at=now, outcome="interrupted", error="the executor stopped while this attempt ran"
+                run_row_id,
+                RunChange(ended_at=now, outcome="interrupted", error="the executor stopped while this attempt ran"),
             )
         if report_path:
             actor.store.set_meta(recovery_report=report_path)

@@ -20,7 +20,7 @@ from protocol.messages import HandoffRequest
 from protocol.records import TaskDetails, TaskRow
 from protocol.types import Priority
 from session.lifecycle import lifecycle_status
-from session.store import Store, utc_now
+from session.store import Store, TaskChange, utc_now
 
 __all__ = [
     "AGENT_NAME",
@@ -64,7 +64,7 @@ def _move(
     """One transition: the row's new state and its event, in one transaction."""
     lifecycle = lifecycle_status(row, _completed(store, row.blocked_by))
     with store.transaction():
-        store.update_task(row.id, status=to_status, **changes)
+        store.update_task(row.id, TaskChange(status=to_status, **changes))  # type: ignore[arg-type]
         store.append(
             TaskTransition(task_id=row.id, from_status=lifecycle, to_status=to_status, by=by, note=note), row.id
         )
@@ -141,7 +141,7 @@ def prep_task(
         return HandoffRefused(f"details: {error}", "details")
     lifecycle = lifecycle_status(row, _completed(store, row.blocked_by))
     with store.transaction():
-        store.update_task(task_id, details=details)
+        store.update_task(task_id, TaskChange(details=details))
         (record or store.append)(
             TaskTransition(task_id=task_id, from_status=lifecycle, to_status=lifecycle, by=by, note="prepared"), task_id
         )

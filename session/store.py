@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from protocol.events import Event, TaskCompleted, decode_event, encode_event
-from protocol.records import EscalationRow, RunRow, TaskRow
+from protocol.records import EscalationRow, RunRow, TaskDetails, TaskRow
+from protocol.types import Priority, TaskStatus
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -80,6 +82,65 @@ def storage_problem(error: BaseException) -> str | None:
                 return "the disk failed (I/O error)"
         current = current.__cause__ or current.__context__
     return None
+
+
+class TaskChange(msgspec.Struct, kw_only=True, frozen=True):
+    """The columns of a task row to change (``update_task``); every field left UNSET is kept."""
+
+    status: TaskStatus | UnsetType = UNSET
+    owner: str | UnsetType = UNSET
+    subject: str | UnsetType = UNSET
+    priority: Priority | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    attempts: int | UnsetType = UNSET
+    max_attempts: int | UnsetType = UNSET
+    not_before: str | UnsetType | None = UNSET
+    last_error: str | UnsetType | None = UNSET
+    last_error_kind: str | UnsetType | None = UNSET
+    completed_at: str | UnsetType | None = UNSET
+    blocked_by: list[str] | UnsetType = UNSET
+    details: TaskDetails | UnsetType = UNSET
+    agent: str | UnsetType | None = UNSET
+
+
+class RunStart(msgspec.Struct, kw_only=True, frozen=True):
+    """A new row of ``runs``: one attempt, recorded when it is dispatched (``insert_run``)."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    worker_id: str
+    backend: str
+    id: int | UnsetType = UNSET  # the Executor numbers its attempts; a test may let SQLite do it
+    log_path: str | None = None
+    started_at: str | UnsetType = UNSET  # now, when not given
+
+
+class RunChange(msgspec.Struct, kw_only=True, frozen=True):
+    """The columns of a run row to change (``update_run``); every field left UNSET is kept."""
+
+    pid: int | UnsetType = UNSET
+    pid_create_time: float | UnsetType | None = UNSET
+    ended_at: str | UnsetType = UNSET
+    exit_code: int | UnsetType | None = UNSET
+    outcome: str | UnsetType = UNSET
+    error_kind: str | UnsetType | None = UNSET
+    error: str | UnsetType | None = UNSET
+    tokens_in: int | UnsetType = UNSET
+    tokens_out: int | UnsetType = UNSET
+    tokens_cached: int | UnsetType = UNSET
+    cost_usd: float | UnsetType | None = UNSET
+    model: str | UnsetType | None = UNSET
+    key_id: str | UnsetType | None = UNSET
+    agent_session_id: str | UnsetType | None = UNSET
+    git_head_before: str | UnsetType | None = UNSET
+    git_head_after: str | UnsetType | None = UNSET
+    files_changed: list[str] | UnsetType = UNSET
+
+
+def given(change: msgspec.Struct) -> dict[str, Any]:
+    """The fields of a change Struct that are set (not UNSET), by name."""
+    return {name: value for name in change.__struct_fields__ if (value := getattr(change, name)) is not UNSET}
 
 
 def utc_now() -> str:
@@ -507,7 +568,8 @@ class Store(_Reads):
     def put_tasks(self, tasks: list[TaskRow]) -> None:
         self.db["tasks"].upsert_all([_task_to_row(t) for t in tasks], pk="id")
 
-    def update_task(self, task_id: str, **changes: Any) -> None:
+    def update_task(self, task_id: str, change: TaskChange) -> None:
+        changes = given(change)
         for column in ("blocked_by", "details"):
             if column in changes:
                 changes[column] = msgspec.json.encode(changes[column]).decode()
@@ -521,7 +583,8 @@ class Store(_Reads):
 
     # Runs are written on every attempt: plain SQL over checked column names, because
     # sqlite-utils' insert()/update() introspect the table on each call.
-    def insert_run(self, **fields: Any) -> int:
+    def insert_run(self, run: RunStart) -> int:
+        fields = given(run)
         fields.setdefault("started_at", utc_now())
         _check_columns(fields, _RUN_COLUMNS, "run")
         names = ", ".join(fields)
@@ -533,7 +596,8 @@ class Store(_Reads):
         )
         return int(cursor.lastrowid or 0)
 
-    def update_run(self, run_id: int, **changes: Any) -> None:
+    def update_run(self, run_id: int, change: RunChange) -> None:
+        changes = given(change)
         _check_columns(changes, _RUN_COLUMNS, "run")
         if "files_changed" in changes:
             changes["files_changed"] = msgspec.json.encode(changes["files_changed"]).decode()

@@ -11,7 +11,7 @@ The protocol for a caller that owns the store (an executor command)::
 
     rows = store.tasks()
     for task_id, details in read_edits(folder, rows).items():  # 1. what people changed in the files
-        store.update_task(task_id, details=details)             # 2. the store takes it
+        store.update_task(task_id, TaskChange(details=details))             # 2. the store takes it
     write_mirror(folder, store.tasks(), runs_by_task, feedback)  # 3. the files show the store again
 
 ``write_mirror`` never silently loses a person's edit: with ``preserve_edits``

@@ -9,7 +9,17 @@ import pytest
 import sqlite_utils
 
 from protocol.events import TaskCompleted, TaskCreated, TaskFailed
-from session.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, StoreReader, TaskRow
+from session.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    RunChange,
+    RunStart,
+    Store,
+    StoreError,
+    StoreReader,
+    TaskChange,
+    TaskRow,
+)
 
 
 def test_a_new_store_is_in_wal_mode_at_the_current_schema_version(tmp_path):
@@ -87,17 +97,17 @@ def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
 def test_tasks_and_runs_are_updated_in_place(tmp_path):
     store = Store.open(tmp_path)
     store.put_tasks([TaskRow(id="A-1", owner="r", blocked_by=["B-1"], priority="P0")])
-    store.update_task("A-1", status="in_progress", attempts=1)
-    run_id = store.insert_run(run_id="R1", task_id="A-1", attempt=1, worker_id="w1", backend="command")
-    store.update_run(run_id, pid=123, pid_create_time=1.5)
+    store.update_task("A-1", TaskChange(status="in_progress", attempts=1))
+    run_id = store.insert_run(RunStart(run_id="R1", task_id="A-1", attempt=1, worker_id="w1", backend="command"))
+    store.update_run(run_id, RunChange(pid=123, pid_create_time=1.5))
     (task,) = store.tasks()
     assert (task.status, task.attempts, task.blocked_by, task.priority) == ("in_progress", 1, ["B-1"], "P0")
     (run,) = store.open_runs()
     assert (run.pid, run.pid_create_time, run.ended_at) == (123, 1.5, None)
-    store.update_run(run_id, ended_at="now", outcome="completed")
+    store.update_run(run_id, RunChange(ended_at="now", outcome="completed"))
     assert store.open_runs() == []
-    with pytest.raises(ValueError, match="unknown task columns"):
-        store.update_task("A-1", colour="red")
+    with pytest.raises(TypeError, match="colour"):
+        TaskChange(colour="red")  # type: ignore[call-arg]
     store.close()
 
 
@@ -132,7 +142,7 @@ def test_the_reader_sees_commits_while_the_writer_keeps_writing(tmp_path):
     thread = threading.Thread(target=read_repeatedly)
     thread.start()
     for i in range(100):
-        store.update_task(f"T-{i}", status="completed")
+        store.update_task(f"T-{i}", TaskChange(status="completed"))
     thread.join()
     assert seen == sorted(seen), "a reader must never see completions disappear"
     assert sum(1 for t in reader.tasks() if t.status == "completed") == 100
@@ -171,7 +181,9 @@ def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(tmp_path):
     assert store.schema_version() == SCHEMA_VERSION
     (run,) = store.runs()
     assert (run.run_id, run.agent_session_id, run.files_changed) == ("R0", None, [])
-    store.update_run(run.id, agent_session_id="sess-1", git_head_before="abc", files_changed=["a.py", "b.py"])
+    store.update_run(
+        run.id, RunChange(agent_session_id="sess-1", git_head_before="abc", files_changed=["a.py", "b.py"])
+    )
     (run,) = store.runs()
     assert (run.agent_session_id, run.git_head_before, run.files_changed) == ("sess-1", "abc", ["a.py", "b.py"])
     store.close()

@@ -9,7 +9,7 @@ import pytest
 
 from protocol.records import RunRow, TaskDetails, TaskRow
 from session.feedback import append_round
-from session.store import Store, StoreReader
+from session.store import RunChange, RunStart, Store, StoreReader, TaskChange
 from session.task_mirror import (
     EDITABLE,
     GENERATED_NOTE,
@@ -54,7 +54,7 @@ def put(store: Store, *rows: TaskRow) -> None:
 
 def update(store: Store, task_id: str, **changes) -> None:
     with store.transaction():
-        store.update_task(task_id, **changes)
+        store.update_task(task_id, TaskChange(**changes))
 
 
 def tasks(folder) -> list[TaskRow]:
@@ -406,19 +406,25 @@ def test_feedback_shows_in_review_feedback(tmp_path, store):
 def test_runs_show_in_git_context_and_failed_ones_in_error_context(tmp_path, store):
     put(store, TaskRow(id="A-001", owner="coder", subject="s"))
     with store.transaction():
-        first = store.insert_run(run_id="R1", task_id="A-001", attempt=1, worker_id="w1", backend="claude")
-        store.update_run(first, ended_at="t1", outcome="failed", error_kind="hang", error="silent for 600s\ntrace line")
-        second = store.insert_run(run_id="R2", task_id="A-001", attempt=2, worker_id="w1", backend="claude")
+        first = store.insert_run(RunStart(run_id="R1", task_id="A-001", attempt=1, worker_id="w1", backend="claude"))
+        store.update_run(
+            first, RunChange(ended_at="t1", outcome="failed", error_kind="hang", error="silent for 600s\ntrace line")
+        )
+        second = store.insert_run(RunStart(run_id="R2", task_id="A-001", attempt=2, worker_id="w1", backend="claude"))
         store.update_run(
             second,
-            model="sonnet",
-            ended_at="t2",
-            outcome="completed",
-            git_head_before="1111111",
-            git_head_after="2222222",
-            files_changed=["api/users.py", "tests/test_users.py"],
+            RunChange(
+                model="sonnet",
+                ended_at="t2",
+                outcome="completed",
+                git_head_before="1111111",
+                git_head_after="2222222",
+                files_changed=["api/users.py", "tests/test_users.py"],
+            ),
         )
-        store.update_task("A-001", status="failed", last_error="gate: tests failed", last_error_kind="gate_failed")
+        store.update_task(
+            "A-001", TaskChange(status="failed", last_error="gate: tests failed", last_error_kind="gate_failed")
+        )
     sync_mirror(tmp_path)
     text = (tmp_path / MIRROR_DIR / "failed" / "A-001.md").read_text()
     git = section(text, "Git Context")
