@@ -16,10 +16,8 @@ Before the Executor waited for its turn's commit, this failed two runs in three.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from session.store import StoreReader, storage_problem
+from session.store import StoreReader
 from tests.conftest import EXECUTOR
 from tests.sessions import scripted_session
 from tests.waiting import wait_for
@@ -148,7 +146,7 @@ def _fill(disk: Path) -> None:
 
 def test_a_full_disk_stops_the_run_with_one_message_and_resume_finishes(small_disk):
     # (A read-only remount cannot be forced while the run holds files open for writing;
-    # that failure is classified by the same code: see test_storage_problems_are_named.)
+    # that failure is classified by the same code: see tests/test_store.py::test_storage_problems_are_named.)
     graph = {f"A-{i:03d}": ([f"A-{i - 1:03d}"] if i > 1 else []) for i in range(1, 9)}
     folder = scripted_session(small_disk / "s", graph, {"default": {"sleep": 0.2}}, python=PY)
     out = small_disk.parent / "out.txt"
@@ -170,19 +168,3 @@ def test_a_full_disk_stops_the_run_with_one_message_and_resume_finishes(small_di
     )
     assert final.returncode == 0, final.stdout + final.stderr
     assert _store(folder)[1] == set(graph)
-
-
-@pytest.mark.parametrize(
-    ("error", "problem"),
-    [
-        (OSError(errno.ENOSPC, "No space left on device"), "the disk is full"),
-        (OSError(errno.EROFS, "Read-only file system"), "the file system is read-only"),
-        (sqlite3.OperationalError("database or disk is full"), "the disk is full"),
-        (sqlite3.OperationalError("attempt to write a readonly database"), "the file system is read-only"),
-        (sqlite3.OperationalError("disk I/O error"), "the disk failed (I/O error)"),
-        (sqlite3.OperationalError("no such table: tasks"), None),
-        (ValueError("nothing to do with storage"), None),
-    ],
-)
-def test_storage_problems_are_named(error, problem):
-    assert storage_problem(error) == problem

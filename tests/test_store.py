@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 
@@ -19,6 +20,7 @@ from session.store import (
     StoreReader,
     TaskChange,
     TaskRow,
+    storage_problem,
 )
 
 
@@ -207,3 +209,19 @@ def test_a_database_of_an_older_executor_is_read_as_it_is_by_check(tmp_path):
     assert reader.escalation("ESC-001") is None
     assert reader.schema_version() == 2
     reader.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "problem"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "the disk is full"),
+        (OSError(errno.EROFS, "Read-only file system"), "the file system is read-only"),
+        (sqlite3.OperationalError("database or disk is full"), "the disk is full"),
+        (sqlite3.OperationalError("attempt to write a readonly database"), "the file system is read-only"),
+        (sqlite3.OperationalError("disk I/O error"), "the disk failed (I/O error)"),
+        (sqlite3.OperationalError("no such table: tasks"), None),
+        (ValueError("nothing to do with storage"), None),
+    ],
+)
+def test_storage_problems_are_named(error, problem):
+    assert storage_problem(error) == problem
