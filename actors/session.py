@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
@@ -80,7 +79,7 @@ from session.message_bus import (
     progress_message,
 )
 from session.projection import SessionProjection
-from session.store import DB_NAME, STATE_DIR, RunChange, RunStart, Store, TaskChange, given, storage_problem, utc_now
+from session.store import DB_NAME, STATE_DIR, RunChange, RunStart, Store, TaskChange, storage_problem, utc_now
 
 __all__ = ["EventSink", "SessionActor"]
 
@@ -111,12 +110,14 @@ class SessionActor(TreeActor):
 
     def started(self) -> None:
         self.store = Store.open(self.folder)
-        self.rows: dict[str, TaskRow] = {row.id: row for row in self.store.tasks()}
+        # The task rows live in the store only (the Executor's pipeline core holds the run's
+        # copy): this actor reads them back where it needs them, inside its own transaction.
+        rows = self.store.tasks()
         self.bus = MessageBus.open(self.folder)
         self.projection = SessionProjection(
-            self.folder, self.session.team_raw, [*(t.id for t in self.session.tasks), *self.rows]
+            self.folder, self.session.team_raw, [*(t.id for t in self.session.tasks), *(row.id for row in rows)]
         )
-        for row in self.rows.values():
+        for row in rows:
             if row.status == "completed":
                 self.projection.task_completed(row.id)
 
@@ -199,16 +200,13 @@ class SessionActor(TreeActor):
 
     def _update(self, task_id: str, change: TaskChange) -> None:
         self.store.update_task(task_id, change)
-        row = self.rows.get(task_id)
-        if row is not None:
-            self.rows[task_id] = msgspec.structs.replace(row, **given(change))
 
     # --- queries --------------------------------------------------------------------
 
     @handles(GetState)
     def get_state(self, message: GetState) -> StateSnapshot:
         return StateSnapshot(
-            tasks=tuple(self.rows.values()),
+            tasks=tuple(self.store.tasks()),
             meta=self.store.meta(),
             next_run_row_id=self.store.max_run_id() + 1,
             open_escalations=tuple(self.store.escalations("open")),
@@ -226,11 +224,12 @@ class SessionActor(TreeActor):
     @handles(GetDeliverables)
     def get_deliverables(self, message: GetDeliverables) -> Deliverables:
         latest = dict(self.store.completions())
+        rows = {row.id: row for row in self.store.tasks()}
         return Deliverables(
             items=tuple(
-                Deliverable(task_id=task_id, role=self.rows[task_id].owner if task_id in self.rows else "", artifacts=a)
-                for task_id, a in latest.items()
-                if self.rows.get(task_id) is not None and self.rows[task_id].status == "completed"
+                Deliverable(task_id=task_id, role=rows[task_id].owner, artifacts=artifacts)
+                for task_id, artifacts in latest.items()
+                if task_id in rows and rows[task_id].status == "completed"
             )
         )
 
@@ -315,7 +314,6 @@ class SessionActor(TreeActor):
         """A person's step on a task (``session.handoff``), its event told to the run's views."""
         result = apply_handoff(self.store, message, self._append)
         if isinstance(result, TaskRow):
-            self.rows[result.id] = result
             if message.op == "create":
                 self.projection.add_task(result.id)
             elif result.status == "completed":
@@ -327,7 +325,6 @@ class SessionActor(TreeActor):
         with self.store.transaction():
             self.store.put_tasks(list(message.tasks))
             for row in message.tasks:
-                self.rows[row.id] = row
                 self._append(
                     TaskCreated(
                         task_id=row.id,
@@ -338,7 +335,8 @@ class SessionActor(TreeActor):
                     )
                 )
             for task_id, blocked_by in message.rewire:
-                merged = list(dict.fromkeys([*self.rows[task_id].blocked_by, *blocked_by]))
+                current = self.store.task(task_id)
+                merged = list(dict.fromkeys([*(current.blocked_by if current else []), *blocked_by]))
                 self._update(task_id, TaskChange(blocked_by=merged))
         for row in message.tasks:
             self.projection.add_task(row.id)

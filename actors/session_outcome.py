@@ -67,8 +67,9 @@ def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
                 )
             )
         elif message.disposition == "interrupted":
-            row = actor.rows[message.task_id]
-            actor._update(message.task_id, TaskChange(status="pending", attempts=max(0, row.attempts - 1)))
+            row = actor.store.task(message.task_id)
+            attempts = row.attempts if row is not None else 1
+            actor._update(message.task_id, TaskChange(status="pending", attempts=max(0, attempts - 1)))
             actor._append(
                 TaskReset(
                     task_id=message.task_id,
@@ -140,7 +141,6 @@ def write_reconciliation(actor: SessionActor, plan: ReconcilePlan) -> ReconcileA
         if plan.created:
             actor.store.put_tasks(list(plan.created))
             for row in plan.created:
-                actor.rows[row.id] = row
                 actor._append(
                     TaskCreated(
                         task_id=row.id, owner=row.owner, priority=row.priority, blocked_by=tuple(row.blocked_by)
@@ -149,9 +149,10 @@ def write_reconciliation(actor: SessionActor, plan: ReconcilePlan) -> ReconcileA
         for task_id in plan.completed_from_session:
             actor._update(task_id, TaskChange(status="completed", completed_at=now))
         for reset in plan.resets:
-            row = actor.rows[reset.task_id]
+            current = actor.store.task(reset.task_id)
+            attempts = current.attempts if current is not None else 1
             # The interrupted attempt was not the task's fault: it does not count.
-            actor._update(reset.task_id, TaskChange(status="pending", attempts=max(0, row.attempts - 1)))
+            actor._update(reset.task_id, TaskChange(status="pending", attempts=max(0, attempts - 1)))
             actor._append(TaskReset(task_id=reset.task_id, previous_status=reset.previous_status, reason=reset.reason))
         for run_row_id in plan.closed_runs:
             actor.store.update_run(
@@ -173,7 +174,7 @@ def write_reconciliation(actor: SessionActor, plan: ReconcilePlan) -> ReconcileA
         )
     for row in plan.created:
         actor.projection.add_task(row.id)
-    for row in actor.rows.values():
+    for row in actor.store.tasks():
         if row.status == "completed":
             actor.projection.task_completed(row.id)
         else:
