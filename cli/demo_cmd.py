@@ -27,7 +27,7 @@ from session.report import CheckReport
 from session.resources import builtin_path
 from session.worktrees import WorktreeError, commit_all
 
-__all__ = ["DemoSetup", "prepare_demo", "print_story_end"]
+__all__ = ["DemoRefused", "DemoSetup", "prepare_demo", "print_story_end", "print_story_start"]
 
 SESSION_PARENT = Path(".workflow") / ".team"
 _GIT_TIMEOUT_S = 60
@@ -124,6 +124,17 @@ def _diff(project: Path, base: str) -> tuple[list[str], list[str]]:
     except (WorktreeError, OSError, subprocess.TimeoutExpired) as error:
         return [f"(git could not show the diff: {error})"], []
     return stat, untracked
+
+
+def print_story_start(console: Console, setup: DemoSetup, paced: bool) -> None:
+    """Where the demo is, and (when it goes slowly enough to watch) how to watch it."""
+    if setup.project is None:
+        console.print(f"demo session copied to {escape(str(setup.session))}")
+        return
+    console.print(f"demo project: {escape(str(setup.project))} (a git repository; the team works in it)")
+    console.print(f"its session:  {escape(str(setup.session))}")
+    if paced:
+        console.print(f"watch it in another terminal: executor watch --session {escape(str(setup.session))}")
 
 
 def print_story_end(console: Console, setup: DemoSetup, report: CheckReport) -> None:

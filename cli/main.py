@@ -555,7 +555,7 @@ def demo(
     Example: executor demo            (or, to watch it in a browser: executor demo --http 8765 --pace 2)
     """
     from backends.conventions import ENV_DEMO_PACE  # noqa: PLC0415
-    from cli.demo_cmd import DemoRefused, prepare_demo, print_story_end  # noqa: PLC0415
+    from cli.demo_cmd import DemoRefused, prepare_demo, print_story_end, print_story_start  # noqa: PLC0415
 
     try:
         setup = prepare_demo(into)
@@ -563,8 +563,7 @@ def demo(
         raise _fail(str(error), 2) from None
     if setup.note:
         _stderr().print(f"note: {escape(setup.note)}")
-    where = f"demo project at {setup.project}, its session at {setup.session}" if setup.project else ""
-    _stdout().print(where or f"demo session copied to {setup.session}", markup=False)
+    print_story_start(_stdout(), setup, paced=bool(pace))
     if pace:
         os.environ[ENV_DEMO_PACE] = f"{pace:g}"  # read by the demo backend when it starts each agent
     try:
