@@ -14,6 +14,10 @@ it needs in its environment (``TEAM_EXECUTOR_TASK_ID``, ``..._ROLE``,
    text and the upstream artifacts: the same inputs give the same bytes;
 5. writes the JSON report and prints an upstream-style final report.
 
+In a session with a ``demo-story.json`` (``executor demo``'s), step 4 first plays the
+task's part of the story (``backends.demo_story``): real edits to the project it works
+in, or a review verdict, chosen by the task's feedback so far.
+
 Standard library only, and nothing from the project's heavy modules, so it starts
 in milliseconds.  Exit status: 0 done, 1 could not write its output, 2 not run by
 the executor (environment or prompt missing).
