@@ -425,11 +425,15 @@ def mcp(
     For MCP clients that launch their servers (desktop assistants, IDE agents). Resumes the
     session, dispatches what is ready, and serves until the client disconnects. Workers that
     speak MCP reach the same bridge over a loopback HTTP port. Logs go to stderr.
+    A session that cannot run (no backend, a CLI or key missing) is still served: reads and
+    answers work, get_fleet_status lists the problems, the other tools say what to fix.
     Example (client config): {"command": "executor", "args": ["mcp", "--session", "/work/login"]}
     """
-    _run(
-        session,
-        "resume",
+    from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
+
+    request = RunRequest(
+        session_dir=session,
+        command="resume",
         backend=backend,
         config_file=config,
         max_workers=max_workers,
@@ -437,6 +441,14 @@ def mcp(
         mcp_stdio=True,
         interactive=False,
     )
+    try:
+        code = run_session(request)
+    except RunRefused as error:
+        from bridge.standby import serve_unusable  # noqa: PLC0415
+
+        serve_unusable(session, str(error), lambda line: _stderr().print(line, markup=False))
+        code = error.exit_code
+    raise typer.Exit(code)
 
 
 @app.command()
