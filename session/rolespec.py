@@ -48,6 +48,8 @@ class RoleSpecFrontmatter(BaseModel):
     hang_timeout: float | None = Field(default=None, gt=0)  # seconds without output
     max_attempts: int | None = Field(default=None, ge=1)
     model: str | None = None
+    # The openai backend's endpoint (an OpenAI-compatible server), e.g. http://127.0.0.1:8000/v1.
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
     tier: str | None = None
     skills: list[str] | None = None
     max_turns: int | None = Field(default=None, ge=1)
