@@ -13,6 +13,7 @@ Executor is busy, and they cost the tree nothing.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -207,7 +208,7 @@ class ToolTable:
                 "rename one of them"
             )
         self.names.add(tool_name)
-        self.server.add_tool(fn, name=tool_name, description=description or (fn.__doc__ or "").strip())
+        self.server.add_tool(fn, name=tool_name, description=description or inspect.cleandoc(fn.__doc__ or ""))
 
 
 def _guard(context: BridgeContext, ctx: Context, tool: str, mutating: bool) -> Caller:
