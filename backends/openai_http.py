@@ -12,9 +12,11 @@ Two levels:
   finish reason, and an error kind the Router and KeyPool act on.  Base URL, key
   and model are arguments, so a caller can rotate them per call.
 - :meth:`OpenAIHttpBackend.run` — the Backend contract: the prompt file becomes
-  the messages, the base URL and key come from ``OPENAI_BASE_URL`` /
-  ``OPENAI_API_KEY`` (or the constructor), deltas become throttled progress
-  notes, and the answer is written as the task's artifact.
+  the messages, the calls go where :func:`backends.openai_plan.plan_calls` says
+  (the role-spec's ``model``/``base_url``, else ``OPENAI_MODEL`` /
+  ``OPENAI_BASE_URL``, else the registry's ``openai`` models through the Router),
+  the key is ``OPENAI_API_KEY`` or the key pool's, deltas become throttled
+  progress notes, and the answer is written as the task's artifact.
 
 How a call ends (``ChatOutcome.error_kind``):
 

@@ -562,7 +562,9 @@ def build_server(context: BridgeContext) -> MCPServer:
     # --- the fleet, models and keys ---------------------------------------------------------
 
     def get_fleet_status(ctx: Context) -> FleetOut:
-        """Actors, running workers (pid, elapsed, backend, model), backends, MCP servers, key pool (no secrets)."""
+        """Actors, running workers (pid, elapsed, backend, model), backends, MCP servers, key pool (no secrets).
+
+        When the session cannot run (state `unusable`), `problems` says why, each with its fix."""
         _guard(context, ctx, "get_fleet_status", mutating=False)
         return fleet_out(context)
 
