@@ -142,3 +142,19 @@ def test_base_url_and_model_run_without_a_registry_entry(executor_cli, tmp_path,
         (request,) = fake.chat_requests(key=KEY)
         assert request.body["model"] == "qwen2.5-coder"
     assert "without a registry entry" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
+
+
+def test_the_openai_key_is_not_sent_to_another_providers_endpoint(executor_cli, tmp_path):
+    with FakeOpenAI(models=("my-llama",)) as fake:  # a local server that asks for no key
+        fake.script(Reply("[writer] WRITE-001 done on the local model."))
+        folder = _session(tmp_path, "")
+        (folder / "executor.toml").write_text(
+            '[[models]]\nname = "my-llama"\nprovider = "openai-compatible"\nbackend = "openai"\ntier = "FREE"\n'
+            f'input_per_mtok = 0\noutput_per_mtok = 0\ncontext_window = 32768\nbase_url = "{fake.base_url}"\n'
+        )
+        env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "", "OPENAI_MODEL": ""}
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        (request,) = fake.chat_requests()
+        assert request.model == "my-llama"
+        assert request.key is None, "OpenAI's key went to a server of another provider"
