@@ -505,6 +505,7 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
             hang_timeout_s=spec.hang_timeout or self.options.hang_timeout_s,
             grace_s=self.options.kill_grace_s,
             model=spec.model,
+            base_url=spec.base_url,
             permission=spec.permission or default_permission(role, self.session.roles[role].responsibility_type),
             max_turns=spec.max_turns,
             isolate_home=bool(spec.isolate_home),

@@ -97,7 +97,7 @@ class RunRequest:
     exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
 
 
-def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Backend]:
+def resolve_backends(session: TeamSession, default: str | None, config: Config | None = None) -> dict[str, Backend]:
     """The backend of every role, or :class:`RunRefused` naming each role left without one."""
     problems: list[str] = []
     chosen: dict[str, Backend] = {}
@@ -119,7 +119,7 @@ def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Bac
         # Runs have a Router and a KeyPool: the openai backend's model, base URL and key
         # may come from the registry and the pool rather than the role-spec.
         problem = (
-            backend.preflight_routed(role, spec.meta)
+            backend.preflight_routed(role, spec.meta, config)
             if isinstance(backend, OpenAIHttpBackend)
             else backend.preflight(role, spec.meta)
         )
@@ -298,7 +298,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         raise RunRefused("the configuration is not valid:\n" + format_problems(error.problems), exit_code=2) from None
     apply_role_defaults(session, config)
     register_servers(config.mcp_servers)  # before resolve_backends: the mcp backend's preflight reads them
-    backends = resolve_backends(session, request.backend or config.run.default_backend)
+    backends = resolve_backends(session, request.backend or config.run.default_backend, config)
     mcp_problems = mcp_task_problems(
         session.tasks, session.role_specs, backends, done=set(session.team.completed_tasks)
     )

@@ -75,8 +75,11 @@ class _ActorRouting:
         except (pykka.ActorDeadError, pykka.Timeout) as error:
             return NoModel(task_id="", reason=f"the routing service did not answer: {error}")
 
-    def select_model(self, task_id: str, complexity: str, force_model: str | None) -> Any:
-        choice = self._ask(self.router, SelectModel(task_id=task_id, complexity=complexity, force_model=force_model))
+    def select_model(self, task_id: str, complexity: str, force_model: str | None, backend: str | None = None) -> Any:
+        choice = self._ask(
+            self.router,
+            SelectModel(task_id=task_id, complexity=complexity, force_model=force_model, backend=backend),
+        )
         if isinstance(choice, ModelChoice) and choice.needs_approval and self.escalate is not None:
             # The task runs on the lower tier meanwhile; an approval lets its next attempt use CRITICAL.
             self.escalate(
@@ -95,6 +98,9 @@ class _ActorRouting:
     def base_url(self, model: str) -> str | None:
         spec = self.config.find_model(model)
         return spec.base_url if spec is not None else None
+
+    def model_spec(self, model: str) -> Any:
+        return self.config.find_model(model)
 
     def acquire_key(self, provider: str) -> Any:
         answer = self._ask(self.keypool, AcquireKey(provider=provider))

@@ -46,14 +46,17 @@ class RoutingServices(Protocol):
     Every method blocks briefly (an ask to a service actor) and never raises.
     """
 
-    def select_model(self, task_id: str, complexity: str, force_model: str | None) -> Any:
-        """A ``protocol.routing.ModelChoice`` or ``NoModel``."""
+    def select_model(self, task_id: str, complexity: str, force_model: str | None, backend: str | None = None) -> Any:
+        """A ``protocol.routing.ModelChoice`` or ``NoModel``; with ``backend``, one of the models it runs."""
 
     def next_model(self, task_id: str, current_model: str, error_kind: str) -> Any:
         """After a failure: a ``ModelChoice`` to try next, or ``NoModel``."""
 
     def base_url(self, model: str) -> str | None:
         """The registry's base URL for ``model`` (for OpenAI-compatible servers), or None."""
+
+    def model_spec(self, model: str) -> Any:
+        """The registry's ``session.config_models.ModelSpec`` for ``model``, or None."""
 
     def acquire_key(self, provider: str) -> Any:
         """A ``protocol.keys.KeyLease``, ``KeyWait`` or ``KeyUnavailable``."""

@@ -12,9 +12,11 @@ Two levels:
   finish reason, and an error kind the Router and KeyPool act on.  Base URL, key
   and model are arguments, so a caller can rotate them per call.
 - :meth:`OpenAIHttpBackend.run` — the Backend contract: the prompt file becomes
-  the messages, the base URL and key come from ``OPENAI_BASE_URL`` /
-  ``OPENAI_API_KEY`` (or the constructor), deltas become throttled progress
-  notes, and the answer is written as the task's artifact.
+  the messages, the calls go where :func:`backends.openai_plan.plan_calls` says
+  (the role-spec's ``model``/``base_url``, else ``OPENAI_MODEL`` /
+  ``OPENAI_BASE_URL``, else the registry's ``openai`` models through the Router),
+  the key is ``OPENAI_API_KEY`` or the key pool's, deltas become throttled
+  progress notes, and the answer is written as the task's artifact.
 
 How a call ends (``ChatOutcome.error_kind``):
 
@@ -56,7 +58,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 from urllib.parse import urlsplit
 
 import httpx
@@ -70,11 +72,16 @@ from backends.conventions import (
     default_artifact_path,
     relative_inside,
 )
+from backends.openai_plan import MODEL_ENV, Direct, Routed, plan_calls
 from backends.pricing import estimate_cost
 from protocol._base import Message
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter
+from session.routing import key_endpoint
+
+if TYPE_CHECKING:
+    from session.config_models import Config
 
 __all__ = [
     "BASE_URL_ENV",
@@ -610,9 +617,10 @@ class OpenAIHttpBackend:
             base = DEFAULT_BASE_URL
         return base, key
 
-    def config_problem(self) -> str | None:
-        """Why no request can be made with the configured base URL and key, or None."""
+    def config_problem(self, base_url: str | None = None) -> str | None:
+        """Why no request can be made with the configured base URL (or ``base_url``) and key, or None."""
         base, key = self.endpoint_config()
+        base = base_url or base
         if base is None:
             return (
                 f"set {BASE_URL_ENV} (e.g. http://127.0.0.1:8080/v1 for a local server) "
@@ -627,21 +635,42 @@ class OpenAIHttpBackend:
 
     # --- preflight ---------------------------------------------------------------------------
 
+    def role_endpoint(self, spec_model: str | None, spec_base_url: str | None) -> tuple[str | None, str | None]:
+        """(model, base URL) a role names: its role-spec's, else ``OPENAI_MODEL`` / ``OPENAI_BASE_URL``."""
+        model = spec_model or self.environ.get(MODEL_ENV) or None
+        base = spec_base_url or self._base_url or self.environ.get(BASE_URL_ENV) or None
+        return model, base
+
     def preflight(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
-        if not spec.model:
-            return f"role '{role}' uses backend '{self.name}', which needs a model: set `model:` in its role-spec"
-        problem = self.config_problem()
+        model, base = self.role_endpoint(spec.model, spec.base_url)
+        if not model:
+            return (
+                f"role '{role}' uses backend '{self.name}', which needs a model: set `model:` in its role-spec "
+                f"(or {MODEL_ENV})"
+            )
+        problem = self.config_problem(base)
         if problem is not None:
             return f"role '{role}' uses backend '{self.name}', but {problem}"
         return None
 
-    def preflight_routed(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
-        """Preflight for a run with a Router and a KeyPool: the model may come from the
-        registry (by tier), its base URL from the registry and its key from the pool, so only
-        a malformed ``OPENAI_BASE_URL`` (the fallback) is a problem here."""
-        base = self._base_url or self.environ.get(BASE_URL_ENV)
-        if base and (urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname):
-            return f"role '{role}' uses backend '{self.name}', but {BASE_URL_ENV} must be an http:// or https:// URL"
+    def preflight_routed(self, role: str, spec: RoleSpecFrontmatter, config: Config | None = None) -> str | None:
+        """Preflight for a run with a Router and a KeyPool (``config``: its model registry).
+
+        The role's calls are planned by :func:`backends.openai_plan.plan_calls`: a model the
+        registry lacks needs a base URL, and no call goes to an endpoint nobody configured."""
+        model, base = self.role_endpoint(spec.model, spec.base_url)
+        if config is None:  # no registry to plan with: only a malformed base URL can be caught
+            if base and (urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname):
+                return f"role '{role}' uses backend '{self.name}', but its base URL must be an http:// or https:// URL"
+            return None
+        has_models = any(entry.backend == self.name for entry in config.models)
+        plan = plan_calls(role, model, base, config.find_model, has_models, self.name)
+        if isinstance(plan, str):
+            return plan
+        if isinstance(plan, Direct):
+            problem = self.config_problem(plan.base_url)
+            if problem is not None:
+                return f"role '{role}' uses backend '{self.name}', but {problem}"
         return None
 
     # --- one call ---------------------------------------------------------------------------
@@ -905,15 +934,27 @@ class OpenAIHttpBackend:
             prompt = Path(order.prompt_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             return failed("spawn_failed", f"cannot read the prompt file {order.prompt_file}: {error}")
-        routed = getattr(hooks, "routing", None) is not None  # the Router and KeyPool choose instead
-        if not order.model and not routed:
-            return failed("spawn_failed", "the openai backend needs a model: set `model:` in the role-spec")
-        problem = None if routed else self.config_problem()
-        if problem is not None:
-            return failed("spawn_failed", f"the openai backend cannot start: {problem}")
-        base_url, api_key = self.endpoint_config()
-        if base_url is None and not routed:  # config_problem() said there is one; this keeps the type checker sure
-            return failed("spawn_failed", f"the openai backend cannot start: set {BASE_URL_ENV}")
+        routing: RoutingServices | None = getattr(hooks, "routing", None)  # the Router and KeyPool choose
+        model, user_base = self.role_endpoint(order.model, order.base_url)
+        plan: Direct | Routed
+        if routing is not None:
+            planned = plan_calls(order.role, model, user_base, routing.model_spec, True, self.name)
+            if isinstance(planned, str):
+                return failed("spawn_failed", f"the openai backend cannot start: {planned}")
+            plan = planned
+        else:
+            if not model:
+                return failed(
+                    "spawn_failed", f"the openai backend needs a model: set `model:` in the role-spec (or {MODEL_ENV})"
+                )
+            problem = self.config_problem(user_base)
+            if problem is not None:
+                return failed("spawn_failed", f"the openai backend cannot start: {problem}")
+            base = user_base or self.endpoint_config()[0]
+            if base is None:  # config_problem() said there is one; this keeps the type checker sure
+                return failed("spawn_failed", f"the openai backend cannot start: set {BASE_URL_ENV}")
+            plan = Direct(model=model, base_url=base)
+        api_key = self.endpoint_config()[1]
         artifact = expected_artifact_in(prompt, order)
         messages = [
             {"role": "system", "content": system_message(artifact)},
@@ -921,21 +962,24 @@ class OpenAIHttpBackend:
         ]
         log = self._open_log(order)
         try:
-            if log is not None and not routed and base_url is not None:
+            if log is not None and isinstance(plan, Direct):
                 log.write(
-                    f"openai: POST {_safe_url(chat_endpoint(base_url))} model={order.model} "
+                    f"openai: POST {_safe_url(chat_endpoint(plan.base_url))} model={plan.model} "
                     f"key={key_hint(api_key)} prompt={len(prompt)} chars; writing {artifact}\n"
                 )
                 log.flush()
-            progress = _Progress(hooks, log, order.model or "the routed model", self.progress_interval_s)
-            routing = getattr(hooks, "routing", None)
-            if routing is not None:
-                outcome = self._complete_routed(order, routing, messages, cancel, progress, log)
+            shown = plan.model if isinstance(plan, Direct) else plan.force_model or "the routed model"
+            progress = _Progress(hooks, log, shown, self.progress_interval_s)
+            if isinstance(plan, Routed) and routing is not None:
+                outcome = self._complete_routed(
+                    order, routing, messages, cancel, progress, log, plan.force_model, user_base
+                )
             else:
+                assert isinstance(plan, Direct)  # noqa: S101 - a Routed plan is made only with routing
                 outcome = self.complete(
                     messages,
-                    model=order.model,
-                    base_url=base_url,
+                    model=plan.model,
+                    base_url=plan.base_url,
                     api_key=api_key,
                     timeout_s=order.hang_timeout_s or DEFAULT_NO_OUTPUT_TIMEOUT_S,
                     wall_timeout_s=order.timeout_s,
@@ -963,6 +1007,8 @@ class OpenAIHttpBackend:
         cancel: threading.Event,
         progress: Callable[[str], None],
         log: TextIO | None,
+        force_model: str | None,
+        user_base: str | None,
     ) -> ChatOutcome:
         """One attempt that may move across keys and models (the Router and the KeyPool decide).
 
@@ -970,12 +1016,14 @@ class OpenAIHttpBackend:
         key is cooling it waits for the first to recover.  Any other failure asks the
         Router for the next model (503 down the chain, network with backoff, a larger
         window for context_too_long); with no next model the failure is the result.
+        Only models this backend runs are chosen, and a call goes only to the endpoint
+        :func:`session.routing.key_endpoint` allows for the model's key.
         """
-        fallback_base, fallback_key = self.endpoint_config()
-        choice = routing.select_model(order.task_id, order.complexity, order.model)
+        fallback_key = self.endpoint_config()[1]
+        choice = routing.select_model(order.task_id, order.complexity, force_model, self.name)
         if not hasattr(choice, "model"):
             return ChatOutcome(
-                text="", error_kind="crash", error=f"no model to run: {choice.reason}", model=order.model
+                text="", error_kind="crash", error=f"no model to run: {choice.reason}", model=force_model
             )
         model, provider = choice.model, choice.provider
         deadline = time.monotonic() + (order.timeout_s or 3600.0)
@@ -992,12 +1040,22 @@ class OpenAIHttpBackend:
                 lease = routing.acquire_key(provider)
             if hasattr(lease, "wait_s"):
                 break
+            entry = routing.model_spec(model)
+            base_url = key_endpoint(entry, user_base) if entry is not None else None
+            if base_url is None:  # the registry has no endpoint the user configured for this model's key
+                return ChatOutcome(
+                    text="",
+                    error_kind="crash",
+                    error=f"{model} has no endpoint its {provider} key may be sent to: give its [[models]] "
+                    "entry a base_url",
+                    model=model,
+                )
             secret = getattr(lease, "secret_ref", None)
             key_id = getattr(lease, "key_id", None) if secret is not None else None
-            api_key = secret.reveal() if secret is not None else fallback_key
-            base_url = routing.base_url(model) or fallback_base
-            if base_url is None:
-                return ChatOutcome(text="", error_kind="auth", error=f"no base URL for {model}", model=model)
+            # OPENAI_API_KEY is OpenAI's key, or the key of the server the user named in OPENAI_BASE_URL:
+            # it goes nowhere else.
+            spare = fallback_key if provider == "openai" or base_url == user_base else None
+            api_key = secret.reveal() if secret is not None else spare
             _note(log, f"calling {model} at {_safe_url(base_url)} with key {key_hint(api_key)}")
             outcome = self.complete(
                 messages,

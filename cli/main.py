@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.config_cmd import config_app
+from cli.doctor_cmd import doctor as doctor_command
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
@@ -43,6 +44,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(task_app, name="task")
 app.add_typer(hook_app, name="hook")
 app.command("models")(models_command)
+app.command("doctor")(doctor_command)
 
 SessionOption = Annotated[
     Path,
@@ -425,11 +427,15 @@ def mcp(
     For MCP clients that launch their servers (desktop assistants, IDE agents). Resumes the
     session, dispatches what is ready, and serves until the client disconnects. Workers that
     speak MCP reach the same bridge over a loopback HTTP port. Logs go to stderr.
+    A session that cannot run (no backend, a CLI or key missing) is still served: reads and
+    answers work, get_fleet_status lists the problems, the other tools say what to fix.
     Example (client config): {"command": "executor", "args": ["mcp", "--session", "/work/login"]}
     """
-    _run(
-        session,
-        "resume",
+    from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
+
+    request = RunRequest(
+        session_dir=session,
+        command="resume",
         backend=backend,
         config_file=config,
         max_workers=max_workers,
@@ -437,6 +443,14 @@ def mcp(
         mcp_stdio=True,
         interactive=False,
     )
+    try:
+        code = run_session(request)
+    except RunRefused as error:
+        from bridge.standby import serve_unusable  # noqa: PLC0415
+
+        serve_unusable(session, str(error), lambda line: _stderr().print(line, markup=False))
+        code = error.exit_code
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -120,6 +120,7 @@ class WorkOrder(Message, frozen=True):
     grace_s: float = 5.0
     upstream_artifacts: tuple[str, ...] = ()
     model: str | None = None
+    base_url: str | None = None  # the role-spec's endpoint for OpenAI-compatible backends
     # For agent CLIs: what the agent may do, how long it may go on, where it keeps state.
     permission: Permission = "workspace-write"
     max_turns: int | None = None

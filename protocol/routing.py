@@ -41,6 +41,7 @@ class SelectModel(Message, frozen=True):
     complexity: float | str = "medium"
     budget_usd: float | None = None
     force_model: str | None = None
+    backend: str | None = None  # only the models this backend runs (a key goes only where it may)
 
 
 class ApproveCritical(Message, frozen=True):

@@ -340,8 +340,9 @@ def _model(
 
 
 #: The built-in registry (list prices in USD per 1M tokens: input, output, cached input).
-#: Names are ids the providers' APIs and CLIs accept.  ``local-llama`` is any model served
-#: by an OpenAI-compatible server on this machine (llama.cpp, vLLM, Ollama), free to run.
+#: Names are ids the providers' APIs and CLIs accept.  No entry has a ``base_url``: a key is
+#: only ever sent to an endpoint the user configured or to its vendor's own (see
+#: :func:`session.routing.key_endpoint`); a local server is the user's own ``[[models]]`` entry.
 DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
     _model("claude-opus-4-1", "anthropic", "claude", "CRITICAL", (15.0, 75.0, 1.5), 200_000),
     _model("claude-sonnet-4-5", "anthropic", "claude", "PREMIUM", (3.0, 15.0, 0.3), 200_000),
@@ -350,10 +351,6 @@ DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
     _model("gpt-5-mini", "openai", "codex", "STANDARD", (0.25, 2.0, 0.025), 400_000),
     _model("gemini-2.5-flash", "google", "gemini", "STANDARD", (0.3, 2.5, 0.075), 1_048_576),
     _model("claude-haiku-4-5", "anthropic", "claude", "STANDARD", (1.0, 5.0, 0.1), 200_000),
-    _model(
-        "local-llama", "openai-compatible", "openai", "FREE", (0.0, 0.0, 0.0), 32_768,
-        base_url="http://127.0.0.1:8080/v1",
-    ),
 )  # fmt: skip
 
 
