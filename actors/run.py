@@ -334,6 +334,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         sinks.append(_json_events_sink(out))
     bridge = None
     if bridge_address is not None:
+        from bridge.auth import OwnerTokenError  # noqa: PLC0415
         from bridge.serve import open_bridge  # noqa: PLC0415
         from bridge.tools import DuplicateTool  # noqa: PLC0415
 
@@ -341,7 +342,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             bridge = open_bridge(
                 Path(session.folder).resolve(), *bridge_address, console, show_sign_in_link=_is_terminal(human)
             )
-        except (BridgeAddressError, DuplicateTool) as error:
+        except (BridgeAddressError, DuplicateTool, OwnerTokenError) as error:
             lock.release()
             raise RunRefused(str(error), exit_code=2) from None
     notify_setup = NotifySetup.from_config(config, os.environ)
