@@ -21,7 +21,7 @@ from session.id_checks import analysis_id_problems, session_id_problems
 from session.models import RoleEntry, TaskAnalysisFile, TeamSessionFile
 from session.problems import Problem, SessionInvalid
 from session.rolespec import RoleSpec, parse_role_spec
-from session.safepath import path_text_problem
+from session.safepath import is_private, path_text_problem
 
 __all__ = [
     "ANALYSIS_FILE",
@@ -221,6 +221,16 @@ def _check_roles(folder: Path, raw_roles: list[Any]) -> tuple[dict[str, RoleEntr
                     file=SESSION_FILE,
                     field=f"{where}.role_spec",
                     message=f"role-spec path '{entry.role_spec}' points outside the session folder",
+                    fix=f"use a path inside the session, e.g. role-specs/{entry.name}.md",
+                )
+            )
+            continue
+        if is_private(folder, spec_path):
+            problems.append(
+                Problem(
+                    file=SESSION_FILE,
+                    field=f"{where}.role_spec",
+                    message=f"role-spec path '{entry.role_spec}' points into the executor's private .executor/ folder",
                     fix=f"use a path inside the session, e.g. role-specs/{entry.name}.md",
                 )
             )

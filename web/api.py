@@ -31,6 +31,7 @@ from protocol.bridge import (
     SubmitTask,
     TaskAccepted,
 )
+from session.safepath import is_private
 from session.store import STATE_DIR, StoreError
 from web.events import event_stream
 from web.metrics import render_metrics
@@ -111,6 +112,10 @@ def _artifact_file(folder: Path, relative: str) -> Path:
         found = False
     if not found:
         raise ApiError(404, f"path: no file {relative[:200]} in this session")
+    # The resolved target decides: a link in artifacts/ to .executor/ (or to any hidden
+    # file) is refused as if it had been asked for by that name.
+    if is_private(root, target) or any(part.startswith(".") for part in target.relative_to(root).parts):
+        raise ApiError(404, f"path: {relative[:200]} is not an artifact")
     return target
 
 
