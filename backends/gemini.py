@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from backends.agent_cli import AgentCliBackend, StreamState, bridge_path, classify_status, write_private
 from backends.base import WorkerHooks
+from backends.denies import gemini_deny_policy
 from backends.process import ProcessOutcome
 from protocol.messages import BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
@@ -91,10 +92,17 @@ class GeminiBackend(AgentCliBackend):
         "--model",
         "--approval-mode",
         "--skip-trust",
+        "--policy",
     )
     speaks_mcp: ClassVar[bool] = True
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
+        # The same text for every attempt of the session: written once, kept (it holds no secret).
+        policy = Path(order.session_dir) / ".executor" / "agent-policies" / "gemini-deny.toml"
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        text = gemini_deny_policy(order)
+        if not policy.is_file() or policy.read_text(encoding="utf-8") != text:
+            policy.write_text(text, encoding="utf-8")
         return [
             program,
             "-p",
@@ -106,6 +114,8 @@ class GeminiBackend(AgentCliBackend):
             "--approval-mode",
             _APPROVAL[order.permission],
             "--skip-trust",
+            "--policy",
+            str(policy),
         ]
 
     def _extra_env(self, order: WorkOrder) -> dict[str, str]:
