@@ -9,7 +9,13 @@ searches its cwd, environment and parent folders for tokens and tries them.
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.sessions import write_session
-from tests.test_mcp_bridge import RunningBridge, _text
+from tests.conftest import EXECUTOR
+from tests.sessions import copy_demo, write_session
+from tests.test_mcp_bridge import ENV, RunningBridge, _text
 
 HUNTER = Path(__file__).resolve().parent / "cred_hunter.py"
 
@@ -154,3 +161,94 @@ def test_the_token_file_is_outside_the_session_and_private(hunted: RunningBridge
     assert oct(hunted.token_file.stat().st_mode & 0o777) == oct(0o600)
     assert oct(hunted.token_file.parent.stat().st_mode & 0o777) == oct(0o700)
     assert hunted.token not in "".join(hunted.lines), "into a pipe the run names the file, never the token"
+
+
+# --- the owner token is printed only to a terminal ---------------------------------------------
+
+
+def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        content = path.read_text(errors="replace")
+        if text in content:
+            return content
+        time.sleep(0.1)
+    raise AssertionError(f"no {text!r} in {path}: {path.read_text(errors='replace')}")
+
+
+def _token_named_in(output: str) -> str:
+    found = re.search(r"owner bearer token in (\S+)", output)
+    assert found, output
+    return Path(found.group(1)).read_text().strip()
+
+
+def test_demo_with_http_into_a_file_names_the_token_file_never_the_token(tmp_path: Path) -> None:
+    out = tmp_path / "demo.log"
+    with out.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(EXECUTOR), "demo", "--http", "0", "--into", str(tmp_path / "demo")],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+        try:
+            _wait_for_line(out, "idle: 5/5 task(s) done", process)
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+    said = out.read_text()
+    token = _token_named_in(said)
+    assert token not in said
+    assert "?token=" not in said
+
+
+def test_stdio_mcp_keeps_the_token_out_of_its_stderr(tmp_path: Path) -> None:
+    folder = copy_demo(tmp_path / "demo")
+    err = tmp_path / "stderr.log"
+    with err.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(EXECUTOR), "mcp", "--session", str(folder), "--backend", "demo"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env=ENV,
+        )
+        try:
+            said = _wait_for_line(err, "owner bearer token in", process)
+        finally:
+            assert process.stdin is not None
+            process.stdin.close()  # the client leaves: the run stops
+            process.wait(timeout=60)
+    said = err.read_text()
+    assert _token_named_in(said) not in said
+
+
+def test_at_a_terminal_the_token_and_sign_in_link_are_shown(tmp_path: Path) -> None:
+    primary, secondary = os.openpty()
+    process = subprocess.Popen(
+        [str(EXECUTOR), "demo", "--http", "0", "--into", str(tmp_path / "demo")],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env=ENV,
+    )
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"?token=" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 1.0)
+            if ready:
+                try:
+                    seen += os.read(primary, 65536)
+                except OSError:  # the terminal closed: the process ended
+                    break
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        os.close(primary)
+    said = seen.decode(errors="replace")
+    found = re.search(r"owner bearer token \(kept 0600 in (\S+)\): (\S+)", said)
+    assert found, said
+    assert Path(found.group(1)).read_text().strip() == found.group(2)
+    assert f"?token={found.group(2)}" in said
