@@ -252,3 +252,28 @@ def test_at_a_terminal_the_token_and_sign_in_link_are_shown(tmp_path: Path) -> N
     assert found, said
     assert Path(found.group(1)).read_text().strip() == found.group(2)
     assert f"?token={found.group(2)}" in said
+    for path in (tmp_path / "demo").rglob("*"):  # the run's own log files included
+        if path.is_file():
+            assert found.group(2).encode() not in path.read_bytes(), f"the owner token is in {path}"
+
+
+def test_a_config_folder_inside_the_session_is_refused_before_any_token_is_made(
+    tmp_path: Path, executor_cli: Any
+) -> None:
+    folder = copy_demo(tmp_path / "demo")
+    inside = folder / "artifacts" / "config"
+    result = executor_cli(
+        "run",
+        "--session",
+        str(folder),
+        "--backend",
+        "demo",
+        "--http",
+        "0",
+        env={"TEAM_EXECUTOR_CONFIG_DIR": str(inside)},
+    )
+    said = result.stdout + result.stderr
+    assert result.returncode == 2, said
+    assert "inside the session folder" in said
+    assert "TEAM_EXECUTOR_CONFIG_DIR" in said
+    assert not list(folder.rglob("*.token"))
