@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 
-from protocol.ids import TASK_ID_RULE, task_id_problem
+from protocol.ids import TASK_ID_RULE, is_task_id, task_id_problem
 from session.models import TaskAnalysisFile, TeamSessionFile
 from session.problems import Problem
 from session.safepath import path_text_problem
+from session.store import StoreReader
 
-__all__ = ["analysis_id_problems", "path_field_problems", "session_id_problems"]
+__all__ = ["analysis_id_problems", "path_field_problems", "session_id_problems", "stored_bad_ids"]
 
 _ANALYSIS = "task-analysis.json"
 _SESSION = "team-session.json"
@@ -84,6 +86,18 @@ def session_id_problems(team: TeamSessionFile) -> list[Problem]:
         if problem is not None:
             problems.append(problem)
     return problems
+
+
+def stored_bad_ids(folder: Path) -> list[str]:
+    """Task ids in the session's state database that are outside the grammar (a store an
+    older version filled from a hostile task-analysis.json); [] when there is no store."""
+    reader = StoreReader.open(Path(folder))
+    if reader is None:
+        return []
+    try:
+        return [row.id for row in reader.tasks() if not is_task_id(row.id)]
+    finally:
+        reader.close()
 
 
 def path_field_problems(file: str, field: str, values: Iterable[object]) -> list[Problem]:

@@ -13,6 +13,7 @@ import os
 import re
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -277,3 +278,18 @@ def test_a_config_folder_inside_the_session_is_refused_before_any_token_is_made(
     assert "inside the session folder" in said
     assert "TEAM_EXECUTOR_CONFIG_DIR" in said
     assert not list(folder.rglob("*.token"))
+
+
+def test_a_store_holding_an_id_outside_the_grammar_refuses_the_run(tmp_path: Path, executor_cli: Any) -> None:
+    # What an older version left after running a hostile task-analysis.json.
+    folder = copy_demo(tmp_path / "demo")
+    first = executor_cli("run", "--session", str(folder), "--backend", "demo")
+    assert first.returncode == 0, first.stdout + first.stderr
+    with sqlite3.connect(folder / ".executor" / "state.db") as db:
+        db.execute("UPDATE tasks SET id = 'QA-001/../../../../escaped' WHERE id = 'QA-001'")
+    again = executor_cli("run", "--session", str(folder), "--backend", "demo")
+    said = again.stdout + again.stderr
+    assert again.returncode == 2, said
+    assert "'QA-001/../../../../escaped'" in said
+    assert "move" in said
+    assert "Traceback" not in said
