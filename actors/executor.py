@@ -98,6 +98,7 @@ from session.feedback import rounds_so_far
 from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands
 from session.graph import id_prefix
 from session.loader import TeamSession
+from session.safepath import task_file
 from session.store import STATE_DIR, utc_now
 
 __all__ = ["Boot", "Conclude", "Executor", "RoutingSetup", "RunOptions", "StateWriteFailed"]
@@ -486,7 +487,6 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
         state = folder / STATE_DIR
         spec = self.session.role_specs[role].meta
         backend = self.backends[role]
-        stem = f"{task_id}-a{attempt}"
         return WorkOrder(
             task_id=task_id,
             attempt=attempt,
@@ -495,9 +495,10 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
             session_dir=str(folder),
             artifacts_dir=str(folder / "artifacts"),
             workdir=str(self.options.workdir),
-            prompt_file=str(state / "prompts" / f"{stem}.md"),
-            report_file=str(state / "reports" / f"{stem}.json"),
-            log_path=str(state / "logs" / f"{stem}.log"),
+            # task_file checks the id and keeps each file inside .executor/ (UnsafePath otherwise).
+            prompt_file=str(task_file(state, task_id, f"-a{attempt}.md", "prompts")),
+            report_file=str(task_file(state, task_id, f"-a{attempt}.json", "reports")),
+            log_path=str(task_file(state, task_id, f"-a{attempt}.log", "logs")),
             run_id=self.run_id,
             marker=self.marker,
             command=tuple(spec.command or ()),

@@ -45,6 +45,7 @@ from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
+from session.id_checks import stored_bad_ids
 from session.keypool import pool_from_config
 from session.keystore import KeyStore, KeyStoreError
 from session.loader import TeamSession, inspect_session
@@ -292,6 +293,14 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     session, problems = inspect_session(request.session_dir)
     if session is None:
         raise RunRefused(f"{request.session_dir} is not a valid session:\n{format_problems(problems)}")
+    bad_ids = stored_bad_ids(Path(session.folder))
+    if bad_ids:  # an older version stored them; dispatching one would build paths from it
+        shown = ", ".join(repr(task_id) for task_id in bad_ids[:5])
+        raise RunRefused(
+            f"{STATE_DIR}/state.db holds task id(s) no file may be named after: {shown}. "
+            f"Fix: move {Path(session.folder) / STATE_DIR} aside to start this session's state afresh",
+            exit_code=2,
+        )
     try:
         config = load_config(Path(session.folder), request.config_file, known_backends=backend_names())
     except ConfigInvalid as error:
@@ -334,6 +343,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         sinks.append(_json_events_sink(out))
     bridge = None
     if bridge_address is not None:
+        from bridge.auth import OwnerTokenError  # noqa: PLC0415
         from bridge.serve import open_bridge  # noqa: PLC0415
         from bridge.tools import DuplicateTool  # noqa: PLC0415
 
@@ -341,7 +351,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             bridge = open_bridge(
                 Path(session.folder).resolve(), *bridge_address, console, show_sign_in_link=_is_terminal(human)
             )
-        except (BridgeAddressError, DuplicateTool) as error:
+        except (BridgeAddressError, DuplicateTool, OwnerTokenError) as error:
             lock.release()
             raise RunRefused(str(error), exit_code=2) from None
     notify_setup = NotifySetup.from_config(config, os.environ)

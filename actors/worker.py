@@ -40,6 +40,7 @@ from protocol.messages import (
 )
 from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
 from session.gates import record_gate_failure, run_gates
+from session.safepath import task_file
 from session.store import utc_now
 from session.worktrees import NotARepository, WorktreeError, branch_of, commit_all, ensure_worktree
 
@@ -202,7 +203,7 @@ def _commit_worktree(order: WorkOrder, result: AttemptResult) -> AttemptResult:
             result, ok=False, error_kind="crash", error=f"could not commit its work: {error}"
         )
     branch = branch_of(order.task_id)
-    note = Path(order.artifacts_dir) / f"{order.task_id}-worktree.md"
+    note = task_file(Path(order.artifacts_dir), order.task_id, "-worktree.md")
     note.parent.mkdir(parents=True, exist_ok=True)
     note.write_text(
         f"# {order.task_id}: its work is on branch `{branch}`\n\n"

@@ -35,6 +35,7 @@ from backends.prompt import bridge_note
 from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter
+from session.safepath import task_file
 
 __all__ = [
     "AGENT_CLIS_ENV",
@@ -81,7 +82,7 @@ def bridge_path(order: WorkOrder, suffix: str) -> Path:
 
     ``suffix`` starts with a dot (``.json``): :func:`forget_bridge` deletes what it names.
     """
-    return Path(order.session_dir) / ".executor" / "mcp" / f"{order.task_id}-a{order.attempt}{suffix}"
+    return task_file(Path(order.session_dir), order.task_id, f"-a{order.attempt}{suffix}", ".executor", "mcp")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -284,7 +285,7 @@ class AgentCliBackend:
         if order.isolate_home:
             # One HOME per task, kept across its attempts: the CLI's own session lives
             # there, and a retry resumes it.  TMPDIR is fresh for each attempt.
-            home = Path(order.session_dir) / ".executor" / "homes" / order.task_id
+            home = task_file(Path(order.session_dir), order.task_id, "", ".executor", "homes")
             tmp = home / "tmp" / f"a{order.attempt}"
             tmp.mkdir(parents=True, exist_ok=True)
             env["HOME"] = str(home)

@@ -24,6 +24,7 @@ from backends.agent_cli import (
     write_private,
 )
 from backends.base import WorkerHooks
+from backends.denies import claude_deny_settings
 from backends.process import ProcessOutcome
 from protocol.messages import BridgeEndpoint, WorkOrder
 
@@ -55,6 +56,7 @@ class ClaudeBackend(AgentCliBackend):
         "--allowedTools",
         "--resume",
         "--mcp-config",
+        "--settings",
     )
     speaks_mcp: ClassVar[bool] = True
 
@@ -69,6 +71,8 @@ class ClaudeBackend(AgentCliBackend):
             argv += ["--permission-mode", "default", f"--allowedTools={','.join((*_READ_TOOLS, *bridge_tools))}"]
         else:
             argv += ["--permission-mode", "acceptEdits", f"--allowedTools={','.join((*_WRITE_TOOLS, *bridge_tools))}"]
+        # Deny rules beat every allow and every mode: the executor's private folders stay unread.
+        argv.append(f"--settings={claude_deny_settings(order)}")
         if order.bridge:
             # A file, not inline JSON: the token must not show in argv.  `=` because the
             # option takes several values and would swallow the next argument.

@@ -32,6 +32,7 @@ from backends.agent_cli import (
     write_private,
 )
 from backends.base import WorkerHooks
+from backends.denies import gemini_deny_policy
 from backends.process import ProcessOutcome
 from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
@@ -124,10 +125,17 @@ class GeminiBackend(AgentCliBackend):
         "--model",
         "--approval-mode",
         "--skip-trust",
+        "--policy",
     )
     speaks_mcp: ClassVar[bool] = True
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
+        # The same text for every attempt of the session: written once, kept (it holds no secret).
+        policy = Path(order.session_dir) / ".executor" / "agent-policies" / "gemini-deny.toml"
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        text = gemini_deny_policy(order)
+        if not policy.is_file() or policy.read_text(encoding="utf-8") != text:
+            policy.write_text(text, encoding="utf-8")
         return [
             program,
             "-p",
@@ -139,6 +147,8 @@ class GeminiBackend(AgentCliBackend):
             "--approval-mode",
             _APPROVAL[order.permission],
             "--skip-trust",
+            "--policy",
+            str(policy),
         ]
 
     def _extra_env(self, order: WorkOrder) -> dict[str, str]:

@@ -45,6 +45,7 @@ from protocol.types import ErrorKind
 from session.config_models import McpServerConfig
 from session.graph import TaskSpec
 from session.rolespec import RoleSpec, RoleSpecFrontmatter
+from session.safepath import task_file
 
 if TYPE_CHECKING:
     from session.mcp_client import McpFailure
@@ -261,10 +262,10 @@ class McpCallBackend:
         folder.mkdir(parents=True, exist_ok=True)
         files: list[tuple[Path, str]] = []
         if text or structured is None:
-            files.append((folder / f"{order.task_id}.md", text if text.endswith("\n") else text + "\n"))
+            files.append((task_file(folder, order.task_id, ".md"), text if text.endswith("\n") else text + "\n"))
         if structured is not None and structured != {"result": text}:  # the SDK's wrapping of a plain answer
             data = json.dumps(structured, indent=2, ensure_ascii=False)
-            files.append((folder / f"{order.task_id}.json", data + "\n"))
+            files.append((task_file(folder, order.task_id, ".json"), data + "\n"))
         saved: list[str] = []
         for path, content in files:
             relative = relative_inside(session, path)

@@ -95,11 +95,12 @@ def open_bridge(
 ) -> BridgeRuntime:
     """Tokens, tools, the dashboard and the HTTP listener; raises ``DuplicateTool`` or ``BridgeAddressError``.
 
-    ``show_sign_in_link``: print the dashboard link with the token in it (for a person at a
-    terminal; never into a pipe or a CI log)."""
+    ``show_sign_in_link``: print the owner token and the dashboard link with it (for a person
+    at a terminal; never into a pipe, a log file or a CI log, which get the token file's path).
+    Raises ``OwnerTokenError`` when the token cannot be kept outside the session."""
     from web.app import WebApp  # noqa: PLC0415 - FastAPI loads only with the server
 
-    owner, created = load_or_create_owner_token(folder)
+    owner, _created = load_or_create_owner_token(folder)
     tokens = Tokens(owner)
     holder = _ExecutorHolder()
     context = BridgeContext(folder=folder, executor=holder, tokens=tokens, installed_backends=installed_backends)
@@ -109,14 +110,14 @@ def open_bridge(
     web = WebApp(context, tokens, mcp_app, loopback_only=is_loopback(host))
     http = HttpBridge(web, host, port)
     http.start()
-    if created:
-        console(f"MCP bridge on {http.url} — bearer token (shown once; kept 0600 in {token_path(folder)}): {owner}")
-    else:
-        console(f"MCP bridge on {http.url} — bearer token in {token_path(folder)}")
+    where = token_path(folder)
+    # The token itself only reaches a terminal: a pipe, a log file or a CI log gets the file's name.
     if show_sign_in_link:
+        console(f"MCP bridge on {http.url} — owner bearer token (kept 0600 in {where}): {owner}")
         console(f"dashboard on {http.base_url}/?token={owner}")
     else:
-        console(f"dashboard on {http.base_url}/ — sign in with the token in {token_path(folder)}")
+        console(f"MCP bridge on {http.url} — owner bearer token in {where}")
+        console(f"dashboard on {http.base_url}/ — sign in with the token in {where}")
     return BridgeRuntime(context=context, server=server, tokens=tokens, http=http, holder=holder, web=web)
 
 

@@ -71,6 +71,7 @@ from protocol.bridge import (
     TaskAccepted,
 )
 from protocol.events import TaskProgress
+from protocol.ids import MAX_TASK_ID, TASK_ID_PATTERN, TASK_ID_RULE
 from protocol.keys import AddKey, GetKeyStates, KeyAdded, KeyStates
 from protocol.mcp_client import GetMcpServers, McpServers
 from protocol.messages import HandoffRequest
@@ -100,7 +101,15 @@ ASK_TIMEOUT_S = 10.0
 #: The tool's priority words -> the session's priorities (P0 runs first).
 PRIORITY_OF: dict[str, Literal["P0", "P1", "P2"]] = {"critical": "P0", "high": "P0", "normal": "P1", "low": "P2"}
 
-TaskId = Annotated[str, Field(min_length=1, max_length=200, description="A task id, e.g. MCP-001 or IMPL-002")]
+TaskId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TASK_ID,
+        pattern=TASK_ID_PATTERN,
+        description=f"A task id, e.g. MCP-001 or IMPL-002 ({TASK_ID_RULE})",
+    ),
+]
 AgentId = Annotated[str, Field(min_length=1, max_length=200, description="The agent id given in your prompt")]
 
 
@@ -401,7 +410,7 @@ def build_server(context: BridgeContext) -> MCPServer:
             str | None,
             Field(description="The role that should do it; left out, the role is chosen by capability"),
         ] = None,
-        blocked_by: Annotated[list[str] | None, Field(description="Task ids that must complete first")] = None,
+        blocked_by: Annotated[list[TaskId] | None, Field(description="Task ids that must complete first")] = None,
     ) -> SubmittedOut:
         """Add a task to the running pipeline; it is dispatched when its blockers are done.
 
@@ -644,7 +653,7 @@ def build_server(context: BridgeContext) -> MCPServer:
         role: Annotated[str, Field(min_length=1, description="The role whose task it is")],
         ctx: Context,
         priority: Literal["P0", "P1", "P2"] = "P1",
-        blocked_by: list[str] | None = None,
+        blocked_by: list[TaskId] | None = None,
         description: Annotated[str, Field(max_length=100_000)] = "",
     ) -> TaskOut:
         """Create a task of a role (a manual role's tasks wait for someone to claim them)."""

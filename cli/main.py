@@ -309,7 +309,7 @@ HttpOption = Annotated[
         "--mcp-http",
         metavar="[HOST:]PORT",
         help="Serve the dashboard at /, the JSON API at /api (schema: /openapi.json), /healthz, /metrics and the "
-        "MCP bridge at /mcp (127.0.0.1 unless HOST is given; the token in .executor/mcp-token is required). "
+        "MCP bridge at /mcp (127.0.0.1 unless HOST is given; the owner token from your config folder is required). "
         "The run then keeps serving when the pipeline is done.",
     ),
 ]

@@ -37,7 +37,7 @@ fsynced, since the store can always regenerate them.  A task whose lifecycle
 changed moves to its new folder.  Files named like a task id (``<PREFIX>-<n>.md``)
 for tasks the store no longer has are removed; anything else is left alone, as
 are symbolic links.  Task ids that could name a path outside the mirror (see
-``_SAFE_ID``) are skipped and listed in :attr:`MirrorResult.skipped`.
+the id grammar of :mod:`protocol.ids`) are skipped and listed in :attr:`MirrorResult.skipped`.
 
 Sections that hold arbitrary text keep the document's structure: in the editable
 free text a line that would read as a ``## `` heading is escaped with a
@@ -59,6 +59,7 @@ from pathlib import Path
 
 import msgspec
 
+from protocol.ids import is_task_id
 from protocol.records import RunRow, TaskDetails, TaskRow
 from session.feedback import FEEDBACK_DIR, read_feedback
 from session.lifecycle import LIFECYCLE, lifecycle_of
@@ -104,7 +105,6 @@ _LISTS = frozenset({"acceptance_criteria", "definition_of_ready", "definition_of
 _CHECKLISTS = frozenset({"acceptance_criteria", "definition_of_ready", "definition_of_done"})
 _NOTHING = frozenset({"", "none", "—", "–", "-", "(none)", "_none_", "*none*", "n/a"})
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: a file name, never a path
 _TASK_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*-[0-9]+\.md")  # what stale-file removal may delete
 _H2 = re.compile(r" {0,3}##(?:[ \t]+(?P<text>.*))?")  # fullmatch: a level-2 heading, the only section break
 _CLOSING_HASHES = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
@@ -476,11 +476,7 @@ def _scan(root: Path) -> dict[str, dict[str, Path]]:
             with os.scandir(root / lifecycle) as entries:
                 for entry in entries:
                     task_id = entry.name[:-3]
-                    if (
-                        entry.name.endswith(".md")
-                        and _SAFE_ID.fullmatch(task_id)
-                        and entry.is_file(follow_symlinks=False)
-                    ):
+                    if entry.name.endswith(".md") and is_task_id(task_id) and entry.is_file(follow_symlinks=False):
                         found.setdefault(task_id, {})[lifecycle] = Path(entry.path)
         except (FileNotFoundError, NotADirectoryError):
             continue
@@ -539,7 +535,7 @@ def write_mirror(
     made: set[str] = set()
     for row in rows:
         lifecycle = lifecycles[row.id]
-        if not _SAFE_ID.fullmatch(row.id) or lifecycle not in LIFECYCLE:
+        if not is_task_id(row.id) or lifecycle not in LIFECYCLE:
             result.skipped.append(row.id)
             continue
         if row.id in done:
@@ -596,7 +592,7 @@ def _feedback_texts(folder: Path, rows: Iterable[TaskRow]) -> dict[str, str]:
         return {}
     texts: dict[str, str] = {}
     for row in rows:
-        if f"{row.id}.md" in names and _SAFE_ID.fullmatch(row.id):
+        if f"{row.id}.md" in names and is_task_id(row.id):
             with suppress(OSError, UnicodeDecodeError):
                 texts[row.id] = read_feedback(folder, row.id)
     return texts

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.records import TaskRow
+from session.safepath import task_file
 
 __all__ = [
     "BRANCH_PREFIX",
@@ -75,7 +76,7 @@ def worktrees_root(project: Path, session: Path) -> Path:
 
 
 def worktree_path(project: Path, session: Path, task_id: str) -> Path:
-    return worktrees_root(project, session) / task_id
+    return task_file(worktrees_root(project, session), task_id)
 
 
 def ensure_worktree(project: Path, session: Path, task_id: str) -> Path:
@@ -119,7 +120,7 @@ def settle_worktree(project: Path, session: Path, task_id: str) -> Settled:
         return Settled(task_id, "merged", f"{branch} is merged: worktree and branch removed")
     base = _git(project, "merge-base", "HEAD", branch).stdout.strip()
     patch = _git(project, "format-patch", "--stdout", f"{base}..{branch}").stdout
-    target = Path(session) / "artifacts" / f"{task_id}.patch"
+    target = task_file(Path(session), task_id, ".patch", "artifacts")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(patch, encoding="utf-8")
     _git(project, "worktree", "remove", "--force", str(path))

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -31,6 +32,8 @@ from protocol.bridge import (
     SubmitTask,
     TaskAccepted,
 )
+from protocol.ids import TASK_ID_PATTERN, TASK_ID_RULE
+from session.safepath import is_private
 from session.store import STATE_DIR, StoreError
 from web.events import event_stream
 from web.metrics import render_metrics
@@ -53,6 +56,9 @@ LOG_TAIL_BYTES = 16 * 1024
 ARTIFACT_MAX_BYTES = 2 * 1024 * 1024
 HEALTH_TIMEOUT_S = 3.0
 StatusFilter = Literal["pending", "in_progress", "review", "completed", "failed"]
+
+#: A task id in the URL: the id grammar, or 422 before anything looks it up.
+TaskIdParam = Annotated[str, PathParam(pattern=TASK_ID_PATTERN, description=f"A task id ({TASK_ID_RULE})")]
 
 _ERRORS = {
     400: {"description": "The request names something wrong; detail says what"},
@@ -111,6 +117,10 @@ def _artifact_file(folder: Path, relative: str) -> Path:
         found = False
     if not found:
         raise ApiError(404, f"path: no file {relative[:200]} in this session")
+    # The resolved target decides: a link in artifacts/ to .executor/ (or to any hidden
+    # file) is refused as if it had been asked for by that name.
+    if is_private(root, target) or any(part.startswith(".") for part in target.relative_to(root).parts):
+        raise ApiError(404, f"path: {relative[:200]} is not an artifact")
     return target
 
 
@@ -216,7 +226,7 @@ def build_api(context: BridgeContext) -> FastAPI:
         return TasksOut(tasks=[task_out(row) for row in rows], total=len(rows))
 
     @api.get("/api/tasks/{task_id}", tags=["tasks"], responses=_ERRORS)
-    def task_detail(task_id: str) -> TaskDetailOut:
+    def task_detail(task_id: TaskIdParam) -> TaskDetailOut:
         """One task: description, every attempt, newest progress, artifacts, its log's tail, its questions."""
         view = task_view(context, task_id)
         newest_log = next((run.log_path for run in reversed(view.runs) if run.log_path), None)
@@ -292,7 +302,7 @@ def build_api(context: BridgeContext) -> FastAPI:
         return task_out(accepted.task)
 
     @api.post("/api/tasks/{task_id}/cancel", tags=["tasks"], responses=_ERRORS)
-    def cancel(task_id: str) -> CancelOut:
+    def cancel(task_id: TaskIdParam) -> CancelOut:
         """Cancel a pending or running task (a running agent is stopped); it ends failed, kind 'cancelled'."""
         refuse_in_panic("cancelling a task")
         cancelled: Cancelled = context.ask(CancelTask(task_id=task_id, by="web"))

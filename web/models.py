@@ -6,11 +6,12 @@ one vocabulary for both surfaces.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.models import EscalationOut, KeyOut, ProgressOut, RunOut, TaskOut, WorkerOut
+from protocol.ids import TASK_ID_PATTERN
 
 __all__ = [
     "AgentStatsOut",
@@ -108,7 +109,9 @@ class SubmitIn(_Strict):
     description: str = Field(default="", max_length=100_000)
     priority: Literal["low", "normal", "high", "critical"] = "normal"
     assigned_to: str | None = Field(default=None, max_length=200, description="The role that should do it")
-    blocked_by: list[str] = Field(default=[], max_length=1000, description="Task ids that must complete first")
+    blocked_by: list[Annotated[str, Field(pattern=TASK_ID_PATTERN)]] = Field(
+        default=[], max_length=1000, description="Task ids that must complete first"
+    )
 
 
 class AnswerIn(_Strict):
