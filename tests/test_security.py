@@ -193,7 +193,7 @@ def test_demo_with_http_into_a_file_names_the_token_file_never_the_token(tmp_pat
             env=ENV,
         )
         try:
-            _wait_for_line(out, "idle: 5/5 task(s) done", process)
+            _wait_for_line(out, "idle: 3/3 task(s) done", process)
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
