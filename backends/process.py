@@ -106,8 +106,9 @@ class ProcessOutcome(msgspec.Struct, frozen=True, kw_only=True):
         exit_code: the exit status; ``None`` when killed by a signal or never started.
         signal: the number of the signal that ended the child, if any.
         error_kind: ``None`` (exit 0), ``"crash"`` (non-zero exit, or death by a signal we
-            did not send), ``"timeout"``, ``"hang"``, ``"interrupted"`` (cancel event set)
-            or ``"spawn_failed"`` (the program could not be started).
+            did not send), ``"timeout"``, ``"hang"``, ``"interrupted"`` (cancel event set),
+            ``"spawn_failed"`` (the program could not be started), or the kind a
+            ``stop_check`` returned.
         error: one-line human message, ``None`` on success.
         stdout_tail: the last ``tail_bytes`` bytes of stdout.
         stderr_tail: the last ``tail_bytes`` bytes of stderr.
@@ -412,6 +413,8 @@ class _Run:
         cancel: threading.Event | None,
         on_stdout_line: Callable[[bytes], None] | None,
         poll_interval_s: float,
+        on_stderr_line: Callable[[bytes], None] | None = None,
+        stop_check: Callable[[], tuple[str, str] | None] | None = None,
     ) -> None:
         if proc.stdout is None or proc.stderr is None:
             raise RuntimeError("internal error: the child's output pipes are missing")
@@ -430,6 +433,8 @@ class _Run:
         self.out = _Tail(limits.tail_bytes)
         self.err = _Tail(limits.tail_bytes)
         self.lines = _LineSplitter(limits.tail_bytes, on_stdout_line) if on_stdout_line else None
+        self.err_lines = _LineSplitter(limits.tail_bytes, on_stderr_line) if on_stderr_line else None
+        self.stop_check = stop_check
         self.sel = selectors.DefaultSelector()
         self.stdin_view = memoryview(stdin_data or b"")
         self.reason: str | None = None  # why we stopped it: timeout, hang, interrupted
@@ -479,6 +484,8 @@ class _Run:
         elif lim.hang_timeout_s is not None and now - self.last_output >= lim.hang_timeout_s:
             self.reason = "hang"
             self.reason_msg = f"no output for {lim.hang_timeout_s:.1f} s (hang timeout)"
+        elif self.stop_check is not None and (verdict := self.stop_check()) is not None:
+            self.reason, self.reason_msg = verdict  # the caller read the output and knows it is over
         return self.reason is not None
 
     # -- child status without reaping ---------------------------------------------
@@ -546,6 +553,8 @@ class _Run:
                 self.sel.unregister(fd)
                 if key.data == "out" and self.lines is not None:
                     self.lines.finish()
+                if key.data == "err" and self.err_lines is not None:
+                    self.err_lines.finish()
                 continue
             got_output = True
             self.last_output = time.monotonic()
@@ -556,6 +565,8 @@ class _Run:
                     self.lines.feed(chunk)
             else:
                 self.err.add(chunk)
+                if self.err_lines is not None:
+                    self.err_lines.feed(chunk)
         return got_output
 
     def drain(self, max_s: float) -> None:
@@ -570,6 +581,8 @@ class _Run:
         self.close_stdin()
         if finish_lines and self.lines is not None:
             self.lines.finish()  # a last partial line, if the stream was cut short
+        if finish_lines and self.err_lines is not None:
+            self.err_lines.finish()
         for stream in (self.stdout, self.stderr):
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(stream.fileno())
@@ -673,6 +686,8 @@ def run_process(
     on_start: Callable[[int, float], None] | None = None,
     on_stdout_line: Callable[[bytes], None] | None = None,
     poll_interval_s: float = 0.1,
+    on_stderr_line: Callable[[bytes], None] | None = None,
+    stop_check: Callable[[], tuple[str, str] | None] | None = None,
 ) -> ProcessOutcome:
     """Run ``spec.argv`` to the end under ``limits`` and say how it ended.
 
@@ -693,6 +708,10 @@ def run_process(
     - ``on_stdout_line(line)``: for each stdout line, without its ``\\n`` (a ``\\r`` is
       kept), in order; a line longer than ``limits.tail_bytes`` is cut to that length; a
       last line without a newline is passed at EOF.
+    - ``on_stderr_line(line)``: the same for stderr.
+    - ``stop_check()``: every poll; an ``(error_kind, message)`` it returns stops the tree
+      and ends the run with that kind (a caller that reads the output and sees that the
+      run cannot succeed, e.g. an agent retrying a dead endpoint).
 
     ``cancel`` may be set from any thread; the run then ends with ``"interrupted"``.
 
@@ -736,6 +755,8 @@ def run_process(
             cancel=cancel,
             on_stdout_line=on_stdout_line,
             poll_interval_s=poll_interval_s,
+            on_stderr_line=on_stderr_line,
+            stop_check=stop_check,
         )
         return run.run(on_start)
     finally:

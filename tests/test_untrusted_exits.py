@@ -1,0 +1,95 @@
+"""An exit code proves nothing: `executor run` judges what an attempt really did.
+
+- a worker that exits 0 having done nothing (no file changed, no artifact, no report, no
+  model traffic) is ``no_work``, retried and then failed — never ``completed``;
+- an agent CLI pointed at a model endpoint nobody listens on is stopped as ``network`` long
+  before its wall timeout, with the URL and the CLI's own last error line (the real claude,
+  codex and gemini CLIs; skipped when one is not installed).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from session.store import StoreReader
+from tests.agent_env import cli_path
+from tests.sessions import write_session
+from tests.test_agent_pipeline import cli_env, project_with_session
+
+
+def _runs_and_task(folder: Path):  # type: ignore[no-untyped-def]
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    try:
+        runs = reader.runs()
+        (task,) = reader.tasks()
+    finally:
+        reader.close()
+    return runs, task
+
+
+def test_a_worker_that_exits_0_having_done_nothing_is_no_work(executor_cli, tmp_path):
+    silent = f'backend: command\ncommand: ["{sys.executable}", "-c", "pass"]\n'
+    folder = write_session(tmp_path / "s", {"writer": "WRITE"}, {"WRITE-001": []}, role_extra={"writer": silent})
+    result = executor_cli("run", "--session", str(folder), "--max-attempts", "2", "--retry-backoff", "0.05")
+    assert result.returncode == 1, result.stdout + result.stderr
+    runs, task = _runs_and_task(folder)
+    assert [run.error_kind for run in runs] == ["no_work", "no_work"]
+    assert task.status == "failed"
+    assert "did no work" in (runs[0].error or "")
+
+
+# The event stream codex printed when it did nothing: a turn, an agent message, no usage, exit 0.
+_SILENT_CODEX = """#!/bin/sh
+cat >/dev/null
+echo '{"type":"thread.started","thread_id":"th-silent"}'
+echo '{"type":"turn.started"}'
+echo '{"type":"item.completed","item":{"id":"i0","type":"agent_message","text":"Done."}}'
+echo '{"type":"turn.completed","usage":{}}'
+"""
+
+
+def test_a_codex_turn_with_no_model_traffic_and_no_change_is_no_work(executor_cli, tmp_path):
+    clis = tmp_path / "bin"
+    clis.mkdir()
+    (clis / "codex").write_text(_SILENT_CODEX)
+    (clis / "codex").chmod(0o755)
+    _, folder = project_with_session(tmp_path, "codex", {"WRITE-001": []}, {"writer": "WRITE"})
+    env = {"TEAM_EXECUTOR_AGENT_CLIS": str(clis), "OPENAI_API_KEY": "sk-openai-fake"}
+    result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (run,), task = _runs_and_task(folder)
+    assert (run.outcome, run.error_kind, task.status) == ("failed", "no_work", "failed")
+    assert "no model traffic" in (run.error or "")
+    assert "it said: Done." in (run.error or "")
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
+def test_an_unreachable_model_endpoint_is_a_network_failure_long_before_the_timeout(executor_cli, tmp_path, cli):
+    if cli_path(cli) is None:
+        pytest.skip(f"the {cli} CLI is not installed (CI installs it with npm; see .ci/run)")
+    url = f"http://127.0.0.1:{_closed_port()}"
+    env = cli_env(cli, url)
+    _, folder = project_with_session(tmp_path, cli, {"WRITE-001": []}, {"writer": "WRITE"})
+    spec = folder / "role-specs" / "writer.md"
+    # With a 60 s wall limit, a CLI that keeps retrying would end as `timeout`, not `network`.
+    spec.write_text(spec.read_text().replace("timeout: 120\n", "timeout: 60\n"))
+    result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (run,), task = _runs_and_task(folder)
+    assert (run.error_kind, task.last_error_kind) == ("network", "network"), run.error
+    assert f"cannot reach the model at {url}" in (run.error or ""), run.error
+    print(json.dumps({"cli": cli, "started": run.started_at, "ended": run.ended_at, "error": run.error}))
