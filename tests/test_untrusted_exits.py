@@ -105,6 +105,32 @@ def test_an_unreachable_model_endpoint_is_a_network_failure_long_before_the_time
     print(json.dumps({"cli": cli, "started": run.started_at, "ended": run.ended_at, "error": run.error}))
 
 
+@pytest.mark.slow
+def test_gemini_with_the_user_s_own_settings_is_stopped_as_network_too(executor_cli, tmp_path):
+    """Outside an isolated HOME nothing caps Gemini's own retries: left alone it retries for minutes."""
+    if cli_path("gemini") is None:
+        pytest.skip("the gemini CLI is not installed (CI installs it with npm; see .ci/run)")
+    url = f"http://127.0.0.1:{_closed_port()}"
+    home = tmp_path / "home"
+    (home / ".gemini").mkdir(parents=True)
+    (home / ".gemini" / "settings.json").write_text(
+        json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}})
+    )
+    _, folder = project_with_session(tmp_path, "gemini", {"WRITE-001": []}, {"writer": "WRITE"})
+    spec = folder / "role-specs" / "writer.md"
+    spec.write_text(
+        spec.read_text().replace("isolate_home: true\ntimeout: 120\n", "isolate_home: false\ntimeout: 60\n")
+    )
+    env = {**cli_env("gemini", url), "HOME": str(home)}
+    result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (run,), _ = _runs_and_task(folder)
+    assert run.error_kind == "network", run.error
+    assert f"cannot reach the model at {url}" in (run.error or ""), run.error
+    assert "fetch failed" in (run.error or "")
+    print(json.dumps({"cli": "gemini (own HOME)", "started": run.started_at, "ended": run.ended_at}))
+
+
 def _escaped(token: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
