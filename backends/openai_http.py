@@ -993,6 +993,8 @@ class OpenAIHttpBackend:
             if hasattr(lease, "wait_s"):
                 break
             secret = getattr(lease, "secret_ref", None)
+            if secret is None and outcome.error_kind == "auth":
+                return outcome  # the provider refused every pooled key: the environment's is no stand-in
             key_id = getattr(lease, "key_id", None) if secret is not None else None
             api_key = secret.reveal() if secret is not None else fallback_key
             base_url = routing.base_url(model) or fallback_base
@@ -1025,8 +1027,8 @@ class OpenAIHttpBackend:
                 outcome = msgspec.structs.replace(outcome, key_id=key_id)
             if outcome.ok or outcome.error_kind == "interrupted":
                 return outcome
-            if outcome.error_kind == "rate_limited" and key_id is not None:
-                continue  # the key cools down; the pool hands out the next one (or says to wait)
+            if outcome.error_kind in ("rate_limited", "auth") and key_id is not None:
+                continue  # the key cools down or is disabled; the pool hands out the next one (or says to wait)
             following = routing.next_model(order.task_id, model, outcome.error_kind or "crash")
             if not hasattr(following, "model"):
                 return outcome
