@@ -24,7 +24,6 @@ import itertools
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,18 +40,13 @@ _POLL_S = 0.05
 _EMPTY_WAIT_S = 5.0
 _sequence = itertools.count(1)
 
-# Runs in the child between fork and the program: join the cgroup, then exec the program.
-# Fixed code; the cgroup file and the argv come as arguments, never through a shell.
-_JOIN = (
-    "import os, sys\n"
-    "try:\n"
-    "    with open(sys.argv[1], 'w') as f: f.write(str(os.getpid()))\n"
-    "except OSError: pass\n"  # the cgroup went away: run uncontained rather than not at all
-    "try: os.execvp(sys.argv[2], sys.argv[2:])\n"
-    "except OSError as e:\n"
-    "    sys.stderr.write(f'team-executor: cannot run {sys.argv[2]}: {e.strerror}\\n')\n"
-    "    sys.exit(127)\n"
-)
+# Runs in the child between fork and the program: join the cgroup, then exec the program
+# (same pid).  A fixed script: the cgroup file and the argv are positional arguments, never
+# parsed by the shell; /bin/sh starts in about a millisecond where Python takes twenty.
+_SHELL = "/bin/sh"
+_JOIN = 'echo $$ > "$0" 2>/dev/null; {unset}exec "$@"'
+# Variables a shell adds to the environment of what it execs: removed unless the caller set them.
+_SHELL_ADDS = ("PWD", "SHLVL", "_")
 
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
@@ -195,7 +189,12 @@ class AttemptCgroup:
             found = shutil.which(program, path=env.get("PATH", os.defpath))
         if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
             return None
-        return (sys.executable, "-I", "-S", "-c", _JOIN, str(self.path / "cgroup.procs"), *argv)
+        if not os.access(_SHELL, os.X_OK):
+            return None
+        # The program by its absolute path: the shell's `exec` must never read it as an option.
+        added = [name for name in _SHELL_ADDS if name not in env]
+        script = _JOIN.format(unset=f"unset {' '.join(added)}; " if added else "")
+        return (_SHELL, "-c", script, str(self.path / "cgroup.procs"), os.path.abspath(found), *argv[1:])
 
     def members(self) -> list[psutil.Process]:
         try:
