@@ -367,9 +367,12 @@ class AgentCliBackend:
 
     def base_url(self) -> str:
         """The model endpoint the CLI talks to, as a `network` error names it."""
-        configured = self.environ.get(self.base_url_variable) if self.base_url_variable else None
-        url = configured or self.default_base_url or "its default endpoint"
-        return f"{url} ({self.base_url_variable})" if configured else url
+        names = [self.base_url_variable] if self.base_url_variable else []
+        names += [name for name in self.passthrough_variables if name.endswith("_BASE_URL")]
+        for name in names:
+            if self.environ.get(name):
+                return f"{self.environ[name]} ({name})"
+        return self.default_base_url or f"{self.program}'s default endpoint"
 
     def _network_line(self, line: bytes, state: StreamState) -> None:
         """Count a line of the CLI's own output that says the endpoint cannot be reached."""
