@@ -19,12 +19,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
 from backends.containment import DISABLE_ENV, cgroups_available
+from protocol.records import RunRow, TaskRow
 from session.store import StoreReader
 from tests.agent_env import cli_path
 from tests.conftest import _EMPTY_CONFIG, EXECUTOR
@@ -32,7 +34,7 @@ from tests.sessions import write_session
 from tests.test_agent_pipeline import cli_env, project_with_session
 
 
-def _runs_and_task(folder: Path):  # type: ignore[no-untyped-def]
+def _runs_and_task(folder: Path) -> tuple[list[RunRow], TaskRow]:
     reader = StoreReader.open(folder)
     assert reader is not None
     try:
@@ -173,7 +175,7 @@ def test_a_detached_grandchild_without_the_marker_is_gone_after_the_run(executor
         _kill_escaped(token)
 
 
-def _wait_for(predicate, timeout_s: float = 60) -> bool:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60) -> bool:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
