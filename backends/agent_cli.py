@@ -29,6 +29,7 @@ import msgspec
 
 from backends._agent_process import order_env, result_from_outcome, verdict_in_text
 from backends.base import WorkerHooks
+from backends.evidence import NETWORK_ERROR, NETWORK_ERRORS_TO_STOP, REPORT_PATH, event_text, outside_session
 from backends.git_state import changed_files, executor_paths, moved, snapshot, touched_since
 from backends.pricing import estimate_cost
 from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
@@ -138,20 +139,6 @@ def retry_after_in(message: str) -> float | None:
     return value
 
 
-#: What the CLIs print when the model endpoint cannot be reached: codex "Reconnecting... waiting
-#: for network (Connection failed: error sending request)", Claude Code "API Error: Connection
-#: refused ... (ECONNREFUSED)", Gemini CLI "fetch failed sending request", Node's errno names.
-NETWORK_ERROR = re.compile(
-    r"ECONNREFUSED|ECONNRESET|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|ETIMEDOUT|fetch failed"
-    r"|connection refused|connection failed|error sending request|waiting for network|getaddrinfo"
-    r"|failed to connect|could not resolve host|dns error",
-    re.IGNORECASE,
-)
-#: Network errors seen with no model traffic before the attempt is stopped as ``network``.
-NETWORK_ERRORS_TO_STOP = 2
-_REPORT_PATH = re.compile(r"Full report available at: \S+\s*")  # Gemini CLI: a temp file, noise here
-
-
 def classify_status(status: int | None, message: str = "") -> ErrorKind:
     """The error kind of an HTTP status (and its message) reported by an agent CLI."""
     text = message.lower()
@@ -211,7 +198,7 @@ class StreamState:
     def network_error(self, line: str) -> None:
         """The CLI said it cannot reach the model (a reconnect line, a refused connection)."""
         self.network_errors += 1
-        self.network_line = " ".join(_REPORT_PATH.sub("", line).split())[:500]
+        self.network_line = " ".join(REPORT_PATH.sub("", line).split())[:500]
 
     def unreachable(self, threshold: int = NETWORK_ERRORS_TO_STOP) -> bool:
         """Network errors again and again, and not one answer from the model: stop waiting."""
@@ -243,35 +230,6 @@ def read_assistant_turn(event: dict[str, Any], state: StreamState, hooks: Worker
             hooks.progress(None, f"turn {state.turns}: {block.get('name')}")
     if message.get("model") != "<synthetic>" and not event.get("is_api_error_message"):
         state.traffic = True  # Claude Code writes its own error text as a "<synthetic>" turn
-
-
-def _event_text(event: dict[str, Any]) -> str | None:
-    """The human words of a CLI's JSON event: its message, result or error (or their text blocks)."""
-    for key in ("message", "result", "error"):
-        value = event.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-        if isinstance(value, dict):
-            if isinstance(value.get("message"), str):
-                return str(value["message"])
-            content = value.get("content")
-            blocks: list[Any] = content if isinstance(content, list) else []
-            texts = [b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str)]
-            if texts:
-                return " ".join(texts)
-    return None
-
-
-def _outside(session: Path, workdir: Path, files: tuple[str, ...]) -> tuple[str, ...]:
-    """``files`` (relative to the repository) without those in the session folder: the executor
-    writes there (logs, messages, the projection) whatever the agent does."""
-    try:
-        inside = session.resolve().relative_to(workdir.resolve()).as_posix()
-    except ValueError:
-        return files  # the session is not under the working directory
-    if inside == ".":
-        return ()
-    return tuple(path for path in files if f"/{inside}/" not in f"/{path}/")
 
 
 class AgentCliBackend:
@@ -380,7 +338,7 @@ class AgentCliBackend:
             text = line.decode("utf-8", "replace").strip()
             event = self._json(line)
             if event is not None:  # a JSON event: its message, not the whole object
-                text = _event_text(event) or text
+                text = event_text(event) or text
             state.network_error(text)
 
     def _unreachable_error(self, state: StreamState, fallback: str | None) -> str:
@@ -552,7 +510,7 @@ class AgentCliBackend:
                 + " — the work was not done (widen the role's `permission`)",
                 **fields,
             )
-        work = _outside(Path(order.session_dir), workdir, fields["files_modified"])
+        work = outside_session(Path(order.session_dir), workdir, fields["files_modified"])
         if not state.saw_model() and not work and not base.artifacts and not touched:
             said = " ".join(text.split())[:300]
             return msgspec.structs.replace(
