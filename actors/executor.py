@@ -118,6 +118,9 @@ NOTIFIER_GRACE_S = 5.0
 DEFAULT_STALL_AFTER_S = 1800.0
 DEFAULT_STALL_STOP_AFTER_S = 3600.0
 DEFAULT_REVIEW_ROUNDS = 3
+#: Error kinds another attempt cannot fix: the task fails at once.  ``auth``: the provider
+#: refused the key (the key pool disables it and says so); retrying would only be refused again.
+NEVER_RETRIED: frozenset[str] = frozenset({"over_budget", "auth"})
 
 
 class Boot(Message, frozen=True):
@@ -723,7 +726,7 @@ class Executor(RequestHandlers, NoticeHandlers, HandoffHandlers, TreeActor):
             )
             return
         self.prompts.attempt_failed(task_id, attempt, result.error_kind, result.error, result.output_tail)
-        if attempt < self._max_attempts(slot.role) and result.error_kind != "over_budget":
+        if attempt < self._max_attempts(slot.role) and result.error_kind not in NEVER_RETRIED:
             delay = self.options.retry_backoff.delay(attempt - 1)
             self.scheduler.retry_at(task_id, time.monotonic() + delay)
             self.rows[task_id] = _with(row, status="pending")

@@ -128,6 +128,8 @@ class GeminiBackend(AgentCliBackend):
         "--policy",
     )
     speaks_mcp: ClassVar[bool] = True
+    base_url_variable: ClassVar[str | None] = "GOOGLE_GEMINI_BASE_URL"
+    default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com"
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
         # The same text for every attempt of the session: written once, kept (it holds no secret).
@@ -224,6 +226,7 @@ class GeminiBackend(AgentCliBackend):
             if isinstance(content, str):
                 state.texts.append(content)
         elif kind == "tool_use":
+            state.traffic = True
             state.turns += 1
             name = str(event.get("tool_name") or event.get("name") or "tool")
             state.tools[str(event.get("tool_id"))] = name

@@ -1051,6 +1051,8 @@ class OpenAIHttpBackend:
                     model=model,
                 )
             secret = getattr(lease, "secret_ref", None)
+            if secret is None and outcome.error_kind == "auth":
+                return outcome  # the provider refused every pooled key: the environment's is no stand-in
             key_id = getattr(lease, "key_id", None) if secret is not None else None
             # OPENAI_API_KEY is OpenAI's key, or the key of the server the user named in OPENAI_BASE_URL:
             # it goes nowhere else.
@@ -1083,8 +1085,8 @@ class OpenAIHttpBackend:
                 outcome = msgspec.structs.replace(outcome, key_id=key_id)
             if outcome.ok or outcome.error_kind == "interrupted":
                 return outcome
-            if outcome.error_kind == "rate_limited" and key_id is not None:
-                continue  # the key cools down; the pool hands out the next one (or says to wait)
+            if outcome.error_kind in ("rate_limited", "auth") and key_id is not None:
+                continue  # the key cools down or is disabled; the pool hands out the next one (or says to wait)
             following = routing.next_model(order.task_id, model, outcome.error_kind or "crash")
             if not hasattr(following, "model"):
                 return outcome
