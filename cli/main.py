@@ -217,6 +217,7 @@ def init(
     --writer/--reviewer/--redteam/--adjudicator, --role-backend ROLE=BACKEND.
     `executor init --playbook list` prints the playbooks.
     """
+    from backends.registry import backend_names  # noqa: PLC0415 - loads every backend
     from session.templates import (  # noqa: PLC0415 - only init needs it
         DEFAULT_PLAYBOOK,
         InitError,
@@ -239,6 +240,7 @@ def init(
             backend=backend,
             role_flags={"writer": writer, "reviewer": reviewer, "redteam": redteam, "adjudicator": adjudicator},
             role_backends=parse_role_backends(role_backend or []),
+            known_backends=backend_names(),
         )
     except InitError as error:
         raise _fail(str(error), 2) from None
