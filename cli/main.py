@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -249,11 +250,14 @@ def init(
     console.print(f"next: executor run --session {session}")
 
 
-def _run(session: Path, command: str, **options: Any) -> None:
+def _run(session: Path, command: str, http: str | None, allow_remote: bool, mcp_stdio: bool, **options: Any) -> None:
     from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415 - keeps check/validate fast
+    from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
     try:
-        code = run_session(RunRequest(session_dir=session, command=command, **options))
+        bridge = bridge_opener(http, allow_remote, stdio=mcp_stdio)
+        request = RunRequest(session_dir=session, command=command, bridge=bridge, mcp_stdio=mcp_stdio, **options)
+        code = run_session(request)
     except RunRefused as error:
         raise _fail(str(error), error.exit_code) from None
     raise typer.Exit(code)
@@ -326,119 +330,85 @@ ExitWhenDoneOption = Annotated[
 ]
 
 
-@app.command()
-def run(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-    json_events: JsonEventsOption = False,
-    export: ExportOption = None,
-    task_timeout: TimeoutOption = None,
-    hang_timeout: HangOption = None,
-    max_attempts: AttemptsOption = None,
-    shutdown_grace: GraceOption = None,
-    retry_backoff: BackoffOption = None,
-    http: HttpOption = None,
-    allow_remote: AllowRemoteOption = False,
-    exit_when_done: ExitWhenDoneOption = False,
-) -> None:
-    """Run the session's pipeline until nothing is ready and nothing runs.
+def _pipeline_command(command: str, doc: str, *, mcp_stdio: bool = False) -> Callable[..., None]:
+    """``run``, ``resume`` and ``mcp``: one option set, one way into the run."""
+
+    def pipeline(
+        session: SessionOption,
+        backend: BackendOption = None,
+        config: ConfigOption = None,
+        max_workers: MaxWorkersOption = None,
+        workdir: WorkdirOption = None,
+        json_events: JsonEventsOption = False,
+        export: ExportOption = None,
+        task_timeout: TimeoutOption = None,
+        hang_timeout: HangOption = None,
+        max_attempts: AttemptsOption = None,
+        shutdown_grace: GraceOption = None,
+        retry_backoff: BackoffOption = None,
+        http: HttpOption = None,
+        allow_remote: AllowRemoteOption = False,
+        exit_when_done: ExitWhenDoneOption = False,
+    ) -> None:
+        _run(
+            session,
+            command,
+            http=http,
+            allow_remote=allow_remote,
+            mcp_stdio=mcp_stdio,
+            backend=backend,
+            config_file=config,
+            max_workers=max_workers,
+            workdir=workdir,
+            json_events=json_events,
+            export_dir=export,
+            task_timeout_s=task_timeout,
+            hang_timeout_s=hang_timeout,
+            max_attempts=max_attempts,
+            shutdown_grace_s=shutdown_grace,
+            retry_backoff_s=retry_backoff,
+            exit_when_done=exit_when_done,
+        )
+
+    pipeline.__doc__ = doc
+    return pipeline
+
+
+app.command("run")(
+    _pipeline_command(
+        "run",
+        """Run the session's pipeline until nothing is ready and nothing runs.
 
     Crash-safe: every transition is in .executor/state.db first; after a kill or a
     power cut, `executor resume` carries on. Ctrl-C stops gracefully; twice, at once.
     Example: executor run --session work/login --backend demo --max-workers 4
-    """
-    _run(
-        session,
-        "run",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
-        json_events=json_events,
-        export_dir=export,
-        task_timeout_s=task_timeout,
-        hang_timeout_s=hang_timeout,
-        max_attempts=max_attempts,
-        shutdown_grace_s=shutdown_grace,
-        retry_backoff_s=retry_backoff,
-        http_address=http,
-        allow_remote=allow_remote,
-        exit_when_done=exit_when_done,
+    """,
     )
-
-
-@app.command()
-def resume(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-    json_events: JsonEventsOption = False,
-    export: ExportOption = None,
-    task_timeout: TimeoutOption = None,
-    hang_timeout: HangOption = None,
-    max_attempts: AttemptsOption = None,
-    shutdown_grace: GraceOption = None,
-    retry_backoff: BackoffOption = None,
-    http: HttpOption = None,
-    allow_remote: AllowRemoteOption = False,
-    exit_when_done: ExitWhenDoneOption = False,
-) -> None:
-    """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
+)
+app.command("resume")(
+    _pipeline_command(
+        "resume",
+        """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
 
     Resets what was running, stops processes left over from a crashed run, writes a
     recovery report, and dispatches what is ready.
     Example: executor resume --session work/login
-    """
-    _run(
-        session,
-        "resume",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
-        json_events=json_events,
-        export_dir=export,
-        task_timeout_s=task_timeout,
-        hang_timeout_s=hang_timeout,
-        max_attempts=max_attempts,
-        shutdown_grace_s=shutdown_grace,
-        retry_backoff_s=retry_backoff,
-        http_address=http,
-        allow_remote=allow_remote,
-        exit_when_done=exit_when_done,
+    """,
     )
-
-
-@app.command()
-def mcp(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-) -> None:
-    """Serve the MCP bridge on stdin/stdout, running the session's tree in this process.
+)
+app.command("mcp")(
+    _pipeline_command(
+        "resume",
+        """Serve the MCP bridge on stdin/stdout, running the session's tree in this process.
 
     For MCP clients that launch their servers (desktop assistants, IDE agents). Resumes the
     session, dispatches what is ready, and serves until the client disconnects. Workers that
     speak MCP reach the same bridge over a loopback HTTP port. Logs go to stderr.
     Example (client config): {"command": "executor", "args": ["mcp", "--session", "/work/login"]}
-    """
-    _run(
-        session,
-        "resume",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
+    """,
         mcp_stdio=True,
-        interactive=False,
     )
+)
 
 
 @app.command()
@@ -573,8 +543,10 @@ def demo(
         os.environ[ENV_DEMO_PACE] = f"{pace:g}"  # read by the demo backend when it starts each agent
     try:
         from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
+        from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
-        request = RunRequest(session_dir=into, command="run", interactive=False, http_address=http)
+        bridge = bridge_opener(http, allow_remote=False, stdio=False)
+        request = RunRequest(session_dir=into, command="run", interactive=False, bridge=bridge)
         code = run_session(request)
     except RunRefused as error:
         raise _fail(str(error), error.exit_code) from None
