@@ -37,7 +37,7 @@ NoticeKind = Literal[
     "consensus_blocked",
     "digest",
 ]
-NOTICE_KINDS: tuple[str, ...] = get_args(NoticeKind)
+NOTICE_KINDS: tuple[NoticeKind, ...] = get_args(NoticeKind)
 
 
 class Notice(Message, frozen=True):

@@ -88,7 +88,7 @@ Rotation = Literal["round_robin", "random", "least_used"]
 #: Model tiers, cheapest first.
 TIERS: tuple[str, ...] = get_args(TierName)
 PROVIDERS: tuple[str, ...] = get_args(Provider)
-DEFAULT_FALLBACK: tuple[str, ...] = ("CRITICAL", "PREMIUM", "STANDARD", "FREE")
+DEFAULT_FALLBACK: tuple[TierName, ...] = ("CRITICAL", "PREMIUM", "STANDARD", "FREE")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEED_PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]*")

@@ -116,7 +116,7 @@ class RoutingOptions:
 
     def network_delay(self, retry: int) -> float:
         """Seconds to wait before network retry number ``retry`` (1-based)."""
-        return min(self.network_backoff_max_s, self.network_backoff_s * 2 ** max(0, min(retry - 1, 32)))
+        return min(self.network_backoff_max_s, self.network_backoff_s * 2.0 ** max(0, min(retry - 1, 32)))
 
 
 DEFAULT_OPTIONS = RoutingOptions()
