@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import fail as _fail
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands, record_gate_failure, run_gates
@@ -42,11 +43,6 @@ Repo = Annotated[
 
 def _err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err().print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
 
 
 @hook_app.command()

@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import fail as _fail
+
 if TYPE_CHECKING:
     from session.keystore import KeyStore
 
@@ -45,11 +47,6 @@ def _out() -> Console:
 
 def _err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    _err().print(f"[red]error:[/] {escape(message)}")
-    return typer.Exit(code)
 
 
 def _warn(message: str) -> None:

@@ -16,12 +16,12 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from cli.config_cmd import config_app
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
+from cli.options import fail as _fail
 from cli.render import render_check, render_problems
 from cli.task_cmd import task_app
 from session.loader import inspect_session
@@ -58,12 +58,6 @@ def _stdout() -> Console:
 
 def _stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    # Escaped: messages name config keys like [mcp_servers.x], which rich would take for markup.
-    _stderr().print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
 
 
 @app.command()

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import fail as _fail
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session import inbox
@@ -52,11 +53,6 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text."
 
 def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
 
 
 def _who() -> str:
