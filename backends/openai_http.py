@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
-import ipaddress
 import json
 import math
 import os
@@ -74,6 +73,7 @@ from backends.pricing import estimate_cost
 from protocol._base import Message
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
+from session.loopback import is_loopback_url
 from session.rolespec import RoleSpecFrontmatter
 
 __all__ = [
@@ -169,16 +169,6 @@ def _safe_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _is_loopback(base_url: str) -> bool:
-    host = (urlsplit(base_url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -621,7 +611,7 @@ class OpenAIHttpBackend:
         scheme = urlsplit(base).scheme
         if scheme not in ("http", "https") or not urlsplit(base).hostname:
             return f"{BASE_URL_ENV} must be an http:// or https:// URL (got {_safe_url(base)!r})"
-        if key is None and not _is_loopback(base):
+        if key is None and not is_loopback_url(base):
             return f"no key for {_safe_url(base)}: set {KEY_ENV} in the environment"
         return None
 
@@ -727,7 +717,7 @@ class OpenAIHttpBackend:
                 write=max(timeout_s, _CONNECT_TIMEOUT_S),
                 pool=None,
             ),
-            trust_env=not _is_loopback(base_url),  # proxies from the environment, never for a local server
+            trust_env=not is_loopback_url(base_url),  # proxies from the environment, never for a local server
             transport=self._transport,
             verify=_ssl_context(),
             follow_redirects=False,

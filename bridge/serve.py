@@ -21,8 +21,9 @@ import pykka
 from mcp.server.mcpserver import MCPServer
 
 from bridge.auth import ASGIApp, Receive, Scope, Send, Tokens, load_or_create_owner_token, token_path
-from bridge.http import HttpBridge, is_loopback
+from bridge.http import HttpBridge
 from bridge.tools import BridgeContext, build_server
+from session.loopback import is_loopback
 
 __all__ = ["BridgeRuntime", "Dashboard", "DashboardFactory", "installed_backends", "open_bridge", "serve_stdio"]
 
