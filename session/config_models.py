@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_FALLBACK",
     "DEFAULT_KEY_ENV",
     "DEFAULT_MODELS",
+    "ENV_REFERENCE",
     "PROVIDERS",
     "TIERS",
     "ApiKey",
@@ -599,18 +600,19 @@ class NotifySettings(_Strict):
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: ``${NAME}`` inside an ``env`` or ``headers`` value: the executor's environment variable NAME,
 #: read when the server is contacted.  Secrets stay in the environment, never in the file.
-_REFERENCE = re.compile(r"\$\{([^{}]*)\}")
+#: The one reference pattern: it matches a malformed ``${...}`` too, which the validator refuses.
+ENV_REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 
 
 def env_references(value: str) -> list[str]:
     """The variable names ``value`` refers to with ``${NAME}``, in order."""
-    return [match.group(1) for match in _REFERENCE.finditer(value)]
+    return [match.group(1) for match in ENV_REFERENCE.finditer(value)]
 
 
 def _masked_literal(value: str) -> str:
     """``value`` as it may be shown: ``${NAME}`` references kept, each run of literal text
     replaced by ``…`` (it may be a secret written straight into the file)."""
-    parts = _REFERENCE.split(value)  # literal, name, literal, name, ..., literal
+    parts = ENV_REFERENCE.split(value)  # literal, name, literal, name, ..., literal
     return "".join(f"${{{part}}}" if index % 2 else ("…" if part else "") for index, part in enumerate(parts))
 
 
@@ -627,7 +629,7 @@ def _server_name(value: str) -> str:
 def _referencing_value(value: str) -> str:
     # Never echo the value: it may be a secret pasted in place of a ${NAME} reference.
     names = env_references(value)
-    rest = _REFERENCE.sub("", value)
+    rest = ENV_REFERENCE.sub("", value)
     if "${" in rest or any(not _ENV_NAME.fullmatch(name) for name in names):
         raise PydanticCustomError(
             "env_reference",
