@@ -20,12 +20,14 @@ Workers talk back in two optional ways, both documented in the README:
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, ClassVar, Protocol
 
 from protocol.messages import AttemptResult, WorkOrder
+from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter
 
-__all__ = ["Backend", "RoutingServices", "WorkerHooks"]
+__all__ = ["Backend", "RoutingServices", "WorkerHooks", "failed_attempt"]
 
 
 class WorkerHooks(Protocol):
@@ -79,3 +81,15 @@ class Backend(Protocol):
 
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         """Run one attempt.  Returns how it ended; never raises for agent behaviour."""
+
+
+def failed_attempt(started: float, kind: ErrorKind, error: str, **fields: Any) -> AttemptResult:
+    """A failed attempt that began at ``started`` (``time.monotonic()``); ``fields`` add to the result."""
+    return AttemptResult(
+        ok=False,
+        error_kind=kind,
+        error=error,
+        outcome="failed",
+        duration_s=round(time.monotonic() - started, 3),
+        **fields,
+    )

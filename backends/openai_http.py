@@ -62,7 +62,7 @@ import httpx
 import msgspec
 
 from backends.agent_cli import classify_status, retry_after_in
-from backends.base import RoutingServices, WorkerHooks
+from backends.base import RoutingServices, WorkerHooks, failed_attempt
 from backends.conventions import (
     DESCRIPTION_HEADING,
     belongs_to_task,
@@ -880,16 +880,7 @@ class OpenAIHttpBackend:
 
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         started = time.monotonic()
-
-        def failed(kind: ErrorKind, error: str, **fields: Any) -> AttemptResult:
-            return AttemptResult(
-                ok=False,
-                error_kind=kind,
-                error=error,
-                outcome="failed",
-                duration_s=round(time.monotonic() - started, 3),
-                **fields,
-            )
+        failed = functools.partial(failed_attempt, started)
 
         try:
             prompt = Path(order.prompt_file).read_text(encoding="utf-8")

@@ -98,6 +98,18 @@ _SEED_PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _MIN_LEN_TO_SHOW_TAIL = 12
 
 
+def _http_url(value: str | None, example: str) -> str | None:
+    """``value`` when it is an http(s) URL with a host (or unset); the error's fix shows ``example``."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise PydanticCustomError(
+            "url", "must be an http:// or https:// URL with a host", {"fix": f"write it like {example}"}
+        )
+    return value
+
+
 def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
@@ -300,16 +312,7 @@ class ModelSpec(_Strict):
     @field_validator("base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise PydanticCustomError(
-                "url",
-                "must be an http:// or https:// URL with a host",
-                {"fix": 'write it like base_url = "http://127.0.0.1:8080/v1"'},
-            )
-        return value
+        return _http_url(value, 'base_url = "http://127.0.0.1:8080/v1"')
 
     @model_validator(mode="after")
     def _compatible_needs_url(self) -> ModelSpec:
@@ -693,16 +696,7 @@ class McpServerConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise PydanticCustomError(
-                "url",
-                "must be an http:// or https:// URL with a host",
-                {"fix": 'write it like url = "http://127.0.0.1:9000/mcp"'},
-            )
-        return value
+        return _http_url(value, 'url = "http://127.0.0.1:9000/mcp"')
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:
