@@ -23,7 +23,9 @@ import threading
 import time
 from typing import Any, ClassVar, Protocol
 
+from protocol.keys import KeyLease, KeyUnavailable, KeyWait
 from protocol.messages import AttemptResult, WorkOrder
+from protocol.routing import ModelChoice, NoModel
 from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter
 
@@ -48,17 +50,17 @@ class RoutingServices(Protocol):
     Every method blocks briefly (an ask to a service actor) and never raises.
     """
 
-    def select_model(self, task_id: str, complexity: str, force_model: str | None) -> Any:
-        """A ``protocol.routing.ModelChoice`` or ``NoModel``."""
+    def select_model(self, task_id: str, complexity: str, force_model: str | None) -> ModelChoice | NoModel:
+        """The model for this task, or why there is none."""
 
-    def next_model(self, task_id: str, current_model: str, error_kind: str) -> Any:
+    def next_model(self, task_id: str, current_model: str, error_kind: str) -> ModelChoice | NoModel:
         """After a failure: a ``ModelChoice`` to try next, or ``NoModel``."""
 
     def base_url(self, model: str) -> str | None:
         """The registry's base URL for ``model`` (for OpenAI-compatible servers), or None."""
 
-    def acquire_key(self, provider: str) -> Any:
-        """A ``protocol.keys.KeyLease``, ``KeyWait`` or ``KeyUnavailable``."""
+    def acquire_key(self, provider: str) -> KeyLease | KeyWait | KeyUnavailable:
+        """A key to use now, how long to wait for one, or why there is none."""
 
     def report_key(
         self,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, bridge_path, classify_status, write_private
+from backends.agent_cli import AgentCliBackend, StreamState, bridge_path, classify_status, json_object, write_private
 from backends.base import WorkerHooks
 from backends.process import ProcessOutcome
 from protocol.messages import BridgeEndpoint, WorkOrder
@@ -54,7 +54,7 @@ def _read_settings(path: Path) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
+    return json_object(value)
 
 
 def _with_bridge(settings: dict[str, Any], bridge: BridgeEndpoint) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def _with_bridge(settings: dict[str, Any], bridge: BridgeEndpoint) -> dict[str, 
     """
     name = bridge.server_name
     server = {"type": "http", "url": bridge.url, "headers": {"Authorization": f"Bearer {bridge.token}"}, "trust": True}
-    servers = settings.get("mcpServers") if isinstance(settings.get("mcpServers"), dict) else {}
+    servers = json_object(settings.get("mcpServers"))
     merged = {**settings, "mcpServers": {**servers, name: server}}
     mcp = settings.get("mcp")
     if isinstance(mcp, dict):

@@ -71,7 +71,9 @@ from backends.conventions import (
 )
 from backends.pricing import estimate_cost
 from protocol._base import Message
+from protocol.keys import KeyWait
 from protocol.messages import AttemptResult, WorkOrder
+from protocol.routing import NoModel
 from protocol.types import ErrorKind
 from session.loopback import is_loopback_url
 from session.rolespec import RoleSpecFrontmatter
@@ -670,7 +672,12 @@ class OpenAIHttpBackend:
         }
         if max_tokens is not None:
             payload["max_tokens"] = max_tokens
-        call = {"base_url": base_url, "api_key": api_key, "timeout_s": timeout_s, "wall_timeout_s": wall_timeout_s}
+        call: dict[str, Any] = {
+            "base_url": base_url,
+            "api_key": api_key,
+            "timeout_s": timeout_s,
+            "wall_timeout_s": wall_timeout_s,
+        }
         outcome = self._complete_once(payload, **call, cancel=cancel, on_delta=on_delta, started=started)
         if (
             outcome.error_kind == "crash"
@@ -912,6 +919,8 @@ class OpenAIHttpBackend:
             routing = getattr(hooks, "routing", None)
             if routing is not None:
                 outcome = self._complete_routed(order, routing, messages, cancel, progress, log)
+            elif order.model is None or base_url is None:  # refused above; this keeps the type checker sure
+                return failed("spawn_failed", "the openai backend needs a model and a base URL")
             else:
                 outcome = self.complete(
                     messages,
@@ -954,7 +963,7 @@ class OpenAIHttpBackend:
         """
         fallback_base, fallback_key = self.endpoint_config()
         choice = routing.select_model(order.task_id, order.complexity, order.model)
-        if not hasattr(choice, "model"):
+        if isinstance(choice, NoModel):
             return ChatOutcome(
                 text="", error_kind="crash", error=f"no model to run: {choice.reason}", model=order.model
             )
@@ -965,13 +974,13 @@ class OpenAIHttpBackend:
             if cancel.is_set() or time.monotonic() >= deadline:
                 break
             lease = routing.acquire_key(provider)
-            if hasattr(lease, "wait_s"):  # every key of the provider is cooling: wait, do not fail
+            if isinstance(lease, KeyWait):  # every key of the provider is cooling: wait, do not fail
                 _note(log, f"all {provider} keys are cooling; waiting {lease.wait_s:.1f}s for {lease.key_id}")
-            while hasattr(lease, "wait_s") and not cancel.is_set() and time.monotonic() < deadline:
+            while isinstance(lease, KeyWait) and not cancel.is_set() and time.monotonic() < deadline:
                 # In short steps: a key added meanwhile (`executor keys add`) is used at once.
                 cancel.wait(max(0.0, min(lease.wait_s, _KEY_WAIT_STEP_S, deadline - time.monotonic())))
                 lease = routing.acquire_key(provider)
-            if hasattr(lease, "wait_s"):
+            if isinstance(lease, KeyWait):
                 break
             secret = getattr(lease, "secret_ref", None)
             key_id = getattr(lease, "key_id", None) if secret is not None else None
@@ -1009,7 +1018,7 @@ class OpenAIHttpBackend:
             if outcome.error_kind == "rate_limited" and key_id is not None:
                 continue  # the key cools down; the pool hands out the next one (or says to wait)
             following = routing.next_model(order.task_id, model, outcome.error_kind or "crash")
-            if not hasattr(following, "model"):
+            if isinstance(following, NoModel):
                 return outcome
             if following.delay_s and cancel.wait(following.delay_s):
                 break
