@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import Any, Literal, Protocol, TextIO, TypeVar
 
 import msgspec
 import psutil
@@ -210,7 +210,10 @@ def _started_sink(console: _Console) -> EventSink:
     return sink
 
 
-def _choose_status(session: TeamSession, request: RunRequest, summary: RunSummary, console: _Console) -> str:
+_Ending = Literal["paused", "completed"]
+
+
+def _choose_status(session: TeamSession, request: RunRequest, summary: RunSummary, console: _Console) -> _Ending:
     """The completion action: archive (completed) or keep (paused); export first when asked."""
     if summary.failed or summary.blocked or summary.completed < summary.total:
         return "paused"

@@ -58,7 +58,7 @@ class Backoff:
     jitter: float = 0.2
 
     def delay(self, restarts: int, rng: Callable[[], float] = random.random) -> float:
-        base = min(self.max_s, self.min_s * (2 ** min(restarts, 32)))
+        base = min(self.max_s, self.min_s * (2.0 ** min(restarts, 32)))
         return base * (1.0 + rng() * self.jitter)
 
 

@@ -81,7 +81,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """The wait after failed attempt number ``attempt`` (1 for the first)."""
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        base = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
         return base * (1 + random.random() * self.jitter)  # noqa: S311 - jitter, not cryptography
 
 

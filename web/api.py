@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -54,7 +54,7 @@ ARTIFACT_MAX_BYTES = 2 * 1024 * 1024
 HEALTH_TIMEOUT_S = 3.0
 StatusFilter = Literal["pending", "in_progress", "review", "completed", "failed"]
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The request names something wrong; detail says what"},
     404: {"description": "No such task, escalation or file"},
     409: {"description": "The run refuses it in its present state (or the panic switch is on)"},
