@@ -54,8 +54,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from protocol._base import Message
-from protocol.routing import ModelInfo, Registry
+from protocol.routing import GiveUp, ModelInfo, Registry, TryModel
 from protocol.types import ERROR_KINDS
 from session.config_models import TIERS, Config, ModelSpec
 
@@ -64,12 +63,10 @@ __all__ = [
     "AttemptState",
     "BadComplexity",
     "Decision",
-    "GiveUp",
     "NoModelAvailable",
     "RoutingError",
     "RoutingOptions",
     "Selection",
-    "TryModel",
     "UnknownModel",
     "chain_from",
     "fallback_tiers",
@@ -154,26 +151,6 @@ class Selection:
     estimated_cost_usd: float = 0.0
     """The model's typical call at registry prices (see :class:`RoutingOptions`)."""
     forced: bool = False
-
-
-class TryModel(Message, frozen=True):
-    """Run the next attempt on ``model`` after waiting ``delay_s`` seconds."""
-
-    model: str
-    tier: str
-    reason: str
-    delay_s: float = 0.0
-
-
-class GiveUp(Message, frozen=True):
-    """Routing has nothing left to try for this failure.
-
-    ``fallback_backend`` is ``router.fallback_backend`` when the chain was
-    exhausted and the config names a backend to hand the task to.
-    """
-
-    reason: str
-    fallback_backend: str | None = None
 
 
 Decision = TryModel | GiveUp
