@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import command_group
 from cli.options import fail as _fail
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["keys_app"]
 
-keys_app = typer.Typer(
+keys_app = command_group(
     name="keys",
     help=(
         "Manage API keys added at run time, stored encrypted in <user config folder>/keys.enc.\n\n"
@@ -32,10 +33,6 @@ keys_app = typer.Typer(
         "keyring; with neither, keys live in memory only and are not saved.\n\n"
         "Example: executor keys add openai --from-env OPENAI_API_KEY"
     ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
 _MAX_STDIN_CHARS = 64 * 1024

@@ -21,6 +21,7 @@ from cli.config_cmd import config_app
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
+from cli.options import command_group
 from cli.options import fail as _fail
 from cli.render import render_check, render_problems
 from cli.task_cmd import task_app
@@ -30,13 +31,9 @@ from session.store import StoreError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
+app = command_group(
     name="executor",
     help="Run a team of AI coding agents as a supervised, crash-safe pipeline.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
 app.add_typer(config_app, name="config")

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from session.config_models import Config
     from session.problems import Problem
 
-__all__ = ["ConfigOpt", "JsonOpt", "SessionOpt", "fail", "load_config_args"]
+__all__ = ["ConfigOpt", "JsonOpt", "SessionFolder", "SessionOpt", "command_group", "fail", "load_config_args"]
 
 SessionOpt = Annotated[
     Path | None,
@@ -24,6 +24,23 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="A TOML file that overrides every other source.", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+#: ``--session`` where the command needs a session folder.
+SessionFolder = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A command (or group) with the executor's settings: help when called bare, no shell
+    completion, and no rich tracebacks or markup (messages are plain text)."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
