@@ -56,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from protocol.routing import GiveUp, ModelInfo, Registry, TryModel
 from protocol.types import ERROR_KINDS
+from session.backoff import exponential_delay
 from session.config_models import TIERS, Config, ModelSpec
 
 __all__ = [
@@ -113,7 +114,7 @@ class RoutingOptions:
 
     def network_delay(self, retry: int) -> float:
         """Seconds to wait before network retry number ``retry`` (1-based)."""
-        return min(self.network_backoff_max_s, self.network_backoff_s * 2.0 ** max(0, min(retry - 1, 32)))
+        return exponential_delay(self.network_backoff_s, self.network_backoff_max_s, retry - 1)
 
 
 DEFAULT_OPTIONS = RoutingOptions()
