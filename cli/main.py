@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cli.config_cmd import config_app
 from cli.hook_cmd import hook_app
@@ -502,7 +503,7 @@ def probe(json: JsonOption = False) -> None:
 @app.command()
 def demo(
     into: Annotated[
-        Path | None, typer.Option("--into", help="Folder for the demo's copy (default: ./demo-run/<id>-N).")
+        Path | None, typer.Option("--into", help="Folder for the demo's git project (default: ./demo-run/textkit-N).")
     ] = None,
     http: HttpOption = None,
     pace: Annotated[
@@ -510,26 +511,23 @@ def demo(
         typer.Option("--pace", min=0, max=600, help="Seconds each demo task takes, to watch it (default: instant)."),
     ] = None,
 ) -> None:
-    """Copy the built-in demo session and run it on the demo agent: no key, no network.
+    """Make a tiny git project and let a demo team change it: no key, no network.
 
-    pm -> architect -> coder (an inner loop of two tasks) -> qa, each writing a real artifact.
+    pm -> coder -> reviewer on the deterministic demo agent: the coder's first draft fails the
+    project's tests (the quality gate), it fixes that, the review asks for one change, the
+    coder makes it, the review passes. The end shows the diff and where to look.
     Example: executor demo            (or, to watch it in a browser: executor demo --http 8765 --pace 2)
     """
-    import os  # noqa: PLC0415
-    import shutil  # noqa: PLC0415
-
     from backends.conventions import ENV_DEMO_PACE  # noqa: PLC0415
-    from session.resources import builtin_path  # noqa: PLC0415
+    from cli.demo_cmd import DemoRefused, prepare_demo, print_story_end, print_story_start  # noqa: PLC0415
 
-    source = builtin_path("examples") / "demo"
-    if into is None:
-        number = 1
-        while (into := Path("demo-run") / f"TC-demo-slugify-{number}").exists():
-            number += 1
-    if into.exists():
-        raise _fail(f"{into} already exists; choose another --into folder", 2)
-    shutil.copytree(source, into, ignore=shutil.ignore_patterns(".executor"))
-    _stdout().print(f"demo session copied to {into}")
+    try:
+        setup = prepare_demo(into)
+    except DemoRefused as error:
+        raise _fail(str(error), 2) from None
+    if setup.note:
+        _stderr().print(f"note: {escape(setup.note)}")
+    print_story_start(_stdout(), setup, paced=bool(pace))
     if pace:
         os.environ[ENV_DEMO_PACE] = f"{pace:g}"  # read by the demo backend when it starts each agent
     try:
@@ -537,12 +535,16 @@ def demo(
         from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
         bridge = bridge_opener(http, allow_remote=False, stdio=False)
-        request = RunRequest(session_dir=into, command="run", interactive=False, bridge=bridge)
+        backoff = max(0.2, pace or 0)  # the gate's retry comes at once, or at the watcher's pace
+        request = RunRequest(
+            session_dir=setup.session, command="run", interactive=False, bridge=bridge, retry_backoff_s=backoff
+        )
         code = run_session(request)
     except RunRefused as error:
         raise _fail(str(error), error.exit_code) from None
-    report = build_report(into)
+    report = build_report(setup.session)
     render_check(_stdout(), report)
+    print_story_end(_stdout(), setup, report)
     raise typer.Exit(code)
 
 

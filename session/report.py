@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from session.feedback import FEEDBACK_DIR, rounds_so_far
 from session.graph import TaskSpec, layers, priority_rank
 from session.loader import inspect_session
 from session.lock import read_holder
@@ -46,6 +47,10 @@ class TaskView(msgspec.Struct, frozen=True, kw_only=True):
     priority: str
     attempts: int
     subject: str = ""
+    # How each attempt ended, in order: "completed", "changes_requested" (a review sent work
+    # back), or the error kind of a failure ("gate_failed", "crash", ...); "running" while open.
+    outcomes: list[str] = msgspec.field(default_factory=list)
+    review_rounds: int = 0  # review rounds that sent this task back (## Round N in feedback/<ID>.md)
 
 
 class ActiveWorker(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,6 +138,27 @@ def _invalid(folder: Path, problems: list[Problem]) -> CheckReport:
     )
 
 
+def _outcomes(reader: StoreReader) -> dict[str, list[str]]:
+    """Task id -> how each of its attempts ended, oldest first."""
+    found: dict[str, list[str]] = {}
+    query = "SELECT task_id, outcome, error_kind FROM runs ORDER BY id"
+    for task_id, outcome, error_kind in reader.conn.execute(query):
+        label = outcome or "running"
+        if outcome == "failed" and error_kind:
+            label = error_kind
+        found.setdefault(task_id, []).append(label)
+    return found
+
+
+def _review_rounds(folder: Path) -> dict[str, int]:
+    """Task id -> review rounds so far, for the tasks that have a feedback file."""
+    try:
+        names = [entry.name for entry in (folder / FEEDBACK_DIR).iterdir() if entry.suffix == ".md"]
+    except OSError:
+        return {}
+    return {name[:-3]: rounds_so_far(folder, name[:-3]) for name in names}
+
+
 def build_report(folder: Path) -> CheckReport:
     """Everything ``check`` shows.  Raises :class:`session.store.StoreError` on a bad database."""
     folder = Path(folder)
@@ -145,10 +171,12 @@ def build_report(folder: Path) -> CheckReport:
     rows: dict[str, TaskRow] = {}
     meta: dict[str, str] = {}
     open_runs = []
+    outcomes: dict[str, list[str]] = {}
     spent = 0.0
     if reader is not None:
         try:
             rows = {row.id: row for row in reader.tasks()}
+            outcomes = _outcomes(reader)
             meta = reader.meta()
             spent = sum(reader.spent_by_task().values())
             open_runs = reader.open_runs() if holder is not None else []
@@ -165,6 +193,7 @@ def build_report(folder: Path) -> CheckReport:
                 TaskSpec(id=task.id, owner=task.owner, blocked_by=tuple(task.blocked_by), priority=task.priority)
             )
 
+    rounds = _review_rounds(folder)
     views: list[TaskView] = []
     status_of: dict[str, ViewStatus] = {}
     for spec in specs:
@@ -186,6 +215,8 @@ def build_report(folder: Path) -> CheckReport:
                 priority=row.priority if row else spec.priority,
                 attempts=row.attempts if row else 0,
                 subject=spec.subject,
+                outcomes=outcomes.get(spec.id, []),
+                review_rounds=rounds.get(spec.id, 0),
             )
         )
 
