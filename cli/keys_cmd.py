@@ -77,7 +77,7 @@ def _read_key(from_env: str | None, stdin: bool) -> str:
             )
         return value
     if sys.stdin.isatty():
-        return typer.prompt("API key (input hidden)", hide_input=True, err=True)
+        return str(typer.prompt("API key (input hidden)", hide_input=True, err=True))
     raise _fail(
         "say where the key comes from: --from-env VAR or --stdin (never as an argument: it would be "
         "kept in your shell history and shown by ps)",
