@@ -22,6 +22,7 @@ from protocol.routing import (
     ApproveCritical,
     ForgetTask,
     GetRegistry,
+    GiveUp,
     ModelChoice,
     NextModel,
     NoModel,
@@ -32,7 +33,6 @@ from session.config_models import Config, ModelSpec
 from session.routing import (
     DEFAULT_OPTIONS,
     AttemptState,
-    GiveUp,
     RoutingError,
     RoutingOptions,
     next_after_failure,

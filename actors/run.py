@@ -20,14 +20,16 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, Literal, Protocol, TextIO, TypeVar
 
 import msgspec
 import psutil
+import pykka
 
 from actors.executor import Conclude, Executor, RoutingSetup, RunOptions
 from actors.prompting import PromptSource
@@ -56,7 +58,7 @@ from session.problems import format_problems
 from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
 
-__all__ = ["RunRefused", "RunRequest", "resolve_backends", "run_session"]
+__all__ = ["BridgeOpener", "RunBridge", "RunRefused", "RunRequest", "resolve_backends", "run_session"]
 
 log = logging.getLogger("executor.run")
 _T = TypeVar("_T")
@@ -68,6 +70,26 @@ class RunRefused(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class RunBridge(Protocol):
+    """The MCP bridge and dashboard a run serves (``bridge.serve.BridgeRuntime``)."""
+
+    @property
+    def worker_endpoint(self) -> tuple[str, str]: ...
+
+    def attach(self, executor: pykka.ActorRef[Any]) -> None: ...
+
+    def serve_stdio(self, outcome: Future[Any], request_stop: Callable[[str], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BridgeOpener(Protocol):
+    """Opens the run's bridge; raises :class:`RunRefused`.  The command line composes it
+    (bridge/ and web/ sit above actors/, so a run never imports them)."""
+
+    def __call__(self, folder: Path, console: Callable[[str], None], show_sign_in_link: bool) -> RunBridge: ...
 
 
 def _stdin_is_terminal() -> bool:
@@ -92,8 +114,7 @@ class RunRequest:
     shutdown_grace_s: float | None = None
     retry_backoff_s: float | None = None
     interactive: bool = field(default_factory=_stdin_is_terminal)
-    http_address: str | None = None  # --http [HOST:]PORT: dashboard, API and the MCP bridge
-    allow_remote: bool = False  # let --http listen on a non-loopback address
+    bridge: BridgeOpener | None = None  # --http or `executor mcp`: dashboard, API and the MCP bridge
     mcp_stdio: bool = False  # `executor mcp`: the bridge on stdin/stdout
     exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
 
@@ -190,7 +211,10 @@ def _started_sink(console: _Console) -> EventSink:
     return sink
 
 
-def _choose_status(session: TeamSession, request: RunRequest, summary: RunSummary, console: _Console) -> str:
+_Ending = Literal["paused", "completed"]
+
+
+def _choose_status(session: TeamSession, request: RunRequest, summary: RunSummary, console: _Console) -> _Ending:
     """The completion action: archive (completed) or keep (paused); export first when asked."""
     if summary.failed or summary.blocked or summary.completed < summary.total:
         return "paused"
@@ -277,18 +301,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         raise RunRefused("--json-events cannot share stdout with the MCP stdio transport; drop one", exit_code=2)
     # Over stdio, stdout is the protocol's: people read stderr.
     human = sys.stderr if request.json_events or request.mcp_stdio else out
-    bridge_address: tuple[str, int] | None = None
-    # The bridge (the MCP server SDK, uvicorn) is imported only by runs that serve it.
-    from bridge.http import BridgeAddressError, parse_address  # noqa: PLC0415
-
-    if request.http_address is not None:
-        try:
-            bridge_address = parse_address(request.http_address, request.allow_remote)
-        except BridgeAddressError as error:
-            raise RunRefused(str(error), exit_code=2) from None
-    elif request.mcp_stdio:
-        bridge_address = ("127.0.0.1", 0)  # for the workers; the client itself is on stdio
-    if bridge_address is not None:
+    if request.bridge is not None:
         request.interactive = False  # nobody at a keyboard: stdin may be the protocol
     session, problems = inspect_session(request.session_dir)
     if session is None:
@@ -341,19 +354,13 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     sinks: list[EventSink] = [_started_sink(console)]
     if request.json_events:
         sinks.append(_json_events_sink(out))
-    bridge = None
-    if bridge_address is not None:
-        from bridge.auth import OwnerTokenError  # noqa: PLC0415
-        from bridge.serve import open_bridge  # noqa: PLC0415
-        from bridge.tools import DuplicateTool  # noqa: PLC0415
-
+    bridge: RunBridge | None = None
+    if request.bridge is not None:
         try:
-            bridge = open_bridge(
-                Path(session.folder).resolve(), *bridge_address, console, show_sign_in_link=_is_terminal(human)
-            )
-        except (BridgeAddressError, DuplicateTool, OwnerTokenError) as error:
+            bridge = request.bridge(Path(session.folder).resolve(), console, _is_terminal(human))
+        except RunRefused:
             lock.release()
-            raise RunRefused(str(error), exit_code=2) from None
+            raise
     notify_setup = NotifySetup.from_config(config, os.environ)
     for warning in notify_setup.warnings:
         console(f"! notifications: {warning}")
@@ -403,9 +410,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
         if request.mcp_stdio and bridge is not None:
-            from bridge.serve import serve_stdio  # noqa: PLC0415
-
-            serve_stdio(bridge.server, outcome, lambda why: executor.tell(ShutdownRequest(reason=why)))
+            bridge.serve_stdio(outcome, lambda why: executor.tell(ShutdownRequest(reason=why)))
         summary = _wait(outcome, executor)
         status = (
             _choose_status(session, request, summary, console)

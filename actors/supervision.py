@@ -31,6 +31,8 @@ from enum import StrEnum
 
 import pykka
 
+from session.backoff import exponential_delay
+
 __all__ = [
     "Backoff",
     "ChildSpec",
@@ -58,8 +60,7 @@ class Backoff:
     jitter: float = 0.2
 
     def delay(self, restarts: int, rng: Callable[[], float] = random.random) -> float:
-        base = min(self.max_s, self.min_s * (2 ** min(restarts, 32)))
-        return base * (1.0 + rng() * self.jitter)
+        return exponential_delay(self.min_s, self.max_s, restarts, self.jitter, rng)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ __all__ = [
     "bridge_problem",
     "classify_status",
     "forget_bridge",
+    "json_object",
     "locate_program",
     "read_assistant_turn",
     "retry_after_in",
@@ -215,12 +216,16 @@ class StreamState:
             self.retry_after_s = retry_after_s
 
 
+def json_object(value: object) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: agents' event fields are read without trust."""
+    return value if isinstance(value, dict) else {}
+
+
 def read_assistant_turn(event: dict[str, Any], state: StreamState, hooks: WorkerHooks) -> None:
     """An ``assistant`` event of the Claude Code stream-json format (qwen-code writes it too):
     count the turn, keep its text, report each tool call as progress."""
     state.turns += 1
-    raw = event.get("message")
-    message: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    message = json_object(event.get("message"))
     for block in message.get("content") or []:
         if not isinstance(block, dict):
             continue

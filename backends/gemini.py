@@ -29,6 +29,7 @@ from backends.agent_cli import (
     bridge_path,
     classify_status,
     forget_bridge,
+    json_object,
     write_private,
 )
 from backends.base import WorkerHooks
@@ -66,7 +67,7 @@ def _read_settings(path: Path) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
+    return json_object(value)
 
 
 def _has_auth_type(settings: dict[str, Any]) -> bool:
@@ -99,7 +100,7 @@ def _with_bridge(settings: dict[str, Any], bridge: BridgeEndpoint) -> dict[str, 
     """
     name = bridge.server_name
     server = {"type": "http", "url": bridge.url, "headers": {"Authorization": f"Bearer {bridge.token}"}, "trust": True}
-    servers = settings.get("mcpServers") if isinstance(settings.get("mcpServers"), dict) else {}
+    servers = json_object(settings.get("mcpServers"))
     merged = {**settings, "mcpServers": {**servers, name: server}}
     mcp = settings.get("mcp")
     if isinstance(mcp, dict):

@@ -35,10 +35,11 @@ import os
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
-from backends.base import Backend, WorkerHooks
+from backends.base import Backend, WorkerHooks, failed_attempt
 from backends.conventions import relative_inside
 from protocol.messages import AttemptResult, McpCall, WorkOrder
 from protocol.types import ErrorKind
@@ -193,16 +194,7 @@ class McpCallBackend:
 
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         started = time.monotonic()
-
-        def failed(kind: ErrorKind, error: str, **fields: Any) -> AttemptResult:
-            return AttemptResult(
-                ok=False,
-                error_kind=kind,
-                error=error,
-                outcome="failed",
-                duration_s=round(time.monotonic() - started, 3),
-                **fields,
-            )
+        failed = partial(failed_attempt, started)
 
         call = order.mcp_call
         if call is None:

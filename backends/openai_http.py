@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
-import ipaddress
 import json
 import math
 import os
@@ -65,7 +64,7 @@ import httpx
 import msgspec
 
 from backends.agent_cli import classify_status, retry_after_in
-from backends.base import RoutingServices, WorkerHooks
+from backends.base import RoutingServices, WorkerHooks, failed_attempt
 from backends.conventions import (
     DESCRIPTION_HEADING,
     belongs_to_task,
@@ -75,8 +74,11 @@ from backends.conventions import (
 from backends.openai_plan import MODEL_ENV, Direct, Routed, plan_calls
 from backends.pricing import estimate_cost
 from protocol._base import Message
+from protocol.keys import KeyWait
 from protocol.messages import AttemptResult, WorkOrder
+from protocol.routing import NoModel
 from protocol.types import ErrorKind
+from session.loopback import is_loopback_url
 from session.rolespec import RoleSpecFrontmatter
 from session.routing import key_endpoint
 
@@ -176,16 +178,6 @@ def _safe_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _is_loopback(base_url: str) -> bool:
-    host = (urlsplit(base_url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -629,7 +621,7 @@ class OpenAIHttpBackend:
         scheme = urlsplit(base).scheme
         if scheme not in ("http", "https") or not urlsplit(base).hostname:
             return f"{BASE_URL_ENV} must be an http:// or https:// URL (got {_safe_url(base)!r})"
-        if key is None and not _is_loopback(base):
+        if key is None and not is_loopback_url(base):
             return f"no key for {_safe_url(base)}: set {KEY_ENV} in the environment"
         return None
 
@@ -709,7 +701,12 @@ class OpenAIHttpBackend:
         }
         if max_tokens is not None:
             payload["max_tokens"] = max_tokens
-        call = {"base_url": base_url, "api_key": api_key, "timeout_s": timeout_s, "wall_timeout_s": wall_timeout_s}
+        call: dict[str, Any] = {
+            "base_url": base_url,
+            "api_key": api_key,
+            "timeout_s": timeout_s,
+            "wall_timeout_s": wall_timeout_s,
+        }
         outcome = self._complete_once(payload, **call, cancel=cancel, on_delta=on_delta, started=started)
         if (
             outcome.error_kind == "crash"
@@ -756,7 +753,7 @@ class OpenAIHttpBackend:
                 write=max(timeout_s, _CONNECT_TIMEOUT_S),
                 pool=None,
             ),
-            trust_env=not _is_loopback(base_url),  # proxies from the environment, never for a local server
+            trust_env=not is_loopback_url(base_url),  # proxies from the environment, never for a local server
             transport=self._transport,
             verify=_ssl_context(),
             follow_redirects=False,
@@ -919,16 +916,7 @@ class OpenAIHttpBackend:
 
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         started = time.monotonic()
-
-        def failed(kind: ErrorKind, error: str, **fields: Any) -> AttemptResult:
-            return AttemptResult(
-                ok=False,
-                error_kind=kind,
-                error=error,
-                outcome="failed",
-                duration_s=round(time.monotonic() - started, 3),
-                **fields,
-            )
+        failed = functools.partial(failed_attempt, started)
 
         try:
             prompt = Path(order.prompt_file).read_text(encoding="utf-8")
@@ -1021,7 +1009,7 @@ class OpenAIHttpBackend:
         """
         fallback_key = self.endpoint_config()[1]
         choice = routing.select_model(order.task_id, order.complexity, force_model, self.name)
-        if not hasattr(choice, "model"):
+        if isinstance(choice, NoModel):
             return ChatOutcome(
                 text="", error_kind="crash", error=f"no model to run: {choice.reason}", model=force_model
             )
@@ -1032,13 +1020,13 @@ class OpenAIHttpBackend:
             if cancel.is_set() or time.monotonic() >= deadline:
                 break
             lease = routing.acquire_key(provider)
-            if hasattr(lease, "wait_s"):  # every key of the provider is cooling: wait, do not fail
+            if isinstance(lease, KeyWait):  # every key of the provider is cooling: wait, do not fail
                 _note(log, f"all {provider} keys are cooling; waiting {lease.wait_s:.1f}s for {lease.key_id}")
-            while hasattr(lease, "wait_s") and not cancel.is_set() and time.monotonic() < deadline:
+            while isinstance(lease, KeyWait) and not cancel.is_set() and time.monotonic() < deadline:
                 # In short steps: a key added meanwhile (`executor keys add`) is used at once.
                 cancel.wait(max(0.0, min(lease.wait_s, _KEY_WAIT_STEP_S, deadline - time.monotonic())))
                 lease = routing.acquire_key(provider)
-            if hasattr(lease, "wait_s"):
+            if isinstance(lease, KeyWait):
                 break
             entry = routing.model_spec(model)
             base_url = key_endpoint(entry, user_base) if entry is not None else None
@@ -1088,7 +1076,7 @@ class OpenAIHttpBackend:
             if outcome.error_kind in ("rate_limited", "auth") and key_id is not None:
                 continue  # the key cools down or is disabled; the pool hands out the next one (or says to wait)
             following = routing.next_model(order.task_id, model, outcome.error_kind or "crash")
-            if not hasattr(following, "model"):
+            if isinstance(following, NoModel):
                 return outcome
             if following.delay_s and cancel.wait(following.delay_s):
                 break

@@ -181,7 +181,8 @@ class BridgeContext:
         return reply
 
     def service(self, name: str) -> pykka.ActorRef[Any] | None:
-        return self.ask(GetService(name=name))
+        ref: pykka.ActorRef[Any] | None = self.ask(GetService(name=name))  # GetService's reply
+        return ref
 
     # --- reading the store -------------------------------------------------------------
 

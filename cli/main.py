@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,8 @@ from cli.doctor_cmd import doctor as doctor_command
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
+from cli.options import command_group
+from cli.options import fail as _fail
 from cli.render import render_check, render_problems
 from cli.task_cmd import task_app
 from session.loader import inspect_session
@@ -30,13 +33,9 @@ from session.store import StoreError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
+app = command_group(
     name="executor",
     help="Run a team of AI coding agents as a supervised, crash-safe pipeline.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
 app.add_typer(config_app, name="config")
@@ -59,12 +58,6 @@ def _stdout() -> Console:
 
 def _stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    # Escaped: messages name config keys like [mcp_servers.x], which rich would take for markup.
-    _stderr().print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -219,6 +212,7 @@ def init(
     --writer/--reviewer/--redteam/--adjudicator, --role-backend ROLE=BACKEND.
     `executor init --playbook list` prints the playbooks.
     """
+    from backends.registry import backend_names  # noqa: PLC0415 - loads every backend
     from session.templates import (  # noqa: PLC0415 - only init needs it
         DEFAULT_PLAYBOOK,
         InitError,
@@ -241,6 +235,7 @@ def init(
             backend=backend,
             role_flags={"writer": writer, "reviewer": reviewer, "redteam": redteam, "adjudicator": adjudicator},
             role_backends=parse_role_backends(role_backend or []),
+            known_backends=backend_names(),
         )
     except InitError as error:
         raise _fail(str(error), 2) from None
@@ -249,13 +244,23 @@ def init(
     console.print(f"next: executor run --session {session}")
 
 
-def _run(session: Path, command: str, **options: Any) -> None:
+def _run(session: Path, command: str, http: str | None, allow_remote: bool, mcp_stdio: bool, **options: Any) -> None:
     from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415 - keeps check/validate fast
+    from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
     try:
-        code = run_session(RunRequest(session_dir=session, command=command, **options))
+        bridge = bridge_opener(http, allow_remote, stdio=mcp_stdio)
+        request = RunRequest(session_dir=session, command=command, bridge=bridge, mcp_stdio=mcp_stdio, **options)
+        code = run_session(request)
     except RunRefused as error:
-        raise _fail(str(error), error.exit_code) from None
+        if not mcp_stdio:
+            raise _fail(str(error), error.exit_code) from None
+        # An MCP client sees only "connection closed" when its server exits: serve the reads
+        # and answers anyway, and let the other tools carry the reason.
+        from bridge.standby import serve_unusable  # noqa: PLC0415
+
+        serve_unusable(session, str(error), lambda line: _stderr().print(line, markup=False))
+        code = error.exit_code
     raise typer.Exit(code)
 
 
@@ -326,103 +331,76 @@ ExitWhenDoneOption = Annotated[
 ]
 
 
-@app.command()
-def run(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-    json_events: JsonEventsOption = False,
-    export: ExportOption = None,
-    task_timeout: TimeoutOption = None,
-    hang_timeout: HangOption = None,
-    max_attempts: AttemptsOption = None,
-    shutdown_grace: GraceOption = None,
-    retry_backoff: BackoffOption = None,
-    http: HttpOption = None,
-    allow_remote: AllowRemoteOption = False,
-    exit_when_done: ExitWhenDoneOption = False,
-) -> None:
-    """Run the session's pipeline until nothing is ready and nothing runs.
+def _pipeline_command(command: str, doc: str, *, mcp_stdio: bool = False) -> Callable[..., None]:
+    """``run``, ``resume`` and ``mcp``: one option set, one way into the run."""
+
+    def pipeline(
+        session: SessionOption,
+        backend: BackendOption = None,
+        config: ConfigOption = None,
+        max_workers: MaxWorkersOption = None,
+        workdir: WorkdirOption = None,
+        json_events: JsonEventsOption = False,
+        export: ExportOption = None,
+        task_timeout: TimeoutOption = None,
+        hang_timeout: HangOption = None,
+        max_attempts: AttemptsOption = None,
+        shutdown_grace: GraceOption = None,
+        retry_backoff: BackoffOption = None,
+        http: HttpOption = None,
+        allow_remote: AllowRemoteOption = False,
+        exit_when_done: ExitWhenDoneOption = False,
+    ) -> None:
+        _run(
+            session,
+            command,
+            http=http,
+            allow_remote=allow_remote,
+            mcp_stdio=mcp_stdio,
+            backend=backend,
+            config_file=config,
+            max_workers=max_workers,
+            workdir=workdir,
+            json_events=json_events,
+            export_dir=export,
+            task_timeout_s=task_timeout,
+            hang_timeout_s=hang_timeout,
+            max_attempts=max_attempts,
+            shutdown_grace_s=shutdown_grace,
+            retry_backoff_s=retry_backoff,
+            exit_when_done=exit_when_done,
+        )
+
+    pipeline.__doc__ = doc
+    return pipeline
+
+
+app.command("run")(
+    _pipeline_command(
+        "run",
+        """Run the session's pipeline until nothing is ready and nothing runs.
 
     Crash-safe: every transition is in .executor/state.db first; after a kill or a
     power cut, `executor resume` carries on. Ctrl-C stops gracefully; twice, at once.
     Example: executor run --session work/login --backend demo --max-workers 4
-    """
-    _run(
-        session,
-        "run",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
-        json_events=json_events,
-        export_dir=export,
-        task_timeout_s=task_timeout,
-        hang_timeout_s=hang_timeout,
-        max_attempts=max_attempts,
-        shutdown_grace_s=shutdown_grace,
-        retry_backoff_s=retry_backoff,
-        http_address=http,
-        allow_remote=allow_remote,
-        exit_when_done=exit_when_done,
+    """,
     )
-
-
-@app.command()
-def resume(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-    json_events: JsonEventsOption = False,
-    export: ExportOption = None,
-    task_timeout: TimeoutOption = None,
-    hang_timeout: HangOption = None,
-    max_attempts: AttemptsOption = None,
-    shutdown_grace: GraceOption = None,
-    retry_backoff: BackoffOption = None,
-    http: HttpOption = None,
-    allow_remote: AllowRemoteOption = False,
-    exit_when_done: ExitWhenDoneOption = False,
-) -> None:
-    """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
+)
+app.command("resume")(
+    _pipeline_command(
+        "resume",
+        """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
 
     Resets what was running, stops processes left over from a crashed run, writes a
     recovery report, and dispatches what is ready.
     Example: executor resume --session work/login
-    """
-    _run(
-        session,
-        "resume",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
-        json_events=json_events,
-        export_dir=export,
-        task_timeout_s=task_timeout,
-        hang_timeout_s=hang_timeout,
-        max_attempts=max_attempts,
-        shutdown_grace_s=shutdown_grace,
-        retry_backoff_s=retry_backoff,
-        http_address=http,
-        allow_remote=allow_remote,
-        exit_when_done=exit_when_done,
+    """,
     )
-
-
-@app.command()
-def mcp(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-) -> None:
-    """Serve the MCP bridge on stdin/stdout, running the session's tree in this process.
+)
+app.command("mcp")(
+    _pipeline_command(
+        "resume",
+        """Serve the MCP bridge on stdin/stdout, running the session's tree in this process.
 
     For MCP clients that launch their servers (desktop assistants, IDE agents). Resumes the
     session, dispatches what is ready, and serves until the client disconnects. Workers that
@@ -430,27 +408,10 @@ def mcp(
     A session that cannot run (no backend, a CLI or key missing) is still served: reads and
     answers work, get_fleet_status lists the problems, the other tools say what to fix.
     Example (client config): {"command": "executor", "args": ["mcp", "--session", "/work/login"]}
-    """
-    from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
-
-    request = RunRequest(
-        session_dir=session,
-        command="resume",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
+    """,
         mcp_stdio=True,
-        interactive=False,
     )
-    try:
-        code = run_session(request)
-    except RunRefused as error:
-        from bridge.standby import serve_unusable  # noqa: PLC0415
-
-        serve_unusable(session, str(error), lambda line: _stderr().print(line, markup=False))
-        code = error.exit_code
-    raise typer.Exit(code)
+)
 
 
 @app.command()
@@ -582,10 +543,12 @@ def demo(
         os.environ[ENV_DEMO_PACE] = f"{pace:g}"  # read by the demo backend when it starts each agent
     try:
         from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
+        from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
+        bridge = bridge_opener(http, allow_remote=False, stdio=False)
         backoff = max(0.2, pace or 0)  # the gate's retry comes at once, or at the watcher's pace
         request = RunRequest(
-            session_dir=setup.session, command="run", interactive=False, http_address=http, retry_backoff_s=backoff
+            session_dir=setup.session, command="run", interactive=False, bridge=bridge, retry_backoff_s=backoff
         )
         code = run_session(request)
     except RunRefused as error:

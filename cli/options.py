@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from session.config_models import Config
     from session.problems import Problem
 
-__all__ = ["ConfigOpt", "JsonOpt", "SessionOpt", "load_config_args", "usage_error"]
+__all__ = ["ConfigOpt", "JsonOpt", "SessionFolder", "SessionOpt", "command_group", "fail", "load_config_args"]
 
 SessionOpt = Annotated[
     Path | None,
@@ -26,10 +26,28 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 
 
-def usage_error(message: str) -> typer.Exit:
-    """Print a usage error on stderr; raise the returned Exit (code 2)."""
+#: ``--session`` where the command needs a session folder.
+SessionFolder = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A command (or group) with the executor's settings: help when called bare, no shell
+    completion, and no rich tracebacks or markup (messages are plain text)."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: <message>`` on stderr; raise the returned Exit (1: a bad state, 2: a usage error)."""
+    # Escaped: messages name config keys like [mcp_servers.x], which rich would take for markup.
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(2)
+    return typer.Exit(code)
 
 
 def load_config_args(session: Path | None, config: Path | None) -> tuple[Config | None, list[Problem]]:
@@ -38,7 +56,7 @@ def load_config_args(session: Path | None, config: Path | None) -> tuple[Config 
     from session.config import inspect_config  # noqa: PLC0415
 
     if session is not None and not session.is_dir():
-        raise usage_error(f"--session {session} is not a folder")
+        raise fail(f"--session {session} is not a folder", 2)
     if config is not None and not config.is_file():
-        raise usage_error(f"--config {config} does not exist or is not a file")
+        raise fail(f"--config {config} does not exist or is not a file", 2)
     return inspect_config(session, config, known_backends=backend_names())

@@ -21,6 +21,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import SessionFolder as Session
+from cli.options import command_group
+from cli.options import fail as _fail
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session import inbox
@@ -32,31 +35,21 @@ __all__ = ["send_request", "task_app"]
 REPLY_WAIT_S = 15.0
 PRIORITY = {"critical": "P0", "high": "P0", "normal": "P1", "low": "P2", "P0": "P0", "P1": "P1", "P2": "P2"}
 
-task_app = typer.Typer(
+task_app = command_group(
     name="task",
     help=(
         "Work on tasks by hand (roles with `backend: manual`): create, prep, claim, review, complete, fail; "
         "status and next show where things stand. Works with or without a run going on.\n\n"
         "Example: executor task claim QA-001 --agent alice --session work/login"
     ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
-Session = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
 TaskId = Annotated[str, typer.Argument(metavar="ID", help="The task, e.g. QA-001.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
 
 
 def _who() -> str:

@@ -73,7 +73,7 @@ def show_status(folder: Path, task_id: str | None, as_json: bool, console: Conso
         return 0
     rows.sort(key=lambda row: row.id)
     if as_json:
-        data = [
+        listing = [
             {
                 "id": row.id,
                 "lifecycle": lifecycle[row.id],
@@ -85,7 +85,7 @@ def show_status(folder: Path, task_id: str | None, as_json: bool, console: Conso
             }
             for row in rows
         ]
-        sys.stdout.write(msgspec.json.encode({"tasks": data}).decode() + "\n")
+        sys.stdout.write(msgspec.json.encode({"tasks": listing}).decode() + "\n")
         return 0
     if not rows:
         console.print("no task in the store yet (tasks enter it at the session's first run)")

@@ -19,7 +19,6 @@ redacted ``target``.
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import math
 import sys
 import threading
@@ -37,6 +36,7 @@ from notify.messages import discord_text, plain_text, telegram_html, telegram_ke
 from notify.redact import protect_library_logs, register_secret, scrub
 from protocol.notify import Notice
 from session.config_models import Secret
+from session.loopback import is_loopback_url
 
 __all__ = [
     "AppriseChannel",
@@ -100,16 +100,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _shown_host(url: str) -> str:
     """``scheme://host[:port]``: what may be shown of a URL whose path or user info is secret."""
     parts = urlsplit(url)
@@ -154,7 +144,7 @@ class _HttpChannel(Channel):
         protect_library_logs()
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S)),
-            trust_env=not _is_loopback(base_url),  # proxies from the environment, never for a local server
+            trust_env=not is_loopback_url(base_url),  # proxies from the environment, never for a local server
             follow_redirects=False,
             transport=transport,
         )

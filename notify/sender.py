@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from notify.channels import Channel, SendResult
 from notify.redact import scrub
 from protocol.notify import ChannelState, Notice
+from session.backoff import exponential_delay
 
 __all__ = ["DropCallback", "Lane", "RetryPolicy", "TokenBucket"]
 
@@ -81,8 +81,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """The wait after failed attempt number ``attempt`` (1 for the first)."""
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-        return base * (1 + random.random() * self.jitter)  # noqa: S311 - jitter, not cryptography
+        return exponential_delay(self.backoff_s, self.max_backoff_s, attempt - 1, self.jitter)
 
 
 class Lane:

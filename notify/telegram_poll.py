@@ -24,10 +24,11 @@ from typing import Any
 
 import httpx
 
-from notify.channels import _is_loopback, parse_retry_after
+from notify.channels import parse_retry_after
 from notify.messages import parse_callback_data
 from notify.redact import protect_library_logs, register_secret, scrub
 from session.config_models import Secret
+from session.loopback import is_loopback_url
 
 __all__ = ["AnswerCallback", "TelegramPoller", "who_pressed"]
 
@@ -135,7 +136,7 @@ class TelegramPoller:
 
     async def _poll_forever(self) -> None:
         timeout = httpx.Timeout(self._timeout_s, read=self._poll_timeout_s + self._timeout_s)
-        trust_env = not _is_loopback(self._api_base)  # proxies from the environment, never for a local server
+        trust_env = not is_loopback_url(self._api_base)  # proxies from the environment, never for a local server
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=trust_env) as client:
             offset: int | None = None
             failures = 0

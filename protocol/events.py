@@ -337,12 +337,12 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    cls.__struct_config__.tag: cls
     for cls in AnyEvent.__args__  # type: ignore[attr-defined]
 }
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyEvent)
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(AnyEvent)
 
 EventDecodeError = msgspec.DecodeError
 

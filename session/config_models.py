@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_FALLBACK",
     "DEFAULT_KEY_ENV",
     "DEFAULT_MODELS",
+    "ENV_REFERENCE",
     "PROVIDERS",
     "TIERS",
     "ApiKey",
@@ -88,13 +89,25 @@ Rotation = Literal["round_robin", "random", "least_used"]
 #: Model tiers, cheapest first.
 TIERS: tuple[str, ...] = get_args(TierName)
 PROVIDERS: tuple[str, ...] = get_args(Provider)
-DEFAULT_FALLBACK: tuple[str, ...] = ("CRITICAL", "PREMIUM", "STANDARD", "FREE")
+DEFAULT_FALLBACK: tuple[TierName, ...] = ("CRITICAL", "PREMIUM", "STANDARD", "FREE")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEED_PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]*")
 #: A secret shorter than this shows no characters at all: the last 4 of a short
 #: value would give too much of it away.
 _MIN_LEN_TO_SHOW_TAIL = 12
+
+
+def _http_url(value: str | None, example: str) -> str | None:
+    """``value`` when it is an http(s) URL with a host (or unset); the error's fix shows ``example``."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise PydanticCustomError(
+            "url", "must be an http:// or https:// URL with a host", {"fix": f"write it like {example}"}
+        )
+    return value
 
 
 def _upper(value: Any) -> Any:
@@ -299,16 +312,7 @@ class ModelSpec(_Strict):
     @field_validator("base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise PydanticCustomError(
-                "url",
-                "must be an http:// or https:// URL with a host",
-                {"fix": 'write it like base_url = "http://127.0.0.1:8080/v1"'},
-            )
-        return value
+        return _http_url(value, 'base_url = "http://127.0.0.1:8080/v1"')
 
     @model_validator(mode="after")
     def _compatible_needs_url(self) -> ModelSpec:
@@ -596,18 +600,19 @@ class NotifySettings(_Strict):
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: ``${NAME}`` inside an ``env`` or ``headers`` value: the executor's environment variable NAME,
 #: read when the server is contacted.  Secrets stay in the environment, never in the file.
-_REFERENCE = re.compile(r"\$\{([^{}]*)\}")
+#: The one reference pattern: it matches a malformed ``${...}`` too, which the validator refuses.
+ENV_REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 
 
 def env_references(value: str) -> list[str]:
     """The variable names ``value`` refers to with ``${NAME}``, in order."""
-    return [match.group(1) for match in _REFERENCE.finditer(value)]
+    return [match.group(1) for match in ENV_REFERENCE.finditer(value)]
 
 
 def _masked_literal(value: str) -> str:
     """``value`` as it may be shown: ``${NAME}`` references kept, each run of literal text
     replaced by ``…`` (it may be a secret written straight into the file)."""
-    parts = _REFERENCE.split(value)  # literal, name, literal, name, ..., literal
+    parts = ENV_REFERENCE.split(value)  # literal, name, literal, name, ..., literal
     return "".join(f"${{{part}}}" if index % 2 else ("…" if part else "") for index, part in enumerate(parts))
 
 
@@ -624,7 +629,7 @@ def _server_name(value: str) -> str:
 def _referencing_value(value: str) -> str:
     # Never echo the value: it may be a secret pasted in place of a ${NAME} reference.
     names = env_references(value)
-    rest = _REFERENCE.sub("", value)
+    rest = ENV_REFERENCE.sub("", value)
     if "${" in rest or any(not _ENV_NAME.fullmatch(name) for name in names):
         raise PydanticCustomError(
             "env_reference",
@@ -688,16 +693,7 @@ class McpServerConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise PydanticCustomError(
-                "url",
-                "must be an http:// or https:// URL with a host",
-                {"fix": 'write it like url = "http://127.0.0.1:9000/mcp"'},
-            )
-        return value
+        return _http_url(value, 'url = "http://127.0.0.1:9000/mcp"')
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:

@@ -70,6 +70,10 @@ def json_path(loc: tuple[int | str, ...]) -> str:
     return text
 
 
+def _fix_value(name: str) -> str:
+    return f"correct the value of '{name}'"
+
+
 _FIX_BY_ERROR_TYPE: dict[str, Callable[[str], str]] = {
     "missing": lambda name: f"add the required field '{name}'",
     "literal_error": lambda name: f"set '{name}' to one of the allowed values",
@@ -83,7 +87,7 @@ def _pydantic_problems(file: str, error: ValidationError) -> list[Problem]:
     for item in error.errors():
         loc = tuple(item["loc"])
         name = str(loc[-1]) if loc else "value"
-        fix = _FIX_BY_ERROR_TYPE.get(item["type"], lambda n: f"correct the value of '{n}'")(name)
+        fix = _FIX_BY_ERROR_TYPE.get(item["type"], _fix_value)(name)
         problems.append(Problem(file=file, field=json_path(loc), message=item["msg"], fix=fix))
     return problems
 

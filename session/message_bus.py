@@ -204,7 +204,7 @@ class MessageBus:
             self._last_number = number
             if type == STATE_UPDATE and data is not None:
                 self._merge_role_state(sender, data, record["ts"])
-            return record["id"]
+            return str(record["id"])
 
     def post_message(self, sender: str, message: Message, to: str = DEFAULT_RECIPIENT) -> str:
         """Post a body from one of the ``*_message`` helpers."""

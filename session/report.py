@@ -187,9 +187,11 @@ def build_report(folder: Path) -> CheckReport:
     specs: list[TaskSpec] = list(session.tasks)
     known = {spec.id for spec in specs}
     # Tasks created at run time (revisions, submitted through MCP) live only in the store.
-    for row in rows.values():
-        if row.id not in known:
-            specs.append(TaskSpec(id=row.id, owner=row.owner, blocked_by=tuple(row.blocked_by), priority=row.priority))
+    for task in rows.values():
+        if task.id not in known:
+            specs.append(
+                TaskSpec(id=task.id, owner=task.owner, blocked_by=tuple(task.blocked_by), priority=task.priority)
+            )
 
     rounds = _review_rounds(folder)
     views: list[TaskView] = []

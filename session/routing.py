@@ -61,9 +61,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from protocol._base import Message
-from protocol.routing import ModelInfo, Registry
+from protocol.routing import GiveUp, ModelInfo, Registry, TryModel
 from protocol.types import ERROR_KINDS
+from session.backoff import exponential_delay
 from session.config_models import TIERS, Config, ModelSpec
 
 __all__ = [
@@ -72,12 +72,10 @@ __all__ = [
     "AttemptState",
     "BadComplexity",
     "Decision",
-    "GiveUp",
     "NoModelAvailable",
     "RoutingError",
     "RoutingOptions",
     "Selection",
-    "TryModel",
     "UnknownModel",
     "chain_from",
     "fallback_tiers",
@@ -143,7 +141,7 @@ class RoutingOptions:
 
     def network_delay(self, retry: int) -> float:
         """Seconds to wait before network retry number ``retry`` (1-based)."""
-        return min(self.network_backoff_max_s, self.network_backoff_s * 2 ** max(0, min(retry - 1, 32)))
+        return exponential_delay(self.network_backoff_s, self.network_backoff_max_s, retry - 1)
 
 
 DEFAULT_OPTIONS = RoutingOptions()
@@ -181,26 +179,6 @@ class Selection:
     estimated_cost_usd: float = 0.0
     """The model's typical call at registry prices (see :class:`RoutingOptions`)."""
     forced: bool = False
-
-
-class TryModel(Message, frozen=True):
-    """Run the next attempt on ``model`` after waiting ``delay_s`` seconds."""
-
-    model: str
-    tier: str
-    reason: str
-    delay_s: float = 0.0
-
-
-class GiveUp(Message, frozen=True):
-    """Routing has nothing left to try for this failure.
-
-    ``fallback_backend`` is ``router.fallback_backend`` when the chain was
-    exhausted and the config names a backend to hand the task to.
-    """
-
-    reason: str
-    fallback_backend: str | None = None
 
 
 Decision = TryModel | GiveUp

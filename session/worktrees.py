@@ -138,9 +138,9 @@ def settle_finished(project: Path, session: Path, rows: list[TaskRow]) -> list[S
     root = worktrees_root(project, session)
     settled = []
     for path in sorted(root.iterdir()) if root.is_dir() else []:
-        row = by_id.get(path.name)
-        if row is None or row.status != "completed":
+        found = by_id.get(path.name)
+        if found is None or found.status != "completed":
             continue
-        if all(by_id[later].status == "completed" for later in dependants.get(row.id, []) if later in by_id):
-            settled.append(settle_worktree(project, session, row.id))
+        if all(by_id[later].status == "completed" for later in dependants.get(found.id, []) if later in by_id):
+            settled.append(settle_worktree(project, session, found.id))
     return settled

@@ -8,15 +8,14 @@ from typing import Any
 import msgspec
 import pytest
 
+from protocol.routing import GiveUp, TryModel
 from protocol.types import ERROR_KINDS
 from session.config_models import DEFAULT_MODELS, Config
 from session.routing import (
     AttemptState,
     BadComplexity,
-    GiveUp,
     NoModelAvailable,
     RoutingOptions,
-    TryModel,
     UnknownModel,
     chain_from,
     fallback_tiers,

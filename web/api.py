@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
@@ -60,7 +60,7 @@ StatusFilter = Literal["pending", "in_progress", "review", "completed", "failed"
 #: A task id in the URL: the id grammar, or 422 before anything looks it up.
 TaskIdParam = Annotated[str, PathParam(pattern=TASK_ID_PATTERN, description=f"A task id ({TASK_ID_RULE})")]
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The request names something wrong; detail says what"},
     404: {"description": "No such task, escalation or file"},
     409: {"description": "The run refuses it in its present state (or the panic switch is on)"},

@@ -28,7 +28,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
 from bridge.auth import ASGIApp, Receive, Scope, Send, Tokens
-from bridge.http import is_loopback
+from session.loopback import is_loopback
 
 __all__ = ["COOKIE", "CSRF_HEADER", "OPEN_PATHS", "WebGuard", "cookie_value"]
 
