@@ -56,10 +56,10 @@ from session.config_models import (
     HydraKeysFile,
     Secret,
     Settings,
-    mask_tail,
     redact_url,
 )
 from session.problems import Problem, format_problems
+from session.redaction import mask
 from session.skills import user_config_dir
 
 if TYPE_CHECKING:
@@ -872,7 +872,7 @@ def redacted_dump(config: Config, environ: Mapping[str, str] | None = None) -> d
 
     def status(name: str) -> str:
         value = environ.get(name, "").strip()
-        return f"set ({mask_tail(value)})" if value else "not set"
+        return f"set ({mask(value)})" if value else "not set"
 
     dump["keys"] = {
         "rotation": config.keys.rotation,
@@ -889,7 +889,7 @@ def _notify_status(config: Config, shown: dict[str, Any], environ: Mapping[str, 
     def secret(name: str | None, seed: str | None = None) -> str:
         value = environ.get(name, "").strip() if name else ""
         if value:
-            return f"set in {name} ({mask_tail(value)})"
+            return f"set in {name} ({mask(value)})"
         fallback = config.notify_secrets.get(seed) if seed else None
         if fallback is not None:
             return f"from notification.json (…{fallback.last4})"
