@@ -54,31 +54,27 @@ MIN_SECRET_LEN = 8
 _MIN_LEN_TO_SHOW_TAIL = 12
 
 # A shape must not start in the middle of a word ("task-…" holds "sk-"), but may follow
-# a JSON escape (``\nsk-…`` in an encoded payload).
-_START = r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrt]))"
-_END = r"(?![A-Za-z0-9_-])"
+# a JSON escape (``\nsk-…`` in an encoded payload).  One alternation behind one
+# boundary check: Python's re tries each branch at each position, so this is much faster.
 _SHAPES = re.compile(
-    "|".join(
-        _START + shape + _END
-        for shape in (
-            r"sk-ant-[A-Za-z0-9_-]{16,}",  # Anthropic
-            r"sk-[A-Za-z0-9_-]{16,}",  # OpenAI (sk-proj-…) and the many compatible services
-            r"AIza[0-9A-Za-z_-]{35}",  # Google
-            r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
-            r"github_pat_[A-Za-z0-9_]{30,}",
-            r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack
-            r"glpat-[A-Za-z0-9_-]{20,}",  # GitLab
-            r"\d{6,12}:[A-Za-z0-9_-]{35}",  # Telegram bot token
-        )
-    )
+    r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrt]))(?:"
+    r"sk-(?:ant-)?[A-Za-z0-9_-]{16,}"  # Anthropic; OpenAI (sk-proj-…) and the many compatible services
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"  # GitHub
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
+    r"|\d{6,12}:[A-Za-z0-9_-]{35}"  # Telegram bot token
+    r")(?![A-Za-z0-9_-])"
 )
-#: ``Bearer <credential>`` and ``<secret-like name><separator><value>``: the value is masked.
-_CONTEXT = re.compile(
-    r"(?i)(?P<lead>\b(?:bearer|basic)\s+"
-    r"|[A-Za-z0-9_.-]*(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|credential|authorization|auth|key)s?"
-    r"\\?[\"']?\s*[:=]\s*\\?[\"']?\s*(?:bearer\s+|basic\s+)?)"
-    r"(?P<value>[A-Za-z0-9+/_=.~-]{20,})"
+#: A credential-like run of characters; masked only after a secret-like name (:data:`_LEAD`).
+_VALUE = re.compile(r"[A-Za-z0-9+/_.~-]{20,}={0,2}")
+#: What may stand right before a masked value: ``Bearer ``, ``api_key=``, ``"token": "``, ...
+_LEAD = re.compile(
+    r"(?i)(?:(?:bearer|basic)\s+"
+    r"|(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|credential|authorization|auth|key)s?"
+    r"\\?[\"']?\s*[:=]\s*\\?[\"']?\s*(?:(?:bearer|basic)\s+)?)$"
 )
+_LEAD_WINDOW = 40
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[A-Za-z]")
 
@@ -131,11 +127,15 @@ def register_environment(environ: Mapping[str, str]) -> None:
     )
 
 
-def _mask_context(match: re.Match[str]) -> str:
-    value = match.group("value")
-    if len(_DIGIT.findall(value)) < 2 or not _LETTER.search(value):
-        return match.group(0)  # a word or a path after "token:", not a credential
-    return match.group("lead") + mask(value)
+def _mask_after_lead(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        value = match.group(0)
+        if len(_DIGIT.findall(value)) < 2 or not _LETTER.search(value):
+            return value  # a word or a path after "token:", not a credential
+        before = text[max(0, match.start() - _LEAD_WINDOW) : match.start()]
+        return mask(value) if _LEAD.search(before) else value
+
+    return _VALUE.sub(one, text)
 
 
 def redact(text: str) -> str:
@@ -146,7 +146,7 @@ def redact(text: str) -> str:
     if known is not None:
         text = known.sub(lambda match: mask(match.group(0)), text)
     text = _SHAPES.sub(lambda match: mask(match.group(0)), text)
-    return _CONTEXT.sub(_mask_context, text)
+    return _mask_after_lead(text)
 
 
 def redact_bytes(data: bytes) -> bytes:
