@@ -34,6 +34,8 @@ from typing import IO
 import msgspec
 import psutil
 
+from session.redaction import redact_bytes, register_environment
+
 __all__ = [
     "ProcessLimits",
     "ProcessOutcome",
@@ -43,6 +45,8 @@ __all__ = [
 ]
 
 _READ_CHUNK = 64 * 1024
+#: A log line longer than this is written in pieces (and a key cut by a piece's end is missed).
+_LOG_HOLD_BYTES = 256 * 1024
 #: After the main process has exited, keep reading for at most this long: a background
 #: grandchild may hold the pipes open (and may keep writing) forever.
 _DRAIN_AFTER_EXIT_S = 1.0
@@ -187,7 +191,11 @@ class _LineSplitter:
 
 
 class _Log:
-    """The combined log file, capped at ``max_bytes`` (counting what it held before)."""
+    """The combined log file, capped at ``max_bytes`` (counting what it held before).
+
+    Written redacted (:mod:`session.redaction`), a whole line at a time, so a key split
+    between two reads is still seen whole; a line is held back at most :data:`_LOG_HOLD_BYTES`.
+    """
 
     def __init__(self, path: str, max_bytes: int) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -196,8 +204,19 @@ class _Log:
         self.size = self.file.tell()
         self.max_bytes = max_bytes
         self.truncated = False
+        self.held = b""
 
     def write(self, chunk: bytes) -> None:
+        if self.file is None or self.truncated:
+            return
+        self.held += chunk
+        cut = self.held.rfind(b"\n") + 1
+        if cut == 0 and len(self.held) < _LOG_HOLD_BYTES:
+            return
+        ready, self.held = (self.held[:cut], self.held[cut:]) if cut else (self.held, b"")
+        self._write(redact_bytes(ready))
+
+    def _write(self, chunk: bytes) -> None:
         if self.file is None or self.truncated:
             return
         try:
@@ -216,6 +235,9 @@ class _Log:
             self.close()
 
     def close(self) -> None:
+        if self.held:
+            self._write(redact_bytes(self.held))
+            self.held = b""
         if self.file is not None:
             with contextlib.suppress(OSError):
                 self.file.flush()
@@ -710,6 +732,7 @@ def run_process(
         return _not_started(f"cannot open log file {spec.log_path}: {exc.strerror or exc}", start)
     try:
         try:
+            register_environment(spec.env)  # before any output: what it prints of its keys is masked
             proc = subprocess.Popen(
                 list(spec.argv),
                 cwd=spec.cwd,

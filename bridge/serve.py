@@ -23,6 +23,7 @@ from mcp.server.mcpserver import MCPServer
 from bridge.auth import Tokens, load_or_create_owner_token, token_path
 from bridge.http import HttpBridge, is_loopback
 from bridge.tools import BridgeContext, build_server
+from session.redaction import register_secret
 
 if TYPE_CHECKING:
     from web.app import WebApp
@@ -117,6 +118,7 @@ def open_bridge(
         console(f"dashboard on {http.base_url}/?token={owner}")
     else:
         console(f"dashboard on {http.base_url}/ — sign in with the token in {token_path(folder)}")
+    register_secret(owner, tokens.worker)  # after the lines above show the owner token on purpose
     return BridgeRuntime(context=context, server=server, tokens=tokens, http=http, holder=holder, web=web)
 
 
