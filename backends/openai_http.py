@@ -74,6 +74,8 @@ from backends.pricing import estimate_cost
 from protocol._base import Message
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
+from session.redaction import mask, register_secret
+from session.redaction import redact as redact_text
 from session.rolespec import RoleSpecFrontmatter
 
 __all__ = [
@@ -131,17 +133,14 @@ class ChatOutcome(Message, frozen=True):
 
 
 def key_hint(api_key: str | None) -> str:
-    """How a key may be shown: ``…abcd`` (its last four characters), or ``(none)``."""
-    if not api_key:
-        return "(none)"
-    return "…" + api_key[-4:] if len(api_key) > 8 else "…"  # a very short key shows nothing
+    """How a key may be shown: :func:`session.redaction.mask` (``…abcd``), or ``(none)``."""
+    return mask(api_key) if api_key else "(none)"
 
 
 def redact(text: str, api_key: str | None) -> str:
-    """``text`` with every occurrence of ``api_key`` replaced by its hint."""
-    if api_key and len(api_key) >= 4 and api_key in text:
-        return text.replace(api_key, f"<key {key_hint(api_key)}>")
-    return text
+    """``text`` with ``api_key`` (registered now if it was not yet) and any other secret masked."""
+    register_secret(api_key)
+    return redact_text(text)
 
 
 def chat_endpoint(base_url: str) -> str:

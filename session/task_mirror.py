@@ -62,6 +62,7 @@ import msgspec
 from protocol.records import RunRow, TaskDetails, TaskRow
 from session.feedback import FEEDBACK_DIR, read_feedback
 from session.lifecycle import LIFECYCLE, lifecycle_of
+from session.redaction import redact
 from session.store import StoreReader
 
 __all__ = [
@@ -546,7 +547,7 @@ def write_mirror(
             continue
         done.add(row.id)
         text, shown = _render(row, lifecycle, runs_by_task.get(row.id, []), feedback_by_task.get(row.id, ""))
-        data = text.encode("utf-8")
+        data = redact(text).encode("utf-8")  # users commit these files: no key in them, whatever an agent said
         existing = on_disk.get(row.id, {})
         cache: dict[Path, bytes] = {}
         if preserve_edits and any(_holds_edits(row, path, data, shown, cache) for path in existing.values()):
