@@ -56,7 +56,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, TextIO, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -74,7 +74,7 @@ from backends.pricing import estimate_cost
 from protocol._base import Message
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
-from session.redaction import mask, register_secret
+from session.redaction import RedactingWriter, mask, register_secret
 from session.redaction import redact as redact_text
 from session.rolespec import RoleSpecFrontmatter
 
@@ -1041,7 +1041,8 @@ class OpenAIHttpBackend:
         try:
             path = Path(order.log_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            return path.open("a", encoding="utf-8")
+            # Redacted a line at a time: the reply streams in pieces, and a key may be cut between two.
+            return cast(TextIO, RedactingWriter(path.open("a", encoding="utf-8")))
         except OSError:
             return None
 
@@ -1054,7 +1055,7 @@ class OpenAIHttpBackend:
                 outcome.tokens_out or 0,
                 outcome.tokens_cached or 0,
             )
-        text = outcome.text
+        text = redact_text(outcome.text)  # it becomes the artifact, the summary and the output tail
         fields: dict[str, Any] = {
             "tokens_in": outcome.tokens_in,
             "tokens_out": outcome.tokens_out,

@@ -34,7 +34,7 @@ from typing import IO
 import msgspec
 import psutil
 
-from session.redaction import redact_bytes, register_environment
+from session.redaction import LineRedactor, register_environment
 
 __all__ = [
     "ProcessLimits",
@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 _READ_CHUNK = 64 * 1024
-#: A log line longer than this is written in pieces (and a key cut by a piece's end is missed).
-_LOG_HOLD_BYTES = 256 * 1024
 #: After the main process has exited, keep reading for at most this long: a background
 #: grandchild may hold the pipes open (and may keep writing) forever.
 _DRAIN_AFTER_EXIT_S = 1.0
@@ -194,7 +192,7 @@ class _Log:
     """The combined log file, capped at ``max_bytes`` (counting what it held before).
 
     Written redacted (:mod:`session.redaction`), a whole line at a time, so a key split
-    between two reads is still seen whole; a line is held back at most :data:`_LOG_HOLD_BYTES`.
+    between two reads is still seen whole.
     """
 
     def __init__(self, path: str, max_bytes: int) -> None:
@@ -204,17 +202,11 @@ class _Log:
         self.size = self.file.tell()
         self.max_bytes = max_bytes
         self.truncated = False
-        self.held = b""
+        self.lines = LineRedactor()
 
     def write(self, chunk: bytes) -> None:
-        if self.file is None or self.truncated:
-            return
-        self.held += chunk
-        cut = self.held.rfind(b"\n") + 1
-        if cut == 0 and len(self.held) < _LOG_HOLD_BYTES:
-            return
-        ready, self.held = (self.held[:cut], self.held[cut:]) if cut else (self.held, b"")
-        self._write(redact_bytes(ready))
+        if self.file is not None and not self.truncated:
+            self._write(self.lines.feed(chunk))
 
     def _write(self, chunk: bytes) -> None:
         if self.file is None or self.truncated:
@@ -235,9 +227,8 @@ class _Log:
             self.close()
 
     def close(self) -> None:
-        if self.held:
-            self._write(redact_bytes(self.held))
-            self.held = b""
+        if self.file is not None and not self.truncated:
+            self._write(self.lines.rest())
         if self.file is not None:
             with contextlib.suppress(OSError):
                 self.file.flush()

@@ -33,10 +33,12 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = [
+    "LineRedactor",
     "RedactingFilter",
+    "RedactingWriter",
     "mask",
     "protect_library_logs",
     "redact",
@@ -165,6 +167,52 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact_data(item) for item in value)
     return value
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class LineRedactor:
+    """Redacts output that arrives in pieces: whole lines at a time, so a secret split
+    between two pieces is still seen whole.  A line is held back at most ``hold`` bytes
+    (past that it is let out in pieces, and a secret cut at a piece's end is missed)."""
+
+    def __init__(self, hold: int = 256 * 1024) -> None:
+        self.hold = hold
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What may be written now of everything fed so far, redacted."""
+        self._held += chunk
+        cut = self._held.rfind(b"\n") + 1
+        if cut == 0 and len(self._held) < self.hold:
+            return b""
+        ready, self._held = (self._held[:cut], self._held[cut:]) if cut else (self._held, b"")
+        return redact_bytes(ready)
+
+    def rest(self) -> bytes:
+        """The last, unfinished line, redacted (call once the output has ended)."""
+        ready, self._held = self._held, b""
+        return redact_bytes(ready)
+
+
+class RedactingWriter:
+    """A text file's ``write``/``flush``/``close``, redacted a line at a time (:class:`LineRedactor`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lines = LineRedactor()
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._lines.feed(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape"))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.write(self._lines.rest().decode("utf-8", "surrogateescape"))
+        self._stream.close()
 
 
 # --------------------------------------------------------------------------- SQLite

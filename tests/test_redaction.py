@@ -11,6 +11,7 @@ import pytest
 
 from session.redaction import (
     RedactingFilter,
+    RedactingWriter,
     mask,
     redact,
     redact_bytes,
@@ -169,3 +170,15 @@ def test_the_log_filter_redacts_messages_arguments_and_tracebacks(tmp_path: Path
     assert "logSECRETvalue" not in text
     assert "agent said …8899" in text
     assert "RuntimeError: failed with …8899" in text
+
+
+def test_a_writer_redacts_a_secret_that_arrives_in_pieces(tmp_path: Path) -> None:
+    register_secret("streamedSECRETvalue-4242")
+    path = tmp_path / "w.log"
+    writer = RedactingWriter(path.open("w", encoding="utf-8"))
+    for piece in ("reply: stream", "edSECRET", "value-4242 done\nlast ", "streamedSECRETvalue-4242"):
+        writer.write(piece)
+    writer.flush()
+    assert path.read_text() == "reply: …4242 done\n"  # the unfinished line waits for its end
+    writer.close()
+    assert path.read_text() == "reply: …4242 done\nlast …4242"
