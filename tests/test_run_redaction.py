@@ -1,12 +1,13 @@
 """No secret an agent prints survives anywhere: a real `executor run` whose agents echo their keys.
 
 The agents: a fake ``claude`` (a real program on $TEAM_EXECUTOR_AGENT_CLIS) that prints its
-ANTHROPIC_API_KEY on stdout, on stderr, in its progress, its final answer and its error, plus a
-key of a well-known shape it "found"; and the real openai backend against tests/fake_openai.py,
-whose model answers with the key, so the artifact the executor writes would hold it.  A local
-webhook server receives the notifications.  Then every byte of the session folder (the state
-database raw and dumped as SQL, the logs, the Markdown mirror, .msg/), the run's stdout and
-stderr with ``--json-events``, ``check --json`` and every notification are searched: 0 hits.
+ANTHROPIC_API_KEY and the MCP bridge's worker token on stdout, on stderr, in its progress, its
+report file, its final answer and its error, plus a key of a well-known shape it "found"; and
+the real openai backend against tests/fake_openai.py, whose model answers with the key, so the
+artifact the executor writes would hold it.  A local webhook server receives the notifications.
+Then every byte of the session folder (the state database raw and dumped as SQL, the logs, the
+Markdown mirror, .msg/), the run's stdout and stderr with ``--json-events``, ``check --json``
+and every notification are searched: 0 hits.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ if task == "CODE-002":
          "result": "Invalid API key: " + key + " (also tried " + found + ")"}})
     print("Error: the API refused the key " + key, file=sys.stderr, flush=True)
     sys.exit(1)
+os.makedirs(os.path.dirname(os.environ["TEAM_EXECUTOR_REPORT"]), exist_ok=True)
+with open(os.environ["TEAM_EXECUTOR_REPORT"], "w") as handle:  # the worker's own file, in .executor/
+    json.dump({{"status": "completed", "summary": "used " + key, "detail": found}}, handle)
 out({{"type": "result", "subtype": "success", "is_error": False, "session_id": "fake-" + task,
      "result": "done with key " + key + " and " + found,
      "usage": {{"input_tokens": 10, "output_tokens": 5}}}})
@@ -107,6 +111,8 @@ def test_no_key_an_agent_prints_reaches_any_file_output_or_notification(executor
     events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert {e["task_id"] for e in events if e["type"] == "task_completed"} == {"CODE-001", "WRITE-001"}
     assert any(e["type"] == "task_failed" and e["task_id"] == "CODE-002" for e in events)
+    reports = list((folder / ".executor").rglob("CODE-001*.json"))
+    assert any("used …rT6y" in path.read_text() for path in reports), reports  # written, read, redacted
     log = (folder / ".executor" / "logs" / "CODE-001-a1.log").read_text()
     assert "debug: using key …rT6y" in log  # printed, and masked
     artifact = next((folder / "artifacts").glob("WRITE-001*")).read_text()
