@@ -57,6 +57,7 @@ from session.config_models import (
     Secret,
     Settings,
     redact_url,
+    without_references,
 )
 from session.problems import Problem, format_problems
 from session.redaction import mask
@@ -239,8 +240,6 @@ def _origin(where: Mapping[Path_, str], loc: Iterable[str | int]) -> str:
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _CHAT_IDS: TypeAdapter[list[int | str]] = TypeAdapter(list[ChatId])
-#: A well-formed ``${NAME}`` reference in an MCP server's env or headers value.
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _dotted(loc: Iterable[str | int]) -> str:
@@ -495,7 +494,7 @@ def _literal_secrets(server: str, entry: Mapping[str, Any], where: Mapping[Path_
         if not isinstance(values, dict):
             continue
         for name, value in values.items():
-            literal = _AUTH_SCHEME.sub("", _REFERENCE.sub("", value)).strip() if isinstance(value, str) else ""
+            literal = _AUTH_SCHEME.sub("", without_references(value)).strip() if isinstance(value, str) else ""
             if literal and _SECRETISH.search(name):
                 loc: Path_ = ("mcp_servers", server, table, name)
                 problems.append(

@@ -72,6 +72,7 @@ __all__ = [
     "WebhookSettings",
     "env_references",
     "redact_url",
+    "without_references",
 ]
 
 # --------------------------------------------------------------------------- vocabulary
@@ -600,6 +601,11 @@ def env_references(value: str) -> list[str]:
     return [match.group(1) for match in _REFERENCE.finditer(value)]
 
 
+def without_references(value: str) -> str:
+    """``value`` with its ``${NAME}`` references taken out: the literal text it holds."""
+    return _REFERENCE.sub("", value)
+
+
 def _masked_literal(value: str) -> str:
     """``value`` as it may be shown: ``${NAME}`` references kept, each run of literal text
     replaced by ``…`` (it may be a secret written straight into the file)."""
@@ -620,7 +626,7 @@ def _server_name(value: str) -> str:
 def _referencing_value(value: str) -> str:
     # Never echo the value: it may be a secret pasted in place of a ${NAME} reference.
     names = env_references(value)
-    rest = _REFERENCE.sub("", value)
+    rest = without_references(value)
     if "${" in rest or any(not _ENV_NAME.fullmatch(name) for name in names):
         raise PydanticCustomError(
             "env_reference",
