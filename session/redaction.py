@@ -114,7 +114,12 @@ def register_secret(*values: str | None) -> None:
         _known = re.compile("|".join(re.escape(secret) for secret in ordered))
 
 
-_SECRET_NAME = re.compile(r"(?i)key|token|secret|passw(?:or)?d|credential|auth|webhook")
+#: Words of a variable name (split at ``_``) that make its value a secret: ``OPENAI_API_KEY``,
+#: ``ANTHROPIC_AUTH_TOKEN``, ``DISCORD_WEBHOOK_URL`` -- but not ``GIT_AUTHOR_NAME`` or ``PWD``.
+_SECRET_WORDS = frozenset(
+    {"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL", "CREDENTIALS"}
+    | {"AUTH", "WEBHOOK", "PAT"}
+)
 
 
 def register_environment(environ: Mapping[str, str]) -> None:
@@ -125,7 +130,11 @@ def register_environment(environ: Mapping[str, str]) -> None:
     not secrets and are skipped.
     """
     register_secret(
-        *(value for name, value in environ.items() if _SECRET_NAME.search(name) and not value.startswith(("/", "~")))
+        *(
+            value
+            for name, value in environ.items()
+            if _SECRET_WORDS.intersection(name.upper().split("_")) and not value.startswith(("/", "~"))
+        )
     )
 
 

@@ -132,10 +132,12 @@ def test_the_secret_named_variables_of_an_environment_are_registered_and_paths_a
             "GOOGLE_APPLICATION_CREDENTIALS": "/home/me/creds-file-0123.json",
             "PATH": "/usr/bin:/bin",
             "LANG": "C.UTF-8-something-long",
+            "GIT_AUTHOR_NAME": "Jane Q. Developer",
+            "KEYBOARD_LAYOUT": "dvorak-programmer",
         }
     )
-    text = "envKEYvalue-000111222 envTOKENvalue-333444555 /home/me/creds-file-0123.json C.UTF-8-something-long"
-    assert redact(text) == "…1222 …4555 /home/me/creds-file-0123.json C.UTF-8-something-long"
+    kept = "/home/me/creds-file-0123.json C.UTF-8-something-long Jane Q. Developer dvorak-programmer"
+    assert redact(f"envKEYvalue-000111222 envTOKENvalue-333444555 {kept}") == f"…1222 …4555 {kept}"
 
 
 def test_a_redacting_connection_stores_no_registered_secret(tmp_path: Path) -> None:
