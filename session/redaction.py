@@ -18,9 +18,12 @@ without repeating it.  Ordinary text (git SHAs, paths, ids) is left alone: a sha
 needs its prefix or a secret-like name in front of it.
 
 Where text is redacted (one place each, not per backend): the state database's
-connection (:func:`redacting_connection`), the log handlers (:class:`RedactingFilter`),
-the console and ``--json-events`` sinks, the message bus, the Markdown mirror, worker
-logs on disk, notifications and ``check --json``.
+connection (:func:`redacting_connection`), the run log's handler (:class:`RedactingFilter`),
+the console and ``--json-events`` sinks, the message bus, the Markdown mirror, worker logs
+on disk (:class:`LineRedactor`, :class:`RedactingWriter`), a worker's report file, prompt
+files, the artifacts the executor itself writes (openai, mcp), notifications and
+``check --json``.  Files an agent writes itself (its artifacts) are its own and are not
+rewritten.
 
 Thread-safe.  Pure functions apart from the process-wide registry; nothing at import.
 """
