@@ -55,6 +55,7 @@ from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
 from session.mirror_keeper import MirrorKeeper
 from session.problems import format_problems
+from session.redaction import RedactingFilter, redact
 from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
 
@@ -166,6 +167,7 @@ _LOGGERS = ("pykka", "executor", "mcp", "uvicorn", "uvicorn.error", "sse_starlet
 def _configure_logging(folder: Path) -> logging.Handler:
     handler = logging.FileHandler(folder / STATE_DIR / "executor.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # on the handler: it sees every logger's records
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
@@ -185,7 +187,7 @@ class _Console:
     def __call__(self, line: str) -> None:
         elapsed = time.monotonic() - self.started
         with self._lock:
-            self.stream.write(f"[{elapsed:7.1f}s] {line}\n")
+            self.stream.write(f"[{elapsed:7.1f}s] {redact(line)}\n")
             self.stream.flush()
 
 
@@ -196,7 +198,7 @@ def _json_events_sink(stream: TextIO) -> EventSink:
         payload = msgspec.json.decode(encode_event(event))
         payload["occurred_at"] = occurred_at
         with lock:
-            stream.write(msgspec.json.encode(payload).decode() + "\n")
+            stream.write(redact(msgspec.json.encode(payload).decode()) + "\n")
             stream.flush()
 
     return sink
@@ -421,7 +423,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         executor.stop(block=True, timeout=30)
         _sweep_orphans(Path(session.folder), console)
         _settle_worktrees(Path(session.folder), workdir, console)
-        human.write(_completion_report(session, summary, status) + "\n")
+        human.write(redact(_completion_report(session, summary, status)) + "\n")
         human.flush()
     finally:
         for sig, handler_before in previous.items():

@@ -8,6 +8,7 @@ an :class:`AttemptResult` — is here, so the two behave the same.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -41,6 +42,8 @@ from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_pro
 from backends.sandbox import allowlisted_env
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
+from session.projection import write_atomic
+from session.redaction import redact_bytes
 
 __all__ = ["order_env", "parse_progress", "result_from_outcome", "run_agent_process"]
 
@@ -136,6 +139,11 @@ def _read_report(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"cannot read the report file {path}: {error.strerror or error}"
     if len(data) > _MAX_REPORT_BYTES:
         return None, f"the report file {path} is larger than {_MAX_REPORT_BYTES >> 10} KiB"
+    redacted = redact_bytes(data)
+    if redacted != data:  # the worker wrote a key into it: the file stays in the session folder
+        with contextlib.suppress(OSError):
+            write_atomic(path, redacted)
+        data = redacted
     try:
         report = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as error:

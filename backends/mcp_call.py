@@ -45,6 +45,7 @@ from protocol.messages import AttemptResult, McpCall, WorkOrder
 from protocol.types import ErrorKind
 from session.config_models import McpServerConfig
 from session.graph import TaskSpec
+from session.redaction import redact, redact_data
 from session.rolespec import RoleSpec, RoleSpecFrontmatter
 from session.safepath import task_file
 
@@ -229,15 +230,16 @@ class McpCallBackend:
                 _log(log, f"mcp: {failure.kind}: {failure.message}")
                 return failed(_ERROR_KINDS[failure.kind], failure.message, summary=f"{what}: {failure.kind}")
             _log(log, f"mcp: {'tool error' if answer.is_error else 'ok'} in {answer.duration_s:.2f}s")
-        tail = answer.text[-_OUTPUT_TAIL_CHARS:]
+        text = redact(answer.text)  # a tool may echo a token it was sent
+        tail = text[-_OUTPUT_TAIL_CHARS:]
         if answer.is_error:
-            message = answer.text.strip() or f"{what} failed without a message"
+            message = text.strip() or f"{what} failed without a message"
             return failed("crash", message[:_ERROR_CHARS], summary=f"{what}: tool error", output_tail=tail)
         try:
-            artifacts = self._save(order, answer.text, answer.structured)
+            artifacts = self._save(order, text, redact_data(answer.structured))
         except OSError as error:
             return failed("crash", f"cannot write the artifact of {order.task_id}: {error.strerror or error}")
-        first = next((line.strip() for line in answer.text.splitlines() if line.strip()), "")
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
         return AttemptResult(
             ok=True,
             summary=f"{what}: {first}"[:_SUMMARY_CHARS],
@@ -269,5 +271,5 @@ class McpCallBackend:
 
 
 def _log(log: BinaryIO, line: str) -> None:
-    log.write((line + "\n").encode("utf-8", errors="replace"))
+    log.write((redact(line) + "\n").encode("utf-8", errors="replace"))
     log.flush()

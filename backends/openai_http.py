@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -79,6 +79,8 @@ from protocol.messages import AttemptResult, WorkOrder
 from protocol.routing import NoModel
 from protocol.types import ErrorKind
 from session.loopback import is_loopback_url
+from session.redaction import RedactingWriter, mask, register_secret
+from session.redaction import redact as redact_text
 from session.rolespec import RoleSpecFrontmatter
 from session.routing import key_endpoint
 
@@ -140,17 +142,14 @@ class ChatOutcome(Message, frozen=True):
 
 
 def key_hint(api_key: str | None) -> str:
-    """How a key may be shown: ``…abcd`` (its last four characters), or ``(none)``."""
-    if not api_key:
-        return "(none)"
-    return "…" + api_key[-4:] if len(api_key) > 8 else "…"  # a very short key shows nothing
+    """How a key may be shown: :func:`session.redaction.mask` (``…abcd``), or ``(none)``."""
+    return mask(api_key) if api_key else "(none)"
 
 
 def redact(text: str, api_key: str | None) -> str:
-    """``text`` with every occurrence of ``api_key`` replaced by its hint."""
-    if api_key and len(api_key) >= 4 and api_key in text:
-        return text.replace(api_key, f"<key {key_hint(api_key)}>")
-    return text
+    """``text`` with ``api_key`` (registered now if it was not yet) and any other secret masked."""
+    register_secret(api_key)
+    return redact_text(text)
 
 
 def chat_endpoint(base_url: str) -> str:
@@ -1090,7 +1089,8 @@ class OpenAIHttpBackend:
         try:
             path = Path(order.log_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            return path.open("a", encoding="utf-8")
+            # Redacted a line at a time: the reply streams in pieces, and a key may be cut between two.
+            return cast(TextIO, RedactingWriter(path.open("a", encoding="utf-8")))
         except OSError:
             return None
 
@@ -1103,7 +1103,7 @@ class OpenAIHttpBackend:
                 outcome.tokens_out or 0,
                 outcome.tokens_cached or 0,
             )
-        text = outcome.text
+        text = redact_text(outcome.text)  # it becomes the artifact, the summary and the output tail
         fields: dict[str, Any] = {
             "tokens_in": outcome.tokens_in,
             "tokens_out": outcome.tokens_out,

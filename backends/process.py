@@ -38,6 +38,7 @@ import msgspec
 import psutil
 
 from backends.containment import AttemptCgroup, Descendants
+from session.redaction import LineRedactor, register_environment
 
 __all__ = [
     "ProcessLimits",
@@ -193,7 +194,11 @@ class _LineSplitter:
 
 
 class _Log:
-    """The combined log file, capped at ``max_bytes`` (counting what it held before)."""
+    """The combined log file, capped at ``max_bytes`` (counting what it held before).
+
+    Written redacted (:mod:`session.redaction`), a whole line at a time, so a key split
+    between two reads is still seen whole.
+    """
 
     def __init__(self, path: str, max_bytes: int) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -202,8 +207,13 @@ class _Log:
         self.size = self.file.tell()
         self.max_bytes = max_bytes
         self.truncated = False
+        self.lines = LineRedactor()
 
     def write(self, chunk: bytes) -> None:
+        if self.file is not None and not self.truncated:
+            self._write(self.lines.feed(chunk))
+
+    def _write(self, chunk: bytes) -> None:
         if self.file is None or self.truncated:
             return
         try:
@@ -222,6 +232,8 @@ class _Log:
             self.close()
 
     def close(self) -> None:
+        if self.file is not None and not self.truncated:
+            self._write(self.lines.rest())
         if self.file is not None:
             with contextlib.suppress(OSError):
                 self.file.flush()
@@ -759,6 +771,7 @@ def run_process(
         cgroup = None
     try:
         try:
+            register_environment(spec.env)  # before any output: what it prints of its keys is masked
             proc = subprocess.Popen(
                 list(argv or spec.argv),
                 cwd=spec.cwd,

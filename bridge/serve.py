@@ -24,6 +24,7 @@ from bridge.auth import ASGIApp, Receive, Scope, Send, Tokens, load_or_create_ow
 from bridge.http import HttpBridge
 from bridge.tools import BridgeContext, build_server
 from session.loopback import is_loopback
+from session.redaction import register_secret
 
 __all__ = ["BridgeRuntime", "Dashboard", "DashboardFactory", "installed_backends", "open_bridge", "serve_stdio"]
 
@@ -133,6 +134,7 @@ def open_bridge(
     else:
         console(f"MCP bridge on {http.url} — owner bearer token in {where}")
         console(f"dashboard on {http.base_url}/ — sign in with the token in {where}")
+    register_secret(owner, tokens.worker)  # after the lines above show the owner token on purpose
     return BridgeRuntime(context=context, server=server, tokens=tokens, http=http, holder=holder, web=web)
 
 

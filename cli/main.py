@@ -112,7 +112,10 @@ def check(
     except StoreError as error:
         raise _fail(str(error)) from None
     if json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        from session.redaction import redact, register_environment  # noqa: PLC0415 - keeps `executor --help` fast
+
+        register_environment(os.environ)  # the keys this shell holds; stored text was redacted when written
+        sys.stdout.write(redact(msgspec.json.encode(report).decode()) + "\n")
     else:
         render_check(_stdout(), report, full=full)
     raise typer.Exit(0 if report.valid else 1)

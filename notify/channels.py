@@ -12,7 +12,7 @@ Telegram or Discord host (their API hosts are constants in its plugins), which i
 why those two are ours.  Each channel is used by one sender thread.
 
 No secret leaves a channel: URLs that carry tokens are registered with
-:mod:`notify.redact`, error texts are scrubbed, and ``repr`` shows only the
+:mod:`session.redaction`, error texts are scrubbed, and ``repr`` shows only the
 redacted ``target``.
 """
 
@@ -33,10 +33,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from notify.messages import discord_text, plain_text, telegram_html, telegram_keyboard, webhook_payload
-from notify.redact import protect_library_logs, register_secret, scrub
 from protocol.notify import Notice
 from session.config_models import Secret
 from session.loopback import is_loopback_url
+from session.redaction import protect_library_logs, redact, register_secret
 
 __all__ = [
     "AppriseChannel",
@@ -82,7 +82,7 @@ class SendResult:
 
 
 def _clean(error: str) -> str:
-    return scrub(error)[:_MAX_ERROR_CHARS]
+    return redact(error)[:_MAX_ERROR_CHARS]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -19,10 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
+
 from notify.channels import Channel, SendResult
-from notify.redact import scrub
 from protocol.notify import ChannelState, Notice
 from session.backoff import exponential_delay
+from session.redaction import redact
 
 __all__ = ["DropCallback", "Lane", "RetryPolicy", "TokenBucket"]
 
@@ -110,7 +112,11 @@ class Lane:
         self._thread.start()
 
     def put(self, notice: Notice) -> bool:
-        """Queue ``notice``; ``False`` (and the notice reported dropped) when the lane is closed or full."""
+        """Queue ``notice``; ``False`` (and the notice reported dropped) when the lane is closed or full.
+
+        Every channel sends through a lane: its text is redacted here, once, for all of them.
+        """
+        notice = _redacted(notice)
         if self._closed:
             self._drop(notice, _STOPPED)
             return False
@@ -232,7 +238,7 @@ class Lane:
         return not self._abort.wait(delay)
 
     def _drop(self, notice: Notice, reason: str) -> None:
-        reason = scrub(reason)
+        reason = redact(reason)
         with self._lock:
             self._dropped += 1
         log.warning("%s: dropped a %s notice (%s): %s", self.channel.name, notice.kind, notice.title, reason)
@@ -242,3 +248,13 @@ class Lane:
             self._on_dropped(self.channel.name, notice, reason)
         except Exception:
             log.exception("%s: the on_dropped callback failed", self.channel.name)
+
+
+def _redacted(notice: Notice) -> Notice:
+    """``notice`` with no secret in its texts (agent errors and summaries end up in notices)."""
+    return msgspec.structs.replace(
+        notice,
+        title=redact(notice.title),
+        body=redact(notice.body),
+        action=redact(notice.action) if notice.action is not None else None,
+    )

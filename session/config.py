@@ -48,7 +48,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from session.config_models import (
     DEFAULT_KEY_ENV,
     DEFAULT_MODELS,
-    ENV_REFERENCE,
     ApiKey,
     ChatId,
     Config,
@@ -57,10 +56,11 @@ from session.config_models import (
     HydraKeysFile,
     Secret,
     Settings,
-    mask_tail,
     redact_url,
+    without_references,
 )
 from session.problems import Problem, format_problems
+from session.redaction import mask
 from session.skills import user_config_dir
 
 if TYPE_CHECKING:
@@ -494,7 +494,7 @@ def _literal_secrets(server: str, entry: Mapping[str, Any], where: Mapping[Path_
         if not isinstance(values, dict):
             continue
         for name, value in values.items():
-            literal = _AUTH_SCHEME.sub("", ENV_REFERENCE.sub("", value)).strip() if isinstance(value, str) else ""
+            literal = _AUTH_SCHEME.sub("", without_references(value)).strip() if isinstance(value, str) else ""
             if literal and _SECRETISH.search(name):
                 loc: Path_ = ("mcp_servers", server, table, name)
                 problems.append(
@@ -871,7 +871,7 @@ def redacted_dump(config: Config, environ: Mapping[str, str] | None = None) -> d
 
     def status(name: str) -> str:
         value = environ.get(name, "").strip()
-        return f"set ({mask_tail(value)})" if value else "not set"
+        return f"set ({mask(value)})" if value else "not set"
 
     dump["keys"] = {
         "rotation": config.keys.rotation,
@@ -888,7 +888,7 @@ def _notify_status(config: Config, shown: dict[str, Any], environ: Mapping[str, 
     def secret(name: str | None, seed: str | None = None) -> str:
         value = environ.get(name, "").strip() if name else ""
         if value:
-            return f"set in {name} ({mask_tail(value)})"
+            return f"set in {name} ({mask(value)})"
         fallback = config.notify_secrets.get(seed) if seed else None
         if fallback is not None:
             return f"from notification.json (…{fallback.last4})"

@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from protocol.notify import NOTICE_KINDS, NoticeKind
 from session.problems import Problem
+from session.redaction import mask, register_secret
 
 __all__ = [
     "DEFAULT_FALLBACK",
@@ -71,8 +72,8 @@ __all__ = [
     "Tier",
     "WebhookSettings",
     "env_references",
-    "mask_tail",
     "redact_url",
+    "without_references",
 ]
 
 # --------------------------------------------------------------------------- vocabulary
@@ -93,9 +94,6 @@ DEFAULT_FALLBACK: tuple[TierName, ...] = ("CRITICAL", "PREMIUM", "STANDARD", "FR
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEED_PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]*")
-#: A secret shorter than this shows no characters at all: the last 4 of a short
-#: value would give too much of it away.
-_MIN_LEN_TO_SHOW_TAIL = 12
 
 
 def _http_url(value: str | None, example: str) -> str | None:
@@ -143,11 +141,6 @@ EnvName = Annotated[str, AfterValidator(_env_name_check("a key", "key", "ANTHROP
 SecretEnvName = Annotated[str, AfterValidator(_env_name_check("a token or URL", "secret", "TELEGRAM_BOT_TOKEN"))]
 
 
-def mask_tail(value: str) -> str:
-    """``…`` and the last 4 characters of ``value``; just ``…`` when it is too short to show any."""
-    return f"…{value[-4:]}" if len(value) >= _MIN_LEN_TO_SHOW_TAIL else "…"
-
-
 def redact_url(url: str) -> str:
     """``url`` without credentials: user:password and the query string are masked."""
     scheme, sep, rest = url.partition("://")
@@ -180,6 +173,7 @@ class Secret:
     def __init__(self, provider: str, value: str) -> None:
         self.provider = provider
         self._value = value
+        register_secret(value)  # whatever prints it from now on masks it
 
     def reveal(self) -> str:
         """The key itself."""
@@ -188,7 +182,7 @@ class Secret:
     @property
     def last4(self) -> str:
         """The last 4 characters, or ``""`` for a key too short to show any."""
-        return mask_tail(self._value)[1:]
+        return mask(self._value)[1:]
 
     @property
     def fingerprint(self) -> str:
@@ -196,7 +190,7 @@ class Secret:
         return hashlib.sha256(self._value.encode()).hexdigest()[:12]
 
     def __repr__(self) -> str:
-        return f"{self.provider}{mask_tail(self._value)}"
+        return f"{self.provider}{mask(self._value)}"
 
     __str__ = __repr__
 
@@ -609,6 +603,11 @@ def env_references(value: str) -> list[str]:
     return [match.group(1) for match in ENV_REFERENCE.finditer(value)]
 
 
+def without_references(value: str) -> str:
+    """``value`` with its ``${NAME}`` references taken out: the literal text it holds."""
+    return ENV_REFERENCE.sub("", value)
+
+
 def _masked_literal(value: str) -> str:
     """``value`` as it may be shown: ``${NAME}`` references kept, each run of literal text
     replaced by ``…`` (it may be a secret written straight into the file)."""
@@ -629,7 +628,7 @@ def _server_name(value: str) -> str:
 def _referencing_value(value: str) -> str:
     # Never echo the value: it may be a secret pasted in place of a ${NAME} reference.
     names = env_references(value)
-    rest = ENV_REFERENCE.sub("", value)
+    rest = without_references(value)
     if "${" in rest or any(not _ENV_NAME.fullmatch(name) for name in names):
         raise PydanticCustomError(
             "env_reference",
@@ -786,7 +785,7 @@ def _mask_mapping(value: Any, secret: bool = False) -> Any:
         return {key: _mask_mapping(item, secret or bool(_SECRET_KEY_NAME.search(key))) for key, item in value.items()}
     if isinstance(value, list):
         return [_mask_mapping(item, secret) for item in value]
-    return mask_tail(value) if secret and isinstance(value, str) else value
+    return mask(value) if secret and isinstance(value, str) else value
 
 
 class FleetAgent(_Strict):

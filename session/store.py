@@ -29,6 +29,7 @@ import msgspec
 
 from protocol.events import Event, TaskCompleted, decode_event, encode_event
 from protocol.records import EscalationRow, RunRow, TaskRow
+from session.redaction import redacting_connection
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -419,7 +420,8 @@ class Store(_Reads):
         import sqlite_utils  # noqa: PLC0415 - only the writer needs it; keeps `check` fast to start
 
         try:
-            db = sqlite_utils.Database(path)
+            # The one place text enters the file: every bound value is redacted (session.redaction).
+            db = sqlite_utils.Database(redacting_connection(str(path)))
             db.enable_wal()
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")

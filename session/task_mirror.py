@@ -63,6 +63,7 @@ from protocol.ids import is_task_id
 from protocol.records import RunRow, TaskDetails, TaskRow
 from session.feedback import FEEDBACK_DIR, read_feedback
 from session.lifecycle import LIFECYCLE, lifecycle_of
+from session.redaction import redact
 from session.store import StoreReader
 
 __all__ = [
@@ -542,7 +543,7 @@ def write_mirror(
             continue
         done.add(row.id)
         text, shown = _render(row, lifecycle, runs_by_task.get(row.id, []), feedback_by_task.get(row.id, ""))
-        data = text.encode("utf-8")
+        data = redact(text).encode("utf-8")  # users commit these files: no key in them, whatever an agent said
         existing = on_disk.get(row.id, {})
         cache: dict[Path, bytes] = {}
         if preserve_edits and any(_holds_edits(row, path, data, shown, cache) for path in existing.values()):
