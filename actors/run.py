@@ -90,7 +90,9 @@ class BridgeOpener(Protocol):
     """Opens the run's bridge; raises :class:`RunRefused`.  The command line composes it
     (bridge/ and web/ sit above actors/, so a run never imports them)."""
 
-    def __call__(self, folder: Path, console: Callable[[str], None], show_sign_in_link: bool) -> RunBridge: ...
+    def __call__(
+        self, folder: Path, console: Callable[[str], None], terminal: Callable[[str], None] | None
+    ) -> RunBridge: ...
 
 
 def _stdin_is_terminal() -> bool:
@@ -188,6 +190,14 @@ class _Console:
         elapsed = time.monotonic() - self.started
         with self._lock:
             self.stream.write(f"[{elapsed:7.1f}s] {redact(line)}\n")
+            self.stream.flush()
+
+    def reveal(self, line: str) -> None:
+        """``line`` as it is, secrets included: only for a stream that is a terminal (the owner's
+        sign-in link), never for a pipe or a file."""
+        elapsed = time.monotonic() - self.started
+        with self._lock:
+            self.stream.write(f"[{elapsed:7.1f}s] {line}\n")
             self.stream.flush()
 
 
@@ -359,7 +369,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     bridge: RunBridge | None = None
     if request.bridge is not None:
         try:
-            bridge = request.bridge(Path(session.folder).resolve(), console, _is_terminal(human))
+            bridge = request.bridge(
+                Path(session.folder).resolve(), console, console.reveal if _is_terminal(human) else None
+            )
         except RunRefused:
             lock.release()
             raise

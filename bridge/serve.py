@@ -105,14 +105,15 @@ def open_bridge(
     host: str,
     port: int,
     console: Callable[[str], None],
-    show_sign_in_link: bool = False,
+    terminal: Callable[[str], None] | None = None,
     *,
     dashboard: DashboardFactory,
 ) -> BridgeRuntime:
     """Tokens, tools, the dashboard and the HTTP listener; raises ``DuplicateTool`` or ``BridgeAddressError``.
 
-    ``show_sign_in_link``: print the owner token and the dashboard link with it (for a person
-    at a terminal; never into a pipe, a log file or a CI log, which get the token file's path).
+    ``terminal``: where to show the owner token and the dashboard link with it, unredacted — a
+    sink that reaches only a person at a terminal; None for a pipe, a log file or a CI log,
+    which get the token file's path from ``console`` instead.
     ``dashboard``: ``web.app.WebApp``, passed in by the command line (web/ builds on bridge/,
     not the other way round).  Raises ``OwnerTokenError`` when the token cannot be kept outside
     the session."""
@@ -128,9 +129,9 @@ def open_bridge(
     http.start()
     where = token_path(folder)
     # The token itself only reaches a terminal: a pipe, a log file or a CI log gets the file's name.
-    if show_sign_in_link:
-        console(f"MCP bridge on {http.url} — owner bearer token (kept 0600 in {where}): {owner}")
-        console(f"dashboard on {http.base_url}/?token={owner}")
+    if terminal is not None:
+        terminal(f"MCP bridge on {http.url} — owner bearer token (kept 0600 in {where}): {owner}")
+        terminal(f"dashboard on {http.base_url}/?token={owner}")
     else:
         console(f"MCP bridge on {http.url} — owner bearer token in {where}")
         console(f"dashboard on {http.base_url}/ — sign in with the token in {where}")

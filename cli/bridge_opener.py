@@ -29,7 +29,7 @@ def bridge_opener(http_address: str | None, allow_remote: bool, stdio: bool) -> 
     else:
         return None
 
-    def open_bridge(folder: Path, console: Callable[[str], None], show_sign_in_link: bool) -> RunBridge:
+    def open_bridge(folder: Path, console: Callable[[str], None], terminal: Callable[[str], None] | None) -> RunBridge:
         # The MCP server SDK, FastAPI and uvicorn load only in runs that serve them.
         from bridge.auth import OwnerTokenError  # noqa: PLC0415
         from bridge.serve import open_bridge as open_runtime  # noqa: PLC0415
@@ -37,7 +37,7 @@ def bridge_opener(http_address: str | None, allow_remote: bool, stdio: bool) -> 
         from web.app import WebApp  # noqa: PLC0415
 
         try:
-            return open_runtime(folder, host, port, console, show_sign_in_link, dashboard=WebApp)
+            return open_runtime(folder, host, port, console, terminal, dashboard=WebApp)
         except (BridgeAddressError, DuplicateTool, OwnerTokenError) as error:
             raise RunRefused(str(error), exit_code=2) from None
 
