@@ -12,6 +12,7 @@ ended with failed tasks, could not start, or was stopped by an escalation;
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -28,6 +29,7 @@ from typing import Any, TextIO, TypeVar
 
 import msgspec
 import psutil
+import pykka
 
 from actors.executor import Conclude, Executor, RoutingSetup, RunOptions
 from actors.prompting import PromptSource
@@ -130,6 +132,42 @@ def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Bac
     if problems:
         raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems), exit_code=2)
     return chosen
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM during a run: the first asks the executor to stop gracefully, the second
+    at once, later ones are absorbed.
+
+    Installed as soon as the executor starts and kept until the bridge, the mirror and the lock
+    are closed, so no signal can end the process half-way through closing them.  When a stop
+    was asked for, the process is on its way out: the signals stay ignored afterwards (a storm
+    of them must not turn a clean stop into exit 143); otherwise the previous handlers return.
+    Runs on the main thread (Python delivers signals there).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self._executor: Any = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self, executor: Any) -> None:
+        """From now on SIGINT and SIGTERM reach ``executor`` (a pykka ActorRef)."""
+        self._executor = executor
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+
+    def restore(self) -> None:
+        for sig, before in self._previous.items():
+            signal.signal(sig, signal.SIG_IGN if self.seen else before)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.seen += 1
+        if self.seen > 2:
+            return
+        reason = f"signal {signal.Signals(signum).name}"
+        with contextlib.suppress(pykka.ActorDeadError):  # it already stopped: nothing left to stop
+            self._executor.tell(ShutdownRequest(reason=reason, graceful=self.seen == 1))
 
 
 def _session_marker(folder: Path) -> str:
@@ -378,18 +416,11 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         _session_marker(Path(session.folder)),
         console,
     )
+    stop_signals = _StopSignals()
+    stop_signals.install(executor)
     if bridge is not None:
         bridge.attach(executor)
     mirror = MirrorKeeper(Path(session.folder)).start()  # tasks/<status>/<ID>.md, kept current
-    signals_seen = 0
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        name = signal.Signals(signum).name
-        executor.tell(ShutdownRequest(reason=f"signal {name}", graceful=signals_seen == 1))
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
         if request.mcp_stdio and bridge is not None:
@@ -409,8 +440,6 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         human.write(_completion_report(session, summary, status) + "\n")
         human.flush()
     finally:
-        for sig, handler_before in previous.items():
-            signal.signal(sig, handler_before)
         if executor.is_alive():
             executor.stop(block=False)
         if bridge is not None:
@@ -420,6 +449,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         for name in _LOGGERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+        stop_signals.restore()  # last: a signal now can no longer cut the closing short
     if summary.escalated or summary.failed or summary.blocked or summary.budget_stopped:
         return 1
     return 0

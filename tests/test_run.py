@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -354,6 +355,30 @@ def test_sigterm_mid_run_exits_0_with_clean_state_and_resume_finishes(executor_c
     result = executor_cli("resume", "--session", str(folder))
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(completed_events(folder).values()) == {1}
+    assert len(completed_events(folder)) == 6
+
+
+def test_a_storm_of_sigterms_still_stops_cleanly_with_exit_0(executor_cli, tmp_path):
+    """One SIGTERM every 50 ms until the process is gone: the first stops the run, the second
+    stops the workers at once, the rest must not cut the closing short (exit 143)."""
+    graph = {f"A-{i:03d}": ([f"A-{i - 1:03d}"] if i > 1 else []) for i in range(1, 7)}
+    folder = scripted_session(tmp_path / "s", graph, {"default": {"sleep": 0.4}}, python=PY)
+    process = start_executor("run", "--session", str(folder), "--shutdown-grace", "5")
+    wait_until(lambda: count_status(folder, "completed") >= 1)
+    sent = 0
+    while process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+            sent += 1
+        time.sleep(0.05)
+    code, out, err = finish(process)
+    assert sent >= 3, "the storm reached the closing phase"
+    assert code == 0, f"exit {code} after {sent} SIGTERMs\n{out}{err}"
+    assert "run stopped on request; state saved" in out
+    assert not [t for t, v in tasks_of(folder).items() if v["status"] == "in_progress"]
+    assert marked_processes(folder) == []
+    result = executor_cli("resume", "--session", str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
     assert len(completed_events(folder)) == 6
 
 
