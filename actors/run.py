@@ -13,6 +13,8 @@ ended with failed tasks, could not start, or was stopped by an escalation;
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import hashlib
 import logging
 import os
@@ -43,7 +45,7 @@ from backends.process import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
 from backends.sandbox import JailError, find_jail, resolve_workdir
 from notify.setup import NotifySetup
-from protocol.events import Event, TaskDispatched, encode_event
+from protocol.events import Event, TaskDispatched, TaskTransition, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
@@ -54,6 +56,7 @@ from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
 from session.mirror_keeper import MirrorKeeper
 from session.problems import format_problems
+from session.run_choices import RememberError, RoleBackend, choice_notes, remember_backend, role_backends
 from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
 
@@ -97,27 +100,40 @@ class RunRequest:
     allow_remote: bool = False  # let --http listen on a non-loopback address
     mcp_stdio: bool = False  # `executor mcp`: the bridge on stdin/stdout
     exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
+    retry_failed: bool = False  # resume --retry-failed: failed tasks start again with fresh attempts
 
 
-def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Backend]:
-    """The backend of every role, or :class:`RunRefused` naming each role left without one."""
+def resolve_backends(session: TeamSession, chosen: list[RoleBackend]) -> dict[str, Backend]:
+    """The backend of every role (``chosen`` by :func:`session.run_choices.role_backends`), or
+    :class:`RunRefused` with one line per problem and the list of backends once."""
     problems: list[str] = []
-    chosen: dict[str, Backend] = {}
-    choices = ", ".join(backend_names())
-    for role, spec in session.role_specs.items():
-        name = spec.meta.backend or default
+    missing: list[str] = []
+    backends: dict[str, Backend] = {}
+    for entry in chosen:
+        role, spec = entry.role, session.role_specs[entry.role]
         where = session.roles[role].role_spec
-        if name is None:
-            problems.append(
-                f"role '{role}' names no backend: add `backend: <name>` to {where} or pass --backend "
-                f"(choices: {choices})"
-            )
+        if entry.backend is None:
+            missing.append(role)
             continue
         try:
-            backend = get_backend(name)
-        except UnknownBackend as error:
-            problems.append(f"{where}: {error}")
+            backend = get_backend(entry.backend)
+        except UnknownBackend:
+            origin = {"flag": "--backend", "remembered": "[remembered].backend in executor.toml"}.get(
+                entry.source, where
+            )
+            close = difflib.get_close_matches(entry.backend, backend_names(), n=1)
+            problem = f"{origin}: unknown backend '{entry.backend}'" + (f" (did you mean {close[0]}?)" if close else "")
+            if entry.source not in ("flag", "remembered"):
+                problem += f" (role {role})"
+            if problem not in problems:  # --backend names it once for every role
+                problems.append(problem)
             continue
+        # The choice made here is the one the workers use: the role-spec they read says so.
+        if spec.meta.backend != entry.backend:
+            session.role_specs[role] = dataclasses.replace(
+                spec, meta=spec.meta.model_copy(update={"backend": entry.backend})
+            )
+            spec = session.role_specs[role]
         # Runs have a Router and a KeyPool: the openai backend's model, base URL and key
         # may come from the registry and the pool rather than the role-spec.
         problem = (
@@ -128,10 +144,19 @@ def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Bac
         if problem:
             problems.append(problem)
             continue
-        chosen[role] = backend
+        backends[role] = backend
+    if missing:
+        specs = ", ".join(session.roles[role].role_spec for role in missing)
+        problems.insert(
+            0,
+            f"no backend for role(s) {', '.join(missing)}: pass --backend NAME (e.g. --backend demo: no key "
+            f"needed; it is remembered for resume) or add `backend: NAME` to {specs}",
+        )
     if problems:
-        raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems), exit_code=2)
-    return chosen
+        unknown = any("unknown backend" in problem for problem in problems) or missing
+        choices = f"\n  backends: {', '.join(backend_names())}" if unknown else ""
+        raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems) + choices, exit_code=2)
+    return backends
 
 
 class _StopSignals:
@@ -294,9 +319,18 @@ def _completion_report(session: TeamSession, summary: RunSummary, status: str) -
     if status == "completed":
         lines.append("  session archived (status: completed)")
     elif summary.failed or summary.blocked:
-        lines.append(f"  see `executor check --session {folder}`; fix, then `executor resume --session {folder}`")
+        lines.append(f"  see `executor check --session {folder}`; fix the cause, then:")
+        lines.append(f"next: executor resume --session {folder} --retry-failed")
+    elif summary.completed >= summary.total:
+        lines.append(f"  every task is complete; the session is kept (status: {status}) for more work")
     else:
-        lines.append(f"  session kept (status: {status}); continue with `executor resume --session {folder}`")
+        first = ""
+        if summary.budget_stopped:
+            first = "raise [budget].session_usd in the config, then "
+        elif summary.escalated:
+            first = f"answer the open questions (`executor answer --session {folder}`), then "
+        lines.append(f"  session kept (status: {status}); {first}continue with:")
+        lines.append(f"next: executor resume --session {folder}")
     return "\n".join(lines)
 
 
@@ -334,9 +368,10 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         config = load_config(Path(session.folder), request.config_file, known_backends=backend_names())
     except ConfigInvalid as error:
         raise RunRefused("the configuration is not valid:\n" + format_problems(error.problems), exit_code=2) from None
+    chosen = role_backends(session, config, request.backend)  # before [roles.X] is merged into the role-specs
     apply_role_defaults(session, config)
     register_servers(config.mcp_servers)  # before resolve_backends: the mcp backend's preflight reads them
-    backends = resolve_backends(session, request.backend or config.run.default_backend)
+    backends = resolve_backends(session, chosen)
     mcp_problems = mcp_task_problems(
         session.tasks, session.role_specs, backends, done=set(session.team.completed_tasks)
     )
@@ -367,6 +402,19 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         raise RunRefused(str(error)) from None
     handler = _configure_logging(Path(session.folder))
     console = _Console(human)
+    if request.retry_failed:
+        retried = _retry_failed(Path(session.folder))
+        console(
+            f"retrying {len(retried)} failed task(s): {', '.join(retried)}" if retried else "no failed task to retry"
+        )
+    config_file = Path(session.folder) / "executor.toml"
+    for note in choice_notes(chosen, config.remembered.backend, config_file):
+        console(f"note: {note}")
+    if request.backend:
+        try:
+            remember_backend(Path(session.folder), request.backend)
+        except RememberError as error:
+            console(f"! {error}; the next resume needs --backend {request.backend} again")
     sinks: list[EventSink] = [_started_sink(console)]
     if request.json_events:
         sinks.append(_json_events_sink(out))
@@ -427,7 +475,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             from bridge.serve import serve_stdio  # noqa: PLC0415
 
             serve_stdio(bridge.server, outcome, lambda why: executor.tell(ShutdownRequest(reason=why)))
-        summary = _wait(outcome, executor)
+        summary = _wait(outcome, executor, str(session.folder))
         status = (
             _choose_status(session, request, summary, console)
             if not (summary.interrupted or summary.escalated or summary.budget_stopped)
@@ -453,6 +501,26 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     if summary.escalated or summary.failed or summary.blocked or summary.budget_stopped:
         return 1
     return 0
+
+
+def _retry_failed(folder: Path) -> list[str]:
+    """``--retry-failed``: every failed task back to pending with its attempts reset, each move
+    recorded as a :class:`TaskTransition`; the caller holds the session lock."""
+    store = Store.open(folder)
+    try:
+        failed = [row for row in store.tasks() if row.status == "failed"]
+        with store.transaction():
+            for row in failed:
+                store.update_task(row.id, status="pending", attempts=0, agent=None)
+                store.append(
+                    TaskTransition(
+                        task_id=row.id, from_status="failed", to_status="pending", by="cli", note="--retry-failed"
+                    ),
+                    row.id,
+                )
+    finally:
+        store.close()
+    return [row.id for row in failed]
 
 
 def _routing_setup(config: Config, console: _Console) -> RoutingSetup:
@@ -517,7 +585,7 @@ def _sweep_orphans(folder: Path, console: _Console) -> None:
         log.warning("stopped leftover worker descendants %s", sorted(stopped))
 
 
-def _wait(outcome: Future[RunSummary], executor: Any) -> RunSummary:
+def _wait(outcome: Future[RunSummary], executor: Any, folder: str) -> RunSummary:
     while True:
         try:
             return outcome.result(timeout=0.2)
@@ -525,5 +593,5 @@ def _wait(outcome: Future[RunSummary], executor: Any) -> RunSummary:
             if not executor.is_alive():
                 raise RunRefused(
                     "the executor stopped unexpectedly; the state is saved — see .executor/executor.log, "
-                    "then `executor resume`"
+                    f"then `executor resume --session {folder}`"
                 ) from None

@@ -21,7 +21,8 @@ from cli.config_cmd import config_app
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
-from cli.render import render_check, render_problems
+from cli.options import role_backends_of
+from cli.render import next_line, render_check, render_problems
 from cli.task_cmd import task_app
 from session.loader import inspect_session
 from session.report import build_report
@@ -113,7 +114,7 @@ def check(
     Example: executor check --session demo-run --json
     """
     try:
-        report = build_report(session)
+        report = build_report(session, role_backends_of(session))
     except StoreError as error:
         raise _fail(str(error)) from None
     if json:
@@ -244,7 +245,7 @@ def init(
         raise _fail(str(error), 2) from None
     console = _stdout()
     console.print(f"created {session_id} in {session} (playbook {chosen.name})")
-    console.print(f"next: executor run --session {session}")
+    console.print(next_line(build_report(session, role_backends_of(session))), markup=False)
 
 
 def _run(session: Path, command: str, **options: Any) -> None:
@@ -385,6 +386,9 @@ def resume(
     http: HttpOption = None,
     allow_remote: AllowRemoteOption = False,
     exit_when_done: ExitWhenDoneOption = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Start the failed tasks again, with fresh attempts.")
+    ] = False,
 ) -> None:
     """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
 
@@ -409,6 +413,7 @@ def resume(
         http_address=http,
         allow_remote=allow_remote,
         exit_when_done=exit_when_done,
+        retry_failed=retry_failed,
     )
 
 

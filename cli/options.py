@@ -12,8 +12,9 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from session.config_models import Config
     from session.problems import Problem
+    from session.run_choices import RoleBackend
 
-__all__ = ["ConfigOpt", "JsonOpt", "SessionOpt", "load_config_args", "usage_error"]
+__all__ = ["ConfigOpt", "JsonOpt", "SessionOpt", "load_config_args", "role_backends_of", "usage_error"]
 
 SessionOpt = Annotated[
     Path | None,
@@ -42,3 +43,18 @@ def load_config_args(session: Path | None, config: Path | None) -> tuple[Config 
     if config is not None and not config.is_file():
         raise usage_error(f"--config {config} does not exist or is not a file")
     return inspect_config(session, config, known_backends=backend_names())
+
+
+def role_backends_of(folder: Path) -> list[RoleBackend] | None:
+    """Each role's backend as a run without ``--backend`` would choose it; ``None`` when the
+    session or its configuration is not valid (``check``/``validate`` report those)."""
+    from backends.registry import backend_names  # noqa: PLC0415 - keeps `executor --help` fast
+    from session.config import inspect_config  # noqa: PLC0415
+    from session.loader import inspect_session  # noqa: PLC0415
+    from session.run_choices import role_backends  # noqa: PLC0415
+
+    session, _ = inspect_session(folder)
+    if session is None:
+        return None
+    config, _ = inspect_config(folder, None, known_backends=backend_names())
+    return None if config is None else role_backends(session, config, None)

@@ -72,6 +72,7 @@ def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tup
     from session.config import ConfigInvalid, apply_role_defaults, load_config  # noqa: PLC0415
     from session.loader import inspect_session  # noqa: PLC0415
     from session.problems import format_problems  # noqa: PLC0415
+    from session.run_choices import role_backends  # noqa: PLC0415
 
     session, problems = inspect_session(folder)
     if session is None:
@@ -80,14 +81,13 @@ def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tup
         config = load_config(folder, None, known_backends=backend_names())
     except ConfigInvalid as error:
         raise _fail("the configuration is not valid:\n" + format_problems(error.problems), 2) from None
-    apply_role_defaults(session, config)  # as a run does: the role-spec, then [roles.NAME]
+    # As a run resolves them: remembered, role-spec, [roles.NAME], [run].default_backend.
+    manual = [entry.role for entry in role_backends(session, config, None) if entry.backend == "manual"]
+    apply_role_defaults(session, config)
     roles: dict[str, tuple[str, int | None]] = {}
-    manual: list[str] = []
     for name, entry in session.roles.items():
         spec = session.role_specs[name].meta
         roles[name] = (entry.prefix, spec.max_attempts or config.run.max_attempts)
-        if (spec.backend or config.run.default_backend) == "manual":
-            manual.append(name)
     return roles, tuple(sorted(manual))
 
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.models_cmd import recorded_key_states
+from cli.render import next_line
 from protocol.events import Event
 from protocol.records import EscalationRow
 from session.report import CheckReport, build_report
@@ -123,7 +124,7 @@ def frame(folder: Path) -> RenderableType:
                 when = at[:8]
             recent.add_row(when, escape(_describe(event)))
         parts.append(recent)
-    parts.append(Text(f"next: {report.next_command}", style="dim"))
+    parts.append(Text(next_line(report), style="dim"))
     return Group(*parts)
 
 

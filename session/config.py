@@ -410,6 +410,9 @@ def _cross_check(raw: Mapping[str, Any], where: Mapping[Path_, str], backends: C
     run = raw.get("run")
     if isinstance(run, dict):
         backend(run.get("default_backend"), ("run", "default_backend"))
+    remembered = raw.get("remembered")
+    if isinstance(remembered, dict):
+        backend(remembered.get("backend"), ("remembered", "backend"))
     router = raw.get("router")
     if isinstance(router, dict):
         backend(router.get("fallback_backend"), ("router", "fallback_backend"))
