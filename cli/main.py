@@ -449,20 +449,25 @@ def watch(
     session: SessionOption,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between frames.")] = 1.0,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object per frame (the check report, events, questions), a line each."),
+    ] = False,
 ) -> None:
     """A live view of a session: progress, running workers, failures, questions, keys, latest events.
 
     Read-only and lock-free: run it in another terminal while `executor run` works. Ctrl-C ends it.
+    Piped, it prints plain lines: the state whenever it changes and each new event.
+    Exit code 0, or 1 when the folder is not a valid session.
     Example: executor watch --session work/login
     """
     from cli.watch_cmd import watch as watch_session  # noqa: PLC0415
 
-    if not (session / "team-session.json").is_file():
-        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
     try:
-        watch_session(session, interval, once, _stdout())
+        code = watch_session(session, interval, once, _stdout(), as_json=json)
     except StoreError as error:
         raise _fail(str(error)) from None
+    raise typer.Exit(code)
 
 
 @app.command()
