@@ -45,7 +45,7 @@ from backends.process import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
 from backends.sandbox import JailError, find_jail, resolve_workdir
 from notify.setup import NotifySetup
-from protocol.events import Event, TaskDispatched, TaskTransition, encode_event
+from protocol.events import Event, TaskDispatched, TasksReopened, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
@@ -504,23 +504,20 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
 
 
 def _retry_failed(folder: Path) -> list[str]:
-    """``--retry-failed``: every failed task back to pending with its attempts reset, each move
-    recorded as a :class:`TaskTransition`; the caller holds the session lock."""
+    """``resume --retry-failed``: what the ``resume_session`` MCP tool does in a live run
+    (every failed task pending again with a new set of attempts, one ``TasksReopened``
+    event), done on the store before the tree starts; the caller holds the session lock."""
     store = Store.open(folder)
     try:
-        failed = [row for row in store.tasks() if row.status == "failed"]
-        with store.transaction():
-            for row in failed:
-                store.update_task(row.id, status="pending", attempts=0, agent=None)
-                store.append(
-                    TaskTransition(
-                        task_id=row.id, from_status="failed", to_status="pending", by="cli", note="--retry-failed"
-                    ),
-                    row.id,
-                )
+        failed = tuple(row.id for row in store.tasks() if row.status == "failed")
+        if failed:
+            with store.transaction():
+                for task_id in failed:
+                    store.update_task(task_id, status="pending", attempts=0, not_before=None)
+                store.append(TasksReopened(task_ids=failed, by="cli"))
     finally:
         store.close()
-    return [row.id for row in failed]
+    return list(failed)
 
 
 def _routing_setup(config: Config, console: _Console) -> RoutingSetup:

@@ -39,6 +39,29 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+def _version_flag(value: bool) -> None:
+    if value:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        _stdout().print(f"executor (team-executor) {version('team-executor')}", markup=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version_flag, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run a team of AI coding agents as a supervised, crash-safe pipeline.
+
+    Exit codes: 0 success; 1 the session is missing or invalid, or the run ended with
+    failed tasks; 2 a usage error (a bad argument, an unknown backend or playbook).
+    """
+    del version  # handled by its callback
+
+
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(task_app, name="task")
@@ -111,7 +134,8 @@ def check(
     """Show where a pipeline stands: progress, the execution graph, workers, what is ready or failed.
 
     Read-only: safe to run from another terminal while `executor run` works.
-    Example: executor check --session demo-run --json
+    Exit code 0, or 1 when the folder is not a valid session.
+    Example: executor check --session work/login --json
     """
     try:
         report = build_report(session, role_backends_of(session))
@@ -510,7 +534,7 @@ def panic(
     if state not in ("on", "off"):
         raise _fail(f"panic {state!r}: say `on` or `off`", 2)
     if not (session / ".executor").is_dir() and not (session / "team-session.json").is_file():
-        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
+        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 1)
     changed = switch.switch(session, state == "on", by="cli")
     note = "" if changed else " (it already was)"
     _stdout().print(f"panic is {state}{note}: mutating MCP tools are {'refused' if state == 'on' else 'allowed'}")
