@@ -163,10 +163,11 @@ class _StopSignals:
     """SIGINT/SIGTERM during a run: the first asks the executor to stop gracefully, the second
     at once, later ones are absorbed.
 
-    Installed as soon as the executor starts and kept until the bridge, the mirror and the lock
-    are closed, so no signal can end the process half-way through closing them.  When a stop
-    was asked for, the process is on its way out: the signals stay ignored afterwards (a storm
-    of them must not turn a clean stop into exit 143); otherwise the previous handlers return.
+    Installed before the bridge serves (a SIGTERM once the dashboard answers is a clean
+    stop) and kept until the bridge, the mirror and the lock are closed, so no signal can
+    end the process half-way through closing them.  When a stop was asked for, the process
+    is on its way out: the signals stay ignored afterwards (a storm of them must not turn a
+    clean stop into exit 143); otherwise the previous handlers return.
     Runs on the main thread (Python delivers signals there).
     """
 
@@ -177,10 +178,15 @@ class _StopSignals:
         self._executor: Any = None
         self._previous: dict[signal.Signals, Any] = {}
 
-    def install(self, executor: Any) -> None:
-        """From now on SIGINT and SIGTERM reach ``executor`` (a pykka ActorRef)."""
-        self._executor = executor
+    def install(self) -> None:
+        """From now on SIGINT and SIGTERM are ours; until :meth:`attach` they are only counted."""
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+
+    def attach(self, executor: Any) -> None:
+        """Signals reach ``executor`` (a pykka ActorRef); one that came while it started is passed on now."""
+        self._executor = executor
+        if self.seen:
+            self._tell("a signal while the run started")
 
     def restore(self) -> None:
         for sig, before in self._previous.items():
@@ -188,9 +194,10 @@ class _StopSignals:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.seen += 1
-        if self.seen > 2:
-            return
-        reason = f"signal {signal.Signals(signum).name}"
+        if self.seen <= 2 and self._executor is not None:
+            self._tell(f"signal {signal.Signals(signum).name}")
+
+    def _tell(self, reason: str) -> None:
         with contextlib.suppress(pykka.ActorDeadError):  # it already stopped: nothing left to stop
             self._executor.tell(ShutdownRequest(reason=reason, graceful=self.seen == 1))
 
@@ -418,6 +425,8 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     sinks: list[EventSink] = [_started_sink(console)]
     if request.json_events:
         sinks.append(_json_events_sink(out))
+    stop_signals = _StopSignals()
+    stop_signals.install()
     bridge = None
     if bridge_address is not None:
         from bridge.serve import open_bridge  # noqa: PLC0415
@@ -428,6 +437,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
                 Path(session.folder).resolve(), *bridge_address, console, show_sign_in_link=_is_terminal(human)
             )
         except (BridgeAddressError, DuplicateTool) as error:
+            stop_signals.restore()
             lock.release()
             raise RunRefused(str(error), exit_code=2) from None
     notify_setup = NotifySetup.from_config(config, os.environ)
@@ -464,8 +474,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         _session_marker(Path(session.folder)),
         console,
     )
-    stop_signals = _StopSignals()
-    stop_signals.install(executor)
+    stop_signals.attach(executor)
     if bridge is not None:
         bridge.attach(executor)
     mirror = MirrorKeeper(Path(session.folder)).start()  # tasks/<status>/<ID>.md, kept current
