@@ -311,7 +311,7 @@ def status(
     task_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="One task in full.")] = None,
     json: Json = False,
 ) -> None:
-    """Every task with its lifecycle status (pending, ready, in_progress, review, done, failed), or one in full."""
+    """Every task with its status (pending, ready, in_progress, review, completed, failed), or one in full."""
     from cli.task_views import show_status  # noqa: PLC0415
 
     _read_back_edits(session, _who())

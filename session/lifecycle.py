@@ -1,7 +1,7 @@
-"""The handoff lifecycle people see: pending -> ready -> in_progress -> review -> done | failed.
+"""The handoff lifecycle people see: pending -> ready -> in_progress -> review -> completed | failed.
 
-The store keeps fewer states (``ready`` is a pending task whose blockers are all
-completed; ``done`` is ``completed``): the lifecycle is derived, never stored
+The words are the store's and ``executor check``'s; the lifecycle adds one, ``ready``
+(a pending task whose blockers are all completed).  It is derived, never stored
 twice, so it cannot disagree with the scheduler.
 """
 
@@ -13,15 +13,13 @@ from protocol.records import TaskRow
 
 __all__ = ["LIFECYCLE", "lifecycle_of", "lifecycle_status"]
 
-LIFECYCLE: tuple[str, ...] = ("pending", "ready", "in_progress", "review", "done", "failed")
+LIFECYCLE: tuple[str, ...] = ("pending", "ready", "in_progress", "review", "completed", "failed")
 
 
 def lifecycle_status(row: TaskRow, completed: set[str] | frozenset[str]) -> str:
-    if row.status == "completed":
-        return "done"
     if row.status == "pending":
         return "ready" if all(blocker in completed for blocker in row.blocked_by) else "pending"
-    return row.status  # in_progress, review, failed
+    return row.status  # in_progress, review, completed, failed
 
 
 def lifecycle_of(rows: Iterable[TaskRow]) -> dict[str, str]:
