@@ -508,7 +508,9 @@ def answer(
     Example: executor answer ESC-001 approve --session work/login
     """
     from cli.answer_cmd import answer_question, list_questions  # noqa: PLC0415
+    from cli.options import existing_session  # noqa: PLC0415
 
+    existing_session(session)
     if escalation_id is None:
         raise typer.Exit(list_questions(session, json, _stdout()))
     if choice is None:

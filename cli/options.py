@@ -14,7 +14,15 @@ if TYPE_CHECKING:
     from session.problems import Problem
     from session.run_choices import RoleBackend
 
-__all__ = ["ConfigOpt", "JsonOpt", "SessionOpt", "load_config_args", "role_backends_of", "usage_error"]
+__all__ = [
+    "ConfigOpt",
+    "JsonOpt",
+    "SessionOpt",
+    "existing_session",
+    "load_config_args",
+    "role_backends_of",
+    "usage_error",
+]
 
 SessionOpt = Annotated[
     Path | None,
@@ -27,10 +35,21 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 
 
-def usage_error(message: str) -> typer.Exit:
-    """Print a usage error on stderr; raise the returned Exit (code 2)."""
+def usage_error(message: str, code: int = 2) -> typer.Exit:
+    """Print an error on stderr; raise the returned Exit (code 2, a usage error, unless told)."""
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(2)
+    return typer.Exit(code)
+
+
+def existing_session(folder: Path) -> Path:
+    """An option callback: ``--session`` must be a session folder, else exit 1 (as validate/check do)."""
+    if not (folder / "team-session.json").is_file():
+        raise usage_error(
+            f"--session {folder} is not a session folder (no team-session.json); "
+            f'`executor init --session {folder} "goal"` creates one',
+            1,
+        )
+    return folder
 
 
 def load_config_args(session: Path | None, config: Path | None) -> tuple[Config | None, list[Problem]]:
@@ -39,7 +58,7 @@ def load_config_args(session: Path | None, config: Path | None) -> tuple[Config 
     from session.config import inspect_config  # noqa: PLC0415
 
     if session is not None and not session.is_dir():
-        raise usage_error(f"--session {session} is not a folder")
+        raise usage_error(f"--session {session} is not a folder", 1)
     if config is not None and not config.is_file():
         raise usage_error(f"--config {config} does not exist or is not a file")
     return inspect_config(session, config, known_backends=backend_names())

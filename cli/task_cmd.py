@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import existing_session
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session import inbox
@@ -45,7 +46,10 @@ task_app = typer.Typer(
     rich_markup_mode=None,
 )
 
-Session = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
+Session = Annotated[
+    Path,
+    typer.Option("--session", "-s", help="The team session folder.", show_default=False, callback=existing_session),
+]
 TaskId = Annotated[str, typer.Argument(metavar="ID", help="The task, e.g. QA-001.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 

@@ -231,3 +231,23 @@ def test_version_and_a_misspelt_playbook(executor_cli, tmp_path):
     result = executor_cli("init", "--session", str(tmp_path / "s"), "--playbook", "write_reveiw", "Goal")
     assert result.returncode == 2
     assert "did you mean 'write_review'?" in result.stderr
+
+
+def test_a_missing_session_exits_1_on_every_command_that_takes_one(executor_cli, tmp_path):
+    missing = str(tmp_path / "nowhere")
+    for command in (
+        ["validate"],
+        ["check"],
+        ["watch", "--once"],
+        ["answer"],
+        ["task", "status"],
+        ["task", "next", "--agent", "a"],
+        ["config", "check"],
+        ["panic", "on"],
+        ["run"],
+        ["resume"],
+    ):
+        result = executor_cli(*command, "--session", missing)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert "nowhere" in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
