@@ -37,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # examples stay on one line where the terminal allows
 )
 
 
@@ -93,7 +94,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def validate(session: SessionOption, json: JsonOption = False) -> None:
     """Check a session folder and list every problem, each with its file, field and fix.
 
-    Example: executor validate --session .workflow/.team/TC-auth-2026-02-27
+    Example: executor validate --session work/login   (an upstream one: .workflow/.team/TC-auth-2026-02-27)
 
     Exit code 0 when valid, 1 when not.
     """
