@@ -114,6 +114,22 @@ def test_a_failed_run_hints_a_retry_that_works_once_the_cause_is_fixed(tmp_path)
     assert "retrying 1 failed task(s): A-001" in result.stdout
 
 
+def test_a_spent_budget_hints_a_resume_that_works_once_the_budget_is_raised(tmp_path):
+    report = {"status": "completed", "cost_usd": 0.6, "tokens_in": 1000, "tokens_out": 100}
+    graph = {f"A-{i:03d}": [] for i in range(1, 4)}
+    folder = scripted_session(tmp_path / "s", graph, {"default": {"report": report}}, python=sys.executable)
+    (folder / "executor.toml").write_text("[budget]\nsession_usd = 1.0\n")
+    stopped = cli(tmp_path, "run", "--session", "s", "--max-workers", "1")
+    assert stopped.returncode == 1
+    check = cli(tmp_path, "check", "--session", "s")
+    assert "# the budget is spent: first raise [budget].session_usd in the config" in check.stdout
+    hint = only_hint(stopped.stdout, check.stdout)
+    assert hint == "executor resume --session s"
+    (folder / "executor.toml").write_text("[budget]\nsession_usd = 5.0\n")  # what the note asks
+    result = run_hint(hint, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_an_invalid_session_hints_validate_which_passes_once_fixed(tmp_path):
     assert cli(tmp_path, "init", "--session", "s", "--backend", "demo", "Goal").returncode == 0
     team = tmp_path / "s" / "team-session.json"
