@@ -413,6 +413,16 @@ def _cross_check(raw: Mapping[str, Any], where: Mapping[Path_, str], backends: C
     remembered = raw.get("remembered")
     if isinstance(remembered, dict):
         backend(remembered.get("backend"), ("remembered", "backend"))
+        origin = _origin(where, ("remembered", "backend"))
+        if "backend" in remembered and Path(origin).name != SESSION_CONFIG_FILE:
+            problems.append(
+                _problem(
+                    origin,
+                    "[remembered] belongs to one session: the executor writes it into that session's executor.toml",
+                    "remove [remembered] from this file; use [run].default_backend for a default backend",
+                    "remembered.backend",
+                )
+            )
     router = raw.get("router")
     if isinstance(router, dict):
         backend(router.get("fallback_backend"), ("router", "fallback_backend"))

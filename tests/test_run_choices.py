@@ -70,3 +70,12 @@ def test_check_names_where_each_role_backend_comes_from(executor_cli, tmp_path):
     check = executor_cli("check", "--session", str(folder))
     assert "backends: coder codex (role-spec), reviewer gemini (role-spec)" in check.stdout
     assert Path(folder / "executor.toml").exists() is False, "check writes nothing"
+
+
+def test_remembered_outside_a_session_file_is_refused(executor_cli, tmp_path):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "config.toml").write_text('[remembered]\nbackend = "demo"\n')
+    result = executor_cli("config", "check", env={"TEAM_EXECUTOR_CONFIG_DIR": str(user)})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "[remembered] belongs to one session" in result.stdout + result.stderr
