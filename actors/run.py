@@ -12,14 +12,12 @@ ended with failed tasks, could not start, or was stopped by an escalation;
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import hashlib
 import logging
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -31,12 +29,12 @@ from typing import Any, TextIO, TypeVar
 
 import msgspec
 import psutil
-import pykka
 
 from actors.executor import Conclude, Executor, RoutingSetup, RunOptions
 from actors.prompting import PromptSource
 from actors.reconciler import find_marked_processes
 from actors.session import EventSink
+from actors.stop_signals import StopSignals
 from actors.supervision import Backoff
 from backends.base import Backend
 from backends.mcp_call import mcp_task_problems, register_servers
@@ -45,12 +43,13 @@ from backends.process import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
 from backends.sandbox import JailError, find_jail, resolve_workdir
 from notify.setup import NotifySetup
-from protocol.events import Event, TaskDispatched, TasksReopened, encode_event
+from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
 from session.keypool import pool_from_config
 from session.keystore import KeyStore, KeyStoreError
+from session.lifecycle import reopen_failed
 from session.loader import TeamSession, inspect_session
 from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
@@ -157,49 +156,6 @@ def resolve_backends(session: TeamSession, chosen: list[RoleBackend]) -> dict[st
         choices = f"\n  backends: {', '.join(backend_names())}" if unknown else ""
         raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems) + choices, exit_code=2)
     return backends
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM during a run: the first asks the executor to stop gracefully, the second
-    at once, later ones are absorbed.
-
-    Installed before the bridge serves (a SIGTERM once the dashboard answers is a clean
-    stop) and kept until the bridge, the mirror and the lock are closed, so no signal can
-    end the process half-way through closing them.  When a stop was asked for, the process
-    is on its way out: the signals stay ignored afterwards (a storm of them must not turn a
-    clean stop into exit 143); otherwise the previous handlers return.
-    Runs on the main thread (Python delivers signals there).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.seen = 0
-        self._executor: Any = None
-        self._previous: dict[signal.Signals, Any] = {}
-
-    def install(self) -> None:
-        """From now on SIGINT and SIGTERM are ours; until :meth:`attach` they are only counted."""
-        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
-
-    def attach(self, executor: Any) -> None:
-        """Signals reach ``executor`` (a pykka ActorRef); one that came while it started is passed on now."""
-        self._executor = executor
-        if self.seen:
-            self._tell("a signal while the run started")
-
-    def restore(self) -> None:
-        for sig, before in self._previous.items():
-            signal.signal(sig, signal.SIG_IGN if self.seen else before)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.seen += 1
-        if self.seen <= 2 and self._executor is not None:
-            self._tell(f"signal {signal.Signals(signum).name}")
-
-    def _tell(self, reason: str) -> None:
-        with contextlib.suppress(pykka.ActorDeadError):  # it already stopped: nothing left to stop
-            self._executor.tell(ShutdownRequest(reason=reason, graceful=self.seen == 1))
 
 
 def _session_marker(folder: Path) -> str:
@@ -410,7 +366,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     handler = _configure_logging(Path(session.folder))
     console = _Console(human)
     if request.retry_failed:
-        retried = _retry_failed(Path(session.folder))
+        retried = reopen_failed(Path(session.folder), by="cli")
         console(
             f"retrying {len(retried)} failed task(s): {', '.join(retried)}" if retried else "no failed task to retry"
         )
@@ -425,7 +381,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     sinks: list[EventSink] = [_started_sink(console)]
     if request.json_events:
         sinks.append(_json_events_sink(out))
-    stop_signals = _StopSignals()
+    stop_signals = StopSignals()
     stop_signals.install()
     bridge = None
     if bridge_address is not None:
@@ -510,23 +466,6 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     if summary.escalated or summary.failed or summary.blocked or summary.budget_stopped:
         return 1
     return 0
-
-
-def _retry_failed(folder: Path) -> list[str]:
-    """``resume --retry-failed``: what the ``resume_session`` MCP tool does in a live run
-    (every failed task pending again with a new set of attempts, one ``TasksReopened``
-    event), done on the store before the tree starts; the caller holds the session lock."""
-    store = Store.open(folder)
-    try:
-        failed = tuple(row.id for row in store.tasks() if row.status == "failed")
-        if failed:
-            with store.transaction():
-                for task_id in failed:
-                    store.update_task(task_id, status="pending", attempts=0, not_before=None)
-                store.append(TasksReopened(task_ids=failed, by="cli"))
-    finally:
-        store.close()
-    return list(failed)
 
 
 def _routing_setup(config: Config, console: _Console) -> RoutingSetup:

@@ -8,10 +8,13 @@ twice, so it cannot disagree with the scheduler.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+from protocol.events import TasksReopened
 from protocol.records import TaskRow
+from session.store import Store
 
-__all__ = ["LIFECYCLE", "lifecycle_of", "lifecycle_status"]
+__all__ = ["LIFECYCLE", "lifecycle_of", "lifecycle_status", "reopen_failed"]
 
 LIFECYCLE: tuple[str, ...] = ("pending", "ready", "in_progress", "review", "completed", "failed")
 
@@ -27,3 +30,20 @@ def lifecycle_of(rows: Iterable[TaskRow]) -> dict[str, str]:
     rows = list(rows)
     completed = frozenset(row.id for row in rows if row.status == "completed")
     return {row.id: lifecycle_status(row, completed) for row in rows}
+
+
+def reopen_failed(folder: Path, by: str) -> list[str]:
+    """Every failed task pending again with a new set of attempts, and one ``TasksReopened``
+    event: what the ``resume_session`` MCP tool does in a live run, for ``resume
+    --retry-failed`` before the tree starts.  The caller holds the session lock."""
+    store = Store.open(folder)
+    try:
+        failed = tuple(row.id for row in store.tasks() if row.status == "failed")
+        if failed:
+            with store.transaction():
+                for task_id in failed:
+                    store.update_task(task_id, status="pending", attempts=0, not_before=None)
+                store.append(TasksReopened(task_ids=failed, by=by))
+    finally:
+        store.close()
+    return list(failed)
