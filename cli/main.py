@@ -291,7 +291,11 @@ ConfigOption = Annotated[
 ]
 BackendOption = Annotated[
     str | None,
-    typer.Option("--backend", help="Backend for roles whose role-spec names none (e.g. demo, command)."),
+    typer.Option(
+        "--backend",
+        help="Backend for every role (e.g. demo), over the role-specs; remembered in the session's executor.toml "
+        "for the next run, resume and mcp.",
+    ),
 ]
 MaxWorkersOption = Annotated[
     int | None,
