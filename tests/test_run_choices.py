@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client, StdioServerParameters
 
 from session.run_choices import remember_backend
+from tests.conftest import _EMPTY_CONFIG, EXECUTOR
 
 
 def test_resume_and_http_reuse_the_backend_the_run_was_given(executor_cli, tmp_path):
@@ -79,3 +85,28 @@ def test_remembered_outside_a_session_file_is_refused(executor_cli, tmp_path):
     result = executor_cli("config", "check", env={"TEAM_EXECUTOR_CONFIG_DIR": str(user)})
     assert result.returncode == 1, result.stdout + result.stderr
     assert "[remembered] belongs to one session" in result.stdout + result.stderr
+
+
+def test_executor_mcp_runs_on_the_remembered_backend(executor_cli, tmp_path):
+    """`executor mcp` without --backend: a submitted task runs on what `run --backend demo` chose."""
+    folder = tmp_path / "login"
+    assert executor_cli("init", "--session", str(folder), "Add a login page").returncode == 0
+    assert executor_cli("run", "--session", str(folder), "--backend", "demo").returncode == 0
+    env = {**os.environ, "TEAM_EXECUTOR_CONFIG_DIR": str(_EMPTY_CONFIG), "COLUMNS": "200"}
+    params = StdioServerParameters(command=str(EXECUTOR), args=["mcp", "--session", str(folder)], env=env)
+
+    async def go() -> dict[str, Any]:
+        async with Client(params) as client:
+            submitted = await client.call_tool("submit_task", {"name": "Write a poem", "assigned_to": "coder"})
+            assert not submitted.is_error, submitted
+            task_id = submitted.structured_content["id"]
+            status: dict[str, Any] = {}
+            for _ in range(600):
+                status = (await client.call_tool("get_task_status", {"task_id": task_id})).structured_content
+                if status["task"]["status"] in ("completed", "failed"):
+                    break
+                await anyio.sleep(0.1)
+            return status
+
+    status = anyio.run(go)
+    assert status["task"]["status"] == "completed", status
