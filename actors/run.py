@@ -12,11 +12,12 @@ ended with failed tasks, could not start, or was stopped by an escalation;
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import logging
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ from actors.executor import Conclude, Executor, RoutingSetup, RunOptions
 from actors.prompting import PromptSource
 from actors.reconciler import find_marked_processes
 from actors.session import EventSink
+from actors.stop_signals import StopSignals
 from actors.supervision import Backoff
 from backends.base import Backend
 from backends.mcp_call import mcp_task_problems, register_servers
@@ -50,12 +52,14 @@ from session.config_models import Config
 from session.id_checks import stored_bad_ids
 from session.keypool import pool_from_config
 from session.keystore import KeyStore, KeyStoreError
+from session.lifecycle import reopen_failed
 from session.loader import TeamSession, inspect_session
 from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
 from session.mirror_keeper import MirrorKeeper
 from session.problems import format_problems
 from session.redaction import RedactingFilter, redact
+from session.run_choices import RememberError, RoleBackend, choice_notes, remember_backend, role_backends
 from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
 
@@ -120,27 +124,42 @@ class RunRequest:
     bridge: BridgeOpener | None = None  # --http or `executor mcp`: dashboard, API and the MCP bridge
     mcp_stdio: bool = False  # `executor mcp`: the bridge on stdin/stdout
     exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
+    retry_failed: bool = False  # resume --retry-failed: failed tasks start again with fresh attempts
 
 
-def resolve_backends(session: TeamSession, default: str | None, config: Config | None = None) -> dict[str, Backend]:
-    """The backend of every role, or :class:`RunRefused` naming each role left without one."""
+def resolve_backends(
+    session: TeamSession, chosen: list[RoleBackend], config: Config | None = None
+) -> dict[str, Backend]:
+    """The backend of every role (``chosen`` by :func:`session.run_choices.role_backends`), or
+    :class:`RunRefused` with one line per problem and the list of backends once."""
     problems: list[str] = []
-    chosen: dict[str, Backend] = {}
-    choices = ", ".join(backend_names())
-    for role, spec in session.role_specs.items():
-        name = spec.meta.backend or default
+    missing: list[str] = []
+    backends: dict[str, Backend] = {}
+    for entry in chosen:
+        role, spec = entry.role, session.role_specs[entry.role]
         where = session.roles[role].role_spec
-        if name is None:
-            problems.append(
-                f"role '{role}' names no backend: add `backend: <name>` to {where} or pass --backend "
-                f"(choices: {choices})"
-            )
+        if entry.backend is None:
+            missing.append(role)
             continue
         try:
-            backend = get_backend(name)
-        except UnknownBackend as error:
-            problems.append(f"{where}: {error}")
+            backend = get_backend(entry.backend)
+        except UnknownBackend:
+            origin = {"flag": "--backend", "remembered": "[remembered].backend in executor.toml"}.get(
+                entry.source, where
+            )
+            close = difflib.get_close_matches(entry.backend, backend_names(), n=1)
+            problem = f"{origin}: unknown backend '{entry.backend}'" + (f" (did you mean {close[0]}?)" if close else "")
+            if entry.source not in ("flag", "remembered"):
+                problem += f" (role {role})"
+            if problem not in problems:  # --backend names it once for every role
+                problems.append(problem)
             continue
+        # The choice made here is the one the workers use: the role-spec they read says so.
+        if spec.meta.backend != entry.backend:
+            session.role_specs[role] = dataclasses.replace(
+                spec, meta=spec.meta.model_copy(update={"backend": entry.backend})
+            )
+            spec = session.role_specs[role]
         # Runs have a Router and a KeyPool: the openai backend's model, base URL and key
         # may come from the registry and the pool rather than the role-spec.
         problem = (
@@ -151,10 +170,19 @@ def resolve_backends(session: TeamSession, default: str | None, config: Config |
         if problem:
             problems.append(problem)
             continue
-        chosen[role] = backend
+        backends[role] = backend
+    if missing:
+        specs = ", ".join(session.roles[role].role_spec for role in missing)
+        problems.insert(
+            0,
+            f"no backend for role(s) {', '.join(missing)}: pass --backend NAME (e.g. --backend demo: no key "
+            f"needed; it is remembered for resume) or add `backend: NAME` to {specs}",
+        )
     if problems:
-        raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems), exit_code=2)
-    return chosen
+        unknown = any("unknown backend" in problem for problem in problems) or missing
+        choices = f"\n  backends: {', '.join(backend_names())}" if unknown else ""
+        raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems) + choices, exit_code=2)
+    return backends
 
 
 def _session_marker(folder: Path) -> str:
@@ -293,9 +321,18 @@ def _completion_report(session: TeamSession, summary: RunSummary, status: str) -
     if status == "completed":
         lines.append("  session archived (status: completed)")
     elif summary.failed or summary.blocked:
-        lines.append(f"  see `executor check --session {folder}`; fix, then `executor resume --session {folder}`")
+        lines.append(f"  see `executor check --session {folder}`; fix the cause, then:")
+        lines.append(f"next: executor resume --session {folder} --retry-failed")
+    elif summary.completed >= summary.total:
+        lines.append(f"  every task is complete; the session is kept (status: {status}) for more work")
     else:
-        lines.append(f"  session kept (status: {status}); continue with `executor resume --session {folder}`")
+        first = ""
+        if summary.budget_stopped:
+            first = "raise [budget].session_usd in the config, then "
+        elif summary.escalated:
+            first = f"answer the open questions (`executor answer --session {folder}`), then "
+        lines.append(f"  session kept (status: {status}); {first}continue with:")
+        lines.append(f"next: executor resume --session {folder}")
     return "\n".join(lines)
 
 
@@ -330,9 +367,10 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         config = load_config(Path(session.folder), request.config_file, known_backends=backend_names())
     except ConfigInvalid as error:
         raise RunRefused("the configuration is not valid:\n" + format_problems(error.problems), exit_code=2) from None
+    chosen = role_backends(session, config, request.backend)  # before [roles.X] is merged into the role-specs
     apply_role_defaults(session, config)
     register_servers(config.mcp_servers)  # before resolve_backends: the mcp backend's preflight reads them
-    backends = resolve_backends(session, request.backend or config.run.default_backend, config)
+    backends = resolve_backends(session, chosen, config)
     mcp_problems = mcp_task_problems(
         session.tasks, session.role_specs, backends, done=set(session.team.completed_tasks)
     )
@@ -363,9 +401,24 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         raise RunRefused(str(error)) from None
     handler = _configure_logging(Path(session.folder))
     console = _Console(human)
+    if request.retry_failed:
+        retried = reopen_failed(Path(session.folder), by="cli")
+        console(
+            f"retrying {len(retried)} failed task(s): {', '.join(retried)}" if retried else "no failed task to retry"
+        )
+    config_file = Path(session.folder) / "executor.toml"
+    for note in choice_notes(chosen, config.remembered.backend, config_file):
+        console(f"note: {note}")
+    if request.backend:
+        try:
+            remember_backend(Path(session.folder), request.backend)
+        except RememberError as error:
+            console(f"! {error}; the next resume needs --backend {request.backend} again")
     sinks: list[EventSink] = [_started_sink(console)]
     if request.json_events:
         sinks.append(_json_events_sink(out))
+    stop_signals = StopSignals()
+    stop_signals.install()
     bridge: RunBridge | None = None
     if request.bridge is not None:
         try:
@@ -373,6 +426,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
                 Path(session.folder).resolve(), console, console.reveal if _is_terminal(human) else None
             )
         except RunRefused:
+            stop_signals.restore()
             lock.release()
             raise
     notify_setup = NotifySetup.from_config(config, os.environ)
@@ -409,23 +463,15 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         _session_marker(Path(session.folder)),
         console,
     )
+    stop_signals.attach(executor)
     if bridge is not None:
         bridge.attach(executor)
     mirror = MirrorKeeper(Path(session.folder)).start()  # tasks/<status>/<ID>.md, kept current
-    signals_seen = 0
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        name = signal.Signals(signum).name
-        executor.tell(ShutdownRequest(reason=f"signal {name}", graceful=signals_seen == 1))
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
         if request.mcp_stdio and bridge is not None:
             bridge.serve_stdio(outcome, lambda why: executor.tell(ShutdownRequest(reason=why)))
-        summary = _wait(outcome, executor)
+        summary = _wait(outcome, executor, str(session.folder))
         status = (
             _choose_status(session, request, summary, console)
             if not (summary.interrupted or summary.escalated or summary.budget_stopped)
@@ -438,8 +484,6 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         human.write(redact(_completion_report(session, summary, status)) + "\n")
         human.flush()
     finally:
-        for sig, handler_before in previous.items():
-            signal.signal(sig, handler_before)
         if executor.is_alive():
             executor.stop(block=False)
         if bridge is not None:
@@ -449,6 +493,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         for name in _LOGGERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+        stop_signals.restore()  # last: a signal now can no longer cut the closing short
     if summary.escalated or summary.failed or summary.blocked or summary.budget_stopped:
         return 1
     return 0
@@ -516,7 +561,7 @@ def _sweep_orphans(folder: Path, console: _Console) -> None:
         log.warning("stopped leftover worker descendants %s", sorted(stopped))
 
 
-def _wait(outcome: Future[RunSummary], executor: Any) -> RunSummary:
+def _wait(outcome: Future[RunSummary], executor: Any, folder: str) -> RunSummary:
     while True:
         try:
             return outcome.result(timeout=0.2)
@@ -524,5 +569,5 @@ def _wait(outcome: Future[RunSummary], executor: Any) -> RunSummary:
             if not executor.is_alive():
                 raise RunRefused(
                     "the executor stopped unexpectedly; the state is saved — see .executor/executor.log, "
-                    "then `executor resume`"
+                    f"then `executor resume --session {folder}`"
                 ) from None

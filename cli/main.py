@@ -23,9 +23,9 @@ from cli.doctor_cmd import doctor as doctor_command
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
-from cli.options import command_group
+from cli.options import command_group, role_backends_of
 from cli.options import fail as _fail
-from cli.render import render_check, render_problems
+from cli.render import next_line, render_check, render_problems
 from cli.task_cmd import task_app
 from session.loader import inspect_session
 from session.report import build_report
@@ -37,6 +37,29 @@ app = command_group(
     name="executor",
     help="Run a team of AI coding agents as a supervised, crash-safe pipeline.",
 )
+
+
+def _version_flag(value: bool) -> None:
+    if value:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        _stdout().print(f"executor (team-executor) {version('team-executor')}", markup=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version_flag, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run a team of AI coding agents as a supervised, crash-safe pipeline.
+
+    Exit codes: 0 success; 1 the session is missing or invalid, or the run ended with
+    failed tasks; 2 a usage error (a bad argument, an unknown backend or playbook).
+    """
+    del version  # handled by its callback
+
 
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
@@ -64,7 +87,7 @@ def _stderr() -> Console:
 def validate(session: SessionOption, json: JsonOption = False) -> None:
     """Check a session folder and list every problem, each with its file, field and fix.
 
-    Example: executor validate --session .workflow/.team/TC-auth-2026-02-27
+    Example: executor validate --session work/login   (an upstream one: .workflow/.team/TC-auth-2026-02-27)
 
     Exit code 0 when valid, 1 when not.
     """
@@ -105,10 +128,11 @@ def check(
     """Show where a pipeline stands: progress, the execution graph, workers, what is ready or failed.
 
     Read-only: safe to run from another terminal while `executor run` works.
-    Example: executor check --session demo-run --json
+    Exit code 0, or 1 when the folder is not a valid session.
+    Example: executor check --session work/login --json
     """
     try:
-        report = build_report(session)
+        report = build_report(session, role_backends_of(session))
     except StoreError as error:
         raise _fail(str(error)) from None
     if json:
@@ -244,7 +268,7 @@ def init(
         raise _fail(str(error), 2) from None
     console = _stdout()
     console.print(f"created {session_id} in {session} (playbook {chosen.name})")
-    console.print(f"next: executor run --session {session}")
+    console.print(next_line(build_report(session, role_backends_of(session))), markup=False)
 
 
 def _run(session: Path, command: str, http: str | None, allow_remote: bool, mcp_stdio: bool, **options: Any) -> None:
@@ -275,7 +299,11 @@ ConfigOption = Annotated[
 ]
 BackendOption = Annotated[
     str | None,
-    typer.Option("--backend", help="Backend for roles whose role-spec names none (e.g. demo, command)."),
+    typer.Option(
+        "--backend",
+        help="Backend for every role (e.g. demo), over the role-specs; remembered in the session's executor.toml "
+        "for the next run, resume and mcp.",
+    ),
 ]
 MaxWorkersOption = Annotated[
     int | None,
@@ -329,6 +357,9 @@ AllowRemoteOption = Annotated[
         help="Let --http listen on a non-loopback address (the token is still required).",
     ),
 ]
+RetryFailedOption = Annotated[
+    bool, typer.Option("--retry-failed", help="Start the failed tasks again, with fresh attempts.")
+]
 ExitWhenDoneOption = Annotated[
     bool, typer.Option("--exit-when-done", help="With --http: end when the pipeline is done, as without it.")
 ]
@@ -353,6 +384,7 @@ def _pipeline_command(command: str, doc: str, *, mcp_stdio: bool = False) -> Cal
         http: HttpOption = None,
         allow_remote: AllowRemoteOption = False,
         exit_when_done: ExitWhenDoneOption = False,
+        retry_failed: RetryFailedOption = False,
     ) -> None:
         _run(
             session,
@@ -372,6 +404,7 @@ def _pipeline_command(command: str, doc: str, *, mcp_stdio: bool = False) -> Cal
             shutdown_grace_s=shutdown_grace,
             retry_backoff_s=retry_backoff,
             exit_when_done=exit_when_done,
+            retry_failed=retry_failed,
         )
 
     pipeline.__doc__ = doc
@@ -422,20 +455,25 @@ def watch(
     session: SessionOption,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between frames.")] = 1.0,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object per frame (the check report, events, questions), a line each."),
+    ] = False,
 ) -> None:
     """A live view of a session: progress, running workers, failures, questions, keys, latest events.
 
     Read-only and lock-free: run it in another terminal while `executor run` works. Ctrl-C ends it.
+    Piped, it prints plain lines: the state whenever it changes and each new event.
+    Exit code 0, or 1 when the folder is not a valid session.
     Example: executor watch --session work/login
     """
     from cli.watch_cmd import watch as watch_session  # noqa: PLC0415
 
-    if not (session / "team-session.json").is_file():
-        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
     try:
-        watch_session(session, interval, once, _stdout())
+        code = watch_session(session, interval, once, _stdout(), as_json=json)
     except StoreError as error:
         raise _fail(str(error)) from None
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -452,7 +490,9 @@ def answer(
     Example: executor answer ESC-001 approve --session work/login
     """
     from cli.answer_cmd import answer_question, list_questions  # noqa: PLC0415
+    from cli.options import existing_session  # noqa: PLC0415
 
+    existing_session(session)
     if escalation_id is None:
         raise typer.Exit(list_questions(session, json, _stdout()))
     if choice is None:
@@ -478,7 +518,7 @@ def panic(
     if state not in ("on", "off"):
         raise _fail(f"panic {state!r}: say `on` or `off`", 2)
     if not (session / ".executor").is_dir() and not (session / "team-session.json").is_file():
-        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
+        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 1)
     changed = switch.switch(session, state == "on", by="cli")
     note = "" if changed else " (it already was)"
     _stdout().print(f"panic is {state}{note}: mutating MCP tools are {'refused' if state == 'on' else 'allowed'}")

@@ -65,6 +65,7 @@ def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tup
     from session.config import ConfigInvalid, apply_role_defaults, load_config  # noqa: PLC0415
     from session.loader import inspect_session  # noqa: PLC0415
     from session.problems import format_problems  # noqa: PLC0415
+    from session.run_choices import role_backends  # noqa: PLC0415
 
     session, problems = inspect_session(folder)
     if session is None:
@@ -73,14 +74,13 @@ def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tup
         config = load_config(folder, None, known_backends=backend_names())
     except ConfigInvalid as error:
         raise _fail("the configuration is not valid:\n" + format_problems(error.problems), 2) from None
-    apply_role_defaults(session, config)  # as a run does: the role-spec, then [roles.NAME]
+    # As a run resolves them: remembered, role-spec, [roles.NAME], [run].default_backend.
+    manual = [entry.role for entry in role_backends(session, config, None) if entry.backend == "manual"]
+    apply_role_defaults(session, config)
     roles: dict[str, tuple[str, int | None]] = {}
-    manual: list[str] = []
     for name, entry in session.roles.items():
         spec = session.role_specs[name].meta
         roles[name] = (entry.prefix, spec.max_attempts or config.run.max_attempts)
-        if (spec.backend or config.run.default_backend) == "manual":
-            manual.append(name)
     return roles, tuple(sorted(manual))
 
 
@@ -304,7 +304,7 @@ def status(
     task_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="One task in full.")] = None,
     json: Json = False,
 ) -> None:
-    """Every task with its lifecycle status (pending, ready, in_progress, review, done, failed), or one in full."""
+    """Every task with its status (pending, ready, in_progress, review, completed, failed), or one in full."""
     from cli.task_views import show_status  # noqa: PLC0415
 
     _read_back_edits(session, _who())

@@ -409,6 +409,19 @@ def _cross_check(raw: Mapping[str, Any], where: Mapping[Path_, str], backends: C
     run = raw.get("run")
     if isinstance(run, dict):
         backend(run.get("default_backend"), ("run", "default_backend"))
+    remembered = raw.get("remembered")
+    if isinstance(remembered, dict):
+        backend(remembered.get("backend"), ("remembered", "backend"))
+        origin = _origin(where, ("remembered", "backend"))
+        if "backend" in remembered and Path(origin).name != SESSION_CONFIG_FILE:
+            problems.append(
+                _problem(
+                    origin,
+                    "[remembered] belongs to one session: the executor writes it into that session's executor.toml",
+                    "remove [remembered] from this file; use [run].default_backend for a default backend",
+                    "remembered.backend",
+                )
+            )
     router = raw.get("router")
     if isinstance(router, dict):
         backend(router.get("fallback_backend"), ("router", "fallback_backend"))

@@ -62,6 +62,7 @@ __all__ = [
     "NotifySettings",
     "Permission",
     "Provider",
+    "RememberedSettings",
     "RoleDefaults",
     "Rotation",
     "RouterSettings",
@@ -250,6 +251,21 @@ class RunSettings(_Strict):
     """First delay before a retry, in seconds; it doubles with each attempt."""
     shutdown_grace_s: float = Field(10.0, ge=0)
     """Seconds running workers get to finish on Ctrl-C/SIGTERM before they are stopped."""
+
+
+# --------------------------------------------------------------------------- [remembered]
+
+
+class RememberedSettings(_Strict):
+    """``[remembered]``: what an earlier ``executor run``/``resume``/``mcp`` was told, kept in the
+    session's ``executor.toml`` by the executor itself so the next command runs the same way.
+
+    Precedence of a role's backend, strongest first: ``--backend`` given now, this
+    ``backend``, the role-spec's ``backend:``, ``[roles.<role>].backend``, ``[run].default_backend``.
+    """
+
+    backend: str | None = Field(None, min_length=1)
+    """The backend every role ran on, from ``--backend``; a new ``--backend`` replaces it."""
 
 
 # --------------------------------------------------------------------------- [roles.<role>]
@@ -767,6 +783,7 @@ class Settings(_Strict):
     """One TOML configuration file (every table optional)."""
 
     run: RunSettings = Field(default_factory=RunSettings)
+    remembered: RememberedSettings = Field(default_factory=RememberedSettings)
     roles: dict[str, RoleDefaults] = Field(default_factory=dict)
     models: list[ModelSpec] = Field(default_factory=list)
     router: RouterSettings = Field(default_factory=RouterSettings)

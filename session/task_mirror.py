@@ -469,10 +469,15 @@ def _read_text(path: Path) -> str | None:
 # --- the folder -----------------------------------------------------------------------------------
 
 
+#: The folders scanned: the lifecycle's, and ``done`` where older versions put completed
+#: tasks (a file found there is moved to ``completed/``).
+_FOLDERS: tuple[str, ...] = (*LIFECYCLE, "done")
+
+
 def _scan(root: Path) -> dict[str, dict[str, Path]]:
-    """Task id -> {lifecycle: file} for the regular ``<id>.md`` files in the lifecycle folders."""
+    """Task id -> {folder: file} for the regular ``<id>.md`` files in the lifecycle folders."""
     found: dict[str, dict[str, Path]] = {}
-    for lifecycle in LIFECYCLE:
+    for lifecycle in _FOLDERS:
         try:
             with os.scandir(root / lifecycle) as entries:
                 for entry in entries:
@@ -638,7 +643,7 @@ def read_edits(folder: Path, rows: list[TaskRow]) -> dict[str, TaskDetails]:
             continue
         current = lifecycles.get(row.id)
         shown = _shown_values(row)
-        for lifecycle in sorted(paths, key=lambda name: (name != current, LIFECYCLE.index(name))):
+        for lifecycle in sorted(paths, key=lambda name: (name != current, _FOLDERS.index(name))):
             text = _read_text(paths[lifecycle])
             details = None if text is None else _edited_details(row, text, shown)
             if details is not None:

@@ -8,6 +8,7 @@ woven into every task so the folder is ready to run.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -394,7 +395,11 @@ def find_playbook(name: str, noun: str = "playbook") -> Template:
     """
     template = TEMPLATES.get(TEMPLATE_ALIASES.get(name, name))
     if template is None:
-        raise InitError(f"unknown {noun} '{name}'; choose one of: {_choices()}. Details: executor init --playbook list")
+        close = difflib.get_close_matches(name, [*TEMPLATES, *TEMPLATE_ALIASES], n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        raise InitError(
+            f"unknown {noun} '{name}'; {guess}choose one of: {_choices()}. Details: executor init --playbook list"
+        )
     return template
 
 

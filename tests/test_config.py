@@ -592,7 +592,8 @@ def test_config_check_usage_errors_exit_2(executor_cli, user_dir, tmp_path):
     missing = executor_cli("config", "check", "--config", str(tmp_path / "nope.toml"), env=env)
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
-    assert executor_cli("config", "check", "--session", str(tmp_path / "nowhere"), env=env).returncode == 2
+    # A missing session is not a usage error: 1, as on every command that takes --session.
+    assert executor_cli("config", "check", "--session", str(tmp_path / "nowhere"), env=env).returncode == 1
     assert executor_cli("config", "check", "--bogus", env=env).returncode == 2
 
 
