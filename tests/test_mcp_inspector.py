@@ -96,8 +96,8 @@ def test_the_inspector_lists_tools_and_gets_the_fix_on_a_fresh_session(inspector
     )
     assert called["isError"] is True
     text = called["content"][0]["text"]
-    assert "role 'pm' names no backend" in text
-    assert "backend: <name>" in text
+    assert "no backend for role(s) pm," in text
+    assert "pass --backend NAME" in text  # the fix
 
 
 def test_the_inspector_submits_a_task_by_name_description_and_priority(inspector, tmp_path):

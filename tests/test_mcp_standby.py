@@ -53,12 +53,13 @@ def test_a_fresh_session_without_backends_is_served_and_says_what_to_fix(tmp_pat
     assert {"submit_task", "get_task_status", "get_fleet_status", "answer_escalation"} <= seen["tools"]
     submit = seen["submit"]
     assert submit.is_error
-    assert "role 'pm' names no backend" in _text(submit)
-    assert "backend: <name>" in _text(submit)  # the fix
+    assert "no backend for role(s) pm," in _text(submit)
+    assert "pass --backend NAME" in _text(submit)  # the fix
+    assert "`backend: NAME`" in _text(submit)
     fleet = seen["fleet"]
     assert not fleet.is_error, _text(fleet)
     assert fleet.structured_content["state"] == "unusable"
-    assert any("role 'coder' names no backend" in line for line in fleet.structured_content["problems"])
+    assert any("no backend for role(s)" in line and "coder" in line for line in fleet.structured_content["problems"])
     assert not seen["check"].is_error, _text(seen["check"])
     assert seen["check"].structured_content["total"] == 4
     assert seen["cancel"].is_error

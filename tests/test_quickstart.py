@@ -98,7 +98,8 @@ def test_the_demo_runs_without_any_test_extra_importable(tmp_path):
     work.mkdir()
     result = run_executor("demo", cwd=work, env={"PYTHONPATH": str(blocker)})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "progress: 5/5 (100%)" in result.stdout
+    assert "progress: 3/3 (100%)" in result.stdout
+    assert "3 files changed" in result.stdout, "the story demo edits its project"
 
 
 def test_the_quick_start_runs_as_written_in_a_fresh_folder(tmp_path):
