@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.config_cmd import config_app
+from cli.diff_cmd import diff_command
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
 from cli.models_cmd import models as models_command
@@ -43,6 +44,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(task_app, name="task")
 app.add_typer(hook_app, name="hook")
 app.command("models")(models_command)
+app.command("diff")(diff_command)
 
 SessionOption = Annotated[
     Path,

@@ -14,6 +14,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
+import msgspec
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from mcp.server.mcpserver.exceptions import ToolError
@@ -31,6 +32,7 @@ from protocol.bridge import (
     SubmitTask,
     TaskAccepted,
 )
+from session.own_paths import valid_task_id
 from session.store import STATE_DIR, StoreError
 from web.events import event_stream
 from web.metrics import render_metrics
@@ -38,6 +40,7 @@ from web.models import (
     AgentsOut,
     AgentStatsOut,
     AnswerIn,
+    DiffOut,
     HealthOut,
     RunInfoOut,
     SessionOut,
@@ -233,6 +236,23 @@ def build_api(context: BridgeContext) -> FastAPI:
                 if row.task_id == task_id
             ],
         )
+
+    @api.get("/api/tasks/{task_id}/diff", tags=["tasks"], responses=_ERRORS)
+    def task_diff_view(
+        task_id: str,
+        attempt: Annotated[int | None, Query(ge=1, description="One attempt only (default: all)")] = None,
+        stat: Annotated[bool, Query(description="Only the files and line counts, no patch")] = False,
+    ) -> DiffOut:
+        """What the task changed in the project (never the executor's own files): files, line counts, the diff."""
+        from session.task_diff import DiffUnavailable, task_diff  # noqa: PLC0415 - runs git; only this route
+
+        if not valid_task_id(task_id):
+            raise ApiError(400, "task_id: not a task id (letters, digits, '-', '_', '.')")
+        try:
+            diff = task_diff(folder, task_id, attempt, patch=not stat)
+        except DiffUnavailable as error:
+            raise ApiError(400 if error.argument else 404, str(error)) from None
+        return DiffOut.model_validate(msgspec.to_builtins(diff))
 
     @api.get("/api/agents", tags=["agents"], responses=_ERRORS)
     def agents() -> AgentsOut:
