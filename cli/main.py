@@ -21,6 +21,7 @@ from cli.config_cmd import config_app
 from cli.diff_cmd import diff_command
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
+from cli.logs_cmd import logs_command
 from cli.models_cmd import models as models_command
 from cli.render import render_check, render_problems
 from cli.task_cmd import task_app
@@ -45,6 +46,7 @@ app.add_typer(task_app, name="task")
 app.add_typer(hook_app, name="hook")
 app.command("models")(models_command)
 app.command("diff")(diff_command)
+app.command("logs")(logs_command)
 
 SessionOption = Annotated[
     Path,
