@@ -24,6 +24,7 @@ from cli.keys_cmd import keys_app
 from cli.logs_cmd import logs_command
 from cli.models_cmd import models as models_command
 from cli.render import render_check, render_problems
+from cli.rollback_cmd import rollback_command
 from cli.task_cmd import task_app
 from session.loader import inspect_session
 from session.report import build_report
@@ -47,6 +48,7 @@ app.add_typer(hook_app, name="hook")
 app.command("models")(models_command)
 app.command("diff")(diff_command)
 app.command("logs")(logs_command)
+app.command("rollback")(rollback_command)
 
 SessionOption = Annotated[
     Path,

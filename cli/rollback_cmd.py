@@ -1,0 +1,167 @@
+"""``executor rollback TASK``: put back the files a task changed, and set the task back to pending or cancelled.
+
+With a run going on the store change goes through the run's inbox (the run
+refuses a task that started meanwhile); with none, everything happens under the
+session lock, and ``team-session.json`` no longer lists the task as completed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+import typer
+from rich.console import Console
+
+from cli.diff_cmd import SessionOption, TaskArgument, fail, session_folder, task_argument
+from protocol.messages import HandoffRequest
+from protocol.records import TaskRow
+from session import inbox
+from session.lock import SessionBusy, SessionLock, read_holder
+from session.rollback import RollbackBlocked, prepare, restore
+from session.store import Store, StoreError
+from session.task_changes import RollbackPlan
+
+__all__ = ["rollback_command"]
+
+REPLY_WAIT_S = 15.0
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _requests(plan: RollbackPlan, to: str) -> list[HandoffRequest]:
+    first = plan.tasks[0]
+    return [
+        HandoffRequest(
+            op="rollback",
+            by=_who(),
+            task_id=name,
+            details={"to": to, "files": list(plan.files), "cascade_of": first if name != first else None},
+        )
+        for name in plan.tasks
+    ]
+
+
+def _through_run(folder: Path, requests: list[HandoffRequest]) -> list[TaskRow]:
+    rows = []
+    for request in requests:
+        name = inbox.post(folder, {"kind": "task", "request": msgspec.to_builtins(request), "by": request.by})
+        reply = inbox.wait_reply(folder, name, REPLY_WAIT_S)
+        if reply is None:
+            raise fail(
+                f"the files are restored, but the running executor did not take the rollback of {request.task_id} "
+                f"within {REPLY_WAIT_S:g}s; it stays in {inbox.inbox_dir(folder)} and is recorded when the run reads it"
+            )
+        if not reply.get("ok"):
+            raise fail(f"the files are restored, but the run refused to record it: {reply.get('message', 'refused')}")
+        rows.append(msgspec.convert(reply["task"], TaskRow))
+    return rows
+
+
+def _in_store(folder: Path, requests: list[HandoffRequest]) -> list[TaskRow]:
+    """No run: the store directly (the caller holds the lock), and the session file's completed list."""
+    from session.handoff import HandoffRefused, apply_handoff  # noqa: PLC0415
+    from session.loader import inspect_session  # noqa: PLC0415
+    from session.projection import SessionProjection  # noqa: PLC0415
+
+    store = Store.open(folder)
+    try:
+        rows = []
+        for request in requests:
+            result = apply_handoff(store, request)
+            if isinstance(result, HandoffRefused):
+                raise fail(f"the files are restored, but the store refused to record it: {result.reason}")
+            rows.append(result)
+        every_id = [row.id for row in store.tasks()]
+    finally:
+        store.close()
+    loaded, _ = inspect_session(folder)
+    if loaded is not None:
+        projection = SessionProjection(folder, loaded.team_raw, [*(task.id for task in loaded.tasks), *every_id])
+        for row in rows:
+            projection.task_reopened(row.id)
+        projection.flush()
+    return rows
+
+
+def _cascade(value: list[str] | None) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for item in value or () for name in item.split(",") if name.strip()))
+    for name in names:
+        task_argument(name)
+    return names
+
+
+def rollback_command(
+    task_id: TaskArgument,
+    session: SessionOption,
+    cascade: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cascade",
+            metavar="TASK[,TASK]",
+            help="Later tasks that changed the same files: roll them back too (repeatable or comma-separated).",
+        ),
+    ] = None,
+    to: Annotated[
+        str, typer.Option("--to", metavar="pending|cancelled", help="The task's status afterwards.")
+    ] = "pending",
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+) -> None:
+    """Undo a task's changes: restore the files it changed as they were before its first attempt.
+
+    Refused while the task runs, when later tasks changed the same files (unless --cascade names
+    them: they are rolled back too), and when a file changed since the task ended. The task is
+    then pending again (it runs on the next `executor resume`, or at once in a live run) or
+    cancelled; the rollback is recorded as an event. Only the work tree changes, never a commit.
+    Example: executor rollback IMPL-001 --session work/login --to cancelled
+    """
+    folder = session_folder(session)
+    task_argument(task_id)
+    names = _cascade(cascade)
+    if to not in ("pending", "cancelled"):
+        raise fail(f"--to {to!r}: say pending or cancelled", 2)
+    status: Literal["pending", "cancelled"] = "pending" if to == "pending" else "cancelled"
+    lock: SessionLock | None = None
+    live = read_holder(folder) is not None
+    if not live:
+        lock = SessionLock(folder)
+        try:
+            lock.acquire("rollback")
+        except SessionBusy as error:
+            raise fail(str(error)) from None
+    try:
+        try:
+            plan = prepare(folder, task_id, names, live=live)
+        except RollbackBlocked as error:
+            raise fail(str(error), 2 if error.usage else 1) from None
+        try:
+            restore(plan)
+        except OSError as error:
+            raise fail(f"could not restore the files in {plan.root}: {error}") from None
+        requests = _requests(plan, status)
+        rows = _through_run(folder, requests) if live else _in_store(folder, requests)
+    except StoreError as error:
+        raise fail(str(error)) from None
+    finally:
+        if lock is not None:
+            lock.release()
+    if json:
+        out = {"tasks": [msgspec.to_builtins(row) for row in rows], "files": list(plan.files), "root": plan.root}
+        sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"restored {len(plan.files)} file(s) in {plan.root}:", markup=False)
+    for path in plan.files:
+        console.print(f"  {path}", markup=False)
+    for row in rows:
+        console.print(f"{row.id} is {row.status}" + (" (cancelled)" if status == "cancelled" else ""), markup=False)
+    if status == "pending" and not live:
+        console.print(f"next: executor resume --session {folder}", markup=False)

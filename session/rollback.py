@@ -1,0 +1,104 @@
+"""Rolling a task back: check that it is safe, then put its files back as they were before it.
+
+:func:`prepare` reads the store and the recorded attempts, plans with
+:func:`session.task_changes.plan_rollback`, and checks the work tree now: every
+file to restore must still be exactly what the rolled-back tasks left, else
+someone changed it since (a person, or a task running now) and the rollback is
+refused with the file's name.  :func:`restore` then writes the files.  Recording
+the rollback in the store (the task's new status and a ``TaskRolledBack``
+event) is a handoff request (``op="rollback"``), carried out by the live run or
+under the session lock, like ``executor task`` steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from session.attempt_trees import read_trees
+from session.git_trees import GitTreeError, changed_files, restore_paths, tree_blob
+from session.store import StoreError, StoreReader
+from session.task_changes import RollbackPlan, RollbackRefused, plan_rollback
+from session.task_diff import attempt_changes, current_tree
+
+__all__ = ["RollbackBlocked", "prepare", "restore"]
+
+_NOT_NOW = {"in_progress": "is running", "review": "is claimed and in review"}
+
+
+class RollbackBlocked(Exception):
+    """The rollback is refused; the message says why and what to do (``usage``: a bad argument)."""
+
+    def __init__(self, message: str, *, usage: bool = False, conflicts: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.conflicts = conflicts
+
+
+def _check_tasks(folder: Path, names: list[str], live: bool) -> None:
+    reader = StoreReader.open(folder)
+    if reader is None:
+        raise RollbackBlocked(f"{folder} has never run: there is nothing to roll back")
+    try:
+        rows = {name: reader.task(name) for name in names}
+    except StoreError as error:
+        raise RollbackBlocked(str(error)) from None
+    finally:
+        reader.close()
+    for name, row in rows.items():
+        if row is None:
+            raise RollbackBlocked(f"no task {name!r} in this session (`executor task status` lists them)", usage=True)
+        if row.status in _NOT_NOW:
+            raise RollbackBlocked(
+                f"{name} {_NOT_NOW[row.status]}; roll it back once it has ended "
+                f"(stop it with `executor task` or the dashboard's cancel first)"
+            )
+        if live and row.status == "pending":
+            raise RollbackBlocked(
+                f"{name} is pending and the live run may start it any moment; cancel it first, "
+                "or roll it back when the run has stopped"
+            )
+
+
+def prepare(folder: Path, task_id: str, cascade: tuple[str, ...], *, live: bool) -> RollbackPlan:
+    """What to restore for ``task_id`` (and ``cascade``), checked against the store and the work tree now.
+
+    Raises :class:`RollbackBlocked`."""
+    _check_tasks(folder, [task_id, *cascade], live)
+    records = read_trees(folder)
+    try:
+        open_roots = {record.root for record in records if record.after is None}
+        now = {root: current_tree(folder, root) for root in open_roots}
+        plan = plan_rollback(records, attempt_changes(folder, records, now), task_id, cascade)
+        if isinstance(plan, RollbackRefused):
+            raise RollbackBlocked(plan.reason, conflicts=plan.conflicts)
+        root = Path(plan.root)
+        current = now.get(plan.root) or current_tree(folder, plan.root)
+        drifted = sorted(
+            change.path for tree, paths in plan.expect.items() for change in changed_files(root, tree, current, paths)
+        )
+    except GitTreeError as error:
+        raise RollbackBlocked(
+            f"git cannot read the recorded state ({error}); the repository moved, or `git gc` pruned it"
+        ) from None
+    if drifted:
+        shown = ", ".join(drifted[:10])
+        raise RollbackBlocked(
+            f"{shown} changed since {', '.join(plan.tasks)} ended (by a person, or by a task running now); "
+            "commit, stash or undo that change first, so the rollback does not throw it away"
+        )
+    return plan
+
+
+def restore(plan: RollbackPlan) -> None:
+    """Write the planned files back (the work tree only; the index and HEAD stay).  Raises :class:`GitTreeError`."""
+    root = Path(plan.root)
+    for tree, paths in plan.restore.items():
+        present = [path for path in paths if tree_blob(root, tree, path)]
+        absent = [path for path in paths if path not in present]
+        restore_paths(root, tree, present, absent)
+
+
+def plan_json(plan: RollbackPlan) -> bytes:
+    return msgspec.json.encode({"tasks": plan.tasks, "root": plan.root, "files": plan.files})
