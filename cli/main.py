@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.backup_cmd import backup_command, restore_command
 from cli.config_cmd import config_app
 from cli.diff_cmd import diff_command
 from cli.hook_cmd import hook_app
@@ -49,6 +50,8 @@ app.command("models")(models_command)
 app.command("diff")(diff_command)
 app.command("logs")(logs_command)
 app.command("rollback")(rollback_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 SessionOption = Annotated[
     Path,
