@@ -188,7 +188,8 @@ def diff_patch(root: Path, before: str, after: str, paths: Iterable[str]) -> str
 def tree_blob(root: Path, tree: str, path: str) -> bool:
     """Whether ``path`` exists (as a file or link) in ``tree``."""
     out = _git(root, "ls-tree", "-z", tree, "--", _literal(path))
-    return bool(out.strip(b"\0"))
+    entries = [entry.split(b"\t", 1) for entry in out.split(b"\0") if entry]
+    return any(len(entry) == 2 and entry[0].split()[1] == b"blob" for entry in entries)
 
 
 def restore_paths(root: Path, tree: str, present: Sequence[str], absent: Sequence[str]) -> None:
