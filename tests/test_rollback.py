@@ -68,9 +68,18 @@ def _rollbacks(folder: Path) -> list[dict[str, object]]:
 def test_rollback_restores_a_tasks_files_and_refuses_when_a_later_task_changed_them(tmp_path: Path) -> None:
     graph = {"T-001": [], "T-002": ["T-001"], "T-003": ["T-002"]}
     behaviors = {"T-001": _write("a.txt", "one\n"), "T-002": _write("a.txt", "two\n"), "T-003": _write("b.txt", "b\n")}
+    # The agent says it changed the executor's own files too: they never reach runs.files_changed.
+    own = [".workflow/s/.executor/logs/T-001-a1.log", ".workflow/s/tasks/done/T-001.md"]
+    behaviors["T-001"]["report"] = {"summary": "wrote a.txt", "files_modified": ["a.txt", *own]}
     project, folder = _project(tmp_path, graph, behaviors)
     assert run_executor("run", "--session", str(folder)).returncode == 0
     assert (project / "a.txt").read_text() == "two\n"
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    try:
+        assert [run.files_changed for run in reader.runs("T-001")] == [["a.txt"]]
+    finally:
+        reader.close()
 
     # Each task's diff is its own change, never the session's files.
     second = json.loads(run_executor("diff", "T-002", "--session", str(folder), "--json").stdout)
