@@ -9,11 +9,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 from session.lock import read_holder
 from tests.conftest import EXECUTOR, run_executor
 from tests.sessions import scripted_session
+from tests.test_mcp_bridge import RunningBridge
 
 # Prints one line, waits until the test lets it go on (the flag file), prints another.
 TALKER = (
@@ -105,3 +109,61 @@ def test_logs_of_a_task_that_has_not_run_or_does_not_exist_say_so(tmp_path: Path
     assert "--attempt 5: T-002 has attempts 1" in attempt.stderr
     failed = run_executor("logs", "T-002", "--session", str(folder))
     assert "T-002: exiting with 3" in failed.stdout
+
+
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, object]]]:
+    """(event, id, data) of each server-sent event."""
+    kind, event_id, data = "message", "", ""
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif not line and data:
+            yield kind, event_id, json.loads(data)
+            kind, event_id, data = "message", "", ""
+
+
+def test_the_log_stream_of_the_http_api_follows_a_running_attempt_and_resumes(tmp_path: Path) -> None:
+    flag = tmp_path / "go-on"
+    folder = scripted_session(
+        tmp_path / "s",
+        {"T-001": []},
+        {"T-001": {"run": [sys.executable, "-c", TALKER, str(flag)]}},
+        python=sys.executable,
+    )
+    bridge = RunningBridge(folder)
+    base = bridge.url.removesuffix("/mcp")
+    headers = {"Authorization": f"Bearer {bridge.token}"}
+    try:
+        events: list[tuple[str, str, dict[str, object]]] = []
+        with httpx.stream("GET", f"{base}/api/tasks/T-001/log", headers=headers, timeout=60) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for event in _sse(response.iter_lines()):
+                events.append(event)
+                text = "".join(str(data.get("text", "")) for kind, _, data in events if kind == "log")
+                if "first line from the agent" in text and not flag.exists():
+                    assert "second line" not in text
+                    flag.write_text("")  # the agent goes on only now: what follows was streamed live
+                if event[0] == "end":
+                    break
+        assert events[0][0] == "attempt"
+        assert events[0][2] == {"task_id": "T-001", "attempt": 1, "backend": "command"}
+        assert events[-1] == ("end", "", {"status": "completed"})
+        logged = [(event_id, data) for kind, event_id, data in events if kind == "log"]
+        whole = "".join(str(data["text"]) for _, data in logged)
+        assert "first line from the agent\nsecond line from the agent\n" in whole
+
+        # Reconnecting after the first piece: only the rest comes.
+        first_id, first = logged[0]
+        again = httpx.get(f"{base}/api/tasks/T-001/log", headers={**headers, "Last-Event-ID": first_id}, timeout=60)
+        rest = "".join(str(data["text"]) for kind, _, data in _sse(again.text.splitlines()) if kind == "log")
+        assert str(first["text"]) + rest == whole
+
+        assert httpx.get(f"{base}/api/tasks/T-404/log", headers=headers, timeout=10).status_code == 404
+        assert httpx.get(f"{base}/api/tasks/T-001/log", timeout=10).status_code == 401
+    finally:
+        bridge.stop()

@@ -254,6 +254,24 @@ def build_api(context: BridgeContext) -> FastAPI:
             raise ApiError(400 if error.argument else 404, str(error)) from None
         return DiffOut.model_validate(msgspec.to_builtins(diff))
 
+    @api.get("/api/tasks/{task_id}/log", tags=["tasks"], response_class=PlainTextResponse, responses=_ERRORS)
+    def task_log(
+        request: Request,
+        task_id: str,
+        attempt: Annotated[
+            int | None, Query(ge=1, description="One attempt only (default: the newest, then the next)")
+        ] = None,
+    ) -> Response:
+        """Server-sent events: the task's agent output from the start of its attempt, followed as it grows."""
+        from web.log_stream import log_stream, resume_point  # noqa: PLC0415
+
+        if not valid_task_id(task_id):
+            raise ApiError(400, "task_id: not a task id (letters, digits, '-', '_', '.')")
+        if context.reader().task(task_id) is None:
+            raise ApiError(404, f"no task '{task_id}' in this session")
+        resume = resume_point(request.headers.get("last-event-id", ""))
+        return log_stream(folder, task_id, attempt, resume, request.app.state.closing)
+
     @api.get("/api/agents", tags=["agents"], responses=_ERRORS)
     def agents() -> AgentsOut:
         """Running workers (with elapsed time) and, per backend and role, attempts, completions and error rate."""
