@@ -10,7 +10,7 @@ import msgspec
 import typer
 from rich.console import Console
 
-from cli.diff_cmd import SessionOption, fail, session_folder
+from cli.task_args import SessionOption, fail, session_folder
 from session.backup import BackupError, backup_store, restore_store
 from session.lock import SessionBusy, SessionLock
 

@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import msgspec
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.syntax import Syntax
 
-from session.own_paths import valid_task_id
+from cli.task_args import JsonOption, SessionOption, TaskArgument, fail, session_folder, task_argument
 from session.task_diff import DiffUnavailable, TaskDiff, task_diff
 
-__all__ = ["diff_command", "fail", "session_folder", "task_argument"]
-
-SessionOption = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
-TaskArgument = Annotated[str, typer.Argument(metavar="TASK", help="The task, e.g. IMPL-001.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
-
-
-def session_folder(session: Path) -> Path:
-    if not (session / "team-session.json").is_file():
-        raise fail(f"--session {session} is not a session folder (no team-session.json); give the folder of one", 2)
-    return session
-
-
-def task_argument(task_id: str) -> str:
-    if not valid_task_id(task_id):
-        raise fail(f"TASK {task_id[:80]!r} is not a task id (letters, digits, '-', '_', '.'), e.g. IMPL-001", 2)
-    return task_id
+__all__ = ["diff_command"]
 
 
 def _render(console: Console, diff: TaskDiff, stat_only: bool) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 import typer
 
-from cli.diff_cmd import JsonOption, SessionOption, TaskArgument, fail, session_folder, task_argument
+from cli.task_args import JsonOption, SessionOption, TaskArgument, fail, session_folder, task_argument
 from session.store import StoreError
 from session.task_logs import AttemptBegan, LogChunk, LogEnded, LogTail, LogUnavailable, read_log
 

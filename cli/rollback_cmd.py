@@ -16,7 +16,7 @@ import msgspec
 import typer
 from rich.console import Console
 
-from cli.diff_cmd import SessionOption, TaskArgument, fail, session_folder, task_argument
+from cli.task_args import SessionOption, TaskArgument, fail, session_folder, task_argument
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session import inbox
