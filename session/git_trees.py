@@ -31,6 +31,7 @@ __all__ = [
     "GitTreeError",
     "capture_tree",
     "changed_files",
+    "changed_paths",
     "diff_patch",
     "head_commit",
     "is_object",
@@ -162,6 +163,13 @@ def changed_files(root: Path, before: str, after: str, paths: Iterable[str] | No
         added, removed = lines.get(path, (None, None))
         changes.append(FileChange(path=path, status=status[index][:1], added=added, removed=removed))
     return sorted(changes, key=lambda change: change.path)
+
+
+def changed_paths(root: Path, before: str, after: str) -> frozenset[str]:
+    """The paths that differ between two trees (one cheap git call; none when they are the same tree)."""
+    if before == after:
+        return frozenset()
+    return frozenset(_split_z(_git(root, "diff", "--no-ext-diff", "--no-renames", "--name-only", "-z", before, after)))
 
 
 def diff_patch(root: Path, before: str, after: str, paths: Iterable[str]) -> str:

@@ -15,7 +15,15 @@ from pathlib import Path
 import msgspec
 
 from session.attempt_trees import AttemptTrees, read_trees
-from session.git_trees import FileChange, GitTreeError, capture_tree, changed_files, diff_patch, is_object
+from session.git_trees import (
+    FileChange,
+    GitTreeError,
+    capture_tree,
+    changed_files,
+    changed_paths,
+    diff_patch,
+    is_object,
+)
 from session.own_paths import is_own, own_prefixes
 from session.task_changes import AttemptKey, select_attempts, task_paths
 
@@ -58,7 +66,7 @@ def attempt_changes(
         root = Path(record.root)
         if record.root not in prefixes:
             prefixes[record.root] = own_prefixes(root, session_dir)
-        paths = (change.path for change in changed_files(root, record.before, after))
+        paths = changed_paths(root, record.before, after)
         changes[(record.task_id, record.attempt)] = frozenset(p for p in paths if not is_own(p, prefixes[record.root]))
     return changes
 
