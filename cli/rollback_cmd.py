@@ -20,8 +20,9 @@ from cli.task_args import SessionOption, TaskArgument, fail, session_folder, tas
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session import inbox
+from session.git_trees import GitTreeError
 from session.lock import SessionBusy, SessionLock, read_holder
-from session.rollback import RollbackBlocked, prepare, restore
+from session.rollback import RollbackBlocked, prepare, restore, undo_restore
 from session.store import Store, StoreError
 from session.task_changes import RollbackPlan
 
@@ -50,8 +51,20 @@ def _requests(plan: RollbackPlan, to: str) -> list[HandoffRequest]:
     ]
 
 
-def _through_run(folder: Path, requests: list[HandoffRequest]) -> list[TaskRow]:
-    rows = []
+def _refused(plan: RollbackPlan, recorded: list[TaskRow], why: str) -> typer.Exit:
+    """The store would not take it: put the files back as they were, unless a task's rollback is already recorded."""
+    if recorded:
+        done = ", ".join(row.id for row in recorded)
+        return fail(f"the files are restored and {done} rolled back, but then: {why}")
+    try:
+        undo_restore(plan)
+    except (GitTreeError, OSError) as error:
+        return fail(f"{why}; and putting the files back failed ({error}): see `executor diff` for what they were")
+    return fail(f"{why}; the files are as they were")
+
+
+def _through_run(folder: Path, plan: RollbackPlan, requests: list[HandoffRequest]) -> list[TaskRow]:
+    rows: list[TaskRow] = []
     for request in requests:
         name = inbox.post(folder, {"kind": "task", "request": msgspec.to_builtins(request), "by": request.by})
         reply = inbox.wait_reply(folder, name, REPLY_WAIT_S)
@@ -61,12 +74,12 @@ def _through_run(folder: Path, requests: list[HandoffRequest]) -> list[TaskRow]:
                 f"within {REPLY_WAIT_S:g}s; it stays in {inbox.inbox_dir(folder)} and is recorded when the run reads it"
             )
         if not reply.get("ok"):
-            raise fail(f"the files are restored, but the run refused to record it: {reply.get('message', 'refused')}")
+            raise _refused(plan, rows, f"the run refused to record the rollback: {reply.get('message', 'refused')}")
         rows.append(msgspec.convert(reply["task"], TaskRow))
     return rows
 
 
-def _in_store(folder: Path, requests: list[HandoffRequest]) -> list[TaskRow]:
+def _in_store(folder: Path, plan: RollbackPlan, requests: list[HandoffRequest]) -> list[TaskRow]:
     """No run: the store directly (the caller holds the lock), and the session file's completed list."""
     from session.handoff import HandoffRefused, apply_handoff  # noqa: PLC0415
     from session.loader import inspect_session  # noqa: PLC0415
@@ -74,11 +87,11 @@ def _in_store(folder: Path, requests: list[HandoffRequest]) -> list[TaskRow]:
 
     store = Store.open(folder)
     try:
-        rows = []
+        rows: list[TaskRow] = []
         for request in requests:
             result = apply_handoff(store, request)
             if isinstance(result, HandoffRefused):
-                raise fail(f"the files are restored, but the store refused to record it: {result.reason}")
+                raise _refused(plan, rows, f"the store refused to record the rollback: {result.reason}")
             rows.append(result)
         every_id = [row.id for row in store.tasks()]
     finally:
@@ -144,10 +157,10 @@ def rollback_command(
             raise fail(str(error), 2 if error.usage else 1) from None
         try:
             restore(plan)
-        except OSError as error:
+        except (GitTreeError, OSError) as error:
             raise fail(f"could not restore the files in {plan.root}: {error}") from None
         requests = _requests(plan, status)
-        rows = _through_run(folder, requests) if live else _in_store(folder, requests)
+        rows = _through_run(folder, plan, requests) if live else _in_store(folder, plan, requests)
     except StoreError as error:
         raise fail(str(error)) from None
     finally:

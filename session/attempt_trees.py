@@ -46,6 +46,8 @@ class AttemptTrees(msgspec.Struct, frozen=True, kw_only=True):
     root: str
     before: str
     after: str | None = None
+    started: int = 0  # the record's line numbers: when, relative to the other attempts, it began and ended
+    ended: int | None = None
 
 
 _decoder = msgspec.json.Decoder(Capture)
@@ -125,7 +127,7 @@ def read_trees(session_dir: Path) -> list[AttemptTrees]:
     except OSError:
         return []
     attempts: dict[tuple[str, int], AttemptTrees] = {}
-    for line in data.splitlines():
+    for number, line in enumerate(data.splitlines(), start=1):
         try:
             capture = _decoder.decode(line)
         except msgspec.DecodeError:
@@ -134,8 +136,8 @@ def read_trees(session_dir: Path) -> list[AttemptTrees]:
         if capture.phase == "before":
             attempts.pop(key, None)
             attempts[key] = AttemptTrees(
-                task_id=capture.task_id, attempt=capture.attempt, root=capture.root, before=capture.tree
+                task_id=capture.task_id, attempt=capture.attempt, root=capture.root, before=capture.tree, started=number
             )
         elif key in attempts and attempts[key].root == capture.root:
-            attempts[key] = msgspec.structs.replace(attempts[key], after=capture.tree)
+            attempts[key] = msgspec.structs.replace(attempts[key], after=capture.tree, ended=number)
     return list(attempts.values())

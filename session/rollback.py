@@ -22,7 +22,7 @@ from session.store import StoreError, StoreReader
 from session.task_changes import RollbackPlan, RollbackRefused, plan_rollback
 from session.task_diff import attempt_changes, current_tree
 
-__all__ = ["RollbackBlocked", "prepare", "restore"]
+__all__ = ["RollbackBlocked", "prepare", "restore", "undo_restore"]
 
 _NOT_NOW = {"in_progress": "is running", "review": "is claimed and in review"}
 
@@ -91,13 +91,23 @@ def prepare(folder: Path, task_id: str, cascade: tuple[str, ...], *, live: bool)
     return plan
 
 
-def restore(plan: RollbackPlan) -> None:
-    """Write the planned files back (the work tree only; the index and HEAD stay).  Raises :class:`GitTreeError`."""
-    root = Path(plan.root)
-    for tree, paths in plan.restore.items():
+def _write(root: Path, trees: dict[str, tuple[str, ...]]) -> None:
+    for tree, paths in trees.items():
         present = [path for path in paths if tree_blob(root, tree, path)]
         absent = [path for path in paths if path not in present]
         restore_paths(root, tree, present, absent)
+
+
+def restore(plan: RollbackPlan) -> None:
+    """Write the planned files back (the work tree only; the index and HEAD stay).  Raises :class:`GitTreeError`."""
+    _write(Path(plan.root), plan.restore)
+
+
+def undo_restore(plan: RollbackPlan) -> None:
+    """Put the files back as the rolled-back tasks left them (the store refused to record the rollback).
+
+    Raises :class:`GitTreeError`."""
+    _write(Path(plan.root), plan.expect)
 
 
 def plan_json(plan: RollbackPlan) -> bytes:

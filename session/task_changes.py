@@ -18,6 +18,7 @@ __all__ = [
     "AttemptKey",
     "RollbackPlan",
     "RollbackRefused",
+    "ended_within",
     "plan_rollback",
     "select_attempts",
     "task_paths",
@@ -46,6 +47,21 @@ class RollbackPlan(msgspec.Struct, frozen=True, kw_only=True):
 
 def _key(record: AttemptTrees) -> AttemptKey:
     return (record.task_id, record.attempt)
+
+
+def ended_within(records: list[AttemptTrees], record: AttemptTrees) -> list[AttemptTrees]:
+    """Other tasks' attempts in the same tree that ended while ``record`` ran (it is open: since it began).
+
+    Their changes are in ``record``'s before/after trees too, though ``record`` did not make them."""
+    last = record.ended if record.ended is not None else float("inf")
+    return [
+        other
+        for other in records
+        if other.task_id != record.task_id
+        and other.root == record.root
+        and other.ended is not None
+        and record.started < other.ended < last
+    ]
 
 
 def select_attempts(records: Iterable[AttemptTrees], task_id: str, attempt: int | None) -> list[AttemptTrees] | str:

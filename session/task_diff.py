@@ -25,7 +25,7 @@ from session.git_trees import (
     is_object,
 )
 from session.own_paths import is_own, own_prefixes
-from session.task_changes import AttemptKey, select_attempts, task_paths
+from session.task_changes import AttemptKey, ended_within, select_attempts, task_paths
 
 __all__ = ["DiffUnavailable", "TaskDiff", "attempt_changes", "task_diff"]
 
@@ -52,22 +52,33 @@ class TaskDiff(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def attempt_changes(
-    session_dir: Path, records: Iterable[AttemptTrees], now: dict[str, str] | None = None
+    session_dir: Path,
+    records: Iterable[AttemptTrees],
+    now: dict[str, str] | None = None,
+    only: Iterable[AttemptTrees] | None = None,
 ) -> dict[AttemptKey, frozenset[str]]:
-    """Files each recorded attempt changed, without the executor's own; an open attempt against ``now[root]``.
+    """Files each attempt (of ``only``, default all) changed, without the executor's own and without what
+    other tasks' attempts in ``records`` left while it ran; an open attempt is compared with ``now[root]``.
 
     Raises :class:`GitTreeError` when a recorded tree is gone (pruned by ``git gc``)."""
+    every = list(records)
     changes: dict[AttemptKey, frozenset[str]] = {}
     prefixes: dict[str, tuple[str, ...]] = {}
-    for record in records:
+    for record in every if only is None else only:
         after = record.after or (now or {}).get(record.root)
         if after is None or not (is_object(record.before) and is_object(after)):
             continue
         root = Path(record.root)
         if record.root not in prefixes:
             prefixes[record.root] = own_prefixes(root, session_dir)
-        paths = changed_paths(root, record.before, after)
-        changes[(record.task_id, record.attempt)] = frozenset(p for p in paths if not is_own(p, prefixes[record.root]))
+        paths = {p for p in changed_paths(root, record.before, after) if not is_own(p, prefixes[record.root])}
+        # Tasks running beside it share the tree: a file another attempt left exactly as this one's
+        # end shows it was that attempt's change, not this one's.
+        for other in ended_within(every, record):
+            if paths and other.after is not None:
+                theirs = paths & changed_paths(root, other.before, other.after)
+                paths -= theirs - changed_paths(root, other.after, after)
+        changes[(record.task_id, record.attempt)] = frozenset(paths)
     return changes
 
 
@@ -78,14 +89,15 @@ def current_tree(session_dir: Path, root: str) -> str:
 
 def task_diff(session_dir: Path, task_id: str, attempt: int | None = None, *, patch: bool = True) -> TaskDiff:
     """What ``task_id`` changed (or one of its attempts).  Raises :class:`DiffUnavailable`."""
-    chosen = select_attempts(read_trees(session_dir), task_id, attempt)
+    records = read_trees(session_dir)
+    chosen = select_attempts(records, task_id, attempt)
     if isinstance(chosen, str):
         raise DiffUnavailable(chosen, "attempt" if chosen.startswith("--attempt") else None)
     root = chosen[-1].root
     live = chosen[-1].after is None
     try:
         now = {root: current_tree(session_dir, root)} if live else {}
-        changed = attempt_changes(session_dir, chosen, now)
+        changed = attempt_changes(session_dir, records, now, only=chosen)
         after = chosen[-1].after or now[root]
         paths = task_paths(chosen, changed)
         files = tuple(changed_files(Path(root), chosen[0].before, after, paths)) if paths else ()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from protocol.events import TaskRolledBack
 from session.lock import read_holder
+from session.rollback import prepare, restore, undo_restore
 from session.store import StoreReader
 from tests.conftest import EXECUTOR, run_executor
 from tests.sessions import scripted_session
@@ -181,3 +182,62 @@ def test_with_a_live_run_rollback_refuses_a_running_task_and_records_through_the
     assert _rollbacks(folder)[0]["task_id"] == "T-001"
     assert _status(folder, "T-001")[0] == "completed"
     assert (project / "a.txt").read_text() == "one\n"
+
+
+def test_a_rollback_the_store_will_not_record_can_put_the_files_back_as_they_were(tmp_path: Path) -> None:
+    behaviors = {"T-001": _write("a.txt", "one\n"), "T-002": _write("new.txt", "new\n")}
+    project, folder = _project(tmp_path, {"T-001": [], "T-002": ["T-001"]}, behaviors)
+    assert run_executor("run", "--session", str(folder)).returncode == 0
+    plan = prepare(folder, "T-001", ("T-002",), live=False)
+    assert plan.files == ("a.txt", "new.txt")
+    restore(plan)
+    assert (project / "a.txt").read_text() == "zero\n"
+    assert not (project / "new.txt").exists()
+    undo_restore(plan)  # what the CLI does when the run or the store refuses to record it
+    assert (project / "a.txt").read_text() == "one\n"
+    assert (project / "new.txt").read_text() == "new\n"
+
+
+def _wait_then_write(flag: Path, path: str, text: str) -> list[str]:
+    wait = f"import os,time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.05)\n"
+    code = wait + f"open({path!r}, 'w').write({text!r})"
+    return [sys.executable, "-c", code]
+
+
+def test_tasks_running_side_by_side_in_one_tree_each_own_only_their_changes(tmp_path: Path) -> None:
+    first, second = tmp_path / "first-go", tmp_path / "second-go"
+    behaviors = {
+        "T-001": {"run": _wait_then_write(first, "a.txt", "one\n")},
+        "T-002": {"run": _wait_then_write(second, "b.txt", "two\n")},
+    }
+    project, folder = _project(tmp_path, {"T-001": [], "T-002": []}, behaviors)
+    run = subprocess.Popen(
+        [str(EXECUTOR), "run", "--session", str(folder), "--max-workers", "2"], stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while {_status(folder, "T-001")[0], _status(folder, "T-002")[0]} != {"in_progress"}:
+            assert run.poll() is None, "the run ended early"
+            assert time.monotonic() < deadline, "the tasks did not both start"
+            time.sleep(0.1)
+        first.write_text("")  # T-001 writes and ends while T-002 still runs, in the same tree
+        while _status(folder, "T-001")[0] != "completed":
+            assert time.monotonic() < deadline, "T-001 did not complete"
+            time.sleep(0.1)
+        # T-002 is still running: its diff so far is compared with the tree now, without T-001's file.
+        live = json.loads(run_executor("diff", "T-002", "--session", str(folder), "--json").stdout)
+        assert live["live"] is True
+        assert live["files"] == []
+        second.write_text("")
+        assert run.wait(timeout=60) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.wait()
+    for task_id, path in (("T-001", "a.txt"), ("T-002", "b.txt")):
+        diff = json.loads(run_executor("diff", task_id, "--session", str(folder), "--json").stdout)
+        assert [change["path"] for change in diff["files"]] == [path], task_id
+    # Neither blocks the other's rollback: each undoes only its own file.
+    assert run_executor("rollback", "T-001", "--session", str(folder)).returncode == 0
+    assert (project / "a.txt").read_text() == "zero\n"
+    assert (project / "b.txt").read_text() == "two\n"

@@ -9,7 +9,14 @@ import pytest
 
 from session.attempt_trees import AttemptTrees
 from session.own_paths import SESSION_ENTRIES, contained, is_own, own_prefixes, valid_task_id
-from session.task_changes import RollbackPlan, RollbackRefused, plan_rollback, select_attempts, task_paths
+from session.task_changes import (
+    RollbackPlan,
+    RollbackRefused,
+    ended_within,
+    plan_rollback,
+    select_attempts,
+    task_paths,
+)
 
 
 def _attempt(task_id: str, attempt: int, before: str, after: str | None, root: str = "/repo") -> AttemptTrees:
@@ -122,3 +129,15 @@ def test_a_stored_path_is_used_only_inside_its_folder(tmp_path: Path) -> None:
     assert contained(logs, logs / ".." / "secret") is None
     assert contained(logs, "/etc/passwd") is None
     assert contained(logs, logs / "link") is None, "a link out of the folder counts as outside"
+
+
+def test_the_attempts_that_ended_while_another_ran_are_the_ones_whose_changes_it_saw() -> None:
+    a = AttemptTrees(task_id="A", attempt=1, root="/r", before="t0", after="t3", started=1, ended=6)
+    b = AttemptTrees(task_id="B", attempt=1, root="/r", before="t0", after="t1", started=2, ended=3)
+    c = AttemptTrees(task_id="C", attempt=1, root="/r", before="t3", after="t4", started=7, ended=8)
+    d = AttemptTrees(task_id="D", attempt=1, root="/r", before="t1", after=None, started=4)
+    other_tree = AttemptTrees(task_id="E", attempt=1, root="/w", before="u0", after="u1", started=2, ended=4)
+    records = [a, b, d, other_tree, c]
+    assert ended_within(records, a) == [b]  # C began after A ended; D has not ended; E is another tree
+    assert ended_within(records, d) == [a, c], "an open attempt has seen everything that ended since it began"
+    assert ended_within(records, b) == []
