@@ -58,15 +58,22 @@ class _Printer:
 
 
 def _follow(tail: LogTail, printer: _Printer) -> None:
+    seen = False
     while True:
         items = tail.poll()
         for item in items:
             if isinstance(item, AttemptBegan):
+                seen = True
                 printer.header(item.attempt, item.backend)
             elif isinstance(item, LogChunk):
                 printer.write(item.data)
             elif isinstance(item, LogEnded):
                 printer.flush_line()
+                if not seen:
+                    raise fail(
+                        f"{tail.task_id} has not run and no run is going on: nothing to follow "
+                        f"(start one with `executor resume --session {tail.folder}`)"
+                    )
                 return
         if not any(isinstance(item, LogChunk) for item in items):
             time.sleep(POLL_S)

@@ -111,6 +111,20 @@ def test_logs_of_a_task_that_has_not_run_or_does_not_exist_say_so(tmp_path: Path
     assert "T-002: exiting with 3" in failed.stdout
 
 
+def test_following_a_task_that_never_ran_with_no_run_going_on_says_so(tmp_path: Path) -> None:
+    folder = scripted_session(
+        tmp_path / "s", {"T-001": [], "T-002": ["T-001"]}, {"T-001": {"exit": 3}}, python=sys.executable
+    )
+    assert run_executor("run", "--session", str(folder), "--max-attempts", "1").returncode == 1
+    waiting = run_executor("logs", "T-002", "-f", "--session", str(folder))
+    assert waiting.returncode == 1
+    assert "T-002 has not run and no run is going on: nothing to follow" in waiting.stderr
+    done = run_executor("logs", "T-001", "-f", "--json", "--session", str(folder))
+    assert done.returncode == 0, "a finished task's log is printed whole, then it ends"
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {"task_id": "T-001", "attempt": 1, "line": "T-001: exiting with 3"} in lines
+
+
 def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, object]]]:
     """(event, id, data) of each server-sent event."""
     kind, event_id, data = "message", "", ""
