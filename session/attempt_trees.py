@@ -14,15 +14,16 @@ writer; every other fact about the attempt is in the ``runs`` table, matched by
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
-from session.git_trees import GitTreeError, capture_tree, head_commit, repo_root
+from session.git_trees import GitTreeError, capture_tree, head_commit, is_object, repo_root
 from session.own_paths import is_own, own_prefixes
 from session.store import STATE_DIR
+from session.worktrees import WorktreeError, worktrees_root
 
 __all__ = ["AttemptTrees", "Capture", "after_attempt", "before_attempt", "own_filter", "read_trees", "record_path"]
 
@@ -120,17 +121,40 @@ def own_filter(workdir: Path, session_dir: Path, files: Sequence[str]) -> tuple[
     return tuple(path for path in files if not is_own(path, prefixes))
 
 
+def _trusted_roots(session_dir: Path) -> Callable[[str], bool]:
+    """Where an attempt may have worked: the project (the repository that holds the session) or a task
+    worktree of this session.  The record file is in the session folder, which agents can reach: a
+    line naming any other place is ignored, so a rollback never writes outside the project."""
+    project = repo_root(session_dir)
+    if project is None:
+        return lambda root: False
+    try:
+        worktrees: Path | None = worktrees_root(project, session_dir).resolve()
+    except (WorktreeError, OSError):
+        worktrees = None
+    top = project.resolve()
+
+    def trusted(root: str) -> bool:
+        path = Path(root).resolve()
+        return path == top or (worktrees is not None and path.parent == worktrees)
+
+    return trusted
+
+
 def read_trees(session_dir: Path) -> list[AttemptTrees]:
-    """Every recorded attempt, in the order they started (an attempt recorded twice: its newest start)."""
+    """Every recorded attempt in the project, in the order they started (recorded twice: its newest start)."""
     try:
         data = record_path(session_dir).read_bytes()
     except OSError:
         return []
+    trusted = _trusted_roots(session_dir)
     attempts: dict[tuple[str, int], AttemptTrees] = {}
     for number, line in enumerate(data.splitlines(), start=1):
         try:
             capture = _decoder.decode(line)
         except msgspec.DecodeError:
+            continue
+        if not (is_object(capture.tree) and trusted(capture.root)):
             continue
         key = (capture.task_id, capture.attempt)
         if capture.phase == "before":

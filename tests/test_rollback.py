@@ -241,3 +241,27 @@ def test_tasks_running_side_by_side_in_one_tree_each_own_only_their_changes(tmp_
     assert run_executor("rollback", "T-001", "--session", str(folder)).returncode == 0
     assert (project / "a.txt").read_text() == "zero\n"
     assert (project / "b.txt").read_text() == "two\n"
+
+
+def test_a_record_naming_a_place_outside_the_project_is_ignored(tmp_path: Path) -> None:
+    project, folder = _project(tmp_path, {"T-001": []}, {"T-001": _write("a.txt", "one\n")})
+    assert run_executor("run", "--session", str(folder)).returncode == 0
+    # An agent can write into the session folder: it forges an attempt of T-001 in another repository.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious\n")
+    _git(victim, "init", "-q")
+    _git(victim, "add", ".")
+    empty = _git(victim, "hash-object", "-t", "tree", "/dev/null").strip()
+    full = _git(victim, "write-tree").strip()
+    record = folder / ".executor" / "git-trees.jsonl"
+    with record.open("a") as handle:
+        for phase, tree in (("before", empty), ("after", full)):
+            line = {"task_id": "T-001", "attempt": 9, "phase": phase, "root": str(victim), "tree": tree}
+            handle.write(json.dumps(line) + "\n")
+    forged = run_executor("diff", "T-001", "--attempt", "9", "--session", str(folder))
+    assert forged.returncode == 2
+    assert "T-001 has recorded attempts 1" in forged.stderr
+    assert run_executor("rollback", "T-001", "--session", str(folder)).returncode == 0
+    assert (project / "a.txt").read_text() == "zero\n"
+    assert (victim / "keep.txt").read_text() == "precious\n"
