@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.syntax import Syntax
 
-from cli.task_args import JsonOption, SessionOption, TaskArgument, fail, session_folder, task_argument
+from cli.task_args import JsonOption, SessionOption, TaskArgument, fail, for_terminal, session_folder, task_argument
 from session.task_diff import DiffUnavailable, TaskDiff, task_diff
 
 __all__ = ["diff_command"]
@@ -30,12 +30,13 @@ def _render(console: Console, diff: TaskDiff, stat_only: bool) -> None:
     width = max(len(change.path) for change in diff.files)
     for change in diff.files:
         counts = "binary" if change.added is None else f"+{change.added} -{change.removed}"
-        console.print(f" {change.status} {change.path.ljust(width)}  {counts}", markup=False)
+        console.print(f" {change.status} {for_terminal(change.path).ljust(width)}  {counts}", markup=False)
     if stat_only or not diff.patch:
         return
     console.print()
-    if console.is_terminal:
-        console.print(Syntax(diff.patch, "diff", theme="ansi_dark", background_color="default", word_wrap=False))
+    if console.is_terminal:  # coloured, and never an escape sequence from a file on a person's terminal
+        patch = for_terminal(diff.patch)
+        console.print(Syntax(patch, "diff", theme="ansi_dark", background_color="default", word_wrap=False))
     else:
         sys.stdout.write(diff.patch)
 

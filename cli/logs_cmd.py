@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import sys
 import time
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import msgspec
 import typer
 
-from cli.task_args import JsonOption, SessionOption, TaskArgument, fail, session_folder, task_argument
+from cli.task_args import JsonOption, SessionOption, TaskArgument, fail, for_terminal, session_folder, task_argument
 from session.store import StoreError
 from session.task_logs import AttemptBegan, LogChunk, LogEnded, LogTail, LogUnavailable, read_log
 
@@ -26,6 +27,8 @@ class _Printer:
         self.as_json = as_json
         self.partial = b""
         self.attempt = 0
+        self.terminal = sys.stdout.isatty()
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character split between reads
 
     def header(self, attempt: int, backend: str) -> None:
         self.flush_line()
@@ -36,8 +39,12 @@ class _Printer:
 
     def write(self, data: bytes) -> None:
         if not self.as_json:
+            if self.terminal:  # never an agent's escape sequence on a person's terminal
+                sys.stdout.write(for_terminal(self.decoder.decode(data)))
+                sys.stdout.flush()
+                return
             sys.stdout.flush()
-            sys.stdout.buffer.write(data)  # bytes as logged: a character split between two reads stays whole
+            sys.stdout.buffer.write(data)  # to a pipe: the bytes as logged
             sys.stdout.buffer.flush()
             return
         lines = (self.partial + data).split(b"\n")

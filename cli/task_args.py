@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,19 @@ from rich.markup import escape
 
 from session.own_paths import valid_task_id
 
-__all__ = ["JsonOption", "SessionOption", "TaskArgument", "fail", "session_folder", "task_argument"]
+__all__ = [
+    "JsonOption",
+    "SessionOption",
+    "TaskArgument",
+    "fail",
+    "for_terminal",
+    "session_folder",
+    "task_argument",
+]
+
+# Control characters but tab and newline: agents write logs and files, and escape sequences from
+# them must not reach a person's terminal (titles, cursor moves, hyperlinks, old terminal bugs).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 SessionOption = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
 TaskArgument = Annotated[str, typer.Argument(metavar="TASK", help="The task, e.g. IMPL-001.")]
@@ -35,3 +48,13 @@ def task_argument(task_id: str) -> str:
     if not valid_task_id(task_id):
         raise fail(f"TASK {task_id[:80]!r} is not a task id (letters, digits, '-', '_', '.'), e.g. IMPL-001", 2)
     return task_id
+
+
+def for_terminal(text: str) -> str:
+    """``text`` with control characters shown as ``^X`` / ``\\xNN`` instead of acted on by the terminal."""
+
+    def show(found: re.Match[str]) -> str:
+        code = ord(found.group())
+        return f"^{chr(code + 64)}" if code < 32 else f"\\x{code:02x}"
+
+    return _CONTROL.sub(show, text)

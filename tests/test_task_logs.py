@@ -4,6 +4,8 @@ sees the running attempt's new lines as the agent prints them, and ends when the
 from __future__ import annotations
 
 import json
+import os
+import pty
 import queue
 import subprocess
 import sys
@@ -181,3 +183,36 @@ def test_the_log_stream_of_the_http_api_follows_a_running_attempt_and_resumes(tm
         assert httpx.get(f"{base}/api/tasks/T-001/log", timeout=10).status_code == 401
     finally:
         bridge.stop()
+
+
+def _on_a_terminal(*args: str) -> str:
+    """What `executor ARGS` prints when its stdout is a terminal (a pseudo-terminal here)."""
+    main, child = pty.openpty()
+    process = subprocess.Popen([str(EXECUTOR), *args], stdout=child, stderr=subprocess.DEVNULL)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # EIO: the other end is closed
+            break
+        if not data:
+            break
+        out += data
+    os.close(main)
+    assert process.wait(timeout=60) == 0
+    return out.decode("utf-8", "replace")
+
+
+def test_an_agents_escape_sequences_never_reach_the_terminal(tmp_path: Path) -> None:
+    hostile = "print('\\x1b]0;owned\\x07 and \\x1b[2J cleared')"
+    folder = scripted_session(
+        tmp_path / "s", {"T-001": []}, {"T-001": {"run": [sys.executable, "-c", hostile]}}, python=sys.executable
+    )
+    assert run_executor("run", "--session", str(folder)).returncode == 0
+    shown = _on_a_terminal("logs", "T-001", "--session", str(folder))
+    assert "^[]0;owned^G and ^[[2J cleared" in shown
+    assert "\x1b]0;" not in shown
+    assert "\x07" not in shown
+    piped = run_executor("logs", "T-001", "--session", str(folder))
+    assert "\x1b]0;owned\x07" in piped.stdout, "to a pipe (like tail): the bytes as logged"
