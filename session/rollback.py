@@ -52,7 +52,7 @@ def _check_tasks(folder: Path, names: list[str], live: bool) -> None:
         if row.status in _NOT_NOW:
             raise RollbackBlocked(
                 f"{name} {_NOT_NOW[row.status]}; roll it back once it has ended "
-                f"(stop it with `executor task` or the dashboard's cancel first)"
+                "(to stop it now: the dashboard's cancel, or the MCP tool cancel_task)"
             )
         if live and row.status == "pending":
             raise RollbackBlocked(
