@@ -22,8 +22,15 @@ from protocol.records import TaskRow
 from session import inbox
 from session.git_trees import GitTreeError
 from session.lock import SessionBusy, SessionLock, read_holder
-from session.rollback import RollbackBlocked, prepare, restore, undo_restore
-from session.store import Store, StoreError
+from session.rollback import (
+    RollbackBlocked,
+    prepare,
+    record_in_store,
+    restore,
+    rollback_requests,
+    undo_restore,
+)
+from session.store import StoreError
 from session.task_changes import RollbackPlan
 
 __all__ = ["rollback_command"]
@@ -36,19 +43,6 @@ def _who() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
-
-
-def _requests(plan: RollbackPlan, to: str) -> list[HandoffRequest]:
-    first = plan.tasks[0]
-    return [
-        HandoffRequest(
-            op="rollback",
-            by=_who(),
-            task_id=name,
-            details={"to": to, "files": list(plan.files), "cascade_of": first if name != first else None},
-        )
-        for name in plan.tasks
-    ]
 
 
 def _refused(plan: RollbackPlan, recorded: list[TaskRow], why: str) -> typer.Exit:
@@ -80,28 +74,9 @@ def _through_run(folder: Path, plan: RollbackPlan, requests: list[HandoffRequest
 
 
 def _in_store(folder: Path, plan: RollbackPlan, requests: list[HandoffRequest]) -> list[TaskRow]:
-    """No run: the store directly (the caller holds the lock), and the session file's completed list."""
-    from session.handoff import HandoffRefused, apply_handoff  # noqa: PLC0415
-    from session.loader import inspect_session  # noqa: PLC0415
-    from session.projection import SessionProjection  # noqa: PLC0415
-
-    store = Store.open(folder)
-    try:
-        rows: list[TaskRow] = []
-        for request in requests:
-            result = apply_handoff(store, request)
-            if isinstance(result, HandoffRefused):
-                raise _refused(plan, rows, f"the store refused to record the rollback: {result.reason}")
-            rows.append(result)
-        every_id = [row.id for row in store.tasks()]
-    finally:
-        store.close()
-    loaded, _ = inspect_session(folder)
-    if loaded is not None:
-        projection = SessionProjection(folder, loaded.team_raw, [*(task.id for task in loaded.tasks), *every_id])
-        for row in rows:
-            projection.task_reopened(row.id)
-        projection.flush()
+    rows, refusal = record_in_store(folder, requests)
+    if refusal is not None:
+        raise _refused(plan, rows, f"the store refused to record the rollback: {refusal}")
     return rows
 
 
@@ -159,7 +134,7 @@ def rollback_command(
             restore(plan)
         except (GitTreeError, OSError) as error:
             raise fail(f"could not restore the files in {plan.root}: {error}") from None
-        requests = _requests(plan, status)
+        requests = rollback_requests(plan, status, _who())
         rows = _through_run(folder, plan, requests) if live else _in_store(folder, plan, requests)
     except StoreError as error:
         raise fail(str(error)) from None

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
-
+from protocol.messages import HandoffRequest
+from protocol.records import TaskRow
 from session.attempt_trees import read_trees
 from session.git_trees import GitTreeError, changed_files, restore_paths, tree_blob
-from session.store import StoreError, StoreReader
+from session.store import Store, StoreError, StoreReader
 from session.task_changes import RollbackPlan, RollbackRefused, plan_rollback
 from session.task_diff import attempt_changes, current_tree
 
-__all__ = ["RollbackBlocked", "prepare", "restore", "undo_restore"]
+__all__ = ["RollbackBlocked", "prepare", "record_in_store", "restore", "rollback_requests", "undo_restore"]
 
 _NOT_NOW = {"in_progress": "is running", "review": "is claimed and in review"}
 
@@ -110,5 +110,45 @@ def undo_restore(plan: RollbackPlan) -> None:
     _write(Path(plan.root), plan.expect)
 
 
-def plan_json(plan: RollbackPlan) -> bytes:
-    return msgspec.json.encode({"tasks": plan.tasks, "root": plan.root, "files": plan.files})
+def rollback_requests(plan: RollbackPlan, to: str, by: str) -> list[HandoffRequest]:
+    """The store changes for ``plan``: one ``rollback`` handoff per task, the first task's first."""
+    first = plan.tasks[0]
+    return [
+        HandoffRequest(
+            op="rollback",
+            by=by,
+            task_id=name,
+            details={"to": to, "files": list(plan.files), "cascade_of": first if name != first else None},
+        )
+        for name in plan.tasks
+    ]
+
+
+def record_in_store(folder: Path, requests: list[HandoffRequest]) -> tuple[list[TaskRow], str | None]:
+    """With no run going on (the caller holds the session lock): carry ``requests`` out on the store and
+    take the tasks out of ``team-session.json``'s completed list.  Returns the rows recorded, and the
+    reason the store refused the next one, if it did."""
+    from session.handoff import HandoffRefused, apply_handoff  # noqa: PLC0415 - only the no-run path
+    from session.loader import inspect_session  # noqa: PLC0415
+    from session.projection import SessionProjection  # noqa: PLC0415
+
+    rows: list[TaskRow] = []
+    refusal: str | None = None
+    store = Store.open(folder)
+    try:
+        for request in requests:
+            result = apply_handoff(store, request)
+            if isinstance(result, HandoffRefused):
+                refusal = result.reason
+                break
+            rows.append(result)
+        every_id = [row.id for row in store.tasks()]
+    finally:
+        store.close()
+    loaded, _ = inspect_session(folder)
+    if loaded is not None and rows:
+        projection = SessionProjection(folder, loaded.team_raw, [*(task.id for task in loaded.tasks), *every_id])
+        for row in rows:
+            projection.task_reopened(row.id)
+        projection.flush()
+    return rows, refusal
