@@ -39,6 +39,7 @@ from protocol.messages import (
     WorkOrder,
 )
 from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
+from session.attempt_trees import after_attempt, before_attempt, own_filter
 from session.gates import record_gate_failure, run_gates
 from session.safepath import task_file
 from session.store import utc_now
@@ -262,12 +263,17 @@ class TeamWorker(TreeActor):
                     WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)
                 )
                 return
+        where = (Path(order.workdir), Path(order.session_dir), order.task_id, order.attempt)
+        recorded = before_attempt(*where)  # the git state `executor diff` and `rollback` start from
         result = self.runner(order, hooks, self.cancel)
         self.current_process = None
         if result.ok and result.outcome == "completed" and order.gates and not self.cancel.is_set():
             result = _after_gates(order, result, hooks)
         if order.worktree and result.ok:
             result = _commit_worktree(order, result)
+        if recorded:
+            after_attempt(*where)
+        result = msgspec.structs.replace(result, files_modified=own_filter(*where[:2], result.files_modified))
         self.tell_parent(
             WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)
         )

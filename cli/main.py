@@ -18,14 +18,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.backup_cmd import backup_command, restore_command
 from cli.config_cmd import config_app
+from cli.diff_cmd import diff_command
 from cli.doctor_cmd import doctor as doctor_command
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
+from cli.logs_cmd import logs_command
 from cli.models_cmd import models as models_command
 from cli.options import command_group, role_backends_of
 from cli.options import fail as _fail
 from cli.render import next_line, render_check, render_problems
+from cli.rollback_cmd import rollback_command
 from cli.task_cmd import task_app
 from session.loader import inspect_session
 from session.report import build_report
@@ -67,6 +71,11 @@ app.add_typer(task_app, name="task")
 app.add_typer(hook_app, name="hook")
 app.command("models")(models_command)
 app.command("doctor")(doctor_command)
+app.command("diff")(diff_command)
+app.command("logs")(logs_command)
+app.command("rollback")(rollback_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 SessionOption = Annotated[
     Path,

@@ -452,7 +452,7 @@ class Reconcile(Message, frozen=True):
     snapshot: StateSnapshot
 
 
-HandoffOp = Literal["create", "prep", "claim", "review", "complete", "fail", "release"]
+HandoffOp = Literal["create", "prep", "claim", "review", "complete", "fail", "release", "rollback"]
 
 
 class HandoffRequest(Message, frozen=True):

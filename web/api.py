@@ -14,6 +14,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
+import msgspec
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -32,7 +33,7 @@ from protocol.bridge import (
     SubmitTask,
     TaskAccepted,
 )
-from protocol.ids import TASK_ID_PATTERN, TASK_ID_RULE
+from protocol.ids import TASK_ID_PATTERN, TASK_ID_RULE, is_task_id
 from session.safepath import is_private
 from session.store import STATE_DIR, StoreError
 from web.events import event_stream
@@ -41,6 +42,7 @@ from web.models import (
     AgentsOut,
     AgentStatsOut,
     AnswerIn,
+    DiffOut,
     HealthOut,
     RunInfoOut,
     SessionOut,
@@ -243,6 +245,41 @@ def build_api(context: BridgeContext) -> FastAPI:
                 if row.task_id == task_id
             ],
         )
+
+    @api.get("/api/tasks/{task_id}/diff", tags=["tasks"], responses=_ERRORS)
+    def task_diff_view(
+        task_id: str,
+        attempt: Annotated[int | None, Query(ge=1, description="One attempt only (default: all)")] = None,
+        stat: Annotated[bool, Query(description="Only the files and line counts, no patch")] = False,
+    ) -> DiffOut:
+        """What the task changed in the project (never the executor's own files): files, line counts, the diff."""
+        from session.task_diff import DiffUnavailable, task_diff  # noqa: PLC0415 - runs git; only this route
+
+        if not is_task_id(task_id):
+            raise ApiError(400, "task_id: not a task id (letters, digits, '-', '_', '.')")
+        try:
+            diff = task_diff(folder, task_id, attempt, patch=not stat)
+        except DiffUnavailable as error:
+            raise ApiError(400 if error.argument else 404, str(error)) from None
+        return DiffOut.model_validate(msgspec.to_builtins(diff))
+
+    @api.get("/api/tasks/{task_id}/log", tags=["tasks"], response_class=PlainTextResponse, responses=_ERRORS)
+    def task_log(
+        request: Request,
+        task_id: str,
+        attempt: Annotated[
+            int | None, Query(ge=1, description="One attempt only (default: the newest, then the next)")
+        ] = None,
+    ) -> Response:
+        """Server-sent events: the task's agent output from the start of its attempt, followed as it grows."""
+        from web.log_stream import log_stream, resume_point  # noqa: PLC0415
+
+        if not is_task_id(task_id):
+            raise ApiError(400, "task_id: not a task id (letters, digits, '-', '_', '.')")
+        if context.reader().task(task_id) is None:
+            raise ApiError(404, f"no task '{task_id}' in this session")
+        resume = resume_point(request.headers.get("last-event-id", ""))
+        return log_stream(folder, task_id, attempt, resume, request.app.state.closing)
 
     @api.get("/api/agents", tags=["agents"], responses=_ERRORS)
     def agents() -> AgentsOut:

@@ -17,6 +17,8 @@ __all__ = [
     "AgentStatsOut",
     "AgentsOut",
     "AnswerIn",
+    "DiffFileOut",
+    "DiffOut",
     "HealthOut",
     "RunInfoOut",
     "SessionOut",
@@ -86,6 +88,25 @@ class TaskDetailOut(BaseModel):
     artifacts: list[str] = Field(default=[], description="Paths relative to the session folder")
     log_tail: str = Field(default="", description="The end of the newest attempt's log")
     escalations: list[EscalationOut] = []
+
+
+class DiffFileOut(BaseModel):
+    path: str = Field(description="Relative to the repository's top folder")
+    status: str = Field(description="A added, M modified, D deleted, T type changed")
+    added: int | None = Field(default=None, description="Lines added; null for a binary file")
+    removed: int | None = None
+
+
+class DiffOut(BaseModel):
+    task_id: str
+    attempts: list[int] = Field(description="The attempts the diff spans, first to last")
+    before: str = Field(description="The git tree before the first of them")
+    after: str = Field(description="The git tree after the last (the work tree now, when live)")
+    live: bool = Field(description="The last attempt is still running")
+    files: list[DiffFileOut]
+    added: int
+    removed: int
+    patch: str | None = Field(default=None, description="The unified diff; null when only the stat was asked for")
 
 
 class AgentStatsOut(BaseModel):
