@@ -71,6 +71,9 @@ def _copy(source: Path, target: Path) -> None:
         dst = sqlite3.connect(partial)
         try:
             src.backup(dst)  # all pages in one step: one consistent snapshot
+            # A backup is one self-contained file: out of WAL mode, so reading it later
+            # leaves no -wal/-shm beside it (the store turns WAL on again when it opens it).
+            dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
             src.close()

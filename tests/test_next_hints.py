@@ -150,4 +150,39 @@ def test_every_place_that_prints_a_next_hint_is_covered_here():
         count = path.read_text().count('"next: ')
         if count:
             found[str(path.relative_to(ROOT))] = count
-    assert found == {"cli/render.py": 1, "actors/run.py": 2}, found
+    assert found == {"cli/render.py": 1, "actors/run.py": 2, "cli/backup_cmd.py": 1, "cli/rollback_cmd.py": 1}, found
+
+
+def test_a_restored_backup_hints_a_resume_that_works(tmp_path):
+    assert cli(tmp_path, "init", "--session", "s", "--backend", "demo", "Goal").returncode == 0
+    assert cli(tmp_path, "run", "--session", "s", "--backend", "demo").returncode == 0
+    backup = cli(tmp_path, "backup", "--session", "s", "--to", "saved")
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    (copy,) = (tmp_path / "saved").iterdir()  # one self-contained file, no -wal/-shm beside it
+    restore = cli(tmp_path, "restore", str(copy.relative_to(tmp_path)), "--session", "s")
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    hint = only_hint(restore.stdout)
+    assert hint == "executor resume --session s"
+    result = run_hint(hint, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_rolled_back_task_hints_a_resume_that_runs_it_again(tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "a.txt").write_text("zero\n")
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+    subprocess.run([*git, "add", "."], check=True, timeout=60)
+    subprocess.run([*git, "commit", "-qm", "start"], check=True, timeout=60)
+    behaviour = {"write_file": {"path": "a.txt", "text": "one\n"}}
+    scripted_session(project / "s", {"T-001": []}, {"T-001": behaviour}, python=sys.executable)
+    assert cli(tmp_path, "run", "--session", "p/s").returncode == 0
+    rollback = cli(tmp_path, "rollback", "T-001", "--session", "p/s")
+    assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+    assert (project / "a.txt").read_text() == "zero\n"
+    hint = only_hint(rollback.stdout)
+    assert hint == "executor resume --session p/s"
+    result = run_hint(hint, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project / "a.txt").read_text() == "one\n"

@@ -5,6 +5,7 @@ without the executor's own files; through the real CLI and the real HTTP server.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -96,7 +97,7 @@ def test_a_diff_that_cannot_be_made_says_why(demo: Path, args: list[str], code: 
 
 def test_diff_refuses_a_folder_that_is_not_a_session(tmp_path: Path) -> None:
     result = run_executor("diff", "IMPL-001", "--session", str(tmp_path))
-    assert result.returncode == 2
+    assert result.returncode == 1  # a missing session exits 1, as for every command
     assert "is not a session folder" in result.stderr
 
 
@@ -104,6 +105,7 @@ def test_the_http_api_serves_the_same_diff(tmp_path: Path) -> None:
     project = tmp_path / "textkit"
     process = subprocess.Popen(
         [str(EXECUTOR), "demo", "--into", str(project), "--http", "0"],
+        env={**os.environ, "TEAM_EXECUTOR_CONFIG_DIR": str(tmp_path / "config")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -115,9 +117,9 @@ def test_the_http_api_serves_the_same_diff(tmp_path: Path) -> None:
             line = process.stdout.readline() if process.stdout else ""
             if not line:
                 break
-            found = re.search(r"MCP bridge on (http://\S+)/mcp .*: (\S+)$", line.strip())
+            found = re.search(r"MCP bridge on (http://\S+)/mcp .*owner bearer token in (\S+)$", line.strip())
         assert found, "no address in the demo's output"
-        base, token = found.group(1), found.group(2)
+        base, token = found.group(1), Path(found.group(2)).read_text().strip()
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=20) as http:
             deadline = time.monotonic() + 90
             while http.get("/api/tasks/REVIEW-001").json()["task"]["status"] != "completed":
