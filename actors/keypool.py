@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pykka
+
 from actors.base import TreeActor, handles
 from protocol.keys import (
     AcquireKey,
@@ -33,6 +35,7 @@ from protocol.keys import (
     KeyLease,
     KeyRejected,
     KeyRemoved,
+    KeyState,
     KeyStates,
     KeyUnavailable,
     KeyWait,
@@ -40,6 +43,7 @@ from protocol.keys import (
     RemoveKey,
     ReportKey,
 )
+from protocol.notify import Notice, Notify
 from session.config_models import Secret
 from session.keypool import KeyPool, Lease, PoolKey, Wait
 from session.keystore import InvalidKey, KeyStore, KeyStoreError, validate_key
@@ -114,6 +118,7 @@ class KeyPoolActor(TreeActor):
 
     @handles(ReportKey)
     def report(self, message: ReportKey) -> KeyStates:
+        before = self.pool.state(message.key_id)
         try:
             state = self.pool.report(
                 message.key_id,
@@ -129,7 +134,21 @@ class KeyPoolActor(TreeActor):
             state = None
         if state is not None and state.status != "active":
             log.info("%s: key %s is %s (%s)", self.name, state.key_id, state.status, state.last_error)
+        if state is not None and state.status == "disabled" and (before is None or before.status != "disabled"):
+            self._tell_owner(state)
         return KeyStates(items=() if state is None else (state,))
+
+    def _tell_owner(self, state: KeyState) -> None:
+        """A key the provider refused is out of the pool until someone adds it again: say so, once."""
+        notice = Notice(
+            kind="key_disabled",
+            title=f"API key {state.key_id} ({state.provider}, …{state.last4}) disabled: the provider refused it",
+            body=(state.disabled_reason or state.last_error or "authentication failed")[:1000],
+            action=f"check the key, then add a working one: executor keys add {state.provider}",
+        )
+        # Looked up by name: the Notifier runs only when notifications are configured.
+        for ref in pykka.ActorRegistry.get_by_class_name("NotifierActor"):
+            ref.tell(Notify(notice=notice))
 
     @handles(AddKey)
     def add(self, message: AddKey) -> KeyAdded | KeyRejected:

@@ -22,6 +22,7 @@ from protocol.messages import BridgeEndpoint, McpCall, WorkOrder
 from session.feedback import FEEDBACK_DIR, rounds_so_far
 from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands
 from session.loader import TeamSession
+from session.safepath import UnsafePath, task_file
 from session.store import STATE_DIR
 
 __all__ = ["McpStates", "pipeline_config", "review_rounds", "work_order"]
@@ -107,7 +108,12 @@ def work_order(
     state = folder / STATE_DIR
     spec = session.role_specs[role].meta
     backend = backends[role]
-    stem = f"{task_id}-a{attempt}"
+    # task_file checks the id and keeps each file inside .executor/ (UnsafePath otherwise): the
+    # loader already refused ids outside the grammar, this is the last line before a path exists.
+    prompt_file = task_file(state, task_id, f"-a{attempt}.md", "prompts")
+    report_file = task_file(state, task_id, f"-a{attempt}.json", "reports")
+    if Path(start.log_path) != task_file(state, task_id, f"-a{attempt}.log", "logs"):
+        raise UnsafePath(f"the log of {task_id} attempt {attempt} would be {start.log_path}, not in {state}/logs")
     bridge = None
     if options.worker_bridge is not None:
         url, token = options.worker_bridge
@@ -121,8 +127,8 @@ def work_order(
         session_dir=str(folder),
         artifacts_dir=str(folder / "artifacts"),
         workdir=str(options.workdir),
-        prompt_file=str(state / "prompts" / f"{stem}.md"),
-        report_file=str(state / "reports" / f"{stem}.json"),
+        prompt_file=str(prompt_file),
+        report_file=str(report_file),
         log_path=start.log_path,
         run_id=run_id,
         marker=marker,
@@ -131,6 +137,7 @@ def work_order(
         hang_timeout_s=spec.hang_timeout or options.hang_timeout_s,
         grace_s=options.kill_grace_s,
         model=spec.model,
+        base_url=spec.base_url,
         permission=spec.permission or default_permission(role, session.roles[role].responsibility_type),
         max_turns=spec.max_turns,
         isolate_home=bool(spec.isolate_home),

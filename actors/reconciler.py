@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import psutil
 
 from actors.base import TreeActor, handles
+from backends.containment import sweep
 from backends.process import stop_tree
 from pipeline.readiness import Scheduler
 from protocol.messages import OpenRun, Reconcile, ReconcilePlan, TaskResetPlan
@@ -75,6 +76,10 @@ def _kill_leftovers(open_runs: tuple[OpenRun, ...], marker: str, grace_s: float)
         if fresh:
             killed.extend(fresh)
             notes.append(f"- pid {process.pid} carried this session's marker (an orphaned descendant): stopped {fresh}")
+    contained = [pid for pid in sweep(marker, grace_s) if pid not in killed]
+    if contained:  # escaped the group and dropped the marker, but not the attempt's cgroup
+        killed.extend(contained)
+        notes.append(f"- left in the cgroups of the crashed run's attempts: stopped {contained}")
     return sorted(set(killed)), notes
 
 

@@ -22,6 +22,7 @@ from protocol.routing import (
     ApproveCritical,
     ForgetTask,
     GetRegistry,
+    GiveUp,
     ModelChoice,
     NextModel,
     NoModel,
@@ -32,7 +33,6 @@ from session.config_models import Config, ModelSpec
 from session.routing import (
     DEFAULT_OPTIONS,
     AttemptState,
-    GiveUp,
     RoutingError,
     RoutingOptions,
     next_after_failure,
@@ -77,7 +77,9 @@ class RouterActor(TreeActor):
     def select(self, message: SelectModel) -> ModelChoice | NoModel:
         previous = self.tasks.get(message.task_id)
         state = AttemptState(
-            approved_critical=previous is not None and previous.approved_critical, budget_usd=message.budget_usd
+            approved_critical=previous is not None and previous.approved_critical,
+            budget_usd=message.budget_usd,
+            backend=message.backend,
         )
         self.tasks[message.task_id] = state
         try:
@@ -88,6 +90,7 @@ class RouterActor(TreeActor):
                 message.force_model,
                 state.approved_critical,
                 self.options,
+                backend=message.backend,
             )
         except RoutingError as error:
             return NoModel(task_id=message.task_id, reason=str(error))

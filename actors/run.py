@@ -12,27 +12,31 @@ ended with failed tasks, could not start, or was stopped by an escalation;
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import logging
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, Literal, Protocol, TextIO, TypeVar
 
 import msgspec
 import psutil
+import pykka
 
 from actors.executor import Conclude, Executor, RoutingSetup, RunOptions
 from actors.prompting import PromptSource
 from actors.reconciler import find_marked_processes
 from actors.session import EventSink
+from actors.stop_signals import StopSignals
 from actors.supervision import Backoff
 from backends.base import Backend
 from backends.mcp_call import mcp_task_problems, register_servers
@@ -45,17 +49,21 @@ from protocol.events import Event, TaskDispatched, encode_event
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
+from session.id_checks import stored_bad_ids
 from session.keypool import pool_from_config
 from session.keystore import KeyStore, KeyStoreError
+from session.lifecycle import reopen_failed
 from session.loader import TeamSession, inspect_session
 from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
 from session.mirror_keeper import MirrorKeeper
 from session.problems import format_problems
+from session.redaction import RedactingFilter, redact
+from session.run_choices import RememberError, RoleBackend, choice_notes, remember_backend, role_backends
 from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
 
-__all__ = ["RunRefused", "RunRequest", "resolve_backends", "run_session"]
+__all__ = ["BridgeOpener", "RunBridge", "RunRefused", "RunRequest", "resolve_backends", "run_session"]
 
 log = logging.getLogger("executor.run")
 _T = TypeVar("_T")
@@ -67,6 +75,28 @@ class RunRefused(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class RunBridge(Protocol):
+    """The MCP bridge and dashboard a run serves (``bridge.serve.BridgeRuntime``)."""
+
+    @property
+    def worker_endpoint(self) -> tuple[str, str]: ...
+
+    def attach(self, executor: pykka.ActorRef[Any]) -> None: ...
+
+    def serve_stdio(self, outcome: Future[Any], request_stop: Callable[[str], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BridgeOpener(Protocol):
+    """Opens the run's bridge; raises :class:`RunRefused`.  The command line composes it
+    (bridge/ and web/ sit above actors/, so a run never imports them)."""
+
+    def __call__(
+        self, folder: Path, console: Callable[[str], None], terminal: Callable[[str], None] | None
+    ) -> RunBridge: ...
 
 
 def _stdin_is_terminal() -> bool:
@@ -91,45 +121,68 @@ class RunRequest:
     shutdown_grace_s: float | None = None
     retry_backoff_s: float | None = None
     interactive: bool = field(default_factory=_stdin_is_terminal)
-    http_address: str | None = None  # --http [HOST:]PORT: dashboard, API and the MCP bridge
-    allow_remote: bool = False  # let --http listen on a non-loopback address
+    bridge: BridgeOpener | None = None  # --http or `executor mcp`: dashboard, API and the MCP bridge
     mcp_stdio: bool = False  # `executor mcp`: the bridge on stdin/stdout
     exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
+    retry_failed: bool = False  # resume --retry-failed: failed tasks start again with fresh attempts
 
 
-def resolve_backends(session: TeamSession, default: str | None) -> dict[str, Backend]:
-    """The backend of every role, or :class:`RunRefused` naming each role left without one."""
+def resolve_backends(
+    session: TeamSession, chosen: list[RoleBackend], config: Config | None = None
+) -> dict[str, Backend]:
+    """The backend of every role (``chosen`` by :func:`session.run_choices.role_backends`), or
+    :class:`RunRefused` with one line per problem and the list of backends once."""
     problems: list[str] = []
-    chosen: dict[str, Backend] = {}
-    choices = ", ".join(backend_names())
-    for role, spec in session.role_specs.items():
-        name = spec.meta.backend or default
+    missing: list[str] = []
+    backends: dict[str, Backend] = {}
+    for entry in chosen:
+        role, spec = entry.role, session.role_specs[entry.role]
         where = session.roles[role].role_spec
-        if name is None:
-            problems.append(
-                f"role '{role}' names no backend: add `backend: <name>` to {where} or pass --backend "
-                f"(choices: {choices})"
-            )
+        if entry.backend is None:
+            missing.append(role)
             continue
         try:
-            backend = get_backend(name)
-        except UnknownBackend as error:
-            problems.append(f"{where}: {error}")
+            backend = get_backend(entry.backend)
+        except UnknownBackend:
+            origin = {"flag": "--backend", "remembered": "[remembered].backend in executor.toml"}.get(
+                entry.source, where
+            )
+            close = difflib.get_close_matches(entry.backend, backend_names(), n=1)
+            problem = f"{origin}: unknown backend '{entry.backend}'" + (f" (did you mean {close[0]}?)" if close else "")
+            if entry.source not in ("flag", "remembered"):
+                problem += f" (role {role})"
+            if problem not in problems:  # --backend names it once for every role
+                problems.append(problem)
             continue
+        # The choice made here is the one the workers use: the role-spec they read says so.
+        if spec.meta.backend != entry.backend:
+            session.role_specs[role] = dataclasses.replace(
+                spec, meta=spec.meta.model_copy(update={"backend": entry.backend})
+            )
+            spec = session.role_specs[role]
         # Runs have a Router and a KeyPool: the openai backend's model, base URL and key
         # may come from the registry and the pool rather than the role-spec.
-        problem = (
-            backend.preflight_routed(role, spec.meta)
+        refusal = (
+            backend.preflight_routed(role, spec.meta, config)
             if isinstance(backend, OpenAIHttpBackend)
             else backend.preflight(role, spec.meta)
         )
-        if problem:
-            problems.append(problem)
+        if refusal:
+            problems.append(refusal)
             continue
-        chosen[role] = backend
+        backends[role] = backend
+    if missing:
+        specs = ", ".join(session.roles[role].role_spec for role in missing)
+        problems.insert(
+            0,
+            f"no backend for role(s) {', '.join(missing)}: pass --backend NAME (e.g. --backend demo: no key "
+            f"needed; it is remembered for resume) or add `backend: NAME` to {specs}",
+        )
     if problems:
-        raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems), exit_code=2)
-    return chosen
+        unknown = any("unknown backend" in problem for problem in problems) or missing
+        choices = f"\n  backends: {', '.join(backend_names())}" if unknown else ""
+        raise RunRefused("cannot run this session:\n  " + "\n  ".join(problems) + choices, exit_code=2)
+    return backends
 
 
 def _session_marker(folder: Path) -> str:
@@ -146,6 +199,7 @@ def _configure_logging(folder: Path) -> logging.Handler:
     logging.raiseExceptions = False
     handler = logging.FileHandler(folder / STATE_DIR / "executor.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # on the handler: it sees every logger's records
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
@@ -165,6 +219,14 @@ class _Console:
     def __call__(self, line: str) -> None:
         elapsed = time.monotonic() - self.started
         with self._lock:
+            self.stream.write(f"[{elapsed:7.1f}s] {redact(line)}\n")
+            self.stream.flush()
+
+    def reveal(self, line: str) -> None:
+        """``line`` as it is, secrets included: only for a stream that is a terminal (the owner's
+        sign-in link), never for a pipe or a file."""
+        elapsed = time.monotonic() - self.started
+        with self._lock:
             self.stream.write(f"[{elapsed:7.1f}s] {line}\n")
             self.stream.flush()
 
@@ -176,7 +238,7 @@ def _json_events_sink(stream: TextIO) -> EventSink:
         payload = msgspec.json.decode(encode_event(event))
         payload["occurred_at"] = occurred_at
         with lock:
-            stream.write(msgspec.json.encode(payload).decode() + "\n")
+            stream.write(redact(msgspec.json.encode(payload).decode()) + "\n")
             stream.flush()
 
     return sink
@@ -191,7 +253,10 @@ def _started_sink(console: _Console) -> EventSink:
     return sink
 
 
-def _choose_status(session: TeamSession, request: RunRequest, summary: RunSummary, console: _Console) -> str:
+_Ending = Literal["paused", "completed"]
+
+
+def _choose_status(session: TeamSession, request: RunRequest, summary: RunSummary, console: _Console) -> _Ending:
     """The completion action: archive (completed) or keep (paused); export first when asked."""
     if summary.failed or summary.blocked or summary.completed < summary.total:
         return "paused"
@@ -258,9 +323,18 @@ def _completion_report(session: TeamSession, summary: RunSummary, status: str) -
     if status == "completed":
         lines.append("  session archived (status: completed)")
     elif summary.failed or summary.blocked:
-        lines.append(f"  see `executor check --session {folder}`; fix, then `executor resume --session {folder}`")
+        lines.append(f"  see `executor check --session {folder}`; fix the cause, then:")
+        lines.append(f"next: executor resume --session {folder} --retry-failed")
+    elif summary.completed >= summary.total:
+        lines.append(f"  every task is complete; the session is kept (status: {status}) for more work")
     else:
-        lines.append(f"  session kept (status: {status}); continue with `executor resume --session {folder}`")
+        first = ""
+        if summary.budget_stopped:
+            first = "raise [budget].session_usd in the config, then "
+        elif summary.escalated:
+            first = f"answer the open questions (`executor answer --session {folder}`), then "
+        lines.append(f"  session kept (status: {status}); {first}continue with:")
+        lines.append(f"next: executor resume --session {folder}")
     return "\n".join(lines)
 
 
@@ -278,29 +352,27 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         raise RunRefused("--json-events cannot share stdout with the MCP stdio transport; drop one", exit_code=2)
     # Over stdio, stdout is the protocol's: people read stderr.
     human = sys.stderr if request.json_events or request.mcp_stdio else out
-    bridge_address: tuple[str, int] | None = None
-    # The bridge (the MCP server SDK, uvicorn) is imported only by runs that serve it.
-    from bridge.http import BridgeAddressError, parse_address  # noqa: PLC0415
-
-    if request.http_address is not None:
-        try:
-            bridge_address = parse_address(request.http_address, request.allow_remote)
-        except BridgeAddressError as error:
-            raise RunRefused(str(error), exit_code=2) from None
-    elif request.mcp_stdio:
-        bridge_address = ("127.0.0.1", 0)  # for the workers; the client itself is on stdio
-    if bridge_address is not None:
+    if request.bridge is not None:
         request.interactive = False  # nobody at a keyboard: stdin may be the protocol
     session, problems = inspect_session(request.session_dir)
     if session is None:
         raise RunRefused(f"{request.session_dir} is not a valid session:\n{format_problems(problems)}")
+    bad_ids = stored_bad_ids(Path(session.folder))
+    if bad_ids:  # an older version stored them; dispatching one would build paths from it
+        shown = ", ".join(repr(task_id) for task_id in bad_ids[:5])
+        raise RunRefused(
+            f"{STATE_DIR}/state.db holds task id(s) no file may be named after: {shown}. "
+            f"Fix: move {Path(session.folder) / STATE_DIR} aside to start this session's state afresh",
+            exit_code=2,
+        )
     try:
         config = load_config(Path(session.folder), request.config_file, known_backends=backend_names())
     except ConfigInvalid as error:
         raise RunRefused("the configuration is not valid:\n" + format_problems(error.problems), exit_code=2) from None
+    chosen = role_backends(session, config, request.backend)  # before [roles.X] is merged into the role-specs
     apply_role_defaults(session, config)
     register_servers(config.mcp_servers)  # before resolve_backends: the mcp backend's preflight reads them
-    backends = resolve_backends(session, request.backend or config.run.default_backend)
+    backends = resolve_backends(session, chosen, config)
     mcp_problems = mcp_task_problems(
         session.tasks, session.role_specs, backends, done=set(session.team.completed_tasks)
     )
@@ -331,21 +403,34 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         raise RunRefused(str(error)) from None
     handler = _configure_logging(Path(session.folder))
     console = _Console(human)
+    if request.retry_failed:
+        retried = reopen_failed(Path(session.folder), by="cli")
+        console(
+            f"retrying {len(retried)} failed task(s): {', '.join(retried)}" if retried else "no failed task to retry"
+        )
+    config_file = Path(session.folder) / "executor.toml"
+    for note in choice_notes(chosen, config.remembered.backend, config_file):
+        console(f"note: {note}")
+    if request.backend:
+        try:
+            remember_backend(Path(session.folder), request.backend)
+        except RememberError as error:
+            console(f"! {error}; the next resume needs --backend {request.backend} again")
     sinks: list[EventSink] = [_started_sink(console)]
     if request.json_events:
         sinks.append(_json_events_sink(out))
-    bridge = None
-    if bridge_address is not None:
-        from bridge.serve import open_bridge  # noqa: PLC0415
-        from bridge.tools import DuplicateTool  # noqa: PLC0415
-
+    stop_signals = StopSignals()
+    stop_signals.install()
+    bridge: RunBridge | None = None
+    if request.bridge is not None:
         try:
-            bridge = open_bridge(
-                Path(session.folder).resolve(), *bridge_address, console, show_sign_in_link=_is_terminal(human)
+            bridge = request.bridge(
+                Path(session.folder).resolve(), console, console.reveal if _is_terminal(human) else None
             )
-        except (BridgeAddressError, DuplicateTool) as error:
+        except RunRefused:
+            stop_signals.restore()
             lock.release()
-            raise RunRefused(str(error), exit_code=2) from None
+            raise
     notify_setup = NotifySetup.from_config(config, os.environ)
     for warning in notify_setup.warnings:
         console(f"! notifications: {warning}")
@@ -380,25 +465,15 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         _session_marker(Path(session.folder)),
         console,
     )
+    stop_signals.attach(executor)
     if bridge is not None:
         bridge.attach(executor)
     mirror = MirrorKeeper(Path(session.folder)).start()  # tasks/<status>/<ID>.md, kept current
-    signals_seen = 0
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        name = signal.Signals(signum).name
-        executor.tell(ShutdownRequest(reason=f"signal {name}", graceful=signals_seen == 1))
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
         if request.mcp_stdio and bridge is not None:
-            from bridge.serve import serve_stdio  # noqa: PLC0415
-
-            serve_stdio(bridge.server, outcome, lambda why: executor.tell(ShutdownRequest(reason=why)))
-        summary = _wait(outcome, executor)
+            bridge.serve_stdio(outcome, lambda why: executor.tell(ShutdownRequest(reason=why)))
+        summary = _wait(outcome, executor, str(session.folder))
         status = (
             _choose_status(session, request, summary, console)
             if not (summary.interrupted or summary.escalated or summary.budget_stopped)
@@ -408,11 +483,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         executor.stop(block=True, timeout=30)
         _sweep_orphans(Path(session.folder), console)
         _settle_worktrees(Path(session.folder), workdir, console)
-        human.write(_completion_report(session, summary, status) + "\n")
+        human.write(redact(_completion_report(session, summary, status)) + "\n")
         human.flush()
     finally:
-        for sig, handler_before in previous.items():
-            signal.signal(sig, handler_before)
         if executor.is_alive():
             executor.stop(block=False)
         if bridge is not None:
@@ -422,6 +495,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         for name in _LOGGERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+        stop_signals.restore()  # last: a signal now can no longer cut the closing short
     if summary.escalated or summary.failed or summary.blocked or summary.budget_stopped:
         return 1
     return 0
@@ -489,7 +563,7 @@ def _sweep_orphans(folder: Path, console: _Console) -> None:
         log.warning("stopped leftover worker descendants %s", sorted(stopped))
 
 
-def _wait(outcome: Future[RunSummary], executor: Any) -> RunSummary:
+def _wait(outcome: Future[RunSummary], executor: Any, folder: str) -> RunSummary:
     while True:
         try:
             return outcome.result(timeout=0.2)
@@ -497,5 +571,5 @@ def _wait(outcome: Future[RunSummary], executor: Any) -> RunSummary:
             if not executor.is_alive():
                 raise RunRefused(
                     "the executor stopped unexpectedly; the state is saved — see .executor/executor.log, "
-                    "then `executor resume`"
+                    f"then `executor resume --session {folder}`"
                 ) from None

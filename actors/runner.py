@@ -8,6 +8,7 @@ from typing import Any
 
 from backends.base import Backend
 from protocol.messages import AttemptResult, Permission, WorkOrder
+from session.redaction import redact
 
 __all__ = ["AttemptRunner", "default_permission"]
 
@@ -26,7 +27,8 @@ class AttemptRunner:
     def __call__(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
         prompt = Path(order.prompt_file)
         prompt.parent.mkdir(parents=True, exist_ok=True)
-        prompt.write_text(self.prompts(order.task_id, order.attempt), encoding="utf-8")
+        # Upstream artifacts and feedback are agent output: a key one of them leaked goes no further.
+        prompt.write_text(redact(self.prompts(order.task_id, order.attempt)), encoding="utf-8")
         return self.backends[order.role].run(order, hooks, cancel)
 
 

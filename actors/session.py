@@ -318,6 +318,8 @@ class SessionActor(TreeActor):
                 self.projection.add_task(result.id)
             elif result.status == "completed":
                 self.projection.task_completed(result.id)
+            else:  # a rollback takes a completed task back
+                self.projection.task_reopened(result.id)
         return result
 
     @handles(CreateTasks)

@@ -32,6 +32,8 @@ from typing import Any
 
 import pykka
 
+from session.backoff import exponential_delay
+
 __all__ = [
     "Backoff",
     "ChildSpec",
@@ -59,8 +61,7 @@ class Backoff:
     jitter: float = 0.2
 
     def delay(self, restarts: int, rng: Callable[[], float] = random.random) -> float:
-        base = min(self.max_s, self.min_s * (2.0 ** min(restarts, 32)))
-        return base * (1.0 + rng() * self.jitter)
+        return exponential_delay(self.min_s, self.max_s, restarts, self.jitter, rng)
 
 
 @dataclass(frozen=True)

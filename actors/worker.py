@@ -39,7 +39,9 @@ from protocol.messages import (
     WorkOrder,
 )
 from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
+from session.attempt_trees import after_attempt, before_attempt, own_filter
 from session.gates import record_gate_failure, run_gates
+from session.safepath import task_file
 from session.store import utc_now
 from session.worktrees import NotARepository, WorktreeError, branch_of, commit_all, ensure_worktree
 
@@ -75,8 +77,11 @@ class _ActorRouting:
         except (pykka.ActorDeadError, pykka.Timeout) as error:
             return NoModel(task_id="", reason=f"the routing service did not answer: {error}")
 
-    def select_model(self, task_id: str, complexity: str, force_model: str | None) -> Any:
-        choice = self._ask(self.router, SelectModel(task_id=task_id, complexity=complexity, force_model=force_model))
+    def select_model(self, task_id: str, complexity: str, force_model: str | None, backend: str | None = None) -> Any:
+        choice = self._ask(
+            self.router,
+            SelectModel(task_id=task_id, complexity=complexity, force_model=force_model, backend=backend),
+        )
         if isinstance(choice, ModelChoice) and choice.needs_approval and self.escalate is not None:
             # The task runs on the lower tier meanwhile; an approval lets its next attempt use CRITICAL.
             self.escalate(
@@ -95,6 +100,9 @@ class _ActorRouting:
     def base_url(self, model: str) -> str | None:
         spec = self.config.find_model(model)
         return spec.base_url if spec is not None else None
+
+    def model_spec(self, model: str) -> Any:
+        return self.config.find_model(model)
 
     def acquire_key(self, provider: str) -> Any:
         answer = self._ask(self.keypool, AcquireKey(provider=provider))
@@ -196,7 +204,7 @@ def _commit_worktree(order: WorkOrder, result: AttemptResult) -> AttemptResult:
             result, ok=False, error_kind="crash", error=f"could not commit its work: {error}"
         )
     branch = branch_of(order.task_id)
-    note = Path(order.artifacts_dir) / f"{order.task_id}-worktree.md"
+    note = task_file(Path(order.artifacts_dir), order.task_id, "-worktree.md")
     note.parent.mkdir(parents=True, exist_ok=True)
     note.write_text(
         f"# {order.task_id}: its work is on branch `{branch}`\n\n"
@@ -255,12 +263,17 @@ class TeamWorker(TreeActor):
                     WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)
                 )
                 return
+        where = (Path(order.workdir), Path(order.session_dir), order.task_id, order.attempt)
+        recorded = before_attempt(*where)  # the git state `executor diff` and `rollback` start from
         result = self.runner(order, hooks, self.cancel)
         self.current_process = None
         if result.ok and result.outcome == "completed" and order.gates and not self.cancel.is_set():
             result = _after_gates(order, result, hooks)
         if order.worktree and result.ok:
             result = _commit_worktree(order, result)
+        if recorded:
+            after_attempt(*where)
+        result = msgspec.structs.replace(result, files_modified=own_filter(*where[:2], result.files_modified))
         self.tell_parent(
             WorkerFinished(worker_id=self.name, task_id=order.task_id, attempt=order.attempt, result=result)
         )

@@ -8,10 +8,12 @@ an :class:`AttemptResult` — is here, so the two behave the same.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -35,10 +37,13 @@ from backends.conventions import (
     relative_inside,
     task_artifact_files,
 )
+from backends.git_state import executor_paths, touched_since
 from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
 from backends.sandbox import allowlisted_env
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
+from session.projection import write_atomic
+from session.redaction import redact_bytes
 
 __all__ = ["order_env", "parse_progress", "result_from_outcome", "run_agent_process"]
 
@@ -134,6 +139,11 @@ def _read_report(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"cannot read the report file {path}: {error.strerror or error}"
     if len(data) > _MAX_REPORT_BYTES:
         return None, f"the report file {path} is larger than {_MAX_REPORT_BYTES >> 10} KiB"
+    redacted = redact_bytes(data)
+    if redacted != data:  # the worker wrote a key into it: the file stays in the session folder
+        with contextlib.suppress(OSError):
+            write_atomic(path, redacted)
+        data = redacted
     try:
         report = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as error:
@@ -185,8 +195,18 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(item for item in value if isinstance(item, str) and item.strip())
 
 
-def result_from_outcome(order: WorkOrder, outcome: ProcessOutcome) -> AttemptResult:
-    """How the process ended, read with the worker report (if any) and the artifacts it wrote."""
+def _printed(outcome: ProcessOutcome) -> bool:
+    """Did the worker say anything on stdout besides progress lines?"""
+    lines = outcome.stdout_tail.decode("utf-8", errors="replace").splitlines()
+    return any(line.strip() and parse_progress(line.encode()) is None for line in lines)
+
+
+def result_from_outcome(order: WorkOrder, outcome: ProcessOutcome, silent_since: float | None = None) -> AttemptResult:
+    """How the process ended, read with the worker report (if any) and the artifacts it wrote.
+
+    ``silent_since``: when the attempt started (wall clock); given, an exit 0 with no report,
+    no artifact, nothing on stdout and no file changed in the working directory is ``no_work``.
+    """
     timing: dict[str, Any] = {"exit_code": outcome.exit_code, "duration_s": outcome.duration_s}
     if outcome.error_kind is not None:
         return AttemptResult(
@@ -221,6 +241,22 @@ def result_from_outcome(order: WorkOrder, outcome: ProcessOutcome) -> AttemptRes
     else:
         artifacts = _discovered_artifacts(order, session)
     status = report.get("status", "completed")
+    if (
+        not report
+        and not artifacts
+        and silent_since is not None
+        and not _printed(outcome)
+        and not touched_since(Path(order.workdir), silent_since, skip=executor_paths(session))
+    ):
+        return AttemptResult(
+            ok=False,
+            error_kind="no_work",
+            outcome="failed",
+            error="the worker exited 0 but did no work: no report, no artifact, no output, "
+            f"no file changed in {order.workdir}",
+            output_tail=_output_tail(outcome),
+            **timing,
+        )
     severity = report.get("severity")
     detail = report.get("detail")
     common: dict[str, Any] = {
@@ -321,7 +357,9 @@ def run_agent_process(
       severity and detail;
     - ``changes_requested`` (a reviewer's verdict): ``ok=True`` with its ``feedback`` items
       and the ``reviewed_task`` it names, if any;
-    - ``completed`` or no report: ``ok=True``.
+    - ``completed`` or no report: ``ok=True``; but no report, no artifact, nothing on stdout
+      but progress and no file changed in the working directory: ``ok=False``, ``"no_work"``
+      (an exit code alone proves nothing).
 
     Artifacts are the report's list (paths inside the session folder only, made
     relative to it), else every file under ``order.artifacts_dir`` that belongs to
@@ -346,6 +384,7 @@ def run_agent_process(
         if progress is not None:
             hooks.progress(*progress)
 
+    started = time.time()
     outcome = run_process(
         ProcessSpec(argv=tuple(argv), cwd=order.workdir, env=order_env(order), log_path=order.log_path),
         ProcessLimits(wall_timeout_s=order.timeout_s, hang_timeout_s=order.hang_timeout_s, grace_s=order.grace_s),
@@ -353,4 +392,4 @@ def run_agent_process(
         on_start=hooks.started,
         on_stdout_line=on_stdout_line,
     )
-    return result_from_outcome(order, outcome)
+    return result_from_outcome(order, outcome, silent_since=started)

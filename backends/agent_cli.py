@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +29,15 @@ import msgspec
 
 from backends._agent_process import order_env, result_from_outcome, verdict_in_text
 from backends.base import WorkerHooks
-from backends.git_state import changed_files, snapshot
+from backends.evidence import NETWORK_ERROR, NETWORK_ERRORS_TO_STOP, REPORT_PATH, event_text, outside_session
+from backends.git_state import changed_files, executor_paths, moved, snapshot, touched_since
 from backends.pricing import estimate_cost
 from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
 from backends.prompt import bridge_note
 from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter
+from session.safepath import task_file
 
 __all__ = [
     "AGENT_CLIS_ENV",
@@ -44,6 +47,7 @@ __all__ = [
     "bridge_problem",
     "classify_status",
     "forget_bridge",
+    "json_object",
     "locate_program",
     "read_assistant_turn",
     "retry_after_in",
@@ -81,7 +85,7 @@ def bridge_path(order: WorkOrder, suffix: str) -> Path:
 
     ``suffix`` starts with a dot (``.json``): :func:`forget_bridge` deletes what it names.
     """
-    return Path(order.session_dir) / ".executor" / "mcp" / f"{order.task_id}-a{order.attempt}{suffix}"
+    return task_file(Path(order.session_dir), order.task_id, f"-a{order.attempt}{suffix}", ".executor", "mcp")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -152,6 +156,8 @@ def classify_status(status: int | None, message: str = "") -> ErrorKind:
         return "overloaded"
     if status in (401, 403) or "api key" in text or "unauthorized" in text or "authentication" in text:
         return "auth"
+    if status is None and NETWORK_ERROR.search(message):
+        return "network"
     return "crash"
 
 
@@ -175,11 +181,30 @@ class StreamState:
     finished: bool = False  # the CLI reported the end of its run
     bad_lines: int = 0
     tools: dict[str, str] = field(default_factory=dict)  # tool call id -> tool name, for later results
+    # Model traffic: a model answered (tokens, a turn of its own, a tool call).  Without it an
+    # exit 0 proves nothing, and repeated network errors mean the endpoint is unreachable.
+    traffic: bool = False
+    network_errors: int = 0
+    network_line: str | None = None  # the CLI's last line about the network error
 
     def add_usage(self, tokens_in: Any = None, tokens_out: Any = None, cached: Any = None) -> None:
         for name, value in (("tokens_in", tokens_in), ("tokens_out", tokens_out), ("tokens_cached", cached)):
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, name, (getattr(self, name) or 0) + value)
+                self.traffic = self.traffic or value > 0
+
+    def saw_model(self) -> bool:
+        """Did a model answer?  (Backends that set tokens or cost directly count too.)"""
+        return self.traffic or bool(self.tokens_in) or bool(self.tokens_out) or bool(self.cost_usd)
+
+    def network_error(self, line: str) -> None:
+        """The CLI said it cannot reach the model (a reconnect line, a refused connection)."""
+        self.network_errors += 1
+        self.network_line = " ".join(REPORT_PATH.sub("", line).split())[:500]
+
+    def unreachable(self, threshold: int = NETWORK_ERRORS_TO_STOP) -> bool:
+        """Network errors again and again, and not one answer from the model: stop waiting."""
+        return not self.saw_model() and self.network_errors >= threshold
 
     def fail(self, kind: ErrorKind, message: str, retry_after_s: float | None = None) -> None:
         if self.error_kind is None or self.error_kind == "crash":
@@ -191,18 +216,26 @@ class StreamState:
             self.retry_after_s = retry_after_s
 
 
+def json_object(value: object) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: agents' event fields are read without trust."""
+    return value if isinstance(value, dict) else {}
+
+
 def read_assistant_turn(event: dict[str, Any], state: StreamState, hooks: WorkerHooks) -> None:
     """An ``assistant`` event of the Claude Code stream-json format (qwen-code writes it too):
     count the turn, keep its text, report each tool call as progress."""
     state.turns += 1
-    message = event.get("message") if isinstance(event.get("message"), dict) else {}
+    message = json_object(event.get("message"))
     for block in message.get("content") or []:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"].strip():
             state.texts.append(block["text"])
         elif block.get("type") == "tool_use":
+            state.traffic = True
             hooks.progress(None, f"turn {state.turns}: {block.get('name')}")
+    if message.get("model") != "<synthetic>" and not event.get("is_api_error_message"):
+        state.traffic = True  # Claude Code writes its own error text as a "<synthetic>" turn
 
 
 class AgentCliBackend:
@@ -218,6 +251,9 @@ class AgentCliBackend:
     help_commands: ClassVar[tuple[tuple[str, ...], ...]] = (("--help",),)  # for `executor probe`
     probe_flags: ClassVar[tuple[str, ...]] = ()  # the flags we pass, checked against --help
     speaks_mcp: ClassVar[bool] = False  # the CLI is pointed at the executor's MCP bridge (order.bridge)
+    base_url_variable: ClassVar[str | None] = None  # names the endpoint in a `network` error
+    network_errors_to_stop: ClassVar[int] = NETWORK_ERRORS_TO_STOP
+    default_base_url: ClassVar[str] = ""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ
@@ -284,7 +320,7 @@ class AgentCliBackend:
         if order.isolate_home:
             # One HOME per task, kept across its attempts: the CLI's own session lives
             # there, and a retry resumes it.  TMPDIR is fresh for each attempt.
-            home = Path(order.session_dir) / ".executor" / "homes" / order.task_id
+            home = task_file(Path(order.session_dir), order.task_id, "", ".executor", "homes")
             tmp = home / "tmp" / f"a{order.attempt}"
             tmp.mkdir(parents=True, exist_ok=True)
             env["HOME"] = str(home)
@@ -292,6 +328,28 @@ class AgentCliBackend:
             self._prepare_home(home, order)
         env.update(self._extra_env(order))
         return env
+
+    def base_url(self) -> str:
+        """The model endpoint the CLI talks to, as a `network` error names it."""
+        names = [self.base_url_variable] if self.base_url_variable else []
+        names += [name for name in self.passthrough_variables if name.endswith("_BASE_URL")]
+        for name in names:
+            if self.environ.get(name):
+                return f"{self.environ[name]} ({name})"
+        return self.default_base_url or f"{self.program}'s default endpoint"
+
+    def _network_line(self, line: bytes, state: StreamState) -> None:
+        """Count a line of the CLI's own output that says the endpoint cannot be reached."""
+        if not state.saw_model() and NETWORK_ERROR.search(line[:2000].decode("utf-8", "replace")):
+            text = line.decode("utf-8", "replace").strip()
+            event = self._json(line)
+            if event is not None:  # a JSON event: its message, not the whole object
+                text = event_text(event) or text
+            state.network_error(text)
+
+    def _unreachable_error(self, state: StreamState, fallback: str | None) -> str:
+        said = fallback or state.network_line or "network error"  # the CLI's own last word first
+        return f"cannot reach the model at {self.base_url()}: {said}"
 
     @staticmethod
     def _json(line: bytes) -> dict[str, Any] | None:
@@ -345,6 +403,7 @@ class AgentCliBackend:
         argv = self._argv(program, order, prompt)
         workdir = Path(order.workdir)
         before = snapshot(workdir)
+        started = time.time()
         state = StreamState(model=order.model)
 
         def on_line(line: bytes) -> None:
@@ -352,6 +411,16 @@ class AgentCliBackend:
                 self._on_line(line, state, hooks)
             except (KeyError, TypeError, ValueError, AttributeError):
                 state.bad_lines += 1  # an event shape we do not know: never fatal
+            self._network_line(line, state)
+
+        def on_error_line(line: bytes) -> None:
+            self._network_line(line, state)
+
+        def stop_check() -> tuple[str, str] | None:
+            # A CLI left alone retries a dead endpoint until the wall timeout (codex: forever).
+            if not state.unreachable(self.network_errors_to_stop):
+                return None
+            return "network", self._unreachable_error(state, None)
 
         Path(order.report_file).unlink(missing_ok=True)
         outcome = run_process(
@@ -370,14 +439,27 @@ class AgentCliBackend:
             cancel=cancel,
             on_start=hooks.started,
             on_stdout_line=on_line,
+            on_stderr_line=on_error_line,
+            stop_check=stop_check,
         )
         if outcome.error_kind in (None, "crash"):  # it ended by itself: let the CLI's own words explain
             self._finish(outcome, state)
         after = snapshot(workdir)
-        return self._result(order, outcome, state, before, after, workdir)
+        if before is not None:
+            touched = moved(before, after)
+        else:  # no git repository: look at the files' times
+            touched = touched_since(workdir, started, skip=executor_paths(Path(order.session_dir)))
+        return self._result(order, outcome, state, before, after, workdir, touched)
 
     def _result(
-        self, order: WorkOrder, outcome: ProcessOutcome, state: StreamState, before: Any, after: Any, workdir: Path
+        self,
+        order: WorkOrder,
+        outcome: ProcessOutcome,
+        state: StreamState,
+        before: Any,
+        after: Any,
+        workdir: Path,
+        touched: bool = False,
     ) -> AttemptResult:
         base = result_from_outcome(order, outcome)  # process failures, report file, artifacts
         text = state.final_text if state.final_text is not None else "".join(state.texts)
@@ -403,15 +485,22 @@ class AgentCliBackend:
             error = base.error
             if kind == "crash" and state.error_kind is not None:  # the CLI said why it exited non-zero
                 kind, error = state.error_kind, state.error
+            if kind == "crash" and state.unreachable(1):
+                kind = "network"
+            if kind == "network" and not (error or "").startswith("cannot reach"):
+                error = self._unreachable_error(state, error)
             return msgspec.structs.replace(
                 base, error_kind=kind, error=error, retry_after_s=state.retry_after_s, **fields
             )
         if state.error_kind is not None:
+            error = state.error
+            if state.error_kind == "network":
+                error = self._unreachable_error(state, error)
             return msgspec.structs.replace(
                 base,
                 ok=False,
                 error_kind=state.error_kind,
-                error=state.error,
+                error=error,
                 retry_after_s=state.retry_after_s,
                 outcome="failed",
                 **fields,
@@ -425,6 +514,18 @@ class AgentCliBackend:
                 error="the agent was refused: "
                 + "; ".join(state.permission_denials[:5])
                 + " — the work was not done (widen the role's `permission`)",
+                **fields,
+            )
+        work = outside_session(Path(order.session_dir), workdir, fields["files_modified"])
+        if not state.saw_model() and not work and not base.artifacts and not touched:
+            said = " ".join(text.split())[:300]
+            return msgspec.structs.replace(
+                base,
+                ok=False,
+                error_kind="no_work",
+                outcome="failed",
+                error=f"{self.program} exited 0 but did no work: no model traffic (no tokens, no tool call), "
+                f"no file changed in {workdir}, no artifact" + (f"; it said: {said}" if said else ""),
                 **fields,
             )
         if not text.strip() and not state.tokens_out:

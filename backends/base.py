@@ -20,12 +20,17 @@ Workers talk back in two optional ways, both documented in the README:
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, ClassVar, Protocol
 
+from protocol.keys import KeyLease, KeyUnavailable, KeyWait
 from protocol.messages import AttemptResult, WorkOrder
+from protocol.routing import ModelChoice, NoModel
+from protocol.types import ErrorKind
+from session.config_models import ModelSpec
 from session.rolespec import RoleSpecFrontmatter
 
-__all__ = ["Backend", "RoutingServices", "WorkerHooks"]
+__all__ = ["Backend", "RoutingServices", "WorkerHooks", "failed_attempt"]
 
 
 class WorkerHooks(Protocol):
@@ -46,17 +51,22 @@ class RoutingServices(Protocol):
     Every method blocks briefly (an ask to a service actor) and never raises.
     """
 
-    def select_model(self, task_id: str, complexity: str, force_model: str | None) -> Any:
-        """A ``protocol.routing.ModelChoice`` or ``NoModel``."""
+    def select_model(
+        self, task_id: str, complexity: str, force_model: str | None, backend: str | None = None
+    ) -> ModelChoice | NoModel:
+        """The model for this task, or why there is none; with ``backend``, one of the models it runs."""
 
-    def next_model(self, task_id: str, current_model: str, error_kind: str) -> Any:
+    def next_model(self, task_id: str, current_model: str, error_kind: str) -> ModelChoice | NoModel:
         """After a failure: a ``ModelChoice`` to try next, or ``NoModel``."""
 
     def base_url(self, model: str) -> str | None:
         """The registry's base URL for ``model`` (for OpenAI-compatible servers), or None."""
 
-    def acquire_key(self, provider: str) -> Any:
-        """A ``protocol.keys.KeyLease``, ``KeyWait`` or ``KeyUnavailable``."""
+    def model_spec(self, model: str) -> ModelSpec | None:
+        """The registry's entry for ``model``, or None."""
+
+    def acquire_key(self, provider: str) -> KeyLease | KeyWait | KeyUnavailable:
+        """A key to use now, how long to wait for one, or why there is none."""
 
     def report_key(
         self,
@@ -79,3 +89,15 @@ class Backend(Protocol):
 
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         """Run one attempt.  Returns how it ended; never raises for agent behaviour."""
+
+
+def failed_attempt(started: float, kind: ErrorKind, error: str, **fields: Any) -> AttemptResult:
+    """A failed attempt that began at ``started`` (``time.monotonic()``); ``fields`` add to the result."""
+    return AttemptResult(
+        ok=False,
+        error_kind=kind,
+        error=error,
+        outcome="failed",
+        duration_s=round(time.monotonic() - started, 3),
+        **fields,
+    )

@@ -24,6 +24,7 @@ from backends.agent_cli import (
     write_private,
 )
 from backends.base import WorkerHooks
+from backends.denies import claude_deny_settings
 from backends.process import ProcessOutcome
 from protocol.messages import BridgeEndpoint, WorkOrder
 
@@ -55,8 +56,14 @@ class ClaudeBackend(AgentCliBackend):
         "--allowedTools",
         "--resume",
         "--mcp-config",
+        "--settings",
     )
     speaks_mcp: ClassVar[bool] = True
+    base_url_variable: ClassVar[str | None] = "ANTHROPIC_BASE_URL"
+    default_base_url: ClassVar[str] = "https://api.anthropic.com"
+    # One retry line more than the retries we allow (CLAUDE_CODE_MAX_RETRIES=2): Claude Code
+    # then ends by itself with its own error; with more retries allowed, it is stopped here.
+    network_errors_to_stop: ClassVar[int] = 3
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
         argv = [program, "-p", "--output-format", "stream-json", "--verbose"]
@@ -69,6 +76,8 @@ class ClaudeBackend(AgentCliBackend):
             argv += ["--permission-mode", "default", f"--allowedTools={','.join((*_READ_TOOLS, *bridge_tools))}"]
         else:
             argv += ["--permission-mode", "acceptEdits", f"--allowedTools={','.join((*_WRITE_TOOLS, *bridge_tools))}"]
+        # Deny rules beat every allow and every mode: the executor's private folders stay unread.
+        argv.append(f"--settings={claude_deny_settings(order)}")
         if order.bridge:
             # A file, not inline JSON: the token must not show in argv.  `=` because the
             # option takes several values and would swallow the next argument.
@@ -117,6 +126,11 @@ class ClaudeBackend(AgentCliBackend):
             delay_ms = event.get("retry_delay_ms")
             if isinstance(delay_ms, int | float):
                 state.retry_after_s = delay_ms / 1000
+            if event.get("error_status") is None:  # no HTTP answer at all: the endpoint is not reachable
+                state.network_error(
+                    f"the API request failed without an HTTP answer (claude's retry {event.get('attempt')} "
+                    f"of {event.get('max_retries')}, error {event.get('error')!r})"
+                )
             hooks.progress(
                 None, f"API said {event.get('error_status')}; claude retries (attempt {event.get('attempt')})"
             )
@@ -146,6 +160,10 @@ class ClaudeBackend(AgentCliBackend):
         subtype = event.get("subtype") or ""
         if subtype == "error_max_turns":
             state.fail("max_turns", f"stopped after {event.get('num_turns')} turns (the role's max_turns)")
+        elif event.get("api_error") == "connection_failed":
+            message = str(event.get("result") or "the API connection failed")
+            state.network_error(message)
+            state.fail("network", message)
         elif event.get("is_error") or subtype.startswith("error"):
             status = event.get("api_error_status")
             message = str(event.get("result") or subtype or "claude reported an error")

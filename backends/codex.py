@@ -26,6 +26,9 @@ __all__ = ["CodexBackend"]
 _SANDBOX = {"read-only": "read-only", "workspace-write": "workspace-write", "full": "danger-full-access"}
 _STATUS = re.compile(r"\b(4\d\d|5\d\d)\b")
 _USAGE_LIMIT = re.compile(r"usage limit|hit your limit|quota", re.I)
+# Items only a model's tool call makes.  An agent message alone is no proof: codex has ended a
+# turn with a message, no usage and no request to the model server.
+_MODEL_ITEMS = frozenset({"command_execution", "file_change", "mcp_tool_call"})
 _DENIED = re.compile(r"read-only file system|operation not permitted|permission denied|sandbox", re.I)
 
 
@@ -39,6 +42,8 @@ class CodexBackend(AgentCliBackend):
     help_commands: ClassVar[tuple[tuple[str, ...], ...]] = (("exec", "--help"),)
     probe_flags: ClassVar[tuple[str, ...]] = ("--json", "--sandbox", "--skip-git-repo-check", "--model", "--config")
     speaks_mcp: ClassVar[bool] = True
+    base_url_variable: ClassVar[str | None] = "OPENAI_BASE_URL"
+    default_base_url: ClassVar[str] = "https://api.openai.com/v1"
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
         argv = [program, "exec", "--json", "--skip-git-repo-check", "--sandbox", _SANDBOX[order.permission]]
@@ -87,6 +92,8 @@ class CodexBackend(AgentCliBackend):
         elif kind in ("item.started", "item.completed"):
             item = event.get("item") or {}
             item_type = item.get("type") or item.get("item_type")
+            if item_type in _MODEL_ITEMS:
+                state.traffic = True
             if kind == "item.completed" and item_type in ("agent_message", "assistant_message") and item.get("text"):
                 state.texts.append(item["text"])
                 state.final_text = item["text"]

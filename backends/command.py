@@ -23,8 +23,10 @@ from typing import ClassVar
 
 from backends._agent_process import run_agent_process
 from backends.base import WorkerHooks
+from protocol.ids import task_id_problem
 from protocol.messages import AttemptResult, WorkOrder
 from session.rolespec import RoleSpecFrontmatter
+from session.safepath import UnsafePath
 
 __all__ = ["PLACEHOLDERS", "CommandBackend", "order_argv", "substitute"]
 
@@ -45,7 +47,15 @@ def substitute(template: str, values: Mapping[str, str]) -> str:
 
 
 def order_argv(order: WorkOrder) -> tuple[str, ...]:
-    """``order.command`` with its placeholders filled in for this order."""
+    """``order.command`` with its placeholders filled in for this order.
+
+    Each element stays one element.  The id and the role are checked against the id
+    grammar (raises ``UnsafePath``): a command such as ``sh -c "agent {task_id}"`` puts
+    them into shell text, where only a plain word is harmless."""
+    for what, value in (("task id", order.task_id), ("role", order.role)):
+        problem = task_id_problem(value)
+        if problem is not None:
+            raise UnsafePath(f"{what} {value!r} cannot go into a command: {problem}")
     values = {
         "task_id": order.task_id,
         "prompt_file": order.prompt_file,

@@ -14,6 +14,10 @@ it needs in its environment (``TEAM_EXECUTOR_TASK_ID``, ``..._ROLE``,
    text and the upstream artifacts: the same inputs give the same bytes;
 5. writes the JSON report and prints an upstream-style final report.
 
+In a session with a ``demo-story.json`` (``executor demo``'s), step 4 first plays the
+task's part of the story (``backends.demo_story``): real edits to the project it works
+in, or a review verdict, chosen by the task's feedback so far.
+
 Standard library only, and nothing from the project's heavy modules, so it starts
 in milliseconds.  Exit status: 0 done, 1 could not write its output, 2 not run by
 the executor (environment or prompt missing).
@@ -46,6 +50,7 @@ from backends.conventions import (
     default_artifact_path,
     relative_inside,
 )
+from backends.demo_story import StoryError, play
 
 __all__ = ["TaskText", "Upstream", "main", "parse_prompt", "render_artifact"]
 
@@ -343,8 +348,9 @@ _RENDERERS: dict[str, Callable[[TaskText, list[str], list[Upstream]], list[str]]
 }
 
 
-def render_artifact(task: TaskText, role: str, upstream: list[Upstream]) -> str:
-    """The artifact's Markdown: a pure function of the task text, the role and the upstream summaries."""
+def render_artifact(task: TaskText, role: str, upstream: list[Upstream], story: list[str] | None = None) -> str:
+    """The artifact's Markdown: a pure function of the task text, the role, the upstream summaries
+    and, in story mode, what this attempt did to the project."""
     slug = artifact_slug(role)
     goal = task.goal or f"Task {task.id}"
     steps = task.steps or [goal]
@@ -352,7 +358,10 @@ def render_artifact(task: TaskText, role: str, upstream: list[Upstream]) -> str:
     if task.success:
         lines += ["", f"Success: {task.success}"]
     lines.append("")
-    lines += _RENDERERS.get(slug, _generic)(task, steps, upstream)
+    if story:
+        lines += story
+    else:
+        lines += _RENDERERS.get(slug, _generic)(task, steps, upstream)
     lines += ["", "## Upstream artifacts", ""]
     if not upstream:
         lines.append("- none (this task starts from the task description alone)")
@@ -396,16 +405,29 @@ def _run() -> list[str]:
     relative = _artifact_path(task.expected, task_id, role, session, artifacts)
     done = f"wrote {relative} from {len(task.steps)} step(s) and {len(upstream)} upstream artifact(s)"
     try:
-        _write_atomically(session / relative, render_artifact(task, role, upstream))
+        turn = play(session, Path.cwd(), task_id)
+    except StoryError as error:
+        raise DemoError(str(error), 1) from error
+    except OSError as error:
+        raise DemoError(f"cannot edit {error.filename}: {error.strerror or error}", 1) from error
+    fields: dict[str, object] = {"status": "completed"}
+    if turn is not None:
+        done = f"{turn.note} Wrote {relative}"
+        fields = turn.report_fields()
+        _progress(75, turn.progress)
+    try:
+        _write_atomically(session / relative, render_artifact(task, role, upstream, turn.markdown() if turn else None))
         report = os.environ.get(ENV_REPORT)
         if report:
-            document = {"status": "completed", "summary": f"{task_id}: {done}", "artifacts": [relative]}
+            document = {**fields, "summary": f"{task_id}: {done}", "artifacts": [relative]}
             _write_atomically(Path(report), json.dumps(document, indent=2) + "\n")
     except OSError as error:
         raise DemoError(f"cannot write {error.filename or relative}: {error.strerror or error}", 1) from error
     _progress(100, f"wrote {relative}")
 
     status = STATUS_LINES[0].format(tasks=", ".join(task.unblocks)) if task.unblocks else STATUS_LINES[2]
+    if turn is not None and turn.status == "changes_requested":
+        status = f"verdict: changes_requested on {turn.reviewed_task}"
     return [
         f"[{role}] {task_id} done: {done}",
         f"Artifact: {relative}",

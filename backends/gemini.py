@@ -3,8 +3,11 @@
 The task prompt goes on stdin (``-p`` is appended to it).  Events: ``init``
 (session id, model), ``message`` (text, streamed as deltas), ``tool_use`` /
 ``tool_result``, ``error`` and a final ``result`` with ``stats``.  The CLI
-needs an auth type in its settings and a trusted folder; with an isolated
-HOME we write both.  Its exit code is meaningful (41 auth, 53 turn limit,
+needs an auth type in its settings and a trusted folder: with an isolated
+HOME we write both; otherwise, when the user's settings name no auth type (a
+machine where Gemini never ran interactively) and a key is set, the attempt
+gets its own ``GEMINI_CLI_HOME`` whose settings add the API-key auth type and
+turn telemetry off (see :meth:`GeminiBackend._own_home`).  Its exit code is meaningful (41 auth, 53 turn limit,
 55 untrusted folder, an HTTP status mod 256 for API errors); it reports no
 cost (estimated from the price table).  Resuming takes a per-project index,
 not an id, so a retry starts a new Gemini session.
@@ -15,14 +18,24 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, bridge_path, classify_status, write_private
+from backends.agent_cli import (
+    AgentCliBackend,
+    StreamState,
+    bridge_path,
+    classify_status,
+    forget_bridge,
+    json_object,
+    write_private,
+)
 from backends.base import WorkerHooks
+from backends.denies import gemini_deny_policy
 from backends.process import ProcessOutcome
-from protocol.messages import BridgeEndpoint, WorkOrder
+from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
 
 __all__ = ["DEFAULT_GEMINI_MODEL", "GeminiBackend"]
@@ -54,7 +67,29 @@ def _read_settings(path: Path) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
+    return json_object(value)
+
+
+def _has_auth_type(settings: dict[str, Any]) -> bool:
+    """Whether the settings choose how Gemini signs in (``security.auth.selectedType``, or
+    the older top-level ``selectedAuthType``)."""
+    security = settings.get("security")
+    auth = security.get("auth") if isinstance(security, dict) else None
+    return bool((isinstance(auth, dict) and auth.get("selectedType")) or settings.get("selectedAuthType"))
+
+
+def _with_headless_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` plus what a headless run with an API key needs and the user left unset:
+    the ``gemini-api-key`` auth type (else exit 41, "Invalid auth method selected"), and
+    telemetry and usage statistics off.  What the user did set is kept."""
+    merged = dict(settings)
+    if not _has_auth_type(settings):
+        security = dict(settings["security"]) if isinstance(settings.get("security"), dict) else {}
+        auth = dict(security["auth"]) if isinstance(security.get("auth"), dict) else {}
+        merged["security"] = {**security, "auth": {**auth, "selectedType": "gemini-api-key"}}
+    merged.setdefault("telemetry", {"enabled": False})
+    merged.setdefault("privacy", {"usageStatisticsEnabled": False})
+    return merged
 
 
 def _with_bridge(settings: dict[str, Any], bridge: BridgeEndpoint) -> dict[str, Any]:
@@ -65,7 +100,7 @@ def _with_bridge(settings: dict[str, Any], bridge: BridgeEndpoint) -> dict[str, 
     """
     name = bridge.server_name
     server = {"type": "http", "url": bridge.url, "headers": {"Authorization": f"Bearer {bridge.token}"}, "trust": True}
-    servers = settings.get("mcpServers") if isinstance(settings.get("mcpServers"), dict) else {}
+    servers = json_object(settings.get("mcpServers"))
     merged = {**settings, "mcpServers": {**servers, name: server}}
     mcp = settings.get("mcp")
     if isinstance(mcp, dict):
@@ -91,10 +126,19 @@ class GeminiBackend(AgentCliBackend):
         "--model",
         "--approval-mode",
         "--skip-trust",
+        "--policy",
     )
     speaks_mcp: ClassVar[bool] = True
+    base_url_variable: ClassVar[str | None] = "GOOGLE_GEMINI_BASE_URL"
+    default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com"
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
+        # The same text for every attempt of the session: written once, kept (it holds no secret).
+        policy = Path(order.session_dir) / ".executor" / "agent-policies" / "gemini-deny.toml"
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        text = gemini_deny_policy(order)
+        if not policy.is_file() or policy.read_text(encoding="utf-8") != text:
+            policy.write_text(text, encoding="utf-8")
         return [
             program,
             "-p",
@@ -106,6 +150,8 @@ class GeminiBackend(AgentCliBackend):
             "--approval-mode",
             _APPROVAL[order.permission],
             "--skip-trust",
+            "--policy",
+            str(policy),
         ]
 
     def _extra_env(self, order: WorkOrder) -> dict[str, str]:
@@ -114,20 +160,25 @@ class GeminiBackend(AgentCliBackend):
             env["GEMINI_CLI_HOME"] = str(bridge_path(order, ".gemini-home"))  # see _prepare_bridge
         return env
 
-    def _prepare_home(self, home: Path, order: WorkOrder) -> None:
-        settings = home / ".gemini" / "settings.json"
-        settings.parent.mkdir(parents=True, exist_ok=True)
-        settings.write_text(json.dumps(_SETTINGS), encoding="utf-8")
+    def _environment(self, order: WorkOrder) -> dict[str, str]:
+        env = super()._environment(order)
+        has_key = any(env.get(name) for name in self.key_variables)
+        if not order.isolate_home and not (order.bridge and self.speaks_mcp) and has_key:
+            real = Path(env.get("HOME") or "~").expanduser() / ".gemini" / "settings.json"
+            if not _has_auth_type(_read_settings(real)):
+                env["GEMINI_CLI_HOME"] = str(self._own_home(order, env, None))
+        return env
 
-    def _prepare_bridge(self, order: WorkOrder, bridge: BridgeEndpoint, env: Mapping[str, str]) -> None:
-        """Give this attempt its own ``GEMINI_CLI_HOME``: the agent's ``~/.gemini`` seen through
-        symlinks, except a settings.json (0600) that adds the bridge to the agent's own settings.
+    def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
+        try:
+            return super().run(order, hooks, cancel)
+        finally:
+            forget_bridge(order)  # this attempt's own GEMINI_CLI_HOME, when it had one
 
-        Gemini reads MCP servers only from settings files, and has no flag for one.  Its system
-        settings file (``GEMINI_CLI_SYSTEM_SETTINGS_PATH``) is skipped unless it and every folder
-        above it are owned by root; the workspace file is the user's project.  That leaves the
-        user file, ``$GEMINI_CLI_HOME/.gemini/settings.json`` when that variable is set.
-        """
+    def _own_home(self, order: WorkOrder, env: Mapping[str, str], bridge: BridgeEndpoint | None) -> Path:
+        """This attempt's own ``GEMINI_CLI_HOME``: the agent's ``~/.gemini`` seen through symlinks,
+        except a settings.json (0600) made of the agent's own settings plus the headless defaults
+        (:func:`_with_headless_defaults`) and the bridge, when there is one."""
         real_home = Path(env.get("HOME") or "~").expanduser()
         real = real_home / ".gemini"
         home = bridge_path(order, ".gemini-home")
@@ -138,8 +189,29 @@ class GeminiBackend(AgentCliBackend):
                 (home / ".gemini" / entry.name).symlink_to(entry)
         if (real_home / ".env").exists():
             (home / ".env").symlink_to(real_home / ".env")  # Gemini's last place to look for a .env
-        settings = _with_bridge(_read_settings(real / "settings.json"), bridge)
+        has_key = any(env.get(name) for name in self.key_variables)
+        settings = _read_settings(real / "settings.json")
+        if has_key:
+            settings = _with_headless_defaults(settings)
+        if bridge is not None:
+            settings = _with_bridge(settings, bridge)
         write_private(home / ".gemini" / "settings.json", json.dumps(settings))
+        return home
+
+    def _prepare_home(self, home: Path, order: WorkOrder) -> None:
+        settings = home / ".gemini" / "settings.json"
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        settings.write_text(json.dumps(_SETTINGS), encoding="utf-8")
+
+    def _prepare_bridge(self, order: WorkOrder, bridge: BridgeEndpoint, env: Mapping[str, str]) -> None:
+        """Give this attempt its own ``GEMINI_CLI_HOME`` whose settings add the bridge (:meth:`_own_home`).
+
+        Gemini reads MCP servers only from settings files, and has no flag for one.  Its system
+        settings file (``GEMINI_CLI_SYSTEM_SETTINGS_PATH``) is skipped unless it and every folder
+        above it are owned by root; the workspace file is the user's project.  That leaves the
+        user file, ``$GEMINI_CLI_HOME/.gemini/settings.json`` when that variable is set.
+        """
+        self._own_home(order, env, bridge)
 
     def _on_line(self, line: bytes, state: StreamState, hooks: WorkerHooks) -> None:
         event = self._json(line)
@@ -155,6 +227,7 @@ class GeminiBackend(AgentCliBackend):
             if isinstance(content, str):
                 state.texts.append(content)
         elif kind == "tool_use":
+            state.traffic = True
             state.turns += 1
             name = str(event.get("tool_name") or event.get("name") or "tool")
             state.tools[str(event.get("tool_id"))] = name

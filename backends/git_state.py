@@ -8,12 +8,13 @@ minus what was already dirty before it started.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import msgspec
 
-__all__ = ["GitState", "changed_files", "snapshot"]
+__all__ = ["EXECUTOR_WRITES", "GitState", "changed_files", "executor_paths", "moved", "snapshot", "touched_since"]
 
 _GIT_TIMEOUT_S = 20.0
 
@@ -70,3 +71,52 @@ def changed_files(workdir: Path, before: GitState | None, after: GitState | None
         if committed:
             changed.update(path for path in committed.split("\0") if path)
     return tuple(sorted(changed))
+
+
+def moved(before: GitState | None, after: GitState | None) -> bool:
+    """HEAD moved during the attempt (a commit, a reset, a checkout)."""
+    return before is not None and after is not None and before.head != after.head
+
+
+#: Folders an mtime scan skips: tools' caches and our own state, not the agent's work.
+_SKIPPED = frozenset({".git", ".executor", "node_modules", "__pycache__", ".venv"})
+#: What the executor itself writes in a session folder while an attempt runs.
+EXECUTOR_WRITES = (".executor", ".msg", "team-session.json", "wisdom", "artifacts")
+
+
+def executor_paths(session: Path) -> tuple[Path, ...]:
+    """The paths of a session folder that :func:`touched_since` leaves out (see EXECUTOR_WRITES)."""
+    return tuple(session / name for name in EXECUTOR_WRITES)
+
+
+def touched_since(folder: Path, since: float, limit: int = 20_000, skip: tuple[Path, ...] = ()) -> bool:
+    """Whether a file under ``folder`` was created, modified or removed at or after ``since``.
+
+    For a working directory that is no git repository, where :func:`snapshot` sees nothing.
+    Looks at ``limit`` entries at most (a huge tree counts as touched: no proof of idleness).
+    ``skip``: paths left out (what the executor writes in the session folder meanwhile;
+    artifacts are counted on their own).  A folder's time changes when an entry is added
+    or removed, so a deletion counts too.
+    """
+    skipped = {os.path.realpath(path) for path in skip}
+    seen = 0
+    stack = [folder]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > limit:
+                        return True
+                    if entry.name in _SKIPPED or os.path.realpath(entry.path) in skipped:
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        if entry.stat(follow_symlinks=False).st_mtime >= since:
+                            return True
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return False

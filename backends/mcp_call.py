@@ -35,16 +35,19 @@ import os
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
-from backends.base import Backend, WorkerHooks
+from backends.base import Backend, WorkerHooks, failed_attempt
 from backends.conventions import relative_inside
 from protocol.messages import AttemptResult, McpCall, WorkOrder
 from protocol.types import ErrorKind
 from session.config_models import McpServerConfig
 from session.graph import TaskSpec
+from session.redaction import redact, redact_data
 from session.rolespec import RoleSpec, RoleSpecFrontmatter
+from session.safepath import task_file
 
 if TYPE_CHECKING:
     from session.mcp_client import McpFailure
@@ -192,16 +195,7 @@ class McpCallBackend:
 
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         started = time.monotonic()
-
-        def failed(kind: ErrorKind, error: str, **fields: Any) -> AttemptResult:
-            return AttemptResult(
-                ok=False,
-                error_kind=kind,
-                error=error,
-                outcome="failed",
-                duration_s=round(time.monotonic() - started, 3),
-                **fields,
-            )
+        failed = partial(failed_attempt, started)
 
         call = order.mcp_call
         if call is None:
@@ -236,15 +230,16 @@ class McpCallBackend:
                 _log(log, f"mcp: {failure.kind}: {failure.message}")
                 return failed(_ERROR_KINDS[failure.kind], failure.message, summary=f"{what}: {failure.kind}")
             _log(log, f"mcp: {'tool error' if answer.is_error else 'ok'} in {answer.duration_s:.2f}s")
-        tail = answer.text[-_OUTPUT_TAIL_CHARS:]
+        text = redact(answer.text)  # a tool may echo a token it was sent
+        tail = text[-_OUTPUT_TAIL_CHARS:]
         if answer.is_error:
-            message = answer.text.strip() or f"{what} failed without a message"
+            message = text.strip() or f"{what} failed without a message"
             return failed("crash", message[:_ERROR_CHARS], summary=f"{what}: tool error", output_tail=tail)
         try:
-            artifacts = self._save(order, answer.text, answer.structured)
+            artifacts = self._save(order, text, redact_data(answer.structured))
         except OSError as error:
             return failed("crash", f"cannot write the artifact of {order.task_id}: {error.strerror or error}")
-        first = next((line.strip() for line in answer.text.splitlines() if line.strip()), "")
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
         return AttemptResult(
             ok=True,
             summary=f"{what}: {first}"[:_SUMMARY_CHARS],
@@ -261,10 +256,10 @@ class McpCallBackend:
         folder.mkdir(parents=True, exist_ok=True)
         files: list[tuple[Path, str]] = []
         if text or structured is None:
-            files.append((folder / f"{order.task_id}.md", text if text.endswith("\n") else text + "\n"))
+            files.append((task_file(folder, order.task_id, ".md"), text if text.endswith("\n") else text + "\n"))
         if structured is not None and structured != {"result": text}:  # the SDK's wrapping of a plain answer
             data = json.dumps(structured, indent=2, ensure_ascii=False)
-            files.append((folder / f"{order.task_id}.json", data + "\n"))
+            files.append((task_file(folder, order.task_id, ".json"), data + "\n"))
         saved: list[str] = []
         for path, content in files:
             relative = relative_inside(session, path)
@@ -276,5 +271,5 @@ class McpCallBackend:
 
 
 def _log(log: BinaryIO, line: str) -> None:
-    log.write((line + "\n").encode("utf-8", errors="replace"))
+    log.write((redact(line) + "\n").encode("utf-8", errors="replace"))
     log.flush()

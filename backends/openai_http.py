@@ -12,9 +12,11 @@ Two levels:
   finish reason, and an error kind the Router and KeyPool act on.  Base URL, key
   and model are arguments, so a caller can rotate them per call.
 - :meth:`OpenAIHttpBackend.run` — the Backend contract: the prompt file becomes
-  the messages, the base URL and key come from ``OPENAI_BASE_URL`` /
-  ``OPENAI_API_KEY`` (or the constructor), deltas become throttled progress
-  notes, and the answer is written as the task's artifact.
+  the messages, the calls go where :func:`backends.openai_plan.plan_calls` says
+  (the role-spec's ``model``/``base_url``, else ``OPENAI_MODEL`` /
+  ``OPENAI_BASE_URL``, else the registry's ``openai`` models through the Router),
+  the key is ``OPENAI_API_KEY`` or the key pool's, deltas become throttled
+  progress notes, and the answer is written as the task's artifact.
 
 How a call ends (``ChatOutcome.error_kind``):
 
@@ -43,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
-import ipaddress
 import json
 import math
 import os
@@ -56,25 +57,35 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO, cast
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 
 from backends.agent_cli import classify_status, retry_after_in
-from backends.base import RoutingServices, WorkerHooks
+from backends.base import RoutingServices, WorkerHooks, failed_attempt
 from backends.conventions import (
     DESCRIPTION_HEADING,
     belongs_to_task,
     default_artifact_path,
     relative_inside,
 )
+from backends.openai_plan import MODEL_ENV, Direct, Routed, plan_calls
 from backends.pricing import estimate_cost
 from protocol._base import Message
+from protocol.keys import KeyWait
 from protocol.messages import AttemptResult, WorkOrder
+from protocol.routing import NoModel
 from protocol.types import ErrorKind
+from session.loopback import is_loopback_url
+from session.redaction import RedactingWriter, mask, register_secret
+from session.redaction import redact as redact_text
 from session.rolespec import RoleSpecFrontmatter
+from session.routing import key_endpoint
+
+if TYPE_CHECKING:
+    from session.config_models import Config
 
 __all__ = [
     "BASE_URL_ENV",
@@ -131,17 +142,14 @@ class ChatOutcome(Message, frozen=True):
 
 
 def key_hint(api_key: str | None) -> str:
-    """How a key may be shown: ``…abcd`` (its last four characters), or ``(none)``."""
-    if not api_key:
-        return "(none)"
-    return "…" + api_key[-4:] if len(api_key) > 8 else "…"  # a very short key shows nothing
+    """How a key may be shown: :func:`session.redaction.mask` (``…abcd``), or ``(none)``."""
+    return mask(api_key) if api_key else "(none)"
 
 
 def redact(text: str, api_key: str | None) -> str:
-    """``text`` with every occurrence of ``api_key`` replaced by its hint."""
-    if api_key and len(api_key) >= 4 and api_key in text:
-        return text.replace(api_key, f"<key {key_hint(api_key)}>")
-    return text
+    """``text`` with ``api_key`` (registered now if it was not yet) and any other secret masked."""
+    register_secret(api_key)
+    return redact_text(text)
 
 
 def chat_endpoint(base_url: str) -> str:
@@ -169,16 +177,6 @@ def _safe_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _is_loopback(base_url: str) -> bool:
-    host = (urlsplit(base_url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -610,9 +608,10 @@ class OpenAIHttpBackend:
             base = DEFAULT_BASE_URL
         return base, key
 
-    def config_problem(self) -> str | None:
-        """Why no request can be made with the configured base URL and key, or None."""
+    def config_problem(self, base_url: str | None = None) -> str | None:
+        """Why no request can be made with the configured base URL (or ``base_url``) and key, or None."""
         base, key = self.endpoint_config()
+        base = base_url or base
         if base is None:
             return (
                 f"set {BASE_URL_ENV} (e.g. http://127.0.0.1:8080/v1 for a local server) "
@@ -621,27 +620,48 @@ class OpenAIHttpBackend:
         scheme = urlsplit(base).scheme
         if scheme not in ("http", "https") or not urlsplit(base).hostname:
             return f"{BASE_URL_ENV} must be an http:// or https:// URL (got {_safe_url(base)!r})"
-        if key is None and not _is_loopback(base):
+        if key is None and not is_loopback_url(base):
             return f"no key for {_safe_url(base)}: set {KEY_ENV} in the environment"
         return None
 
     # --- preflight ---------------------------------------------------------------------------
 
+    def role_endpoint(self, spec_model: str | None, spec_base_url: str | None) -> tuple[str | None, str | None]:
+        """(model, base URL) a role names: its role-spec's, else ``OPENAI_MODEL`` / ``OPENAI_BASE_URL``."""
+        model = spec_model or self.environ.get(MODEL_ENV) or None
+        base = spec_base_url or self._base_url or self.environ.get(BASE_URL_ENV) or None
+        return model, base
+
     def preflight(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
-        if not spec.model:
-            return f"role '{role}' uses backend '{self.name}', which needs a model: set `model:` in its role-spec"
-        problem = self.config_problem()
+        model, base = self.role_endpoint(spec.model, spec.base_url)
+        if not model:
+            return (
+                f"role '{role}' uses backend '{self.name}', which needs a model: set `model:` in its role-spec "
+                f"(or {MODEL_ENV})"
+            )
+        problem = self.config_problem(base)
         if problem is not None:
             return f"role '{role}' uses backend '{self.name}', but {problem}"
         return None
 
-    def preflight_routed(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
-        """Preflight for a run with a Router and a KeyPool: the model may come from the
-        registry (by tier), its base URL from the registry and its key from the pool, so only
-        a malformed ``OPENAI_BASE_URL`` (the fallback) is a problem here."""
-        base = self._base_url or self.environ.get(BASE_URL_ENV)
-        if base and (urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname):
-            return f"role '{role}' uses backend '{self.name}', but {BASE_URL_ENV} must be an http:// or https:// URL"
+    def preflight_routed(self, role: str, spec: RoleSpecFrontmatter, config: Config | None = None) -> str | None:
+        """Preflight for a run with a Router and a KeyPool (``config``: its model registry).
+
+        The role's calls are planned by :func:`backends.openai_plan.plan_calls`: a model the
+        registry lacks needs a base URL, and no call goes to an endpoint nobody configured."""
+        model, base = self.role_endpoint(spec.model, spec.base_url)
+        if config is None:  # no registry to plan with: only a malformed base URL can be caught
+            if base and (urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname):
+                return f"role '{role}' uses backend '{self.name}', but its base URL must be an http:// or https:// URL"
+            return None
+        has_models = any(entry.backend == self.name for entry in config.models)
+        plan = plan_calls(role, model, base, config.find_model, has_models, self.name)
+        if isinstance(plan, str):
+            return plan
+        if isinstance(plan, Direct):
+            problem = self.config_problem(plan.base_url)
+            if problem is not None:
+                return f"role '{role}' uses backend '{self.name}', but {problem}"
         return None
 
     # --- one call ---------------------------------------------------------------------------
@@ -680,7 +700,12 @@ class OpenAIHttpBackend:
         }
         if max_tokens is not None:
             payload["max_tokens"] = max_tokens
-        call = {"base_url": base_url, "api_key": api_key, "timeout_s": timeout_s, "wall_timeout_s": wall_timeout_s}
+        call: dict[str, Any] = {
+            "base_url": base_url,
+            "api_key": api_key,
+            "timeout_s": timeout_s,
+            "wall_timeout_s": wall_timeout_s,
+        }
         outcome = self._complete_once(payload, **call, cancel=cancel, on_delta=on_delta, started=started)
         if (
             outcome.error_kind == "crash"
@@ -727,7 +752,7 @@ class OpenAIHttpBackend:
                 write=max(timeout_s, _CONNECT_TIMEOUT_S),
                 pool=None,
             ),
-            trust_env=not _is_loopback(base_url),  # proxies from the environment, never for a local server
+            trust_env=not is_loopback_url(base_url),  # proxies from the environment, never for a local server
             transport=self._transport,
             verify=_ssl_context(),
             follow_redirects=False,
@@ -890,30 +915,33 @@ class OpenAIHttpBackend:
 
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         started = time.monotonic()
-
-        def failed(kind: ErrorKind, error: str, **fields: Any) -> AttemptResult:
-            return AttemptResult(
-                ok=False,
-                error_kind=kind,
-                error=error,
-                outcome="failed",
-                duration_s=round(time.monotonic() - started, 3),
-                **fields,
-            )
+        failed = functools.partial(failed_attempt, started)
 
         try:
             prompt = Path(order.prompt_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             return failed("spawn_failed", f"cannot read the prompt file {order.prompt_file}: {error}")
-        routed = getattr(hooks, "routing", None) is not None  # the Router and KeyPool choose instead
-        if not order.model and not routed:
-            return failed("spawn_failed", "the openai backend needs a model: set `model:` in the role-spec")
-        problem = None if routed else self.config_problem()
-        if problem is not None:
-            return failed("spawn_failed", f"the openai backend cannot start: {problem}")
-        base_url, api_key = self.endpoint_config()
-        if base_url is None and not routed:  # config_problem() said there is one; this keeps the type checker sure
-            return failed("spawn_failed", f"the openai backend cannot start: set {BASE_URL_ENV}")
+        routing: RoutingServices | None = getattr(hooks, "routing", None)  # the Router and KeyPool choose
+        model, user_base = self.role_endpoint(order.model, order.base_url)
+        plan: Direct | Routed
+        if routing is not None:
+            planned = plan_calls(order.role, model, user_base, routing.model_spec, True, self.name)
+            if isinstance(planned, str):
+                return failed("spawn_failed", f"the openai backend cannot start: {planned}")
+            plan = planned
+        else:
+            if not model:
+                return failed(
+                    "spawn_failed", f"the openai backend needs a model: set `model:` in the role-spec (or {MODEL_ENV})"
+                )
+            problem = self.config_problem(user_base)
+            if problem is not None:
+                return failed("spawn_failed", f"the openai backend cannot start: {problem}")
+            base = user_base or self.endpoint_config()[0]
+            if base is None:  # config_problem() said there is one; this keeps the type checker sure
+                return failed("spawn_failed", f"the openai backend cannot start: set {BASE_URL_ENV}")
+            plan = Direct(model=model, base_url=base)
+        api_key = self.endpoint_config()[1]
         artifact = expected_artifact_in(prompt, order)
         messages = [
             {"role": "system", "content": system_message(artifact)},
@@ -921,21 +949,24 @@ class OpenAIHttpBackend:
         ]
         log = self._open_log(order)
         try:
-            if log is not None and not routed and base_url is not None:
+            if log is not None and isinstance(plan, Direct):
                 log.write(
-                    f"openai: POST {_safe_url(chat_endpoint(base_url))} model={order.model} "
+                    f"openai: POST {_safe_url(chat_endpoint(plan.base_url))} model={plan.model} "
                     f"key={key_hint(api_key)} prompt={len(prompt)} chars; writing {artifact}\n"
                 )
                 log.flush()
-            progress = _Progress(hooks, log, order.model or "the routed model", self.progress_interval_s)
-            routing = getattr(hooks, "routing", None)
-            if routing is not None:
-                outcome = self._complete_routed(order, routing, messages, cancel, progress, log)
+            shown = plan.model if isinstance(plan, Direct) else plan.force_model or "the routed model"
+            progress = _Progress(hooks, log, shown, self.progress_interval_s)
+            if isinstance(plan, Routed) and routing is not None:
+                outcome = self._complete_routed(
+                    order, routing, messages, cancel, progress, log, plan.force_model, user_base
+                )
             else:
+                assert isinstance(plan, Direct)  # noqa: S101 - a Routed plan is made only with routing
                 outcome = self.complete(
                     messages,
-                    model=order.model,
-                    base_url=base_url,
+                    model=plan.model,
+                    base_url=plan.base_url,
                     api_key=api_key,
                     timeout_s=order.hang_timeout_s or DEFAULT_NO_OUTPUT_TIMEOUT_S,
                     wall_timeout_s=order.timeout_s,
@@ -963,6 +994,8 @@ class OpenAIHttpBackend:
         cancel: threading.Event,
         progress: Callable[[str], None],
         log: TextIO | None,
+        force_model: str | None,
+        user_base: str | None,
     ) -> ChatOutcome:
         """One attempt that may move across keys and models (the Router and the KeyPool decide).
 
@@ -970,12 +1003,14 @@ class OpenAIHttpBackend:
         key is cooling it waits for the first to recover.  Any other failure asks the
         Router for the next model (503 down the chain, network with backoff, a larger
         window for context_too_long); with no next model the failure is the result.
+        Only models this backend runs are chosen, and a call goes only to the endpoint
+        :func:`session.routing.key_endpoint` allows for the model's key.
         """
-        fallback_base, fallback_key = self.endpoint_config()
-        choice = routing.select_model(order.task_id, order.complexity, order.model)
-        if not hasattr(choice, "model"):
+        fallback_key = self.endpoint_config()[1]
+        choice = routing.select_model(order.task_id, order.complexity, force_model, self.name)
+        if isinstance(choice, NoModel):
             return ChatOutcome(
-                text="", error_kind="crash", error=f"no model to run: {choice.reason}", model=order.model
+                text="", error_kind="crash", error=f"no model to run: {choice.reason}", model=force_model
             )
         model, provider = choice.model, choice.provider
         deadline = time.monotonic() + (order.timeout_s or 3600.0)
@@ -984,20 +1019,32 @@ class OpenAIHttpBackend:
             if cancel.is_set() or time.monotonic() >= deadline:
                 break
             lease = routing.acquire_key(provider)
-            if hasattr(lease, "wait_s"):  # every key of the provider is cooling: wait, do not fail
+            if isinstance(lease, KeyWait):  # every key of the provider is cooling: wait, do not fail
                 _note(log, f"all {provider} keys are cooling; waiting {lease.wait_s:.1f}s for {lease.key_id}")
-            while hasattr(lease, "wait_s") and not cancel.is_set() and time.monotonic() < deadline:
+            while isinstance(lease, KeyWait) and not cancel.is_set() and time.monotonic() < deadline:
                 # In short steps: a key added meanwhile (`executor keys add`) is used at once.
                 cancel.wait(max(0.0, min(lease.wait_s, _KEY_WAIT_STEP_S, deadline - time.monotonic())))
                 lease = routing.acquire_key(provider)
-            if hasattr(lease, "wait_s"):
+            if isinstance(lease, KeyWait):
                 break
+            entry = routing.model_spec(model)
+            base_url = key_endpoint(entry, user_base) if entry is not None else None
+            if base_url is None:  # the registry has no endpoint the user configured for this model's key
+                return ChatOutcome(
+                    text="",
+                    error_kind="crash",
+                    error=f"{model} has no endpoint its {provider} key may be sent to: give its [[models]] "
+                    "entry a base_url",
+                    model=model,
+                )
             secret = getattr(lease, "secret_ref", None)
+            if secret is None and outcome.error_kind == "auth":
+                return outcome  # the provider refused every pooled key: the environment's is no stand-in
             key_id = getattr(lease, "key_id", None) if secret is not None else None
-            api_key = secret.reveal() if secret is not None else fallback_key
-            base_url = routing.base_url(model) or fallback_base
-            if base_url is None:
-                return ChatOutcome(text="", error_kind="auth", error=f"no base URL for {model}", model=model)
+            # OPENAI_API_KEY is OpenAI's key, or the key of the server the user named in OPENAI_BASE_URL:
+            # it goes nowhere else.
+            spare = fallback_key if provider == "openai" or base_url == user_base else None
+            api_key = secret.reveal() if secret is not None else spare
             _note(log, f"calling {model} at {_safe_url(base_url)} with key {key_hint(api_key)}")
             outcome = self.complete(
                 messages,
@@ -1025,10 +1072,10 @@ class OpenAIHttpBackend:
                 outcome = msgspec.structs.replace(outcome, key_id=key_id)
             if outcome.ok or outcome.error_kind == "interrupted":
                 return outcome
-            if outcome.error_kind == "rate_limited" and key_id is not None:
-                continue  # the key cools down; the pool hands out the next one (or says to wait)
+            if outcome.error_kind in ("rate_limited", "auth") and key_id is not None:
+                continue  # the key cools down or is disabled; the pool hands out the next one (or says to wait)
             following = routing.next_model(order.task_id, model, outcome.error_kind or "crash")
-            if not hasattr(following, "model"):
+            if isinstance(following, NoModel):
                 return outcome
             if following.delay_s and cancel.wait(following.delay_s):
                 break
@@ -1042,7 +1089,8 @@ class OpenAIHttpBackend:
         try:
             path = Path(order.log_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            return path.open("a", encoding="utf-8")
+            # Redacted a line at a time: the reply streams in pieces, and a key may be cut between two.
+            return cast(TextIO, RedactingWriter(path.open("a", encoding="utf-8")))
         except OSError:
             return None
 
@@ -1055,7 +1103,7 @@ class OpenAIHttpBackend:
                 outcome.tokens_out or 0,
                 outcome.tokens_cached or 0,
             )
-        text = outcome.text
+        text = redact_text(outcome.text)  # it becomes the artifact, the summary and the output tail
         fields: dict[str, Any] = {
             "tokens_in": outcome.tokens_in,
             "tokens_out": outcome.tokens_out,

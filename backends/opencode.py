@@ -48,7 +48,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status
+from backends.agent_cli import AgentCliBackend, StreamState, classify_status, json_object
 from backends.base import WorkerHooks
 from backends.process import ProcessOutcome
 from protocol.messages import AttemptResult, WorkOrder
@@ -248,7 +248,7 @@ class OpencodeBackend(AgentCliBackend):
         kind = event.get("type")
         if isinstance(event.get("sessionID"), str):
             state.session_id = state.session_id or event["sessionID"]
-        part = event.get("part") if isinstance(event.get("part"), dict) else {}
+        part = json_object(event.get("part"))
         if kind == "step_start":
             state.turns += 1
             if state.turns == 1:
@@ -269,7 +269,7 @@ class OpencodeBackend(AgentCliBackend):
     @staticmethod
     def _tool(part: dict[str, Any], state: StreamState, hooks: WorkerHooks) -> None:
         tool = str(part.get("tool") or "tool")
-        status = part.get("state") if isinstance(part.get("state"), dict) else {}
+        status = json_object(part.get("state"))
         if status.get("status") == "error":
             error = str(status.get("error") or "")
             if error.lower().startswith(_REFUSED):
@@ -282,8 +282,8 @@ class OpencodeBackend(AgentCliBackend):
 
     @staticmethod
     def _usage(part: dict[str, Any], state: StreamState) -> None:
-        tokens = part.get("tokens") if isinstance(part.get("tokens"), dict) else {}
-        cache = tokens.get("cache") if isinstance(tokens.get("cache"), dict) else {}
+        tokens = json_object(part.get("tokens"))
+        cache = json_object(tokens.get("cache"))
 
         def count(value: Any) -> int:
             return value if isinstance(value, int) and not isinstance(value, bool) else 0
@@ -302,7 +302,7 @@ class OpencodeBackend(AgentCliBackend):
             state.fail("crash", str(error or "opencode reported an error"))
             return
         name = str(error.get("name") or "")
-        data = error.get("data") if isinstance(error.get("data"), dict) else {}
+        data = json_object(error.get("data"))
         message = str(data.get("message") or name or "opencode reported an error")
         status = data.get("statusCode")
         status = status if isinstance(status, int) and not isinstance(status, bool) else None

@@ -6,7 +6,10 @@ Rules it enforces (DESIGN.md section 4):
   (``start_new_session=True``), so the whole group can be signalled at once;
 - a wall-clock timeout and a no-output (hang) timeout, and a cancel event;
 - stopping is tree-wide: the process group plus every psutil descendant, SIGTERM,
-  a grace period, then SIGKILL (:func:`stop_tree`);
+  a grace period, then SIGKILL (:func:`stop_tree`); at the end of every run, whatever is
+  left of it is stopped even if it left the group and the session (``setsid``): the
+  attempt's cgroup where the machine allows one, else the descendants recorded while it
+  ran (:mod:`backends.containment`);
 - output is captured bounded: only the last ``tail_bytes`` of each stream are kept in
   memory, the full combined log goes to a file that stops growing at ``log_max_bytes``;
 - the environment is an allowlist (:func:`allowlisted_env`) and the working directory
@@ -33,6 +36,9 @@ from typing import IO
 
 import msgspec
 import psutil
+
+from backends.containment import AttemptCgroup, Descendants
+from session.redaction import LineRedactor, register_environment
 
 __all__ = [
     "ProcessLimits",
@@ -106,8 +112,9 @@ class ProcessOutcome(msgspec.Struct, frozen=True, kw_only=True):
         exit_code: the exit status; ``None`` when killed by a signal or never started.
         signal: the number of the signal that ended the child, if any.
         error_kind: ``None`` (exit 0), ``"crash"`` (non-zero exit, or death by a signal we
-            did not send), ``"timeout"``, ``"hang"``, ``"interrupted"`` (cancel event set)
-            or ``"spawn_failed"`` (the program could not be started).
+            did not send), ``"timeout"``, ``"hang"``, ``"interrupted"`` (cancel event set),
+            ``"spawn_failed"`` (the program could not be started), or the kind a
+            ``stop_check`` returned.
         error: one-line human message, ``None`` on success.
         stdout_tail: the last ``tail_bytes`` bytes of stdout.
         stderr_tail: the last ``tail_bytes`` bytes of stderr.
@@ -187,7 +194,11 @@ class _LineSplitter:
 
 
 class _Log:
-    """The combined log file, capped at ``max_bytes`` (counting what it held before)."""
+    """The combined log file, capped at ``max_bytes`` (counting what it held before).
+
+    Written redacted (:mod:`session.redaction`), a whole line at a time, so a key split
+    between two reads is still seen whole.
+    """
 
     def __init__(self, path: str, max_bytes: int) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -196,8 +207,13 @@ class _Log:
         self.size = self.file.tell()
         self.max_bytes = max_bytes
         self.truncated = False
+        self.lines = LineRedactor()
 
     def write(self, chunk: bytes) -> None:
+        if self.file is not None and not self.truncated:
+            self._write(self.lines.feed(chunk))
+
+    def _write(self, chunk: bytes) -> None:
         if self.file is None or self.truncated:
             return
         try:
@@ -216,6 +232,8 @@ class _Log:
             self.close()
 
     def close(self) -> None:
+        if self.file is not None and not self.truncated:
+            self._write(self.lines.rest())
         if self.file is not None:
             with contextlib.suppress(OSError):
                 self.file.flush()
@@ -412,6 +430,9 @@ class _Run:
         cancel: threading.Event | None,
         on_stdout_line: Callable[[bytes], None] | None,
         poll_interval_s: float,
+        on_stderr_line: Callable[[bytes], None] | None = None,
+        stop_check: Callable[[], tuple[str, str] | None] | None = None,
+        cgroup: AttemptCgroup | None = None,
     ) -> None:
         if proc.stdout is None or proc.stderr is None:
             raise RuntimeError("internal error: the child's output pipes are missing")
@@ -430,6 +451,13 @@ class _Run:
         self.out = _Tail(limits.tail_bytes)
         self.err = _Tail(limits.tail_bytes)
         self.lines = _LineSplitter(limits.tail_bytes, on_stdout_line) if on_stdout_line else None
+        self.err_lines = _LineSplitter(limits.tail_bytes, on_stderr_line) if on_stderr_line else None
+        self.stop_check = stop_check
+        # Every process of the attempt: its cgroup where we have one, else its descendants
+        # as seen while it runs.  Stopped at the end, whatever process group or session
+        # or environment they moved to.
+        self.cgroup = cgroup
+        self.descendants = Descendants(proc.pid) if cgroup is None else None
         self.sel = selectors.DefaultSelector()
         self.stdin_view = memoryview(stdin_data or b"")
         self.reason: str | None = None  # why we stopped it: timeout, hang, interrupted
@@ -479,6 +507,8 @@ class _Run:
         elif lim.hang_timeout_s is not None and now - self.last_output >= lim.hang_timeout_s:
             self.reason = "hang"
             self.reason_msg = f"no output for {lim.hang_timeout_s:.1f} s (hang timeout)"
+        elif self.stop_check is not None and (verdict := self.stop_check()) is not None:
+            self.reason, self.reason_msg = verdict  # the caller read the output and knows it is over
         return self.reason is not None
 
     # -- child status without reaping ---------------------------------------------
@@ -546,6 +576,8 @@ class _Run:
                 self.sel.unregister(fd)
                 if key.data == "out" and self.lines is not None:
                     self.lines.finish()
+                if key.data == "err" and self.err_lines is not None:
+                    self.err_lines.finish()
                 continue
             got_output = True
             self.last_output = time.monotonic()
@@ -556,6 +588,8 @@ class _Run:
                     self.lines.feed(chunk)
             else:
                 self.err.add(chunk)
+                if self.err_lines is not None:
+                    self.err_lines.feed(chunk)
         return got_output
 
     def drain(self, max_s: float) -> None:
@@ -570,6 +604,8 @@ class _Run:
         self.close_stdin()
         if finish_lines and self.lines is not None:
             self.lines.finish()  # a last partial line, if the stream was cut short
+        if finish_lines and self.err_lines is not None:
+            self.err_lines.finish()
         for stream in (self.stdout, self.stderr):
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(stream.fileno())
@@ -585,6 +621,8 @@ class _Run:
         while self.readers_open():
             if self.check_limits():
                 return
+            if self.descendants is not None and exited_at is None:
+                self.descendants.look()
             got = self.pump(self.poll)
             if exited_at is None:
                 if self.exited():
@@ -600,6 +638,8 @@ class _Run:
         while not self.exited():
             if self.check_limits():
                 return
+            if self.descendants is not None:
+                self.descendants.look()
             if self.cancel is not None:
                 self.cancel.wait(delay)
             else:
@@ -626,6 +666,13 @@ class _Run:
             stop_tree(self.pid, self.create_time, self.limits.grace_s)
             self.drain(_DRAIN_AFTER_KILL_S)
 
+    def contain(self) -> None:
+        """Stop whatever of the attempt is still running: its cgroup, or the descendants seen."""
+        if self.cgroup is not None:
+            self.cgroup.stop(self.limits.grace_s)
+        elif self.descendants is not None:
+            self.descendants.stop(self.limits.grace_s)
+
     def run(self, on_start: Callable[[int, float], None] | None) -> ProcessOutcome:
         try:
             self.register()
@@ -636,6 +683,7 @@ class _Run:
                 self.kill()
             returncode = self.reap()
             self.cleanup_group()  # a background grandchild that outlived the child
+            self.contain()  # and one that left the group (setsid) and the marker (env -i)
         except BaseException:
             # A callback raised, or KeyboardInterrupt: never leave the tree running.
             with contextlib.suppress(Exception):
@@ -644,6 +692,8 @@ class _Run:
                 self.close_pipes(finish_lines=False)
             with contextlib.suppress(Exception):
                 self.reap()
+            with contextlib.suppress(Exception):
+                self.contain()
             raise
         self.close_pipes()
         return self.outcome(returncode=returncode)
@@ -673,6 +723,8 @@ def run_process(
     on_start: Callable[[int, float], None] | None = None,
     on_stdout_line: Callable[[bytes], None] | None = None,
     poll_interval_s: float = 0.1,
+    on_stderr_line: Callable[[bytes], None] | None = None,
+    stop_check: Callable[[], tuple[str, str] | None] | None = None,
 ) -> ProcessOutcome:
     """Run ``spec.argv`` to the end under ``limits`` and say how it ended.
 
@@ -693,6 +745,10 @@ def run_process(
     - ``on_stdout_line(line)``: for each stdout line, without its ``\\n`` (a ``\\r`` is
       kept), in order; a line longer than ``limits.tail_bytes`` is cut to that length; a
       last line without a newline is passed at EOF.
+    - ``on_stderr_line(line)``: the same for stderr.
+    - ``stop_check()``: every poll; an ``(error_kind, message)`` it returns stops the tree
+      and ends the run with that kind (a caller that reads the output and sees that the
+      run cannot succeed, e.g. an agent retrying a dead endpoint).
 
     ``cancel`` may be set from any thread; the run then ends with ``"interrupted"``.
 
@@ -708,10 +764,16 @@ def run_process(
         log = _Log(spec.log_path, limits.log_max_bytes)
     except OSError as exc:
         return _not_started(f"cannot open log file {spec.log_path}: {exc.strerror or exc}", start)
+    cgroup = AttemptCgroup.create(spec.env.get("TEAM_EXECUTOR_MARKER"))
+    argv = cgroup.wrap(spec.argv, spec.env, spec.cwd) if cgroup is not None else None
+    if argv is None and cgroup is not None:
+        cgroup.remove()  # the program cannot be found: Popen says so, and nothing runs to contain
+        cgroup = None
     try:
         try:
+            register_environment(spec.env)  # before any output: what it prints of its keys is masked
             proc = subprocess.Popen(
-                list(spec.argv),
+                list(argv or spec.argv),
                 cwd=spec.cwd,
                 env=dict(spec.env),
                 stdin=subprocess.DEVNULL if spec.stdin_data is None else subprocess.PIPE,
@@ -721,6 +783,8 @@ def run_process(
                 close_fds=True,
             )
         except OSError as exc:
+            if cgroup is not None:
+                cgroup.remove()
             return _not_started(_spawn_error_message(exc, spec), start)
         try:
             create_time = psutil.Process(proc.pid).create_time()
@@ -736,6 +800,9 @@ def run_process(
             cancel=cancel,
             on_stdout_line=on_stdout_line,
             poll_interval_s=poll_interval_s,
+            on_stderr_line=on_stderr_line,
+            stop_check=stop_check,
+            cgroup=cgroup,
         )
         return run.run(on_start)
     finally:

@@ -35,6 +35,7 @@ from backends.conventions import (
 from protocol.messages import WorkOrder
 from session.graph import TaskSpec
 from session.loader import TeamSession
+from session.safepath import is_private
 from session.skills import Skill
 
 __all__ = ["bridge_note", "build_prompt", "expected_artifact", "task_description"]
@@ -152,6 +153,8 @@ def _file_section(root: Path, relative: str, budget: _Budget) -> str:
     heading = f"## {relative}"
     if relative_inside(root, path) is None:
         return f"{heading} (outside the session folder: not read)"
+    if is_private(root, path):  # the resolved target: a link into .executor/ counts
+        return f"{heading} (the executor's private state: not read)"
     try:
         size = path.stat().st_size
         if not path.is_file():

@@ -47,7 +47,14 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status, read_assistant_turn, retry_after_in
+from backends.agent_cli import (
+    AgentCliBackend,
+    StreamState,
+    classify_status,
+    json_object,
+    read_assistant_turn,
+    retry_after_in,
+)
 from backends.base import WorkerHooks
 from backends.process import ProcessOutcome
 from protocol.messages import WorkOrder
@@ -184,7 +191,7 @@ class QwenBackend(AgentCliBackend):
             state.model = event.get("model") or state.model
             hooks.progress(None, f"qwen started ({state.model})")
         elif kind == "system" and event.get("subtype") == "retry":
-            data = event.get("data") if isinstance(event.get("data"), dict) else {}
+            data = json_object(event.get("data"))
             if data.get("attempt") is not None:
                 delay = data.get("delayMs")
                 wait = f", waiting {round(delay / 1000)}s" if isinstance(delay, int | float) else ""
@@ -200,7 +207,7 @@ class QwenBackend(AgentCliBackend):
         state.session_id = event.get("session_id") or state.session_id
         if isinstance(event.get("result"), str):
             state.final_text = event["result"]
-        usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
+        usage = json_object(event.get("usage"))
         if usage.get("input_tokens") or usage.get("output_tokens"):
             state.tokens_in = usage.get("input_tokens", state.tokens_in)  # cached tokens included
             state.tokens_out = usage.get("output_tokens", state.tokens_out)

@@ -1,7 +1,8 @@
-"""The executor against GNU make on the same DAG of `true` commands.
+"""The executor against GNU make on the same DAG of `echo` commands.
 
 A DAG of L layers x 100 tasks, each blocked by 2 tasks of the layer before,
-every task the command `true`.  The executor runs it with --max-workers 8 and
+every task the command `echo ID done` (a silent `true` would be `no_work`: an
+exit 0 with no output, no artifact and no change proves nothing).  The executor runs it with --max-workers 8 and
 full event logging (every event in SQLite, the projection, the message bus);
 make runs the equivalent Makefile with -j8.  Reported: wall time of each, the
 ratio, the executor's peak RSS (from wait4, so the whole process), and the
@@ -30,7 +31,7 @@ WIDTH = 100
 
 
 def build(folder: Path, layers: int) -> list[tuple[str, list[str]]]:
-    extra = 'backend: command\ncommand: ["true"]\n'
+    extra = 'backend: command\ncommand: ["echo", "{task_id} done"]\n'
     layered_session(folder, layers=layers, width=WIDTH, role_extra={"worker": extra})
     tasks = []
     for layer in range(layers):
@@ -45,7 +46,7 @@ def makefile(tasks: list[tuple[str, list[str]]]) -> str:
     lines = [".PHONY: all " + " ".join(t for t, _ in tasks), "all: " + " ".join(t for t, _ in tasks)]
     for task_id, deps in tasks:
         lines.append(f"{task_id}: {' '.join(deps)}")
-        lines.append("\t@true")
+        lines.append("\t@echo $@ done")
     return "\n".join(lines) + "\n"
 
 

@@ -2,18 +2,22 @@
 
 Two bearer tokens guard the HTTP transport:
 
-- the *owner* token, generated once per session and kept in
-  ``.executor/mcp-token`` (mode 0600): every tool;
+- the *owner* token, generated once per session and kept in the user's config
+  folder (:func:`token_path`: ``<config>/tokens/<hash of the session path>.token``,
+  file 0600, folders 0700), never inside the session folder or the project the
+  agents work in, where any worker could read it: every tool;
 - the *worker* token, new for every run and held in memory: only the tools a
   worker needs (:data:`WORKER_TOOLS`), and each of those checks the agent id
   against the task it names.
 
 Over stdio the client started the process: it is the owner.  Tokens are
-compared in constant time and never logged.
+compared in constant time and never logged; the owner token is printed only to
+a terminal (see ``bridge.serve.open_bridge``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -22,12 +26,14 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
+from session.skills import CONFIG_DIR_ENV, user_config_dir
 from session.store import STATE_DIR
 
 __all__ = [
     "WORKER_TOOLS",
     "BearerGuard",
     "Caller",
+    "OwnerTokenError",
     "Tokens",
     "caller_from_headers",
     "load_or_create_owner_token",
@@ -41,7 +47,9 @@ WORKER_TOOLS = frozenset(
     {"report_progress", "report_blocker", "get_task_status", "list_tasks", "escalate_decision", "check_session"}
 )
 
-_TOKEN_FILE = "mcp-token"  # noqa: S105 - a file name, not a secret
+#: Where older versions kept the owner token: inside the session, readable by every worker.
+_OLD_TOKEN_FILE = "mcp-token"  # noqa: S105 - a file name, not a secret
+_TOKENS_DIR = "tokens"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,27 +58,68 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+class OwnerTokenError(Exception):
+    """The owner token cannot be kept safely (the config folder is inside the session, or unwritable)."""
+
+
 def token_path(folder: Path) -> Path:
-    return Path(folder) / STATE_DIR / _TOKEN_FILE
+    """The owner token file of the session at ``folder``: in the user's config folder,
+    named by a hash of the session's resolved path (one token per session)."""
+    digest = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:32]
+    return user_config_dir() / _TOKENS_DIR / f"{digest}.token"
+
+
+def _check_outside(folder: Path, path: Path) -> None:
+    session = Path(folder).resolve()
+    where = path.parent.resolve()
+    if where == session or where.is_relative_to(session):
+        raise OwnerTokenError(
+            f"the owner token would be kept in {where}, inside the session folder where workers read: "
+            f"point {CONFIG_DIR_ENV} at a folder outside the session (e.g. ~/.config/team-executor)"
+        )
+
+
+def _private_dir(path: Path) -> None:
+    """``path`` and its missing parents made 0700; an existing one is narrowed to 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def load_or_create_owner_token(folder: Path) -> tuple[str, bool]:
-    """The session's owner token, and whether it was created just now (print it once)."""
+    """The session's owner token, and whether it was created just now.
+
+    A token left inside the session by an older version (``.executor/mcp-token``) is
+    deleted, not moved: any worker could have read it, so a new one replaces it.
+    Raises :class:`OwnerTokenError` when it cannot be kept outside the session."""
     path = token_path(folder)
+    _check_outside(folder, path)
+    old = Path(folder) / STATE_DIR / _OLD_TOKEN_FILE
+    old.unlink(missing_ok=True)
     try:
         token = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         token = ""
+    except OSError as error:
+        raise OwnerTokenError(f"cannot read the owner token {path}: {error.strerror}") from None
     if token:
+        _private_dir(path.parent)
         if path.stat().st_mode & 0o077:
             os.chmod(path, 0o600)  # someone loosened it: the token must stay the owner's
         return token, False
     token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL|0600: the file never exists with wider permissions, not even for a moment.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(token + "\n")
+    try:
+        _private_dir(path.parent)
+        path.unlink(missing_ok=True)  # an empty file left by a crash
+        # O_EXCL|0600: the file never exists with wider permissions, not even for a moment.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+    except OSError as error:
+        raise OwnerTokenError(
+            f"cannot write the owner token to {path}: {error.strerror}; "
+            f"point {CONFIG_DIR_ENV} at a writable folder of yours"
+        ) from None
     return token, True
 
 
@@ -117,7 +166,10 @@ class BearerGuard:
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         if self.tokens.caller(_bearer(headers.get("authorization"))) is None:
             body = json.dumps(
-                {"error": "unauthorized", "detail": "send 'Authorization: Bearer <token>' (see .executor/mcp-token)"}
+                {
+                    "error": "unauthorized",
+                    "detail": "send 'Authorization: Bearer <token>' (the owner token file is named at the run's start)",
+                }
             ).encode()
             await send(
                 {

@@ -8,19 +8,20 @@ request needs a bearer token (:class:`bridge.auth.BearerGuard`).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from session.loopback import is_loopback
+
 if TYPE_CHECKING:
     import uvicorn
 
     from bridge.auth import ASGIApp
 
-__all__ = ["BridgeAddressError", "HttpBridge", "is_loopback", "parse_address"]
+__all__ = ["BridgeAddressError", "HttpBridge", "parse_address"]
 
 log = logging.getLogger("executor.bridge")
 
@@ -29,15 +30,6 @@ DEFAULT_HOST = "127.0.0.1"
 
 class BridgeAddressError(ValueError):
     """``--http`` got an address that cannot be used; the message says why and the fix."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_address(text: str, allow_remote: bool = False) -> tuple[str, int]:

@@ -27,6 +27,7 @@ __all__ = [
     "ReportOut",
     "ResumeOut",
     "RunOut",
+    "SubmittedOut",
     "TaskOut",
     "TaskStatusOut",
     "TasksOut",
@@ -50,6 +51,10 @@ class TaskOut(BaseModel):
     updated_at: str = ""
     completed_at: str | None = None
     agent: str | None = Field(default=None, description="Who claimed it (manual tasks)")
+
+
+class SubmittedOut(TaskOut):
+    assignment: str = Field(description="Which role takes the task, and why (capability match or intake role)")
 
 
 class NextOut(BaseModel):
@@ -167,7 +172,7 @@ class McpServerOut(BaseModel):
 
 class FleetOut(BaseModel):
     run_id: str
-    state: str = Field(description="booting | running | idle | stopping | finished")
+    state: str = Field(description="booting | running | idle | stopping | finished | unusable (cannot run)")
     max_workers: int
     workers: list[WorkerOut] = []
     actors: list[str] = Field(default=[], description="Supervised children that are alive")
@@ -178,6 +183,9 @@ class FleetOut(BaseModel):
     keys: list[KeyOut] = []
     mcp_servers: list[McpServerOut] = []
     panic: bool = False
+    problems: list[str] = Field(
+        default=[], description="Why the session cannot run, each with its fix (state unusable); empty when it runs"
+    )
 
 
 class KeyAddedOut(BaseModel):

@@ -14,20 +14,31 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import pykka
 from mcp.server.mcpserver import MCPServer
 
-from bridge.auth import Tokens, load_or_create_owner_token, token_path
-from bridge.http import HttpBridge, is_loopback
+from bridge.auth import ASGIApp, Receive, Scope, Send, Tokens, load_or_create_owner_token, token_path
+from bridge.http import HttpBridge
 from bridge.tools import BridgeContext, build_server
+from session.loopback import is_loopback
+from session.redaction import register_secret
 
-if TYPE_CHECKING:
-    from web.app import WebApp
+__all__ = ["BridgeRuntime", "Dashboard", "DashboardFactory", "installed_backends", "open_bridge", "serve_stdio"]
 
-__all__ = ["BridgeRuntime", "installed_backends", "open_bridge", "serve_stdio"]
+
+class Dashboard(Protocol):
+    """The one ASGI app the HTTP server serves (``web.app.WebApp``: web/ sits above bridge/)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: (context, tokens, the MCP app, loopback only) -> the dashboard that also routes /mcp to that app.
+DashboardFactory = Callable[[BridgeContext, Tokens, ASGIApp, bool], Dashboard]
 
 
 class _ExecutorHolder:
@@ -47,7 +58,7 @@ class BridgeRuntime:
     tokens: Tokens
     http: HttpBridge
     holder: _ExecutorHolder
-    web: WebApp
+    web: Dashboard
 
     def attach(self, executor: pykka.ActorRef[Any]) -> None:
         self.holder.ref = executor
@@ -59,6 +70,9 @@ class BridgeRuntime:
         if self.http.host in ("0.0.0.0", "::"):  # noqa: S104 - workers run here: they use loopback
             url = f"http://127.0.0.1:{self.http.port}/mcp"
         return url, self.tokens.worker
+
+    def serve_stdio(self, outcome: Future[Any], request_stop: Callable[[str], None]) -> None:
+        serve_stdio(self.server, outcome, request_stop)
 
     def close(self) -> None:
         self.web.close()  # event streams end first, or the server would wait out its grace period
@@ -91,32 +105,37 @@ def open_bridge(
     host: str,
     port: int,
     console: Callable[[str], None],
-    show_sign_in_link: bool = False,
+    terminal: Callable[[str], None] | None = None,
+    *,
+    dashboard: DashboardFactory,
 ) -> BridgeRuntime:
     """Tokens, tools, the dashboard and the HTTP listener; raises ``DuplicateTool`` or ``BridgeAddressError``.
 
-    ``show_sign_in_link``: print the dashboard link with the token in it (for a person at a
-    terminal; never into a pipe or a CI log)."""
-    from web.app import WebApp  # noqa: PLC0415 - FastAPI loads only with the server
-
-    owner, created = load_or_create_owner_token(folder)
+    ``terminal``: where to show the owner token and the dashboard link with it, unredacted — a
+    sink that reaches only a person at a terminal; None for a pipe, a log file or a CI log,
+    which get the token file's path from ``console`` instead.
+    ``dashboard``: ``web.app.WebApp``, passed in by the command line (web/ builds on bridge/,
+    not the other way round).  Raises ``OwnerTokenError`` when the token cannot be kept outside
+    the session."""
+    owner, _created = load_or_create_owner_token(folder)
     tokens = Tokens(owner)
     holder = _ExecutorHolder()
     context = BridgeContext(folder=folder, executor=holder, tokens=tokens, installed_backends=installed_backends)
     server = build_server(context)
     # On a loopback host the SDK turns on DNS-rebinding protection (Host/Origin checks) itself.
     mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
-    web = WebApp(context, tokens, mcp_app, loopback_only=is_loopback(host))
+    web = dashboard(context, tokens, mcp_app, is_loopback(host))
     http = HttpBridge(web, host, port)
     http.start()
-    if created:
-        console(f"MCP bridge on {http.url} — bearer token (shown once; kept 0600 in {token_path(folder)}): {owner}")
+    where = token_path(folder)
+    # The token itself only reaches a terminal: a pipe, a log file or a CI log gets the file's name.
+    if terminal is not None:
+        terminal(f"MCP bridge on {http.url} — owner bearer token (kept 0600 in {where}): {owner}")
+        terminal(f"dashboard on {http.base_url}/?token={owner}")
     else:
-        console(f"MCP bridge on {http.url} — bearer token in {token_path(folder)}")
-    if show_sign_in_link:
-        console(f"dashboard on {http.base_url}/?token={owner}")
-    else:
-        console(f"dashboard on {http.base_url}/ — sign in with the token in {token_path(folder)}")
+        console(f"MCP bridge on {http.url} — owner bearer token in {where}")
+        console(f"dashboard on {http.base_url}/ — sign in with the token in {where}")
+    register_secret(owner, tokens.worker)  # after the lines above show the owner token on purpose
     return BridgeRuntime(context=context, server=server, tokens=tokens, http=http, holder=holder, web=web)
 
 

@@ -13,10 +13,12 @@ Executor is busy, and they cost the tree nothing.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +46,7 @@ from bridge.models import (
     ReportOut,
     ResumeOut,
     RunOut,
+    SubmittedOut,
     TaskOut,
     TasksOut,
     TaskStatusOut,
@@ -67,23 +70,27 @@ from protocol.bridge import (
     TaskAccepted,
 )
 from protocol.events import TaskProgress
+from protocol.ids import MAX_TASK_ID, TASK_ID_PATTERN, TASK_ID_RULE
 from protocol.keys import AddKey, GetKeyStates, KeyAdded, KeyStates
 from protocol.mcp_client import GetMcpServers, McpServers
 from protocol.messages import GetService, HandoffRequest
 from protocol.records import EscalationRow, RunRow, TaskRow
 from protocol.routing import ForgetTask, ModelChoice, SelectModel
 from protocol.types import TASK_STATUSES
+from session.assignment import Assignment, assign_in_session
 from session.store import StoreError, StoreReader
 
 __all__ = [
     "PRIORITY_OF",
     "BridgeContext",
     "DuplicateTool",
+    "NotRunnable",
     "RefusedByRun",
     "ToolTable",
     "Unavailable",
     "build_server",
     "fleet_out",
+    "server_version",
     "task_out",
     "task_view",
 ]
@@ -93,7 +100,15 @@ ASK_TIMEOUT_S = 10.0
 #: The tool's priority words -> the session's priorities (P0 runs first).
 PRIORITY_OF: dict[str, Literal["P0", "P1", "P2"]] = {"critical": "P0", "high": "P0", "normal": "P1", "low": "P2"}
 
-TaskId = Annotated[str, Field(min_length=1, max_length=200, description="A task id, e.g. MCP-001 or IMPL-002")]
+TaskId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TASK_ID,
+        pattern=TASK_ID_PATTERN,
+        description=f"A task id, e.g. MCP-001 or IMPL-002 ({TASK_ID_RULE})",
+    ),
+]
 AgentId = Annotated[str, Field(min_length=1, max_length=200, description="The agent id given in your prompt")]
 
 
@@ -103,6 +118,16 @@ class DuplicateTool(Exception):
 
 class Unavailable(ToolError):
     """The tree cannot answer now (starting, busy, or gone): the same request may work later."""
+
+
+class NotRunnable(ToolError):
+    """The session cannot run (its preflight failed): tools that need the run say why and the fix."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"this session cannot run until this is fixed (then restart the MCP server): {problem}. "
+            "Reads, answers and get_fleet_status still work."
+        )
 
 
 class RefusedByRun(ToolError):
@@ -122,11 +147,15 @@ class BridgeContext:
     tokens: Tokens | None = None  # None: stdio only, the caller is the owner
     ask_timeout_s: float = ASK_TIMEOUT_S
     installed_backends: Callable[[], dict[str, bool]] = dict
+    #: Why the session cannot run (``executor mcp`` serving without a tree), or None.
+    unusable: str | None = None
     _local: threading.local = field(default_factory=threading.local)
 
     # --- talking to the tree ------------------------------------------------------------
 
     def ask(self, message: Any, timeout_s: float | None = None) -> Any:
+        if self.unusable is not None:
+            raise NotRunnable(self.unusable)
         ref = self.executor()
         if ref is None:
             raise Unavailable("the executor is still starting; try again in a moment")
@@ -151,7 +180,8 @@ class BridgeContext:
         return reply
 
     def service(self, name: str) -> pykka.ActorRef[Any] | None:
-        return self.ask(GetService(name=name))
+        ref: pykka.ActorRef[Any] | None = self.ask(GetService(name=name))  # GetService's reply
+        return ref
 
     # --- reading the store -------------------------------------------------------------
 
@@ -187,7 +217,7 @@ class ToolTable:
                 "rename one of them"
             )
         self.names.add(tool_name)
-        self.server.add_tool(fn, name=tool_name, description=description or (fn.__doc__ or "").strip())
+        self.server.add_tool(fn, name=tool_name, description=description or inspect.cleandoc(fn.__doc__ or ""))
 
 
 def _guard(context: BridgeContext, ctx: Context, tool: str, mutating: bool) -> Caller:
@@ -237,6 +267,34 @@ def _escalation_out(row: EscalationRow) -> EscalationOut:
     return EscalationOut(**msgspec.structs.asdict(row))
 
 
+def _assign(context: BridgeContext, text: str) -> Assignment:
+    """The role for a task submitted without one (see :mod:`session.assignment`)."""
+    from session.agents import AgentsFileError, load_agents  # noqa: PLC0415
+    from session.loader import inspect_session  # noqa: PLC0415 - loads the role-specs; only here
+
+    session, problems = inspect_session(context.folder)
+    if session is None:
+        why = problems[0] if problems else "unreadable"
+        raise ToolError(f"assigned_to: the session cannot be read to choose a role ({why}); name one")
+    try:
+        agents = load_agents(context.folder)
+    except AgentsFileError as error:
+        raise ToolError(str(error)) from None
+    return assign_in_session(session, text, agents)
+
+
+def _answer_outside(context: BridgeContext, escalation_id: str, choice: str) -> EscalationOut:
+    from session.escalations import answer_from_outside  # noqa: PLC0415 - only a session that cannot run
+
+    recorded, message = answer_from_outside(context.folder, escalation_id, choice, "mcp")
+    if not recorded:
+        raise ToolError(message)
+    row = next((row for row in context.reader().escalations(None) if row.id == escalation_id), None)
+    if row is None:  # recorded moments ago: only a folder swapped underneath us gets here
+        raise ToolError(message)
+    return _escalation_out(row)
+
+
 @dataclass(frozen=True)
 class TaskView:
     """One task as the store has it: its row, every attempt, newest progress, artifacts."""
@@ -271,8 +329,32 @@ def task_status_out(context: BridgeContext, task_id: str) -> TaskStatusOut:
     )
 
 
+def _unusable_fleet(context: BridgeContext, problem: str) -> FleetOut:
+    """No tree runs: what the store says of the tasks, and the problems that keep the run from starting."""
+    counts = dict.fromkeys(TASK_STATUSES, 0)
+    try:
+        for row in context.reader().tasks():
+            counts[row.status] = counts.get(row.status, 0) + 1
+    except ToolError:
+        pass  # a session that never ran has no tasks in the store yet
+    problems = [line.strip() for line in problem.splitlines() if line.strip()]
+    if len(problems) > 1 and problems[0].endswith(":"):
+        problems = problems[1:]  # the heading ("cannot run this session:") says nothing by itself
+    return FleetOut(
+        run_id="",
+        state="unusable",
+        max_workers=0,
+        backends_installed=context.installed_backends(),
+        tasks_by_status=counts,
+        problems=problems,
+        panic=panic.is_on(context.folder),
+    )
+
+
 def fleet_out(context: BridgeContext) -> FleetOut:
     """The live fleet from the Executor, with the key pool and the MCP servers (no secrets)."""
+    if context.unusable is not None:
+        return _unusable_fleet(context, context.unusable)
     snapshot: FleetSnapshot = context.ask(GetFleet())
     keys: list[KeyOut] = []
     keypool = context.service("keypool")
@@ -295,10 +377,19 @@ def fleet_out(context: BridgeContext) -> FleetOut:
     )
 
 
+def server_version() -> str:
+    """The installed distribution's version (what clients see in the handshake)."""
+    try:
+        return version("team-executor")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 def build_server(context: BridgeContext) -> MCPServer:
     """The MCP server with every tool registered (raises :class:`DuplicateTool`)."""
     server = MCPServer(
         name="team-executor",
+        version=server_version(),
         instructions=(
             "Drive a team-executor session: submit tasks, read their status, watch the fleet, answer "
             "the questions the pipeline asks. Every tool answers at once; poll get_task_status for progress."
@@ -315,11 +406,24 @@ def build_server(context: BridgeContext) -> MCPServer:
         ctx: Context,
         description: Annotated[str, Field(max_length=100_000)] = "",
         priority: Literal["low", "normal", "high", "critical"] = "normal",
-        assigned_to: Annotated[str | None, Field(description="The role that should do it")] = None,
-        blocked_by: Annotated[list[str] | None, Field(description="Task ids that must complete first")] = None,
-    ) -> TaskOut:
-        """Add a task to the running pipeline; it is dispatched when its blockers are done. Returns its id."""
+        assigned_to: Annotated[
+            str | None,
+            Field(description="The role that should do it; left out, the role is chosen by capability"),
+        ] = None,
+        blocked_by: Annotated[list[TaskId] | None, Field(description="Task ids that must complete first")] = None,
+    ) -> SubmittedOut:
+        """Add a task to the running pipeline; it is dispatched when its blockers are done.
+
+        Returns its id and which role takes it and why: without assigned_to, the role whose
+        capabilities match the task's words, else the session's intake role."""
         _guard(context, ctx, "submit_task", mutating=True)
+        if context.unusable is not None:
+            raise NotRunnable(context.unusable)
+        if assigned_to is None:
+            chosen = _assign(context, f"{name}\n{description}")
+            assigned_to, why = chosen.role, chosen.reason
+        else:
+            why = "assigned_to named it"
         accepted: TaskAccepted = context.ask(
             SubmitTask(
                 name=name,
@@ -329,7 +433,8 @@ def build_server(context: BridgeContext) -> MCPServer:
                 blocked_by=tuple(blocked_by or ()),
             )
         )
-        return task_out(accepted.task)
+        task = task_out(accepted.task)
+        return SubmittedOut(**task.model_dump(), assignment=f"{task.owner}: {why}")
 
     def get_task_status(task_id: TaskId, ctx: Context) -> TaskStatusOut:
         """One task: its status, attempts, latest progress and artifacts."""
@@ -453,6 +558,8 @@ def build_server(context: BridgeContext) -> MCPServer:
     ) -> EscalationOut:
         """Answer an open question with one of its options."""
         _guard(context, ctx, "answer_escalation", mutating=True)
+        if context.unusable is not None:  # no tree here: the store (or a run elsewhere) takes it
+            return _answer_outside(context, id, choice)
         record: EscalationRecord = context.ask(AnswerEscalation(escalation_id=id, choice=choice, answered_by="mcp"))
         return _escalation_out(record.escalation)
 
@@ -464,7 +571,9 @@ def build_server(context: BridgeContext) -> MCPServer:
     # --- the fleet, models and keys ---------------------------------------------------------
 
     def get_fleet_status(ctx: Context) -> FleetOut:
-        """Actors, running workers (pid, elapsed, backend, model), backends, MCP servers, key pool (no secrets)."""
+        """Actors, running workers (pid, elapsed, backend, model), backends, MCP servers, key pool (no secrets).
+
+        When the session cannot run (state `unusable`), `problems` says why, each with its fix."""
         _guard(context, ctx, "get_fleet_status", mutating=False)
         return fleet_out(context)
 
@@ -544,7 +653,7 @@ def build_server(context: BridgeContext) -> MCPServer:
         role: Annotated[str, Field(min_length=1, description="The role whose task it is")],
         ctx: Context,
         priority: Literal["P0", "P1", "P2"] = "P1",
-        blocked_by: list[str] | None = None,
+        blocked_by: list[TaskId] | None = None,
         description: Annotated[str, Field(max_length=100_000)] = "",
     ) -> TaskOut:
         """Create a task of a role (a manual role's tasks wait for someone to claim them)."""

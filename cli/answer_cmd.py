@@ -16,14 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from protocol.records import EscalationRow
-from session import inbox
-from session.escalations import answer_in_store
-from session.lock import SessionBusy, SessionLock, read_holder
-from session.store import Store, StoreError, StoreReader
+from session.escalations import REPLY_WAIT_S, answer_from_outside
+from session.store import StoreError, StoreReader
 
-__all__ = ["answer_question", "list_questions"]
-
-REPLY_WAIT_S = 15.0
+__all__ = ["REPLY_WAIT_S", "answer_question", "list_questions"]
 
 
 def _who() -> str:
@@ -61,30 +57,5 @@ def list_questions(folder: Path, as_json: bool, console: Console) -> int:
 
 def answer_question(folder: Path, escalation_id: str, choice: str) -> tuple[int, str]:
     """(exit code, message)."""
-    if read_holder(folder) is not None:
-        name = inbox.post(folder, {"kind": "answer", "id": escalation_id, "choice": choice, "by": _who()})
-        reply = inbox.wait_reply(folder, name, REPLY_WAIT_S)
-        if reply is None:
-            return 1, (
-                f"the running executor did not take the answer within {REPLY_WAIT_S:g}s; it stays in "
-                f"{inbox.inbox_dir(folder)} and is carried out when the run reads it"
-            )
-        return (0 if reply.get("ok") else 1), str(reply.get("message", ""))
-    lock = SessionLock(folder)
-    try:
-        lock.acquire("answer")
-    except SessionBusy as error:
-        return 1, str(error)
-    try:
-        store = Store.open(folder)
-    except StoreError as error:
-        lock.release()
-        return 1, str(error)
-    try:
-        answered = answer_in_store(store, escalation_id, choice, _who())
-    finally:
-        store.close()
-        lock.release()
-    if isinstance(answered, EscalationRow):
-        return 0, f"{answered.id} answered: {answered.choice} (the next run goes on from there)"
-    return 1, answered.reason
+    recorded, message = answer_from_outside(folder, escalation_id, choice, _who(), REPLY_WAIT_S)
+    return (0 if recorded else 1), message

@@ -15,21 +15,17 @@ import msgspec
 import typer
 from rich.console import Console
 
-from cli.options import ConfigOpt, JsonOpt, SessionOpt, load_config_args
+from cli.options import ConfigOpt, JsonOpt, SessionOpt, command_group, load_config_args
 from cli.render import render_problems
 
 __all__ = ["config_app", "render_toml"]
 
-config_app = typer.Typer(
+config_app = command_group(
     name="config",
     help=(
         "Validate the configuration (config.toml, executor.toml, --config, seed JSON files) and show it.\n\n"
         "Example: executor config check --session work/login"
     ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

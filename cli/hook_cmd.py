@@ -11,6 +11,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import SessionFolder as Session
+from cli.options import command_group
+from cli.options import fail as _fail
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands, record_gate_failure, run_gates
@@ -19,7 +22,7 @@ from session.store import StoreError, stored_tasks, utc_now
 
 __all__ = ["hook_app"]
 
-hook_app = typer.Typer(
+hook_app = command_group(
     name="hook",
     help=(
         "Git hooks for a session: pre-commit runs the quality gates of the tasks in progress (a failing gate "
@@ -27,13 +30,8 @@ hook_app = typer.Typer(
         "message to review. An existing hook is kept and runs first.\n\n"
         "Example: executor hook install --session work/login"
     ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
-Session = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
 Repo = Annotated[
     Path | None,
     typer.Option("--repo", help="The git repository (default: the one the session folder is in).", show_default=False),
@@ -42,11 +40,6 @@ Repo = Annotated[
 
 def _err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err().print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
 
 
 @hook_app.command()

@@ -17,12 +17,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import command_group
+from cli.options import fail as _fail
+
 if TYPE_CHECKING:
     from session.keystore import KeyStore
 
 __all__ = ["keys_app"]
 
-keys_app = typer.Typer(
+keys_app = command_group(
     name="keys",
     help=(
         "Manage API keys added at run time, stored encrypted in <user config folder>/keys.enc.\n\n"
@@ -30,10 +33,6 @@ keys_app = typer.Typer(
         "keyring; with neither, keys live in memory only and are not saved.\n\n"
         "Example: executor keys add openai --from-env OPENAI_API_KEY"
     ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
 _MAX_STDIN_CHARS = 64 * 1024
@@ -45,11 +44,6 @@ def _out() -> Console:
 
 def _err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    _err().print(f"[red]error:[/] {escape(message)}")
-    return typer.Exit(code)
 
 
 def _warn(message: str) -> None:
@@ -83,7 +77,7 @@ def _read_key(from_env: str | None, stdin: bool) -> str:
             )
         return value
     if sys.stdin.isatty():
-        return typer.prompt("API key (input hidden)", hide_input=True, err=True)
+        return str(typer.prompt("API key (input hidden)", hide_input=True, err=True))
     raise _fail(
         "say where the key comes from: --from-env VAR or --stdin (never as an argument: it would be "
         "kept in your shell history and shown by ps)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +18,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.backup_cmd import backup_command, restore_command
 from cli.config_cmd import config_app
+from cli.diff_cmd import diff_command
+from cli.doctor_cmd import doctor as doctor_command
 from cli.hook_cmd import hook_app
 from cli.keys_cmd import keys_app
+from cli.logs_cmd import logs_command
 from cli.models_cmd import models as models_command
-from cli.render import render_check, render_problems
+from cli.options import command_group, role_backends_of
+from cli.options import fail as _fail
+from cli.render import next_line, render_check, render_problems
+from cli.rollback_cmd import rollback_command
 from cli.task_cmd import task_app
 from session.loader import inspect_session
 from session.report import build_report
@@ -29,20 +37,45 @@ from session.store import StoreError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
+app = command_group(
     name="executor",
     help="Run a team of AI coding agents as a supervised, crash-safe pipeline.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
+
+
+def _version_flag(value: bool) -> None:
+    if value:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        _stdout().print(f"executor (team-executor) {version('team-executor')}", markup=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version_flag, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run a team of AI coding agents as a supervised, crash-safe pipeline.
+
+    Exit codes: 0 success; 1 the session is missing or invalid, or the run ended with
+    failed tasks; 2 a usage error (a bad argument, an unknown backend or playbook).
+    """
+    del version  # handled by its callback
+
 
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(task_app, name="task")
 app.add_typer(hook_app, name="hook")
 app.command("models")(models_command)
+app.command("doctor")(doctor_command)
+app.command("diff")(diff_command)
+app.command("logs")(logs_command)
+app.command("rollback")(rollback_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 SessionOption = Annotated[
     Path,
@@ -59,17 +92,11 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    # Escaped: messages name config keys like [mcp_servers.x], which rich would take for markup.
-    _stderr().print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
-
-
 @app.command()
 def validate(session: SessionOption, json: JsonOption = False) -> None:
     """Check a session folder and list every problem, each with its file, field and fix.
 
-    Example: executor validate --session .workflow/.team/TC-auth-2026-02-27
+    Example: executor validate --session work/login   (an upstream one: .workflow/.team/TC-auth-2026-02-27)
 
     Exit code 0 when valid, 1 when not.
     """
@@ -110,14 +137,18 @@ def check(
     """Show where a pipeline stands: progress, the execution graph, workers, what is ready or failed.
 
     Read-only: safe to run from another terminal while `executor run` works.
-    Example: executor check --session demo-run --json
+    Exit code 0, or 1 when the folder is not a valid session.
+    Example: executor check --session work/login --json
     """
     try:
-        report = build_report(session)
+        report = build_report(session, role_backends_of(session))
     except StoreError as error:
         raise _fail(str(error)) from None
     if json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        from session.redaction import redact, register_environment  # noqa: PLC0415 - keeps `executor --help` fast
+
+        register_environment(os.environ)  # the keys this shell holds; stored text was redacted when written
+        sys.stdout.write(redact(msgspec.json.encode(report).decode()) + "\n")
     else:
         render_check(_stdout(), report, full=full)
     raise typer.Exit(0 if report.valid else 1)
@@ -217,6 +248,7 @@ def init(
     --writer/--reviewer/--redteam/--adjudicator, --role-backend ROLE=BACKEND.
     `executor init --playbook list` prints the playbooks.
     """
+    from backends.registry import backend_names  # noqa: PLC0415 - loads every backend
     from session.templates import (  # noqa: PLC0415 - only init needs it
         DEFAULT_PLAYBOOK,
         InitError,
@@ -239,21 +271,32 @@ def init(
             backend=backend,
             role_flags={"writer": writer, "reviewer": reviewer, "redteam": redteam, "adjudicator": adjudicator},
             role_backends=parse_role_backends(role_backend or []),
+            known_backends=backend_names(),
         )
     except InitError as error:
         raise _fail(str(error), 2) from None
     console = _stdout()
     console.print(f"created {session_id} in {session} (playbook {chosen.name})")
-    console.print(f"next: executor run --session {session}")
+    console.print(next_line(build_report(session, role_backends_of(session))), markup=False)
 
 
-def _run(session: Path, command: str, **options: Any) -> None:
+def _run(session: Path, command: str, http: str | None, allow_remote: bool, mcp_stdio: bool, **options: Any) -> None:
     from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415 - keeps check/validate fast
+    from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
     try:
-        code = run_session(RunRequest(session_dir=session, command=command, **options))
+        bridge = bridge_opener(http, allow_remote, stdio=mcp_stdio)
+        request = RunRequest(session_dir=session, command=command, bridge=bridge, mcp_stdio=mcp_stdio, **options)
+        code = run_session(request)
     except RunRefused as error:
-        raise _fail(str(error), error.exit_code) from None
+        if not mcp_stdio:
+            raise _fail(str(error), error.exit_code) from None
+        # An MCP client sees only "connection closed" when its server exits: serve the reads
+        # and answers anyway, and let the other tools carry the reason.
+        from bridge.standby import serve_unusable  # noqa: PLC0415
+
+        serve_unusable(session, str(error), lambda line: _stderr().print(line, markup=False))
+        code = error.exit_code
     raise typer.Exit(code)
 
 
@@ -265,7 +308,11 @@ ConfigOption = Annotated[
 ]
 BackendOption = Annotated[
     str | None,
-    typer.Option("--backend", help="Backend for roles whose role-spec names none (e.g. demo, command)."),
+    typer.Option(
+        "--backend",
+        help="Backend for every role (e.g. demo), over the role-specs; remembered in the session's executor.toml "
+        "for the next run, resume and mcp.",
+    ),
 ]
 MaxWorkersOption = Annotated[
     int | None,
@@ -307,7 +354,7 @@ HttpOption = Annotated[
         "--mcp-http",
         metavar="[HOST:]PORT",
         help="Serve the dashboard at /, the JSON API at /api (schema: /openapi.json), /healthz, /metrics and the "
-        "MCP bridge at /mcp (127.0.0.1 unless HOST is given; the token in .executor/mcp-token is required). "
+        "MCP bridge at /mcp (127.0.0.1 unless HOST is given; the owner token from your config folder is required). "
         "The run then keeps serving when the pipeline is done.",
     ),
 ]
@@ -319,124 +366,97 @@ AllowRemoteOption = Annotated[
         help="Let --http listen on a non-loopback address (the token is still required).",
     ),
 ]
+RetryFailedOption = Annotated[
+    bool, typer.Option("--retry-failed", help="Start the failed tasks again, with fresh attempts.")
+]
 ExitWhenDoneOption = Annotated[
     bool, typer.Option("--exit-when-done", help="With --http: end when the pipeline is done, as without it.")
 ]
 
 
-@app.command()
-def run(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-    json_events: JsonEventsOption = False,
-    export: ExportOption = None,
-    task_timeout: TimeoutOption = None,
-    hang_timeout: HangOption = None,
-    max_attempts: AttemptsOption = None,
-    shutdown_grace: GraceOption = None,
-    retry_backoff: BackoffOption = None,
-    http: HttpOption = None,
-    allow_remote: AllowRemoteOption = False,
-    exit_when_done: ExitWhenDoneOption = False,
-) -> None:
-    """Run the session's pipeline until nothing is ready and nothing runs.
+def _pipeline_command(command: str, doc: str, *, mcp_stdio: bool = False) -> Callable[..., None]:
+    """``run``, ``resume`` and ``mcp``: one option set, one way into the run."""
+
+    def pipeline(
+        session: SessionOption,
+        backend: BackendOption = None,
+        config: ConfigOption = None,
+        max_workers: MaxWorkersOption = None,
+        workdir: WorkdirOption = None,
+        json_events: JsonEventsOption = False,
+        export: ExportOption = None,
+        task_timeout: TimeoutOption = None,
+        hang_timeout: HangOption = None,
+        max_attempts: AttemptsOption = None,
+        shutdown_grace: GraceOption = None,
+        retry_backoff: BackoffOption = None,
+        http: HttpOption = None,
+        allow_remote: AllowRemoteOption = False,
+        exit_when_done: ExitWhenDoneOption = False,
+        retry_failed: RetryFailedOption = False,
+    ) -> None:
+        _run(
+            session,
+            command,
+            http=http,
+            allow_remote=allow_remote,
+            mcp_stdio=mcp_stdio,
+            backend=backend,
+            config_file=config,
+            max_workers=max_workers,
+            workdir=workdir,
+            json_events=json_events,
+            export_dir=export,
+            task_timeout_s=task_timeout,
+            hang_timeout_s=hang_timeout,
+            max_attempts=max_attempts,
+            shutdown_grace_s=shutdown_grace,
+            retry_backoff_s=retry_backoff,
+            exit_when_done=exit_when_done,
+            retry_failed=retry_failed,
+        )
+
+    pipeline.__doc__ = doc
+    return pipeline
+
+
+app.command("run")(
+    _pipeline_command(
+        "run",
+        """Run the session's pipeline until nothing is ready and nothing runs.
 
     Crash-safe: every transition is in .executor/state.db first; after a kill or a
     power cut, `executor resume` carries on. Ctrl-C stops gracefully; twice, at once.
     Example: executor run --session work/login --backend demo --max-workers 4
-    """
-    _run(
-        session,
-        "run",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
-        json_events=json_events,
-        export_dir=export,
-        task_timeout_s=task_timeout,
-        hang_timeout_s=hang_timeout,
-        max_attempts=max_attempts,
-        shutdown_grace_s=shutdown_grace,
-        retry_backoff_s=retry_backoff,
-        http_address=http,
-        allow_remote=allow_remote,
-        exit_when_done=exit_when_done,
+    """,
     )
-
-
-@app.command()
-def resume(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-    json_events: JsonEventsOption = False,
-    export: ExportOption = None,
-    task_timeout: TimeoutOption = None,
-    hang_timeout: HangOption = None,
-    max_attempts: AttemptsOption = None,
-    shutdown_grace: GraceOption = None,
-    retry_backoff: BackoffOption = None,
-    http: HttpOption = None,
-    allow_remote: AllowRemoteOption = False,
-    exit_when_done: ExitWhenDoneOption = False,
-) -> None:
-    """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
+)
+app.command("resume")(
+    _pipeline_command(
+        "resume",
+        """Continue a session exactly where it stopped (after Ctrl-C, a crash or kill -9).
 
     Resets what was running, stops processes left over from a crashed run, writes a
     recovery report, and dispatches what is ready.
     Example: executor resume --session work/login
-    """
-    _run(
-        session,
-        "resume",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
-        json_events=json_events,
-        export_dir=export,
-        task_timeout_s=task_timeout,
-        hang_timeout_s=hang_timeout,
-        max_attempts=max_attempts,
-        shutdown_grace_s=shutdown_grace,
-        retry_backoff_s=retry_backoff,
-        http_address=http,
-        allow_remote=allow_remote,
-        exit_when_done=exit_when_done,
+    """,
     )
-
-
-@app.command()
-def mcp(
-    session: SessionOption,
-    backend: BackendOption = None,
-    config: ConfigOption = None,
-    max_workers: MaxWorkersOption = None,
-    workdir: WorkdirOption = None,
-) -> None:
-    """Serve the MCP bridge on stdin/stdout, running the session's tree in this process.
+)
+app.command("mcp")(
+    _pipeline_command(
+        "resume",
+        """Serve the MCP bridge on stdin/stdout, running the session's tree in this process.
 
     For MCP clients that launch their servers (desktop assistants, IDE agents). Resumes the
     session, dispatches what is ready, and serves until the client disconnects. Workers that
     speak MCP reach the same bridge over a loopback HTTP port. Logs go to stderr.
+    A session that cannot run (no backend, a CLI or key missing) is still served: reads and
+    answers work, get_fleet_status lists the problems, the other tools say what to fix.
     Example (client config): {"command": "executor", "args": ["mcp", "--session", "/work/login"]}
-    """
-    _run(
-        session,
-        "resume",
-        backend=backend,
-        config_file=config,
-        max_workers=max_workers,
-        workdir=workdir,
+    """,
         mcp_stdio=True,
-        interactive=False,
     )
+)
 
 
 @app.command()
@@ -444,20 +464,25 @@ def watch(
     session: SessionOption,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between frames.")] = 1.0,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object per frame (the check report, events, questions), a line each."),
+    ] = False,
 ) -> None:
     """A live view of a session: progress, running workers, failures, questions, keys, latest events.
 
     Read-only and lock-free: run it in another terminal while `executor run` works. Ctrl-C ends it.
+    Piped, it prints plain lines: the state whenever it changes and each new event.
+    Exit code 0, or 1 when the folder is not a valid session.
     Example: executor watch --session work/login
     """
     from cli.watch_cmd import watch as watch_session  # noqa: PLC0415
 
-    if not (session / "team-session.json").is_file():
-        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
     try:
-        watch_session(session, interval, once, _stdout())
+        code = watch_session(session, interval, once, _stdout(), as_json=json)
     except StoreError as error:
         raise _fail(str(error)) from None
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -474,7 +499,9 @@ def answer(
     Example: executor answer ESC-001 approve --session work/login
     """
     from cli.answer_cmd import answer_question, list_questions  # noqa: PLC0415
+    from cli.options import existing_session  # noqa: PLC0415
 
+    existing_session(session)
     if escalation_id is None:
         raise typer.Exit(list_questions(session, json, _stdout()))
     if choice is None:
@@ -500,7 +527,7 @@ def panic(
     if state not in ("on", "off"):
         raise _fail(f"panic {state!r}: say `on` or `off`", 2)
     if not (session / ".executor").is_dir() and not (session / "team-session.json").is_file():
-        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 2)
+        raise _fail(f"--session {session} is not a session folder (no team-session.json)", 1)
     changed = switch.switch(session, state == "on", by="cli")
     note = "" if changed else " (it already was)"
     _stdout().print(f"panic is {state}{note}: mutating MCP tools are {'refused' if state == 'on' else 'allowed'}")
@@ -539,7 +566,7 @@ def probe(json: JsonOption = False) -> None:
 @app.command()
 def demo(
     into: Annotated[
-        Path | None, typer.Option("--into", help="Folder for the demo's copy (default: ./demo-run/<id>-N).")
+        Path | None, typer.Option("--into", help="Folder for the demo's git project (default: ./demo-run/textkit-N).")
     ] = None,
     http: HttpOption = None,
     pace: Annotated[
@@ -547,37 +574,40 @@ def demo(
         typer.Option("--pace", min=0, max=600, help="Seconds each demo task takes, to watch it (default: instant)."),
     ] = None,
 ) -> None:
-    """Copy the built-in demo session and run it on the demo agent: no key, no network.
+    """Make a tiny git project and let a demo team change it: no key, no network.
 
-    pm -> architect -> coder (an inner loop of two tasks) -> qa, each writing a real artifact.
+    pm -> coder -> reviewer on the deterministic demo agent: the coder's first draft fails the
+    project's tests (the quality gate), it fixes that, the review asks for one change, the
+    coder makes it, the review passes. The end shows the diff and where to look.
     Example: executor demo            (or, to watch it in a browser: executor demo --http 8765 --pace 2)
     """
-    import os  # noqa: PLC0415
-    import shutil  # noqa: PLC0415
-
     from backends.conventions import ENV_DEMO_PACE  # noqa: PLC0415
-    from session.resources import builtin_path  # noqa: PLC0415
+    from cli.demo_cmd import DemoRefused, prepare_demo, print_story_end, print_story_start  # noqa: PLC0415
 
-    source = builtin_path("examples") / "demo"
-    if into is None:
-        number = 1
-        while (into := Path("demo-run") / f"TC-demo-slugify-{number}").exists():
-            number += 1
-    if into.exists():
-        raise _fail(f"{into} already exists; choose another --into folder", 2)
-    shutil.copytree(source, into, ignore=shutil.ignore_patterns(".executor"))
-    _stdout().print(f"demo session copied to {into}")
+    try:
+        setup = prepare_demo(into)
+    except DemoRefused as error:
+        raise _fail(str(error), 2) from None
+    if setup.note:
+        _stderr().print(f"note: {escape(setup.note)}")
+    print_story_start(_stdout(), setup, paced=bool(pace))
     if pace:
         os.environ[ENV_DEMO_PACE] = f"{pace:g}"  # read by the demo backend when it starts each agent
     try:
         from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
+        from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
-        request = RunRequest(session_dir=into, command="run", interactive=False, http_address=http)
+        bridge = bridge_opener(http, allow_remote=False, stdio=False)
+        backoff = max(0.2, pace or 0)  # the gate's retry comes at once, or at the watcher's pace
+        request = RunRequest(
+            session_dir=setup.session, command="run", interactive=False, bridge=bridge, retry_backoff_s=backoff
+        )
         code = run_session(request)
     except RunRefused as error:
         raise _fail(str(error), error.exit_code) from None
-    report = build_report(into)
+    report = build_report(setup.session)
     render_check(_stdout(), report)
+    print_story_end(_stdout(), setup, report)
     raise typer.Exit(code)
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import msgspec
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -134,7 +134,7 @@ def render_models(console: Console, report: ModelsReport) -> None:
     table = Table(box=None, pad_edge=False, title="model registry (prices: USD per 1M tokens)", title_justify="left")
     # Wrap rather than cut: a model name or URL shown as "claude-…" is no use.
     for header in ("model", "tier", "provider", "backend", "in", "out", "cached", "context", "base_url"):
-        justify = "right" if header in {"in", "out", "cached", "context"} else "left"
+        justify: JustifyMethod = "right" if header in {"in", "out", "cached", "context"} else "left"
         table.add_column(header, overflow="fold", justify=justify)
     rank = {tier: index for index, tier in enumerate(reversed(TIERS))}
     for model in sorted(report.models, key=lambda model: rank[model.tier]):

@@ -13,8 +13,9 @@ from rich.markup import escape
 
 from session.problems import Problem
 from session.report import CheckReport
+from session.run_choices import SOURCE_TEXT, RoleBackend
 
-__all__ = ["LEGEND", "render_check", "render_problems"]
+__all__ = ["LEGEND", "describe_backends", "next_line", "render_check", "render_problems"]
 
 _SYMBOL = {
     "completed": ("✓", "green"),
@@ -33,6 +34,23 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def describe_backends(backends: list[RoleBackend]) -> str:
+    """``demo for every role (remembered)`` or ``coder codex (role-spec), reviewer none``."""
+    kinds = {(entry.backend, entry.source) for entry in backends}
+    if len(kinds) == 1:
+        backend, source = kinds.pop()
+        return f"{backend or 'none'} for every role ({SOURCE_TEXT[source]})"
+    return ", ".join(f"{entry.role} {entry.backend or 'none'} ({SOURCE_TEXT[entry.source]})" for entry in backends)
+
+
+def next_line(report: CheckReport) -> str:
+    """``next: COMMAND  # note``: the whole line after ``next:`` can be pasted into a shell as it is;
+    ``done: ...`` when nothing is left to do."""
+    if not report.next_command:
+        return f"done: {report.next_note}"
+    return f"next: {report.next_command}" + (f"  # {report.next_note}" if report.next_note else "")
+
+
 def render_problems(console: Console, folder: str, problems: list[Problem]) -> None:
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity == "warning"]
@@ -47,7 +65,7 @@ def render_problems(console: Console, folder: str, problems: list[Problem]) -> N
 def render_check(console: Console, report: CheckReport, per_layer: int = 12, full: bool = False) -> None:
     if not report.valid:
         render_problems(console, report.folder, report.problems)
-        console.print(f"next: {escape(report.next_command)}")
+        console.print(escape(next_line(report)))
         return
     progress = report.progress
     running = "running" if report.executor.running else "not running"
@@ -58,6 +76,8 @@ def render_check(console: Console, report: CheckReport, per_layer: int = 12, ful
         f"progress: {progress.completed}/{progress.total} ({progress.percent:g}%) "
         f"[green]{'█' * filled}[/][dim]{'░' * (bar_width - filled)}[/]"
     )
+    if report.backends:
+        console.print(f"backends: {escape(describe_backends(report.backends))}")
 
     status_of = {task.id: task.status for task in report.tasks}
     console.print(f"\n[bold]execution graph[/]  [dim]{LEGEND}[/]")
@@ -110,4 +130,4 @@ def render_check(console: Console, report: CheckReport, per_layer: int = 12, ful
         console.print(f"\n[{style}]{escape(line)}[/]" if style else f"\n{escape(line)}")
     if report.recovery_report and not report.executor.running:
         console.print(f"\nlast recovery report: {escape(report.recovery_report)}")
-    console.print(f"\nnext: {escape(report.next_command)}")
+    console.print(f"\n{escape(next_line(report))}")

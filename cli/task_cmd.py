@@ -21,6 +21,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.options import SessionFolder as Session
+from cli.options import command_group
+from cli.options import fail as _fail
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
 from session import inbox
@@ -32,31 +35,21 @@ __all__ = ["send_request", "task_app"]
 REPLY_WAIT_S = 15.0
 PRIORITY = {"critical": "P0", "high": "P0", "normal": "P1", "low": "P2", "P0": "P0", "P1": "P1", "P2": "P2"}
 
-task_app = typer.Typer(
+task_app = command_group(
     name="task",
     help=(
         "Work on tasks by hand (roles with `backend: manual`): create, prep, claim, review, complete, fail; "
         "status and next show where things stand. Works with or without a run going on.\n\n"
         "Example: executor task claim QA-001 --agent alice --session work/login"
     ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
-Session = Annotated[Path, typer.Option("--session", "-s", help="The team session folder.", show_default=False)]
 TaskId = Annotated[str, typer.Argument(metavar="ID", help="The task, e.g. QA-001.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", markup=True)
-    return typer.Exit(code)
 
 
 def _who() -> str:
@@ -72,6 +65,7 @@ def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tup
     from session.config import ConfigInvalid, apply_role_defaults, load_config  # noqa: PLC0415
     from session.loader import inspect_session  # noqa: PLC0415
     from session.problems import format_problems  # noqa: PLC0415
+    from session.run_choices import role_backends  # noqa: PLC0415
 
     session, problems = inspect_session(folder)
     if session is None:
@@ -80,14 +74,13 @@ def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tup
         config = load_config(folder, None, known_backends=backend_names())
     except ConfigInvalid as error:
         raise _fail("the configuration is not valid:\n" + format_problems(error.problems), 2) from None
-    apply_role_defaults(session, config)  # as a run does: the role-spec, then [roles.NAME]
+    # As a run resolves them: remembered, role-spec, [roles.NAME], [run].default_backend.
+    manual = [entry.role for entry in role_backends(session, config, None) if entry.backend == "manual"]
+    apply_role_defaults(session, config)
     roles: dict[str, tuple[str, int | None]] = {}
-    manual: list[str] = []
     for name, entry in session.roles.items():
         spec = session.role_specs[name].meta
         roles[name] = (entry.prefix, spec.max_attempts or config.run.max_attempts)
-        if (spec.backend or config.run.default_backend) == "manual":
-            manual.append(name)
     return roles, tuple(sorted(manual))
 
 
@@ -311,7 +304,7 @@ def status(
     task_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="One task in full.")] = None,
     json: Json = False,
 ) -> None:
-    """Every task with its lifecycle status (pending, ready, in_progress, review, done, failed), or one in full."""
+    """Every task with its status (pending, ready, in_progress, review, completed, failed), or one in full."""
     from cli.task_views import show_status  # noqa: PLC0415
 
     _read_back_edits(session, _who())

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from protocol.records import TaskRow
 from session.feedback import read_feedback
+from session.graph import TaskSpec, layers
 from session.handoff import choose_next
 from session.lifecycle import lifecycle_of
 from session.store import StoreError, stored_tasks
@@ -71,9 +72,14 @@ def show_status(folder: Path, task_id: str | None, as_json: bool, console: Conso
             lines += ["  feedback:", *("    " + line for line in feedback.splitlines())]
         console.print("\n".join(lines), markup=False)
         return 0
-    rows.sort(key=lambda row: row.id)
+    # Pipeline order, as `check` draws the graph: by dependency depth, then P0 first, then id.
+    specs = [
+        TaskSpec(id=row.id, owner=row.owner, blocked_by=tuple(row.blocked_by), priority=row.priority) for row in rows
+    ]
+    place = {task_id: index for index, task_id in enumerate(task for layer in layers(specs) for task in layer)}
+    rows.sort(key=lambda row: place.get(row.id, len(place)))
     if as_json:
-        data = [
+        listing = [
             {
                 "id": row.id,
                 "lifecycle": lifecycle[row.id],
@@ -85,7 +91,7 @@ def show_status(folder: Path, task_id: str | None, as_json: bool, console: Conso
             }
             for row in rows
         ]
-        sys.stdout.write(msgspec.json.encode({"tasks": data}).decode() + "\n")
+        sys.stdout.write(msgspec.json.encode({"tasks": listing}).decode() + "\n")
         return 0
     if not rows:
         console.print("no task in the store yet (tasks enter it at the session's first run)")

@@ -10,6 +10,7 @@ the task list and one indexed query for the newest events.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.models_cmd import recorded_key_states
+from cli.render import next_line, render_problems
 from protocol.events import Event
 from protocol.records import EscalationRow
 from session.report import CheckReport, build_report
+from session.run_choices import RoleBackend
 from session.store import StoreError, StoreReader
 
 __all__ = ["frame", "watch"]
@@ -55,9 +58,9 @@ def _describe(event: Event) -> str:
     return f"{task + ' ' if task else ''}{tag}" + (f" ({detail[:100]})" if detail else "")
 
 
-def frame(folder: Path) -> RenderableType:
+def frame(folder: Path, backends: list[RoleBackend] | None = None) -> RenderableType:
     """One picture of the session as it is now."""
-    report: CheckReport = build_report(folder)
+    report: CheckReport = build_report(folder, backends)
     events, questions, meta = _recent(folder)
     progress = report.progress
     state = (
@@ -123,18 +126,104 @@ def frame(folder: Path) -> RenderableType:
                 when = at[:8]
             recent.add_row(when, escape(_describe(event)))
         parts.append(recent)
-    parts.append(Text(f"next: {report.next_command}", style="dim"))
+    parts.append(Text(next_line(report), style="dim"))
     return Group(*parts)
 
 
-def watch(folder: Path, interval_s: float, once: bool, console: Console) -> None:
-    if once:
-        console.print(frame(folder))
-        return
-    with Live(frame(folder), console=console, refresh_per_second=4, transient=False) as live:
-        try:
-            while True:
-                time.sleep(interval_s)
-                live.update(frame(folder))
-        except KeyboardInterrupt:
+def _status_line(report: CheckReport) -> str:
+    progress = report.progress
+    running = ", ".join(worker.task_id for worker in report.active_workers) or "-"
+    failed = ", ".join(task.id for task in report.failed) or "-"
+    state = f"run pid {report.executor.pid}" if report.executor.running else "no run"
+    return (
+        f"{progress.completed}/{progress.total} tasks ({progress.percent:.0f}%), {state}; running: {running}; "
+        f"failed: {failed}; {next_line(report)}"
+    )
+
+
+def _json_frame(folder: Path, backends: list[RoleBackend] | None) -> str:
+    report = build_report(folder, backends)
+    events, questions, _ = _recent(folder)
+    payload = {
+        "report": report,
+        "events": [{"occurred_at": at, "event": event} for at, event in events],
+        "questions": questions,
+    }
+    return msgspec.json.encode(payload).decode()
+
+
+def watch(folder: Path, interval_s: float, once: bool, console: Console, as_json: bool = False) -> int:
+    """Show the session until Ctrl-C (or one frame with ``once``); return the exit code:
+    0, or 1 when the folder is not a valid session (its problems are printed).
+
+    On a terminal: a live view.  Piped: ``--once`` prints the frame as plain text; otherwise
+    one plain line whenever the state changes, each new event on a line of its own.
+    ``as_json``: one JSON object per frame (per change when not ``once``), one per line.
+    """
+    from cli.options import role_backends_of  # noqa: PLC0415 - reads the config once, not per frame
+
+    backends = role_backends_of(folder)
+    report = build_report(folder, backends)
+    if not report.valid:
+        render_problems(console, str(folder), report.problems)
+        console.print(escape(next_line(report)))
+        return 1
+    try:
+        if as_json:
+            _follow(lambda: _json_frame(folder, backends), console, interval_s, once)
+        elif once:
+            console.print(frame(folder, backends))
+        elif not console.is_terminal:
+            _follow_plain(folder, backends, console, interval_s)
+        else:
+            with Live(frame(folder, backends), console=console, refresh_per_second=4, transient=False) as live:
+                while True:
+                    time.sleep(interval_s)
+                    live.update(frame(folder, backends))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _follow(render: Callable[[], str], console: Console, interval_s: float, once: bool) -> None:
+    """Print ``render()`` now, then each time it changes (plain, one line each)."""
+    last = ""
+    while True:
+        text = render()
+        if text != last:
+            console.out(text, highlight=False)
+            last = text
+        if once:
             return
+        time.sleep(interval_s)
+
+
+def _follow_plain(folder: Path, backends: list[RoleBackend] | None, console: Console, interval_s: float) -> None:
+    """Piped: a status line when it changes and every new event, as plain lines."""
+    last_event = 0
+    reader = _open_reader(folder)
+    if reader is not None:
+        last_event = max(0, reader.last_event_id() - RECENT_EVENTS)
+        reader.close()
+    last_status = ""
+    while True:
+        reader = _open_reader(folder)
+        if reader is not None:
+            try:
+                for event_id, at, event in reader.events(after_id=last_event):
+                    console.out(f"{at[11:19]} {_describe(event)}", highlight=False)
+                    last_event = event_id
+            finally:
+                reader.close()
+        status = _status_line(build_report(folder, backends))
+        if status != last_status:
+            console.out(status, highlight=False)
+            last_status = status
+        time.sleep(interval_s)
+
+
+def _open_reader(folder: Path) -> StoreReader | None:
+    try:
+        return StoreReader.open(folder)
+    except StoreError:
+        return None

@@ -12,14 +12,13 @@ Telegram or Discord host (their API hosts are constants in its plugins), which i
 why those two are ours.  Each channel is used by one sender thread.
 
 No secret leaves a channel: URLs that carry tokens are registered with
-:mod:`notify.redact`, error texts are scrubbed, and ``repr`` shows only the
+:mod:`session.redaction`, error texts are scrubbed, and ``repr`` shows only the
 redacted ``target``.
 """
 
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import math
 import sys
 import threading
@@ -34,9 +33,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from notify.messages import discord_text, plain_text, telegram_html, telegram_keyboard, webhook_payload
-from notify.redact import protect_library_logs, register_secret, scrub
 from protocol.notify import Notice
 from session.config_models import Secret
+from session.loopback import is_loopback_url
+from session.redaction import protect_library_logs, redact, register_secret
 
 __all__ = [
     "AppriseChannel",
@@ -82,7 +82,7 @@ class SendResult:
 
 
 def _clean(error: str) -> str:
-    return scrub(error)[:_MAX_ERROR_CHARS]
+    return redact(error)[:_MAX_ERROR_CHARS]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -98,16 +98,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _shown_host(url: str) -> str:
@@ -154,7 +144,7 @@ class _HttpChannel(Channel):
         protect_library_logs()
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S)),
-            trust_env=not _is_loopback(base_url),  # proxies from the environment, never for a local server
+            trust_env=not is_loopback_url(base_url),  # proxies from the environment, never for a local server
             follow_redirects=False,
             transport=transport,
         )

@@ -50,6 +50,7 @@ _MARK: dict[str, str] = {
     "capability_gap": "🧩",
     "consensus_blocked": "🤝",
     "digest": "📋",
+    "key_disabled": "🔑",
 }
 
 

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
+
 from notify.channels import Channel, SendResult
-from notify.redact import scrub
 from protocol.notify import ChannelState, Notice
+from session.backoff import exponential_delay
+from session.redaction import redact
 
 __all__ = ["DropCallback", "Lane", "RetryPolicy", "TokenBucket"]
 
@@ -81,8 +83,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """The wait after failed attempt number ``attempt`` (1 for the first)."""
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-        return base * (1 + random.random() * self.jitter)  # noqa: S311 - jitter, not cryptography
+        return exponential_delay(self.backoff_s, self.max_backoff_s, attempt - 1, self.jitter)
 
 
 class Lane:
@@ -111,7 +112,11 @@ class Lane:
         self._thread.start()
 
     def put(self, notice: Notice) -> bool:
-        """Queue ``notice``; ``False`` (and the notice reported dropped) when the lane is closed or full."""
+        """Queue ``notice``; ``False`` (and the notice reported dropped) when the lane is closed or full.
+
+        Every channel sends through a lane: its text is redacted here, once, for all of them.
+        """
+        notice = _redacted(notice)
         if self._closed:
             self._drop(notice, _STOPPED)
             return False
@@ -233,7 +238,7 @@ class Lane:
         return not self._abort.wait(delay)
 
     def _drop(self, notice: Notice, reason: str) -> None:
-        reason = scrub(reason)
+        reason = redact(reason)
         with self._lock:
             self._dropped += 1
         log.warning("%s: dropped a %s notice (%s): %s", self.channel.name, notice.kind, notice.title, reason)
@@ -243,3 +248,13 @@ class Lane:
             self._on_dropped(self.channel.name, notice, reason)
         except Exception:
             log.exception("%s: the on_dropped callback failed", self.channel.name)
+
+
+def _redacted(notice: Notice) -> Notice:
+    """``notice`` with no secret in its texts (agent errors and summaries end up in notices)."""
+    return msgspec.structs.replace(
+        notice,
+        title=redact(notice.title),
+        body=redact(notice.body),
+        action=redact(notice.action) if notice.action is not None else None,
+    )

@@ -81,12 +81,9 @@ class NotifySetup:
         telegram = None
         if notify.telegram is not None and notify.telegram.enabled:
             settings = notify.telegram
-            token = _from_env(environ, settings.bot_token_env, "telegram") or config.notify_secrets.get("telegram")
+            token = _channel_secret("telegram", settings.bot_token_env, config, environ)
             if token is None:
-                warnings.append(
-                    f"telegram is off: {settings.bot_token_env} is not set; put the bot token in it "
-                    "(or name another variable in [notify.telegram] bot_token_env)"
-                )
+                warnings.append(_unset("telegram", "bot token", "bot_token_env", settings.bot_token_env))
             else:
                 telegram = TelegramTarget(
                     token=token,
@@ -100,12 +97,9 @@ class NotifySetup:
         discord = None
         if notify.discord is not None and notify.discord.enabled:
             settings_d = notify.discord
-            url = _from_env(environ, settings_d.webhook_url_env, "discord") or config.notify_secrets.get("discord")
+            url = _channel_secret("discord", settings_d.webhook_url_env, config, environ)
             if url is None:
-                warnings.append(
-                    f"discord is off: {settings_d.webhook_url_env} is not set; put the webhook URL in it "
-                    "(or name another variable in [notify.discord] webhook_url_env)"
-                )
+                warnings.append(_unset("discord", "webhook URL", "webhook_url_env", settings_d.webhook_url_env))
             else:
                 discord = DiscordTarget(webhook_url=url, rate_per_minute=settings_d.rate_per_minute)
 
@@ -199,6 +193,19 @@ class NotifySetup:
             except Exception as error:  # noqa: BLE001 - a plugin's bug must not stop the Notifier from starting
                 problems.append(f"{target.name} is off: Apprise failed ({type(error).__name__})")
         return channels, problems
+
+
+def _channel_secret(channel: str, variable: str, config: Config, environ: Mapping[str, str]) -> Secret | None:
+    """The variable the config names wins over the channel's secret in notification.json."""
+    return _from_env(environ, variable, channel) or config.notify_secrets.get(channel)
+
+
+def _unset(channel: str, what: str, key: str, variable: str) -> str:
+    """The warning for a channel left off: neither the variable nor notification.json holds its secret."""
+    return (
+        f"{channel} is off: {variable} is not set; put the {what} in it "
+        f"(or name another variable in [notify.{channel}] {key})"
+    )
 
 
 def _from_env(environ: Mapping[str, str], name: str, label: str) -> Secret | None:

@@ -24,10 +24,11 @@ from typing import Any
 
 import httpx
 
-from notify.channels import _is_loopback, parse_retry_after
+from notify.channels import parse_retry_after
 from notify.messages import parse_callback_data
-from notify.redact import protect_library_logs, register_secret, scrub
 from session.config_models import Secret
+from session.loopback import is_loopback_url
+from session.redaction import protect_library_logs, redact, register_secret
 
 __all__ = ["AnswerCallback", "TelegramPoller", "who_pressed"]
 
@@ -135,7 +136,7 @@ class TelegramPoller:
 
     async def _poll_forever(self) -> None:
         timeout = httpx.Timeout(self._timeout_s, read=self._poll_timeout_s + self._timeout_s)
-        trust_env = not _is_loopback(self._api_base)  # proxies from the environment, never for a local server
+        trust_env = not is_loopback_url(self._api_base)  # proxies from the environment, never for a local server
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=trust_env) as client:
             offset: int | None = None
             failures = 0
@@ -148,7 +149,7 @@ class TelegramPoller:
                 except httpx.HTTPError as error:
                     failures += 1
                     delay = min(_MAX_BACKOFF_S, self._backoff_s * 2 ** min(failures - 1, 10))
-                    log.warning("telegram: getUpdates failed (%s); again in %.0fs", scrub(str(error)) or error, delay)
+                    log.warning("telegram: getUpdates failed (%s); again in %.0fs", redact(str(error)) or error, delay)
                     await asyncio.sleep(delay)
                     continue
                 updates, delay = self._read_updates(response, failures)
@@ -174,7 +175,7 @@ class TelegramPoller:
             data = {}
         if response.is_success and data.get("ok") is True and isinstance(data.get("result"), list):
             return data["result"], None
-        description = scrub(str(data.get("description") or ""))
+        description = redact(str(data.get("description") or ""))
         status = response.status_code
         if status in (401, 404):
             log.error("telegram: the bot token is refused (%d %s); answers by button are off", status, description)
@@ -238,7 +239,7 @@ class TelegramPoller:
                 self._url("answerCallbackQuery"), json={"callback_query_id": query_id, "text": text[:_MAX_TOAST_CHARS]}
             )
         except httpx.HTTPError as error:
-            log.warning("telegram: answerCallbackQuery failed: %s", scrub(str(error)) or type(error).__name__)
+            log.warning("telegram: answerCallbackQuery failed: %s", redact(str(error)) or type(error).__name__)
             return
         if not response.is_success:
             log.warning("telegram: answerCallbackQuery answered %d", response.status_code)

@@ -24,8 +24,9 @@ DEFAULT_STALL_AFTER_S = 1800.0
 DEFAULT_STALL_STOP_AFTER_S = 3600.0
 DEFAULT_REVIEW_ROUNDS = 3
 
-# Error kinds whose failure is final at once: another attempt cannot help.
-NEVER_RETRIED: frozenset[str] = frozenset({"over_budget"})
+# Error kinds whose failure is final at once: another attempt cannot help.  ``auth``: the
+# provider refused the key (the key pool disables it and says so); a retry would be refused too.
+NEVER_RETRIED: frozenset[str] = frozenset({"over_budget", "auth"})
 
 
 @dataclass(frozen=True)

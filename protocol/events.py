@@ -44,6 +44,7 @@ __all__ = [
     "TaskProgress",
     "TaskReady",
     "TaskReset",
+    "TaskRolledBack",
     "TaskStalled",
     "TaskStarted",
     "TaskTransition",
@@ -204,6 +205,16 @@ class TaskCancelled(Event, frozen=True):
     by: str = ""  # "mcp", "cli", ...
 
 
+class TaskRolledBack(Event, frozen=True):
+    """``executor rollback``: the files the task changed were put back as they were before it."""
+
+    task_id: str
+    to_status: str  # "pending" (it runs again) or "cancelled"
+    files: tuple[str, ...] = ()
+    by: str = ""
+    cascade_of: str | None = None  # rolled back because that task's rollback named it in --cascade
+
+
 class TasksReopened(Event, frozen=True):
     """Failed tasks given a new set of attempts (``resume_session``)."""
 
@@ -318,6 +329,7 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
     TaskReset,
     TaskCancelled,
     TasksReopened,
+    TaskRolledBack,
     TaskStalled,
     BlockerReported,
     EscalationOpened,
@@ -337,12 +349,12 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    cls.__struct_config__.tag: cls
     for cls in AnyEvent.__args__  # type: ignore[attr-defined]
 }
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyEvent)
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(AnyEvent)
 
 EventDecodeError = msgspec.DecodeError
 

@@ -129,6 +129,7 @@ class WorkOrder(Message, frozen=True):
     grace_s: float = 5.0
     upstream_artifacts: tuple[str, ...] = ()
     model: str | None = None
+    base_url: str | None = None  # the role-spec's endpoint for OpenAI-compatible backends
     # For agent CLIs: what the agent may do, how long it may go on, where it keeps state.
     permission: Permission = "workspace-write"
     max_turns: int | None = None
@@ -478,7 +479,7 @@ class Reconcile(Message, frozen=True):
     snapshot: StateSnapshot
 
 
-HandoffOp = Literal["create", "prep", "claim", "review", "complete", "fail", "release"]
+HandoffOp = Literal["create", "prep", "claim", "review", "complete", "fail", "release", "rollback"]
 
 
 class HandoffRequest(Message, frozen=True):

@@ -36,8 +36,9 @@ NoticeKind = Literal[
     "capability_gap",
     "consensus_blocked",
     "digest",
+    "key_disabled",  # the provider refused an API key: the pool stopped using it
 ]
-NOTICE_KINDS: tuple[str, ...] = get_args(NoticeKind)
+NOTICE_KINDS: tuple[NoticeKind, ...] = get_args(NoticeKind)
 
 
 class Notice(Message, frozen=True):

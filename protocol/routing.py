@@ -18,12 +18,14 @@ __all__ = [
     "ApproveCritical",
     "ForgetTask",
     "GetRegistry",
+    "GiveUp",
     "ModelChoice",
     "ModelInfo",
     "NextModel",
     "NoModel",
     "Registry",
     "SelectModel",
+    "TryModel",
 ]
 
 
@@ -41,6 +43,7 @@ class SelectModel(Message, frozen=True):
     complexity: float | str = "medium"
     budget_usd: float | None = None
     force_model: str | None = None
+    backend: str | None = None  # only the models this backend runs (a key goes only where it may)
 
 
 class ApproveCritical(Message, frozen=True):
@@ -122,4 +125,27 @@ class Registry(Message, frozen=True):
     fallback: tuple[str, ...]
     critical_needs_approval: bool = True
     network_retries: int = 3
+    fallback_backend: str | None = None
+
+
+# --- what session.routing.next_after_failure decides (the Router acts on it) ---
+
+
+class TryModel(Message, frozen=True):
+    """Run the next attempt on ``model`` after waiting ``delay_s`` seconds."""
+
+    model: str
+    tier: str
+    reason: str
+    delay_s: float = 0.0
+
+
+class GiveUp(Message, frozen=True):
+    """Routing has nothing left to try for this failure.
+
+    ``fallback_backend`` is ``router.fallback_backend`` when the chain was
+    exhausted and the config names a backend to hand the task to.
+    """
+
+    reason: str
     fallback_backend: str | None = None

@@ -29,6 +29,7 @@ ErrorKind = Literal[
     "timeout",  # it ran past its wall-clock limit
     "hang",  # it printed nothing for longer than its no-output limit
     "bad_output",  # it exited 0 but its report could not be read
+    "no_work",  # it exited 0 but did nothing: no file changed, no artifact, no report, no model traffic
     "spawn_failed",  # the program could not be started at all
     "interrupted",  # the executor stopped it (shutdown); not the task's fault
     "worker_crashed",  # our own worker actor failed while running it

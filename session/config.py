@@ -56,10 +56,11 @@ from session.config_models import (
     HydraKeysFile,
     Secret,
     Settings,
-    mask_tail,
     redact_url,
+    without_references,
 )
 from session.problems import Problem, format_problems
+from session.redaction import mask
 from session.skills import user_config_dir
 
 if TYPE_CHECKING:
@@ -239,8 +240,6 @@ def _origin(where: Mapping[Path_, str], loc: Iterable[str | int]) -> str:
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _CHAT_IDS: TypeAdapter[list[int | str]] = TypeAdapter(list[ChatId])
-#: A well-formed ``${NAME}`` reference in an MCP server's env or headers value.
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _dotted(loc: Iterable[str | int]) -> str:
@@ -410,6 +409,19 @@ def _cross_check(raw: Mapping[str, Any], where: Mapping[Path_, str], backends: C
     run = raw.get("run")
     if isinstance(run, dict):
         backend(run.get("default_backend"), ("run", "default_backend"))
+    remembered = raw.get("remembered")
+    if isinstance(remembered, dict):
+        backend(remembered.get("backend"), ("remembered", "backend"))
+        origin = _origin(where, ("remembered", "backend"))
+        if "backend" in remembered and Path(origin).name != SESSION_CONFIG_FILE:
+            problems.append(
+                _problem(
+                    origin,
+                    "[remembered] belongs to one session: the executor writes it into that session's executor.toml",
+                    "remove [remembered] from this file; use [run].default_backend for a default backend",
+                    "remembered.backend",
+                )
+            )
     router = raw.get("router")
     if isinstance(router, dict):
         backend(router.get("fallback_backend"), ("router", "fallback_backend"))
@@ -495,7 +507,7 @@ def _literal_secrets(server: str, entry: Mapping[str, Any], where: Mapping[Path_
         if not isinstance(values, dict):
             continue
         for name, value in values.items():
-            literal = _AUTH_SCHEME.sub("", _REFERENCE.sub("", value)).strip() if isinstance(value, str) else ""
+            literal = _AUTH_SCHEME.sub("", without_references(value)).strip() if isinstance(value, str) else ""
             if literal and _SECRETISH.search(name):
                 loc: Path_ = ("mcp_servers", server, table, name)
                 problems.append(
@@ -872,7 +884,7 @@ def redacted_dump(config: Config, environ: Mapping[str, str] | None = None) -> d
 
     def status(name: str) -> str:
         value = environ.get(name, "").strip()
-        return f"set ({mask_tail(value)})" if value else "not set"
+        return f"set ({mask(value)})" if value else "not set"
 
     dump["keys"] = {
         "rotation": config.keys.rotation,
@@ -889,7 +901,7 @@ def _notify_status(config: Config, shown: dict[str, Any], environ: Mapping[str, 
     def secret(name: str | None, seed: str | None = None) -> str:
         value = environ.get(name, "").strip() if name else ""
         if value:
-            return f"set in {name} ({mask_tail(value)})"
+            return f"set in {name} ({mask(value)})"
         fallback = config.notify_secrets.get(seed) if seed else None
         if fallback is not None:
             return f"from notification.json (…{fallback.last4})"

@@ -37,11 +37,13 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from protocol.notify import NOTICE_KINDS, NoticeKind
 from session.problems import Problem
+from session.redaction import mask, register_secret
 
 __all__ = [
     "DEFAULT_FALLBACK",
     "DEFAULT_KEY_ENV",
     "DEFAULT_MODELS",
+    "ENV_REFERENCE",
     "PROVIDERS",
     "TIERS",
     "ApiKey",
@@ -60,6 +62,7 @@ __all__ = [
     "NotifySettings",
     "Permission",
     "Provider",
+    "RememberedSettings",
     "RoleDefaults",
     "Rotation",
     "RouterSettings",
@@ -70,8 +73,8 @@ __all__ = [
     "Tier",
     "WebhookSettings",
     "env_references",
-    "mask_tail",
     "redact_url",
+    "without_references",
 ]
 
 # --------------------------------------------------------------------------- vocabulary
@@ -88,13 +91,22 @@ Rotation = Literal["round_robin", "random", "least_used"]
 #: Model tiers, cheapest first.
 TIERS: tuple[str, ...] = get_args(TierName)
 PROVIDERS: tuple[str, ...] = get_args(Provider)
-DEFAULT_FALLBACK: tuple[str, ...] = ("CRITICAL", "PREMIUM", "STANDARD", "FREE")
+DEFAULT_FALLBACK: tuple[TierName, ...] = ("CRITICAL", "PREMIUM", "STANDARD", "FREE")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEED_PROVIDER = re.compile(r"[a-z0-9][a-z0-9._-]*")
-#: A secret shorter than this shows no characters at all: the last 4 of a short
-#: value would give too much of it away.
-_MIN_LEN_TO_SHOW_TAIL = 12
+
+
+def _http_url(value: str | None, example: str) -> str | None:
+    """``value`` when it is an http(s) URL with a host (or unset); the error's fix shows ``example``."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise PydanticCustomError(
+            "url", "must be an http:// or https:// URL with a host", {"fix": f"write it like {example}"}
+        )
+    return value
 
 
 def _upper(value: Any) -> Any:
@@ -130,11 +142,6 @@ EnvName = Annotated[str, AfterValidator(_env_name_check("a key", "key", "ANTHROP
 SecretEnvName = Annotated[str, AfterValidator(_env_name_check("a token or URL", "secret", "TELEGRAM_BOT_TOKEN"))]
 
 
-def mask_tail(value: str) -> str:
-    """``…`` and the last 4 characters of ``value``; just ``…`` when it is too short to show any."""
-    return f"…{value[-4:]}" if len(value) >= _MIN_LEN_TO_SHOW_TAIL else "…"
-
-
 def redact_url(url: str) -> str:
     """``url`` without credentials: user:password and the query string are masked."""
     scheme, sep, rest = url.partition("://")
@@ -167,6 +174,7 @@ class Secret:
     def __init__(self, provider: str, value: str) -> None:
         self.provider = provider
         self._value = value
+        register_secret(value)  # whatever prints it from now on masks it
 
     def reveal(self) -> str:
         """The key itself."""
@@ -175,7 +183,7 @@ class Secret:
     @property
     def last4(self) -> str:
         """The last 4 characters, or ``""`` for a key too short to show any."""
-        return mask_tail(self._value)[1:]
+        return mask(self._value)[1:]
 
     @property
     def fingerprint(self) -> str:
@@ -183,7 +191,7 @@ class Secret:
         return hashlib.sha256(self._value.encode()).hexdigest()[:12]
 
     def __repr__(self) -> str:
-        return f"{self.provider}{mask_tail(self._value)}"
+        return f"{self.provider}{mask(self._value)}"
 
     __str__ = __repr__
 
@@ -245,6 +253,21 @@ class RunSettings(_Strict):
     """Seconds running workers get to finish on Ctrl-C/SIGTERM before they are stopped."""
 
 
+# --------------------------------------------------------------------------- [remembered]
+
+
+class RememberedSettings(_Strict):
+    """``[remembered]``: what an earlier ``executor run``/``resume``/``mcp`` was told, kept in the
+    session's ``executor.toml`` by the executor itself so the next command runs the same way.
+
+    Precedence of a role's backend, strongest first: ``--backend`` given now, this
+    ``backend``, the role-spec's ``backend:``, ``[roles.<role>].backend``, ``[run].default_backend``.
+    """
+
+    backend: str | None = Field(None, min_length=1)
+    """The backend every role ran on, from ``--backend``; a new ``--backend`` replaces it."""
+
+
 # --------------------------------------------------------------------------- [roles.<role>]
 
 
@@ -299,16 +322,7 @@ class ModelSpec(_Strict):
     @field_validator("base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise PydanticCustomError(
-                "url",
-                "must be an http:// or https:// URL with a host",
-                {"fix": 'write it like base_url = "http://127.0.0.1:8080/v1"'},
-            )
-        return value
+        return _http_url(value, 'base_url = "http://127.0.0.1:8080/v1"')
 
     @model_validator(mode="after")
     def _compatible_needs_url(self) -> ModelSpec:
@@ -340,8 +354,9 @@ def _model(
 
 
 #: The built-in registry (list prices in USD per 1M tokens: input, output, cached input).
-#: Names are ids the providers' APIs and CLIs accept.  ``local-llama`` is any model served
-#: by an OpenAI-compatible server on this machine (llama.cpp, vLLM, Ollama), free to run.
+#: Names are ids the providers' APIs and CLIs accept.  No entry has a ``base_url``: a key is
+#: only ever sent to an endpoint the user configured or to its vendor's own (see
+#: :func:`session.routing.key_endpoint`); a local server is the user's own ``[[models]]`` entry.
 DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
     _model("claude-opus-4-1", "anthropic", "claude", "CRITICAL", (15.0, 75.0, 1.5), 200_000),
     _model("claude-sonnet-4-5", "anthropic", "claude", "PREMIUM", (3.0, 15.0, 0.3), 200_000),
@@ -350,10 +365,6 @@ DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
     _model("gpt-5-mini", "openai", "codex", "STANDARD", (0.25, 2.0, 0.025), 400_000),
     _model("gemini-2.5-flash", "google", "gemini", "STANDARD", (0.3, 2.5, 0.075), 1_048_576),
     _model("claude-haiku-4-5", "anthropic", "claude", "STANDARD", (1.0, 5.0, 0.1), 200_000),
-    _model(
-        "local-llama", "openai-compatible", "openai", "FREE", (0.0, 0.0, 0.0), 32_768,
-        base_url="http://127.0.0.1:8080/v1",
-    ),
 )  # fmt: skip
 
 
@@ -599,18 +610,24 @@ class NotifySettings(_Strict):
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: ``${NAME}`` inside an ``env`` or ``headers`` value: the executor's environment variable NAME,
 #: read when the server is contacted.  Secrets stay in the environment, never in the file.
-_REFERENCE = re.compile(r"\$\{([^{}]*)\}")
+#: The one reference pattern: it matches a malformed ``${...}`` too, which the validator refuses.
+ENV_REFERENCE = re.compile(r"\$\{([^{}]*)\}")
 
 
 def env_references(value: str) -> list[str]:
     """The variable names ``value`` refers to with ``${NAME}``, in order."""
-    return [match.group(1) for match in _REFERENCE.finditer(value)]
+    return [match.group(1) for match in ENV_REFERENCE.finditer(value)]
+
+
+def without_references(value: str) -> str:
+    """``value`` with its ``${NAME}`` references taken out: the literal text it holds."""
+    return ENV_REFERENCE.sub("", value)
 
 
 def _masked_literal(value: str) -> str:
     """``value`` as it may be shown: ``${NAME}`` references kept, each run of literal text
     replaced by ``…`` (it may be a secret written straight into the file)."""
-    parts = _REFERENCE.split(value)  # literal, name, literal, name, ..., literal
+    parts = ENV_REFERENCE.split(value)  # literal, name, literal, name, ..., literal
     return "".join(f"${{{part}}}" if index % 2 else ("…" if part else "") for index, part in enumerate(parts))
 
 
@@ -627,7 +644,7 @@ def _server_name(value: str) -> str:
 def _referencing_value(value: str) -> str:
     # Never echo the value: it may be a secret pasted in place of a ${NAME} reference.
     names = env_references(value)
-    rest = _REFERENCE.sub("", value)
+    rest = without_references(value)
     if "${" in rest or any(not _ENV_NAME.fullmatch(name) for name in names):
         raise PydanticCustomError(
             "env_reference",
@@ -691,16 +708,7 @@ class McpServerConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise PydanticCustomError(
-                "url",
-                "must be an http:// or https:// URL with a host",
-                {"fix": 'write it like url = "http://127.0.0.1:9000/mcp"'},
-            )
-        return value
+        return _http_url(value, 'url = "http://127.0.0.1:9000/mcp"')
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:
@@ -775,6 +783,7 @@ class Settings(_Strict):
     """One TOML configuration file (every table optional)."""
 
     run: RunSettings = Field(default_factory=RunSettings)
+    remembered: RememberedSettings = Field(default_factory=RememberedSettings)
     roles: dict[str, RoleDefaults] = Field(default_factory=dict)
     models: list[ModelSpec] = Field(default_factory=list)
     router: RouterSettings = Field(default_factory=RouterSettings)
@@ -793,7 +802,7 @@ def _mask_mapping(value: Any, secret: bool = False) -> Any:
         return {key: _mask_mapping(item, secret or bool(_SECRET_KEY_NAME.search(key))) for key, item in value.items()}
     if isinstance(value, list):
         return [_mask_mapping(item, secret) for item in value]
-    return mask_tail(value) if secret and isinstance(value, str) else value
+    return mask(value) if secret and isinstance(value, str) else value
 
 
 class FleetAgent(_Strict):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from session.safepath import task_file
+
 __all__ = ["FEEDBACK_DIR", "append_round", "feedback_path", "read_feedback", "rounds_so_far"]
 
 FEEDBACK_DIR = "feedback"
@@ -19,7 +21,8 @@ PROMPT_CHARS = 6000
 
 
 def feedback_path(folder: Path, task_id: str) -> Path:
-    return Path(folder) / FEEDBACK_DIR / f"{task_id}.md"
+    """``<session>/feedback/<ID>.md``; raises ``UnsafePath`` for an id outside the grammar."""
+    return task_file(Path(folder), task_id, ".md", FEEDBACK_DIR)
 
 
 def rounds_so_far(folder: Path, task_id: str) -> int:

@@ -87,33 +87,33 @@ def _joined(value: str | list[str]) -> str:
     return "; ".join(value) if isinstance(value, list) else value
 
 
-def _graph_entry(task_id: str, raw: Any) -> tuple[tuple[str, ...], str | None, Priority | None, list[Problem]]:
+_GraphEntry = tuple[tuple[str, ...], str | None, Priority | None, list[Problem]]
+
+
+def _no_entry(*problems: Problem) -> _GraphEntry:
+    """No dependencies, role or priority: the entry is unusable for the reasons given."""
+    return (), None, None, list(problems)
+
+
+def _graph_entry(task_id: str, raw: Any) -> _GraphEntry:
     field = f"$.dependency_graph.{task_id}"
     if isinstance(raw, list):
         if all(isinstance(dep, str) for dep in raw):
             return tuple(raw), None, None, []
-        return (
-            (),
-            None,
-            None,
-            [
-                Problem(
-                    file=_ANALYSIS,
-                    field=field,
-                    message="dependency list must contain task ids (strings)",
-                    fix='write it as ["TASK-001", ...]',
-                )
-            ],
+        return _no_entry(
+            Problem(
+                file=_ANALYSIS,
+                field=field,
+                message="dependency list must contain task ids (strings)",
+                fix='write it as ["TASK-001", ...]',
+            )
         )
     if isinstance(raw, dict):
         try:
             entry = GraphEntry.model_validate(raw)
         except ValidationError as error:
-            return (
-                (),
-                None,
-                None,
-                [
+            return _no_entry(
+                *(
                     Problem(
                         file=_ANALYSIS,
                         field=f"{field}." + ".".join(str(p) for p in item["loc"]),
@@ -121,21 +121,16 @@ def _graph_entry(task_id: str, raw: Any) -> tuple[tuple[str, ...], str | None, P
                         fix='shape (a) entries are {"depends_on": [ids], "role": "<role>"}',
                     )
                     for item in error.errors()
-                ],
+                )
             )
         return tuple(entry.depends_on), entry.role, entry.priority, []
-    return (
-        (),
-        None,
-        None,
-        [
-            Problem(
-                file=_ANALYSIS,
-                field=field,
-                message=f"must be a list of task ids or an object with depends_on, got {type(raw).__name__}",
-                fix='use ["DEP-001"] (adjacency list) or {"depends_on": ["DEP-001"], "role": "..."}',
-            )
-        ],
+    return _no_entry(
+        Problem(
+            file=_ANALYSIS,
+            field=field,
+            message=f"must be a list of task ids or an object with depends_on, got {type(raw).__name__}",
+            fix='use ["DEP-001"] (adjacency list) or {"depends_on": ["DEP-001"], "role": "..."}',
+        )
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
-from protocol.events import Event, TaskCreated, TaskTransition
+from protocol.events import Event, TaskCreated, TaskRolledBack, TaskTransition
 from protocol.messages import HandoffRequest
 from protocol.records import TaskDetails, TaskRow
 from protocol.types import Priority
@@ -33,6 +33,7 @@ __all__ = [
     "merge_details",
     "prep_task",
     "release_task",
+    "rollback_task",
     "submit_for_review",
 ]
 
@@ -248,6 +249,50 @@ def release_task(
     return _move(store, row, "pending", by, record, note=note[:2000], agent=None)
 
 
+def rollback_task(
+    store: Store, task_id: str, details: dict[str, object], by: str, record: Record | None = None
+) -> TaskRow | HandoffRefused:
+    """``executor rollback`` put the task's files back: it is pending again (a fresh set of attempts) or cancelled.
+
+    ``details``: ``to`` ("pending" or "cancelled"), ``files`` (what was restored), ``cascade_of``."""
+    row = _task(store, task_id)
+    if isinstance(row, HandoffRefused):
+        return row
+    to = details.get("to", "pending")
+    if to not in ("pending", "cancelled"):
+        return HandoffRefused(f"--to {to!r}: say pending or cancelled", "to")
+    if row.status in ("in_progress", "review"):
+        who = f" (claimed by {row.agent})" if row.agent else ""
+        return HandoffRefused(f"{task_id} is {row.status}{who}; roll it back once it has ended", "task_id")
+    files = details.get("files", [])
+    cascade_of = details.get("cascade_of")
+    event = TaskRolledBack(
+        task_id=task_id,
+        to_status=str(to),
+        files=tuple(str(path) for path in files)[:1000] if isinstance(files, list) else (),
+        by=by,
+        cascade_of=str(cascade_of) if cascade_of else None,
+    )
+    if to == "pending":
+        # A fresh budget on top of the attempts already made, so attempt numbers (logs, diffs) stay unique.
+        change = TaskChange(
+            status="pending",
+            max_attempts=row.attempts + (row.max_attempts or 3),
+            completed_at=None,
+            last_error=None,
+            last_error_kind=None,
+            agent=None,
+        )
+    else:
+        change = TaskChange(status="failed", last_error=f"rolled back by {by}", last_error_kind="cancelled")
+    with store.transaction():
+        store.update_task(task_id, change)
+        (record or store.append)(event, task_id)
+    updated = store.task(task_id)
+    assert updated is not None  # noqa: S101 - it was just written
+    return updated
+
+
 def apply_handoff(store: Store, request: HandoffRequest, record: Record | None = None) -> TaskRow | HandoffRefused:
     """Carry out one request (the CLI's, the inbox's or an MCP tool's) on ``store``."""
     match request.op:
@@ -279,6 +324,8 @@ def apply_handoff(store: Store, request: HandoffRequest, record: Record | None =
             return fail_task(store, request.task_id, request.reason, request.by, record)
         case "release":
             return release_task(store, request.task_id, request.reason, request.by, record)
+        case "rollback":
+            return rollback_task(store, request.task_id, request.details, request.by, record)
     return HandoffRefused(f"unknown operation {request.op!r}", "op")
 
 

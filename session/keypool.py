@@ -32,7 +32,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from protocol.keys import KEY_OUTCOMES, KeyOutcome, KeyState
+from protocol.keys import KEY_OUTCOMES, KeyOutcome, KeyState, KeyStatus
+from session.backoff import exponential_delay
 from session.config_models import ApiKey, Config, Rotation, Secret
 
 __all__ = [
@@ -302,9 +303,9 @@ class KeyPool:
     def _cooldown(self, entry: _Entry, retry_after_s: float | None) -> float:
         if retry_after_s is not None and math.isfinite(retry_after_s):
             return max(0.0, float(retry_after_s))
-        exponent = min(entry.consecutive_429 - 1, 32)
-        base = min(self.max_backoff_s, self.default_cooldown_s * (2**exponent))
-        return base * (1.0 + self._rng() * self.jitter)
+        return exponential_delay(
+            self.default_cooldown_s, self.max_backoff_s, entry.consecutive_429 - 1, self.jitter, self._rng
+        )
 
     # --- what anyone may see ------------------------------------------------------------
 
@@ -321,6 +322,7 @@ class KeyPool:
 
     @staticmethod
     def _state(entry: _Entry, now: float) -> KeyState:
+        status: KeyStatus
         if entry.disabled_reason is not None:
             status, cooling_for = "disabled", 0.0
         elif entry.cooling(now):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import contextlib
 import fcntl
 import json
@@ -432,7 +433,7 @@ class KeyStore:
             for secret in (Secret(entry.provider, entry.value),)
         ]
 
-    def secrets(self) -> list[ApiKey]:
+    def secrets(self) -> builtins.list[ApiKey]:  # `list` in this class is the method above
         """Every stored key, ready for the key pool (:func:`session.keypool.pool_from_config`)."""
         origin = "keystore" if self.persistent else "memory"
         return [

@@ -1,27 +1,28 @@
-"""The handoff lifecycle people see: pending -> ready -> in_progress -> review -> done | failed.
+"""The handoff lifecycle people see: pending -> ready -> in_progress -> review -> completed | failed.
 
-The store keeps fewer states (``ready`` is a pending task whose blockers are all
-completed; ``done`` is ``completed``): the lifecycle is derived, never stored
+The words are the store's and ``executor check``'s; the lifecycle adds one, ``ready``
+(a pending task whose blockers are all completed).  It is derived, never stored
 twice, so it cannot disagree with the scheduler.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+from protocol.events import TasksReopened
 from protocol.records import TaskRow
+from session.store import Store, TaskChange
 
-__all__ = ["LIFECYCLE", "lifecycle_of", "lifecycle_status"]
+__all__ = ["LIFECYCLE", "lifecycle_of", "lifecycle_status", "reopen_failed"]
 
-LIFECYCLE: tuple[str, ...] = ("pending", "ready", "in_progress", "review", "done", "failed")
+LIFECYCLE: tuple[str, ...] = ("pending", "ready", "in_progress", "review", "completed", "failed")
 
 
 def lifecycle_status(row: TaskRow, completed: set[str] | frozenset[str]) -> str:
-    if row.status == "completed":
-        return "done"
     if row.status == "pending":
         return "ready" if all(blocker in completed for blocker in row.blocked_by) else "pending"
-    return row.status  # in_progress, review, failed
+    return row.status  # in_progress, review, completed, failed
 
 
 def lifecycle_of(rows: Iterable[TaskRow]) -> dict[str, str]:
@@ -29,3 +30,20 @@ def lifecycle_of(rows: Iterable[TaskRow]) -> dict[str, str]:
     rows = list(rows)
     completed = frozenset(row.id for row in rows if row.status == "completed")
     return {row.id: lifecycle_status(row, completed) for row in rows}
+
+
+def reopen_failed(folder: Path, by: str) -> list[str]:
+    """Every failed task pending again with a new set of attempts, and one ``TasksReopened``
+    event: what the ``resume_session`` MCP tool does in a live run, for ``resume
+    --retry-failed`` before the tree starts.  The caller holds the session lock."""
+    store = Store.open(folder)
+    try:
+        failed = tuple(row.id for row in store.tasks() if row.status == "failed")
+        if failed:
+            with store.transaction():
+                for task_id in failed:
+                    store.update_task(task_id, TaskChange(status="pending", attempts=0, not_before=None))
+                store.append(TasksReopened(task_ids=failed, by=by))
+    finally:
+        store.close()
+    return list(failed)

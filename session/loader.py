@@ -17,9 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from session.graph import TaskSpec, derive_tasks
+from session.id_checks import analysis_id_problems, session_id_problems
 from session.models import RoleEntry, TaskAnalysisFile, TeamSessionFile
 from session.problems import Problem, SessionInvalid
 from session.rolespec import RoleSpec, parse_role_spec
+from session.safepath import is_private, path_text_problem
 
 __all__ = [
     "ANALYSIS_FILE",
@@ -68,6 +70,10 @@ def json_path(loc: tuple[int | str, ...]) -> str:
     return text
 
 
+def _fix_value(name: str) -> str:
+    return f"correct the value of '{name}'"
+
+
 _FIX_BY_ERROR_TYPE: dict[str, Callable[[str], str]] = {
     "missing": lambda name: f"add the required field '{name}'",
     "literal_error": lambda name: f"set '{name}' to one of the allowed values",
@@ -81,7 +87,7 @@ def _pydantic_problems(file: str, error: ValidationError) -> list[Problem]:
     for item in error.errors():
         loc = tuple(item["loc"])
         name = str(loc[-1]) if loc else "value"
-        fix = _FIX_BY_ERROR_TYPE.get(item["type"], lambda n: f"correct the value of '{n}'")(name)
+        fix = _FIX_BY_ERROR_TYPE.get(item["type"], _fix_value)(name)
         problems.append(Problem(file=file, field=json_path(loc), message=item["msg"], fix=fix))
     return problems
 
@@ -166,8 +172,13 @@ def _validate_model(model: type[BaseModel], data: Any, file: str) -> tuple[Any, 
 
 
 def _inside(folder: Path, relative: str) -> Path | None:
-    candidate = (folder / relative).resolve()
-    root = folder.resolve()
+    if path_text_problem(relative) is not None:
+        return None  # session_id_problems names it; it is no file to open
+    try:
+        candidate = (folder / relative).resolve()
+        root = folder.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
     return candidate if candidate == root or root in candidate.parents else None
 
 
@@ -206,12 +217,24 @@ def _check_roles(folder: Path, raw_roles: list[Any]) -> tuple[dict[str, RoleEntr
         prefixes.setdefault(entry.prefix, entry.name)
         roles[entry.name] = entry
         spec_path = _inside(folder, entry.role_spec)
+        if spec_path is None and path_text_problem(entry.role_spec) is not None:
+            continue  # session_id_problems says what is wrong with the text
         if spec_path is None:
             problems.append(
                 Problem(
                     file=SESSION_FILE,
                     field=f"{where}.role_spec",
                     message=f"role-spec path '{entry.role_spec}' points outside the session folder",
+                    fix=f"use a path inside the session, e.g. role-specs/{entry.name}.md",
+                )
+            )
+            continue
+        if is_private(folder, spec_path):
+            problems.append(
+                Problem(
+                    file=SESSION_FILE,
+                    field=f"{where}.role_spec",
+                    message=f"role-spec path '{entry.role_spec}' points into the executor's private .executor/ folder",
                     fix=f"use a path inside the session, e.g. role-specs/{entry.name}.md",
                 )
             )
@@ -290,6 +313,8 @@ def inspect_session(folder: Path) -> tuple[TeamSession | None, list[Problem]]:
             return None, problems
         team, model_problems = _validate_model(TeamSessionFile, team_raw, SESSION_FILE)
         problems.extend(model_problems)
+        if team is not None:
+            problems.extend(session_id_problems(team))
         raw_roles = roles_value if isinstance(roles_value, list) else []
 
     duplicate_keys: list[str] = []
@@ -299,6 +324,8 @@ def inspect_session(folder: Path) -> tuple[TeamSession | None, list[Problem]]:
     if analysis_raw is not None:
         analysis, model_problems = _validate_model(TaskAnalysisFile, analysis_raw, ANALYSIS_FILE)
         problems.extend(model_problems)
+        if analysis is not None:
+            problems.extend(analysis_id_problems(analysis))
 
     roles, specs, role_problems = _check_roles(folder, raw_roles)
     problems.extend(role_problems)

@@ -48,6 +48,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 
 from session.config_models import McpServerConfig, env_references, redact_url
+from session.redaction import register_environment, register_secret
 
 __all__ = [
     "McpCallFailed",
@@ -190,6 +191,7 @@ class _Phase:
 
 def _expand(value: str, environ: Mapping[str, str]) -> str:
     for name in env_references(value):
+        register_environment({name: environ.get(name, "")})  # ${NETOPS_TOKEN}: masked wherever it shows
         value = value.replace("${" + name + "}", environ.get(name, ""))
     return value
 
@@ -211,6 +213,7 @@ async def _connected(
         return
     headers = {name: _expand(value, environ) for name, value in server.headers.items()}
     if server.token_env is not None:
+        register_secret(environ[server.token_env])
         headers["Authorization"] = f"Bearer {environ[server.token_env].strip()}"
 
     async def remember_status(response: httpx2.Response) -> None:

@@ -21,9 +21,8 @@ Readers running at the same time may see a last line that is still being
 written: treat a final line without ``\\n`` as not there yet
 (:func:`read_messages` skips it when it does not parse).
 
-Secrets: nothing here redacts.  Summaries and data are written as given, so the
-caller must pass text that has already been through the redactor (API keys in
-agent output, environment values, ...).
+Secrets: every line and ``meta.json`` are redacted on write (:mod:`session.redaction`):
+summaries and data hold agent output, which may print a key.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from session.projection import write_atomic
+from session.redaction import redact_data
 from session.store import utc_now
 
 __all__ = [
@@ -120,6 +120,7 @@ def _scan(path: Path, offset: int = 0) -> tuple[int, int, bool]:
 
 
 def _encode_line(record: dict[str, Any]) -> bytes:
+    record = redact_data(record)
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
         return text.translate(_LINE_SEPARATORS).encode("utf-8") + b"\n"
@@ -204,7 +205,7 @@ class MessageBus:
             self._last_number = number
             if type == STATE_UPDATE and data is not None:
                 self._merge_role_state(sender, data, record["ts"])
-            return record["id"]
+            return str(record["id"])
 
     def post_message(self, sender: str, message: Message, to: str = DEFAULT_RECIPIENT) -> str:
         """Post a body from one of the ``*_message`` helpers."""
@@ -262,7 +263,8 @@ class MessageBus:
         merged.update(data)
         merged["_updated_at"] = when
         role_state[role] = merged
-        write_atomic(self.meta_path, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        text = json.dumps(redact_data(meta), indent=2, ensure_ascii=False)
+        write_atomic(self.meta_path, (text + "\n").encode("utf-8"))
 
     def _read_meta(self) -> dict[str, Any]:
         """``meta.json`` as a dict; a missing file is empty, an unreadable one is set aside as ``meta.json.bad``."""

@@ -13,11 +13,13 @@ from typing import Literal
 
 import msgspec
 
+from session.feedback import FEEDBACK_DIR, rounds_so_far
 from session.graph import TaskSpec, layers, priority_rank
 from session.loader import inspect_session
 from session.lock import read_holder
 from session.problems import Problem
 from session.processes import is_alive
+from session.run_choices import RoleBackend
 from session.store import StoreReader, TaskRow
 
 __all__ = [
@@ -46,6 +48,10 @@ class TaskView(msgspec.Struct, frozen=True, kw_only=True):
     priority: str
     attempts: int
     subject: str = ""
+    # How each attempt ended, in order: "completed", "changes_requested" (a review sent work
+    # back), or the error kind of a failure ("gate_failed", "crash", ...); "running" while open.
+    outcomes: list[str] = msgspec.field(default_factory=list)
+    review_rounds: int = 0  # review rounds that sent this task back (## Round N in feedback/<ID>.md)
 
 
 class ActiveWorker(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,10 +107,12 @@ class CheckReport(msgspec.Struct, kw_only=True):
     failed: list[FailedTask]
     blocked: list[BlockedTask]
     executor: ExecutorState
-    next_command: str
+    next_command: str  # a command that works as printed, or "" when there is nothing to do
     problems: list[Problem] = msgspec.field(default_factory=list)
     recovery_report: str | None = None
     budget: Budget | None = None
+    next_note: str = ""  # what to do before next_command, or why there is none
+    backends: list[RoleBackend] = msgspec.field(default_factory=list)  # each role's, when the caller resolved them
 
 
 def _elapsed(started_at: str, now: datetime) -> float:
@@ -129,12 +137,38 @@ def _invalid(folder: Path, problems: list[Problem]) -> CheckReport:
         blocked=[],
         executor=ExecutorState(running=read_holder(folder) is not None),
         next_command=f"executor validate --session {folder}",
+        next_note="first fix the problems above",
         problems=problems,
     )
 
 
-def build_report(folder: Path) -> CheckReport:
-    """Everything ``check`` shows.  Raises :class:`session.store.StoreError` on a bad database."""
+def _outcomes(reader: StoreReader) -> dict[str, list[str]]:
+    """Task id -> how each of its attempts ended, oldest first."""
+    found: dict[str, list[str]] = {}
+    query = "SELECT task_id, outcome, error_kind FROM runs ORDER BY id"
+    for task_id, outcome, error_kind in reader.conn.execute(query):
+        label = outcome or "running"
+        if outcome == "failed" and error_kind:
+            label = error_kind
+        found.setdefault(task_id, []).append(label)
+    return found
+
+
+def _review_rounds(folder: Path) -> dict[str, int]:
+    """Task id -> review rounds so far, for the tasks that have a feedback file."""
+    try:
+        names = [entry.name for entry in (folder / FEEDBACK_DIR).iterdir() if entry.suffix == ".md"]
+    except OSError:
+        return {}
+    return {name[:-3]: rounds_so_far(folder, name[:-3]) for name in names}
+
+
+def build_report(folder: Path, backends: list[RoleBackend] | None = None) -> CheckReport:
+    """Everything ``check`` shows.  Raises :class:`session.store.StoreError` on a bad database.
+
+    ``backends``: each role's backend (:func:`session.run_choices.role_backends`), when the
+    caller has resolved them; a role without one makes the next command name ``--backend demo``.
+    """
     folder = Path(folder)
     session, problems = inspect_session(folder)
     if session is None:
@@ -145,10 +179,12 @@ def build_report(folder: Path) -> CheckReport:
     rows: dict[str, TaskRow] = {}
     meta: dict[str, str] = {}
     open_runs = []
+    outcomes: dict[str, list[str]] = {}
     spent = 0.0
     if reader is not None:
         try:
             rows = {row.id: row for row in reader.tasks()}
+            outcomes = _outcomes(reader)
             meta = reader.meta()
             spent = sum(reader.spent_by_task().values())
             open_runs = reader.open_runs() if holder is not None else []
@@ -159,10 +195,13 @@ def build_report(folder: Path) -> CheckReport:
     specs: list[TaskSpec] = list(session.tasks)
     known = {spec.id for spec in specs}
     # Tasks created at run time (revisions, submitted through MCP) live only in the store.
-    for row in rows.values():
-        if row.id not in known:
-            specs.append(TaskSpec(id=row.id, owner=row.owner, blocked_by=tuple(row.blocked_by), priority=row.priority))
+    for task in rows.values():
+        if task.id not in known:
+            specs.append(
+                TaskSpec(id=task.id, owner=task.owner, blocked_by=tuple(task.blocked_by), priority=task.priority)
+            )
 
+    rounds = _review_rounds(folder)
     views: list[TaskView] = []
     status_of: dict[str, ViewStatus] = {}
     for spec in specs:
@@ -184,6 +223,8 @@ def build_report(folder: Path) -> CheckReport:
                 priority=row.priority if row else spec.priority,
                 attempts=row.attempts if row else 0,
                 subject=spec.subject,
+                outcomes=outcomes.get(spec.id, []),
+                review_rounds=rounds.get(spec.id, 0),
             )
         )
 
@@ -242,17 +283,21 @@ def build_report(folder: Path) -> CheckReport:
         last_stop_clean=None if last_clean is None else last_clean == "1",
     )
 
+    pick_backend = " --backend demo" if backends and any(entry.backend is None for entry in backends) else ""
+    next_note = ""
     if holder is not None:
-        next_command = f"executor check --session {folder}  (a run is in progress)"
+        next_command, next_note = f"executor check --session {folder}", "a run is in progress"
     elif completed == total:
-        next_command = "nothing: every task is complete"
+        next_command, next_note = "", f"every task is complete; the deliverables are in {folder / 'artifacts'}"
     elif reader is None:
-        next_command = f"executor run --session {folder}"
-    elif ready or any(s in ("pending", "in_progress", "review", "not_created") for s in status_of.values()):
-        next_command = f"executor resume --session {folder}"
+        next_command = f"executor run --session {folder}{pick_backend}"
+    elif not failed:
+        next_command = f"executor resume --session {folder}{pick_backend}"
     else:
-        next_command = f"inspect the failed tasks, then `executor resume --session {folder}`"
-
+        next_command = f"executor resume --session {folder} --retry-failed{pick_backend}"
+        next_note = "first fix what made the failed tasks fail (above)"
+    if pick_backend:
+        next_note = "some role has no backend: demo is the built-in agent (no key); `executor probe` lists real ones"
     recovery = meta.get("recovery_report")
     budget = None
     if spent or "budget_state" in meta:
@@ -263,7 +308,8 @@ def build_report(folder: Path) -> CheckReport:
             state=meta.get("budget_state"),
         )
     if budget is not None and budget.state == "exceeded" and holder is None:
-        next_command = "raise [budget].session_usd in the config, then `executor resume`"
+        next_command = f"executor resume --session {folder}"
+        next_note = "the budget is spent: first raise [budget].session_usd in the config"
     return CheckReport(
         session_id=session.session_id,
         folder=str(folder),
@@ -281,4 +327,6 @@ def build_report(folder: Path) -> CheckReport:
         problems=[p for p in problems if p.severity == "warning"],
         recovery_report=recovery,
         budget=budget,
+        next_note=next_note,
+        backends=list(backends or []),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from session.frontmatter import split_frontmatter
 from session.problems import Problem
@@ -48,6 +48,8 @@ class RoleSpecFrontmatter(BaseModel):
     hang_timeout: float | None = Field(default=None, gt=0)  # seconds without output
     max_attempts: int | None = Field(default=None, ge=1)
     model: str | None = None
+    # The openai backend's endpoint (an OpenAI-compatible server), e.g. http://127.0.0.1:8000/v1.
+    base_url: str | None = None
     tier: str | None = None
     skills: list[str] | None = None
     max_turns: int | None = Field(default=None, ge=1)
@@ -74,6 +76,13 @@ class RoleSpecFrontmatter(BaseModel):
     # "worktree": each task of the role works in a git worktree of its own, on branch
     # team-executor/<ID> (two writers at once never share a tree).
     isolation: Literal["none", "worktree"] | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError("base_url must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1")
+        return value
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,13 @@ After a failure (:func:`next_after_failure`), by :data:`protocol.types.ErrorKind
 Unlike LiteLLM's fallbacks (see the notes on model routing), moving on never
 restarts a cycle: models ruled out for a task stay ruled out, and network
 retries are counted per model for the whole task.
+
+Keys go only where the user pointed them.  A task of a backend is routed only
+among the registry models *that backend runs* (``backend`` of the selection,
+kept in :attr:`AttemptState.backend`), and :func:`key_endpoint` says where a
+model's key may be sent: the ``base_url`` the user configured for it, or the
+vendor's own endpoint for the vendor's key.  No built-in registry entry carries
+an endpoint, so nothing built in ever receives a key.
 """
 
 from __future__ import annotations
@@ -54,25 +61,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from protocol._base import Message
-from protocol.routing import ModelInfo, Registry
+from protocol.routing import GiveUp, ModelInfo, Registry, TryModel
 from protocol.types import ERROR_KINDS
+from session.backoff import exponential_delay
 from session.config_models import TIERS, Config, ModelSpec
 
 __all__ = [
     "COMPLEXITY_TIERS",
+    "OFFICIAL_ENDPOINTS",
     "AttemptState",
     "BadComplexity",
     "Decision",
-    "GiveUp",
     "NoModelAvailable",
     "RoutingError",
     "RoutingOptions",
     "Selection",
-    "TryModel",
     "UnknownModel",
     "chain_from",
     "fallback_tiers",
+    "key_endpoint",
     "model_info",
     "next_after_failure",
     "public_url",
@@ -92,6 +99,24 @@ COMPLEXITY_TIERS: dict[str, str] = {
 }
 
 _CRITICAL = "CRITICAL"
+
+#: The vendors' own OpenAI-compatible endpoints: the one place a vendor's key may go
+#: when the user named no URL.  Only OpenAI's keys are sent to an endpoint by default.
+OFFICIAL_ENDPOINTS: dict[str, str] = {"openai": "https://api.openai.com/v1"}
+
+
+def key_endpoint(model: ModelSpec, user_base_url: str | None = None) -> str | None:
+    """Where a call to ``model`` with its provider's key may go, or None: nowhere the user pointed it.
+
+    The model's own ``base_url`` (only a user's ``[[models]]`` entry has one); else, for an
+    ``openai`` model, the base URL the user set for the backend (``user_base_url``) or
+    OpenAI's own endpoint.  Any other provider's model without a ``base_url`` has no
+    OpenAI-compatible endpoint its key may be sent to."""
+    if model.base_url:
+        return model.base_url
+    if model.provider == "openai":
+        return user_base_url or OFFICIAL_ENDPOINTS["openai"]
+    return None
 
 
 # --------------------------------------------------------------------------- options, results, errors
@@ -116,7 +141,7 @@ class RoutingOptions:
 
     def network_delay(self, retry: int) -> float:
         """Seconds to wait before network retry number ``retry`` (1-based)."""
-        return min(self.network_backoff_max_s, self.network_backoff_s * 2 ** max(0, min(retry - 1, 32)))
+        return exponential_delay(self.network_backoff_s, self.network_backoff_max_s, retry - 1)
 
 
 DEFAULT_OPTIONS = RoutingOptions()
@@ -156,26 +181,6 @@ class Selection:
     forced: bool = False
 
 
-class TryModel(Message, frozen=True):
-    """Run the next attempt on ``model`` after waiting ``delay_s`` seconds."""
-
-    model: str
-    tier: str
-    reason: str
-    delay_s: float = 0.0
-
-
-class GiveUp(Message, frozen=True):
-    """Routing has nothing left to try for this failure.
-
-    ``fallback_backend`` is ``router.fallback_backend`` when the chain was
-    exhausted and the config names a backend to hand the task to.
-    """
-
-    reason: str
-    fallback_backend: str | None = None
-
-
 Decision = TryModel | GiveUp
 
 
@@ -196,6 +201,8 @@ class AttemptState:
     """Models ruled out for this task (overloaded, its provider failed auth, too small a window)."""
     tried: list[str] = field(default_factory=list)
     """Every model the task was sent to, in order (repeats for retries)."""
+    backend: str | None = None
+    """Only models this backend runs (registry ``backend``) are candidates; None: any."""
 
 
 # --------------------------------------------------------------------------- tiers and chains
@@ -245,9 +252,16 @@ def fallback_tiers(config: Config, tier: str) -> list[str]:
     return [tier, *(name for name in fallback if TIERS.index(name) < rank)]
 
 
-def chain_from(config: Config, tier: str) -> list[ModelSpec]:
-    """Every registry model along :func:`fallback_tiers` from ``tier``; registry order within a tier."""
-    return [model for name in fallback_tiers(config, tier) for model in config.models_in_tier(name)]
+def chain_from(config: Config, tier: str, backend: str | None = None) -> list[ModelSpec]:
+    """Every registry model along :func:`fallback_tiers` from ``tier``; registry order within a tier.
+
+    With ``backend``, only the models that backend runs."""
+    return [
+        model
+        for name in fallback_tiers(config, tier)
+        for model in config.models_in_tier(name)
+        if backend is None or model.backend == backend
+    ]
 
 
 def typical_cost(model: ModelSpec, options: RoutingOptions = DEFAULT_OPTIONS) -> float:
@@ -325,12 +339,17 @@ def _forced(config: Config, force_model: str, budget_usd: float | None, options:
 
 
 def _candidates(
-    config: Config, tier: str, approved: bool, budget_usd: float | None, options: RoutingOptions
+    config: Config,
+    tier: str,
+    approved: bool,
+    budget_usd: float | None,
+    options: RoutingOptions,
+    backend: str | None = None,
 ) -> tuple[list[ModelSpec], list[str]]:
     """The usable models along the chain from ``tier``, and a note for each one skipped."""
     usable: list[ModelSpec] = []
     skipped: list[str] = []
-    for model in chain_from(config, tier):
+    for model in chain_from(config, tier, backend):
         if not _affordable(model, budget_usd, options):
             skipped.append(f"{model.name} ({_usd(typical_cost(model, options))} a typical call > budget)")
         elif _gated(config, model, approved):
@@ -347,18 +366,20 @@ def select_with_fallback(
     force_model: str | None = None,
     approved_critical: bool = False,
     options: RoutingOptions = DEFAULT_OPTIONS,
+    backend: str | None = None,
 ) -> list[ModelSpec]:
     """Every model the task may use, best first: the fallback chain from the starting tier,
-    less the models the approval gate or the budget rule out.
+    less the models the approval gate or the budget rule out (with ``backend``, only its models).
 
     With ``force_model``, the forced model comes first, then the chain from its tier.
     May be empty; raises :class:`UnknownModel` and :class:`BadComplexity`.
     """
     if force_model is not None:
         forced = _forced(config, force_model, budget_usd, options).model
-        rest, _ = _candidates(config, forced.tier, approved_critical, budget_usd, options)
+        rest, _ = _candidates(config, forced.tier, approved_critical, budget_usd, options, backend)
         return [forced, *(model for model in rest if model.name != forced.name)]
-    usable, _ = _candidates(config, start_tier(complexity, options), approved_critical, budget_usd, options)
+    start = start_tier(complexity, options)
+    usable, _ = _candidates(config, start, approved_critical, budget_usd, options, backend)
     return usable
 
 
@@ -369,8 +390,10 @@ def select_model(
     force_model: str | None = None,
     approved_critical: bool = False,
     options: RoutingOptions = DEFAULT_OPTIONS,
+    backend: str | None = None,
 ) -> Selection:
-    """The model a task starts on (see the module docstring for the rules).
+    """The model a task starts on (see the module docstring for the rules); with ``backend``,
+    one of the models that backend runs (a forced model is taken as named).
 
     Raises :class:`UnknownModel` for a ``force_model`` the registry lacks,
     :class:`BadComplexity`, and :class:`NoModelAvailable` when every candidate is
@@ -385,12 +408,22 @@ def select_model(
         tier == _CRITICAL
         and config.router.critical_needs_approval
         and not approved_critical
-        and any(_affordable(model, budget_usd, options) for model in config.models_in_tier(_CRITICAL))
+        and any(
+            _affordable(model, budget_usd, options)
+            for model in config.models_in_tier(_CRITICAL)
+            if backend is None or model.backend == backend
+        )
     )
-    usable, skipped = _candidates(config, tier, approved_critical, budget_usd, options)
+    usable, skipped = _candidates(config, tier, approved_critical, budget_usd, options, backend)
     if not usable:
         tiers = " -> ".join(fallback_tiers(config, tier))
-        detail = f"; ruled out: {', '.join(skipped)}" if skipped else "; the registry has no model in those tiers"
+        whose = f" for backend '{backend}'" if backend else ""
+        detail = (
+            f"; ruled out: {', '.join(skipped)}"
+            if skipped
+            else f"; the registry has no model{whose} in those tiers (add a [[models]] entry with "
+            f'backend = "{backend or "..."}")'
+        )
         fix = ""
         if gate_closed:
             fix = " Approve CRITICAL for this task, or raise the budget."
@@ -424,6 +457,8 @@ def _first_usable(
     for model in models:
         if model.name == current or model.name in state.excluded:
             continue
+        if state.backend is not None and model.backend != state.backend:
+            continue
         if _gated(config, model, state.approved_critical) or not _affordable(model, state.budget_usd, options):
             continue
         return model
@@ -448,7 +483,11 @@ def _larger_window(config: Config, spec: ModelSpec, state: AttemptState, options
     rank = {model.name: index for index, model in enumerate(chain)}
     order = {model.name: index for index, model in enumerate(config.models)}
     larger = sorted(
-        (model for model in config.models if model.context_window > spec.context_window),
+        (
+            model
+            for model in config.models
+            if model.context_window > spec.context_window and (state.backend is None or model.backend == state.backend)
+        ),
         key=lambda model: (
             model.context_window,
             rank.get(model.name, len(chain)),

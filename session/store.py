@@ -32,6 +32,7 @@ from msgspec import UNSET, UnsetType
 from protocol.events import Event, TaskCompleted, decode_event, encode_event
 from protocol.records import EscalationRow, RunRow, TaskDetails, TaskRow
 from protocol.types import Priority, TaskStatus
+from session.redaction import redacting_connection
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -151,13 +152,13 @@ def utc_now() -> str:
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
-    db["events"].create(
+    db.table("events").create(
         {"id": int, "type": str, "task_id": str, "payload_json": str, "occurred_at": str},
         pk="id",
         not_null={"type", "payload_json", "occurred_at"},
     )
-    db["events"].create_index(["task_id"])
-    db["tasks"].create(
+    db.table("events").create_index(["task_id"])
+    db.table("tasks").create(
         {
             "id": str,
             "owner": str,
@@ -179,8 +180,8 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"owner", "status"},
     )
-    db["tasks"].create_index(["status"])
-    db["runs"].create(
+    db.table("tasks").create_index(["status"])
+    db.table("runs").create(
         {
             "id": int,
             "run_id": str,
@@ -206,9 +207,9 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["runs"].create_index(["task_id"])
-    db["runs"].create_index(["ended_at"])
-    db["meta"].create({"key": str, "value": str}, pk="key")
+    db.table("runs").create_index(["task_id"])
+    db.table("runs").create_index(["ended_at"])
+    db.table("meta").create({"key": str, "value": str}, pk="key")
 
 
 def _migration_2(db: sqlite_utils.Database) -> None:
@@ -219,13 +220,13 @@ def _migration_2(db: sqlite_utils.Database) -> None:
         ("git_head_after", str),
         ("files_changed", str),
     ):
-        db["runs"].add_column(column, kind)
+        db.table("runs").add_column(column, kind)
 
 
 def _migration_3(db: sqlite_utils.Database) -> None:
     """Tasks submitted at run time (MCP) keep their description; questions for the user."""
-    db["tasks"].add_column("description", str)
-    db["escalations"].create(
+    db.table("tasks").add_column("description", str)
+    db.table("escalations").create(
         {
             "id": str,
             "issue": str,
@@ -244,13 +245,13 @@ def _migration_3(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"issue", "status"},
     )
-    db["escalations"].create_index(["status"])
+    db.table("escalations").create_index(["status"])
 
 
 def _migration_4(db: sqlite_utils.Database) -> None:
     """Handoff: who claimed a task, and what its preparation says (a JSON object)."""
-    db["tasks"].add_column("agent", str)
-    db["tasks"].add_column("details", str)
+    db.table("tasks").add_column("agent", str)
+    db.table("tasks").add_column("details", str)
 
 
 # Append only: migration N turns schema N-1 into N, inside one transaction.
@@ -486,7 +487,7 @@ class _Reads:
         return int(self.conn.execute("SELECT ifnull(max(id), 0) FROM events").fetchone()[0])
 
     def count_events(self, event_type: str | None = None, task_id: str | None = None) -> int:
-        sql, params = "SELECT count(*) FROM events WHERE 1=1", []
+        sql, params = "SELECT count(*) FROM events WHERE 1=1", list[str]()
         if event_type is not None:
             sql, params = sql + " AND type = ?", [*params, event_type]
         if task_id is not None:
@@ -510,7 +511,8 @@ class Store(_Reads):
         import sqlite_utils  # noqa: PLC0415 - only the writer needs it; keeps `check` fast to start
 
         try:
-            db = sqlite_utils.Database(path)
+            # The one place text enters the file: every bound value is redacted (session.redaction).
+            db = sqlite_utils.Database(redacting_connection(str(path)))
             db.enable_wal()
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
@@ -566,7 +568,7 @@ class Store(_Reads):
         return int(cursor.lastrowid or 0)
 
     def put_tasks(self, tasks: list[TaskRow]) -> None:
-        self.db["tasks"].upsert_all([_task_to_row(t) for t in tasks], pk="id")
+        self.db.table("tasks").upsert_all([_task_to_row(t) for t in tasks], pk="id")
 
     def update_task(self, task_id: str, change: TaskChange) -> None:
         changes = given(change)
@@ -609,14 +611,14 @@ class Store(_Reads):
     def put_escalation(self, escalation: EscalationRow) -> None:
         row = msgspec.structs.asdict(escalation)
         row["options"] = msgspec.json.encode(escalation.options).decode()
-        self.db["escalations"].upsert(row, pk="id")
+        self.db.table("escalations").upsert(row, pk="id")
 
     def next_escalation_id(self) -> str:
         (count,) = self.conn.execute("SELECT count(*) FROM escalations").fetchone()
         return f"ESC-{int(count) + 1:03d}"
 
     def set_meta(self, **values: str) -> None:
-        self.db["meta"].upsert_all([{"key": k, "value": v} for k, v in values.items()], pk="key")
+        self.db.table("meta").upsert_all([{"key": k, "value": v} for k, v in values.items()], pk="key")
 
 
 class StoreReader(_Reads):

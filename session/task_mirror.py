@@ -37,7 +37,7 @@ fsynced, since the store can always regenerate them.  A task whose lifecycle
 changed moves to its new folder.  Files named like a task id (``<PREFIX>-<n>.md``)
 for tasks the store no longer has are removed; anything else is left alone, as
 are symbolic links.  Task ids that could name a path outside the mirror (see
-``_SAFE_ID``) are skipped and listed in :attr:`MirrorResult.skipped`.
+the id grammar of :mod:`protocol.ids`) are skipped and listed in :attr:`MirrorResult.skipped`.
 
 Sections that hold arbitrary text keep the document's structure: in the editable
 free text a line that would read as a ``## `` heading is escaped with a
@@ -59,9 +59,11 @@ from pathlib import Path
 
 import msgspec
 
+from protocol.ids import is_task_id
 from protocol.records import RunRow, TaskDetails, TaskRow
 from session.feedback import FEEDBACK_DIR, read_feedback
 from session.lifecycle import LIFECYCLE, lifecycle_of
+from session.redaction import redact
 from session.store import StoreReader
 
 __all__ = [
@@ -104,7 +106,6 @@ _LISTS = frozenset({"acceptance_criteria", "definition_of_ready", "definition_of
 _CHECKLISTS = frozenset({"acceptance_criteria", "definition_of_ready", "definition_of_done"})
 _NOTHING = frozenset({"", "none", "—", "–", "-", "(none)", "_none_", "*none*", "n/a"})
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: a file name, never a path
 _TASK_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*-[0-9]+\.md")  # what stale-file removal may delete
 _H2 = re.compile(r" {0,3}##(?:[ \t]+(?P<text>.*))?")  # fullmatch: a level-2 heading, the only section break
 _CLOSING_HASHES = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
@@ -468,19 +469,20 @@ def _read_text(path: Path) -> str | None:
 # --- the folder -----------------------------------------------------------------------------------
 
 
+#: The folders scanned: the lifecycle's, and ``done`` where older versions put completed
+#: tasks (a file found there is moved to ``completed/``).
+_FOLDERS: tuple[str, ...] = (*LIFECYCLE, "done")
+
+
 def _scan(root: Path) -> dict[str, dict[str, Path]]:
-    """Task id -> {lifecycle: file} for the regular ``<id>.md`` files in the lifecycle folders."""
+    """Task id -> {folder: file} for the regular ``<id>.md`` files in the lifecycle folders."""
     found: dict[str, dict[str, Path]] = {}
-    for lifecycle in LIFECYCLE:
+    for lifecycle in _FOLDERS:
         try:
             with os.scandir(root / lifecycle) as entries:
                 for entry in entries:
                     task_id = entry.name[:-3]
-                    if (
-                        entry.name.endswith(".md")
-                        and _SAFE_ID.fullmatch(task_id)
-                        and entry.is_file(follow_symlinks=False)
-                    ):
+                    if entry.name.endswith(".md") and is_task_id(task_id) and entry.is_file(follow_symlinks=False):
                         found.setdefault(task_id, {})[lifecycle] = Path(entry.path)
         except (FileNotFoundError, NotADirectoryError):
             continue
@@ -539,14 +541,14 @@ def write_mirror(
     made: set[str] = set()
     for row in rows:
         lifecycle = lifecycles[row.id]
-        if not _SAFE_ID.fullmatch(row.id) or lifecycle not in LIFECYCLE:
+        if not is_task_id(row.id) or lifecycle not in LIFECYCLE:
             result.skipped.append(row.id)
             continue
         if row.id in done:
             continue
         done.add(row.id)
         text, shown = _render(row, lifecycle, runs_by_task.get(row.id, []), feedback_by_task.get(row.id, ""))
-        data = text.encode("utf-8")
+        data = redact(text).encode("utf-8")  # users commit these files: no key in them, whatever an agent said
         existing = on_disk.get(row.id, {})
         cache: dict[Path, bytes] = {}
         if preserve_edits and any(_holds_edits(row, path, data, shown, cache) for path in existing.values()):
@@ -596,7 +598,7 @@ def _feedback_texts(folder: Path, rows: Iterable[TaskRow]) -> dict[str, str]:
         return {}
     texts: dict[str, str] = {}
     for row in rows:
-        if f"{row.id}.md" in names and _SAFE_ID.fullmatch(row.id):
+        if f"{row.id}.md" in names and is_task_id(row.id):
             with suppress(OSError, UnicodeDecodeError):
                 texts[row.id] = read_feedback(folder, row.id)
     return texts
@@ -641,7 +643,7 @@ def read_edits(folder: Path, rows: list[TaskRow]) -> dict[str, TaskDetails]:
             continue
         current = lifecycles.get(row.id)
         shown = _shown_values(row)
-        for lifecycle in sorted(paths, key=lambda name: (name != current, LIFECYCLE.index(name))):
+        for lifecycle in sorted(paths, key=lambda name: (name != current, _FOLDERS.index(name))):
             text = _read_text(paths[lifecycle])
             details = None if text is None else _edited_details(row, text, shown)
             if details is not None:

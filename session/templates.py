@@ -8,9 +8,10 @@ woven into every task so the folder is ready to run.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -394,7 +395,11 @@ def find_playbook(name: str, noun: str = "playbook") -> Template:
     """
     template = TEMPLATES.get(TEMPLATE_ALIASES.get(name, name))
     if template is None:
-        raise InitError(f"unknown {noun} '{name}'; choose one of: {_choices()}. Details: executor init --playbook list")
+        close = difflib.get_close_matches(name, [*TEMPLATES, *TEMPLATE_ALIASES], n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        raise InitError(
+            f"unknown {noun} '{name}'; {guess}choose one of: {_choices()}. Details: executor init --playbook list"
+        )
     return template
 
 
@@ -439,26 +444,27 @@ def parse_role_backends(values: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
-def _check_backend(option: str, name: str) -> None:
-    from backends.registry import backend_names  # noqa: PLC0415 - heavy, and only needed when a name is given
-
-    known = backend_names()
-    if name not in known:
-        raise InitError(f"{option}: unknown backend '{name}'; choose one of: {', '.join(known)}")
-
-
 def resolve_backends(
     template: Template,
     backend: str | None = None,
     role_flags: Mapping[str, str | None] | None = None,
     role_backends: Mapping[str, str] | None = None,
+    *,
+    known_backends: Collection[str],
 ) -> dict[str, str]:
     """The backend each role of ``template`` gets.  Raises :class:`InitError` naming the bad option.
 
     Precedence, weakest first: the playbook's defaults, ``backend`` (every role),
     ``role_flags`` (``{"writer": "claude", ...}``, see :data:`ROLE_FLAGS`), ``role_backends``
     (``{"alt-coder": "codex"}``).  A role without an entry keeps the run's choice.
+    ``known_backends``: the names a role may get (``backends.registry.backend_names()``, passed
+    in: session/ sits below backends/).
     """
+
+    def _check_backend(option: str, name: str) -> None:
+        if name not in known_backends:
+            raise InitError(f"{option}: unknown backend '{name}'; choose one of: {', '.join(known_backends)}")
+
     roles = template.roles
     their_roles = f"playbook {template.name} has roles: {', '.join(roles)}"
     resolved = {role: name for role, name in template.default_backends.items() if role in roles}
@@ -511,16 +517,18 @@ def init_session(
     *,
     role_flags: Mapping[str, str | None] | None = None,
     role_backends: Mapping[str, str] | None = None,
+    known_backends: Collection[str],
 ) -> str:
     """Create the session folder; return its session id.  Raises :class:`InitError`.
 
     ``template_name`` is a playbook name (or alias) or a :class:`Template`; ``backend``,
-    ``role_flags`` and ``role_backends`` choose each role's backend (see :func:`resolve_backends`).
+    ``role_flags`` and ``role_backends`` choose each role's backend among ``known_backends``
+    (see :func:`resolve_backends`).
     """
     template = template_name if isinstance(template_name, Template) else find_playbook(template_name, noun="template")
     if not goal.strip():
         raise InitError('the goal is empty; say what the team should do, e.g. executor init ... "Add login"')
-    backends = resolve_backends(template, backend, role_flags, role_backends)
+    backends = resolve_backends(template, backend, role_flags, role_backends, known_backends=known_backends)
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise InitError(f"{folder} already exists and is not empty; choose a new --session path")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.records import TaskRow
+from session.safepath import task_file
 
 __all__ = [
     "BRANCH_PREFIX",
@@ -75,7 +76,7 @@ def worktrees_root(project: Path, session: Path) -> Path:
 
 
 def worktree_path(project: Path, session: Path, task_id: str) -> Path:
-    return worktrees_root(project, session) / task_id
+    return task_file(worktrees_root(project, session), task_id)
 
 
 def ensure_worktree(project: Path, session: Path, task_id: str) -> Path:
@@ -119,7 +120,7 @@ def settle_worktree(project: Path, session: Path, task_id: str) -> Settled:
         return Settled(task_id, "merged", f"{branch} is merged: worktree and branch removed")
     base = _git(project, "merge-base", "HEAD", branch).stdout.strip()
     patch = _git(project, "format-patch", "--stdout", f"{base}..{branch}").stdout
-    target = Path(session) / "artifacts" / f"{task_id}.patch"
+    target = task_file(Path(session), task_id, ".patch", "artifacts")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(patch, encoding="utf-8")
     _git(project, "worktree", "remove", "--force", str(path))
@@ -137,9 +138,9 @@ def settle_finished(project: Path, session: Path, rows: list[TaskRow]) -> list[S
     root = worktrees_root(project, session)
     settled = []
     for path in sorted(root.iterdir()) if root.is_dir() else []:
-        row = by_id.get(path.name)
-        if row is None or row.status != "completed":
+        found = by_id.get(path.name)
+        if found is None or found.status != "completed":
             continue
-        if all(by_id[later].status == "completed" for later in dependants.get(row.id, []) if later in by_id):
-            settled.append(settle_worktree(project, session, row.id))
+        if all(by_id[later].status == "completed" for later in dependants.get(found.id, []) if later in by_id):
+            settled.append(settle_worktree(project, session, found.id))
     return settled

@@ -211,3 +211,43 @@ def test_every_command_has_help_with_an_example(executor_cli):
 
 def test_the_console_script_is_installed_next_to_the_interpreter(executor_cli):
     assert os.access(EXECUTOR, os.X_OK)
+
+
+def test_task_status_uses_checks_words_and_the_pipeline_order(executor_cli, tmp_path):
+    folder = tmp_path / "s"
+    assert executor_cli("init", "--session", str(folder), "--backend", "demo", "Goal").returncode == 0
+    assert executor_cli("run", "--session", str(folder)).returncode == 0
+    data = json.loads(executor_cli("task", "status", "--session", str(folder), "--json").stdout)
+    assert [task["id"] for task in data["tasks"]] == ["PLAN-001", "ARCH-001", "IMPL-001", "QA-001"]
+    assert {task["lifecycle"] for task in data["tasks"]} == {"completed"}
+    check = json.loads(executor_cli("check", "--session", str(folder), "--json").stdout)
+    assert {task["status"] for task in check["tasks"]} == {"completed"}
+
+
+def test_version_and_a_misspelt_playbook(executor_cli, tmp_path):
+    version = executor_cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("executor (team-executor) ")
+    result = executor_cli("init", "--session", str(tmp_path / "s"), "--playbook", "write_reveiw", "Goal")
+    assert result.returncode == 2
+    assert "did you mean 'write_review'?" in result.stderr
+
+
+def test_a_missing_session_exits_1_on_every_command_that_takes_one(executor_cli, tmp_path):
+    missing = str(tmp_path / "nowhere")
+    for command in (
+        ["validate"],
+        ["check"],
+        ["watch", "--once"],
+        ["answer"],
+        ["task", "status"],
+        ["task", "next", "--agent", "a"],
+        ["config", "check"],
+        ["panic", "on"],
+        ["run"],
+        ["resume"],
+    ):
+        result = executor_cli(*command, "--session", missing)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert "nowhere" in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr

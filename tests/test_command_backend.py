@@ -9,13 +9,15 @@ import textwrap
 import threading
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from backends.command import CommandBackend, substitute
+from backends.command import CommandBackend, order_argv, substitute
 from backends.demo import DemoBackend
 from backends.registry import BACKENDS, UnknownBackend, backend_names, get_backend
 from session.loader import load_session
 from session.rolespec import RoleSpecFrontmatter
+from session.safepath import UnsafePath
 from tests.orders import PY, RecordingHooks, make_order, order_for
 from tests.sessions import write_session
 
@@ -420,3 +422,15 @@ def test_registry_knows_every_backend_and_names_the_choices_for_anything_else():
     assert str(caught.value) == f"unknown backend 'claude-code'; choose one of: {', '.join(names)}"
     assert caught.value.choices == names
     assert caught.value.name == "claude-code"
+
+
+def test_a_task_id_outside_the_grammar_never_reaches_the_command(tmp_path):
+    # A row from a store written before the grammar existed: the command is not started.
+    session = session_dir(tmp_path)
+    marker = tmp_path / "PWNED"
+    order = make_order(session, "T-001", "coder", command=["sh", "-c", "echo {task_id}"])
+    hostile = msgspec.structs.replace(order, task_id=f"T-$(touch {marker})")
+    with pytest.raises(UnsafePath, match="cannot go into a command"):
+        order_argv(hostile)
+    assert order_argv(order) == ("sh", "-c", "echo T-001")
+    assert not marker.exists()

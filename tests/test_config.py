@@ -88,11 +88,9 @@ def test_the_defaults_load_with_no_file_anywhere():
     assert tiers["CRITICAL"] == {"claude-opus-4-1"}
     assert tiers["PREMIUM"] == {"claude-sonnet-4-5", "gpt-5", "gemini-2.5-pro"}
     assert tiers["STANDARD"] == {"gpt-5-mini", "gemini-2.5-flash", "claude-haiku-4-5"}
-    local = config.find_model("local-llama")
-    assert local is not None
-    assert local.tier == "FREE"
-    assert local.base_url == "http://127.0.0.1:8080/v1"
-    assert local.cost(10_000, 10_000) == 0.0
+    # Nothing built in is an endpoint: a key goes only where the user pointed it.
+    assert all(model.base_url is None for model in config.models)
+    assert config.find_model("local-llama") is None
     assert all(problem.severity == "warning" for problem in config.warnings)
 
 
@@ -370,7 +368,7 @@ def test_a_key_for_a_provider_no_model_uses_and_a_key_file_others_can_read_are_w
         (
             "keys[0].provider",
             "no model in the registry has provider 'google-ai-pro'; this key will not be used",
-            "did you mean 'google'? Otherwise choose one of: anthropic, google, openai, openai-compatible",
+            "did you mean 'google'? Otherwise choose one of: anthropic, google, openai",
         ),
         (None, "holds API keys and other users can read it", f"chmod 600 {path}"),
     }
@@ -594,7 +592,8 @@ def test_config_check_usage_errors_exit_2(executor_cli, user_dir, tmp_path):
     missing = executor_cli("config", "check", "--config", str(tmp_path / "nope.toml"), env=env)
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
-    assert executor_cli("config", "check", "--session", str(tmp_path / "nowhere"), env=env).returncode == 2
+    # A missing session is not a usage error: 1, as on every command that takes --session.
+    assert executor_cli("config", "check", "--session", str(tmp_path / "nowhere"), env=env).returncode == 1
     assert executor_cli("config", "check", "--bogus", env=env).returncode == 2
 
 

@@ -1,5 +1,6 @@
-"""The dashboard in headless Chromium (Playwright driving Debian's chromium) during a demo run:
-the graph fills in live, a question is answered with a click, and screenshots are kept."""
+"""The dashboard in headless Chromium (Playwright driving Debian's chromium) during the story demo
+(`executor demo`'s project and session): the graph fills in live, a question is answered with a
+click, the drawer shows the failed gate and the review round, and screenshots are kept."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.sessions import REPO, copy_demo
+from cli.demo_cmd import prepare_demo
+from tests.sessions import REPO
 from tests.test_mcp_bridge import RunningBridge
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 ARTIFACTS = Path(os.environ.get("TEAM_EXECUTOR_TEST_ARTIFACTS", REPO / "test-artifacts"))
-ORDER = ["PLAN-001", "ARCH-001", "IMPL-001", "IMPL-002", "QA-001"]
+ORDER = ["PLAN-001", "IMPL-001", "REVIEW-001"]
 
 
 def _chromium() -> str:
@@ -33,13 +35,15 @@ def _node(task_id: str) -> str:
 def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tmp_path: Path) -> None:
     chromium = _chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    folder = copy_demo(tmp_path / "demo")
+    setup = prepare_demo(tmp_path / "textkit")  # what `executor demo` runs: a git project and its session
+    assert setup.project is not None, setup.note
+    folder = setup.session
     # Each demo task takes ~1.5 s, so the page sees the graph fill in rather than a finished run.
-    bridge = RunningBridge(folder, "--backend", "demo", env={"TEAM_EXECUTOR_DEMO_PACE_S": "1.5"})
+    bridge = RunningBridge(folder, "--retry-backoff", "0.2", env={"TEAM_EXECUTOR_DEMO_PACE_S": "1.5"})
     try:
         question = bridge.call(
             "escalate_decision",
-            {"issue": "Run QA on the demo?", "options": ["go ahead", "skip it"], "task_id": "QA-001"},
+            {"issue": "Review the demo's change now?", "options": ["go ahead", "skip it"], "task_id": "REVIEW-001"},
         )
         assert not question.is_error, question.content
         escalation_id = question.structured_content["id"]
@@ -52,33 +56,37 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
             page.goto(f"{base}/?token={bridge.token}")
             assert "token=" not in page.url, "the sign-in link is swapped for a cookie at once"
-            page.wait_for_selector(_node("QA-001"), timeout=15_000)
+            page.wait_for_selector(_node("REVIEW-001"), timeout=15_000)
             first_seen = {task: page.get_attribute(_node(task), "data-status") for task in ORDER}
             assert any(status != "completed" for status in first_seen.values()), first_seen
 
             # Live: the nodes turn to done as the run goes, without reloading the page.
-            page.wait_for_selector(f'{_node("IMPL-002")}[data-status="completed"]', timeout=60_000)
-            assert page.get_attribute(_node("QA-001"), "data-status") == "pending", "held by the question"
+            page.wait_for_selector(f'{_node("IMPL-001")}[data-status="completed"]', timeout=60_000)
+            assert page.get_attribute(_node("REVIEW-001"), "data-status") == "pending", "held by the question"
             button = page.locator(
                 f'#escalations .escalation[data-escalation-id="{escalation_id}"] button[data-choice="go ahead"]'
             )
             button.wait_for(timeout=15_000)
             page.screenshot(path=str(ARTIFACTS / "dashboard-question-open.png"), full_page=True)
             button.click()
-            page.wait_for_selector(f'{_node("QA-001")}[data-status="completed"]', timeout=60_000)
+            # The review sends IMPL-001 back once, then passes: only then is the review completed.
+            page.wait_for_selector(f'{_node("REVIEW-001")}[data-status="completed"]', timeout=60_000)
             page.locator(f'#escalations .escalation[data-escalation-id="{escalation_id}"]').wait_for(
                 state="detached", timeout=15_000
             )
             for task in ORDER:
                 assert page.get_attribute(_node(task), "data-status") == "completed", task
 
-            # The drawer: a node's click shows its runs, log tail and artifacts.
+            # The drawer: a node's click shows its runs (the failed gate among them), log tail and artifacts.
             page.click(_node("IMPL-001"))
             page.wait_for_selector("#drawer:not([hidden])", timeout=10_000)
+            page.wait_for_function("document.querySelector('#drawer').innerText.includes('gate_failed')")
             drawer = page.inner_text("#drawer")
             assert "IMPL-001" in drawer
             assert "demo" in drawer
             page.screenshot(path=str(ARTIFACTS / "dashboard-done.png"), full_page=True)
+            page.click(_node("REVIEW-001"))
+            page.wait_for_function("document.querySelector('#drawer').innerText.includes('changes_requested')")
             browser.close()
         assert not problems, problems  # no script errors, no Content-Security-Policy violations
 

@@ -30,9 +30,9 @@ def test_tasks_sharing_a_file_do_not_run_at_once(tmp_path: Path, executor_cli: A
     result = executor_cli("run", "--session", str(folder), "--max-workers", "3")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "T-002 waits for T-001: both change src/parser.py" in result.stdout
-    mirrored = sorted(path.name for path in (folder / "tasks" / "done").glob("*.md"))
+    mirrored = sorted(path.name for path in (folder / "tasks" / "completed").glob("*.md"))
     assert mirrored == ["T-001.md", "T-002.md", "T-003.md"], "the run keeps the Markdown mirror current"
-    assert "src/parser.py" in (folder / "tasks" / "done" / "T-002.md").read_text()
+    assert "src/parser.py" in (folder / "tasks" / "completed" / "T-002.md").read_text()
     reader = StoreReader.open(folder)
     assert reader is not None
     try:

@@ -72,8 +72,8 @@ def test_a_manual_task_goes_through_its_lifecycle_while_the_automatic_task_after
         env=ENV,
     )
     try:
-        statuses = _wait(folder, lambda s: s.get("IMPL-001") == "done")
-        assert statuses == {"DSN-001": "ready", "IMPL-001": "done"}, "the manual task is never dispatched"
+        statuses = _wait(folder, lambda s: s.get("IMPL-001") == "completed")
+        assert statuses == {"DSN-001": "ready", "IMPL-001": "completed"}, "the manual task is never dispatched"
         assert run.poll() is None, "the run waits for the manual task"
 
         assert "DSN-002" in _ok(folder, "create", "Design the export API", "--role", "designer", "--priority", "P0")
@@ -123,9 +123,9 @@ def test_a_manual_task_goes_through_its_lifecycle_while_the_automatic_task_after
         assert "errors specified" in mirror.read_text()
 
         assert "completed: completed" in _ok(folder, "complete", "DSN-002")
-        statuses = _wait(folder, lambda s: s.get("IMPL-002") == "done")
-        assert statuses["IMPL-002"] == "done", "released by the completion, the automatic task ran"
-        assert (folder / "tasks" / "done" / "DSN-002.md").exists()
+        statuses = _wait(folder, lambda s: s.get("IMPL-002") == "completed")
+        assert statuses["IMPL-002"] == "completed", "released by the completion, the automatic task ran"
+        assert (folder / "tasks" / "completed" / "DSN-002.md").exists()
         assert not mirror.exists()
 
         _ok(folder, "claim", "DSN-001", "--agent", "bob")
@@ -175,7 +175,7 @@ def test_without_a_run_the_steps_land_in_the_store_and_the_next_run_goes_on(tmp_
         env=ENV,
     )
     try:
-        _wait(folder, lambda s: s.get("IMPL-001") == "done")
+        _wait(folder, lambda s: s.get("IMPL-001") == "completed")
         run.send_signal(signal.SIGINT)
         run.communicate(timeout=60)
     finally:
@@ -217,7 +217,7 @@ def test_the_same_steps_are_mcp_tools(tmp_path: Path) -> None:
     folder = _session(tmp_path / "s")
     bridge = RunningBridge(folder)
     try:
-        _wait(folder, lambda s: s.get("IMPL-001") == "done")
+        _wait(folder, lambda s: s.get("IMPL-001") == "completed")
         created = bridge.call("task_create", {"title": "Implement it", "role": "coder", "blocked_by": ["DSN-001"]})
         assert not created.is_error, created.content
         follow_up = created.structured_content["id"]
@@ -232,8 +232,8 @@ def test_the_same_steps_are_mcp_tools(tmp_path: Path) -> None:
         assert "only a claimed task" in " ".join(part.text for part in refused.content)
         assert bridge.call("task_review", {"task_id": "DSN-001"}).structured_content["status"] == "review"
         assert bridge.call("task_complete", {"task_id": "DSN-001"}).structured_content["status"] == "completed"
-        statuses = _wait(folder, lambda s: s.get(follow_up) == "done")
-        assert statuses[follow_up] == "done"
+        statuses = _wait(folder, lambda s: s.get(follow_up) == "completed")
+        assert statuses[follow_up] == "completed"
         assert "has a diagram" in _ok(folder, "status", "DSN-001")
     finally:
         bridge.stop()
@@ -251,7 +251,7 @@ def test_a_claim_whose_agent_goes_silent_is_released_for_someone_else(tmp_path: 
         env=ENV,
     )
     try:
-        _wait(folder, lambda s: s.get("IMPL-001") == "done")
+        _wait(folder, lambda s: s.get("IMPL-001") == "completed")
         _ok(folder, "claim", "DSN-001", "--agent", "alice")
         statuses = _wait(folder, lambda s: s["DSN-001"] == "ready", timeout_s=30)
         assert statuses["DSN-001"] == "ready", "alice said nothing for 2 s: the task is free again"

@@ -87,6 +87,19 @@ def test_a_stdio_server_answers_in_text(tmp_path, backend):
     assert text == "PING core-1: 3 packets transmitted, 3 received\n"
 
 
+def test_a_secret_a_tool_echoes_is_masked_in_the_artifact_and_the_result(tmp_path):
+    secret = "stdio-service-secret-value-42xyz"
+    servers = {"local": McpServerConfig(command=[sys.executable, str(SERVER_SCRIPT)], env={"SVC": "${SVC_TOKEN}"})}
+    backend = McpCallBackend(servers, environ={"SVC_TOKEN": secret})
+    work = order(tmp_path, McpCall(server="local", tool="read_env", arguments={"name": "SVC"}))
+    result, _ = run(backend, work)
+    assert result.ok, result.error
+    assert result.artifacts == ("artifacts/NET-001.md",)
+    assert (Path(work.session_dir) / "artifacts/NET-001.md").read_text() == "…2xyz\n"
+    assert secret not in result.summary
+    assert secret not in Path(work.log_path).read_text()
+
+
 def test_a_tool_error_fails_the_attempt_as_a_crash_with_its_message(tmp_path, backend):
     result, _ = run(backend, order(tmp_path, McpCall(server="netops", tool="reboot", arguments={"device": "r9"})))
     assert (result.ok, result.error_kind, result.outcome) == (False, "crash", "failed")

@@ -24,6 +24,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 
+from bridge.auth import token_path
 from bridge.tools import DuplicateTool, ToolTable
 from tests.conftest import _EMPTY_CONFIG, EXECUTOR
 from tests.sessions import copy_demo, write_session
@@ -79,9 +80,11 @@ class RunningBridge:
             self.lines.append(line)
             if "MCP bridge on" in line or not line:
                 break
-        found = re.search(r"MCP bridge on (http://\S+/mcp) .*: (\S+)$", line.strip())
+        # Into a pipe the run names the owner token's file, never the token itself.
+        found = re.search(r"MCP bridge on (http://\S+/mcp) — owner bearer token in (\S+)$", line.strip())
         assert found, f"no bridge address in the output: {self.lines}"
-        self.url, self.token = found.group(1), found.group(2)
+        self.url, self.token_file = found.group(1), Path(found.group(2))
+        self.token = self.token_file.read_text().strip()
 
     def call(self, tool: str, arguments: dict[str, Any], token: str | None = None) -> Any:
         async def go() -> Any:
@@ -124,9 +127,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBridge]:
 
 
 def test_token_is_kept_private_and_required(served: RunningBridge) -> None:
-    token_file = served.folder / ".executor" / "mcp-token"
-    assert token_file.read_text().strip() == served.token
+    token_file = served.token_file
+    assert token_file.is_relative_to(_EMPTY_CONFIG), "the owner token lives in the user's config folder"
+    assert not token_file.resolve().is_relative_to(served.folder.resolve())
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+    assert not (served.folder / ".executor" / "mcp-token").exists()
+    assert served.token not in "".join(served.lines), "a pipe never gets the token"
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     missing = httpx.post(served.url, json=body, headers=headers, timeout=10)
@@ -352,12 +359,16 @@ def test_two_tools_with_one_name_fail_at_startup() -> None:
         table.add(submit_task)
 
 
-def test_non_loopback_needs_an_explicit_flag(tmp_path: Path, executor_cli: Any) -> None:
+def test_non_loopback_needs_an_explicit_flag(
+    tmp_path: Path, executor_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = copy_demo(tmp_path / "demo")
     result = executor_cli("run", "--session", str(folder), "--backend", "demo", "--mcp-http", "0.0.0.0:0")
     assert result.returncode == 2
     assert "--allow-remote" in result.stderr + result.stdout
     assert not (folder / ".executor" / "mcp-token").exists()
+    monkeypatch.setenv("TEAM_EXECUTOR_CONFIG_DIR", str(_EMPTY_CONFIG))
+    assert not token_path(folder).exists(), "a refused run makes no owner token"
 
 
 def test_bad_port_is_a_clear_error(tmp_path: Path, executor_cli: Any) -> None:

@@ -122,12 +122,8 @@ def test_each_kind_of_notice_reaches_every_channel_with_its_text(telegram, disco
         assert [r.body["kind"] for r in hook.sent()] == list(NOTICE_KINDS)
         assert wait_for(lambda: console.getvalue().count("[notify] → executor status") == len(sent))
         counts = {item.name: (item.sent, item.failed, item.dropped) for item in state(ref).channels}
-    assert counts == {
-        "console": (10, 0, 0),
-        f"telegram:{CHAT}": (10, 0, 0),
-        "discord": (10, 0, 0),
-        "webhook[0]": (10, 0, 0),
-    }
+    every = (len(NOTICE_KINDS), 0, 0)
+    assert counts == {"console": every, f"telegram:{CHAT}": every, "discord": every, "webhook[0]": every}
     assert "<title>" in telegram.sent()[0]["text"].replace("&lt;", "<").replace("&gt;", ">")
 
 

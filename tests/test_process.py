@@ -548,3 +548,23 @@ def test_stop_tree_on_a_process_already_gone_does_nothing_and_does_not_raise() -
 
 def test_stop_tree_never_signals_the_caller() -> None:
     assert stop_tree(os.getpid(), grace_s=0.1) == []
+
+
+def test_stderr_lines_reach_their_callback_and_a_stop_check_ends_the_run_with_its_kind(tmp_path: Path) -> None:
+    code = """
+        import sys, time
+        for n in range(1, 1000):
+            print(f"Reconnecting... {n}", file=sys.stderr, flush=True)
+            time.sleep(0.2)
+    """
+    errors: list[bytes] = []
+    outcome = run_process(
+        spec_for(tmp_path, py(code)),
+        ProcessLimits(wall_timeout_s=SAFE_WALL, grace_s=2),
+        on_stderr_line=errors.append,
+        stop_check=lambda: ("network", "the endpoint is gone") if len(errors) >= 2 else None,
+    )
+    assert (outcome.error_kind, outcome.error) == ("network", "the endpoint is gone")
+    assert errors[:2] == [b"Reconnecting... 1", b"Reconnecting... 2"]
+    assert outcome.pid is not None
+    assert is_gone(outcome.pid)

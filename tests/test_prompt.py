@@ -216,6 +216,23 @@ def test_a_bare_upstream_name_is_found_in_artifacts_and_paths_outside_the_sessio
     assert f"## {secret} (outside the session folder: not read)" in prompt
 
 
+def test_the_executors_private_folder_is_never_inlined_not_even_through_a_link(tmp_path):
+    folder = two_task_session(
+        tmp_path,
+        upstream_artifacts=[".executor/state-secret.txt", "artifacts/PLAN-001-plan.md", "artifacts/../.executor"],
+    )
+    (folder / ".executor").mkdir()
+    (folder / ".executor" / "state-secret.txt").write_text("PRIVATE STATE\n")
+    # An upstream artifact that is a link into .executor/ (what a hostile worker could plant).
+    (folder / "artifacts" / "PLAN-001-plan.md").symlink_to(folder / ".executor" / "state-secret.txt")
+    session = load_session(folder)
+    prompt = build_prompt(session, session.task("ARCH-001"), 1)
+    assert "PRIVATE STATE" not in prompt
+    assert "## .executor/state-secret.txt (the executor's private state: not read)" in prompt
+    assert "## artifacts/PLAN-001-plan.md (the executor's private state: not read)" in prompt
+    assert "## artifacts/../.executor (the executor's private state: not read)" in prompt
+
+
 def test_files_over_the_budget_are_named_not_inlined(tmp_path):
     folder = two_task_session(tmp_path)
     artifacts = folder / "artifacts"

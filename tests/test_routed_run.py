@@ -208,3 +208,45 @@ def test_a_critical_task_asks_for_approval_and_uses_critical_once_approved(tmp_p
     assert asked == ["model-std", "model-crit"], output
     assert "critical model" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
     assert_no_key_anywhere(folder, output)
+
+
+def test_a_refused_key_fails_the_task_at_once_is_disabled_and_notified(executor_cli, tmp_path):
+    with FakeOpenAI(keys=(KEY_B,), models=("model-a",)) as fake:  # KEY_A is not a key this server knows
+        folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
+        (folder / "executor.toml").write_text(
+            (folder / "executor.toml").read_text().replace('["KEY_A", "KEY_B"]', '["KEY_A"]')
+        )
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "3", env=env_for(fake))
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert len(fake.chat_requests(key=KEY_A)) == 1, "an auth failure is not retried"
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    runs = reader.runs()
+    (task,) = reader.tasks()
+    reader.close()
+    assert [run.error_kind for run in runs] == ["auth"]
+    assert task.status == "failed"
+    shown = executor_cli("models", "--session", str(folder), "--json")
+    assert shown.returncode == 0, shown.stderr
+    refused = PoolKey.new("openai-compatible", KEY_A).id
+    states = {row["key_id"]: row for row in json.loads(shown.stdout)["keys"]}
+    assert states[refused]["status"] == "disabled"
+    notices = (folder / ".executor" / "notifications.log").read_text()
+    assert f"API key {refused} (openai-compatible, …1111) disabled" in notices, notices
+    assert_no_key_anywhere(folder, result.stdout, result.stderr, shown.stdout)
+
+
+def test_a_refused_key_is_disabled_and_the_attempt_goes_on_with_the_next_key(executor_cli, tmp_path):
+    with FakeOpenAI(keys=(KEY_B,), models=("model-a",)) as fake:  # KEY_A is refused, KEY_B works
+        folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
+        fake.script(Reply("[writer] WRITE-001 done with the good key."), key=KEY_B)
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env_for(fake))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(fake.chat_requests(key=KEY_A)) == 1
+        assert len(fake.chat_requests(key=KEY_B)) == 1
+    shown = executor_cli("models", "--session", str(folder), "--json")
+    states = {row["key_id"]: row for row in json.loads(shown.stdout)["keys"]}
+    assert states[PoolKey.new("openai-compatible", KEY_A).id]["status"] == "disabled"
+    assert states[PoolKey.new("openai-compatible", KEY_B).id]["status"] == "active"
+    assert "disabled" in (folder / ".executor" / "notifications.log").read_text()
+    assert_no_key_anywhere(folder, result.stdout, result.stderr, shown.stdout)

@@ -23,8 +23,21 @@ from session.routing import RoutingOptions
 ASK = 5
 
 
+#: A user's local server: nothing built in is an endpoint.
+LOCAL = {
+    "name": "local-llama",
+    "provider": "openai-compatible",
+    "backend": "openai",
+    "tier": "FREE",
+    "input_per_mtok": 0.0,
+    "output_per_mtok": 0.0,
+    "context_window": 32_768,
+    "base_url": "http://127.0.0.1:8080/v1",
+}
+
+
 def make_config(**router) -> Config:
-    return Config.model_validate({"models": [dict(m) for m in DEFAULT_MODELS], "router": router})
+    return Config.model_validate({"models": [*(dict(m) for m in DEFAULT_MODELS), LOCAL], "router": router})
 
 
 @pytest.fixture
@@ -171,7 +184,7 @@ def test_get_registry_reports_the_models_and_the_chain(start_router):
     router = start_router(make_config(fallback=["PREMIUM", "STANDARD"], network_retries=2))
     registry = router.ask(GetRegistry(), timeout=ASK)
     assert isinstance(registry, Registry)
-    assert [info.name for info in registry.models] == [m["name"] for m in DEFAULT_MODELS]
+    assert [info.name for info in registry.models] == [*(m["name"] for m in DEFAULT_MODELS), "local-llama"]
     assert registry.fallback == ("PREMIUM", "STANDARD")
     assert registry.network_retries == 2
     assert registry.critical_needs_approval is True

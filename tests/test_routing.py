@@ -8,15 +8,14 @@ from typing import Any
 import msgspec
 import pytest
 
+from protocol.routing import GiveUp, TryModel
 from protocol.types import ERROR_KINDS
 from session.config_models import DEFAULT_MODELS, Config
 from session.routing import (
     AttemptState,
     BadComplexity,
-    GiveUp,
     NoModelAvailable,
     RoutingOptions,
-    TryModel,
     UnknownModel,
     chain_from,
     fallback_tiers,
@@ -29,20 +28,30 @@ from session.routing import (
     typical_cost,
 )
 
-# The built-in registry, by tier (registry order within each):
+# The built-in registry plus a user's local server, by tier (registry order within each):
 #   CRITICAL  claude-opus-4-1
 #   PREMIUM   claude-sonnet-4-5, gpt-5, gemini-2.5-pro
 #   STANDARD  gpt-5-mini, gemini-2.5-flash, claude-haiku-4-5
-#   FREE      local-llama
+#   FREE      local-llama (the user's [[models]] entry: nothing built in has an endpoint)
 PREMIUM = ["claude-sonnet-4-5", "gpt-5", "gemini-2.5-pro"]
 STANDARD = ["gpt-5-mini", "gemini-2.5-flash", "claude-haiku-4-5"]
 ALL_BY_CHAIN = ["claude-opus-4-1", *PREMIUM, *STANDARD, "local-llama"]
+LOCAL = {
+    "name": "local-llama",
+    "provider": "openai-compatible",
+    "backend": "openai",
+    "tier": "FREE",
+    "input_per_mtok": 0.0,
+    "output_per_mtok": 0.0,
+    "cached_per_mtok": 0.0,
+    "context_window": 32_768,
+    "base_url": "http://127.0.0.1:8080/v1",
+}
 
 
 def make_config(models: list[dict[str, Any]] | None = None, **router: Any) -> Config:
-    return Config.model_validate(
-        {"models": [dict(m) for m in (DEFAULT_MODELS if models is None else models)], "router": router}
-    )
+    chosen = [*DEFAULT_MODELS, LOCAL] if models is None else models
+    return Config.model_validate({"models": [dict(m) for m in chosen], "router": router})
 
 
 def model(name: str, tier: str, window: int = 100_000, provider: str = "openai", price: float = 1.0) -> dict:

@@ -115,13 +115,13 @@ def test_render_has_every_section_in_order_and_shows_the_row():
         updated_at="2025-01-02T00:00:00.000+00:00",
         details=PREPARED,
     )
-    text = render_task(row, "done", [], "")
+    text = render_task(row, "completed", [], "")
     lines = text.splitlines()
     assert lines[0] == "# BE-002 — Users endpoint"
     assert lines[1] == GENERATED_NOTE
     assert headings(text) == SECTIONS
     status = section(text, "Status")
-    assert status.splitlines()[0] == "done (completed)"
+    assert status.splitlines()[0] == "completed"
     assert "blocked by: BE-001, DB-001" in status
     assert section(text, "Priority") == "P0"
     assert section(text, "Agent").splitlines() == ["cursor-1", "role: coder"]
@@ -136,7 +136,7 @@ def test_render_has_every_section_in_order_and_shows_the_row():
     assert text.endswith("\n")
     assert not text.endswith("\n\n")
     # Same inputs, same bytes; what a file shows reads back as the row's details.
-    assert render_task(row, "done", [], "") == text
+    assert render_task(row, "completed", [], "") == text
     parsed = parse_task_markdown(text)
     assert parsed == {name: getattr(PREPARED, name) for name in EDITABLE}
 
@@ -224,9 +224,9 @@ def test_a_task_moves_folders_as_its_status_changes(tmp_path, store):
     result = sync_mirror(tmp_path)
     assert result.moved == 2  # A-001 is done, so B-001 is ready
     files = mirror_files(tmp_path)
-    assert set(files) == {"done/A-001.md", "ready/B-001.md"}
-    assert section(files["done/A-001.md"], "Status") == "done (completed)"
-    assert "completed: 2025-01-03" in section(files["done/A-001.md"], "Last Updated")
+    assert set(files) == {"completed/A-001.md", "ready/B-001.md"}
+    assert section(files["completed/A-001.md"], "Status") == "completed"
+    assert "completed: 2025-01-03" in section(files["completed/A-001.md"], "Last Updated")
     assert section(files["ready/B-001.md"], "Status") == "ready (pending)\nblocked by: A-001"
     assert not (tmp_path / MIRROR_DIR / "failed").exists()
     assert not (tmp_path / MIRROR_DIR / "review").exists()
@@ -481,3 +481,14 @@ def test_symbolic_links_are_neither_read_nor_removed(tmp_path, store):
     assert (done / "A-001.md").is_symlink()
     assert read_edits(tmp_path, tasks(tmp_path)) == {}
     assert outside.read_text() == "## Goal\n\nnot mine\n"
+
+
+def test_a_completed_task_in_the_old_done_folder_moves_to_completed(tmp_path, store):
+    put(store, TaskRow(id="A-001", owner="coder", status="completed"))
+    sync_mirror(tmp_path)
+    old = tmp_path / MIRROR_DIR / "done" / "A-001.md"
+    old.parent.mkdir()
+    (tmp_path / MIRROR_DIR / "completed" / "A-001.md").rename(old)
+    result = sync_mirror(tmp_path)
+    assert result.moved == 1
+    assert set(mirror_files(tmp_path)) == {"completed/A-001.md"}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import EXECUTOR
 from tests.sessions import copy_demo, scripted_session
 from tests.test_mcp_bridge import RunningBridge
 
@@ -49,5 +53,33 @@ def test_watch_once_on_a_finished_session(tmp_path: Path, executor_cli: Any) -> 
     assert "tasks (100%)" in result.stdout
     assert "run_completed" in result.stdout
     bad = executor_cli("watch", "--session", str(tmp_path), "--once")
-    assert bad.returncode == 2
-    assert "not a session folder" in bad.stderr
+    assert bad.returncode == 1, "a missing session exits 1, as check and validate do"
+    assert "team-session.json" in bad.stdout
+    assert "status: None" not in bad.stdout
+
+
+def test_watch_piped_prints_plain_lines_and_json_frames(tmp_path: Path, executor_cli: Any) -> None:
+    folder = copy_demo(tmp_path / "demo")
+    assert executor_cli("run", "--session", str(folder), "--backend", "demo").returncode == 0
+    with subprocess.Popen(
+        [str(EXECUTOR), "watch", "--session", str(folder), "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ) as process:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("5/5 tasks (100%)"):
+                break
+        process.terminate()
+        process.wait(timeout=30)
+    assert any("run_completed" in line for line in lines), lines
+    assert lines[-1].startswith("5/5 tasks (100%), no run; running: -; failed: -; done: every task is complete")
+    assert not any("\x1b[" in line for line in lines), "plain text when piped"
+    frame = executor_cli("watch", "--session", str(folder), "--once", "--json")
+    assert frame.returncode == 0
+    data = json.loads(frame.stdout)
+    assert data["report"]["progress"]["completed"] == 5
+    assert data["events"][-1]["event"]["type"] == "shutdown_completed"

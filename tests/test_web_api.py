@@ -154,8 +154,11 @@ def test_tasks_session_detail_artifacts_and_agents_read_from_the_run(served: Ser
 
     (served.bridge.folder / "artifacts" / "note.md").write_text("# hello\n")
     assert served.get("/api/artifact", params={"path": "artifacts/note.md"}).text == "# hello\n"
-    for bad, code in (("../etc/passwd", 400), (".executor/mcp-token", 404), ("/etc/passwd", 400), ("nope.md", 404)):
+    for bad, code in (("../etc/passwd", 400), (".executor/state.db", 404), ("/etc/passwd", 400), ("nope.md", 404)):
         assert served.get("/api/artifact", params={"path": bad}).status_code == code, bad
+    # A link a worker planted in artifacts/: the resolved target (.executor/) decides, not the name.
+    (served.bridge.folder / "artifacts" / "peek.md").symlink_to(served.bridge.folder / ".executor" / "state.db")
+    assert served.get("/api/artifact", params={"path": "artifacts/peek.md"}).status_code == 404
 
     session = served.get("/api/session").json()
     assert session["session_id"] == "TC-s"

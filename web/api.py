@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -31,6 +33,8 @@ from protocol.bridge import (
     SubmitTask,
     TaskAccepted,
 )
+from protocol.ids import TASK_ID_PATTERN, TASK_ID_RULE, is_task_id
+from session.safepath import is_private
 from session.store import STATE_DIR, StoreError
 from web.events import event_stream
 from web.metrics import render_metrics
@@ -38,6 +42,7 @@ from web.models import (
     AgentsOut,
     AgentStatsOut,
     AnswerIn,
+    DiffOut,
     HealthOut,
     RunInfoOut,
     SessionOut,
@@ -54,7 +59,10 @@ ARTIFACT_MAX_BYTES = 2 * 1024 * 1024
 HEALTH_TIMEOUT_S = 3.0
 StatusFilter = Literal["pending", "in_progress", "review", "completed", "failed"]
 
-_ERRORS = {
+#: A task id in the URL: the id grammar, or 422 before anything looks it up.
+TaskIdParam = Annotated[str, PathParam(pattern=TASK_ID_PATTERN, description=f"A task id ({TASK_ID_RULE})")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The request names something wrong; detail says what"},
     404: {"description": "No such task, escalation or file"},
     409: {"description": "The run refuses it in its present state (or the panic switch is on)"},
@@ -111,6 +119,10 @@ def _artifact_file(folder: Path, relative: str) -> Path:
         found = False
     if not found:
         raise ApiError(404, f"path: no file {relative[:200]} in this session")
+    # The resolved target decides: a link in artifacts/ to .executor/ (or to any hidden
+    # file) is refused as if it had been asked for by that name.
+    if is_private(root, target) or any(part.startswith(".") for part in target.relative_to(root).parts):
+        raise ApiError(404, f"path: {relative[:200]} is not an artifact")
     return target
 
 
@@ -216,7 +228,7 @@ def build_api(context: BridgeContext) -> FastAPI:
         return TasksOut(tasks=[task_out(row) for row in rows], total=len(rows))
 
     @api.get("/api/tasks/{task_id}", tags=["tasks"], responses=_ERRORS)
-    def task_detail(task_id: str) -> TaskDetailOut:
+    def task_detail(task_id: TaskIdParam) -> TaskDetailOut:
         """One task: description, every attempt, newest progress, artifacts, its log's tail, its questions."""
         view = task_view(context, task_id)
         newest_log = next((run.log_path for run in reversed(view.runs) if run.log_path), None)
@@ -233,6 +245,41 @@ def build_api(context: BridgeContext) -> FastAPI:
                 if row.task_id == task_id
             ],
         )
+
+    @api.get("/api/tasks/{task_id}/diff", tags=["tasks"], responses=_ERRORS)
+    def task_diff_view(
+        task_id: str,
+        attempt: Annotated[int | None, Query(ge=1, description="One attempt only (default: all)")] = None,
+        stat: Annotated[bool, Query(description="Only the files and line counts, no patch")] = False,
+    ) -> DiffOut:
+        """What the task changed in the project (never the executor's own files): files, line counts, the diff."""
+        from session.task_diff import DiffUnavailable, task_diff  # noqa: PLC0415 - runs git; only this route
+
+        if not is_task_id(task_id):
+            raise ApiError(400, "task_id: not a task id (letters, digits, '-', '_', '.')")
+        try:
+            diff = task_diff(folder, task_id, attempt, patch=not stat)
+        except DiffUnavailable as error:
+            raise ApiError(400 if error.argument else 404, str(error)) from None
+        return DiffOut.model_validate(msgspec.to_builtins(diff))
+
+    @api.get("/api/tasks/{task_id}/log", tags=["tasks"], response_class=PlainTextResponse, responses=_ERRORS)
+    def task_log(
+        request: Request,
+        task_id: str,
+        attempt: Annotated[
+            int | None, Query(ge=1, description="One attempt only (default: the newest, then the next)")
+        ] = None,
+    ) -> Response:
+        """Server-sent events: the task's agent output from the start of its attempt, followed as it grows."""
+        from web.log_stream import log_stream, resume_point  # noqa: PLC0415
+
+        if not is_task_id(task_id):
+            raise ApiError(400, "task_id: not a task id (letters, digits, '-', '_', '.')")
+        if context.reader().task(task_id) is None:
+            raise ApiError(404, f"no task '{task_id}' in this session")
+        resume = resume_point(request.headers.get("last-event-id", ""))
+        return log_stream(folder, task_id, attempt, resume, request.app.state.closing)
 
     @api.get("/api/agents", tags=["agents"], responses=_ERRORS)
     def agents() -> AgentsOut:
@@ -292,7 +339,7 @@ def build_api(context: BridgeContext) -> FastAPI:
         return task_out(accepted.task)
 
     @api.post("/api/tasks/{task_id}/cancel", tags=["tasks"], responses=_ERRORS)
-    def cancel(task_id: str) -> CancelOut:
+    def cancel(task_id: TaskIdParam) -> CancelOut:
         """Cancel a pending or running task (a running agent is stopped); it ends failed, kind 'cancelled'."""
         refuse_in_panic("cancelling a task")
         cancelled: Cancelled = context.ask(CancelTask(task_id=task_id, by="web"))

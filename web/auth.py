@@ -1,6 +1,7 @@
 """Who may use the dashboard and the HTTP API: the session's owner, and nobody else.
 
-Three ways to present the owner token (``.executor/mcp-token``):
+Three ways to present the owner token (kept outside the session, in the file
+``bridge.auth.token_path`` names; the run prints that path):
 
 - ``Authorization: Bearer <token>`` — scripts, curl, Prometheus;
 - ``?token=<token>`` on any GET — the link ``executor run --http`` prints.  It is
@@ -27,7 +28,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
 from bridge.auth import ASGIApp, Receive, Scope, Send, Tokens
-from bridge.http import is_loopback
+from session.loopback import is_loopback
 
 __all__ = ["COOKIE", "CSRF_HEADER", "OPEN_PATHS", "WebGuard", "cookie_value"]
 
@@ -88,8 +89,8 @@ class WebGuard:
                 send,
                 401,
                 "unauthorized",
-                "send 'Authorization: Bearer <token>' (the token is in .executor/mcp-token), "
-                "or open the link `executor run --http` printed",
+                "send 'Authorization: Bearer <token>' (the owner token file `executor run --http` named), "
+                "or open the link it printed at a terminal",
                 html=scope["path"] == "/",
             )
             return
@@ -137,7 +138,7 @@ def _bearer(value: str | None) -> str | None:
 _SIGN_IN_PAGE = """<!doctype html><meta charset="utf-8"><title>team-executor: sign in</title>
 <body style="font-family:sans-serif;max-width:40em;margin:4em auto">
 <h1>Not signed in</h1><p>Open the link <code>executor run --http</code> printed (it ends in
-<code>?token=…</code>), or paste the token from <code>.executor/mcp-token</code>:</p>
+<code>?token=…</code>), or paste the owner token from the file it named:</p>
 <form method="get" action="/"><input name="token" type="password" size="50" autofocus>
 <button>Open the dashboard</button></form></body>"""
 

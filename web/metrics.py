@@ -154,11 +154,11 @@ class SessionMetrics(Collector):
             "executor_tokens", "Tokens by model and key", labels=["backend", "model", "key_id", "direction"]
         )
         cost = CounterMetricFamily("executor_cost_usd", "Spend by model and key", labels=["backend", "model", "key_id"])
-        for row in reader.spend():
-            labels = [row["backend"], row["model"] or "", row["key_id"] or ""]
-            tokens.add_metric([*labels, "in"], row["tokens_in"] or 0)
-            tokens.add_metric([*labels, "out"], row["tokens_out"] or 0)
-            cost.add_metric(labels, row["cost_usd"] or 0.0)
+        for spent in reader.spend():
+            labels = [spent["backend"], spent["model"] or "", spent["key_id"] or ""]
+            tokens.add_metric([*labels, "in"], spent["tokens_in"] or 0)
+            tokens.add_metric([*labels, "out"], spent["tokens_out"] or 0)
+            cost.add_metric(labels, spent["cost_usd"] or 0.0)
         yield tokens
         yield cost
 

@@ -6,16 +6,19 @@ one vocabulary for both surfaces.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.models import EscalationOut, KeyOut, ProgressOut, RunOut, TaskOut, WorkerOut
+from protocol.ids import TASK_ID_PATTERN
 
 __all__ = [
     "AgentStatsOut",
     "AgentsOut",
     "AnswerIn",
+    "DiffFileOut",
+    "DiffOut",
     "HealthOut",
     "RunInfoOut",
     "SessionOut",
@@ -87,6 +90,25 @@ class TaskDetailOut(BaseModel):
     escalations: list[EscalationOut] = []
 
 
+class DiffFileOut(BaseModel):
+    path: str = Field(description="Relative to the repository's top folder")
+    status: str = Field(description="A added, M modified, D deleted, T type changed")
+    added: int | None = Field(default=None, description="Lines added; null for a binary file")
+    removed: int | None = None
+
+
+class DiffOut(BaseModel):
+    task_id: str
+    attempts: list[int] = Field(description="The attempts the diff spans, first to last")
+    before: str = Field(description="The git tree before the first of them")
+    after: str = Field(description="The git tree after the last (the work tree now, when live)")
+    live: bool = Field(description="The last attempt is still running")
+    files: list[DiffFileOut]
+    added: int
+    removed: int
+    patch: str | None = Field(default=None, description="The unified diff; null when only the stat was asked for")
+
+
 class AgentStatsOut(BaseModel):
     backend: str
     role: str
@@ -108,7 +130,9 @@ class SubmitIn(_Strict):
     description: str = Field(default="", max_length=100_000)
     priority: Literal["low", "normal", "high", "critical"] = "normal"
     assigned_to: str | None = Field(default=None, max_length=200, description="The role that should do it")
-    blocked_by: list[str] = Field(default=[], max_length=1000, description="Task ids that must complete first")
+    blocked_by: list[Annotated[str, Field(pattern=TASK_ID_PATTERN)]] = Field(
+        default=[], max_length=1000, description="Task ids that must complete first"
+    )
 
 
 class AnswerIn(_Strict):

@@ -19,7 +19,7 @@
     "run_started", "session_reconciled", "shutdown_requested", "shutdown_completed",
     "run_completed", "task_created", "task_ready", "task_dispatched", "task_started",
     "task_progress", "task_completed", "task_failed", "task_reset", "task_cancelled",
-    "tasks_reopened", "task_stalled", "blocker_reported", "escalation_opened",
+    "tasks_reopened", "task_rolled_back", "task_stalled", "blocker_reported", "escalation_opened",
     "escalation_answered", "notification_dropped", "revision_created",
     "consensus_blocked", "capability_gap", "budget_warning", "budget_exceeded",
     "worker_spawned", "worker_crashed", "worker_restarted", "service_restarted",

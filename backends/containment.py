@@ -1,0 +1,298 @@
+"""Keep track of every process an attempt starts, even one that tries to escape.
+
+A worker's grandchild can leave its process group and session (``setsid``) and drop the
+marker variable (``env -i``); then neither the group nor the environment finds it.  Two
+ways to follow it anyway:
+
+- :class:`AttemptCgroup`, where the machine lets us: a cgroup per attempt (cgroup v2, or a
+  v1 ``pids``/``freezer`` hierarchy).  The child joins it before it execs the program
+  (:meth:`AttemptCgroup.wrap`), every descendant inherits it, and an unprivileged process
+  cannot leave it.  At the end, whatever is still listed in it is stopped and the cgroup
+  removed.
+- :class:`Descendants`, everywhere: the descendants of the child recorded (pid and create
+  time) while the attempt runs, at a modest interval.  A process that is started and
+  orphaned between two looks is missed; the cgroup has no such gap.
+
+Both stop what is left the same way: SIGTERM, a grace period, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import psutil
+
+__all__ = ["DISABLE_ENV", "AttemptCgroup", "Descendants", "cgroups_available", "stop_pids", "sweep"]
+
+#: Set to 1 to do without cgroups (the descendant list alone is used).
+DISABLE_ENV = "TEAM_EXECUTOR_NO_CGROUP"
+_PARENT = "team-executor"
+_CREATE_TIME_TOLERANCE_S = 1.0
+_POLL_S = 0.05
+_EMPTY_WAIT_S = 5.0
+_sequence = itertools.count(1)
+
+# Runs in the child between fork and the program: join the cgroup, then exec the program
+# (same pid).  A fixed script: the cgroup file and the argv are positional arguments, never
+# parsed by the shell; /bin/sh starts in about a millisecond where Python takes twenty.
+_SHELL = "/bin/sh"
+_JOIN = 'echo $$ > "$0" 2>/dev/null; {unset}exec "$@"'
+# Variables a shell adds to the environment of what it execs: removed unless the caller set them.
+_SHELL_ADDS = ("PWD", "SHLVL", "_")
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """(mount point, filesystem type, super options) of the cgroup mounts."""
+    found = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
+            found.append((fields[4].replace("\\040", " "), tail[0], set(tail[2].split(","))))
+    return found
+
+
+def _own_paths() -> dict[str, str]:
+    """This process's cgroup per hierarchy: ``""`` for v2, a controller name for v1."""
+    own: dict[str, str] = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return own
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(",") if parts[1] else [""]:
+                own[controller] = parts[2]
+    return own
+
+
+def _writable_base() -> Path | None:
+    """A folder under which this process may create cgroups and move its children into them."""
+    own = _own_paths()
+    candidates: list[Path] = []
+    for mount, kind, options in _mounts():
+        if kind == "cgroup2" and "" in own:
+            candidates.insert(0, Path(mount + own[""]))
+        elif kind == "cgroup":
+            controller = next((name for name in ("pids", "freezer") if name in options), None)
+            if controller is not None and controller in own:
+                candidates.append(Path(mount + own[controller]))
+    for base in candidates:
+        parent = base / _PARENT
+        try:
+            parent.mkdir(exist_ok=True)
+            probe = parent / f"probe-{os.getpid()}-{next(_sequence)}"
+            probe.mkdir()
+            writable = os.access(probe / "cgroup.procs", os.W_OK)
+            probe.rmdir()
+        except OSError:
+            continue
+        if writable:
+            return parent
+    return None
+
+
+_BASE: Path | None = None
+_BASE_KNOWN = False
+
+
+def _base() -> Path | None:
+    global _BASE, _BASE_KNOWN  # noqa: PLW0603 - looked up once per process
+    if not _BASE_KNOWN:
+        _BASE = None if os.environ.get(DISABLE_ENV) == "1" else _writable_base()
+        _BASE_KNOWN = True
+    return _BASE
+
+
+def cgroups_available() -> bool:
+    """Whether attempts run in cgroups of their own here (else only the descendant list is kept)."""
+    return _base() is not None
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def stop_pids(procs: Iterable[psutil.Process], grace_s: float) -> list[int]:
+    """SIGTERM ``procs``, wait up to ``grace_s``, SIGKILL the survivors.  Returns the pids signalled.
+
+    Never signals this process.  ``psutil.Process`` checks its create time before a signal,
+    so a pid reused meanwhile is left alone.
+    """
+    me = os.getpid()
+    alive = [proc for proc in procs if proc.pid != me and _alive(proc)]
+    signalled: set[int] = set()
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+            signalled.add(proc.pid)
+    deadline = time.monotonic() + max(0.0, grace_s)
+    while alive and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+        alive = [proc for proc in alive if _alive(proc)]
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return sorted(signalled)
+
+
+class AttemptCgroup:
+    """One cgroup for one attempt's process tree."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, marker: str | None = None) -> AttemptCgroup | None:
+        """A new empty cgroup, or None where cgroups cannot be used (then rely on :class:`Descendants`).
+
+        Its name says whose it is: the session's ``marker`` (hashed), and the executor's pid and
+        create time, so that :func:`sweep` finds it after the executor died.
+        """
+        base = _base()
+        if base is None:
+            return None
+        owner = f"{os.getpid()}-{int(psutil.Process().create_time())}"
+        path = base / f"{_tag(marker)}-{owner}-{next(_sequence)}"
+        try:
+            path.mkdir()
+        except OSError:
+            return None
+        return cls(path)
+
+    def wrap(self, argv: Sequence[str], env: dict[str, str], cwd: str) -> tuple[str, ...] | None:
+        """``argv`` prefixed so that the child joins this cgroup before it runs the program.
+
+        None when the program cannot be found: the caller runs ``argv`` as it is and reports
+        that error (there is then nothing to contain).
+        """
+        program = argv[0]
+        if "/" in program:
+            found: str | None = os.path.join(cwd, program)
+        else:
+            found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            return None
+        if not os.access(_SHELL, os.X_OK):
+            return None
+        # The program by its absolute path: the shell's `exec` must never read it as an option.
+        added = [name for name in _SHELL_ADDS if name not in env]
+        script = _JOIN.format(unset=f"unset {' '.join(added)}; " if added else "")
+        return (_SHELL, "-c", script, str(self.path / "cgroup.procs"), os.path.abspath(found), *argv[1:])
+
+    def members(self) -> list[psutil.Process]:
+        try:
+            text = (self.path / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        procs = []
+        for line in text.split():
+            with contextlib.suppress(psutil.Error, ValueError):
+                procs.append(psutil.Process(int(line)))
+        return procs
+
+    def stop(self, grace_s: float) -> list[int]:
+        """Stop every process still in the cgroup, wait until it is empty, remove it."""
+        signalled = stop_pids(self.members(), grace_s) if self.members() else []
+        deadline = time.monotonic() + _EMPTY_WAIT_S
+        while True:
+            left = [proc for proc in self.members() if _alive(proc)]
+            if not left or time.monotonic() >= deadline:
+                break
+            for proc in left:  # forked after the first look
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGKILL)
+                    signalled.append(proc.pid)
+            time.sleep(_POLL_S)
+        self.remove()
+        return sorted(set(signalled))
+
+    def remove(self) -> None:
+        # Zombies still count as members for a moment after their parent reaps them.
+        deadline = time.monotonic() + _EMPTY_WAIT_S
+        while True:
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return  # left for the next run's sweep
+                time.sleep(_POLL_S)
+
+
+def _tag(marker: str | None) -> str:
+    return hashlib.sha256(marker.encode()).hexdigest()[:12] if marker else "nomarker"
+
+
+def sweep(marker: str, grace_s: float = 5.0) -> list[int]:
+    """Stop what is left in the cgroups of ``marker``'s session whose executor is gone (a crash).
+
+    A cgroup of a live executor is its own business and is left alone; an empty one of a
+    dead executor of another session is removed.
+    """
+    base = _base()
+    if base is None:
+        return []
+    stopped: list[int] = []
+    mine = f"{_tag(marker)}-"
+    for entry in sorted(base.glob("*-*-*-*")):
+        try:
+            _, pid, started, _ = entry.name.split("-")
+            owner = psutil.Process(int(pid))
+            if abs(owner.create_time() - int(started)) <= 1 + _CREATE_TIME_TOLERANCE_S and _alive(owner):
+                continue
+        except psutil.NoSuchProcess:
+            pass
+        except (psutil.Error, ValueError):
+            continue
+        if entry.name.startswith(mine):
+            stopped += AttemptCgroup(entry).stop(grace_s)
+        else:  # another session's: only tidied away when nothing is left in it
+            with contextlib.suppress(OSError):
+                entry.rmdir()
+    return sorted(set(stopped))
+
+
+class Descendants:
+    """The descendants of one process, recorded while it runs (pid with create time)."""
+
+    def __init__(self, root_pid: int, interval_s: float = 0.5) -> None:
+        self.root_pid = root_pid
+        self.interval_s = interval_s
+        self.seen: dict[int, psutil.Process] = {}
+        self.next_look = 0.0
+
+    def look(self, now: float | None = None) -> None:
+        """Record the root's descendants, at most once per interval."""
+        now = time.monotonic() if now is None else now
+        if now < self.next_look:
+            return
+        self.next_look = now + self.interval_s
+        try:
+            children = psutil.Process(self.root_pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            self.seen.setdefault(child.pid, child)
+
+    def stop(self, grace_s: float) -> list[int]:
+        """Stop every recorded descendant that still runs (the same process, not a reused pid)."""
+        return stop_pids(self.seen.values(), grace_s)

@@ -1,0 +1,311 @@
+"""Keeping secrets out of everything the executor writes, logs, prints or sends.
+
+Two kinds of secret are masked by :func:`redact`:
+
+- *known values*: every key, bot token, webhook secret and bearer token this process
+  learns is registered with :func:`register_secret` as soon as it is learned (a
+  :class:`session.config_models.Secret` registers itself; a worker's environment is
+  registered before the worker starts, :func:`register_environment`), and masked
+  wherever it appears, whatever its shape;
+- *well-known shapes*: provider keys (``sk-…``, ``sk-ant-…``, ``AIza…``, ``ghp_…``,
+  ``github_pat_…``, ``xoxb-…``), Telegram bot tokens, ``Bearer …`` credentials, and a
+  long mixed value right after a name such as ``api_key=`` or ``"token": "…"`` — for
+  a key the executor never saw (one an agent CLI found on its own).
+
+A masked secret reads ``…`` plus its last 4 characters (:func:`mask`), the same hint
+that ``executor keys list`` shows on purpose, so a leak can be traced to its key
+without repeating it.  Ordinary text (git SHAs, paths, ids) is left alone: a shape
+needs its prefix or a secret-like name in front of it.
+
+Where text is redacted (one place each, not per backend): the state database's
+connection (:func:`redacting_connection`), the run log's handler (:class:`RedactingFilter`),
+the console and ``--json-events`` sinks, the message bus, the Markdown mirror, worker logs
+on disk (:class:`LineRedactor`, :class:`RedactingWriter`), a worker's report file, prompt
+files, the artifacts the executor itself writes (openai, mcp), notifications and
+``check --json``.  Files an agent writes itself (its artifacts) are its own and are not
+rewritten.
+
+Thread-safe.  Pure functions apart from the process-wide registry; nothing at import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+__all__ = [
+    "LineRedactor",
+    "RedactingFilter",
+    "RedactingWriter",
+    "mask",
+    "protect_library_logs",
+    "redact",
+    "redact_bytes",
+    "redact_data",
+    "redacting_connection",
+    "register_environment",
+    "register_secret",
+]
+
+#: Shorter values are not registered: masking every "abc" in every line would garble
+#: text, and no key or token is that short.
+MIN_SECRET_LEN = 8
+#: Below this, a mask shows no tail at all: 4 characters of a short secret is too much of it.
+_MIN_LEN_TO_SHOW_TAIL = 12
+
+# A shape must not start in the middle of a word ("task-…" holds "sk-"), but may follow
+# a JSON escape (``\nsk-…`` in an encoded payload).  One alternation behind one
+# boundary check: Python's re tries each branch at each position, so this is much faster.
+_SHAPES = re.compile(
+    r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrt]))(?:"
+    r"sk-(?:ant-)?[A-Za-z0-9_-]{16,}"  # Anthropic; OpenAI (sk-proj-…) and the many compatible services
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"  # GitHub
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
+    r"|\d{6,12}:[A-Za-z0-9_-]{35}"  # Telegram bot token
+    r")(?![A-Za-z0-9_-])"
+)
+#: A credential-like run of characters; masked only after a secret-like name (:data:`_LEAD`).
+_VALUE = re.compile(r"[A-Za-z0-9+/_.~-]{20,}={0,2}")
+#: What may stand right before a masked value: ``Bearer ``, ``api_key=``, ``"token": "``, ...
+_LEAD = re.compile(
+    r"(?i)(?:(?:bearer|basic)\s+"
+    r"|(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|credential|authorization|auth|key)s?"
+    r"\\?[\"']?\s*[:=]\s*\\?[\"']?\s*(?:(?:bearer|basic)\s+)?)$"
+)
+_LEAD_WINDOW = 40
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[A-Za-z]")
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_known: re.Pattern[str] | None = None  # one alternation over _secrets, longest first
+_protected: set[str] = set()
+
+
+def mask(value: str) -> str:
+    """``…`` and the last 4 characters of ``value``; just ``…`` when it is too short to show any.
+
+    The one way a secret is shown: in key lists, config dumps, and in place of a leak.
+    """
+    return f"…{value[-4:]}" if len(value) >= _MIN_LEN_TO_SHOW_TAIL else "…"
+
+
+def register_secret(*values: str | None) -> None:
+    """Mask ``values`` in everything redacted from now on (``None``, short and blank values are skipped)."""
+    global _known  # noqa: PLW0603 - the registry is process-wide by design
+    fresh: set[str] = set()
+    for given in values:
+        value = (given or "").strip()
+        if len(value) < MIN_SECRET_LEN:
+            continue
+        fresh.add(value)
+        escaped = json.dumps(value)[1:-1]  # as it appears inside an encoded JSON string
+        if escaped != value:
+            fresh.add(escaped)
+    with _lock:
+        if fresh <= _secrets:
+            return
+        _secrets.update(fresh)
+        ordered = sorted(_secrets, key=len, reverse=True)  # a longer secret may contain a shorter one
+        _known = re.compile("|".join(re.escape(secret) for secret in ordered))
+
+
+#: Words of a variable name (split at ``_``) that make its value a secret: ``OPENAI_API_KEY``,
+#: ``ANTHROPIC_AUTH_TOKEN``, ``DISCORD_WEBHOOK_URL`` -- but not ``GIT_AUTHOR_NAME`` or ``PWD``.
+_SECRET_WORDS = frozenset(
+    {"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL", "CREDENTIALS"}
+    | {"AUTH", "WEBHOOK", "PAT"}
+)
+
+
+def register_environment(environ: Mapping[str, str]) -> None:
+    """Register the values of ``environ``'s secret-named variables (``*_API_KEY``, ``*_TOKEN``, ...).
+
+    Called with a worker's environment before the worker starts, so that whatever it
+    prints of them is masked.  Paths (``GOOGLE_APPLICATION_CREDENTIALS=/x/y.json``) are
+    not secrets and are skipped.
+    """
+    register_secret(
+        *(
+            value
+            for name, value in environ.items()
+            if _SECRET_WORDS.intersection(name.upper().split("_")) and not value.startswith(("/", "~"))
+        )
+    )
+
+
+def _mask_after_lead(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        value = match.group(0)
+        if len(_DIGIT.findall(value)) < 2 or not _LETTER.search(value):
+            return value  # a word or a path after "token:", not a credential
+        before = text[max(0, match.start() - _LEAD_WINDOW) : match.start()]
+        return mask(value) if _LEAD.search(before) else value
+
+    return _VALUE.sub(one, text)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret and every well-known key shape masked."""
+    if not text:
+        return text
+    known = _known
+    if known is not None:
+        text = known.sub(lambda match: mask(match.group(0)), text)
+    text = _SHAPES.sub(lambda match: mask(match.group(0)), text)
+    return _mask_after_lead(text)
+
+
+def redact_bytes(data: bytes) -> bytes:
+    """:func:`redact` for raw output (UTF-8; undecodable bytes pass through unchanged)."""
+    if not data:
+        return data
+    return redact(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
+def redact_data(value: Any) -> Any:
+    """A copy of a JSON-like value (dicts, lists, tuples, strings) with every string redacted; keys too."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_data(key): redact_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_data(item) for item in value)
+    return value
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class LineRedactor:
+    """Redacts output that arrives in pieces: whole lines at a time, so a secret split
+    between two pieces is still seen whole.  A line is held back at most ``hold`` bytes
+    (past that it is let out in pieces, and a secret cut at a piece's end is missed)."""
+
+    def __init__(self, hold: int = 256 * 1024) -> None:
+        self.hold = hold
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What may be written now of everything fed so far, redacted."""
+        self._held += chunk
+        cut = self._held.rfind(b"\n") + 1
+        if cut == 0 and len(self._held) < self.hold:
+            return b""
+        ready, self._held = (self._held[:cut], self._held[cut:]) if cut else (self._held, b"")
+        return redact_bytes(ready)
+
+    def rest(self) -> bytes:
+        """The last, unfinished line, redacted (call once the output has ended)."""
+        ready, self._held = self._held, b""
+        return redact_bytes(ready)
+
+
+class RedactingWriter:
+    """A text file's ``write``/``flush``/``close``, redacted a line at a time (:class:`LineRedactor`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lines = LineRedactor()
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._lines.feed(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape"))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.write(self._lines.rest().decode("utf-8", "surrogateescape"))
+        self._stream.close()
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def _redacted_parameters(parameters: Any) -> Any:
+    if isinstance(parameters, Mapping):
+        return {name: redact(value) if isinstance(value, str) else value for name, value in parameters.items()}
+    if isinstance(parameters, (list, tuple)):
+        return [redact(value) if isinstance(value, str) else value for value in parameters]
+    return parameters
+
+
+class _RedactingConnection(sqlite3.Connection):
+    """A connection whose every bound text parameter is redacted: nothing secret reaches the file."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return super().execute(sql, _redacted_parameters(parameters))
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        return super().executemany(sql, (_redacted_parameters(parameters) for parameters in seq_of_parameters))
+
+
+def redacting_connection(path: str, **kwargs: Any) -> sqlite3.Connection:
+    """``sqlite3.connect(path, **kwargs)``, but text bound through ``execute``/``executemany`` is redacted.
+
+    SQL literals are not touched (the executor never puts data in SQL text), nor are
+    statements run on a cursor made with ``cursor()``.
+    """
+    return sqlite3.connect(path, factory=_RedactingConnection, **kwargs)
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class RedactingFilter(logging.Filter):
+    """A handler or logger filter that redacts each record's message (and drops records below ``min_level``).
+
+    Put it on *handlers*: a logger's filters see only records logged on that very logger,
+    not those of its children.
+    """
+
+    def __init__(self, min_level: int = logging.NOTSET) -> None:
+        super().__init__()
+        self.min_level = min_level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.min_level:
+            return False
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+#: Libraries that log the URLs they call (httpx at INFO, Apprise at DEBUG), and a
+#: Telegram or Discord URL holds its token in the path.
+_LIBRARY_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "apprise",
+)
+
+
+def protect_library_logs() -> None:
+    """Filter the loggers of httpx, httpcore and Apprise (once per process; later calls do nothing).
+
+    Needed besides the handlers' filter for programs that log through handlers of their
+    own; Apprise's chatter below WARNING is dropped (it prints pieces of URLs).
+    """
+    with _lock:
+        todo = [name for name in _LIBRARY_LOGGERS if name not in _protected]
+        _protected.update(todo)
+    for name in todo:
+        min_level = logging.WARNING if name == "apprise" else logging.NOTSET
+        logging.getLogger(name).addFilter(RedactingFilter(min_level))

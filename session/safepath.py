@@ -1,0 +1,77 @@
+"""Paths built from untrusted names, kept inside the folder they belong to.
+
+Every file whose name holds a task id (prompts, logs, reports, feedback, task
+mirrors, worktrees, artifacts) is built by :func:`task_file` or :func:`within`:
+the name is checked against the id grammar, the result is resolved (links
+followed) and refused with :class:`UnsafePath` when it falls outside its root.
+:func:`is_private` tells whether a path resolves into the executor's own
+``.executor/`` folder, which is never inlined into a prompt nor served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from protocol.ids import task_id_problem
+
+__all__ = ["STATE_DIR_NAME", "UnsafePath", "is_private", "path_text_problem", "task_file", "within"]
+
+#: The executor's private folder in a session (state.db, prompts, logs, inbox).
+STATE_DIR_NAME = ".executor"
+_MAX_PATH_TEXT = 4096
+
+
+class UnsafePath(ValueError):
+    """A path built from a name would leave its folder, or the name is not a usable one."""
+
+
+def within(root: Path, *parts: str) -> Path:
+    """``root / parts`` as spelled; raises :class:`UnsafePath` unless it resolves inside ``root``.
+
+    Both are resolved for the check (links followed, ``..`` folded), so a session reached
+    through a link still works and a link planted inside cannot lead out.  The path need
+    not exist."""
+    for part in parts:
+        problem = path_text_problem(part)
+        if problem is not None:
+            raise UnsafePath(problem)
+    base = Path(root).resolve()
+    try:
+        target = base.joinpath(*parts).resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # a link loop, an unusable name
+        raise UnsafePath(f"cannot resolve {'/'.join(parts)!r} under {base}: {error}") from error
+    if target == base or not target.is_relative_to(base):
+        raise UnsafePath(f"{'/'.join(parts)!r} leads outside {base}")
+    return Path(root).joinpath(*parts)
+
+
+def task_file(root: Path, task_id: str, suffix: str = "", *folders: str) -> Path:
+    """``root/<folders...>/<task_id><suffix>``, after checking the id and where it lands."""
+    problem = task_id_problem(task_id)
+    if problem is not None:
+        raise UnsafePath(problem)
+    return within(root, *folders, f"{task_id}{suffix}")
+
+
+def path_text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a path at all (NUL, control characters, absurd length), or None."""
+    if "\0" in text:
+        return "the path holds a NUL byte"
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        return "the path holds a control character (a newline, a tab, an escape...)"
+    if len(text) > _MAX_PATH_TEXT:
+        return f"the path is {len(text)} characters long, over the limit of {_MAX_PATH_TEXT}"
+    return None
+
+
+def is_private(session: Path, path: Path) -> bool:
+    """Whether ``path`` (relative to ``session`` or absolute) resolves into ``session/.executor``.
+
+    The resolved target counts, not the spelling: a link in ``artifacts/`` that points
+    into ``.executor/`` is private.  A path that cannot be resolved counts as private."""
+    try:
+        private = (Path(session).resolve() / STATE_DIR_NAME).resolve()
+        target = (Path(session).resolve() / path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return True
+    return target == private or target.is_relative_to(private)

@@ -1,0 +1,42 @@
+"""The `Example:` line of each command's --help works as printed, in order, in a fresh folder."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from tests.conftest import run_executor
+
+EXAMPLE = re.compile(r"Example: (executor .+?)(?:\s{2,}|$)", re.MULTILINE)
+
+# In the order a person would try them; `watch` gets --once (it runs until Ctrl-C).
+COMMANDS = (
+    ["init"],
+    ["validate"],
+    ["check"],
+    ["run"],
+    ["resume"],
+    ["watch"],
+    ["config", "check"],
+    ["models"],
+    ["panic"],
+)
+
+
+def example_of(command: list[str], cwd) -> str:
+    help_text = run_executor(*command, "--help", cwd=cwd).stdout
+    # Help paragraphs are wrapped to the terminal: read each one as a single line.
+    unwrapped = re.sub(r"\n[ \t]+(?=\S)", " ", help_text)
+    found = EXAMPLE.findall(unwrapped)
+    assert found, f"`executor {' '.join(command)} --help` shows no example:\n{help_text}"
+    return found[0]
+
+
+def test_each_help_example_runs_as_printed(tmp_path):
+    for command in COMMANDS:
+        example = example_of(command, tmp_path)
+        argv = shlex.split(example)[1:]
+        if command == ["watch"]:
+            argv.append("--once")
+        result = run_executor(*argv, cwd=tmp_path)
+        assert result.returncode == 0, f"`{example}` exited {result.returncode}:\n{result.stdout}{result.stderr}"

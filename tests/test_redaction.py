@@ -1,0 +1,186 @@
+"""The one redaction layer: registered values and well-known key shapes are masked, ordinary text is not."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from session.redaction import (
+    RedactingFilter,
+    RedactingWriter,
+    mask,
+    redact,
+    redact_bytes,
+    redact_data,
+    redacting_connection,
+    register_environment,
+    register_secret,
+)
+
+SHA = "3f9a2b1c4d5e6f708192a3b4c5d6e7f801234567"
+
+
+def test_mask_shows_the_last_four_characters_of_a_long_value_and_nothing_of_a_short_one() -> None:
+    assert mask("sk-ant-0123456789abcdef") == "…cdef"
+    assert mask("short-value") == "…"
+
+
+def test_a_registered_value_of_any_shape_is_masked_everywhere_it_appears() -> None:
+    secret = "plainWORDSwithoutAnyPrefix42"
+    register_secret(secret)
+    text = redact(f"error: {secret} refused; again:{secret}.")
+    assert secret not in text
+    assert text == "error: …ix42 refused; again:…ix42."
+
+
+def test_a_longer_registered_secret_is_masked_whole_even_when_it_contains_a_shorter_one() -> None:
+    register_secret("innerSECRET1234", "outer-innerSECRET1234-outer99")
+    assert redact("x outer-innerSECRET1234-outer99 y") == "x …er99 y"
+
+
+def test_short_and_missing_values_are_not_registered() -> None:
+    register_secret("abc", None, "       ")
+    assert redact("abc def") == "abc def"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        "sk-AbCdEfGhIjKlMnOpQrSt0123456789",
+        "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+        "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+        "xoxb-123456789012-123456789012-AbCdEfGhIjKlMnOp",
+        "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw8",
+    ],
+)
+def test_well_known_key_shapes_are_masked_without_being_registered(secret: str) -> None:
+    for text in (f"key is {secret}.", f'{{"error":"bad\\n{secret}"}}', f"({secret})"):
+        assert secret not in redact(text), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer abcDEF0123456789ghiJKL",
+        "curl -H 'authorization: bearer abcDEF0123456789ghiJKL'",
+        "ANTHROPIC_API_KEY=abcDEF0123456789ghiJKL",
+        '{"api_key": "abcDEF0123456789ghiJKL"}',
+        '{\\"token\\": \\"abcDEF0123456789ghiJKL\\"}',
+        "password: abcDEF0123456789ghiJKL",
+        "client_secret=abcDEF0123456789ghiJKL&x=1",
+    ],
+)
+def test_a_long_mixed_value_after_a_secret_like_name_is_masked(text: str) -> None:
+    assert "abcDEF0123456789ghiJKL" not in redact(text)
+    assert "…iJKL" in redact(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"commit {SHA} fixes the parser",
+        f"git checkout {SHA[:12]} && git log {SHA}",
+        '{"key_id": "anthropic-3f9a2b1c4d5e", "tokens_in": 123456, "tokens_out": 789}',
+        "task-analysis-for-the-whole-project.json and desk-lamp-with-a-very-long-name",
+        "the token budget is spent; see src/session/keypool.py for the key rotation",
+        "token: not-a-credential-just-words",
+        "IMPL-001 passed 42 tests in 3.2s",
+        "https://example.com/path/to/some/resource?page=2",
+    ],
+)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_redaction_is_idempotent() -> None:
+    once = redact("sk-ant-api03-AbCdEfGhIjKlMnOpQrSt and Bearer abcDEF0123456789ghiJKL")
+    assert redact(once) == once
+
+
+def test_a_value_with_json_special_characters_is_masked_in_encoded_json_too() -> None:
+    secret = 'quote"and\\slash-secret-9876'
+    register_secret(secret)
+    encoded = json.dumps({"error": f"refused {secret}"})
+    assert "slash-secret" not in redact(encoded)
+    json.loads(redact(encoded))  # still valid JSON
+
+
+def test_redact_bytes_keeps_undecodable_bytes() -> None:
+    register_secret("bytesSECRETvalue1234")
+    data = b"\xff\xfe out: bytesSECRETvalue1234\n"
+    assert redact_bytes(data) == b"\xff\xfe out: " + "…1234".encode() + b"\n"
+
+
+def test_redact_data_masks_strings_in_nested_values() -> None:
+    register_secret("nestedSECRETvalue5678")
+    data = {"a": ["x nestedSECRETvalue5678", 3, None], "b": {"c": ("nestedSECRETvalue5678",)}}
+    assert redact_data(data) == {"a": ["x …5678", 3, None], "b": {"c": ("…5678",)}}
+
+
+def test_the_secret_named_variables_of_an_environment_are_registered_and_paths_are_not() -> None:
+    register_environment(
+        {
+            "MY_SERVICE_API_KEY": "envKEYvalue-000111222",
+            "SOME_AUTH_TOKEN": "envTOKENvalue-333444555",
+            "GOOGLE_APPLICATION_CREDENTIALS": "/home/me/creds-file-0123.json",
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8-something-long",
+            "GIT_AUTHOR_NAME": "Jane Q. Developer",
+            "KEYBOARD_LAYOUT": "dvorak-programmer",
+        }
+    )
+    kept = "/home/me/creds-file-0123.json C.UTF-8-something-long Jane Q. Developer dvorak-programmer"
+    assert redact(f"envKEYvalue-000111222 envTOKENvalue-333444555 {kept}") == f"…1222 …4555 {kept}"
+
+
+def test_a_redacting_connection_stores_no_registered_secret(tmp_path: Path) -> None:
+    register_secret("dbSECRETvalue-abcdef")
+    conn = redacting_connection(str(tmp_path / "x.db"))
+    conn.execute("CREATE TABLE t (a TEXT, b INTEGER)")
+    conn.execute("INSERT INTO t VALUES (?, ?)", ["said dbSECRETvalue-abcdef", 1])
+    conn.executemany("INSERT INTO t VALUES (:a, :b)", [{"a": "dbSECRETvalue-abcdef", "b": 2}])
+    conn.commit()
+    conn.close()
+    assert b"dbSECRETvalue" not in (tmp_path / "x.db").read_bytes()
+    rows = sqlite3.connect(tmp_path / "x.db").execute("SELECT a, b FROM t ORDER BY b").fetchall()
+    assert rows == [("said …cdef", 1), ("…cdef", 2)]
+
+
+def test_the_log_filter_redacts_messages_arguments_and_tracebacks(tmp_path: Path) -> None:
+    register_secret("logSECRETvalue-778899")
+    handler = logging.FileHandler(tmp_path / "x.log", encoding="utf-8")
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("test_redaction.child")
+    logger.addHandler(handler)
+    try:
+        logger.warning("agent said %s", "logSECRETvalue-778899")
+        try:
+            raise RuntimeError("failed with logSECRETvalue-778899")
+        except RuntimeError:
+            logger.exception("boom")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "x.log").read_text()
+    assert "logSECRETvalue" not in text
+    assert "agent said …8899" in text
+    assert "RuntimeError: failed with …8899" in text
+
+
+def test_a_writer_redacts_a_secret_that_arrives_in_pieces(tmp_path: Path) -> None:
+    register_secret("streamedSECRETvalue-4242")
+    path = tmp_path / "w.log"
+    writer = RedactingWriter(path.open("w", encoding="utf-8"))
+    for piece in ("reply: stream", "edSECRET", "value-4242 done\nlast ", "streamedSECRETvalue-4242"):
+        writer.write(piece)
+    writer.flush()
+    assert path.read_text() == "reply: …4242 done\n"  # the unfinished line waits for its end
+    writer.close()
+    assert path.read_text() == "reply: …4242 done\nlast …4242"
