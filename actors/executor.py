@@ -165,6 +165,7 @@ class Executor(TreeActor):
         # Durable before visible: what a turn starts or shows waits for the turn's commit.
         self.turns = Turns(self.link, self.workers, self._fail)
         self.desk = Desk(self)  # requests from outside the tree
+        self.early_shutdowns: list[ShutdownRequest] = []
 
     # --- life ---------------------------------------------------------------------------
 
@@ -367,6 +368,8 @@ class Executor(TreeActor):
             )
         requests.resume_questions(core, snapshot.open_escalations, snapshot.answered_decisions, start)
         core.start((task.id for task in self.session.tasks), start)
+        for early in self.early_shutdowns:
+            core.shutdown(early.reason, early.graceful, start)
 
     # --- reports from workers -------------------------------------------------------------------
 
@@ -481,8 +484,12 @@ class Executor(TreeActor):
 
     @handles(ShutdownRequest)
     def shutdown_request(self, message: ShutdownRequest) -> None:
-        if self.core is not None:
-            self.core.shutdown(message.reason, message.graceful, self.now())
+        if self.core is None:
+            # Before Boot: a signal that came while the services started (it can reach the
+            # mailbox ahead of Boot) is carried out as soon as the core exists.
+            self.early_shutdowns.append(message)
+            return
+        self.core.shutdown(message.reason, message.graceful, self.now())
 
     def _finish(self, effect: Finish) -> None:
         self._snapshot_keys()  # what the pool looked like at the end stays readable
