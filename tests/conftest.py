@@ -35,19 +35,43 @@ def executor_cli():
 _PROCESS_MODULES = frozenset(
     {
         "test_agent_backends", "test_agent_bridge", "test_agent_parsers", "test_agent_pipeline",
-        "test_cli_check", "test_command_backend", "test_dashboard_browser", "test_demo_backend",
-        "test_durability", "test_escalations", "test_fake_llm", "test_file_conflicts", "test_git_hooks",
-        "test_git_state", "test_keys_cli", "test_lock", "test_manual_tasks", "test_mcp_backend",
-        "test_mcp_bridge", "test_mcp_client", "test_models_cli", "test_notifier", "test_notify_channels",
+        "test_backup", "test_cli_check", "test_command_backend", "test_dashboard_browser",
+        "test_demo_backend", "test_demo_story", "test_doctor", "test_durability", "test_escalations",
+        "test_fake_llm", "test_file_conflicts", "test_gemini_settings", "test_git_hooks", "test_git_state",
+        "test_help_examples", "test_keys_cli", "test_lock", "test_manual_tasks", "test_mcp_backend",
+        "test_mcp_bridge", "test_mcp_client", "test_mcp_inspector", "test_mcp_standby", "test_models_cli",
+        "test_next_hints", "test_notifier", "test_notify_channels", "test_openai_endpoints",
         "test_openai_http", "test_other_agent_backends", "test_playbook_real_clis", "test_playbooks",
-        "test_probe", "test_process", "test_review_loop", "test_routed_run", "test_router_actor",
-        "test_run", "test_run_notifications", "test_sandbox", "test_watch", "test_web_api", "test_worktrees",
+        "test_probe", "test_process", "test_process_redaction", "test_quickstart", "test_review_loop",
+        "test_rollback", "test_routed_run", "test_router_actor", "test_run", "test_run_choices",
+        "test_run_notifications", "test_run_redaction", "test_sandbox", "test_security",
+        "test_security_clis", "test_task_diff", "test_task_logs", "test_untrusted_exits", "test_watch",
+        "test_web_api", "test_worktrees",
+    }
+)  # fmt: skip
+# Modules that run in this process only (a test in them that takes `executor_cli` is still
+# marked).  Every test module is in one of the two sets: a new one must be placed.
+_IN_PROCESS_MODULES = frozenset(
+    {
+        "test_assignment", "test_config", "test_fuzz_loaders", "test_graph", "test_keypool",
+        "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
+        "test_pipeline", "test_projection", "test_prompt", "test_redaction", "test_routing",
+        "test_runtime", "test_safepath", "test_scheduler", "test_skills", "test_store", "test_supervision",
+        "test_task_changes", "test_task_mirror",
     }
 )  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unplaced = set()
     for item in items:
         module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module not in _PROCESS_MODULES and module not in _IN_PROCESS_MODULES:
+            unplaced.add(module)
         if module in _PROCESS_MODULES or "executor_cli" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.subprocess)
+    if unplaced:
+        raise pytest.UsageError(
+            f"tests/conftest.py: place {', '.join(sorted(unplaced))} in _PROCESS_MODULES (it starts processes "
+            "or servers) or _IN_PROCESS_MODULES (it does not)"
+        )
