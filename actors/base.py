@@ -40,6 +40,7 @@ def handles(message_type: type[_M]) -> Callable[[_Handler], _Handler]:
     """Mark a method as the handler of ``message_type``."""
 
     def mark(method: _Handler) -> _Handler:
+        # A marker on the function object, read back when the actor builds its dispatch table.
         method.__handles__ = message_type  # type: ignore[attr-defined]
         return method
 

@@ -11,7 +11,7 @@ the answer to the core.  Bad requests get a :class:`Refused` naming the argument
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 import pykka
@@ -116,6 +116,7 @@ class Desk:
         }
 
     def handler_for(self, message: object) -> Callable[[Any], Any] | None:
+        # Keyed by message class; a message of another class simply finds no handler.
         return self._handlers.get(type(message))  # type: ignore[arg-type]
 
     @property
@@ -236,7 +237,7 @@ class Desk:
         if isinstance(result, HandoffRefused):
             return Refused(reason=result.reason, argument=result.argument)
         requests.handoff_applied(core, message.op, message.by, result, self._now())
-        return result  # type: ignore[no-any-return]
+        return cast(TaskRow, result)  # the Session answers a handoff with the row or HandoffRefused
 
     def release_claim(self, task_id: str, reason: str) -> None:
         released = self.handoff(HandoffRequest(op="release", by="executor", task_id=task_id, reason=reason))

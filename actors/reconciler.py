@@ -205,6 +205,7 @@ class Reconciler(TreeActor):
     def __init__(
         self, name: str, parent: object, incarnation: int, session: TeamSession, marker: str, grace_s: float
     ) -> None:
+        # The supervisor passes its own ref as parent; the constructor signature pykka builds from is untyped.
         super().__init__(name, parent, incarnation)  # type: ignore[arg-type]
         self.session = session
         self.marker = marker

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 import pykka
@@ -39,6 +39,7 @@ from protocol.messages import (
     WorkOrder,
 )
 from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
+from protocol.types import ErrorKind
 from session.attempt_trees import after_attempt, before_attempt, own_filter
 from session.gates import record_gate_failure, run_gates
 from session.safepath import task_file
@@ -95,7 +96,9 @@ class _ActorRouting:
         return choice
 
     def next_model(self, task_id: str, current_model: str, error_kind: str) -> Any:
-        return self._ask(self.router, NextModel(task_id=task_id, current_model=current_model, error_kind=error_kind))  # type: ignore[arg-type]
+        # The backends pass the kind their own classifier gave (an ErrorKind), typed str at the seam.
+        kind = cast(ErrorKind, error_kind)
+        return self._ask(self.router, NextModel(task_id=task_id, current_model=current_model, error_kind=kind))
 
     def base_url(self, model: str) -> str | None:
         spec = self.config.find_model(model)

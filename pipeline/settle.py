@@ -58,6 +58,7 @@ def _outcome(
             role=attempt.role,
             result=result,
             disposition=disposition,
+            # extra holds only RecordOutcome's optional fields, named by the callers in this module.
             **extra,  # type: ignore[arg-type]
         )
     )

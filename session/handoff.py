@@ -65,6 +65,7 @@ def _move(
     """One transition: the row's new state and its event, in one transaction."""
     lifecycle = lifecycle_status(row, _completed(store, row.blocked_by))
     with store.transaction():
+        # to_status and changes are TaskChange fields named by the handoff operations in this module.
         store.update_task(row.id, TaskChange(status=to_status, **changes))  # type: ignore[arg-type]
         store.append(
             TaskTransition(task_id=row.id, from_status=lifecycle, to_status=to_status, by=by, note=note), row.id

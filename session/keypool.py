@@ -224,12 +224,14 @@ class KeyPool:
             if entry.disabled_reason is not None:
                 continue
             if entry.cooling(now):
+                # cooling() is true only while cooling_until is set, which mypy cannot see.
                 if first is None or entry.cooling_until < first.cooling_until:  # type: ignore[operator]
                     first = entry
                 continue
             usable.append(position)
         if not usable:
             if first is not None:
+                # first was chosen above only while cooling: its cooling_until is set.
                 return Wait(provider=provider, wait_s=first.cooling_until - now, key_id=first.id)  # type: ignore[operator]
             return Unavailable(provider=provider, reason=self._why_none(provider, entries))
         entry = entries[self._choose(provider, usable, entries)]

@@ -7,7 +7,7 @@ written back untouched when we project team-session.json.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -39,7 +39,7 @@ def normalize_priority(value: object) -> Priority | None:
     text = str(value).strip().upper()
     if text not in PRIORITIES:
         raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {value!r}")
-    return text  # type: ignore[return-value]
+    return cast(Priority, text)  # checked against PRIORITIES just above
 
 
 PriorityField = Annotated[Priority | None, BeforeValidator(normalize_priority)]
