@@ -85,8 +85,42 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             assert "IMPL-001" in drawer
             assert "demo" in drawer
             page.screenshot(path=str(ARTIFACTS / "dashboard-done.png"), full_page=True)
+
+            # The diff view: the files the coder changed, with coloured added lines, never markup.
+            page.wait_for_selector('#drawer-diff .diff-file[data-path="textkit/text.py"]', timeout=15_000)
+            assert page.locator("#drawer-diff .diff-patch .dl-add").count() > 0
+            assert "textkit/text.py" in page.inner_text("#drawer-diff .diff-patch")
+            assert page.locator("#diff-attempt option").count() >= 3, "one choice per attempt, and all of them"
+            # The log view follows the task's log over server-sent events.
+            page.wait_for_selector("#log-tail .log-line", timeout=15_000)
+            page.locator("#drawer-diff").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "dashboard-diff.png"))
+
+            # The timeline: IMPL-001's three attempts in order, the failed gate first.
+            bars = f'#timeline g.tl-row[data-task-id="IMPL-001"] rect.tl-bar'
+            page.wait_for_function(f"document.querySelectorAll('{bars}').length === 3", timeout=20_000)
+            attempts = page.eval_on_selector_all(
+                bars, "els => els.map(e => [e.dataset.attempt, e.dataset.outcome, e.textContent])"
+            )
+            assert [a[0] for a in attempts] == ["1", "2", "3"], attempts
+            assert attempts[0][1] != "completed" and "gate_failed" in attempts[0][2], attempts
+            rows = page.eval_on_selector_all("#timeline g.tl-row", "els => els.map(e => e.dataset.taskId)")
+            assert rows == ORDER, rows  # pipeline order
+            assert page.locator('#timeline g.tl-row[data-task-id="REVIEW-001"] .tl-question').count() == 1
+
             page.click(_node("REVIEW-001"))
             page.wait_for_function("document.querySelector('#drawer').innerText.includes('changes_requested')")
+            page.click("#drawer-close")
+            page.locator("#timeline-panel").screenshot(path=str(ARTIFACTS / "dashboard-timeline.png"))
+
+            # A phone-sized window: no sideways scrolling of the page itself.
+            page.set_viewport_size({"width": 420, "height": 900})
+            page.click(_node("IMPL-001"))
+            page.wait_for_selector('#drawer-diff .diff-file[data-path="textkit/text.py"]', timeout=15_000)
+            page.click("#drawer-close")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 420, width
+            page.screenshot(path=str(ARTIFACTS / "dashboard-narrow.png"), full_page=True)
             browser.close()
         assert not problems, problems  # no script errors, no Content-Security-Policy violations
 
@@ -97,4 +131,5 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
     finally:
         output = bridge.stop()
     assert (ARTIFACTS / "dashboard-done.png").stat().st_size > 10_000, output[-2000:]
-    assert time.time() - (ARTIFACTS / "dashboard-done.png").stat().st_mtime < 600
+    for shot in ("dashboard-done", "dashboard-diff", "dashboard-timeline", "dashboard-narrow"):
+        assert time.time() - (ARTIFACTS / f"{shot}.png").stat().st_mtime < 600, shot

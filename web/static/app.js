@@ -58,7 +58,16 @@
     artifactPath: null,
     graphFit: null, // null: fit when the graph is at most twice as wide as its panel
     sort: { key: null, dir: 1 },
+    pipelineOrder: [], // task ids by graph layer, then position in it
+    diffKey: "", // task, attempt and run count the diff view shows
+    diffAttempt: "", // "" for all attempts
+    timelineDetails: new Map(), // task id -> detail (runs, escalations) for the timeline
+    timelineFetchedAt: 0,
+    timelineInflight: false,
   };
+
+  const views = window.TEViews;
+  let logFollower = null;
 
   let eventSource = null;
   let refreshTimer = null;
@@ -276,6 +285,7 @@
       const failed = results.filter((r) => r.status === "rejected");
       setOffline(failed.length === results.length && !failed.every((r) => r.reason && r.reason.status === 401));
       if (state.selectedTaskId) loadDrawer(state.selectedTaskId, false);
+      loadTimeline();
       ensureEventSource();
     } finally {
       refreshInflight = false;
@@ -707,6 +717,9 @@
       return;
     }
     const { pos, parents, width, height } = computeLayout(tasks);
+    state.pipelineOrder = Array.from(pos.entries())
+      .sort(([a, pa], [b, pb]) => pa.x - pb.x || pa.y - pb.y || cmpId(a, b))
+      .map(([id]) => id);
     g.setAttribute("viewBox", `0 0 ${width} ${height}`);
     g.dataset.width = String(width);
     g.dataset.height = String(height);
@@ -1158,8 +1171,13 @@
       $("artifact-view").textContent = "";
       $("artifact-head").hidden = true;
       $("log-tail").textContent = "";
+      state.diffKey = "";
+      state.diffAttempt = "";
+      clear($("drawer-diff"));
       renderDrawerSkeleton(id);
     }
+    if (!logFollower) logFollower = new views.LogFollower($("log-tail"), $("log-note"), 500);
+    logFollower.follow(id);
     updateGraphStatus();
     renderTable();
     loadDrawer(id, true);
@@ -1171,6 +1189,7 @@
     state.drawerSeq++;
     state.drawerInflight = 0;
     $("drawer").hidden = true;
+    if (logFollower) logFollower.stop();
     document.body.classList.remove("drawer-open");
     updateGraphStatus();
     renderTable();
@@ -1295,7 +1314,10 @@
       errBox.textContent = "";
     }
 
-    $("drawer-description").textContent = d.description || "(no description)";
+    const desc = $("drawer-description");
+    clear(desc);
+    if (d.description && d.description.trim()) desc.appendChild(views.renderMarkdown(d.description));
+    else desc.appendChild(el("span", { class: "muted", text: t.name ? `${t.name} (the task has no longer description)` : "(no description)" }));
 
     const prog = $("drawer-progress");
     clear(prog);
@@ -1366,15 +1388,107 @@
       arts.appendChild(el("li", null, btn));
     }
 
-    const log = $("log-tail");
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
-    const text = d.log_tail || "";
-    if (log.textContent !== text) {
-      log.textContent = text;
-      if (atBottom || !log.dataset.seen) log.scrollTop = log.scrollHeight;
-      log.dataset.seen = "1";
+    renderAttemptChoice(runList);
+    const running = runList.some((r) => !r.ended_at);
+    const key = `${t.id}|${state.diffAttempt}|${runList.length}|${running ? Date.now() >> 13 : t.status}`;
+    if (key !== state.diffKey) {
+      state.diffKey = key;
+      loadDiff(String(t.id), state.diffAttempt);
     }
-    $("log-note").textContent = t.status === "in_progress" ? "(live, every 2 s)" : text ? "" : "(empty)";
+    if (logFollower && logFollower.taskId !== String(t.id)) logFollower.follow(String(t.id));
+    else if (logFollower && !logFollower.source && running) {
+      // a new attempt began after the stream ended: follow it
+      logFollower.stop();
+      logFollower.follow(String(t.id));
+    }
+  }
+
+  function renderAttemptChoice(runList) {
+    const select = $("diff-attempt");
+    const attempts = [...new Set(runList.map((r) => r.attempt).filter((a) => a != null))].sort((a, b) => a - b);
+    select.hidden = attempts.length < 2;
+    const values = [""].concat(attempts.map(String));
+    const have = Array.from(select.options).map((o) => o.value);
+    if (have.join(",") !== values.join(",")) {
+      clear(select);
+      for (const v of values) {
+        const run = runList.find((r) => String(r.attempt) === v);
+        select.appendChild(el("option", { value: v, text: v ? `attempt ${v}${run && run.outcome ? " — " + run.outcome : ""}` : "all attempts" }));
+      }
+    }
+    select.value = state.diffAttempt;
+  }
+
+  async function loadDiff(id, attempt) {
+    const box = $("drawer-diff");
+    const note = $("diff-note");
+    note.textContent = "loading…";
+    const q = attempt ? `?attempt=${encodeURIComponent(attempt)}` : "";
+    try {
+      const diff = await apiGet(`/api/tasks/${encodeURIComponent(id)}/diff${q}`);
+      if (state.selectedTaskId !== id || state.diffAttempt !== attempt) return;
+      views.renderDiff(box, diff);
+      note.textContent = Array.isArray(diff.attempts) && diff.attempts.length
+        ? `(attempt${diff.attempts.length > 1 ? "s" : ""} ${diff.attempts[0]}${diff.attempts.length > 1 ? "–" + diff.attempts[diff.attempts.length - 1] : ""})`
+        : "";
+    } catch (err) {
+      if (state.selectedTaskId !== id || state.diffAttempt !== attempt) return;
+      clear(box);
+      box.appendChild(el("p", { class: "muted", text: err.status === 404 || err.status === 400 ? err.message : `Could not load the diff: ${err.message}` }));
+      note.textContent = "";
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // timeline
+
+  const TIMELINE_MIN_MS = 3000;
+  const TIMELINE_MAX_TASKS = 80;
+
+  async function loadTimeline() {
+    if (state.timelineInflight || performance.now() - state.timelineFetchedAt < TIMELINE_MIN_MS) return;
+    state.timelineInflight = true;
+    try {
+      const order = state.pipelineOrder.length ? state.pipelineOrder : state.tasks.map((t) => String(t.id));
+      const wanted = order.filter((id) => {
+        const t = state.taskMap.get(id);
+        return t && ((t.attempts || 0) > 0 || t.status !== "pending" || !state.timelineDetails.has(id));
+      }).slice(0, TIMELINE_MAX_TASKS);
+      // only tasks that can have changed since the last look
+      const stale = wanted.filter((id) => {
+        const t = state.taskMap.get(id);
+        const had = state.timelineDetails.get(id);
+        return !had || had.task.updated_at !== t.updated_at || t.status === "in_progress" ||
+          (had.escalations || []).some((e) => e.status === "open") || state.escalations.some((e) => String(e.task_id) === id);
+      });
+      for (let i = 0; i < stale.length; i += 6) {
+        const batch = await Promise.allSettled(stale.slice(i, i + 6).map((id) => apiGet(`/api/tasks/${encodeURIComponent(id)}`)));
+        for (const r of batch) if (r.status === "fulfilled" && r.value && r.value.task) state.timelineDetails.set(String(r.value.task.id), r.value);
+      }
+      state.timelineFetchedAt = performance.now();
+      renderTimeline();
+    } finally {
+      state.timelineInflight = false;
+    }
+  }
+
+  function renderTimeline() {
+    const order = state.pipelineOrder.length ? state.pipelineOrder : state.tasks.map((t) => String(t.id));
+    const rows = [];
+    for (const id of order.slice(0, TIMELINE_MAX_TASKS)) {
+      const t = state.taskMap.get(id);
+      const d = state.timelineDetails.get(id);
+      if (!t) continue;
+      const runs = d && Array.isArray(d.runs) ? d.runs : [];
+      const waits = (d && Array.isArray(d.escalations) ? d.escalations : []).map((e) => ({
+        from: e.created_at, to: e.answered_at, issue: e.issue, open: !e.status || e.status === "open",
+      }));
+      rows.push({ id, name: t.name, status: t.status, runs, waits });
+    }
+    const box = $("timeline");
+    const drawn = views.renderTimeline(box, rows, Date.now(), $("timeline-wrap").clientWidth, openDrawer);
+    $("timeline-empty").hidden = drawn;
+    box.classList.toggle("empty-svg", !drawn);
   }
 
   async function loadArtifact(path) {
@@ -1391,7 +1505,14 @@
     try {
       const text = await apiGet("/api/artifact?path=" + encodeURIComponent(path), true);
       if (state.artifactPath !== path) return;
-      view.textContent = text;
+      clear(view);
+      if (/\.(md|markdown)$/i.test(path)) {
+        view.classList.add("rendered");
+        view.appendChild(views.renderMarkdown(text));
+      } else {
+        view.classList.remove("rendered");
+        view.textContent = text;
+      }
       view.scrollTop = 0;
       head.textContent = `${path} — ${fmtInt(text.length)} characters`;
     } catch (err) {
@@ -1434,6 +1555,11 @@
 
   function init() {
     $("drawer-close").addEventListener("click", closeDrawer);
+    $("diff-attempt").addEventListener("change", () => {
+      state.diffAttempt = $("diff-attempt").value;
+      state.diffKey = "";
+      if (state.selectedTaskId) renderDrawer();
+    });
     $("drawer-cancel").addEventListener("click", cancelSelected);
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape" && !$("drawer").hidden) closeDrawer();
