@@ -119,7 +119,11 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             page.wait_for_selector('#drawer-diff .diff-file[data-path="textkit/text.py"]', timeout=15_000)
             page.click("#drawer-close")
             width = page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 420, width
+            wide = page.evaluate(
+                "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 421)"
+                ".slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className)"
+            )
+            assert width <= 420, (width, wide)
             page.screenshot(path=str(ARTIFACTS / "dashboard-narrow.png"), full_page=True)
             browser.close()
         assert not problems, problems  # no script errors, no Content-Security-Policy violations
