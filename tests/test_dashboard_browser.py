@@ -97,13 +97,14 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             page.screenshot(path=str(ARTIFACTS / "dashboard-diff.png"))
 
             # The timeline: IMPL-001's three attempts in order, the failed gate first.
-            bars = f'#timeline g.tl-row[data-task-id="IMPL-001"] rect.tl-bar'
+            bars = '#timeline g.tl-row[data-task-id="IMPL-001"] rect.tl-bar'
             page.wait_for_function(f"document.querySelectorAll('{bars}').length === 3", timeout=20_000)
             attempts = page.eval_on_selector_all(
                 bars, "els => els.map(e => [e.dataset.attempt, e.dataset.outcome, e.textContent])"
             )
             assert [a[0] for a in attempts] == ["1", "2", "3"], attempts
-            assert attempts[0][1] != "completed" and "gate_failed" in attempts[0][2], attempts
+            assert attempts[0][1] != "completed", attempts
+            assert "gate_failed" in attempts[0][2], attempts
             rows = page.eval_on_selector_all("#timeline g.tl-row", "els => els.map(e => e.dataset.taskId)")
             assert rows == ORDER, rows  # pipeline order
             assert page.locator('#timeline g.tl-row[data-task-id="REVIEW-001"] .tl-question').count() == 1
