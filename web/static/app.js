@@ -29,6 +29,8 @@
   const GAP_X = 70;
   const GAP_Y = 16;
   const MARGIN = 20;
+  const GRAPH_MIN_SCALE = 0.8; // below this the labels are too small to read
+  const GRAPH_MAX_FIT = 1.4;
   const NAME_CHARS = 24;
   const REFRESH_DEBOUNCE_MS = 250;
   const POLL_MS = 5000;
@@ -56,7 +58,9 @@
     drawerSeq: 0,
     drawerInflight: 0, // seq of the detail request under way, 0 if none
     artifactPath: null,
-    graphFit: null, // null: fit when the graph is at most twice as wide as its panel
+    graphZoom: null, // null: fit the panel's width (never below a readable scale); else a chosen scale
+    orientationKey: "",
+    graphVertical: false, // layers top to bottom, when the panel is too narrow for them side by side
     sort: { key: null, dir: 1 },
     pipelineOrder: [], // task ids by graph layer, then position in it
     diffKey: "", // task, attempt and run count the diff view shows
@@ -684,7 +688,39 @@
   }
 
   function graphKeyOf(tasks) {
-    return JSON.stringify(tasks.map((t) => [t.id, t.name, graphParents(t)]));
+    return JSON.stringify([state.graphVertical, tasks.map((t) => [t.id, t.name, graphParents(t)])]);
+  }
+
+  // Layers top to bottom: each layer a row, its tasks side by side in the order the layout chose.
+  function verticalLayout(layout) {
+    const rows = new Map();
+    for (const [id, p] of layout.pos) {
+      if (!rows.has(p.x)) rows.set(p.x, []);
+      rows.get(p.x).push([id, p.y]);
+    }
+    const xs = [...rows.keys()].sort((a, b) => a - b);
+    let widest = 1;
+    const pos = new Map();
+    xs.forEach((x, li) => {
+      const row = rows.get(x).sort((a, b) => a[1] - b[1]);
+      widest = Math.max(widest, row.length);
+      row.forEach(([id], i) => pos.set(id, { x: MARGIN + i * (NODE_W + GAP_Y), y: MARGIN + li * (NODE_H + 36) }));
+    });
+    layout.pos = pos;
+    layout.width = MARGIN * 2 + widest * NODE_W + (widest - 1) * GAP_Y;
+    layout.height = MARGIN * 2 + xs.length * NODE_H + Math.max(0, xs.length - 1) * 36;
+  }
+
+  // Side by side when the layers fit the panel at a readable scale, else top to bottom.
+  function chooseOrientation(tasks) {
+    const wrap = $("graph-wrap").clientWidth;
+    if (!wrap || !tasks.length) return;
+    const key = wrap + "|" + JSON.stringify(tasks.map((t) => [t.id, graphParents(t)]));
+    if (key === state.orientationKey) return;
+    state.orientationKey = key;
+    const probe = computeLayout(tasks);
+    const layers = new Set(Array.from(probe.pos.values(), (p) => p.x));
+    state.graphVertical = layers.size > 1 && probe.width * GRAPH_MIN_SCALE > wrap;
   }
 
   function heldTaskIds() {
@@ -699,6 +735,7 @@
     const g = $("graph");
     const tasks = state.tasks;
     $("graph-empty").hidden = tasks.length > 0;
+    chooseOrientation(tasks);
     const key = graphKeyOf(tasks);
     if (key !== state.graphKey) {
       state.graphKey = key;
@@ -716,7 +753,9 @@
       g.setAttribute("height", "0");
       return;
     }
-    const { pos, parents, width, height } = computeLayout(tasks);
+    const layout = computeLayout(tasks);
+    if (state.graphVertical) verticalLayout(layout);
+    const { pos, parents, width, height } = layout;
     state.pipelineOrder = Array.from(pos.entries())
       .sort(([a, pa], [b, pb]) => pa.x - pb.x || pa.y - pb.y || cmpId(a, b))
       .map(([id]) => id);
@@ -744,7 +783,16 @@
         const x2 = b.x - 2;
         const y2 = b.y + NODE_H / 2;
         let d;
-        if (x2 > x1) {
+        if (state.graphVertical) {
+          const vx1 = a.x + NODE_W / 2;
+          const vy1 = a.y + NODE_H;
+          const vx2 = b.x + NODE_W / 2;
+          const vy2 = b.y - 2;
+          const dy = Math.max(16, (vy2 - vy1) / 2);
+          d = vy2 > vy1
+            ? `M ${vx1} ${vy1} C ${vx1} ${vy1 + dy}, ${vx2} ${vy2 - dy}, ${vx2} ${vy2}`
+            : `M ${a.x + NODE_W} ${a.y + NODE_H / 2} C ${a.x + NODE_W + 50} ${a.y}, ${b.x + NODE_W + 50} ${b.y}, ${b.x + NODE_W} ${b.y + NODE_H / 2}`;
+        } else if (x2 > x1) {
           const dx = Math.max(30, (x2 - x1) / 2);
           d = `M ${x1} ${y1} C ${x1 + dx} ${y1}, ${x2 - dx} ${y2}, ${x2} ${y2}`;
         } else {
@@ -835,21 +883,27 @@
 
   function applyGraphSize() {
     const g = $("graph");
-    const w = g.dataset.width;
-    const h = g.dataset.height;
+    const w = Number(g.dataset.width);
+    const h = Number(g.dataset.height);
     if (!w || !h) return;
-    const fit = state.graphFit ?? Number(w) <= 2 * $("graph-wrap").clientWidth;
-    if (fit) {
-      g.setAttribute("width", "100%");
-      g.setAttribute("height", "100%");
-      g.setAttribute("preserveAspectRatio", "xMinYMin meet");
-    } else {
-      g.setAttribute("width", w);
-      g.setAttribute("height", h);
-      g.removeAttribute("preserveAspectRatio");
+    const wrap = $("graph-wrap");
+    let scale = state.graphZoom;
+    if (scale === null) {
+      // fit the width, but scroll rather than shrink labels below a readable size
+      scale = Math.max(GRAPH_MIN_SCALE, Math.min(GRAPH_MAX_FIT, (wrap.clientWidth - 4) / w));
     }
-    $("graph-wrap").classList.toggle("fit", fit);
-    $("graph-fit").textContent = fit ? "Actual size" : "Fit";
+    g.setAttribute("width", String(Math.round(w * scale)));
+    g.setAttribute("height", String(Math.round(h * scale)));
+    g.dataset.scale = scale.toFixed(2);
+    $("graph-zoom-level").textContent = `${Math.round(scale * 100)}%`;
+    $("graph-fit").disabled = state.graphZoom === null;
+    wrap.classList.toggle("fit", state.graphZoom === null);
+  }
+
+  function zoomGraph(factor) {
+    const current = Number($("graph").dataset.scale) || 1;
+    state.graphZoom = Math.max(0.3, Math.min(3, current * factor));
+    applyGraphSize();
   }
 
   function updateHeld() {
@@ -1317,7 +1371,8 @@
     const desc = $("drawer-description");
     clear(desc);
     if (d.description && d.description.trim()) desc.appendChild(views.renderMarkdown(d.description));
-    else desc.appendChild(el("span", { class: "muted", text: t.name ? `${t.name} (the task has no longer description)` : "(no description)" }));
+    else if (t.name) desc.appendChild(el("div", null, el("span", { text: t.name }), el("span", { class: "muted", text: " — the task's whole text (it has no longer description)" })));
+    else desc.appendChild(el("span", { class: "muted", text: "(no description)" }));
 
     const prog = $("drawer-progress");
     clear(prog);
@@ -1458,7 +1513,9 @@
       const stale = wanted.filter((id) => {
         const t = state.taskMap.get(id);
         const had = state.timelineDetails.get(id);
+        // a run whose end is not recorded yet (the store may write it just after the task settles)
         return !had || had.task.updated_at !== t.updated_at || t.status === "in_progress" ||
+          (had.runs || []).some((r) => !r.ended_at) ||
           (had.escalations || []).some((e) => e.status === "open") || state.escalations.some((e) => String(e.task_id) === id);
       });
       for (let i = 0; i < stale.length; i += 6) {
@@ -1565,8 +1622,19 @@
       if (ev.key === "Escape" && !$("drawer").hidden) closeDrawer();
     });
     $("graph-fit").addEventListener("click", () => {
-      state.graphFit = !$("graph-wrap").classList.contains("fit");
+      state.graphZoom = null;
       applyGraphSize();
+    });
+    $("graph-zoom-in").addEventListener("click", () => zoomGraph(1.25));
+    $("graph-zoom-out").addEventListener("click", () => zoomGraph(0.8));
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => {
+        renderGraph();
+        applyGraphSize();
+        renderTimeline();
+      }, 150);
     });
     for (const id of ["filter-status", "filter-owner"]) $(id).addEventListener("change", renderTable);
     $("filter-text").addEventListener("input", renderTable);
