@@ -98,7 +98,11 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
 
             # The timeline: IMPL-001's three attempts in order, the failed gate first.
             bars = '#timeline g.tl-row[data-task-id="IMPL-001"] rect.tl-bar'
-            page.wait_for_function(f"document.querySelectorAll('{bars}').length === 3", timeout=20_000)
+            page.wait_for_function(
+                f"[...document.querySelectorAll('{bars}')].map(e => e.dataset.outcome).join()"
+                " === 'failed,completed,completed'",
+                timeout=20_000,
+            )
             attempts = page.eval_on_selector_all(
                 bars, "els => els.map(e => [e.dataset.attempt, e.dataset.outcome, e.textContent])"
             )

@@ -68,6 +68,7 @@
     timelineDetails: new Map(), // task id -> detail (runs, escalations) for the timeline
     timelineFetchedAt: 0,
     timelineInflight: false,
+    timelineTimer: null,
   };
 
   const views = window.TEViews;
@@ -1501,7 +1502,17 @@
   const TIMELINE_MAX_TASKS = 80;
 
   async function loadTimeline() {
-    if (state.timelineInflight || performance.now() - state.timelineFetchedAt < TIMELINE_MIN_MS) return;
+    const wait = TIMELINE_MIN_MS - (performance.now() - state.timelineFetchedAt);
+    if (state.timelineInflight || wait > 0) {
+      // come back once the pause is over, so the last change of a burst is not left out
+      if (!state.timelineTimer) {
+        state.timelineTimer = setTimeout(() => {
+          state.timelineTimer = null;
+          loadTimeline();
+        }, Math.max(wait, 500));
+      }
+      return;
+    }
     state.timelineInflight = true;
     try {
       const order = state.pipelineOrder.length ? state.pipelineOrder : state.tasks.map((t) => String(t.id));
