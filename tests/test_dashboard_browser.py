@@ -91,6 +91,17 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             assert page.locator("#drawer-diff .diff-patch .dl-add").count() > 0
             assert "textkit/text.py" in page.inner_text("#drawer-diff .diff-patch")
             assert page.locator("#diff-attempt option").count() >= 3, "one choice per attempt, and all of them"
+            # Artifacts are rendered Markdown; hostile Markdown stays text (no markup, no script links).
+            page.click('#drawer-artifacts .artifact-link[data-path="artifacts/IMPL-001-impl.md"]')
+            page.wait_for_selector("#artifact-view .md", timeout=10_000)
+            hostile = page.evaluate(
+                "(() => { const n = window.TEViews.renderMarkdown("
+                "'# T\\n<img src=x onerror=alert(1)> [a](javascript:alert(1)) **b** [c](https://e.example)');"
+                " return [n.querySelectorAll('img').length, n.querySelectorAll('a').length,"
+                " n.querySelector('a').getAttribute('href'), n.querySelectorAll('h4, strong').length,"
+                " n.textContent.includes('<img')]; })()"
+            )
+            assert hostile == [0, 1, "https://e.example", 2, True], hostile
             # The log view follows the task's log over server-sent events.
             page.wait_for_selector("#log-tail .log-line", timeout=15_000)
             page.locator("#drawer-diff").scroll_into_view_if_needed()

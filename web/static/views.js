@@ -331,6 +331,11 @@ window.TEViews = (() => {
         bt.textContent = `${r.id} attempt ${run.attempt}: ${outcome}${run.error_kind ? " (" + run.error_kind + ")" : ""}, ${secs}s${run.backend ? " on " + run.backend : ""}`;
         bar.appendChild(bt);
         g.appendChild(bar);
+        if (x(e) - x(s) >= 18 && run.attempt != null) {
+          const n = svg("text", { x: x(s) + 4, y: y + ROW_H / 2 + 3, class: "tl-attempt" });
+          n.textContent = "#" + run.attempt;
+          g.appendChild(n);
+        }
       }
       g.addEventListener("click", () => onPick && onPick(r.id));
       svgEl.appendChild(g);
