@@ -25,13 +25,13 @@
     "worker_spawned", "worker_crashed", "worker_restarted", "service_restarted",
   ];
   const NODE_W = 176;
-  const NODE_H = 46;
+  const NODE_H = 62;
   const GAP_X = 70;
   const GAP_Y = 16;
   const MARGIN = 20;
   const GRAPH_MIN_SCALE = 0.8; // below this the labels are too small to read
   const GRAPH_MAX_FIT = 1.4;
-  const NAME_CHARS = 24;
+  const NAME_CHARS = 25; // a line of the name in a node; it takes two lines
   const REFRESH_DEBOUNCE_MS = 250;
   const POLL_MS = 5000;
   const LOG_POLL_MS = 2000;
@@ -832,9 +832,11 @@
       node.appendChild(idText);
       const meta = svg("text", { class: "node-meta", x: NODE_W - 8, y: 18, "text-anchor": "end" });
       node.appendChild(meta);
-      const nameText = svg("text", { class: "node-name", x: 12, y: 36 });
-      nameText.textContent = truncate(t.name || "", NAME_CHARS);
-      node.appendChild(nameText);
+      nameLines(t.name || "").forEach((line, i) => {
+        const nameText = svg("text", { class: "node-name", x: 12, y: 36 + i * 16 });
+        nameText.textContent = line;
+        node.appendChild(nameText);
+      });
       node.addEventListener("click", () => openDrawer(id));
       node.addEventListener("keydown", (ev) => {
         if (ev.key === "Enter" || ev.key === " ") {
@@ -848,6 +850,18 @@
       state.nodeEls.set(id, { node, title, meta });
     }
     g.appendChild(nodes);
+  }
+
+  // The name in two lines, broken between words where it can be, the rest cut with an ellipsis.
+  function nameLines(name) {
+    const words = String(name).split(/\s+/).filter(Boolean);
+    let first = "";
+    while (words.length && (first ? first.length + 1 : 0) + words[0].length <= NAME_CHARS) {
+      first += (first ? " " : "") + words.shift();
+    }
+    if (!first) return [truncate(name, NAME_CHARS), truncate(String(name).slice(NAME_CHARS - 1), NAME_CHARS)].filter(Boolean);
+    const rest = words.join(" ");
+    return rest ? [first, truncate(rest, NAME_CHARS)] : [first];
   }
 
   function highlightEdges(id, on) {
