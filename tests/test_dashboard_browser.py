@@ -80,7 +80,7 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             # The drawer: a node's click shows its runs (the failed gate among them), log tail and artifacts.
             page.click(_node("IMPL-001"))
             page.wait_for_selector("#drawer:not([hidden])", timeout=10_000)
-            page.wait_for_function("document.querySelector('#drawer').innerText.includes('gate_failed')")
+            page.wait_for_selector("#drawer:has-text('gate_failed')", timeout=15_000)
             drawer = page.inner_text("#drawer")
             assert "IMPL-001" in drawer
             assert "demo" in drawer
@@ -106,26 +106,26 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             page.wait_for_selector("#log-tail .log-line", timeout=15_000)
             page.locator("#drawer-diff").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "dashboard-diff.png"))
+            page.select_option("#diff-attempt", "1")  # the first attempt alone: the one the gate failed
+            page.wait_for_selector("#diff-note:text-is('(attempt 1)')", timeout=10_000)
+            page.wait_for_selector('#drawer-diff .diff-file[data-path="textkit/text.py"]', timeout=10_000)
 
             # The timeline: IMPL-001's three attempts in order, the failed gate first.
             bars = '#timeline g.tl-row[data-task-id="IMPL-001"] rect.tl-bar'
-            page.wait_for_function(
-                f"[...document.querySelectorAll('{bars}')].map(e => e.dataset.outcome).join()"
-                " === 'failed,completed,completed'",
-                timeout=20_000,
-            )
+            # (a CSS wait: the page's CSP forbids the eval that a polled wait_for_function needs)
+            page.wait_for_selector(f'{bars}[data-attempt="3"][data-outcome="completed"]', timeout=20_000)
             attempts = page.eval_on_selector_all(
                 bars, "els => els.map(e => [e.dataset.attempt, e.dataset.outcome, e.textContent])"
             )
             assert [a[0] for a in attempts] == ["1", "2", "3"], attempts
-            assert attempts[0][1] != "completed", attempts
+            assert [a[1] for a in attempts] == ["failed", "completed", "completed"], attempts
             assert "gate_failed" in attempts[0][2], attempts
             rows = page.eval_on_selector_all("#timeline g.tl-row", "els => els.map(e => e.dataset.taskId)")
             assert rows == ORDER, rows  # pipeline order
             assert page.locator('#timeline g.tl-row[data-task-id="REVIEW-001"] .tl-question').count() == 1
 
             page.click(_node("REVIEW-001"))
-            page.wait_for_function("document.querySelector('#drawer').innerText.includes('changes_requested')")
+            page.wait_for_selector("#drawer:has-text('changes_requested')", timeout=15_000)
             page.click("#drawer-close")
             page.locator("#timeline-panel").screenshot(path=str(ARTIFACTS / "dashboard-timeline.png"))
 
@@ -133,6 +133,8 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             page.set_viewport_size({"width": 420, "height": 900})
             page.click(_node("IMPL-001"))
             page.wait_for_selector('#drawer-diff .diff-file[data-path="textkit/text.py"]', timeout=15_000)
+            page.locator("#drawer-diff").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "dashboard-narrow-drawer.png"))
             page.click("#drawer-close")
             width = page.evaluate("document.documentElement.scrollWidth")
             wide = page.evaluate(
