@@ -102,6 +102,13 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
                 " n.textContent.includes('<img')]; })()"
             )
             assert hostile == [0, 1, "https://e.example", 2, True], hostile
+            patch = page.evaluate(
+                "(() => { const box = document.createElement('div'); window.TEViews.renderDiff(box, {added: 1,"
+                " removed: 0, files: [{path: '<b>x</b>', status: 'A', added: 1, removed: 0}],"
+                " patch: 'diff --git a/<b>x</b> b/<b>x</b>\\n+<script>alert(1)</script>\\u001b[31mred\\u0007\\n'});"
+                " return [box.querySelectorAll('b, script').length, box.querySelector('.dl-add').textContent]; })()"
+            )
+            assert patch == [0, "+<script>alert(1)</script>red\u2407\n"], patch
             # The log view follows the task's log over server-sent events.
             page.wait_for_selector("#log-tail .log-line", timeout=15_000)
             page.locator("#drawer-diff").scroll_into_view_if_needed()
