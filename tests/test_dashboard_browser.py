@@ -131,6 +131,13 @@ def test_the_dashboard_follows_a_demo_run_and_answers_a_question_with_a_click(tm
             assert rows == ORDER, rows  # pipeline order
             assert page.locator('#timeline g.tl-row[data-task-id="REVIEW-001"] .tl-question').count() == 1
 
+            page.click("#drawer-close")
+            page.select_option("#timeline-by", "worker")  # the same attempts, one row per worker
+            assert page.locator("#timeline g.tl-worker rect.tl-bar").count() == 6  # 1 + 3 + 2 attempts
+            page.locator('#timeline g.tl-worker rect.tl-bar[data-outcome="failed"]').click()
+            page.wait_for_selector('#drawer[data-task-id="IMPL-001"]', timeout=10_000)
+            page.select_option("#timeline-by", "task")
+
             page.click(_node("REVIEW-001"))
             page.wait_for_selector("#drawer:has-text('changes_requested')", timeout=15_000)
             page.click("#drawer-close")

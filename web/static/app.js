@@ -69,6 +69,7 @@
     timelineFetchedAt: 0,
     timelineInflight: false,
     timelineTimer: null,
+    timelineBy: "task", // rows per task or per worker
   };
 
   const views = window.TEViews;
@@ -1567,6 +1568,21 @@
       }));
       rows.push({ id, name: t.name, status: t.status, runs, waits });
     }
+    if (state.timelineBy === "worker") {
+      // one row per worker: its attempts, whichever task they were for
+      const byWorker = new Map();
+      for (const r of rows) {
+        for (const run of r.runs) {
+          const w = run.worker_id || run.backend || "?";
+          if (!byWorker.has(w)) byWorker.set(w, []);
+          byWorker.get(w).push(Object.assign({}, run, { task_id: r.id, label: r.id }));
+        }
+      }
+      rows.length = 0;
+      for (const w of [...byWorker.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }))) {
+        rows.push({ id: w, worker: true, runs: byWorker.get(w), waits: [] });
+      }
+    }
     const box = $("timeline");
     const drawn = views.renderTimeline(box, rows, Date.now(), $("timeline-wrap").clientWidth, openDrawer);
     $("timeline-empty").hidden = drawn;
@@ -1649,6 +1665,10 @@
     $("graph-fit").addEventListener("click", () => {
       state.graphZoom = null;
       applyGraphSize();
+    });
+    $("timeline-by").addEventListener("change", () => {
+      state.timelineBy = $("timeline-by").value;
+      renderTimeline();
     });
     $("graph-zoom-in").addEventListener("click", () => zoomGraph(1.25));
     $("graph-zoom-out").addEventListener("click", () => zoomGraph(0.8));

@@ -292,12 +292,14 @@ window.TEViews = (() => {
 
     rows.forEach((r, i) => {
       const y = AXIS_H + i * ROW_H;
-      const g = svg("g", { class: "tl-row", "data-task-id": r.id, "data-status": r.status || "" });
+      const g = svg("g", r.worker
+        ? { class: "tl-row tl-worker", "data-worker-id": r.id }
+        : { class: "tl-row", "data-task-id": r.id, "data-status": r.status || "" });
       g.appendChild(svg("rect", { x: 0, y, width: W, height: ROW_H, class: i % 2 ? "tl-band odd" : "tl-band" }));
       const label = svg("text", { x: 6, y: y + ROW_H / 2 + 4, class: "tl-label" });
       label.textContent = r.id;
       const tip = svg("title");
-      tip.textContent = `${r.id}: ${r.name || ""} (${r.status || "?"})`;
+      tip.textContent = r.worker ? `${r.id}: ${r.runs.length} attempt(s)` : `${r.id}: ${r.name || ""} (${r.status || "?"})`;
       label.appendChild(tip);
       g.appendChild(label);
       for (const w of r.waits) {
@@ -328,16 +330,24 @@ window.TEViews = (() => {
         });
         const bt = svg("title");
         const secs = Math.round((e - s) / 1000);
-        bt.textContent = `${r.id} attempt ${run.attempt}: ${outcome}${run.error_kind ? " (" + run.error_kind + ")" : ""}, ${secs}s${run.backend ? " on " + run.backend : ""}`;
+        bt.textContent = `${run.task_id || r.id} attempt ${run.attempt}: ${outcome}${run.error_kind ? " (" + run.error_kind + ")" : ""}, ${secs}s${run.backend ? " on " + run.backend : ""}${run.worker_id ? " (" + run.worker_id + ")" : ""}`;
         bar.appendChild(bt);
+        if (run.task_id && onPick) {
+          // a worker's row: the bar opens the task it ran
+          bar.addEventListener("click", (ev) => {
+            ev.stopPropagation();
+            onPick(run.task_id);
+          });
+        }
         g.appendChild(bar);
-        if (x(e) - x(s) >= 18 && run.attempt != null) {
+        const tag = run.label || (run.attempt != null ? "#" + run.attempt : "");
+        if (tag && x(e) - x(s) >= tag.length * 6 + 6) {
           const n = svg("text", { x: x(s) + 4, y: y + ROW_H / 2 + 3, class: "tl-attempt" });
-          n.textContent = "#" + run.attempt;
+          n.textContent = tag;
           g.appendChild(n);
         }
       }
-      g.addEventListener("click", () => onPick && onPick(r.id));
+      if (!r.worker) g.addEventListener("click", () => onPick && onPick(r.id));
       svgEl.appendChild(g);
     });
     const nowX = x(now);
