@@ -25,11 +25,13 @@
     "worker_spawned", "worker_crashed", "worker_restarted", "service_restarted",
   ];
   const NODE_W = 176;
-  const NODE_H = 46;
+  const NODE_H = 62;
   const GAP_X = 70;
   const GAP_Y = 16;
   const MARGIN = 20;
-  const NAME_CHARS = 24;
+  const GRAPH_MIN_SCALE = 0.8; // below this the labels are too small to read
+  const GRAPH_MAX_FIT = 1.4;
+  const NAME_CHARS = 25; // a line of the name in a node; it takes two lines
   const REFRESH_DEBOUNCE_MS = 250;
   const POLL_MS = 5000;
   const LOG_POLL_MS = 2000;
@@ -56,9 +58,22 @@
     drawerSeq: 0,
     drawerInflight: 0, // seq of the detail request under way, 0 if none
     artifactPath: null,
-    graphFit: null, // null: fit when the graph is at most twice as wide as its panel
+    graphZoom: null, // null: fit the panel's width (never below a readable scale); else a chosen scale
+    orientationKey: "",
+    graphVertical: false, // layers top to bottom, when the panel is too narrow for them side by side
     sort: { key: null, dir: 1 },
+    pipelineOrder: [], // task ids by graph layer, then position in it
+    diffKey: "", // task, attempt and run count the diff view shows
+    diffAttempt: "", // "" for all attempts
+    timelineDetails: new Map(), // task id -> detail (runs, escalations) for the timeline
+    timelineFetchedAt: 0,
+    timelineInflight: false,
+    timelineTimer: null,
+    timelineBy: "task", // rows per task or per worker
   };
+
+  const views = window.TEViews;
+  let logFollower = null;
 
   let eventSource = null;
   let refreshTimer = null;
@@ -276,6 +291,7 @@
       const failed = results.filter((r) => r.status === "rejected");
       setOffline(failed.length === results.length && !failed.every((r) => r.reason && r.reason.status === 401));
       if (state.selectedTaskId) loadDrawer(state.selectedTaskId, false);
+      loadTimeline();
       ensureEventSource();
     } finally {
       refreshInflight = false;
@@ -674,7 +690,39 @@
   }
 
   function graphKeyOf(tasks) {
-    return JSON.stringify(tasks.map((t) => [t.id, t.name, graphParents(t)]));
+    return JSON.stringify([state.graphVertical, tasks.map((t) => [t.id, t.name, graphParents(t)])]);
+  }
+
+  // Layers top to bottom: each layer a row, its tasks side by side in the order the layout chose.
+  function verticalLayout(layout) {
+    const rows = new Map();
+    for (const [id, p] of layout.pos) {
+      if (!rows.has(p.x)) rows.set(p.x, []);
+      rows.get(p.x).push([id, p.y]);
+    }
+    const xs = [...rows.keys()].sort((a, b) => a - b);
+    let widest = 1;
+    const pos = new Map();
+    xs.forEach((x, li) => {
+      const row = rows.get(x).sort((a, b) => a[1] - b[1]);
+      widest = Math.max(widest, row.length);
+      row.forEach(([id], i) => pos.set(id, { x: MARGIN + i * (NODE_W + GAP_Y), y: MARGIN + li * (NODE_H + 36) }));
+    });
+    layout.pos = pos;
+    layout.width = MARGIN * 2 + widest * NODE_W + (widest - 1) * GAP_Y;
+    layout.height = MARGIN * 2 + xs.length * NODE_H + Math.max(0, xs.length - 1) * 36;
+  }
+
+  // Side by side when the layers fit the panel at a readable scale, else top to bottom.
+  function chooseOrientation(tasks) {
+    const wrap = $("graph-wrap").clientWidth;
+    if (!wrap || !tasks.length) return;
+    const key = wrap + "|" + JSON.stringify(tasks.map((t) => [t.id, graphParents(t)]));
+    if (key === state.orientationKey) return;
+    state.orientationKey = key;
+    const probe = computeLayout(tasks);
+    const layers = new Set(Array.from(probe.pos.values(), (p) => p.x));
+    state.graphVertical = layers.size > 1 && probe.width * GRAPH_MIN_SCALE > wrap;
   }
 
   function heldTaskIds() {
@@ -689,6 +737,7 @@
     const g = $("graph");
     const tasks = state.tasks;
     $("graph-empty").hidden = tasks.length > 0;
+    chooseOrientation(tasks);
     const key = graphKeyOf(tasks);
     if (key !== state.graphKey) {
       state.graphKey = key;
@@ -706,7 +755,12 @@
       g.setAttribute("height", "0");
       return;
     }
-    const { pos, parents, width, height } = computeLayout(tasks);
+    const layout = computeLayout(tasks);
+    if (state.graphVertical) verticalLayout(layout);
+    const { pos, parents, width, height } = layout;
+    state.pipelineOrder = Array.from(pos.entries())
+      .sort(([a, pa], [b, pb]) => pa.x - pb.x || pa.y - pb.y || cmpId(a, b))
+      .map(([id]) => id);
     g.setAttribute("viewBox", `0 0 ${width} ${height}`);
     g.dataset.width = String(width);
     g.dataset.height = String(height);
@@ -731,7 +785,16 @@
         const x2 = b.x - 2;
         const y2 = b.y + NODE_H / 2;
         let d;
-        if (x2 > x1) {
+        if (state.graphVertical) {
+          const vx1 = a.x + NODE_W / 2;
+          const vy1 = a.y + NODE_H;
+          const vx2 = b.x + NODE_W / 2;
+          const vy2 = b.y - 2;
+          const dy = Math.max(16, (vy2 - vy1) / 2);
+          d = vy2 > vy1
+            ? `M ${vx1} ${vy1} C ${vx1} ${vy1 + dy}, ${vx2} ${vy2 - dy}, ${vx2} ${vy2}`
+            : `M ${a.x + NODE_W} ${a.y + NODE_H / 2} C ${a.x + NODE_W + 50} ${a.y}, ${b.x + NODE_W + 50} ${b.y}, ${b.x + NODE_W} ${b.y + NODE_H / 2}`;
+        } else if (x2 > x1) {
           const dx = Math.max(30, (x2 - x1) / 2);
           d = `M ${x1} ${y1} C ${x1 + dx} ${y1}, ${x2 - dx} ${y2}, ${x2} ${y2}`;
         } else {
@@ -770,9 +833,11 @@
       node.appendChild(idText);
       const meta = svg("text", { class: "node-meta", x: NODE_W - 8, y: 18, "text-anchor": "end" });
       node.appendChild(meta);
-      const nameText = svg("text", { class: "node-name", x: 12, y: 36 });
-      nameText.textContent = truncate(t.name || "", NAME_CHARS);
-      node.appendChild(nameText);
+      nameLines(t.name || "").forEach((line, i) => {
+        const nameText = svg("text", { class: "node-name", x: 12, y: 36 + i * 16 });
+        nameText.textContent = line;
+        node.appendChild(nameText);
+      });
       node.addEventListener("click", () => openDrawer(id));
       node.addEventListener("keydown", (ev) => {
         if (ev.key === "Enter" || ev.key === " ") {
@@ -786,6 +851,18 @@
       state.nodeEls.set(id, { node, title, meta });
     }
     g.appendChild(nodes);
+  }
+
+  // The name in two lines, broken between words where it can be, the rest cut with an ellipsis.
+  function nameLines(name) {
+    const words = String(name).split(/\s+/).filter(Boolean);
+    let first = "";
+    while (words.length && (first ? first.length + 1 : 0) + words[0].length <= NAME_CHARS) {
+      first += (first ? " " : "") + words.shift();
+    }
+    if (!first) return [truncate(name, NAME_CHARS), truncate(String(name).slice(NAME_CHARS - 1), NAME_CHARS)].filter(Boolean);
+    const rest = words.join(" ");
+    return rest ? [first, truncate(rest, NAME_CHARS)] : [first];
   }
 
   function highlightEdges(id, on) {
@@ -822,21 +899,27 @@
 
   function applyGraphSize() {
     const g = $("graph");
-    const w = g.dataset.width;
-    const h = g.dataset.height;
+    const w = Number(g.dataset.width);
+    const h = Number(g.dataset.height);
     if (!w || !h) return;
-    const fit = state.graphFit ?? Number(w) <= 2 * $("graph-wrap").clientWidth;
-    if (fit) {
-      g.setAttribute("width", "100%");
-      g.setAttribute("height", "100%");
-      g.setAttribute("preserveAspectRatio", "xMinYMin meet");
-    } else {
-      g.setAttribute("width", w);
-      g.setAttribute("height", h);
-      g.removeAttribute("preserveAspectRatio");
+    const wrap = $("graph-wrap");
+    let scale = state.graphZoom;
+    if (scale === null) {
+      // fit the width, but scroll rather than shrink labels below a readable size
+      scale = Math.max(GRAPH_MIN_SCALE, Math.min(GRAPH_MAX_FIT, (wrap.clientWidth - 4) / w));
     }
-    $("graph-wrap").classList.toggle("fit", fit);
-    $("graph-fit").textContent = fit ? "Actual size" : "Fit";
+    g.setAttribute("width", String(Math.round(w * scale)));
+    g.setAttribute("height", String(Math.round(h * scale)));
+    g.dataset.scale = scale.toFixed(2);
+    $("graph-zoom-level").textContent = `${Math.round(scale * 100)}%`;
+    $("graph-fit").disabled = state.graphZoom === null;
+    wrap.classList.toggle("fit", state.graphZoom === null);
+  }
+
+  function zoomGraph(factor) {
+    const current = Number($("graph").dataset.scale) || 1;
+    state.graphZoom = Math.max(0.3, Math.min(3, current * factor));
+    applyGraphSize();
   }
 
   function updateHeld() {
@@ -1158,8 +1241,13 @@
       $("artifact-view").textContent = "";
       $("artifact-head").hidden = true;
       $("log-tail").textContent = "";
+      state.diffKey = "";
+      state.diffAttempt = "";
+      clear($("drawer-diff"));
       renderDrawerSkeleton(id);
     }
+    if (!logFollower) logFollower = new views.LogFollower($("log-tail"), $("log-note"), 500);
+    logFollower.follow(id);
     updateGraphStatus();
     renderTable();
     loadDrawer(id, true);
@@ -1171,6 +1259,7 @@
     state.drawerSeq++;
     state.drawerInflight = 0;
     $("drawer").hidden = true;
+    if (logFollower) logFollower.stop();
     document.body.classList.remove("drawer-open");
     updateGraphStatus();
     renderTable();
@@ -1295,7 +1384,11 @@
       errBox.textContent = "";
     }
 
-    $("drawer-description").textContent = d.description || "(no description)";
+    const desc = $("drawer-description");
+    clear(desc);
+    if (d.description && d.description.trim()) desc.appendChild(views.renderMarkdown(d.description));
+    else if (t.name) desc.appendChild(el("div", null, el("span", { text: t.name }), el("span", { class: "muted", text: " — the task's whole text (it has no longer description)" })));
+    else desc.appendChild(el("span", { class: "muted", text: "(no description)" }));
 
     const prog = $("drawer-progress");
     clear(prog);
@@ -1366,15 +1459,134 @@
       arts.appendChild(el("li", null, btn));
     }
 
-    const log = $("log-tail");
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
-    const text = d.log_tail || "";
-    if (log.textContent !== text) {
-      log.textContent = text;
-      if (atBottom || !log.dataset.seen) log.scrollTop = log.scrollHeight;
-      log.dataset.seen = "1";
+    renderAttemptChoice(runList);
+    const running = runList.some((r) => !r.ended_at);
+    const key = `${t.id}|${state.diffAttempt}|${runList.length}|${running ? Date.now() >> 13 : t.status}`;
+    if (key !== state.diffKey) {
+      state.diffKey = key;
+      loadDiff(String(t.id), state.diffAttempt);
     }
-    $("log-note").textContent = t.status === "in_progress" ? "(live, every 2 s)" : text ? "" : "(empty)";
+    if (logFollower && logFollower.taskId !== String(t.id)) logFollower.follow(String(t.id));
+    else if (logFollower && !logFollower.source && running) {
+      // a new attempt began after the stream ended: follow it
+      logFollower.stop();
+      logFollower.follow(String(t.id));
+    }
+  }
+
+  function renderAttemptChoice(runList) {
+    const select = $("diff-attempt");
+    const attempts = [...new Set(runList.map((r) => r.attempt).filter((a) => a != null))].sort((a, b) => a - b);
+    select.hidden = attempts.length < 2;
+    const values = [""].concat(attempts.map(String));
+    const have = Array.from(select.options).map((o) => o.value);
+    if (have.join(",") !== values.join(",")) {
+      clear(select);
+      for (const v of values) {
+        const run = runList.find((r) => String(r.attempt) === v);
+        select.appendChild(el("option", { value: v, text: v ? `attempt ${v}${run && run.outcome ? " — " + run.outcome : ""}` : "all attempts" }));
+      }
+    }
+    select.value = state.diffAttempt;
+  }
+
+  async function loadDiff(id, attempt) {
+    const box = $("drawer-diff");
+    const note = $("diff-note");
+    note.textContent = "loading…";
+    const q = attempt ? `?attempt=${encodeURIComponent(attempt)}` : "";
+    try {
+      const diff = await apiGet(`/api/tasks/${encodeURIComponent(id)}/diff${q}`);
+      if (state.selectedTaskId !== id || state.diffAttempt !== attempt) return;
+      views.renderDiff(box, diff);
+      note.textContent = Array.isArray(diff.attempts) && diff.attempts.length
+        ? `(attempt${diff.attempts.length > 1 ? "s" : ""} ${diff.attempts[0]}${diff.attempts.length > 1 ? "–" + diff.attempts[diff.attempts.length - 1] : ""})`
+        : "";
+    } catch (err) {
+      if (state.selectedTaskId !== id || state.diffAttempt !== attempt) return;
+      clear(box);
+      box.appendChild(el("p", { class: "muted", text: err.status === 404 || err.status === 400 ? err.message : `Could not load the diff: ${err.message}` }));
+      note.textContent = "";
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // timeline
+
+  const TIMELINE_MIN_MS = 3000;
+  const TIMELINE_MAX_TASKS = 80;
+
+  async function loadTimeline() {
+    const wait = TIMELINE_MIN_MS - (performance.now() - state.timelineFetchedAt);
+    if (state.timelineInflight || wait > 0) {
+      // come back once the pause is over, so the last change of a burst is not left out
+      if (!state.timelineTimer) {
+        state.timelineTimer = setTimeout(() => {
+          state.timelineTimer = null;
+          loadTimeline();
+        }, Math.max(wait, 500));
+      }
+      return;
+    }
+    state.timelineInflight = true;
+    try {
+      const order = state.pipelineOrder.length ? state.pipelineOrder : state.tasks.map((t) => String(t.id));
+      const wanted = order.filter((id) => {
+        const t = state.taskMap.get(id);
+        return t && ((t.attempts || 0) > 0 || t.status !== "pending" || !state.timelineDetails.has(id));
+      }).slice(0, TIMELINE_MAX_TASKS);
+      // only tasks that can have changed since the last look
+      const stale = wanted.filter((id) => {
+        const t = state.taskMap.get(id);
+        const had = state.timelineDetails.get(id);
+        // a run whose end is not recorded yet (the store may write it just after the task settles)
+        return !had || had.task.updated_at !== t.updated_at || t.status === "in_progress" ||
+          (had.runs || []).some((r) => !r.ended_at) ||
+          (had.escalations || []).some((e) => e.status === "open") || state.escalations.some((e) => String(e.task_id) === id);
+      });
+      for (let i = 0; i < stale.length; i += 6) {
+        const batch = await Promise.allSettled(stale.slice(i, i + 6).map((id) => apiGet(`/api/tasks/${encodeURIComponent(id)}`)));
+        for (const r of batch) if (r.status === "fulfilled" && r.value && r.value.task) state.timelineDetails.set(String(r.value.task.id), r.value);
+      }
+      state.timelineFetchedAt = performance.now();
+      renderTimeline();
+    } finally {
+      state.timelineInflight = false;
+    }
+  }
+
+  function renderTimeline() {
+    const order = state.pipelineOrder.length ? state.pipelineOrder : state.tasks.map((t) => String(t.id));
+    const rows = [];
+    for (const id of order.slice(0, TIMELINE_MAX_TASKS)) {
+      const t = state.taskMap.get(id);
+      const d = state.timelineDetails.get(id);
+      if (!t) continue;
+      const runs = d && Array.isArray(d.runs) ? d.runs : [];
+      const waits = (d && Array.isArray(d.escalations) ? d.escalations : []).map((e) => ({
+        from: e.created_at, to: e.answered_at, issue: e.issue, open: !e.status || e.status === "open",
+      }));
+      rows.push({ id, name: t.name, status: t.status, runs, waits });
+    }
+    if (state.timelineBy === "worker") {
+      // one row per worker: its attempts, whichever task they were for
+      const byWorker = new Map();
+      for (const r of rows) {
+        for (const run of r.runs) {
+          const w = run.worker_id || run.backend || "?";
+          if (!byWorker.has(w)) byWorker.set(w, []);
+          byWorker.get(w).push(Object.assign({}, run, { task_id: r.id, label: r.id }));
+        }
+      }
+      rows.length = 0;
+      for (const w of [...byWorker.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }))) {
+        rows.push({ id: w, worker: true, runs: byWorker.get(w), waits: [] });
+      }
+    }
+    const box = $("timeline");
+    const drawn = views.renderTimeline(box, rows, Date.now(), $("timeline-wrap").clientWidth, openDrawer);
+    $("timeline-empty").hidden = drawn;
+    box.classList.toggle("empty-svg", !drawn);
   }
 
   async function loadArtifact(path) {
@@ -1391,7 +1603,14 @@
     try {
       const text = await apiGet("/api/artifact?path=" + encodeURIComponent(path), true);
       if (state.artifactPath !== path) return;
-      view.textContent = text;
+      clear(view);
+      if (/\.(md|markdown)$/i.test(path)) {
+        view.classList.add("rendered");
+        view.appendChild(views.renderMarkdown(text));
+      } else {
+        view.classList.remove("rendered");
+        view.textContent = text;
+      }
       view.scrollTop = 0;
       head.textContent = `${path} — ${fmtInt(text.length)} characters`;
     } catch (err) {
@@ -1434,13 +1653,33 @@
 
   function init() {
     $("drawer-close").addEventListener("click", closeDrawer);
+    $("diff-attempt").addEventListener("change", () => {
+      state.diffAttempt = $("diff-attempt").value;
+      state.diffKey = "";
+      if (state.selectedTaskId) renderDrawer();
+    });
     $("drawer-cancel").addEventListener("click", cancelSelected);
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape" && !$("drawer").hidden) closeDrawer();
     });
     $("graph-fit").addEventListener("click", () => {
-      state.graphFit = !$("graph-wrap").classList.contains("fit");
+      state.graphZoom = null;
       applyGraphSize();
+    });
+    $("timeline-by").addEventListener("change", () => {
+      state.timelineBy = $("timeline-by").value;
+      renderTimeline();
+    });
+    $("graph-zoom-in").addEventListener("click", () => zoomGraph(1.25));
+    $("graph-zoom-out").addEventListener("click", () => zoomGraph(0.8));
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => {
+        renderGraph();
+        applyGraphSize();
+        renderTimeline();
+      }, 150);
     });
     for (const id of ["filter-status", "filter-owner"]) $(id).addEventListener("change", renderTable);
     $("filter-text").addEventListener("input", renderTable);
