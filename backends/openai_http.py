@@ -74,7 +74,7 @@ from backends.conventions import (
 from backends.openai_plan import MODEL_ENV, Direct, Routed, plan_calls
 from backends.pricing import estimate_cost
 from protocol._base import Message
-from protocol.keys import KeyWait
+from protocol.keys import KeyLease, KeyUnavailable, KeyWait
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.routing import NoModel
 from protocol.types import ErrorKind
@@ -1037,13 +1037,20 @@ class OpenAIHttpBackend:
                     "entry a base_url",
                     model=model,
                 )
-            secret = getattr(lease, "secret_ref", None)
-            if secret is None and outcome.error_kind == "auth":
-                return outcome  # the provider refused every pooled key: the environment's is no stand-in
-            key_id = getattr(lease, "key_id", None) if secret is not None else None
             # OPENAI_API_KEY is OpenAI's key, or the key of the server the user named in OPENAI_BASE_URL:
             # it goes nowhere else.
             spare = fallback_key if provider == "openai" or base_url == user_base else None
+            # The provider refused every pooled key (the environment's is no stand-in), or there is
+            # no key at all: ask the user for one and wait for it.
+            if isinstance(lease, KeyUnavailable) and (outcome.error_kind == "auth" or spare is None):
+                found = _wait_for_added_key(order.task_id, provider, lease, routing, cancel, deadline, log)
+                if isinstance(found, ChatOutcome):
+                    return found
+                if found is None:
+                    break
+                lease = found
+            secret = getattr(lease, "secret_ref", None)
+            key_id = getattr(lease, "key_id", None) if secret is not None else None
             api_key = secret.reveal() if secret is not None else spare
             _note(log, f"calling {model} at {_safe_url(base_url)} with key {key_hint(api_key)}")
             outcome = self.complete(
@@ -1162,3 +1169,31 @@ class OpenAIHttpBackend:
         return AttemptResult(
             ok=True, summary=summary, artifacts=(artifact,), detail=detail, duration_s=duration, **fields
         )
+
+
+def _wait_for_added_key(
+    task_id: str,
+    provider: str,
+    missing: KeyUnavailable,
+    routing: RoutingServices,
+    cancel: threading.Event,
+    deadline: float,
+    log: TextIO | None,
+) -> KeyLease | ChatOutcome | None:
+    """No usable key of ``provider``: ask the user (one question per provider) and wait,
+    within the attempt's deadline, for a key to join the pool.  The lease of the new key;
+    a failed outcome when the user answered ``fail``; None when the time ran out or the
+    attempt was stopped."""
+    _note(log, f"no usable {provider} key ({missing.reason}); asking the user for one and waiting")
+    seen = routing.ask_for_key(task_id, provider, missing.reason)
+    while not cancel.is_set() and time.monotonic() < deadline:
+        cancel.wait(max(0.0, min(_KEY_WAIT_STEP_S, deadline - time.monotonic())))
+        lease = routing.acquire_key(provider)
+        if isinstance(lease, KeyLease):
+            _note(log, f"a {provider} key was added: {lease.key_id}")
+            routing.key_found(provider)
+            return lease
+        given_up = routing.key_given_up(provider, seen)
+        if given_up is not None:
+            return ChatOutcome(text="", error_kind="auth", error=given_up)
+    return None
