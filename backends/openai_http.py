@@ -1040,9 +1040,10 @@ class OpenAIHttpBackend:
             # OPENAI_API_KEY is OpenAI's key, or the key of the server the user named in OPENAI_BASE_URL:
             # it goes nowhere else.
             spare = fallback_key if provider == "openai" or base_url == user_base else None
-            # The provider refused every pooled key (the environment's is no stand-in), or there is
-            # no key at all: ask the user for one and wait for it.
-            if isinstance(lease, KeyUnavailable) and (outcome.error_kind == "auth" or spare is None):
+            # Every pooled key is disabled, or the provider refused the call without one (the
+            # environment's key is no stand-in): ask the user for a key and wait for it.  With no key
+            # configured and no refusal the call goes out without one (a local server may need none).
+            if isinstance(lease, KeyUnavailable) and (outcome.error_kind == "auth" or lease.disabled):
                 found = _wait_for_added_key(order.task_id, provider, lease, routing, cancel, deadline, log)
                 if isinstance(found, ChatOutcome):
                     return found
@@ -1081,6 +1082,8 @@ class OpenAIHttpBackend:
                 return outcome
             if outcome.error_kind in ("rate_limited", "auth") and key_id is not None:
                 continue  # the key cools down or is disabled; the pool hands out the next one (or says to wait)
+            if outcome.error_kind == "auth" and api_key is None:
+                continue  # refused for want of a key: the pool has none, so the next turn asks for one
             following = routing.next_model(order.task_id, model, outcome.error_kind or "crash")
             if isinstance(following, NoModel):
                 return outcome

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from session.keypool import PoolKey
 from session.store import StoreReader
 from tests.conftest import _EMPTY_CONFIG, EXECUTOR
@@ -273,13 +275,16 @@ def test_a_refused_only_key_asks_for_one_and_the_user_gives_up(executor_cli, tmp
     assert_no_key_anywhere(folder, output, shown.stdout)
 
 
-def test_a_pool_that_runs_dry_asks_and_resumes_after_keys_add(executor_cli, tmp_path):
+@pytest.mark.parametrize("pool", ["refused", "empty"])
+def test_a_pool_that_runs_dry_asks_and_resumes_after_keys_add(executor_cli, tmp_path, pool):
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     own_env = {"TEAM_EXECUTOR_CONFIG_DIR": str(config_dir), "TEAM_EXECUTOR_MASTER_KEY": "a passphrase for the test"}
-    with FakeOpenAI(keys=(KEY_B,), models=("model-a",)) as fake:  # the only key, KEY_A, is refused
+    with FakeOpenAI(keys=(KEY_B,), models=("model-a",)) as fake:  # KEY_A is refused; no key is refused too
         folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
         _only_key_a(folder)
+        if pool == "empty":  # no key at all: the call goes out without one and is refused
+            own_env.update({"KEY_A": "", "OPENAI_API_KEY": ""})
         fake.script(Reply("[writer] WRITE-001 done with the added key."), key=KEY_B)
         run = subprocess.Popen(
             [str(EXECUTOR), "run", "--session", str(folder), "--max-attempts", "1"],
@@ -298,7 +303,8 @@ def test_a_pool_that_runs_dry_asks_and_resumes_after_keys_add(executor_cli, tmp_
         finally:
             run.kill()
         assert run.returncode == 0, output
-        assert len(fake.chat_requests(key=KEY_A)) == 1
+        assert len(fake.chat_requests(key=KEY_A)) == (1 if pool == "refused" else 0)
+        assert len([r for r in fake.chat_requests() if r.key is None]) == (0 if pool == "refused" else 1)
         assert len(fake.chat_requests(key=KEY_B)) == 1
     reader = StoreReader.open(folder)
     assert reader is not None
