@@ -112,6 +112,7 @@ _POLL_S = 0.05  # how often the waiting thread looks at cancel and the clocks
 _ERROR_BODY_LIMIT = 64 * 1024
 _MAX_ERROR_CHARS = 1000
 _MAX_ROUTING_STEPS = 30  # keys and models tried within one attempt before it gives up
+_KEY_ASK_NOTE_S = 60.0  # while the user is asked for a key, the log says so this often (the run sees life)
 _KEY_WAIT_STEP_S = 2.0  # while every key cools, look for a usable (or newly added) key this often
 _OUTPUT_TAIL_CHARS = 4096
 _SUMMARY_CHARS = 300
@@ -1189,8 +1190,12 @@ def _wait_for_added_key(
     attempt was stopped."""
     _note(log, f"no usable {provider} key ({missing.reason}); asking the user for one and waiting")
     seen = routing.ask_for_key(task_id, provider, missing.reason)
+    noted = time.monotonic()
     while not cancel.is_set() and time.monotonic() < deadline:
         cancel.wait(max(0.0, min(_KEY_WAIT_STEP_S, deadline - time.monotonic())))
+        if time.monotonic() - noted >= _KEY_ASK_NOTE_S:  # a line now and then: waiting on a person is no stall
+            _note(log, f"still waiting for a {provider} key (`executor keys add {provider}`)")
+            noted = time.monotonic()
         lease = routing.acquire_key(provider)
         if isinstance(lease, KeyLease):
             _note(log, f"a {provider} key was added: {lease.key_id}")
