@@ -114,7 +114,7 @@ class KeyPoolActor(TreeActor):
             return KeyLease(key_id=result.key_id, provider=result.provider, secret_ref=result.secret)
         if isinstance(result, Wait):
             return KeyWait(provider=result.provider, wait_s=result.wait_s, key_id=result.key_id)
-        return KeyUnavailable(provider=result.provider, reason=result.reason)
+        return KeyUnavailable(provider=result.provider, reason=result.reason, disabled=result.disabled)
 
     @handles(ReportKey)
     def report(self, message: ReportKey) -> KeyStates:

@@ -27,7 +27,7 @@ import pykka
 from actors.base import TreeActor, handles
 from backends.base import WorkerHooks
 from backends.process import stop_tree
-from protocol.bridge import CRITICAL_APPROVAL, EscalateDecision
+from protocol.bridge import CRITICAL_APPROVAL, AnswerEscalation, EscalateDecision
 from protocol.keys import AcquireKey, KeyUnavailable, ReportKey, outcome_for_error
 from protocol.messages import (
     AttemptResult,
@@ -42,8 +42,9 @@ from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
 from protocol.types import ErrorKind
 from session.attempt_trees import after_attempt, before_attempt, own_filter
 from session.gates import record_gate_failure, run_gates
+from session.key_requests import ADDED, answered_ids, give_up_reason, key_question, open_request
 from session.safepath import task_file
-from session.store import utc_now
+from session.store import StoreReader, utc_now
 from session.worktrees import NotARepository, WorktreeError, branch_of, commit_all, ensure_worktree
 
 __all__ = ["Runner", "TeamWorker"]
@@ -58,7 +59,8 @@ class _ActorRouting:
         self.router = router
         self.keypool = keypool
         self.config = config
-        self.escalate: Callable[[EscalateDecision], None] | None = None  # a question for the user
+        self.escalate: Callable[[Any], None] | None = None  # a question (or an answer) for the Executor
+        self.folder: Path | None = None  # the session, whose store holds the questions' answers
 
     @classmethod
     def find(cls) -> _ActorRouting | None:
@@ -113,6 +115,33 @@ class _ActorRouting:
             return KeyUnavailable(provider=provider, reason=answer.reason)
         return answer
 
+    def _questions(self) -> list[Any]:
+        reader = StoreReader.open(self.folder) if self.folder is not None else None
+        if reader is None:
+            return []
+        try:
+            return reader.escalations()
+        finally:
+            reader.close()
+
+    def ask_for_key(self, task_id: str, provider: str, reason: str) -> frozenset[str]:
+        """Ask the user for a key of ``provider`` (one question per provider); the ids of
+        its questions answered before now, which :meth:`key_given_up` ignores."""
+        seen = answered_ids(self._questions(), provider)
+        if self.escalate is not None:
+            self.escalate(key_question(provider, reason, task_id))
+        return seen
+
+    def key_given_up(self, provider: str, seen: frozenset[str]) -> str | None:
+        """Why to stop waiting for a key of ``provider`` (the user answered ``fail``), or None."""
+        return give_up_reason(self._questions(), provider, seen)
+
+    def key_found(self, provider: str) -> None:
+        """A key joined the pool: answer the open question about ``provider`` for the user."""
+        row = open_request(self._questions(), provider)
+        if row is not None and self.escalate is not None:
+            self.escalate(AnswerEscalation(escalation_id=row.id, choice=ADDED, answered_by="executor"))
+
     def report_key(
         self,
         key_id: str,
@@ -152,6 +181,7 @@ class _Hooks:
             self._routing = _ActorRouting.find()
             if self._routing is not None:
                 self._routing.escalate = self.worker.tell_parent
+                self._routing.folder = Path(self.order.session_dir)
             self._routing_looked_up = True
         return self._routing
 

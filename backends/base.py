@@ -68,6 +68,15 @@ class RoutingServices(Protocol):
     def acquire_key(self, provider: str) -> KeyLease | KeyWait | KeyUnavailable:
         """A key to use now, how long to wait for one, or why there is none."""
 
+    def ask_for_key(self, task_id: str, provider: str, reason: str) -> frozenset[str]:
+        """Ask the user for a key of ``provider``; the ids :meth:`key_given_up` ignores."""
+
+    def key_given_up(self, provider: str, seen: frozenset[str]) -> str | None:
+        """Why to stop waiting for a key (the user gave up), or None."""
+
+    def key_found(self, provider: str) -> None:
+        """A key joined the pool after :meth:`ask_for_key`: close the question."""
+
     def report_key(
         self,
         key_id: str,

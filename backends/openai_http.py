@@ -74,7 +74,7 @@ from backends.conventions import (
 from backends.openai_plan import MODEL_ENV, Direct, Routed, plan_calls
 from backends.pricing import estimate_cost
 from protocol._base import Message
-from protocol.keys import KeyWait
+from protocol.keys import KeyLease, KeyUnavailable, KeyWait
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.routing import NoModel
 from protocol.types import ErrorKind
@@ -112,6 +112,7 @@ _POLL_S = 0.05  # how often the waiting thread looks at cancel and the clocks
 _ERROR_BODY_LIMIT = 64 * 1024
 _MAX_ERROR_CHARS = 1000
 _MAX_ROUTING_STEPS = 30  # keys and models tried within one attempt before it gives up
+_KEY_ASK_NOTE_S = 60.0  # while the user is asked for a key, the log says so this often (the run sees life)
 _KEY_WAIT_STEP_S = 2.0  # while every key cools, look for a usable (or newly added) key this often
 _OUTPUT_TAIL_CHARS = 4096
 _SUMMARY_CHARS = 300
@@ -1037,13 +1038,21 @@ class OpenAIHttpBackend:
                     "entry a base_url",
                     model=model,
                 )
-            secret = getattr(lease, "secret_ref", None)
-            if secret is None and outcome.error_kind == "auth":
-                return outcome  # the provider refused every pooled key: the environment's is no stand-in
-            key_id = getattr(lease, "key_id", None) if secret is not None else None
             # OPENAI_API_KEY is OpenAI's key, or the key of the server the user named in OPENAI_BASE_URL:
             # it goes nowhere else.
             spare = fallback_key if provider == "openai" or base_url == user_base else None
+            # Every pooled key is disabled, or the provider refused the call without one (the
+            # environment's key is no stand-in): ask the user for a key and wait for it.  With no key
+            # configured and no refusal the call goes out without one (a local server may need none).
+            if isinstance(lease, KeyUnavailable) and (outcome.error_kind == "auth" or lease.disabled):
+                found = _wait_for_added_key(order.task_id, provider, lease, routing, cancel, deadline, log)
+                if isinstance(found, ChatOutcome):
+                    return found
+                if found is None:
+                    break
+                lease = found
+            secret = getattr(lease, "secret_ref", None)
+            key_id = getattr(lease, "key_id", None) if secret is not None else None
             api_key = secret.reveal() if secret is not None else spare
             _note(log, f"calling {model} at {_safe_url(base_url)} with key {key_hint(api_key)}")
             outcome = self.complete(
@@ -1074,6 +1083,8 @@ class OpenAIHttpBackend:
                 return outcome
             if outcome.error_kind in ("rate_limited", "auth") and key_id is not None:
                 continue  # the key cools down or is disabled; the pool hands out the next one (or says to wait)
+            if outcome.error_kind == "auth" and api_key is None:
+                continue  # refused for want of a key: the pool has none, so the next turn asks for one
             following = routing.next_model(order.task_id, model, outcome.error_kind or "crash")
             if isinstance(following, NoModel):
                 return outcome
@@ -1162,3 +1173,35 @@ class OpenAIHttpBackend:
         return AttemptResult(
             ok=True, summary=summary, artifacts=(artifact,), detail=detail, duration_s=duration, **fields
         )
+
+
+def _wait_for_added_key(
+    task_id: str,
+    provider: str,
+    missing: KeyUnavailable,
+    routing: RoutingServices,
+    cancel: threading.Event,
+    deadline: float,
+    log: TextIO | None,
+) -> KeyLease | ChatOutcome | None:
+    """No usable key of ``provider``: ask the user (one question per provider) and wait,
+    within the attempt's deadline, for a key to join the pool.  The lease of the new key;
+    a failed outcome when the user answered ``fail``; None when the time ran out or the
+    attempt was stopped."""
+    _note(log, f"no usable {provider} key ({missing.reason}); asking the user for one and waiting")
+    seen = routing.ask_for_key(task_id, provider, missing.reason)
+    noted = time.monotonic()
+    while not cancel.is_set() and time.monotonic() < deadline:
+        cancel.wait(max(0.0, min(_KEY_WAIT_STEP_S, deadline - time.monotonic())))
+        if time.monotonic() - noted >= _KEY_ASK_NOTE_S:  # a line now and then: waiting on a person is no stall
+            _note(log, f"still waiting for a {provider} key (`executor keys add {provider}`)")
+            noted = time.monotonic()
+        lease = routing.acquire_key(provider)
+        if isinstance(lease, KeyLease):
+            _note(log, f"a {provider} key was added: {lease.key_id}")
+            routing.key_found(provider)
+            return lease
+        given_up = routing.key_given_up(provider, seen)
+        if given_up is not None:
+            return ChatOutcome(text="", error_kind="auth", error=given_up)
+    return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from protocol.bridge import KEY_REQUEST
 from protocol.records import EscalationRow
 
 __all__ = ["Questions"]
@@ -18,10 +19,17 @@ class Questions:
     holds: dict[str, set[str]] = field(default_factory=dict)  # task id -> open questions holding it
     critical_asked: set[str] = field(default_factory=set)  # tasks already asked about a CRITICAL model
     answered_this_run: set[str] = field(default_factory=set)
+    key_requests: dict[str, str] = field(default_factory=dict)  # "keys:<provider>" -> its open question
+
+    def asking(self, opened_by: str) -> bool:
+        """True when a question about a provider's keys is open already (one per provider)."""
+        return opened_by.startswith(KEY_REQUEST) and opened_by in self.key_requests
 
     def track(self, row: EscalationRow, holdable: bool) -> bool:
         """Remember an open question; True when its task must be held (``holdable``: it is pending)."""
         self.open.add(row.id)
+        if row.opened_by.startswith(KEY_REQUEST):
+            self.key_requests[row.opened_by] = row.id
         if row.deadline:
             try:
                 due = datetime.fromisoformat(row.deadline).timestamp()
@@ -37,6 +45,8 @@ class Questions:
     def untrack(self, row: EscalationRow) -> bool:
         """Forget an answered question; True when its task is held by nothing else now."""
         self.open.discard(row.id)
+        if self.key_requests.get(row.opened_by) == row.id:
+            del self.key_requests[row.opened_by]
         self.deadlines.pop(row.id, None)
         holds = self.holds.get(row.task_id or "")
         if holds is None:

@@ -187,6 +187,8 @@ def question_for(core: Pipeline, message: EscalateDecision, now: Instant) -> Ope
         )
     if message.timeout_s is not None and message.default_choice is None:
         return Refused(reason="a timeout needs a default_choice to take when it passes", argument="timeout_s")
+    if core.questions.asking(message.opened_by):
+        return None  # every task waiting for a provider's key shares its one question
     if message.opened_by == CRITICAL_APPROVAL:
         # Each attempt of the task meets the gate again: ask once per task and run.
         if message.task_id in core.questions.critical_asked:

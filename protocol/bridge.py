@@ -21,6 +21,7 @@ __all__ = [
     "CONSENSUS_DECISION",
     "CRITICAL_APPROVAL",
     "DECISION_OPTIONS",
+    "KEY_REQUEST",
     "AnswerEscalation",
     "CancelTask",
     "Cancelled",
@@ -110,6 +111,8 @@ class Reported(Message, frozen=True):
 
 #: ``opened_by`` of the question the Router's approval gate asks: "approve" lets the task use CRITICAL.
 CRITICAL_APPROVAL = "router:critical"
+#: ``opened_by`` prefix of the question "add a key for <provider>" (one open per provider).
+KEY_REQUEST = "keys:"
 #: The question after a second HIGH consensus block: retry / accept / leave failed.
 CONSENSUS_DECISION = "executor:consensus"
 #: The question after a capability gap: continue / stop the run.

@@ -131,6 +131,7 @@ class KeyUnavailable(Message, frozen=True):
 
     provider: str
     reason: str
+    disabled: bool = False  # the provider had keys and every one is disabled (none configured: False)
 
 
 class ReportKey(Message, frozen=True):

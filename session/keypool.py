@@ -120,6 +120,7 @@ class Unavailable:
 
     provider: str
     reason: str
+    disabled: bool = False  # it had keys and every one is disabled
 
 
 @dataclass(eq=False)
@@ -233,7 +234,7 @@ class KeyPool:
             if first is not None:
                 # first was chosen above only while cooling: its cooling_until is set.
                 return Wait(provider=provider, wait_s=first.cooling_until - now, key_id=first.id)  # type: ignore[operator]
-            return Unavailable(provider=provider, reason=self._why_none(provider, entries))
+            return Unavailable(provider=provider, reason=self._why_none(provider, entries), disabled=bool(entries))
         entry = entries[self._choose(provider, usable, entries)]
         entry.requests += 1
         return Lease(key_id=entry.id, provider=provider, secret=entry.key.secret)

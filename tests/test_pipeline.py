@@ -32,6 +32,7 @@ from protocol.bridge import CancelTask, EscalateDecision, SubmitTask
 from protocol.events import BudgetExceeded, TaskStalled
 from protocol.messages import AttemptResult, CreateTasks, RecordDispatch, RecordOutcome
 from protocol.records import EscalationRow, TaskDetails, TaskRow
+from session.key_requests import answered_ids, give_up_reason, key_question, open_request
 
 OK = AttemptResult(ok=True, summary="done")
 
@@ -392,3 +393,48 @@ def test_dispatch_records_name_the_log_of_the_attempt() -> None:
     run = make([row("A")])
     (dispatch,) = [e.message for e in run.take() if isinstance(e, Record) and isinstance(e.message, RecordDispatch)]
     assert dispatch.log_path == "/s/.executor/logs/A-a1.log"
+
+
+def test_tasks_that_wait_for_a_provider_key_share_one_question_until_it_is_answered() -> None:
+    run = make([row("A"), row("B")])
+    run.take()
+    asks = [key_question("openai", "every key is disabled", task) for task in ("A", "B")]
+    requests.ask_user(run.core, asks[0], run.clock.now())
+    (opened,) = [e.question for e in run.take() if isinstance(e, OpenQuestion)]
+    assert opened.task_id is None, "about the provider"
+    assert not opened.holds_task
+    assert opened.options == ("added", "fail")
+    assert "`executor keys add openai`" in opened.issue
+    assert "add_api_key" in opened.issue
+    stored = EscalationRow(id="ESC-1", issue=opened.issue, opened_by=opened.opened_by, options=["added", "fail"])
+    requests.question_opened(run.core, stored, "/s")
+    requests.ask_user(run.core, asks[1], run.clock.now())
+    other = key_question("anthropic", "no key", "B")
+    requests.ask_user(run.core, other, run.clock.now())
+    asked = [e.question.opened_by for e in run.take() if isinstance(e, OpenQuestion)]
+    assert asked == ["keys:anthropic"], "one open question per provider"
+    answered = msgspec.structs.replace(stored, status="answered", choice="added")
+    requests.answered(run.core, answered, run.clock.now())
+    requests.ask_user(run.core, asks[1], run.clock.now())
+    assert [e.question.opened_by for e in run.take() if isinstance(e, OpenQuestion)] == ["keys:openai"], (
+        "a pool that runs dry again asks again"
+    )
+
+
+def test_a_waiting_attempt_gives_up_only_on_a_fail_answered_after_it_asked() -> None:
+    def asked(qid: str, provider: str = "openai", **extra: object) -> EscalationRow:
+        return EscalationRow(id=qid, issue="?", opened_by=f"keys:{provider}", **extra)  # type: ignore[arg-type]
+
+    earlier = asked("ESC-1", status="answered", choice="fail", answered_by="user")
+    seen = answered_ids([earlier, asked("ESC-2")], "openai")
+    assert seen == frozenset({"ESC-1"})
+    assert give_up_reason([earlier, asked("ESC-2")], "openai", seen) is None, "an old answer is not this one"
+    now_failed = asked("ESC-2", status="answered", choice="fail", answered_by="mcp")
+    reason = give_up_reason([earlier, now_failed], "openai", seen)
+    assert reason is not None
+    assert "ESC-2" in reason
+    assert "mcp" in reason
+    assert give_up_reason([asked("ESC-3", "anthropic", status="answered", choice="fail")], "openai", seen) is None
+    assert give_up_reason([asked("ESC-2", status="answered", choice="added")], "openai", seen) is None
+    assert open_request([earlier, asked("ESC-2")], "openai") == asked("ESC-2")
+    assert open_request([earlier], "openai") is None

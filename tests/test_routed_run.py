@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from session.keypool import PoolKey
 from session.store import StoreReader
 from tests.conftest import _EMPTY_CONFIG, EXECUTOR
@@ -210,14 +212,50 @@ def test_a_critical_task_asks_for_approval_and_uses_critical_once_approved(tmp_p
     assert_no_key_anywhere(folder, output)
 
 
-def test_a_refused_key_fails_the_task_at_once_is_disabled_and_notified(executor_cli, tmp_path):
+def _only_key_a(folder: Path) -> None:
+    (folder / "executor.toml").write_text(
+        (folder / "executor.toml").read_text().replace('["KEY_A", "KEY_B"]', '["KEY_A"]')
+    )
+
+
+def _wait_for_key_question(folder: Path, run: subprocess.Popen[str]) -> list:
+    """The open questions of the run once it asked for a key (read from its SQLite store)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and run.poll() is None:
+        reader = StoreReader.open(folder)
+        if reader is not None:
+            try:
+                asked = [row for row in reader.escalations("open") if row.opened_by.startswith("keys:")]
+            finally:
+                reader.close()
+            if asked:
+                return asked
+        time.sleep(0.2)
+    raise AssertionError("the run did not ask for a key" + (f": {run.communicate()[0]}" if run.poll() else ""))
+
+
+def test_a_refused_only_key_asks_for_one_and_the_user_gives_up(executor_cli, tmp_path):
     with FakeOpenAI(keys=(KEY_B,), models=("model-a",)) as fake:  # KEY_A is not a key this server knows
         folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
-        (folder / "executor.toml").write_text(
-            (folder / "executor.toml").read_text().replace('["KEY_A", "KEY_B"]', '["KEY_A"]')
+        _only_key_a(folder)
+        run = subprocess.Popen(
+            [str(EXECUTOR), "run", "--session", str(folder), "--max-attempts", "3"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env_for(fake)},
         )
-        result = executor_cli("run", "--session", str(folder), "--max-attempts", "3", env=env_for(fake))
-        assert result.returncode != 0, result.stdout + result.stderr
+        try:
+            (question,) = _wait_for_key_question(folder, run)
+            assert question.options == ["added", "fail"]
+            assert "executor keys add openai-compatible" in question.issue
+            assert "add_api_key" in question.issue
+            answer = executor_cli("answer", question.id, "fail", "--session", str(folder))
+            assert answer.returncode == 0, answer.stdout + answer.stderr
+            output, _ = run.communicate(timeout=60)
+        finally:
+            run.kill()
+        assert run.returncode != 0, output
         assert len(fake.chat_requests(key=KEY_A)) == 1, "an auth failure is not retried"
     reader = StoreReader.open(folder)
     assert reader is not None
@@ -225,6 +263,7 @@ def test_a_refused_key_fails_the_task_at_once_is_disabled_and_notified(executor_
     (task,) = reader.tasks()
     reader.close()
     assert [run.error_kind for run in runs] == ["auth"]
+    assert question.id in (runs[0].error or "")
     assert task.status == "failed"
     shown = executor_cli("models", "--session", str(folder), "--json")
     assert shown.returncode == 0, shown.stderr
@@ -233,7 +272,51 @@ def test_a_refused_key_fails_the_task_at_once_is_disabled_and_notified(executor_
     assert states[refused]["status"] == "disabled"
     notices = (folder / ".executor" / "notifications.log").read_text()
     assert f"API key {refused} (openai-compatible, …1111) disabled" in notices, notices
-    assert_no_key_anywhere(folder, result.stdout, result.stderr, shown.stdout)
+    assert_no_key_anywhere(folder, output, shown.stdout)
+
+
+@pytest.mark.parametrize("pool", ["refused", "empty"])
+def test_a_pool_that_runs_dry_asks_and_resumes_after_keys_add(executor_cli, tmp_path, pool):
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    own_env = {"TEAM_EXECUTOR_CONFIG_DIR": str(config_dir), "TEAM_EXECUTOR_MASTER_KEY": "a passphrase for the test"}
+    with FakeOpenAI(keys=(KEY_B,), models=("model-a",)) as fake:  # KEY_A is refused; no key is refused too
+        folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
+        _only_key_a(folder)
+        if pool == "empty":  # no key at all: the call goes out without one and is refused
+            own_env.update({"KEY_A": "", "OPENAI_API_KEY": ""})
+        fake.script(Reply("[writer] WRITE-001 done with the added key."), key=KEY_B)
+        run = subprocess.Popen(
+            [str(EXECUTOR), "run", "--session", str(folder), "--max-attempts", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env_for(fake), **own_env},
+        )
+        try:
+            (question,) = _wait_for_key_question(folder, run)
+            added = executor_cli(
+                "keys", "add", "openai-compatible", "--from-env", "NEW_KEY", env={**own_env, "NEW_KEY": KEY_B}
+            )
+            assert added.returncode == 0, added.stderr
+            output, _ = run.communicate(timeout=60)
+        finally:
+            run.kill()
+        assert run.returncode == 0, output
+        assert len(fake.chat_requests(key=KEY_A)) == (1 if pool == "refused" else 0)
+        assert len([r for r in fake.chat_requests() if r.key is None]) == (0 if pool == "refused" else 1)
+        assert len(fake.chat_requests(key=KEY_B)) == 1
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    runs = reader.runs()
+    (task,) = reader.tasks()
+    (closed,) = [row for row in reader.escalations() if row.opened_by.startswith("keys:")]
+    reader.close()
+    assert task.status == "completed"
+    assert [run.error_kind for run in runs] == [None], "no failure is recorded for the task"
+    assert (closed.id, closed.status, closed.choice) == (question.id, "answered", "added")
+    assert "with the added key" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
+    assert_no_key_anywhere(folder, output, added.stdout, added.stderr)
 
 
 def test_a_refused_key_is_disabled_and_the_attempt_goes_on_with_the_next_key(executor_cli, tmp_path):
