@@ -43,7 +43,7 @@ from backends.base import Backend, WorkerHooks, failed_attempt
 from backends.conventions import relative_inside
 from protocol.messages import AttemptResult, McpCall, WorkOrder
 from protocol.types import ErrorKind
-from session.config_models import McpServerConfig
+from session.config_mcp import McpServerConfig
 from session.graph import TaskSpec
 from session.redaction import redact, redact_data
 from session.rolespec import RoleSpec, RoleSpecFrontmatter

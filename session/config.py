@@ -45,22 +45,21 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from session.config_fields import redact_url
+from session.config_mcp import without_references
 from session.config_models import (
     DEFAULT_KEY_ENV,
     DEFAULT_MODELS,
-    ApiKey,
-    ChatId,
     Config,
     FleetAgent,
     FleetFile,
     HydraKeysFile,
-    Secret,
     Settings,
-    redact_url,
-    without_references,
 )
+from session.config_notify import ChatId
 from session.problems import Problem, format_problems
 from session.redaction import mask
+from session.secret import ApiKey, Secret
 from session.skills import user_config_dir
 
 if TYPE_CHECKING:

@@ -64,7 +64,8 @@ from urllib.parse import urlsplit, urlunsplit
 from protocol.routing import GiveUp, ModelInfo, Registry, TryModel
 from protocol.types import ERROR_KINDS
 from session.backoff import exponential_delay
-from session.config_models import TIERS, Config, ModelSpec
+from session.config_fields import TIERS
+from session.config_models import Config, ModelSpec
 
 __all__ = [
     "COMPLEXITY_TIERS",
