@@ -41,7 +41,7 @@ from actors.supervision import Backoff
 from backends.base import Backend
 from backends.mcp_call import mcp_task_problems, register_servers
 from backends.openai_http import OpenAIHttpBackend
-from backends.process import stop_tree
+from backends.process_tree import stop_tree
 from backends.registry import UnknownBackend, backend_names, get_backend
 from backends.sandbox import JailError, find_jail, resolve_workdir
 from notify.setup import NotifySetup

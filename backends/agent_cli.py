@@ -32,7 +32,8 @@ from backends.base import WorkerHooks
 from backends.evidence import NETWORK_ERROR, NETWORK_ERRORS_TO_STOP, REPORT_PATH, event_text, outside_session
 from backends.git_state import changed_files, executor_paths, moved, snapshot, touched_since
 from backends.pricing import estimate_cost
-from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
+from backends.process import run_process
+from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from backends.prompt import bridge_note
 from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind

@@ -25,7 +25,7 @@ from backends.agent_cli import (
 )
 from backends.base import WorkerHooks
 from backends.denies import claude_deny_settings
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import BridgeEndpoint, WorkOrder
 
 __all__ = ["ClaudeBackend"]

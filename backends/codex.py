@@ -18,7 +18,7 @@ from typing import ClassVar
 from backends.agent_cli import AgentCliBackend, StreamState, classify_status, retry_after_in
 from backends.base import WorkerHooks
 from backends.conventions import ENV_MCP_TOKEN
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import WorkOrder
 
 __all__ = ["CodexBackend"]

@@ -34,7 +34,7 @@ from backends.agent_cli import (
 )
 from backends.base import WorkerHooks
 from backends.denies import gemini_deny_policy
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
 

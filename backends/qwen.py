@@ -56,7 +56,7 @@ from backends.agent_cli import (
     retry_after_in,
 )
 from backends.base import WorkerHooks
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import WorkOrder
 from protocol.types import ErrorKind
 

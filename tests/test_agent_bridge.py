@@ -36,7 +36,7 @@ from backends.claude import ClaudeBackend
 from backends.codex import CodexBackend
 from backends.conventions import ENV_MCP_TOKEN
 from backends.gemini import GeminiBackend
-from backends.process import ProcessSpec
+from backends.process_types import ProcessSpec
 from backends.prompt import bridge_note
 from backends.qwen import QwenBackend
 from protocol.messages import BridgeEndpoint, WorkOrder
