@@ -155,7 +155,7 @@ def check(
 
 
 def _print_playbooks() -> None:
-    from session.templates import describe_playbooks  # noqa: PLC0415 - only init needs it
+    from session.playbooks import describe_playbooks  # noqa: PLC0415 - only init needs it
 
     console = _stdout()
     for line in describe_playbooks():
@@ -249,13 +249,8 @@ def init(
     `executor init --playbook list` prints the playbooks.
     """
     from backends.registry import backend_names  # noqa: PLC0415 - loads every backend
-    from session.templates import (  # noqa: PLC0415 - only init needs it
-        DEFAULT_PLAYBOOK,
-        InitError,
-        find_playbook,
-        init_session,
-        parse_role_backends,
-    )
+    from session.playbooks import DEFAULT_PLAYBOOK, InitError, find_playbook  # noqa: PLC0415 - only init needs it
+    from session.templates import init_session, parse_role_backends  # noqa: PLC0415 - only init needs it
 
     del list_playbooks  # handled by its callback
     try:
