@@ -74,7 +74,7 @@ from session.loopback import is_loopback_url
 from session.redaction import RedactingWriter
 from session.redaction import redact as redact_text
 from session.rolespec import RoleSpecFrontmatter
-from session.routing import key_endpoint
+from session.routing_chain import key_endpoint
 
 if TYPE_CHECKING:
     from session.config_models import Config
@@ -324,7 +324,7 @@ class OpenAIHttpBackend:
         Router for the next model (503 down the chain, network with backoff, a larger
         window for context_too_long); with no next model the failure is the result.
         Only models this backend runs are chosen, and a call goes only to the endpoint
-        :func:`session.routing.key_endpoint` allows for the model's key.
+        :func:`session.routing_chain.key_endpoint` allows for the model's key.
         """
         fallback_key = self.endpoint_config()[1]
         choice = routing.select_model(order.task_id, order.complexity, force_model, self.name)

@@ -27,7 +27,7 @@ from protocol.routing import ModelInfo
 from session.config_fields import TIERS
 from session.config_models import Config
 from session.problems import Problem
-from session.routing import registry_of
+from session.routing_chain import registry_of
 
 __all__ = [
     "NO_KEY_POOL",

@@ -192,7 +192,7 @@ def _model(
 #: The built-in registry (list prices in USD per 1M tokens: input, output, cached input).
 #: Names are ids the providers' APIs and CLIs accept.  No entry has a ``base_url``: a key is
 #: only ever sent to an endpoint the user configured or to its vendor's own (see
-#: :func:`session.routing.key_endpoint`); a local server is the user's own ``[[models]]`` entry.
+#: :func:`session.routing_chain.key_endpoint`); a local server is the user's own ``[[models]]`` entry.
 DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
     _model("claude-opus-4-1", "anthropic", "claude", "CRITICAL", (15.0, 75.0, 1.5), 200_000),
     _model("claude-sonnet-4-5", "anthropic", "claude", "PREMIUM", (3.0, 15.0, 0.3), 200_000),
