@@ -221,7 +221,8 @@ def demo(
     if pace:
         os.environ[ENV_DEMO_PACE] = f"{pace:g}"  # read by the demo backend when it starts each agent
     try:
-        from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415
+        from actors.run import run_session  # noqa: PLC0415
+        from actors.run_request import RunRefused, RunRequest  # noqa: PLC0415
         from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
         bridge = bridge_opener(http, allow_remote=False, stdio=False)

@@ -15,7 +15,8 @@ __all__ = ["HttpOption", "mcp_command", "resume_command", "run_command"]
 
 
 def _run(session: Path, command: str, http: str | None, allow_remote: bool, mcp_stdio: bool, **options: Any) -> None:
-    from actors.run import RunRefused, RunRequest, run_session  # noqa: PLC0415 - keeps check/validate fast
+    from actors.run import run_session  # noqa: PLC0415 - keeps check/validate fast
+    from actors.run_request import RunRefused, RunRequest  # noqa: PLC0415
     from cli.bridge_opener import bridge_opener  # noqa: PLC0415
 
     try:
