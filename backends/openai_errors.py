@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from backends.agent_cli import classify_status, retry_after_in
+from backends.agent_stream import classify_status, retry_after_in
 from protocol.types import ErrorKind
 from session.redaction import mask, register_secret
 from session.redaction import redact as redact_text

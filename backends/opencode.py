@@ -48,7 +48,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status, json_object
+from backends.agent_cli import AgentCliBackend
+from backends.agent_stream import StreamState, classify_status, json_object
 from backends.base import WorkerHooks
 from backends.process_types import ProcessOutcome
 from protocol.messages import AttemptResult, WorkOrder

@@ -31,7 +31,8 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 from backends import agent_cli
-from backends.agent_cli import AGENT_CLIS_ENV, AgentCliBackend, bridge_path, forget_bridge
+from backends.agent_bridge import bridge_path, forget_bridge
+from backends.agent_cli import AGENT_CLIS_ENV, AgentCliBackend
 from backends.claude import ClaudeBackend
 from backends.codex import CodexBackend
 from backends.conventions import ENV_MCP_TOKEN

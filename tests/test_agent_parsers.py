@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.agent_cli import AgentCliBackend, StreamState
+from backends.agent_cli import AgentCliBackend
+from backends.agent_stream import StreamState
 from backends.claude import ClaudeBackend
 from backends.codex import CodexBackend
 from backends.gemini import GeminiBackend
