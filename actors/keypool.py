@@ -44,9 +44,9 @@ from protocol.keys import (
     ReportKey,
 )
 from protocol.notify import Notice, Notify
-from session.config_models import Secret
 from session.keypool import KeyPool, Lease, PoolKey, Wait
 from session.keystore import InvalidKey, KeyStore, KeyStoreError, validate_key
+from session.secret import Secret
 
 __all__ = ["KeyPoolActor"]
 

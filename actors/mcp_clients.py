@@ -36,7 +36,7 @@ import pykka
 from actors.base import TreeActor, handles
 from protocol.mcp_client import CheckMcpServers, GetMcpServers, McpProbeDone, McpServers, McpServerState
 from protocol.messages import Tick
-from session.config_models import McpServerConfig
+from session.config_mcp import McpServerConfig
 from session.mcp_client import ServerHealth, probe
 
 __all__ = ["McpClientsActor"]

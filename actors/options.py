@@ -15,7 +15,8 @@ from actors.supervision import Backoff, Intensity
 
 if TYPE_CHECKING:  # the types only: the key store pulls in cryptography, notify pulls in apprise
     from notify.setup import NotifySetup
-    from session.config_models import Config, McpServerConfig
+    from session.config_mcp import McpServerConfig
+    from session.config_models import Config
     from session.keypool import KeyPool
     from session.keystore import KeyStore
 

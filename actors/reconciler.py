@@ -25,7 +25,7 @@ import psutil
 
 from actors.base import TreeActor, handles
 from backends.containment import sweep
-from backends.process import stop_tree
+from backends.process_tree import stop_tree
 from pipeline.readiness import Scheduler
 from protocol.messages import OpenRun, Reconcile, ReconcilePlan, TaskResetPlan
 from protocol.records import TaskDetails, TaskRow

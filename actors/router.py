@@ -1,7 +1,7 @@
 """The Router actor: a service that picks each task's model and moves it along the fallback chain.
 
 It holds the validated :class:`~session.config_models.Config` and one
-:class:`~session.routing.AttemptState` per task; the decisions themselves are
+:class:`~session.routing_types.AttemptState` per task; the decisions themselves are
 :mod:`session.routing`'s pure policy.  Messages are in :mod:`protocol.routing`.
 
 Bad input never crashes it: an unknown forced model, a complexity it cannot
@@ -30,15 +30,9 @@ from protocol.routing import (
     SelectModel,
 )
 from session.config_models import Config, ModelSpec
-from session.routing import (
-    DEFAULT_OPTIONS,
-    AttemptState,
-    RoutingError,
-    RoutingOptions,
-    next_after_failure,
-    registry_of,
-    select_model,
-)
+from session.routing import next_after_failure, select_model
+from session.routing_chain import registry_of
+from session.routing_types import DEFAULT_OPTIONS, AttemptState, RoutingError, RoutingOptions
 
 __all__ = ["RouterActor"]
 

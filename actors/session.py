@@ -79,7 +79,8 @@ from session.message_bus import (
     progress_message,
 )
 from session.projection import SessionProjection
-from session.store import DB_NAME, STATE_DIR, RunChange, RunStart, Store, TaskChange, storage_problem, utc_now
+from session.store import DB_NAME, STATE_DIR, Store, storage_problem, utc_now
+from session.store_changes import RunChange, RunStart, TaskChange
 
 __all__ = ["EventSink", "SessionActor"]
 

@@ -12,7 +12,8 @@ from protocol.messages import ReconcileApplied, ReconcilePlan, RecordOutcome
 from session.feedback import append_round
 from session.message_bus import error_message, task_complete_message, task_unblocked_message
 from session.projection import write_atomic
-from session.store import STATE_DIR, RunChange, TaskChange, utc_now
+from session.store import STATE_DIR, utc_now
+from session.store_changes import RunChange, TaskChange
 
 if TYPE_CHECKING:
     from actors.session import SessionActor

@@ -26,7 +26,7 @@ import pykka
 
 from actors.base import TreeActor, handles
 from backends.base import WorkerHooks
-from backends.process import stop_tree
+from backends.process_tree import stop_tree
 from protocol.bridge import CRITICAL_APPROVAL, AnswerEscalation, EscalateDecision
 from protocol.keys import AcquireKey, KeyUnavailable, ReportKey, outcome_for_error
 from protocol.messages import (

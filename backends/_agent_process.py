@@ -38,7 +38,8 @@ from backends.conventions import (
     task_artifact_files,
 )
 from backends.git_state import executor_paths, touched_since
-from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
+from backends.process import run_process
+from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from backends.sandbox import allowlisted_env
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind

@@ -11,105 +11,46 @@ runner and turns everything into one :class:`AttemptResult`:
   changed (git), the git HEAD before and after;
 - an error kind the router can act on; the exit code alone is never trusted
   (a failed turn with exit 0, a "successful" empty turn, permission denials).
+
+How its output is read is :mod:`backends.agent_stream`; how it reaches the MCP
+bridge, :mod:`backends.agent_bridge`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
 
 from backends._agent_process import order_env, result_from_outcome, verdict_in_text
+from backends.agent_bridge import bridge_problem, forget_bridge
+from backends.agent_stream import StreamState
 from backends.base import WorkerHooks
-from backends.evidence import NETWORK_ERROR, NETWORK_ERRORS_TO_STOP, REPORT_PATH, event_text, outside_session
+from backends.evidence import NETWORK_ERROR, NETWORK_ERRORS_TO_STOP, event_text, outside_session
 from backends.git_state import changed_files, executor_paths, moved, snapshot, touched_since
 from backends.pricing import estimate_cost
-from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process
+from backends.process import run_process
+from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from backends.prompt import bridge_note
 from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
-from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter
 from session.safepath import task_file
 
 __all__ = [
     "AGENT_CLIS_ENV",
     "AgentCliBackend",
-    "StreamState",
-    "bridge_path",
-    "bridge_problem",
-    "classify_status",
-    "forget_bridge",
-    "json_object",
     "locate_program",
-    "read_assistant_turn",
-    "retry_after_in",
-    "write_private",
 ]
 
 AGENT_CLIS_ENV = "TEAM_EXECUTOR_AGENT_CLIS"  # a folder (e.g. node_modules/.bin) searched before PATH
 
 _DEFAULT_HANG_S = 900.0  # an agent silent for 15 minutes is stuck, whatever its wall-clock budget
-
-# --- the executor's MCP bridge (order.bridge) --------------------------------------------
-# Its bearer token reaches a CLI through the environment (order_env) or a 0600 file under
-# bridge_path(), deleted when the attempt ends; never through argv, which anyone can read (`ps`).
-
-# Letters, digits and '-' only: the name becomes a TOML key (codex), part of tool names
-# (claude mcp__<name>__*, gemini mcp_<name>_*, where gemini splits at the first '_').
-_SERVER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
-# RFC 6750 b64token: nothing a shell, a header or gemini's $VAR expansion would read specially.
-_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-
-
-def bridge_problem(bridge: BridgeEndpoint) -> str | None:
-    """Why ``bridge`` cannot be handed to an agent CLI as it is, or None."""
-    if not _SERVER_NAME.fullmatch(bridge.server_name):
-        return f"bridge server name {bridge.server_name!r}: use 1-64 letters, digits or '-'"
-    if not bridge.url.startswith(("http://", "https://")):
-        return f"bridge url {bridge.url!r} is not an http(s) URL"
-    if not _BEARER_TOKEN.fullmatch(bridge.token):
-        return "the bridge token is empty or has characters a bearer token cannot have"
-    return None
-
-
-def bridge_path(order: WorkOrder, suffix: str) -> Path:
-    """Where this attempt's bridge configuration lives: ``<session>/.executor/mcp/<task>-a<attempt><suffix>``.
-
-    ``suffix`` starts with a dot (``.json``): :func:`forget_bridge` deletes what it names.
-    """
-    return task_file(Path(order.session_dir), order.task_id, f"-a{order.attempt}{suffix}", ".executor", "mcp")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, readable by its owner only (the file may hold a bearer token)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode does not apply to a file that already existed
-        handle.write(text)
-
-
-def forget_bridge(order: WorkOrder) -> None:
-    """Delete this attempt's bridge files: the token stays on disk no longer than the agent runs."""
-    folder = bridge_path(order, "").parent
-    prefix = bridge_path(order, "").name
-    if not folder.is_dir():
-        return
-    for entry in folder.iterdir():
-        if not entry.name.startswith(f"{prefix}."):  # IMPL-1-a1 must not take IMPL-1-a10's files
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)  # unlinks symlinks inside, never follows them
-        else:
-            entry.unlink(missing_ok=True)
 
 
 def locate_program(name: str) -> str | None:
@@ -120,122 +61,6 @@ def locate_program(name: str) -> str | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return shutil.which(name)
-
-
-_RETRY_AFTER = re.compile(
-    r"(?:retry|try again)[^0-9\n]{0,30}?(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)?\b",
-    re.IGNORECASE,
-)
-
-
-def retry_after_in(message: str) -> float | None:
-    """Seconds to wait, when an error message says so ("Suggested retry after 1s")."""
-    match = _RETRY_AFTER.search(message)
-    if not match:
-        return None
-    value, unit = float(match.group(1)), (match.group(2) or "s").lower()
-    if unit.startswith(("ms", "milli")):
-        return value / 1000
-    if unit.startswith("m"):
-        return value * 60
-    return value
-
-
-def classify_status(status: int | None, message: str = "") -> ErrorKind:
-    """The error kind of an HTTP status (and its message) reported by an agent CLI."""
-    text = message.lower()
-    if "max session turns" in text or "maximum number of turns" in text or "turn limit" in text:
-        return "max_turns"
-    if "context" in text and ("long" in text or "length" in text or "window" in text or "exceed" in text):
-        return "context_too_long"
-    if "prompt is too long" in text or "too many tokens" in text:
-        return "context_too_long"
-    if status == 429 or "rate limit" in text or "rate_limit" in text or "quota" in text:
-        return "rate_limited"
-    if status in (500, 502, 503, 504, 529) or "overloaded" in text or "unavailable" in text or "capacity" in text:
-        return "overloaded"
-    if status in (401, 403) or "api key" in text or "unauthorized" in text or "authentication" in text:
-        return "auth"
-    if status is None and NETWORK_ERROR.search(message):
-        return "network"
-    return "crash"
-
-
-@dataclass
-class StreamState:
-    """What an agent's output said, accumulated line by line (on the worker's thread)."""
-
-    session_id: str | None = None
-    model: str | None = None
-    texts: list[str] = field(default_factory=list)
-    final_text: str | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    tokens_cached: int | None = None
-    cost_usd: float | None = None
-    turns: int = 0
-    error_kind: ErrorKind | None = None
-    error: str | None = None
-    retry_after_s: float | None = None
-    permission_denials: list[str] = field(default_factory=list)
-    finished: bool = False  # the CLI reported the end of its run
-    bad_lines: int = 0
-    tools: dict[str, str] = field(default_factory=dict)  # tool call id -> tool name, for later results
-    # Model traffic: a model answered (tokens, a turn of its own, a tool call).  Without it an
-    # exit 0 proves nothing, and repeated network errors mean the endpoint is unreachable.
-    traffic: bool = False
-    network_errors: int = 0
-    network_line: str | None = None  # the CLI's last line about the network error
-
-    def add_usage(self, tokens_in: Any = None, tokens_out: Any = None, cached: Any = None) -> None:
-        for name, value in (("tokens_in", tokens_in), ("tokens_out", tokens_out), ("tokens_cached", cached)):
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, name, (getattr(self, name) or 0) + value)
-                self.traffic = self.traffic or value > 0
-
-    def saw_model(self) -> bool:
-        """Did a model answer?  (Backends that set tokens or cost directly count too.)"""
-        return self.traffic or bool(self.tokens_in) or bool(self.tokens_out) or bool(self.cost_usd)
-
-    def network_error(self, line: str) -> None:
-        """The CLI said it cannot reach the model (a reconnect line, a refused connection)."""
-        self.network_errors += 1
-        self.network_line = " ".join(REPORT_PATH.sub("", line).split())[:500]
-
-    def unreachable(self, threshold: int = NETWORK_ERRORS_TO_STOP) -> bool:
-        """Network errors again and again, and not one answer from the model: stop waiting."""
-        return not self.saw_model() and self.network_errors >= threshold
-
-    def fail(self, kind: ErrorKind, message: str, retry_after_s: float | None = None) -> None:
-        if self.error_kind is None or self.error_kind == "crash":
-            self.error_kind = kind
-            self.error = message[:2000]
-        if retry_after_s is None and kind == "rate_limited":
-            retry_after_s = retry_after_in(message)
-        if retry_after_s is not None:
-            self.retry_after_s = retry_after_s
-
-
-def json_object(value: object) -> dict[str, Any]:
-    """``value`` when it is a JSON object, else an empty one: agents' event fields are read without trust."""
-    return value if isinstance(value, dict) else {}
-
-
-def read_assistant_turn(event: dict[str, Any], state: StreamState, hooks: WorkerHooks) -> None:
-    """An ``assistant`` event of the Claude Code stream-json format (qwen-code writes it too):
-    count the turn, keep its text, report each tool call as progress."""
-    state.turns += 1
-    message = json_object(event.get("message"))
-    for block in message.get("content") or []:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"].strip():
-            state.texts.append(block["text"])
-        elif block.get("type") == "tool_use":
-            state.traffic = True
-            hooks.progress(None, f"turn {state.turns}: {block.get('name')}")
-    if message.get("model") != "<synthetic>" and not event.get("is_api_error_message"):
-        state.traffic = True  # Claude Code writes its own error text as a "<synthetic>" turn
 
 
 class AgentCliBackend:

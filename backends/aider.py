@@ -52,9 +52,10 @@ from typing import ClassVar
 
 import msgspec
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status, retry_after_in
+from backends.agent_cli import AgentCliBackend
+from backends.agent_stream import StreamState, classify_status, retry_after_in
 from backends.base import WorkerHooks
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
 

@@ -15,17 +15,12 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from backends.agent_cli import (
-    AgentCliBackend,
-    StreamState,
-    bridge_path,
-    classify_status,
-    read_assistant_turn,
-    write_private,
-)
+from backends.agent_bridge import bridge_path, write_private
+from backends.agent_cli import AgentCliBackend
+from backends.agent_stream import StreamState, classify_status, read_assistant_turn
 from backends.base import WorkerHooks
 from backends.denies import claude_deny_settings
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import BridgeEndpoint, WorkOrder
 
 __all__ = ["ClaudeBackend"]

@@ -36,7 +36,7 @@ from backends.openai_plan import Direct, plan_calls
 from protocol.messages import WorkOrder
 from session.config_models import Config
 from session.rolespec import RoleSpecFrontmatter
-from session.routing import key_endpoint
+from session.routing_chain import key_endpoint
 
 __all__ = ["MCP_ENV_NOTE", "DoctorCheck", "check_backend"]
 

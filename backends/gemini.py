@@ -23,18 +23,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import (
-    AgentCliBackend,
-    StreamState,
-    bridge_path,
-    classify_status,
-    forget_bridge,
-    json_object,
-    write_private,
-)
+from backends.agent_bridge import bridge_path, forget_bridge, write_private
+from backends.agent_cli import AgentCliBackend
+from backends.agent_stream import StreamState, classify_status, json_object
 from backends.base import WorkerHooks
 from backends.denies import gemini_deny_policy
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
 from protocol.types import ErrorKind
 

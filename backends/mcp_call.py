@@ -43,7 +43,7 @@ from backends.base import Backend, WorkerHooks, failed_attempt
 from backends.conventions import relative_inside
 from protocol.messages import AttemptResult, McpCall, WorkOrder
 from protocol.types import ErrorKind
-from session.config_models import McpServerConfig
+from session.config_mcp import McpServerConfig
 from session.graph import TaskSpec
 from session.redaction import redact, redact_data
 from session.rolespec import RoleSpec, RoleSpecFrontmatter
@@ -124,7 +124,7 @@ def mcp_task_problems(
     """For a run about to start: each task of a role on the ``mcp`` backend that names no call,
     or a server that is not configured; one message per task, naming the fix.
 
-    ``backends`` maps role -> backend (``actors.run.resolve_backends``); ``servers``
+    ``backends`` maps role -> backend (``actors.run_request.resolve_backends``); ``servers``
     defaults to the registered ones; tasks in ``done`` (completed: they will not run) are skipped.
     """
     servers = _servers_now() if servers is None else servers

@@ -8,7 +8,7 @@ model registry knows of the model, give one of
   model, still gives its prices);
 - :class:`Routed`: the Router and the KeyPool choose among the registry models
   the ``openai`` backend runs (``force_model`` first when the role names one), each
-  call going only where :func:`session.routing.key_endpoint` allows;
+  call going only where :func:`session.routing_chain.key_endpoint` allows;
 - a problem (a string naming the role-spec key, the variable or the ``[[models]]``
   entry that fixes it): the run is refused before it starts.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from session.config_models import ModelSpec
-from session.routing import key_endpoint
+from session.routing_chain import key_endpoint
 
 __all__ = ["MODEL_ENV", "Direct", "Plan", "Routed", "plan_calls", "valid_base_url"]
 

@@ -48,9 +48,10 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import AgentCliBackend, StreamState, classify_status, json_object
+from backends.agent_cli import AgentCliBackend
+from backends.agent_stream import StreamState, classify_status, json_object
 from backends.base import WorkerHooks
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
 from session.rolespec import RoleSpecFrontmatter

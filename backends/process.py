@@ -15,6 +15,9 @@ Rules it enforces (DESIGN.md section 4):
 - the environment is an allowlist (:func:`allowlisted_env`) and the working directory
   must resolve inside the jail (:func:`resolve_workdir`, :func:`find_jail`).
 
+Its parts: :mod:`backends.process_types` (what a run is given and returns),
+:mod:`backends.output_capture` (bounded output), :mod:`backends.process_tree` (stopping a tree).
+
 Nothing the child does makes :func:`run_process` raise: every way a run can end is a
 :class:`ProcessOutcome` with an ``error_kind``.
 """
@@ -23,30 +26,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import os
 import selectors
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import IO
 
-import msgspec
 import psutil
 
 from backends.containment import AttemptCgroup, Descendants
-from session.redaction import LineRedactor, register_environment
+from backends.output_capture import LineSplitter, OutputLog, Tail
+from backends.process_tree import group_exists, signal_name, stop_tree
+from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
+from session.redaction import register_environment
 
-__all__ = [
-    "ProcessLimits",
-    "ProcessOutcome",
-    "ProcessSpec",
-    "run_process",
-    "stop_tree",
-]
+__all__ = ["run_process"]
 
 _READ_CHUNK = 64 * 1024
 #: After the main process has exited, keep reading for at most this long: a background
@@ -56,346 +52,6 @@ _DRAIN_AFTER_EXIT_S = 1.0
 _DRAIN_AFTER_KILL_S = 2.0
 #: After SIGKILL, how long to wait for the kernel to let us reap the child.
 _REAP_AFTER_KILL_S = 10.0
-#: How far a recorded create time may differ from psutil's and still be the same process.
-_CREATE_TIME_TOLERANCE_S = 1.0
-_STOP_POLL_S = 0.05
-
-
-class ProcessLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """How long a process may run and how much of its output is kept.
-
-    Attributes:
-        wall_timeout_s: kill after this much wall-clock time (error kind ``"timeout"``);
-            ``None`` means no limit.
-        hang_timeout_s: kill after this long without a byte on stdout or stderr
-            (error kind ``"hang"``); ``None`` means no limit.
-        grace_s: on a kill, time between SIGTERM and SIGKILL.
-        tail_bytes: how many of the last bytes of stdout, and of stderr, are kept in
-            memory; also the longest line passed to ``on_stdout_line``.
-        log_max_bytes: the log file stops growing past this size; a one-line truncation
-            notice is written once when the limit is reached.
-    """
-
-    wall_timeout_s: float | None = None
-    hang_timeout_s: float | None = None
-    grace_s: float = 5.0
-    tail_bytes: int = 64 * 1024
-    log_max_bytes: int = 64 * 1024 * 1024
-
-
-class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """What to run.
-
-    Attributes:
-        argv: program and arguments; never interpreted by a shell.
-        cwd: working directory (check it with :func:`resolve_workdir` first).
-        env: the complete environment of the child (build it with :func:`allowlisted_env`).
-        log_path: file that receives the raw stdout and stderr bytes, interleaved as read
-            (appended to; parent directories are created).
-        stdin_data: bytes fed to the child's stdin, which is then closed; ``None`` gives
-            the child ``/dev/null``.
-    """
-
-    argv: tuple[str, ...]
-    cwd: str
-    env: dict[str, str]
-    log_path: str
-    stdin_data: bytes | None = None
-
-
-class ProcessOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """How a run ended.
-
-    Attributes:
-        pid: the child's pid, ``None`` if it never started.
-        create_time: psutil's create time of the child (identity is pid + create time).
-        exit_code: the exit status; ``None`` when killed by a signal or never started.
-        signal: the number of the signal that ended the child, if any.
-        error_kind: ``None`` (exit 0), ``"crash"`` (non-zero exit, or death by a signal we
-            did not send), ``"timeout"``, ``"hang"``, ``"interrupted"`` (cancel event set),
-            ``"spawn_failed"`` (the program could not be started), or the kind a
-            ``stop_check`` returned.
-        error: one-line human message, ``None`` on success.
-        stdout_tail: the last ``tail_bytes`` bytes of stdout.
-        stderr_tail: the last ``tail_bytes`` bytes of stderr.
-        stdout_bytes: total stdout bytes seen.
-        stderr_bytes: total stderr bytes seen.
-        duration_s: wall-clock seconds from just before the spawn to the end.
-    """
-
-    pid: int | None
-    create_time: float | None
-    exit_code: int | None
-    signal: int | None
-    error_kind: str | None
-    error: str | None
-    stdout_tail: bytes
-    stderr_tail: bytes
-    stdout_bytes: int
-    stderr_bytes: int
-    duration_s: float
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-class _Tail:
-    """The last ``limit`` bytes of a stream, in memory bounded by about twice that."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = max(0, limit)
-        self.buf = bytearray()
-        self.total = 0
-
-    def add(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        if self.limit == 0:
-            return
-        if len(chunk) >= self.limit:
-            self.buf[:] = chunk[-self.limit :]
-            return
-        self.buf += chunk
-        if len(self.buf) > 2 * self.limit:  # trim rarely: amortised O(1) per byte
-            del self.buf[: -self.limit]
-
-    def value(self) -> bytes:
-        return bytes(self.buf[-self.limit :]) if self.limit else b""
-
-
-class _LineSplitter:
-    """Cuts stdout into lines for ``on_stdout_line``; a line keeps at most ``limit`` bytes."""
-
-    def __init__(self, limit: int, emit: Callable[[bytes], None]) -> None:
-        self.limit = max(1, limit)
-        self.emit = emit
-        self.partial = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        start = 0
-        while True:
-            nl = chunk.find(b"\n", start)
-            if nl < 0:
-                break
-            room = self.limit - len(self.partial)
-            line = bytes(self.partial) + chunk[start : start + max(0, min(room, nl - start))]
-            self.partial.clear()
-            start = nl + 1
-            self.emit(line)
-        room = self.limit - len(self.partial)
-        if room > 0 and start < len(chunk):
-            self.partial += chunk[start : start + room]
-
-    def finish(self) -> None:
-        """Emit a last line that had no newline."""
-        if self.partial:
-            line = bytes(self.partial)
-            self.partial.clear()
-            self.emit(line)
-
-
-class _Log:
-    """The combined log file, capped at ``max_bytes`` (counting what it held before).
-
-    Written redacted (:mod:`session.redaction`), a whole line at a time, so a key split
-    between two reads is still seen whole.
-    """
-
-    def __init__(self, path: str, max_bytes: int) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Unbuffered: every chunk reaches the file at once, so the log can be tailed live.
-        self.file: io.FileIO | None = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
-        self.size = self.file.tell()
-        self.max_bytes = max_bytes
-        self.truncated = False
-        self.lines = LineRedactor()
-
-    def write(self, chunk: bytes) -> None:
-        if self.file is not None and not self.truncated:
-            self._write(self.lines.feed(chunk))
-
-    def _write(self, chunk: bytes) -> None:
-        if self.file is None or self.truncated:
-            return
-        try:
-            room = self.max_bytes - self.size
-            if len(chunk) <= room:
-                self.file.write(chunk)
-                self.size += len(chunk)
-                return
-            if room > 0:
-                self.file.write(chunk[:room])
-                self.size += room
-            self.file.write(f"\n[team-executor: log truncated at {self.max_bytes} bytes]\n".encode())
-            self.truncated = True
-        except OSError:
-            # A full disk must not kill the run: stop logging, keep supervising.
-            self.close()
-
-    def close(self) -> None:
-        if self.file is not None and not self.truncated:
-            self._write(self.lines.rest())
-        if self.file is not None:
-            with contextlib.suppress(OSError):
-                self.file.flush()
-                self.file.close()
-            self.file = None
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def _is_gone(proc: psutil.Process) -> bool:
-    """True if the process has exited (a zombie counts as exited) or its pid was reused."""
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
-
-
-def _group_members(pgid: int) -> list[psutil.Process]:
-    """Live processes whose process group is ``pgid`` (a scan of the process table)."""
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-        except OSError:
-            continue
-    return members
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# --------------------------------------------------------------------------- stop_tree
-
-
-def stop_tree(pid: int, create_time: float | None = None, grace_s: float = 5.0) -> list[int]:
-    """Stop a process, its process group and all its descendants.
-
-    Steps: collect ``psutil`` descendants (``children(recursive=True)``) and the members of
-    the process group ``pid`` first; then send SIGTERM to the group (``os.killpg``) and to
-    each collected process; wait up to ``grace_s`` for them to exit; SIGKILL the
-    survivors (and the group again).
-
-    The process group ``pid`` is signalled only when ``pid`` leads it (our workers are
-    started with ``start_new_session=True``) or when ``pid`` is gone but its group lives
-    on (a grandchild that outlived the worker). The caller's own process and process group
-    are never signalled.
-
-    Identity: if ``create_time`` is given and the live process ``pid`` has a create time
-    more than 1 s away from it, the pid was reused by another program and nothing is done.
-
-    Zombies count as exited. Waiting never reaps anything, so a caller holding a
-    ``subprocess.Popen`` for ``pid`` still gets its exit status afterwards.
-
-    Returns the pids that were sent a signal (sorted). Never raises for processes that are
-    already gone or vanish meanwhile; blocks for at most about ``grace_s`` (plus the scans).
-    """
-    me = os.getpid()
-    my_group = os.getpgrp()
-    if pid <= 0 or pid == me:
-        return []
-    root: psutil.Process | None
-    try:
-        root = psutil.Process(pid)
-        if create_time is not None and abs(root.create_time() - create_time) > _CREATE_TIME_TOLERANCE_S:
-            return []
-    except psutil.NoSuchProcess:
-        root = None
-    except psutil.Error:
-        return []  # AccessDenied on create_time: we cannot prove identity, so do nothing.
-
-    # Is `pid` a process group we may signal?
-    signal_group = False
-    if pid not in (me, my_group):
-        if root is None:
-            signal_group = True  # leader gone; members (if any) keep its pid as their pgid
-        else:
-            try:
-                signal_group = os.getpgid(pid) == pid
-            except OSError:
-                signal_group = True  # exited between the two calls
-
-    # Collect everything first: once the root dies its children are reparented and lost.
-    targets: dict[int, psutil.Process] = {}
-    members: set[int] = set()
-    if root is not None:
-        targets[root.pid] = root
-        with contextlib.suppress(psutil.Error):
-            for child in root.children(recursive=True):
-                targets[child.pid] = child
-    if signal_group:
-        for member in _group_members(pid):
-            if create_time is not None:
-                # A member created before the worker cannot belong to it: the group id is
-                # not the worker's. Signal only what we can vouch for, one by one.
-                with contextlib.suppress(psutil.Error):
-                    if member.create_time() < create_time - _CREATE_TIME_TOLERANCE_S:
-                        signal_group = False
-                        continue
-            targets.setdefault(member.pid, member)
-            members.add(member.pid)
-    targets.pop(me, None)
-
-    alive = [proc for proc in targets.values() if not _is_gone(proc)]
-    signalled: set[int] = set()
-    if signal_group and _killpg(pid, signal.SIGTERM):
-        signalled.update(proc.pid for proc in alive if proc.pid in members)
-    for proc in alive:
-        try:
-            proc.terminate()
-            signalled.add(proc.pid)
-        except psutil.Error:
-            continue
-
-    deadline = time.monotonic() + max(0.0, grace_s)
-    while alive and time.monotonic() < deadline:
-        time.sleep(_STOP_POLL_S)
-        alive = [proc for proc in alive if not _is_gone(proc)]
-
-    if alive:
-        # Survivors may have forked meanwhile: pick up their new descendants too.
-        extra: list[psutil.Process] = []
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                extra.extend(proc.children(recursive=True))
-        for proc in [*alive, *extra]:
-            if proc.pid == me or _is_gone(proc):
-                continue
-            try:
-                proc.kill()
-                signalled.add(proc.pid)
-            except psutil.Error:
-                continue
-    if signal_group and _group_exists(pid):
-        # Members that joined the group after the scan, or ignored SIGTERM unseen.
-        late = [m for m in _group_members(pid) if m.pid != me and not _is_gone(m)]
-        if late and _killpg(pid, signal.SIGKILL):
-            signalled.update(m.pid for m in late)
-    return sorted(signalled)
-
 
 # --------------------------------------------------------------------------- run_process
 
@@ -425,7 +81,7 @@ class _Run:
         create_time: float,
         start: float,
         limits: ProcessLimits,
-        log: _Log,
+        log: OutputLog,
         stdin_data: bytes | None,
         cancel: threading.Event | None,
         on_stdout_line: Callable[[bytes], None] | None,
@@ -448,10 +104,10 @@ class _Run:
         self.log = log
         self.cancel = cancel
         self.poll = max(0.001, poll_interval_s)
-        self.out = _Tail(limits.tail_bytes)
-        self.err = _Tail(limits.tail_bytes)
-        self.lines = _LineSplitter(limits.tail_bytes, on_stdout_line) if on_stdout_line else None
-        self.err_lines = _LineSplitter(limits.tail_bytes, on_stderr_line) if on_stderr_line else None
+        self.out = Tail(limits.tail_bytes)
+        self.err = Tail(limits.tail_bytes)
+        self.lines = LineSplitter(limits.tail_bytes, on_stdout_line) if on_stdout_line else None
+        self.err_lines = LineSplitter(limits.tail_bytes, on_stderr_line) if on_stderr_line else None
         self.stop_check = stop_check
         # Every process of the attempt: its cgroup where we have one, else its descendants
         # as seen while it runs.  Stopped at the end, whatever process group or session
@@ -474,7 +130,7 @@ class _Run:
         elif returncode is None:
             error_kind, error = "crash", "did not exit even after SIGKILL"
         elif sig is not None:
-            error_kind, error = "crash", f"killed by signal {_signal_name(sig)}"
+            error_kind, error = "crash", f"killed by signal {signal_name(sig)}"
         elif returncode != 0:
             error_kind, error = "crash", f"exited with code {returncode}"
         else:
@@ -662,7 +318,7 @@ class _Run:
         While any member lives, the kernel keeps the group's id (the child's pid) from
         being reused, so ``killpg(pid, 0)`` succeeding means leftovers of *this* run.
         """
-        if self.pid != os.getpgrp() and _group_exists(self.pid):
+        if self.pid != os.getpgrp() and group_exists(self.pid):
             stop_tree(self.pid, self.create_time, self.limits.grace_s)
             self.drain(_DRAIN_AFTER_KILL_S)
 
@@ -761,7 +417,7 @@ def run_process(
         raise ValueError("ProcessSpec.argv is empty")
     start = time.monotonic()
     try:
-        log = _Log(spec.log_path, limits.log_max_bytes)
+        log = OutputLog(spec.log_path, limits.log_max_bytes)
     except OSError as exc:
         return _not_started(f"cannot open log file {spec.log_path}: {exc.strerror or exc}", start)
     cgroup = AttemptCgroup.create(spec.env.get("TEAM_EXECUTOR_MARKER"))

@@ -47,16 +47,10 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from backends.agent_cli import (
-    AgentCliBackend,
-    StreamState,
-    classify_status,
-    json_object,
-    read_assistant_turn,
-    retry_after_in,
-)
+from backends.agent_cli import AgentCliBackend
+from backends.agent_stream import StreamState, classify_status, json_object, read_assistant_turn, retry_after_in
 from backends.base import WorkerHooks
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from protocol.messages import WorkOrder
 from protocol.types import ErrorKind
 

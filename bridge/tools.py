@@ -585,7 +585,7 @@ def build_server(context: BridgeContext) -> MCPServer:
     ) -> KeyAddedOut:
         """Add an API key to the running key pool (and the encrypted key store). Only its last 4 are shown."""
         _guard(context, ctx, "add_api_key", mutating=True)
-        from session.config_models import Secret  # noqa: PLC0415 - config models are heavy; only here
+        from session.secret import Secret  # noqa: PLC0415 - config models are heavy; only here
 
         keypool = context.service("keypool")
         if keypool is None:

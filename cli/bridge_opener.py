@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from actors.run import BridgeOpener, RunBridge, RunRefused
+from actors.run_request import BridgeOpener, RunBridge, RunRefused
 from bridge.http import BridgeAddressError, parse_address
 
 __all__ = ["bridge_opener"]

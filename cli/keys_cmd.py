@@ -103,8 +103,9 @@ def add(
     never pass it as an argument. Adding a key again updates its tier and re-enables it.
     Example: executor keys add anthropic --tier PREMIUM --from-env ANTHROPIC_API_KEY
     """
-    from session.config_models import PROVIDERS, Secret  # noqa: PLC0415
+    from session.config_fields import PROVIDERS  # noqa: PLC0415
     from session.keystore import InvalidKey, KeyStoreError  # noqa: PLC0415
+    from session.secret import Secret  # noqa: PLC0415
 
     if extra:  # most likely the key itself: refuse it without echoing it back
         raise _fail(

@@ -24,9 +24,10 @@ from rich.table import Table
 from cli.options import ConfigOpt, JsonOpt, SessionOpt, load_config_args
 from cli.render import render_problems
 from protocol.routing import ModelInfo
-from session.config_models import TIERS, Config
+from session.config_fields import TIERS
+from session.config_models import Config
 from session.problems import Problem
-from session.routing import registry_of
+from session.routing_chain import registry_of
 
 __all__ = [
     "NO_KEY_POOL",

@@ -19,11 +19,14 @@ __all__ = [
     "JsonOpt",
     "SessionFolder",
     "SessionOpt",
+    "TeamSessionOption",
     "command_group",
     "existing_session",
     "fail",
     "load_config_args",
     "role_backends_of",
+    "stderr_console",
+    "stdout_console",
 ]
 
 SessionOpt = Annotated[
@@ -35,6 +38,19 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="A TOML file that overrides every other source.", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+#: The session of the commands that read or run one (validate, check, run, resume, mcp, ...).
+TeamSessionOption = Annotated[
+    Path,
+    typer.Option("--session", "-s", help="The team session folder (it holds team-session.json).", show_default=False),
+]
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def command_group(name: str, help: str) -> typer.Typer:

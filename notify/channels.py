@@ -34,9 +34,9 @@ import httpx
 
 from notify.messages import discord_text, plain_text, telegram_html, telegram_keyboard, webhook_payload
 from protocol.notify import Notice
-from session.config_models import Secret
 from session.loopback import is_loopback_url
 from session.redaction import protect_library_logs, redact, register_secret
+from session.secret import Secret
 
 __all__ = [
     "AppriseChannel",

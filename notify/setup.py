@@ -19,7 +19,8 @@ from typing import TextIO
 from notify.channels import AppriseChannel, Channel, ConsoleChannel, DiscordChannel, TelegramChannel, WebhookChannel
 from notify.sender import RetryPolicy
 from protocol.notify import NOTICE_KINDS
-from session.config_models import Config, Secret
+from session.config_models import Config
+from session.secret import Secret
 
 __all__ = ["AppriseTarget", "DiscordTarget", "NotifySetup", "TelegramTarget", "WebhookTarget", "parse_headers"]
 

@@ -6,8 +6,8 @@ refuses them (``TypeError: Encoding objects of type Secret is unsupported``)
 instead of writing anything:
 
 - :class:`KeyLease` (the reply to :class:`AcquireKey`): ``secret_ref`` is the
-  :class:`session.config_models.Secret` the caller hands to its backend;
-- :class:`AddKey`: ``secret`` is the :class:`~session.config_models.Secret` to add.
+  :class:`session.secret.Secret` the caller hands to its backend;
+- :class:`AddKey`: ``secret`` is the :class:`~session.secret.Secret` to add.
 
 Neither is ever logged, recorded as an event, put on the message bus or sent
 over MCP; with an ``enc_hook`` of ``str``/``repr`` they show ``provider…last4``.
@@ -105,7 +105,7 @@ class KeyLease(Message, frozen=True):
     """A key to use for one call; report how it went with :class:`ReportKey` and ``key_id``.
 
     IN MEMORY ONLY, NEVER LOGGED: ``secret_ref`` is the key's
-    :class:`~session.config_models.Secret` (typed ``Any`` so that msgspec refuses
+    :class:`~session.secret.Secret` (typed ``Any`` so that msgspec refuses
     to encode it).  Pass ``secret_ref.reveal()`` to the backend and nowhere else;
     record ``key_id`` in runs and events.
     """
@@ -149,7 +149,7 @@ class ReportKey(Message, frozen=True):
 class AddKey(Message, frozen=True):
     """Add a key to the pool at run time (and to the encrypted key store when the actor has one).
 
-    IN MEMORY ONLY, NEVER LOGGED: ``secret`` is a :class:`~session.config_models.Secret`
+    IN MEMORY ONLY, NEVER LOGGED: ``secret`` is a :class:`~session.secret.Secret`
     (typed ``Any`` so that msgspec refuses to encode it).  Answered with :class:`KeyAdded`
     or :class:`KeyRejected`.
     """

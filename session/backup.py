@@ -16,7 +16,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from session.store import DB_NAME, SCHEMA_VERSION, STATE_DIR
+from session.store import DB_NAME, STATE_DIR
+from session.store_schema import SCHEMA_VERSION
 
 __all__ = ["BackupError", "backup_store", "backups_dir", "check_backup", "restore_store"]
 

@@ -20,7 +20,8 @@ from protocol.messages import HandoffRequest
 from protocol.records import TaskDetails, TaskRow
 from protocol.types import Priority
 from session.lifecycle import lifecycle_status
-from session.store import Store, TaskChange, utc_now
+from session.store import Store, utc_now
+from session.store_changes import TaskChange
 
 __all__ = [
     "AGENT_NAME",

@@ -5,7 +5,7 @@ clock and the random source are injected, so tests drive time by hand.
 
 - A key is known by an id, ``<provider>-<12 hex of its SHA-256>`` (:func:`key_id`),
   and shown as its last 4 characters; its value is reachable only through the
-  :class:`~session.config_models.Secret` in a :class:`Lease`.
+  :class:`~session.secret.Secret` in a :class:`Lease`.
 - :meth:`KeyPool.acquire` picks a usable key of a provider by the strategy
   (``round_robin``, ``random``, ``least_used`` by requests) and counts the request.
   When every usable key is cooling it returns :class:`Wait` with the time until
@@ -34,7 +34,9 @@ from dataclasses import dataclass
 
 from protocol.keys import KEY_OUTCOMES, KeyOutcome, KeyState, KeyStatus
 from session.backoff import exponential_delay
-from session.config_models import ApiKey, Config, Rotation, Secret
+from session.config_fields import Rotation
+from session.config_models import Config
+from session.secret import ApiKey, Secret
 
 __all__ = [
     "ROTATIONS",
@@ -84,7 +86,7 @@ class PoolKey:
 
     @classmethod
     def of(cls, key: ApiKey) -> PoolKey:
-        """From a configured :class:`~session.config_models.ApiKey` (environment, hydra_keys.json, key store)."""
+        """From a configured :class:`~session.secret.ApiKey` (environment, hydra_keys.json, key store)."""
         return cls(provider=key.provider, secret=key.secret, tier=key.tier, source=key.origin)
 
     @classmethod

@@ -40,8 +40,9 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from session import keypool
-from session.config_models import TIERS, ApiKey, Secret
+from session.config_fields import TIERS
 from session.projection import write_atomic
+from session.secret import ApiKey, Secret
 from session.skills import user_config_dir
 
 __all__ = [

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from protocol.events import TasksReopened
 from protocol.records import TaskRow
-from session.store import Store, TaskChange
+from session.store import Store
+from session.store_changes import TaskChange
 
 __all__ = ["LIFECYCLE", "lifecycle_of", "lifecycle_status", "reopen_failed"]
 

@@ -47,7 +47,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 
-from session.config_models import McpServerConfig, env_references, redact_url
+from session.config_fields import redact_url
+from session.config_mcp import McpServerConfig, env_references
 from session.redaction import register_environment, register_secret
 
 __all__ = [

@@ -4,7 +4,7 @@ Two kinds of secret are masked by :func:`redact`:
 
 - *known values*: every key, bot token, webhook secret and bearer token this process
   learns is registered with :func:`register_secret` as soon as it is learned (a
-  :class:`session.config_models.Secret` registers itself; a worker's environment is
+  :class:`session.secret.Secret` registers itself; a worker's environment is
   registered before the worker starts, :func:`register_environment`), and masked
   wherever it appears, whatever its shape;
 - *well-known shapes*: provider keys (``sk-…``, ``sk-ant-…``, ``AIza…``, ``ghp_…``,

@@ -48,275 +48,38 @@ retries are counted per model for the whole task.
 
 Keys go only where the user pointed them.  A task of a backend is routed only
 among the registry models *that backend runs* (``backend`` of the selection,
-kept in :attr:`AttemptState.backend`), and :func:`key_endpoint` says where a
+kept in :attr:`AttemptState.backend`), and :func:`~session.routing_chain.key_endpoint` says where a
 model's key may be sent: the ``base_url`` the user configured for it, or the
 vendor's own endpoint for the vendor's key.  No built-in registry entry carries
 an endpoint, so nothing built in ever receives a key.
+
+The pieces: :mod:`session.routing_types` (options, selections, state, errors) and
+:mod:`session.routing_chain` (tiers, chains, costs, key endpoints); this module decides.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
-from protocol.routing import GiveUp, ModelInfo, Registry, TryModel
+from protocol.routing import GiveUp, TryModel
 from protocol.types import ERROR_KINDS
-from session.backoff import exponential_delay
-from session.config_models import TIERS, Config, ModelSpec
+from session.config_models import Config, ModelSpec
+from session.routing_chain import CRITICAL, affordable, chain_from, fallback_tiers, gated, start_tier, typical_cost, usd
+from session.routing_types import (
+    DEFAULT_OPTIONS,
+    AttemptState,
+    Decision,
+    NoModelAvailable,
+    RoutingOptions,
+    Selection,
+    UnknownModel,
+)
 
 __all__ = [
-    "COMPLEXITY_TIERS",
-    "OFFICIAL_ENDPOINTS",
-    "AttemptState",
-    "BadComplexity",
-    "Decision",
-    "NoModelAvailable",
-    "RoutingError",
-    "RoutingOptions",
-    "Selection",
-    "UnknownModel",
-    "chain_from",
-    "fallback_tiers",
-    "key_endpoint",
-    "model_info",
     "next_after_failure",
-    "public_url",
-    "registry_of",
     "select_model",
     "select_with_fallback",
-    "start_tier",
-    "typical_cost",
 ]
-
-#: ``complexity.level`` words (task-analysis.json) -> the tier routing starts from.
-COMPLEXITY_TIERS: dict[str, str] = {
-    "low": "STANDARD",
-    "medium": "PREMIUM",
-    "high": "CRITICAL",
-    "critical": "CRITICAL",
-}
-
-_CRITICAL = "CRITICAL"
-
-#: The vendors' own OpenAI-compatible endpoints: the one place a vendor's key may go
-#: when the user named no URL.  Only OpenAI's keys are sent to an endpoint by default.
-OFFICIAL_ENDPOINTS: dict[str, str] = {"openai": "https://api.openai.com/v1"}
-
-
-def key_endpoint(model: ModelSpec, user_base_url: str | None = None) -> str | None:
-    """Where a call to ``model`` with its provider's key may go, or None: nowhere the user pointed it.
-
-    The model's own ``base_url`` (only a user's ``[[models]]`` entry has one); else, for an
-    ``openai`` model, the base URL the user set for the backend (``user_base_url``) or
-    OpenAI's own endpoint.  Any other provider's model without a ``base_url`` has no
-    OpenAI-compatible endpoint its key may be sent to."""
-    if model.base_url:
-        return model.base_url
-    if model.provider == "openai":
-        return user_base_url or OFFICIAL_ENDPOINTS["openai"]
-    return None
-
-
-# --------------------------------------------------------------------------- options, results, errors
-
-
-@dataclass(frozen=True)
-class RoutingOptions:
-    """Knobs of the policy that the configuration file does not (yet) carry."""
-
-    typical_tokens_in: int = 20_000
-    """Input tokens of a typical call, for the budget check."""
-    typical_tokens_out: int = 2_000
-    """Output tokens of a typical call, for the budget check."""
-    low_below: float = 0.35
-    """A numeric complexity below this is ``low`` (STANDARD)."""
-    high_from: float = 0.7
-    """A numeric complexity from this up is ``high`` (CRITICAL); between the two, ``medium`` (PREMIUM)."""
-    network_backoff_s: float = 1.0
-    """Delay before the first network retry; it doubles with each retry."""
-    network_backoff_max_s: float = 30.0
-    """The longest delay between network retries."""
-
-    def network_delay(self, retry: int) -> float:
-        """Seconds to wait before network retry number ``retry`` (1-based)."""
-        return exponential_delay(self.network_backoff_s, self.network_backoff_max_s, retry - 1)
-
-
-DEFAULT_OPTIONS = RoutingOptions()
-
-
-class RoutingError(Exception):
-    """No model can be chosen; the message says why and what to do."""
-
-
-class UnknownModel(RoutingError):
-    """``force_model`` names a model the registry does not have."""
-
-
-class NoModelAvailable(RoutingError):
-    """Every candidate was ruled out (budget, approval, an empty chain)."""
-
-
-class BadComplexity(RoutingError, ValueError):
-    """``complexity`` is neither a level word, a tier name, nor a number in 0..1."""
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The model a task starts on, and why."""
-
-    model: ModelSpec
-    tier: str
-    """The selected model's tier."""
-    start_tier: str
-    """The tier the complexity asked for (the forced model's tier when forced)."""
-    reason: str
-    needs_approval: bool = False
-    """The complexity asked for CRITICAL but it is not approved: ``model`` is from a
-    lower tier, and the caller should ask the user (then select again, approved)."""
-    estimated_cost_usd: float = 0.0
-    """The model's typical call at registry prices (see :class:`RoutingOptions`)."""
-    forced: bool = False
-
-
-Decision = TryModel | GiveUp
-
-
-@dataclass
-class AttemptState:
-    """What routing remembers about one task between its attempts.
-
-    :func:`next_after_failure` updates it in place: it records the failure
-    (network retries per model, models ruled out) and the model it moves to.
-    """
-
-    approved_critical: bool = False
-    budget_usd: float | None = None
-    """The task's remaining budget in USD; ``None`` is no limit."""
-    network_failures: dict[str, int] = field(default_factory=dict)
-    """Model name -> network errors seen on it for this task."""
-    excluded: set[str] = field(default_factory=set)
-    """Models ruled out for this task (overloaded, its provider failed auth, too small a window)."""
-    tried: list[str] = field(default_factory=list)
-    """Every model the task was sent to, in order (repeats for retries)."""
-    backend: str | None = None
-    """Only models this backend runs (registry ``backend``) are candidates; None: any."""
-
-
-# --------------------------------------------------------------------------- tiers and chains
-
-
-def start_tier(complexity: float | str, options: RoutingOptions = DEFAULT_OPTIONS) -> str:
-    """The tier routing starts from for ``complexity`` (see the module docstring)."""
-    if isinstance(complexity, bool) or not isinstance(complexity, int | float | str):
-        raise BadComplexity(
-            f"complexity must be low, medium, high, a tier name or a number in 0..1, not {complexity!r}"
-        )
-    if isinstance(complexity, str):
-        word = complexity.strip().lower()
-        if word in COMPLEXITY_TIERS:
-            return COMPLEXITY_TIERS[word]
-        if word.upper() in TIERS:
-            return word.upper()
-        try:
-            number = float(word)
-        except ValueError:
-            raise BadComplexity(
-                f"unknown complexity {complexity!r}: use low, medium, high, a tier name "
-                f"({', '.join(TIERS)}) or a number in 0..1"
-            ) from None
-    else:
-        number = float(complexity)
-    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise BadComplexity(f"a numeric complexity must be in 0..1, not {complexity!r}")
-    if number < options.low_below:
-        return COMPLEXITY_TIERS["low"]
-    if number < options.high_from:
-        return COMPLEXITY_TIERS["medium"]
-    return COMPLEXITY_TIERS["high"]
-
-
-def fallback_tiers(config: Config, tier: str) -> list[str]:
-    """The tiers tried from ``tier`` on, in order.
-
-    ``tier`` and the rest of ``router.fallback`` after it; a tier the fallback does
-    not name is followed by the fallback's tiers cheaper than it, in fallback order.
-    """
-    tier = tier.upper()
-    fallback = [str(name) for name in config.router.fallback]
-    if tier in fallback:
-        return fallback[fallback.index(tier) :]
-    rank = TIERS.index(tier)
-    return [tier, *(name for name in fallback if TIERS.index(name) < rank)]
-
-
-def chain_from(config: Config, tier: str, backend: str | None = None) -> list[ModelSpec]:
-    """Every registry model along :func:`fallback_tiers` from ``tier``; registry order within a tier.
-
-    With ``backend``, only the models that backend runs."""
-    return [
-        model
-        for name in fallback_tiers(config, tier)
-        for model in config.models_in_tier(name)
-        if backend is None or model.backend == backend
-    ]
-
-
-def typical_cost(model: ModelSpec, options: RoutingOptions = DEFAULT_OPTIONS) -> float:
-    """USD of a typical call of ``model`` at registry prices."""
-    return model.cost(options.typical_tokens_in, options.typical_tokens_out)
-
-
-def _gated(config: Config, model: ModelSpec, approved: bool) -> bool:
-    """Whether ``model`` is held back by the CRITICAL approval gate."""
-    return model.tier == _CRITICAL and config.router.critical_needs_approval and not approved
-
-
-def _affordable(model: ModelSpec, budget_usd: float | None, options: RoutingOptions) -> bool:
-    return budget_usd is None or typical_cost(model, options) <= budget_usd
-
-
-def public_url(url: str | None) -> str | None:
-    """``url`` safe to show: credentials (``user:password@``) and the query string masked."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    host = parts.netloc
-    if "@" in host:
-        host = "***@" + host.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, host, parts.path, "***" if parts.query else "", ""))
-
-
-def model_info(model: ModelSpec) -> ModelInfo:
-    """``model`` as a :class:`ModelInfo` (its ``base_url`` without credentials)."""
-    return ModelInfo(
-        name=model.name,
-        provider=model.provider,
-        backend=model.backend,
-        tier=model.tier,
-        input_per_mtok=model.input_per_mtok,
-        output_per_mtok=model.output_per_mtok,
-        cached_per_mtok=model.cached_per_mtok,
-        context_window=model.context_window,
-        base_url=public_url(model.base_url),
-    )
-
-
-def registry_of(config: Config) -> Registry:
-    """The registry and ``[router]`` settings of ``config`` as a :class:`Registry`."""
-    return Registry(
-        models=tuple(model_info(model) for model in config.models),
-        fallback=tuple(config.router.fallback),
-        critical_needs_approval=config.router.critical_needs_approval,
-        network_retries=config.router.network_retries,
-        fallback_backend=config.router.fallback_backend,
-    )
-
-
-def _usd(value: float) -> str:
-    return f"${value:.4f}".rstrip("0").rstrip(".") if value else "$0"
 
 
 # --------------------------------------------------------------------------- choosing the first model
@@ -332,7 +95,7 @@ def _forced(config: Config, force_model: str, budget_usd: float | None, options:
     cost = typical_cost(model, options)
     reason = f"forced: {model.name}"
     if budget_usd is not None and cost > budget_usd:
-        reason += f" (its typical call, {_usd(cost)}, exceeds the remaining budget of {_usd(budget_usd)})"
+        reason += f" (its typical call, {usd(cost)}, exceeds the remaining budget of {usd(budget_usd)})"
     return Selection(
         model=model, tier=model.tier, start_tier=model.tier, reason=reason, estimated_cost_usd=cost, forced=True
     )
@@ -350,9 +113,9 @@ def _candidates(
     usable: list[ModelSpec] = []
     skipped: list[str] = []
     for model in chain_from(config, tier, backend):
-        if not _affordable(model, budget_usd, options):
-            skipped.append(f"{model.name} ({_usd(typical_cost(model, options))} a typical call > budget)")
-        elif _gated(config, model, approved):
+        if not affordable(model, budget_usd, options):
+            skipped.append(f"{model.name} ({usd(typical_cost(model, options))} a typical call > budget)")
+        elif gated(config, model, approved):
             skipped.append(f"{model.name} (CRITICAL, not approved)")
         else:
             usable.append(model)
@@ -405,12 +168,12 @@ def select_model(
     # The gate matters only when a CRITICAL model would otherwise be chosen: an
     # escalation for a tier the registry lacks, or the budget rules out, is pointless.
     gate_closed = (
-        tier == _CRITICAL
+        tier == CRITICAL
         and config.router.critical_needs_approval
         and not approved_critical
         and any(
-            _affordable(model, budget_usd, options)
-            for model in config.models_in_tier(_CRITICAL)
+            affordable(model, budget_usd, options)
+            for model in config.models_in_tier(CRITICAL)
             if backend is None or model.backend == backend
         )
     )
@@ -459,7 +222,7 @@ def _first_usable(
             continue
         if state.backend is not None and model.backend != state.backend:
             continue
-        if _gated(config, model, state.approved_critical) or not _affordable(model, state.budget_usd, options):
+        if gated(config, model, state.approved_critical) or not affordable(model, state.budget_usd, options):
             continue
         return model
     return None
@@ -503,7 +266,7 @@ def _larger_window(config: Config, spec: ModelSpec, state: AttemptState, options
     pick = _first_usable(config, larger, state, options, spec.name)
     if pick is None:
         held = [
-            f"{model.name} ({'CRITICAL, not approved' if _gated(config, model, state.approved_critical) else 'budget'})"
+            f"{model.name} ({'CRITICAL, not approved' if gated(config, model, state.approved_critical) else 'budget'})"
             for model in larger
             if model.name not in state.excluded
         ]

@@ -14,31 +14,33 @@ executor being killed (kill -9); after a power cut the last few commits may be
 lost but the database stays consistent, and the Reconciler then re-runs tasks
 whose completion was lost.  ``synchronous=FULL`` costs ~1 ms per commit here
 (see benchmarks/README.md), which would make a run of short tasks fsync-bound.
+
+The change records a writer passes are :mod:`session.store_changes`; the schema's
+migrations, :mod:`session.store_schema`.
 """
 
 from __future__ import annotations
 
 import errno
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
 
 from protocol.events import Event, TaskCompleted, decode_event, encode_event
-from protocol.records import EscalationRow, RunRow, TaskDetails, TaskRow
-from protocol.types import Priority, TaskStatus
+from protocol.records import EscalationRow, RunRow, TaskRow
 from session.redaction import redacting_connection
+from session.store_changes import RunChange, RunStart, TaskChange, given
+from session.store_schema import MIGRATIONS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 __all__ = [
-    "SCHEMA_VERSION",
     "STATE_DIR",
     "RunRow",
     "Store",
@@ -85,178 +87,9 @@ def storage_problem(error: BaseException) -> str | None:
     return None
 
 
-class TaskChange(msgspec.Struct, kw_only=True, frozen=True):
-    """The columns of a task row to change (``update_task``); every field left UNSET is kept."""
-
-    status: TaskStatus | UnsetType = UNSET
-    owner: str | UnsetType = UNSET
-    subject: str | UnsetType = UNSET
-    priority: Priority | UnsetType = UNSET
-    description: str | UnsetType = UNSET
-    attempts: int | UnsetType = UNSET
-    max_attempts: int | UnsetType = UNSET
-    not_before: str | UnsetType | None = UNSET
-    last_error: str | UnsetType | None = UNSET
-    last_error_kind: str | UnsetType | None = UNSET
-    completed_at: str | UnsetType | None = UNSET
-    blocked_by: list[str] | UnsetType = UNSET
-    details: TaskDetails | UnsetType = UNSET
-    agent: str | UnsetType | None = UNSET
-
-
-class RunStart(msgspec.Struct, kw_only=True, frozen=True):
-    """A new row of ``runs``: one attempt, recorded when it is dispatched (``insert_run``)."""
-
-    run_id: str
-    task_id: str
-    attempt: int
-    worker_id: str
-    backend: str
-    id: int | UnsetType = UNSET  # the Executor numbers its attempts; a test may let SQLite do it
-    log_path: str | None = None
-    started_at: str | UnsetType = UNSET  # now, when not given
-
-
-class RunChange(msgspec.Struct, kw_only=True, frozen=True):
-    """The columns of a run row to change (``update_run``); every field left UNSET is kept."""
-
-    pid: int | UnsetType = UNSET
-    pid_create_time: float | UnsetType | None = UNSET
-    ended_at: str | UnsetType = UNSET
-    exit_code: int | UnsetType | None = UNSET
-    outcome: str | UnsetType = UNSET
-    error_kind: str | UnsetType | None = UNSET
-    error: str | UnsetType | None = UNSET
-    tokens_in: int | UnsetType = UNSET
-    tokens_out: int | UnsetType = UNSET
-    tokens_cached: int | UnsetType = UNSET
-    cost_usd: float | UnsetType | None = UNSET
-    model: str | UnsetType | None = UNSET
-    key_id: str | UnsetType | None = UNSET
-    agent_session_id: str | UnsetType | None = UNSET
-    git_head_before: str | UnsetType | None = UNSET
-    git_head_after: str | UnsetType | None = UNSET
-    files_changed: list[str] | UnsetType = UNSET
-
-
-def given(change: msgspec.Struct) -> dict[str, Any]:
-    """The fields of a change Struct that are set (not UNSET), by name."""
-    return {name: value for name in change.__struct_fields__ if (value := getattr(change, name)) is not UNSET}
-
-
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
-
-# --- schema ----------------------------------------------------------------------
-
-
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db.table("events").create(
-        {"id": int, "type": str, "task_id": str, "payload_json": str, "occurred_at": str},
-        pk="id",
-        not_null={"type", "payload_json", "occurred_at"},
-    )
-    db.table("events").create_index(["task_id"])
-    db.table("tasks").create(
-        {
-            "id": str,
-            "owner": str,
-            "status": str,
-            "subject": str,
-            "priority": str,
-            "blocked_by": str,
-            "attempts": int,
-            "max_attempts": int,
-            "not_before": str,
-            "last_error": str,
-            "last_error_kind": str,
-            "source": str,
-            "revises": str,
-            "created_at": str,
-            "updated_at": str,
-            "completed_at": str,
-        },
-        pk="id",
-        not_null={"owner", "status"},
-    )
-    db.table("tasks").create_index(["status"])
-    db.table("runs").create(
-        {
-            "id": int,
-            "run_id": str,
-            "task_id": str,
-            "attempt": int,
-            "worker_id": str,
-            "backend": str,
-            "model": str,
-            "key_id": str,
-            "pid": int,
-            "pid_create_time": float,
-            "started_at": str,
-            "ended_at": str,
-            "exit_code": int,
-            "outcome": str,
-            "error_kind": str,
-            "error": str,
-            "tokens_in": int,
-            "tokens_out": int,
-            "tokens_cached": int,
-            "cost_usd": float,
-            "log_path": str,
-        },
-        pk="id",
-    )
-    db.table("runs").create_index(["task_id"])
-    db.table("runs").create_index(["ended_at"])
-    db.table("meta").create({"key": str, "value": str}, pk="key")
-
-
-def _migration_2(db: sqlite_utils.Database) -> None:
-    """Agent CLIs: their own session id (to resume it), the git HEAD around an attempt."""
-    for column, kind in (
-        ("agent_session_id", str),
-        ("git_head_before", str),
-        ("git_head_after", str),
-        ("files_changed", str),
-    ):
-        db.table("runs").add_column(column, kind)
-
-
-def _migration_3(db: sqlite_utils.Database) -> None:
-    """Tasks submitted at run time (MCP) keep their description; questions for the user."""
-    db.table("tasks").add_column("description", str)
-    db.table("escalations").create(
-        {
-            "id": str,
-            "issue": str,
-            "options": str,
-            "task_id": str,
-            "opened_by": str,
-            "status": str,
-            "choice": str,
-            "answered_by": str,
-            "created_at": str,
-            "answered_at": str,
-            "default_choice": str,
-            "deadline": str,
-            "holds_task": int,
-        },
-        pk="id",
-        not_null={"issue", "status"},
-    )
-    db.table("escalations").create_index(["status"])
-
-
-def _migration_4(db: sqlite_utils.Database) -> None:
-    """Handoff: who claimed a task, and what its preparation says (a JSON object)."""
-    db.table("tasks").add_column("agent", str)
-    db.table("tasks").add_column("details", str)
-
-
-# Append only: migration N turns schema N-1 into N, inside one transaction.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _TASK_COLUMNS = tuple(TaskRow.__struct_fields__)
 _RUN_COLUMNS = tuple(RunRow.__struct_fields__)

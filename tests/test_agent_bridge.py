@@ -31,12 +31,13 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 from backends import agent_cli
-from backends.agent_cli import AGENT_CLIS_ENV, AgentCliBackend, bridge_path, forget_bridge
+from backends.agent_bridge import bridge_path, forget_bridge
+from backends.agent_cli import AGENT_CLIS_ENV, AgentCliBackend
 from backends.claude import ClaudeBackend
 from backends.codex import CodexBackend
 from backends.conventions import ENV_MCP_TOKEN
 from backends.gemini import GeminiBackend
-from backends.process import ProcessSpec
+from backends.process_types import ProcessSpec
 from backends.prompt import bridge_note
 from backends.qwen import QwenBackend
 from protocol.messages import BridgeEndpoint, WorkOrder

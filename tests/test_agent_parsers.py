@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from backends.agent_cli import AgentCliBackend, StreamState
+from backends.agent_cli import AgentCliBackend
+from backends.agent_stream import StreamState
 from backends.claude import ClaudeBackend
 from backends.codex import CodexBackend
 from backends.gemini import GeminiBackend
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from tests.orders import RecordingHooks, make_order
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agent_outputs"

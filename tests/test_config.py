@@ -16,8 +16,11 @@ from hypothesis import strategies as st
 
 from backends.pricing import estimate_cost
 from backends.registry import backend_names
-from session.config import BUILTIN, ConfigInvalid, inspect_config, load_config, redacted_dump
-from session.config_models import DEFAULT_MODELS, TIERS, Secret
+from session.config import ConfigInvalid, inspect_config, load_config, redacted_dump
+from session.config_fields import TIERS
+from session.config_models import DEFAULT_MODELS
+from session.config_sources import BUILTIN
+from session.secret import Secret
 
 BACKENDS = backend_names()
 ANTHROPIC_KEY = "sk-ant-api03-SECRETvalueNEVERshown-3f9a"

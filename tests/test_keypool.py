@@ -28,9 +28,10 @@ from protocol.keys import (
     ReportKey,
     outcome_for_error,
 )
-from session.config_models import Config, KeysSettings, Secret
+from session.config_models import Config, KeysSettings
 from session.keypool import KeyPool, Lease, PoolKey, Unavailable, Wait, key_id, pool_from_config
 from session.keystore import KeyStore
+from session.secret import Secret
 
 KEYS = {
     "a": "sk-test-AAAAAAAAAAAAAAAAAAAA-aaaa",

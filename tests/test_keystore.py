@@ -9,7 +9,6 @@ import threading
 import pytest
 from cryptography.fernet import Fernet
 
-from session.config_models import Secret
 from session.keypool import key_id
 from session.keystore import (
     KEYRING_SERVICE,
@@ -21,6 +20,7 @@ from session.keystore import (
     KeyStoreError,
     StoredKey,
 )
+from session.secret import Secret
 
 OPENAI = "sk-proj-TESTkeyOPENAI0123456789-wxyz"
 ANTHROPIC = "sk-ant-api03-TESTkeyANTHROPIC-9876"

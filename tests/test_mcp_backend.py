@@ -15,7 +15,7 @@ import pytest
 from backends.mcp_call import McpCallBackend, mcp_call_for, mcp_task_problems, register_servers
 from backends.registry import backend_names, get_backend
 from protocol.messages import McpCall, WorkOrder
-from session.config_models import McpServerConfig
+from session.config_mcp import McpServerConfig
 from session.graph import TaskMcpCall, TaskSpec
 from session.loader import inspect_session
 from session.rolespec import RoleSpecFrontmatter

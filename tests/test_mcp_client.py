@@ -14,7 +14,7 @@ import pytest
 
 from actors.mcp_clients import McpClientsActor
 from protocol.mcp_client import CheckMcpServers, GetMcpServers, McpServers, McpServerState
-from session.config_models import McpServerConfig
+from session.config_mcp import McpServerConfig
 from session.mcp_client import McpCallFailed, call_tool, probe
 from tests.mcp_tool_server import HttpToolServer
 

@@ -16,7 +16,7 @@ from notify.messages import NOTICE_KINDS, discord_text, telegram_html
 from notify.sender import RetryPolicy
 from notify.setup import DiscordTarget, NotifySetup, TelegramTarget, WebhookTarget
 from protocol.notify import GetNotifierState, Notice, NotifierState, Notify
-from session.config_models import Secret
+from session.secret import Secret
 from tests.fake_chat import Fail, FakeDiscord, FakeTelegram, FakeWebhook, wait_for
 
 TOKEN = "987654321:AAFsecretBOTtokenNEVERshown-k3Lm"

@@ -30,7 +30,7 @@ from notify.messages import (
 from notify.sender import TokenBucket
 from notify.telegram_poll import TelegramPoller, who_pressed
 from protocol.notify import Notice
-from session.config_models import Secret
+from session.secret import Secret
 from tests.fake_chat import Fail, FakeDiscord, FakeTelegram, FakeWebhook, wait_for
 
 TOKEN = "123456789:AAHsecretTELEGRAMtokenVALUE-x9Zq"

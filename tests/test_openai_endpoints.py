@@ -11,7 +11,9 @@ import pytest
 
 from backends.openai_plan import Direct, Routed, plan_calls
 from session.config_models import DEFAULT_MODELS, Config
-from session.routing import AttemptState, key_endpoint, next_after_failure, select_model
+from session.routing import next_after_failure, select_model
+from session.routing_chain import key_endpoint
+from session.routing_types import AttemptState
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.sessions import write_session
 

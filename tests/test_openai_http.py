@@ -13,16 +13,10 @@ import httpx
 import msgspec
 import pytest
 
-from backends.openai_http import (
-    DEFAULT_BASE_URL,
-    ChatOutcome,
-    OpenAIHttpBackend,
-    classify_http_error,
-    expected_artifact_in,
-    key_hint,
-    parse_retry_after,
-    redact,
-)
+from backends.openai_call import ChatOutcome
+from backends.openai_errors import classify_http_error, key_hint, parse_retry_after, redact
+from backends.openai_http import DEFAULT_BASE_URL, OpenAIHttpBackend
+from backends.openai_prompt import expected_artifact_in
 from backends.pricing import estimate_cost
 from session.rolespec import RoleSpecFrontmatter
 from tests.fake_openai import (

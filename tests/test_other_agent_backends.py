@@ -22,10 +22,11 @@ import msgspec
 import pytest
 
 from backends._agent_process import order_env
-from backends.agent_cli import AGENT_CLIS_ENV, AgentCliBackend, StreamState
+from backends.agent_cli import AGENT_CLIS_ENV, AgentCliBackend
+from backends.agent_stream import StreamState
 from backends.aider import AiderBackend, AiderOutput, parse_count
 from backends.opencode import OpencodeBackend, opencode_model, retry_after_header
-from backends.process import ProcessOutcome
+from backends.process_types import ProcessOutcome
 from backends.qwen import DASHSCOPE_BASE_URL, QwenBackend
 from protocol.messages import AttemptResult, WorkOrder
 from session.rolespec import RoleSpecFrontmatter

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from backends.registry import backend_names
+from session.playbooks import DEFAULT_PLAYBOOK, PLAYBOOKS, ROLE_FLAGS, TEMPLATE_ALIASES
 from session.resources import builtin_path
 from session.rolespec import parse_role_spec
-from session.templates import DEFAULT_PLAYBOOK, PLAYBOOKS, ROLE_FLAGS, TEMPLATE_ALIASES
 
 GOAL = "Add a slugify helper"
 ALL_PLAYBOOKS = [

@@ -17,7 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backends.process import ProcessLimits, ProcessOutcome, ProcessSpec, run_process, stop_tree
+from backends.process import run_process
+from backends.process_tree import stop_tree
+from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from backends.sandbox import allowlisted_env
 
 PY = sys.executable

@@ -6,7 +6,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from backends.process import ProcessLimits, ProcessSpec, run_process
+from backends.process import run_process
+from backends.process_types import ProcessLimits, ProcessSpec
 from backends.sandbox import allowlisted_env
 
 KEY = "worker-env-KEY-value-0123456789"

@@ -18,7 +18,7 @@ from protocol.routing import (
     SelectModel,
 )
 from session.config_models import DEFAULT_MODELS, Config
-from session.routing import RoutingOptions
+from session.routing_types import RoutingOptions
 
 ASK = 5
 

@@ -11,22 +11,9 @@ import pytest
 from protocol.routing import GiveUp, TryModel
 from protocol.types import ERROR_KINDS
 from session.config_models import DEFAULT_MODELS, Config
-from session.routing import (
-    AttemptState,
-    BadComplexity,
-    NoModelAvailable,
-    RoutingOptions,
-    UnknownModel,
-    chain_from,
-    fallback_tiers,
-    next_after_failure,
-    public_url,
-    registry_of,
-    select_model,
-    select_with_fallback,
-    start_tier,
-    typical_cost,
-)
+from session.routing import next_after_failure, select_model, select_with_fallback
+from session.routing_chain import chain_from, fallback_tiers, public_url, registry_of, start_tier, typical_cost
+from session.routing_types import AttemptState, BadComplexity, NoModelAvailable, RoutingOptions, UnknownModel
 
 # The built-in registry plus a user's local server, by tier (registry order within each):
 #   CRITICAL  claude-opus-4-1

@@ -10,18 +10,9 @@ import pytest
 import sqlite_utils
 
 from protocol.events import TaskCompleted, TaskCreated, TaskFailed
-from session.store import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    RunChange,
-    RunStart,
-    Store,
-    StoreError,
-    StoreReader,
-    TaskChange,
-    TaskRow,
-    storage_problem,
-)
+from session.store import Store, StoreError, StoreReader, TaskRow, storage_problem
+from session.store_changes import RunChange, RunStart, TaskChange
+from session.store_schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def test_a_new_store_is_in_wal_mode_at_the_current_schema_version(tmp_path):

@@ -9,18 +9,10 @@ import pytest
 
 from protocol.records import RunRow, TaskDetails, TaskRow
 from session.feedback import append_round
-from session.store import RunChange, RunStart, Store, StoreReader, TaskChange
-from session.task_mirror import (
-    EDITABLE,
-    GENERATED_NOTE,
-    MIRROR_DIR,
-    MirrorResult,
-    parse_task_markdown,
-    read_edits,
-    render_task,
-    sync_mirror,
-    write_mirror,
-)
+from session.mirror_markdown import EDITABLE, GENERATED_NOTE, parse_task_markdown, render_task
+from session.store import Store, StoreReader
+from session.store_changes import RunChange, RunStart, TaskChange
+from session.task_mirror import MIRROR_DIR, MirrorResult, read_edits, sync_mirror, write_mirror
 
 SECTIONS = [
     "Status",
