@@ -7,11 +7,8 @@ user info or query.  The table of statuses and kinds is in :mod:`backends.openai
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
-import math
 import re
-import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,13 +17,13 @@ from backends.agent_stream import classify_status, retry_after_in
 from protocol.types import ErrorKind
 from session.redaction import mask, register_secret
 from session.redaction import redact as redact_text
+from session.retry_after import parse_retry_after
 
 __all__ = [
     "MAX_ERROR_CHARS",
     "classify_http_error",
     "error_message",
     "key_hint",
-    "parse_retry_after",
     "redact",
     "retry_after_body",
     "retry_after_headers",
@@ -55,26 +52,6 @@ def safe_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` value: a number of seconds or an HTTP date (never negative)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def retry_after_headers(headers: httpx.Headers) -> float | None:

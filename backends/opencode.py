@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,6 +52,7 @@ from backends.base import WorkerHooks
 from backends.process_types import ProcessOutcome
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
+from session.retry_after import parse_retry_after
 from session.rolespec import RoleSpecFrontmatter
 
 __all__ = ["OpencodeBackend", "opencode_model"]
@@ -128,11 +127,7 @@ def retry_after_header(headers: Any) -> float | None:
         if "retry-after-ms" in lowered:
             return max(0.0, float(lowered["retry-after-ms"]) / 1000)
         if "retry-after" in lowered:
-            value = lowered["retry-after"].strip()
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            return parse_retry_after(lowered["retry-after"])
     except (TypeError, ValueError, OverflowError):
         return None
     return None

@@ -18,11 +18,8 @@ redacted ``target``.
 
 from __future__ import annotations
 
-import email.utils
-import math
 import sys
 import threading
-import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -36,6 +33,7 @@ from notify.messages import discord_text, plain_text, telegram_html, telegram_ke
 from protocol.notify import Notice
 from session.loopback import is_loopback_url
 from session.redaction import protect_library_logs, redact, register_secret
+from session.retry_after import parse_retry_after
 from session.secret import Secret
 
 __all__ = [
@@ -46,7 +44,6 @@ __all__ = [
     "SendResult",
     "TelegramChannel",
     "WebhookChannel",
-    "parse_retry_after",
     "telegram_result",
 ]
 
@@ -83,21 +80,6 @@ class SendResult:
 
 def _clean(error: str) -> str:
     return redact(error)[:_MAX_ERROR_CHARS]
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` value (a number of seconds or an HTTP date); ``None`` when absent or bad."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _shown_host(url: str) -> str:

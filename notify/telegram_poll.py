@@ -24,10 +24,10 @@ from typing import Any
 
 import httpx
 
-from notify.channels import parse_retry_after
 from notify.messages import parse_callback_data
 from session.loopback import is_loopback_url
 from session.redaction import protect_library_logs, redact, register_secret
+from session.retry_after import parse_retry_after
 from session.secret import Secret
 
 __all__ = ["AnswerCallback", "TelegramPoller", "who_pressed"]

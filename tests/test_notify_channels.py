@@ -16,7 +16,6 @@ from notify.channels import (
     DiscordChannel,
     TelegramChannel,
     WebhookChannel,
-    parse_retry_after,
 )
 from notify.messages import (
     NOTICE_KINDS,
@@ -30,6 +29,7 @@ from notify.messages import (
 from notify.sender import TokenBucket
 from notify.telegram_poll import TelegramPoller, who_pressed
 from protocol.notify import Notice
+from session.retry_after import parse_retry_after
 from session.secret import Secret
 from tests.fake_chat import Fail, FakeDiscord, FakeTelegram, FakeWebhook, wait_for
 

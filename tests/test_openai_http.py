@@ -14,10 +14,11 @@ import msgspec
 import pytest
 
 from backends.openai_call import ChatOutcome
-from backends.openai_errors import classify_http_error, key_hint, parse_retry_after, redact
+from backends.openai_errors import classify_http_error, key_hint, redact
 from backends.openai_http import DEFAULT_BASE_URL, OpenAIHttpBackend
 from backends.openai_prompt import expected_artifact_in
 from backends.pricing import estimate_cost
+from session.retry_after import parse_retry_after
 from session.rolespec import RoleSpecFrontmatter
 from tests.fake_openai import (
     CACHED_TOKENS,
