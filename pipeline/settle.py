@@ -111,7 +111,9 @@ def settle(core: Pipeline, attempt: Attempt, result: AttemptResult, now: Instant
         )
     )
     config = core.config
-    delay = config.retry.delay(number, result.error_kind, config.max_attempts_of(attempt.role), config.random)
+    # A rolled-back task's budget counts from the attempts it had made before (its numbers go on).
+    tried = number - core.rows[task_id].attempts_before
+    delay = config.retry.delay(tried, result.error_kind, config.max_attempts_of(attempt.role), config.random)
     if delay is not None:
         core.table.retry_at(task_id, now.mono + delay)
         core.update(task_id, status="pending")

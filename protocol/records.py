@@ -34,6 +34,9 @@ class TaskRow(msgspec.Struct, kw_only=True):
     blocked_by: list[str] = msgspec.field(default_factory=list)
     attempts: int = 0
     max_attempts: int = 3
+    # Attempts made before a rollback reopened the task: its attempt budget counts from there,
+    # while attempt numbers (logs, diffs) keep growing and stay unique.
+    attempts_before: int = 0
     not_before: str | None = None  # no dispatch before this time (retry backoff)
     last_error: str | None = None
     last_error_kind: ErrorKind | None = None

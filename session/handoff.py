@@ -276,10 +276,10 @@ def rollback_task(
         cascade_of=str(cascade_of) if cascade_of else None,
     )
     if to == "pending":
-        # A fresh budget on top of the attempts already made, so attempt numbers (logs, diffs) stay unique.
+        # A fresh budget counted from the attempts already made, so attempt numbers (logs, diffs) stay unique.
         change = TaskChange(
             status="pending",
-            max_attempts=row.attempts + (row.max_attempts or 3),
+            attempts_before=row.attempts,
             completed_at=None,
             last_error=None,
             last_error_kind=None,

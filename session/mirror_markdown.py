@@ -205,7 +205,7 @@ def _status_lines(row: TaskRow, lifecycle: str) -> list[str]:
     if row.blocked_by:
         lines.append("blocked by: " + _one_line(", ".join(row.blocked_by)))
     if row.attempts:
-        lines.append(f"attempts: {row.attempts} of {row.max_attempts}")
+        lines.append(f"attempts: {row.attempts} of {row.attempts_before + row.max_attempts}")
     if row.revises:
         lines.append("revises: " + _one_line(row.revises))
     return lines

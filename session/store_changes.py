@@ -31,6 +31,7 @@ class TaskChange(msgspec.Struct, kw_only=True, frozen=True):
     description: str | UnsetType = UNSET
     attempts: int | UnsetType = UNSET
     max_attempts: int | UnsetType = UNSET
+    attempts_before: int | UnsetType = UNSET
     not_before: str | UnsetType | None = UNSET
     last_error: str | UnsetType | None = UNSET
     last_error_kind: str | UnsetType | None = UNSET

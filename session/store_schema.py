@@ -117,6 +117,17 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("details", str)
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """A rolled-back task gets a fresh attempt budget counted from the attempts it had made."""
+    db.table("tasks").add_column("attempts_before", int, not_null_default=0)
+
+
 # Append only: migration N turns schema N-1 into N, inside one transaction.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+    _migration_5,
+]
 SCHEMA_VERSION = len(MIGRATIONS)

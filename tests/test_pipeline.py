@@ -177,6 +177,23 @@ def test_a_role_max_attempts_bounds_the_retries() -> None:
     assert "✗ A failed after 1 attempt(s)" in run.lines(effects)[0]
 
 
+def test_a_rolled_back_task_gets_a_fresh_budget_counted_from_its_earlier_attempts() -> None:
+    # `executor rollback` reopened A after 4 attempts: the next is attempt 5, and it may fail
+    # max_attempts - 1 times before the task fails for good.
+    run = make([row("A", attempts=4, attempts_before=4)])
+    assert run.started()["A"].attempt == 5
+    effects = run.finish("A", crash())
+    assert (outcomes(effects)[0].disposition, outcomes(effects)[0].retry_in_s) == ("retry", 2.0)
+    run.core.tick(run.clock.advance(2.0))
+    assert run.started()["A"].attempt == 6
+    run.finish("A", crash())
+    run.core.tick(run.clock.advance(4.0))
+    assert run.started()["A"].attempt == 7
+    effects = run.finish("A", crash())
+    assert outcomes(effects)[0].disposition == "failed"
+    assert "✗ A failed after 7 attempt(s)" in run.lines(effects)[0]
+
+
 def test_an_interrupted_attempt_does_not_count() -> None:
     run = make([row("A")])
     run.take()

@@ -132,6 +132,32 @@ def test_rollback_refuses_when_a_file_changed_since_the_task_ended(tmp_path: Pat
     assert (project / "a.txt").read_text() == "a person's edit\n"
 
 
+def test_a_rolled_back_task_that_had_used_its_attempts_is_retried_again(tmp_path: Path) -> None:
+    # T-001 needs all 3 attempts; rolled back, its next attempt fails once more: a fresh budget
+    # (counted from attempt 3) retries it, where the role's plain limit would have failed it.
+    behaviors: dict[str, object] = {"T-001": {**_write("a.txt", "one\n"), "fail_times": 2}}
+    project, folder = _project(tmp_path, {"T-001": []}, behaviors)
+    fast = ("--retry-backoff", "0.1")
+    assert run_executor("run", "--session", str(folder), *fast).returncode == 0
+    assert run_executor("rollback", "T-001", "--session", str(folder)).returncode == 0
+    assert (project / "a.txt").read_text() == "zero\n"
+    behaviors["T-001"] = {**_write("a.txt", "one\n"), "fail_times": 4}
+    (folder / "behaviors.json").write_text(json.dumps(behaviors))
+    resumed = run_executor("resume", "--session", str(folder), *fast)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (project / "a.txt").read_text() == "one\n"
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    try:
+        runs = [(run.attempt, run.outcome) for run in reader.runs("T-001")]
+        row = reader.task("T-001")
+    finally:
+        reader.close()
+    assert runs == [(1, "failed"), (2, "failed"), (3, "completed"), (4, "failed"), (5, "completed")]
+    assert row is not None
+    assert (row.status, row.attempts, row.attempts_before) == ("completed", 5, 3)
+
+
 def test_rollback_argument_errors_name_the_fix(tmp_path: Path) -> None:
     _, folder = _project(tmp_path, {"T-001": []}, {"T-001": _write("a.txt", "one\n")})
     assert run_executor("run", "--session", str(folder)).returncode == 0
