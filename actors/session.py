@@ -372,7 +372,10 @@ class SessionActor(TreeActor):
     def reopen_tasks(self, message: ReopenTasks) -> Ok:
         with self.store.transaction():
             for task_id in message.task_ids:
-                self._update(task_id, TaskChange(status="pending", attempts=0, attempts_before=0, not_before=None))
+                row = self.store.task(task_id)
+                before = row.attempts if row is not None else 0
+                # A fresh budget; attempt numbers go on, so no earlier attempt's log or record is overwritten.
+                self._update(task_id, TaskChange(status="pending", attempts_before=before, not_before=None))
                 self.projection.task_reopened(task_id)
             self._append(TasksReopened(task_ids=message.task_ids, by=message.by))
         return Ok()

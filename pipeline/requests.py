@@ -134,7 +134,9 @@ def cancel(core: Pipeline, message: CancelTask, now: Instant) -> Cancelled | Ref
 def _reopen(core: Pipeline, task_ids: tuple[str, ...], by: str) -> None:
     core.record(ReopenTasks(task_ids=task_ids, by=by))
     for task_id in task_ids:
-        core.update(task_id, status="pending", attempts=0, attempts_before=0, last_error=None, last_error_kind=None)
+        # A fresh budget; attempt numbers go on, so no earlier attempt's log or record is overwritten.
+        before = core.rows[task_id].attempts
+        core.update(task_id, status="pending", attempts_before=before, last_error=None, last_error_kind=None)
         core.table.reset(task_id)
     core.idle_announced = False
 

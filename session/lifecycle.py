@@ -39,12 +39,14 @@ def reopen_failed(folder: Path, by: str) -> list[str]:
     --retry-failed`` before the tree starts.  The caller holds the session lock."""
     store = Store.open(folder)
     try:
-        failed = tuple(row.id for row in store.tasks() if row.status == "failed")
+        failed = [row for row in store.tasks() if row.status == "failed"]
         if failed:
             with store.transaction():
-                for task_id in failed:
-                    store.update_task(task_id, TaskChange(status="pending", attempts=0, not_before=None))
-                store.append(TasksReopened(task_ids=failed, by=by))
+                for row in failed:
+                    # A fresh budget; attempt numbers go on, so no earlier attempt's log or record is overwritten.
+                    change = TaskChange(status="pending", attempts_before=row.attempts, not_before=None)
+                    store.update_task(row.id, change)
+                store.append(TasksReopened(task_ids=tuple(row.id for row in failed), by=by))
     finally:
         store.close()
-    return list(failed)
+    return [row.id for row in failed]

@@ -112,6 +112,10 @@ def test_a_failed_run_hints_a_retry_that_works_once_the_cause_is_fixed(tmp_path)
     result = run_hint(hint, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "retrying 1 failed task(s): A-001" in result.stdout
+    # The retry is attempt 2: attempt 1's log (why it failed) is still there to read.
+    logs = folder / ".executor" / "logs"
+    assert "exiting with 3" in (logs / "A-001-a1.log").read_text()
+    assert (logs / "A-001-a2.log").is_file()
 
 
 def test_a_spent_budget_hints_a_resume_that_works_once_the_budget_is_raised(tmp_path):

@@ -28,7 +28,7 @@ from pipeline.effects import (
     StartAttempt,
 )
 from pipeline.policy import PipelineConfig, RetryPolicy, RolePolicy
-from protocol.bridge import CancelTask, EscalateDecision, SubmitTask
+from protocol.bridge import CancelTask, EscalateDecision, Reopened, ReopenFailed, SubmitTask
 from protocol.events import BudgetExceeded, TaskStalled
 from protocol.messages import AttemptResult, CreateTasks, RecordDispatch, RecordOutcome
 from protocol.records import EscalationRow, TaskDetails, TaskRow
@@ -192,6 +192,18 @@ def test_a_rolled_back_task_gets_a_fresh_budget_counted_from_its_earlier_attempt
     effects = run.finish("A", crash())
     assert outcomes(effects)[0].disposition == "failed"
     assert "✗ A failed after 7 attempt(s)" in run.lines(effects)[0]
+
+
+def test_reopened_failed_tasks_get_a_fresh_budget_and_their_attempt_numbers_go_on() -> None:
+    run = make([row("A")], roles={"worker": RolePolicy(max_attempts=1)}, keep_alive=True)
+    run.take()
+    assert outcomes(run.finish("A", crash()))[0].disposition == "failed"
+    reopened = requests.reopen_failed(run.core, ReopenFailed(by="test"), run.clock.now())
+    assert isinstance(reopened, Reopened)
+    assert reopened.task_ids == ("A",)
+    assert run.started()["A"].attempt == 2, "attempt 1's log and record are never reused"
+    effects = run.finish("A", crash())
+    assert "✗ A failed after 2 attempt(s)" in run.lines(effects)[0]
 
 
 def test_an_interrupted_attempt_does_not_count() -> None:
