@@ -47,7 +47,7 @@ from session.config_fields import (
 from session.config_mcp import McpServerConfig, McpServerName
 from session.config_notify import NotifySettings
 from session.problems import Problem
-from session.redaction import mask
+from session.redaction import is_secret_name, mask
 from session.secret import ApiKey, Secret
 
 __all__ = [
@@ -279,13 +279,14 @@ class Settings(StrictModel):
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
 
-_SECRET_KEY_NAME = re.compile(r"token|secret|key|pass|auth|webhook|url|credential", re.IGNORECASE)
-
-
 def _mask_mapping(value: Any, secret: bool = False) -> Any:
     """A copy of a JSON value with every string at or under a secret-looking key masked."""
     if isinstance(value, dict):
-        return {key: _mask_mapping(item, secret or bool(_SECRET_KEY_NAME.search(key))) for key, item in value.items()}
+        # A URL may carry a token in its path or query (webhooks do): shown masked too.
+        return {
+            key: _mask_mapping(item, secret or is_secret_name(key) or "url" in key.lower())
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         return [_mask_mapping(item, secret) for item in value]
     return mask(value) if secret and isinstance(value, str) else value

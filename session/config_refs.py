@@ -15,6 +15,7 @@ from typing import Any
 from session.config_mcp import without_references
 from session.config_sources import BUILTIN, SESSION_CONFIG_FILE, KeyPath, dotted, file_problem, origin_of
 from session.problems import Problem
+from session.redaction import is_secret_name
 
 __all__ = [
     "choice_hint",
@@ -146,9 +147,6 @@ def cross_check(raw: Mapping[str, Any], where: Mapping[KeyPath, str], backends: 
     return problems
 
 
-#: Names of env variables and headers whose values are secrets; such a value belongs
-#: in the environment (``${NAME}``), not in a config file that may be shared.
-_SECRETISH = re.compile(r"token|secret|key|pass|auth|credential|cookie", re.IGNORECASE)
 _AUTH_SCHEME = re.compile(r"^\s*(Bearer|Basic|Token)\b", re.IGNORECASE)  # "Bearer ${TOKEN}" is fine
 
 
@@ -161,7 +159,8 @@ def _literal_secrets(server: str, entry: Mapping[str, Any], where: Mapping[KeyPa
             continue
         for name, value in values.items():
             literal = _AUTH_SCHEME.sub("", without_references(value)).strip() if isinstance(value, str) else ""
-            if literal and _SECRETISH.search(name):
+            # A secret's value belongs in the environment (``${NAME}``), not in a file that may be shared.
+            if literal and is_secret_name(name):
                 loc: KeyPath = ("mcp_servers", server, table, name)
                 problems.append(
                     file_problem(

@@ -117,12 +117,19 @@ def register_secret(*values: str | None) -> None:
         _known = re.compile("|".join(re.escape(secret) for secret in ordered))
 
 
-#: Words of a variable name (split at ``_``) that make its value a secret: ``OPENAI_API_KEY``,
-#: ``ANTHROPIC_AUTH_TOKEN``, ``DISCORD_WEBHOOK_URL`` -- but not ``GIT_AUTHOR_NAME`` or ``PWD``.
+#: Words of a name (an env variable, a header, a config key) that make its value a secret:
+#: ``OPENAI_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``, ``DISCORD_WEBHOOK_URL``, ``X-Api-Key``,
+#: ``apiKey``, ``Authorization`` -- but not ``GIT_AUTHOR_NAME``, ``PWD`` or ``monkey``.
 _SECRET_WORDS = frozenset(
     {"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL", "CREDENTIALS"}
-    | {"AUTH", "WEBHOOK", "PAT"}
+    | {"AUTH", "AUTHORIZATION", "WEBHOOK", "PAT", "COOKIE"}
 )
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a value under ``name`` is a secret (words split at ``_``, ``-``, ``.`` and camelCase)."""
+    return not _SECRET_WORDS.isdisjoint(word.upper() for word in _NAME_WORDS.findall(name))
 
 
 def register_environment(environ: Mapping[str, str]) -> None:
@@ -133,11 +140,7 @@ def register_environment(environ: Mapping[str, str]) -> None:
     not secrets and are skipped.
     """
     register_secret(
-        *(
-            value
-            for name, value in environ.items()
-            if _SECRET_WORDS.intersection(name.upper().split("_")) and not value.startswith(("/", "~"))
-        )
+        *(value for name, value in environ.items() if is_secret_name(name) and not value.startswith(("/", "~")))
     )
 
 

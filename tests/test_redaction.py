@@ -12,6 +12,7 @@ import pytest
 from session.redaction import (
     RedactingFilter,
     RedactingWriter,
+    is_secret_name,
     mask,
     redact,
     redact_bytes,
@@ -184,3 +185,26 @@ def test_a_writer_redacts_a_secret_that_arrives_in_pieces(tmp_path: Path) -> Non
     assert path.read_text() == "reply: …4242 done\n"  # the unfinished line waits for its end
     writer.close()
     assert path.read_text() == "reply: …4242 done\nlast …4242"
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("OPENAI_API_KEY", True),
+        ("ANTHROPIC_AUTH_TOKEN", True),
+        ("DISCORD_WEBHOOK_URL", True),
+        ("X-Api-Key", True),
+        ("apiKey", True),
+        ("Authorization", True),
+        ("Cookie", True),
+        ("GITHUB_PAT", True),
+        ("GIT_AUTHOR_NAME", False),
+        ("PWD", False),
+        ("monkey", False),
+        ("KEYBOARD", False),
+        ("TOKENIZER_DIR", False),
+    ],
+)
+def test_one_rule_says_which_names_hold_secrets(name: str, secret: bool) -> None:
+    # The same rule registers a worker's env values, warns of literal secrets in the config and masks `config show`.
+    assert is_secret_name(name) is secret
