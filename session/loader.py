@@ -276,6 +276,22 @@ def _check_roles(folder: Path, raw_roles: list[Any]) -> tuple[dict[str, RoleEntr
     return roles, specs, problems
 
 
+def _intake_role_problems(intake: object, roles: list[str]) -> list[Problem]:
+    """``intake_role`` (who takes submitted tasks no role's words match) must name a role of the session."""
+    if isinstance(intake, str) and intake in roles:
+        return []
+    return [
+        Problem(
+            file=SESSION_FILE,
+            field="$.intake_role",
+            message=f"intake_role {intake!r} is not a role of this session; "
+            f"submitted tasks that match no role go to the first role ({roles[0]}) instead",
+            fix="set it to one of: " + ", ".join(roles),
+            severity="warning",
+        )
+    ]
+
+
 def inspect_session(folder: Path) -> tuple[TeamSession | None, list[Problem]]:
     """Load ``folder``; return the session (when there are no errors) and every problem."""
     folder = Path(folder)
@@ -329,6 +345,8 @@ def inspect_session(folder: Path) -> tuple[TeamSession | None, list[Problem]]:
 
     roles, specs, role_problems = _check_roles(folder, raw_roles)
     problems.extend(role_problems)
+    if isinstance(team_raw, dict) and "intake_role" in team_raw and roles:
+        problems.extend(_intake_role_problems(team_raw["intake_role"], list(roles)))
 
     tasks: list[TaskSpec] = []
     if analysis is not None and roles:

@@ -99,3 +99,17 @@ def test_a_loaded_session_uses_its_files(tmp_path: Path) -> None:
     assert session is not None, problems
     assert assign_in_session(session, "Implement the parser", {}).role == "writer"
     assert assign_in_session(session, "Good morning", {}).role == "checker"  # the configured intake role
+
+
+def test_validate_warns_of_an_intake_role_that_is_not_a_role(tmp_path: Path) -> None:
+    folder = write_session(
+        tmp_path / "s", {"writer": "W", "checker": "C"}, {"W-001": []}, team_extra={"intake_role": "tester"}
+    )
+    session, problems = inspect_session(folder)
+    assert session is not None, "a warning: the run still loads"
+    (problem,) = [p for p in problems if p.field == "$.intake_role"]
+    assert (problem.file, problem.severity) == ("team-session.json", "warning")
+    assert "'tester' is not a role of this session" in problem.message
+    assert "go to the first role (writer)" in problem.message
+    assert problem.fix == "set it to one of: writer, checker"
+    assert assign_in_session(session, "Good morning", {}).role == "writer"  # as the warning says
