@@ -5,9 +5,11 @@ files as they are on disk, and untracked files git does not ignore) as a tree
 object, through a temporary copy of the index: the user's index, HEAD and
 branches are never touched, and only files whose stat changed are hashed again.
 The two trees are what ``executor diff`` compares and what ``executor rollback``
-restores from.  The objects live in the repository's object store unreferenced,
-so ``git gc`` may prune them after its expiry (two weeks by default); then the
-diff or rollback says so.
+restores from.  Each captured tree is kept by a ref of its own,
+``refs/team-executor/trees/<tree id>`` (not a branch: ``git log --all`` and
+``git branch`` do not show it), so ``git gc`` never prunes a state a diff or a
+rollback may need, however long after the run.  Dropping them all:
+``git for-each-ref --format='delete %(refname)' refs/team-executor/trees | git update-ref --stdin``.
 
 Git runs by argv with ``-C``, a minimal environment and the options that would
 let a repository's own config run a program (external diff, textconv,
@@ -27,6 +29,7 @@ from pathlib import Path
 import msgspec
 
 __all__ = [
+    "TREE_REFS",
     "FileChange",
     "GitTreeError",
     "capture_tree",
@@ -121,6 +124,10 @@ def _ignored(root: Path, paths: Sequence[str]) -> set[str]:
         return set()
 
 
+#: Where captured trees are kept from ``git gc``: one ref per tree, named by its id.
+TREE_REFS = "refs/team-executor/trees"
+
+
 def capture_tree(root: Path, exclude: Sequence[str] = ()) -> str:
     """The work tree under ``root`` as a tree object id; ``exclude``: repository-relative paths left out.
 
@@ -139,6 +146,7 @@ def capture_tree(root: Path, exclude: Sequence[str] = ()) -> str:
         tree = _git(root, "write-tree", env=env).decode().strip()
     if not is_object(tree):
         raise GitTreeError(f"git write-tree in {root} gave no tree id")
+    _git(root, "update-ref", f"{TREE_REFS}/{tree}", tree)  # reachable, so `git gc` keeps it
     return tree
 
 

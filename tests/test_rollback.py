@@ -158,6 +158,18 @@ def test_a_rolled_back_task_that_had_used_its_attempts_is_retried_again(tmp_path
     assert (row.status, row.attempts, row.attempts_before) == ("completed", 5, 3)
 
 
+def test_the_recorded_states_survive_git_gc(tmp_path: Path) -> None:
+    project, folder = _project(tmp_path, {"T-001": []}, {"T-001": _write("a.txt", "one\n")})
+    assert run_executor("run", "--session", str(folder)).returncode == 0
+    _git(project, "gc", "--quiet", "--prune=now")  # what a gc two weeks later does to loose objects
+    diff = run_executor("diff", "T-001", "--session", str(folder), "--json")
+    assert diff.returncode == 0, diff.stderr
+    assert "-zero\n+one\n" in json.loads(diff.stdout)["patch"]
+    assert run_executor("rollback", "T-001", "--session", str(folder)).returncode == 0
+    assert (project / "a.txt").read_text() == "zero\n"
+    assert "team-executor" not in _git(project, "branch", "--all"), "kept by refs that are not branches"
+
+
 def test_rollback_argument_errors_name_the_fix(tmp_path: Path) -> None:
     _, folder = _project(tmp_path, {"T-001": []}, {"T-001": _write("a.txt", "one\n")})
     assert run_executor("run", "--session", str(folder)).returncode == 0
