@@ -19,6 +19,7 @@ from backends.agent_bridge import bridge_path, write_private
 from backends.agent_cli import AgentCliBackend
 from backends.agent_stream import StreamState, classify_status, read_assistant_turn
 from backends.base import WorkerHooks
+from backends.conventions import dirs_outside_workdir
 from backends.denies import claude_deny_settings
 from backends.process_types import ProcessOutcome
 from protocol.messages import BridgeEndpoint, WorkOrder
@@ -73,6 +74,8 @@ class ClaudeBackend(AgentCliBackend):
             argv += ["--permission-mode", "acceptEdits", f"--allowedTools={','.join((*_WRITE_TOOLS, *bridge_tools))}"]
         # Deny rules beat every allow and every mode: the executor's private folders stay unread.
         argv.append(f"--settings={claude_deny_settings(order)}")
+        # `=`: the option takes several values and would swallow the next argument.
+        argv += [f"--add-dir={folder}" for folder in dirs_outside_workdir(order)]
         if order.bridge:
             # A file, not inline JSON: the token must not show in argv.  `=` because the
             # option takes several values and would swallow the next argument.

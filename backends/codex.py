@@ -18,7 +18,7 @@ from typing import ClassVar
 from backends.agent_cli import AgentCliBackend
 from backends.agent_stream import StreamState, classify_status, retry_after_in
 from backends.base import WorkerHooks
-from backends.conventions import ENV_MCP_TOKEN
+from backends.conventions import ENV_MCP_TOKEN, dirs_outside_workdir
 from backends.process_types import ProcessOutcome
 from protocol.messages import WorkOrder
 
@@ -62,6 +62,9 @@ class CodexBackend(AgentCliBackend):
         # retry and routing decide instead, with the error kind in hand.
         if order.bridge:
             argv += ["-c", self._bridge_table(order.bridge.server_name, order.bridge.url)]
+        if order.permission != "read-only":  # read-only reads everywhere; writes need a writable root
+            for folder in dirs_outside_workdir(order):
+                argv += ["--add-dir", folder]
         if order.resume_session:
             argv += ["resume", order.resume_session]
         argv.append("-")  # the prompt is on stdin

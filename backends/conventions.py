@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from protocol.messages import WorkOrder
+
 __all__ = [
     "DEFAULT_ARTIFACT_SLUG",
     "DEPENDS_ON_LABEL",
@@ -130,6 +132,23 @@ def relative_inside(root: Path, path: Path) -> str | None:
     if resolved == base or not resolved.is_relative_to(base):
         return None
     return resolved.relative_to(base).as_posix()
+
+
+def dirs_outside_workdir(order: WorkOrder) -> tuple[str, ...]:
+    """The session's ``artifacts/`` when the agent works elsewhere (a task's worktree, or a
+    ``--workdir`` that does not hold the session): an agent CLI must be told it may use it,
+    or it cannot write the artifact it is asked for (sandboxes keep to the working directory).
+    Never ``.executor/``: that stays out of every agent's reach."""
+    artifacts = Path(order.artifacts_dir)
+    workdir = Path(order.workdir).resolve()
+    try:
+        resolved = artifacts.resolve()
+    except (OSError, RuntimeError):
+        return ()
+    if resolved == workdir or resolved.is_relative_to(workdir):
+        return ()
+    resolved.mkdir(parents=True, exist_ok=True)
+    return (str(resolved),)
 
 
 # Folder listings by (path, mtime): a finished attempt that added no file to

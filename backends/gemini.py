@@ -27,6 +27,7 @@ from backends.agent_bridge import bridge_path, forget_bridge, write_private
 from backends.agent_cli import AgentCliBackend
 from backends.agent_stream import StreamState, classify_status, json_object
 from backends.base import WorkerHooks
+from backends.conventions import dirs_outside_workdir
 from backends.denies import gemini_deny_policy
 from backends.process_types import ProcessOutcome
 from protocol.messages import AttemptResult, BridgeEndpoint, WorkOrder
@@ -133,6 +134,7 @@ class GeminiBackend(AgentCliBackend):
         text = gemini_deny_policy(order)
         if not policy.is_file() or policy.read_text(encoding="utf-8") != text:
             policy.write_text(text, encoding="utf-8")
+        extra = [arg for folder in dirs_outside_workdir(order) for arg in ("--include-directories", folder)]
         return [
             program,
             "-p",
@@ -146,6 +148,7 @@ class GeminiBackend(AgentCliBackend):
             "--skip-trust",
             "--policy",
             str(policy),
+            *extra,
         ]
 
     def _extra_env(self, order: WorkOrder) -> dict[str, str]:

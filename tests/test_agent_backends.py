@@ -138,3 +138,28 @@ def test_cost_is_estimated_from_the_price_table_only_for_known_models():
     assert estimate_cost("gpt-5", 1_000_000, 100_000, 200_000) == pytest.approx(1.0 + 0.025 + 1.0)
     assert estimate_cost("openai/gpt-5-mini-2026", 1_000_000, 0) == pytest.approx(0.25)
     assert estimate_cost("my-local-llama", 1000, 1000) is None
+
+
+@pytest.mark.parametrize("permission", ["read-only", "workspace-write"])
+def test_an_agent_working_outside_the_session_may_still_use_its_artifacts_folder(tmp_path, permission):
+    # A task's worktree (or a --workdir elsewhere): the CLI's sandbox keeps to the working directory,
+    # so artifacts/ is named as an extra directory -- never .executor/.
+    away = order(tmp_path, workdir=str(tmp_path / "worktree"), permission=permission)
+    artifacts = str((tmp_path / "s" / "artifacts").resolve())
+    claude = ClaudeBackend(environ=ENVIRON)._argv("claude", away, "")
+    assert f"--add-dir={artifacts}" in claude
+    codex = CodexBackend(environ=ENVIRON)._argv("codex", away, "")
+    # Codex's read-only sandbox reads everywhere already; a writer needs the folder as a writable root.
+    writable = [codex[i + 1] for i, arg in enumerate(codex) if arg == "--add-dir"]
+    assert writable == ([] if permission == "read-only" else [artifacts])
+    gemini = GeminiBackend(environ=ENVIRON)._argv("gemini", away, "")
+    assert gemini[gemini.index("--include-directories") + 1] == artifacts
+    extra = [*claude, *writable, gemini[gemini.index("--include-directories") + 1]]
+    assert not any(arg.startswith("--add-dir") and ".executor" in arg for arg in extra)
+
+
+def test_an_agent_working_in_the_session_s_own_tree_gets_no_extra_directory(tmp_path):
+    here = order(tmp_path)  # the work directory holds the session
+    assert not any(arg.startswith("--add-dir") for arg in ClaudeBackend(environ=ENVIRON)._argv("claude", here, ""))
+    assert "--add-dir" not in CodexBackend(environ=ENVIRON)._argv("codex", here, "")
+    assert "--include-directories" not in GeminiBackend(environ=ENVIRON)._argv("gemini", here, "")

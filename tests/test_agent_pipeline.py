@@ -40,7 +40,9 @@ def cli_env(cli: str, url: str) -> dict[str, str]:
     return env
 
 
-def project_with_session(tmp_path: Path, cli: str, graph: dict, roles: dict[str, str]) -> tuple[Path, Path]:
+def project_with_session(
+    tmp_path: Path, cli: str, graph: dict, roles: dict[str, str], spec_extra: str = ""
+) -> tuple[Path, Path]:
     project = tmp_path / "project"
     project.mkdir()
     subprocess.run(["git", "init", "-q", str(project)], check=True)
@@ -49,7 +51,7 @@ def project_with_session(tmp_path: Path, cli: str, graph: dict, roles: dict[str,
     subprocess.run(
         ["git", "-C", str(project), "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "init"], check=True
     )
-    extra = f"backend: {cli}\nmodel: {MODELS[cli]}\nisolate_home: true\ntimeout: 120\n"
+    extra = f"backend: {cli}\nmodel: {MODELS[cli]}\nisolate_home: true\ntimeout: 120\n{spec_extra}"
     folder = write_session(
         project / ".workflow" / ".team" / "TC-pipeline", roles, graph, role_extra=dict.fromkeys(roles, extra)
     )
@@ -106,6 +108,24 @@ def test_a_writer_then_reviewer_pipeline_runs_on_the_real_cli(executor_cli, tmp_
     messages = [json.loads(line) for line in (folder / ".msg" / "messages.jsonl").read_text().splitlines()]
     report = next(m for m in messages if m["type"] == "task_complete" and m["data"]["task_id"] == "REVIEW-001")
     assert report["summary"].startswith("[reviewer]")
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
+def test_an_agent_in_its_task_worktree_writes_its_artifact_into_the_session(executor_cli, tmp_path, cli):
+    # The worktree is the agent's working directory; the session's artifacts/ lies outside it,
+    # where a CLI's sandbox would refuse the write unless the executor names the folder.
+    notes = "# notes\nwritten from the worktree\n"
+    with FakeLLM() as fake:
+        env = cli_env(cli, fake.url)
+        _, folder = project_with_session(
+            tmp_path, cli, {"WRITE-001": []}, {"writer": "WRITE"}, spec_extra="isolation: worktree\n"
+        )
+        artifact = folder / "artifacts" / "WRITE-001-notes.md"
+        fake.script(WriteFile(str(artifact), notes), Text("Wrote the notes."))
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert artifact.is_file(), f"{cli} could not write outside its worktree: {result.stdout}"
+    assert artifact.read_text() == notes
 
 
 @pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
