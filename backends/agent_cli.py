@@ -32,6 +32,7 @@ from backends._agent_process import order_env, result_from_outcome, verdict_in_t
 from backends.agent_bridge import bridge_problem, forget_bridge
 from backends.agent_stream import StreamState
 from backends.base import WorkerHooks
+from backends.cli_keys import run_on_pooled_keys
 from backends.evidence import NETWORK_ERROR, NETWORK_ERRORS_TO_STOP, event_text, outside_session
 from backends.git_state import changed_files, executor_paths, moved, snapshot, touched_since
 from backends.pricing import estimate_cost
@@ -79,6 +80,7 @@ class AgentCliBackend:
     base_url_variable: ClassVar[str | None] = None  # names the endpoint in a `network` error
     network_errors_to_stop: ClassVar[int] = NETWORK_ERRORS_TO_STOP
     default_base_url: ClassVar[str] = ""
+    key_provider: ClassVar[str | None] = None  # whose keys in the run's key pool it takes (backends.cli_keys)
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ
@@ -200,7 +202,31 @@ class AgentCliBackend:
         prompt = Path(order.prompt_file).read_text(encoding="utf-8")
         if bridge is not None:
             prompt += bridge_note(order)
+
+        def run_once(key: str | None) -> AttemptResult:
+            return self._run_with_key(program, order, prompt, bridge, key, hooks, cancel)
+
+        return run_on_pooled_keys(self.key_provider, order, hooks, cancel, run_once)
+
+    def pool_variable(self) -> str:
+        """The variable a pooled key goes in: the one of :attr:`key_variables` the user set, else the first."""
+        return next((name for name in self.key_variables if self.environ.get(name)), self.key_variables[0])
+
+    def _run_with_key(
+        self,
+        program: str,
+        order: WorkOrder,
+        prompt: str,
+        bridge: BridgeEndpoint | None,
+        key: str | None,
+        hooks: WorkerHooks,
+        cancel: threading.Event,
+    ) -> AttemptResult:
         env = self._environment(order)
+        if key is not None:  # a key from the pool, and no other: the CLI must not pick another one
+            for name in self.key_variables:
+                env.pop(name, None)
+            env[self.pool_variable()] = key
         try:
             if bridge is not None:
                 try:

@@ -35,6 +35,7 @@ class ClaudeBackend(AgentCliBackend):
     program: ClassVar[str] = "claude"
     install_hint: ClassVar[str] = "npm install -g @anthropic-ai/claude-code"
     key_variables: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+    key_provider: ClassVar[str | None] = "anthropic"
     passthrough_variables: ClassVar[tuple[str, ...]] = (
         "ANTHROPIC_BASE_URL",
         "CLAUDE_CODE_MAX_RETRIES",
@@ -60,6 +61,10 @@ class ClaudeBackend(AgentCliBackend):
     # One retry line more than the retries we allow (CLAUDE_CODE_MAX_RETRIES=2): Claude Code
     # then ends by itself with its own error; with more retries allowed, it is stopped here.
     network_errors_to_stop: ClassVar[int] = 3
+
+    def pool_variable(self) -> str:
+        # Pooled keys are API keys (sent as x-api-key); ANTHROPIC_AUTH_TOKEN is a bearer token for a proxy.
+        return "ANTHROPIC_API_KEY"
 
     def _argv(self, program: str, order: WorkOrder, prompt: str) -> list[str]:
         argv = [program, "-p", "--output-format", "stream-json", "--verbose"]

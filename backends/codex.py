@@ -38,6 +38,7 @@ class CodexBackend(AgentCliBackend):
     program: ClassVar[str] = "codex"
     install_hint: ClassVar[str] = "npm install -g @openai/codex"
     key_variables: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY", "CODEX_API_KEY")
+    key_provider: ClassVar[str | None] = "openai"
     passthrough_variables: ClassVar[tuple[str, ...]] = ("HTTPS_PROXY", "NO_PROXY")
     credential_files: ClassVar[tuple[str, ...]] = (".codex/auth.json",)
     help_commands: ClassVar[tuple[tuple[str, ...], ...]] = (("exec", "--help"),)
@@ -52,7 +53,7 @@ class CodexBackend(AgentCliBackend):
             argv += ["--model", order.model]
         base_url = self.environ.get("OPENAI_BASE_URL")
         if base_url:
-            key_variable = next((name for name in self.key_variables if self.environ.get(name)), "OPENAI_API_KEY")
+            key_variable = self.pool_variable()  # a pooled key goes in the same variable
             provider = (
                 f'{{name="team-executor",base_url={json.dumps(base_url)},'
                 f'env_key="{key_variable}",wire_api="responses",request_max_retries=1,stream_max_retries=1}}'

@@ -113,6 +113,7 @@ class GeminiBackend(AgentCliBackend):
     program: ClassVar[str] = "gemini"
     install_hint: ClassVar[str] = "npm install -g @google/gemini-cli"
     key_variables: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    key_provider: ClassVar[str | None] = "google"
     passthrough_variables: ClassVar[tuple[str, ...]] = ("GOOGLE_GEMINI_BASE_URL", "HTTPS_PROXY", "NO_PROXY")
     credential_files: ClassVar[tuple[str, ...]] = (".gemini/oauth_creds.json",)
     probe_flags: ClassVar[tuple[str, ...]] = (

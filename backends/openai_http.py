@@ -62,12 +62,13 @@ from backends.base import RoutingServices, WorkerHooks, failed_attempt
 from backends.conventions import (
     relative_inside,
 )
+from backends.key_wait import lease_when_cool, wait_for_added_key
 from backends.openai_call import ChatOutcome, chat_endpoint, complete
 from backends.openai_errors import key_hint, redact, safe_url
 from backends.openai_plan import MODEL_ENV, Direct, Routed, plan_calls
 from backends.openai_prompt import Progress, expected_artifact_in, report_line, system_message
 from backends.pricing import estimate_cost
-from protocol.keys import KeyLease, KeyUnavailable, KeyWait
+from protocol.keys import KeyUnavailable, KeyWait
 from protocol.messages import AttemptResult, WorkOrder
 from protocol.routing import NoModel
 from session.loopback import is_loopback_url
@@ -92,8 +93,6 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"  # with a key and no base URL, as
 
 DEFAULT_NO_OUTPUT_TIMEOUT_S = 300.0  # a run() without hang_timeout_s: silence this long is a stall
 _MAX_ROUTING_STEPS = 30  # keys and models tried within one attempt before it gives up
-_KEY_ASK_NOTE_S = 60.0  # while the user is asked for a key, the log says so this often (the run sees life)
-_KEY_WAIT_STEP_S = 2.0  # while every key cools, look for a usable (or newly added) key this often
 _OUTPUT_TAIL_CHARS = 4096
 _SUMMARY_CHARS = 300
 
@@ -339,13 +338,8 @@ class OpenAIHttpBackend:
         for _ in range(_MAX_ROUTING_STEPS):
             if cancel.is_set() or time.monotonic() >= deadline:
                 break
-            lease = routing.acquire_key(provider)
-            if isinstance(lease, KeyWait):  # every key of the provider is cooling: wait, do not fail
-                _note(log, f"all {provider} keys are cooling; waiting {lease.wait_s:.1f}s for {lease.key_id}")
-            while isinstance(lease, KeyWait) and not cancel.is_set() and time.monotonic() < deadline:
-                # In short steps: a key added meanwhile (`executor keys add`) is used at once.
-                cancel.wait(max(0.0, min(lease.wait_s, _KEY_WAIT_STEP_S, deadline - time.monotonic())))
-                lease = routing.acquire_key(provider)
+            note = functools.partial(_note, log)
+            lease = lease_when_cool(routing, provider, cancel, deadline, note)
             if isinstance(lease, KeyWait):
                 break
             entry = routing.model_spec(model)
@@ -365,9 +359,9 @@ class OpenAIHttpBackend:
             # environment's key is no stand-in): ask the user for a key and wait for it.  With no key
             # configured and no refusal the call goes out without one (a local server may need none).
             if isinstance(lease, KeyUnavailable) and (outcome.error_kind == "auth" or lease.disabled):
-                found = _wait_for_added_key(order.task_id, provider, lease, routing, cancel, deadline, log)
-                if isinstance(found, ChatOutcome):
-                    return found
+                found = wait_for_added_key(order.task_id, provider, lease, routing, cancel, deadline, note)
+                if isinstance(found, str):  # the user answered `fail`
+                    return ChatOutcome(text="", error_kind="auth", error=found)
                 if found is None:
                     break
                 lease = found
@@ -493,35 +487,3 @@ class OpenAIHttpBackend:
         return AttemptResult(
             ok=True, summary=summary, artifacts=(artifact,), detail=detail, duration_s=duration, **fields
         )
-
-
-def _wait_for_added_key(
-    task_id: str,
-    provider: str,
-    missing: KeyUnavailable,
-    routing: RoutingServices,
-    cancel: threading.Event,
-    deadline: float,
-    log: TextIO | None,
-) -> KeyLease | ChatOutcome | None:
-    """No usable key of ``provider``: ask the user (one question per provider) and wait,
-    within the attempt's deadline, for a key to join the pool.  The lease of the new key;
-    a failed outcome when the user answered ``fail``; None when the time ran out or the
-    attempt was stopped."""
-    _note(log, f"no usable {provider} key ({missing.reason}); asking the user for one and waiting")
-    seen = routing.ask_for_key(task_id, provider, missing.reason)
-    noted = time.monotonic()
-    while not cancel.is_set() and time.monotonic() < deadline:
-        cancel.wait(max(0.0, min(_KEY_WAIT_STEP_S, deadline - time.monotonic())))
-        if time.monotonic() - noted >= _KEY_ASK_NOTE_S:  # a line now and then: waiting on a person is no stall
-            _note(log, f"still waiting for a {provider} key (`executor keys add {provider}`)")
-            noted = time.monotonic()
-        lease = routing.acquire_key(provider)
-        if isinstance(lease, KeyLease):
-            _note(log, f"a {provider} key was added: {lease.key_id}")
-            routing.key_found(provider)
-            return lease
-        given_up = routing.key_given_up(provider, seen)
-        if given_up is not None:
-            return ChatOutcome(text="", error_kind="auth", error=given_up)
-    return None

@@ -149,6 +149,7 @@ class RecordedRequest:
     scripted: bool = False  # a main model request (took a queued turn or the default answer)
     turn: str | None = None  # class name of the turn answered, "default" for Text("ok") on an empty queue
     received_at: float = field(default_factory=time.time)
+    key_tail: str = ""  # the last 4 characters of the key the request carried (which key was used)
 
 
 # --------------------------------------------------------------------------- server
@@ -166,8 +167,9 @@ class FakeLLM(LoopbackServer):
     ``model_latency_s`` delays every main model answer (to look like a slow model).
     """
 
-    def __init__(self, model_latency_s: float = 0.0) -> None:
+    def __init__(self, model_latency_s: float = 0.0, refused_keys: frozenset[str] = frozenset()) -> None:
         super().__init__()
+        self.refused_keys = refused_keys  # model requests carrying one of these keys get a 401
         self._lock = threading.Lock()
         self._turns: deque[list[Any]] = deque()
         self._requests: list[RecordedRequest] = []
@@ -372,10 +374,14 @@ class _Handler(StreamingHandler):
                 protocol = "openai"
             elif ":" in path and "/models/" in path:
                 protocol = "gemini"
-        record = RecordedRequest(self.command, path, query, headers, body, protocol)
+        key = _request_key(dict(self.headers.items()), query)
+        record = RecordedRequest(self.command, path, query, headers, body, protocol, key_tail=key[-4:])
         self.fake._record(record)
         try:
-            if protocol == "anthropic":
+            if protocol is not None and key in self.fake.refused_keys:
+                message = "fake: invalid api key"
+                self._send_json(401, _error_body(protocol, 401, "unauthorized", message, {}))
+            elif protocol == "anthropic":
                 self._anthropic(record)
             elif protocol == "openai":
                 self._openai(record)
@@ -719,6 +725,18 @@ def _codex_mcp_call(turn: McpToolCall, body: dict[str, Any], n: int) -> dict[str
     }
 
 
+def _request_key(headers: dict[str, str], query: str) -> str:
+    """The API key a request carries, in whichever header (or query parameter) its protocol uses."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    for name in ("x-api-key", "x-goog-api-key", "api-key"):
+        if lowered.get(name):
+            return lowered[name]
+    bearer = lowered.get("authorization", "")
+    if bearer.lower().startswith("bearer "):
+        return bearer[7:].strip()
+    return next((part[4:] for part in query.split("&") if part.startswith("key=")), "")
+
+
 def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
@@ -729,6 +747,7 @@ def _error_body(protocol: str, status: int, kind: str, message: str, extra: dict
             "rate_limit": "rate_limit_error",
             "overloaded": "overloaded_error",
             "bad_request": "invalid_request_error",
+            "unauthorized": "authentication_error",
         }[kind]
         return {"type": "error", "error": {"type": anthropic_type, "message": message}}
     if protocol == "openai":
@@ -736,12 +755,14 @@ def _error_body(protocol: str, status: int, kind: str, message: str, extra: dict
             "rate_limit": ("rate_limit_exceeded", "requests"),
             "overloaded": ("server_is_overloaded", "server_error"),
             "bad_request": ("invalid_request_error", "invalid_request_error"),
+            "unauthorized": ("invalid_api_key", "invalid_request_error"),
         }[kind]
         return {"error": {"message": message, "type": openai[1], "param": None, "code": openai[0]}}
     google_status = {
         "rate_limit": "RESOURCE_EXHAUSTED",
         "overloaded": "UNAVAILABLE",
         "bad_request": "INVALID_ARGUMENT",
+        "unauthorized": "UNAUTHENTICATED",
     }[kind]
     error: dict[str, Any] = {"code": status, "message": message, "status": google_status}
     if kind == "rate_limit":

@@ -10,15 +10,19 @@ Skipped, with the reason, when a CLI is not installed (CI installs all three).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from session.keypool import PoolKey
 from session.store import StoreReader
 from tests.agent_env import cli_path
+from tests.conftest import EXECUTOR
 from tests.fake_llm import FakeLLM, RateLimited, ReadFile, Text, WriteFile
 from tests.sessions import write_session
+from tests.test_routed_run import wait_for_key_question
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +130,71 @@ def test_an_agent_in_its_task_worktree_writes_its_artifact_into_the_session(exec
     assert result.returncode == 0, result.stdout + result.stderr
     assert artifact.is_file(), f"{cli} could not write outside its worktree: {result.stdout}"
     assert artifact.read_text() == notes
+
+
+# The key pool's provider and the variable each CLI reads its key from.
+POOLED = {
+    "claude": ("anthropic", "ANTHROPIC_API_KEY"),
+    "codex": ("openai", "OPENAI_API_KEY"),
+    "gemini": ("google", "GEMINI_API_KEY"),
+}
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
+def test_a_refused_key_is_disabled_and_the_attempt_goes_on_with_the_pools_next_key(executor_cli, tmp_path, cli):
+    provider, variable = POOLED[cli]
+    refused, good = f"{cli}-key-refused-1111", f"{cli}-key-good-2222"
+    with FakeLLM(refused_keys=frozenset({refused})) as fake:
+        env = cli_env(cli, fake.url) | {variable: refused, f"{variable}_2": good}
+        project, folder = project_with_session(tmp_path, cli, {"WRITE-001": []}, {"writer": "WRITE"})
+        (folder / "executor.toml").write_text(f'[keys.env]\n{provider} = ["{variable}", "{variable}_2"]\n')
+        fake.script(WriteFile("hello.py", CODE), Text("Wrote hello.py."))
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env, timeout=300)
+        tails = [request.key_tail for request in fake.requests if request.protocol]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project / "hello.py").read_text() == CODE
+    assert tails[0] == "1111", "the first key of the pool went out first"
+    assert "2222" in tails, "then the next key, in the same attempt"
+    run = runs_by_task(folder)["WRITE-001"]
+    assert (run.attempt, run.outcome, run.key_id) == (1, "completed", PoolKey.new(provider, good).id)
+    shown = executor_cli("models", "--session", str(folder), "--json", env=env)
+    states = {row["key_id"]: row["status"] for row in json.loads(shown.stdout)["keys"]}
+    assert states[PoolKey.new(provider, refused).id] == "disabled"
+    for text in (result.stdout, result.stderr, (folder / ".executor" / "logs" / "WRITE-001-a1.log").read_text()):
+        assert refused not in text
+        assert good not in text
+
+
+def test_with_every_key_refused_the_cli_attempt_asks_for_one_and_goes_on_after_keys_add(executor_cli, tmp_path):
+    refused, added = "claude-key-refused-1111", "claude-key-added-3333"
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    own = {"TEAM_EXECUTOR_CONFIG_DIR": str(config_dir), "TEAM_EXECUTOR_MASTER_KEY": "a passphrase for the test"}
+    with FakeLLM(refused_keys=frozenset({refused})) as fake:
+        env = cli_env("claude", fake.url) | own | {"ANTHROPIC_API_KEY": refused}
+        project, folder = project_with_session(tmp_path, "claude", {"WRITE-001": []}, {"writer": "WRITE"})
+        fake.script(WriteFile("hello.py", CODE), Text("Wrote hello.py."))
+        run = subprocess.Popen(
+            [str(EXECUTOR), "run", "--session", str(folder), "--max-attempts", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env},
+        )
+        try:
+            (question,) = wait_for_key_question(folder, run)
+            assert "executor keys add anthropic" in question.issue
+            given = executor_cli("keys", "add", "anthropic", "--from-env", "NEW_KEY", env={**own, "NEW_KEY": added})
+            assert given.returncode == 0, given.stderr
+            output, _ = run.communicate(timeout=120)
+        finally:
+            run.kill()
+    assert run.returncode == 0, output
+    assert (project / "hello.py").read_text() == CODE
+    run_row = runs_by_task(folder)["WRITE-001"]
+    assert (run_row.attempt, run_row.outcome, run_row.key_id) == (1, "completed", PoolKey.new("anthropic", added).id)
+    assert refused not in output
+    assert added not in output
 
 
 @pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])

@@ -218,7 +218,7 @@ def _only_key_a(folder: Path) -> None:
     )
 
 
-def _wait_for_key_question(folder: Path, run: subprocess.Popen[str]) -> list:
+def wait_for_key_question(folder: Path, run: subprocess.Popen[str]) -> list:
     """The open questions of the run once it asked for a key (read from its SQLite store)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and run.poll() is None:
@@ -246,7 +246,7 @@ def test_a_refused_only_key_asks_for_one_and_the_user_gives_up(executor_cli, tmp
             env={**os.environ, **env_for(fake)},
         )
         try:
-            (question,) = _wait_for_key_question(folder, run)
+            (question,) = wait_for_key_question(folder, run)
             assert question.options == ["added", "fail"]
             assert "executor keys add openai-compatible" in question.issue
             assert "add_api_key" in question.issue
@@ -294,7 +294,7 @@ def test_a_pool_that_runs_dry_asks_and_resumes_after_keys_add(executor_cli, tmp_
             env={**os.environ, **env_for(fake), **own_env},
         )
         try:
-            (question,) = _wait_for_key_question(folder, run)
+            (question,) = wait_for_key_question(folder, run)
             added = executor_cli(
                 "keys", "add", "openai-compatible", "--from-env", "NEW_KEY", env={**own_env, "NEW_KEY": KEY_B}
             )
