@@ -154,6 +154,9 @@ def test_a_429_is_retried_after_retry_after_and_delays_no_other_channel(telegram
     stamps = [r.at for r in telegram.calls("sendMessage")]
     assert len(stamps) == 2
     assert max(stamps) < delivered[0].at
+    # The fake server records a request before its answer reaches the sender, which counts it
+    # only then: wait for the count rather than read it at once.
+    assert wait_for(lambda: channel(ref, "discord").sent == 2)
     discord_state = channel(ref, "discord")
     assert (discord_state.sent, discord_state.failed, discord_state.dropped) == (2, 1, 0)
     assert "429" in discord_state.last_error
