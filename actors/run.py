@@ -21,6 +21,7 @@ import os
 import sys
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -62,6 +63,7 @@ from session.mirror_keeper import MirrorKeeper
 from session.problems import format_problems
 from session.redaction import redact
 from session.run_choices import RememberError, choice_notes, remember_backend, role_backends
+from session.secret import ApiKey
 from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
 
@@ -101,7 +103,10 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     chosen = role_backends(session, config, request.backend)  # before [roles.X] is merged into the role-specs
     apply_role_defaults(session, config)
     register_servers(config.mcp_servers)  # before resolve_backends: the mcp backend's preflight reads them
-    backends = resolve_backends(session, chosen, config)
+    stored_keys = _open_stored_keys()
+    # An agent CLI with no key of its own may take its provider's keys from the run's pool.
+    pooled = {key.provider for key in (*config.collect_keys(os.environ), *stored_keys.keys)}
+    backends = resolve_backends(session, chosen, config, pooled_providers=pooled)
     mcp_problems = mcp_task_problems(
         session.tasks, session.role_specs, backends, done=set(session.team.completed_tasks)
     )
@@ -160,6 +165,8 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             stop_signals.restore()
             lock.release()
             raise
+    if stored_keys.problem:
+        console(f"! {stored_keys.problem}")
     notify_setup = NotifySetup.from_config(config, os.environ)
     for warning in notify_setup.warnings:
         console(f"! notifications: {warning}")
@@ -174,7 +181,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         hang_timeout_s=request.hang_timeout_s,
         shutdown_grace_s=_first(request.shutdown_grace_s, settings.shutdown_grace_s),
         retry_backoff=Backoff(min_s=retry_backoff_s, max_s=max(300.0, retry_backoff_s), jitter=0.2),
-        routing=_routing_setup(config, console),
+        routing=_routing_setup(config, stored_keys),
         session_budget_usd=config.budget.session_usd,
         task_budget_usd=config.budget.task_usd,
         budget_warn_at=config.budget.warn_at,
@@ -230,21 +237,31 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     return 0
 
 
-def _routing_setup(config: Config, console: RunConsole) -> RoutingSetup:
-    """The key pool from the config's key variables and seed files, plus the encrypted
-    store when one exists (opening it may ask the OS keyring, so only then)."""
-    store = None
-    stored: list[Any] = []
-    if (user_config_dir() / "keys.enc").exists():
-        try:
-            store = KeyStore.open(user_config_dir(), os.environ)
-            stored = list(store.secrets())
-        except KeyStoreError as error:
-            console(f"! the key store could not be opened ({error}); going on without its keys")
+@dataclass
+class _StoredKeys:
+    """The user's encrypted key store, opened once per run (opening it may ask the OS keyring)."""
+
+    store: KeyStore | None = None
+    keys: list[ApiKey] = field(default_factory=list)
+    problem: str | None = None  # why it could not be opened; the run goes on without it
+
+
+def _open_stored_keys() -> _StoredKeys:
+    if not (user_config_dir() / "keys.enc").exists():
+        return _StoredKeys()
+    try:
+        store = KeyStore.open(user_config_dir(), os.environ)
+        return _StoredKeys(store, list(store.secrets()))
+    except KeyStoreError as error:
+        return _StoredKeys(problem=f"the key store could not be opened ({error}); going on without its keys")
+
+
+def _routing_setup(config: Config, stored: _StoredKeys) -> RoutingSetup:
+    """The key pool from the config's key variables and seed files, plus the encrypted store's keys."""
     return RoutingSetup(
         config=config,
-        pool=pool_from_config(config, os.environ, stored=stored),
-        store=store,
+        pool=pool_from_config(config, os.environ, stored=stored.keys),
+        store=stored.store,
         store_path=user_config_dir() / "keys.enc",
         open_store=lambda: KeyStore.open(user_config_dir(), os.environ),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import pykka
 
+from backends.agent_cli import AgentCliBackend
 from backends.base import Backend
 from backends.openai_http import OpenAIHttpBackend
 from backends.registry import UnknownBackend, backend_names, get_backend
@@ -92,10 +93,16 @@ class RunRequest:
 
 
 def resolve_backends(
-    session: TeamSession, chosen: list[RoleBackend], config: Config | None = None
+    session: TeamSession,
+    chosen: list[RoleBackend],
+    config: Config | None = None,
+    pooled_providers: Collection[str] = (),
 ) -> dict[str, Backend]:
     """The backend of every role (``chosen`` by :func:`session.run_choices.role_backends`), or
-    :class:`RunRefused` with one line per problem and the list of backends once."""
+    :class:`RunRefused` with one line per problem and the list of backends once.
+
+    ``pooled_providers``: providers the run's key pool holds keys of; an agent CLI of one of
+    them needs no key or login of its own."""
     problems: list[str] = []
     missing: list[str] = []
     backends: dict[str, Backend] = {}
@@ -126,11 +133,12 @@ def resolve_backends(
             spec = session.role_specs[role]
         # Runs have a Router and a KeyPool: the openai backend's model, base URL and key
         # may come from the registry and the pool rather than the role-spec.
-        refusal = (
-            backend.preflight_routed(role, spec.meta, config)
-            if isinstance(backend, OpenAIHttpBackend)
-            else backend.preflight(role, spec.meta)
-        )
+        if isinstance(backend, OpenAIHttpBackend):
+            refusal = backend.preflight_routed(role, spec.meta, config)
+        elif isinstance(backend, AgentCliBackend):
+            refusal = backend.preflight(role, spec.meta, pooled_providers=pooled_providers)
+        else:
+            refusal = backend.preflight(role, spec.meta)
         if refusal:
             problems.append(refusal)
             continue

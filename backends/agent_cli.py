@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -97,17 +97,20 @@ class AgentCliBackend:
         home = Path(self.environ.get("HOME", "~")).expanduser()
         return any((home / relative).exists() for relative in self.credential_files)
 
-    def preflight(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
+    def preflight(self, role: str, spec: RoleSpecFrontmatter, pooled_providers: Collection[str] = ()) -> str | None:
+        """Why the role cannot run on this CLI, or None.  ``pooled_providers``: providers the
+        run's key pool holds keys of — the CLI takes its key from there (backends.cli_keys)."""
         if locate_program(self.program) is None:
             return (
                 f"role '{role}' uses backend '{self.name}', but `{self.program}` is not installed "
                 f"(install it: {self.install_hint}; or set {AGENT_CLIS_ENV} to the folder that holds it)"
             )
-        if not self.has_credentials():
+        if not self.has_credentials() and self.key_provider not in pooled_providers:
             keys = " or ".join(self.key_variables) or "its credentials"
+            pool = f", or add one to the key pool: executor keys add {self.key_provider}" if self.key_provider else ""
             return (
                 f"role '{role}' uses backend '{self.name}', but no key was found: set {keys} "
-                f"in the environment (or log in with `{self.program}` once)"
+                f"in the environment (or log in with `{self.program}` once{pool})"
             )
         return None
 

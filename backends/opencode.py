@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -162,8 +162,8 @@ class OpencodeBackend(AgentCliBackend):
 
     # --- preflight ----------------------------------------------------------------------
 
-    def preflight(self, role: str, spec: RoleSpecFrontmatter) -> str | None:
-        problem = super().preflight(role, spec)
+    def preflight(self, role: str, spec: RoleSpecFrontmatter, pooled_providers: Collection[str] = ()) -> str | None:
+        problem = super().preflight(role, spec, pooled_providers)
         if problem is not None:
             return problem
         provider, _ = opencode_model(spec.model)

@@ -226,6 +226,24 @@ def test_a_missing_key_is_a_clear_refusal_not_a_traceback(executor_cli, tmp_path
     assert "Traceback" not in result.stderr
 
 
+def test_a_cli_with_no_key_of_its_own_runs_on_a_key_from_the_key_store(executor_cli, tmp_path):
+    stored = "claude-key-stored-4444"
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    own = {"TEAM_EXECUTOR_CONFIG_DIR": str(config_dir), "TEAM_EXECUTOR_MASTER_KEY": "a passphrase for the test"}
+    with FakeLLM() as fake:
+        env = cli_env("claude", fake.url) | own | {"ANTHROPIC_API_KEY": "", "HOME": str(tmp_path)}
+        project, folder = project_with_session(tmp_path, "claude", {"WRITE-001": []}, {"writer": "WRITE"})
+        given = executor_cli("keys", "add", "anthropic", "--from-env", "NEW_KEY", env={**own, "NEW_KEY": stored})
+        assert given.returncode == 0, given.stderr
+        fake.script(WriteFile("hello.py", CODE), Text("Wrote hello.py."))
+        result = executor_cli("run", "--session", str(folder), "--max-attempts", "1", env=env, timeout=300)
+        tails = {request.key_tail for request in fake.requests if request.protocol}
+    assert result.returncode == 0, result.stdout + result.stderr  # preflight no longer asks for an env key
+    assert (project / "hello.py").read_text() == CODE
+    assert tails == {"4444"}
+
+
 def test_a_missing_cli_is_a_clear_refusal(executor_cli, tmp_path):
     _, folder = project_with_session(tmp_path, "codex", {"WRITE-001": []}, {"writer": "WRITE"})
     env = {"TEAM_EXECUTOR_AGENT_CLIS": str(tmp_path), "PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "k"}
