@@ -52,8 +52,8 @@ out({{"type": "assistant", "message": {{"content": [
 ]}}}})
 if task == "CODE-002":
     out({{"type": "result", "subtype": "error_during_execution", "is_error": True,
-         "result": "Invalid API key: " + key + " (also tried " + found + ")"}})
-    print("Error: the API refused the key " + key, file=sys.stderr, flush=True)
+         "result": "Tool crashed while holding " + key + " (also tried " + found + ")"}})
+    print("Error: the tool crashed holding " + key, file=sys.stderr, flush=True)
     sys.exit(1)
 os.makedirs(os.path.dirname(os.environ["TEAM_EXECUTOR_REPORT"]), exist_ok=True)
 with open(os.environ["TEAM_EXECUTOR_REPORT"], "w") as handle:  # the worker's own file, in .executor/
