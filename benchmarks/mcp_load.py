@@ -1,17 +1,24 @@
-"""MCP bridge under load: submit_task + get_task_status over streamable HTTP.
+"""MCP bridge under load: writes (submitted tasks) and reads over streamable HTTP.
 
 Starts `executor run --session S --backend demo --mcp-http 0` on a copy of the
 demo session, connects one official SDK client (one MCP session, as a
 dashboard or an IDE agent would), and fires calls open-loop at a fixed rate
-for a fixed time: calls alternate submit_task and get_task_status (of the
-task submitted just before), each started on schedule whether or not earlier
-ones finished, so a slow server shows up as latency instead of a lower rate.
+for a fixed time, each started on schedule whether or not earlier ones
+finished, so a slow server shows up as latency instead of a lower rate.
+
+Every other call submits a task.  ``--writes queued`` (the default) uses
+queue_submit_task, which returns a request id without waiting for the Executor,
+and the reads between alternate get_task_status (of the task last seen applied)
+and get_write_status (of the write just queued); a refused write counts as an
+error, and after the load the last write must be applied.  ``--writes direct``
+uses submit_task, which waits for the Executor, and reads get_task_status of
+the task submitted just before (the measurement before issue 18).
 Submitted tasks really run (the demo backend, one process each).
 
 Reported: calls made, errors, p50/p90/p99/max latency per tool, the achieved
 rate, and the executor process's peak RSS (sampled every 0.25 s with psutil).
 
-Usage: python benchmarks/mcp_load.py [--rate 100] [--seconds 60]
+Usage: python benchmarks/mcp_load.py [--rate 100] [--seconds 60] [--writes queued|direct]
 """
 
 from __future__ import annotations
@@ -51,11 +58,12 @@ def start_run(folder: Path) -> tuple[subprocess.Popen[str], str, str]:
     )
     assert process.stdout is not None
     for line in process.stdout:
-        found = re.search(r"MCP bridge on (http://\S+/mcp) .*: (\S+)$", line.strip())
+        # Output to a pipe names the token's file; a terminal would show the token itself.
+        found = re.search(r"MCP bridge on (http://\S+/mcp) .*token in (\S+)$", line.strip())
         if found:
             # Keep draining the output so the executor never blocks on a full pipe.
             threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
-            return process, found.group(1), found.group(2)
+            return process, found.group(1), Path(found.group(2)).read_text(encoding="utf-8").strip()
     raise SystemExit("the executor printed no bridge address")
 
 
@@ -68,32 +76,48 @@ def sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
             return
 
 
-async def load(url: str, token: str, rate: float, seconds: float) -> dict[str, list[float]]:
-    latencies: dict[str, list[float]] = {"submit_task": [], "get_task_status": []}
+def plan_call(index: int, queued: bool, last_task: str, last_request: str) -> tuple[str, dict[str, object]]:
+    """Every other call is a write (a submitted task); the reads between alternate in queued mode
+    between the task just applied and the write just queued."""
+    if index % 2 == 0:
+        tool = "queue_submit_task" if queued else "submit_task"
+        return tool, {"name": f"load task {index}", "assigned_to": "coder", "priority": "low"}
+    if queued and index % 4 == 3:
+        return "get_write_status", {"request_id": last_request}
+    return "get_task_status", {"task_id": last_task}
+
+
+async def load(url: str, token: str, rate: float, seconds: float, queued: bool) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = {}
     errors: list[str] = []
     interval = 1.0 / rate
     total = int(rate * seconds)
-    last_task: list[str] = ["PLAN-001"]
+    last = {"task": "PLAN-001", "request": ""}
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
     async with http, Client(streamable_http_client(url, http_client=http)) as client:
 
         async def one(index: int) -> None:
-            tool = "submit_task" if index % 2 == 0 else "get_task_status"
-            if tool == "submit_task":
-                arguments = {"name": f"load task {index}", "assigned_to": "coder", "priority": "low"}
-            else:
-                arguments = {"task_id": last_task[0]}
+            tool, arguments = plan_call(index, queued, last["task"], last["request"])
+            if tool == "get_write_status" and not last["request"]:
+                tool, arguments = "get_task_status", {"task_id": last["task"]}
             started = time.perf_counter()
             try:
                 result = await client.call_tool(tool, arguments)
             except Exception as error:  # noqa: BLE001 - every failure is counted, none stops the load
                 errors.append(f"{tool}: {type(error).__name__}: {error}")
                 return
-            latencies[tool].append(time.perf_counter() - started)
+            latencies.setdefault(tool, []).append(time.perf_counter() - started)
+            data = result.structured_content or {}
             if result.is_error:
                 errors.append(f"{tool}: {' '.join(getattr(p, 'text', '') for p in result.content)[:200]}")
-            elif tool == "submit_task" and result.structured_content:
-                last_task[0] = result.structured_content["id"]
+            elif tool == "submit_task":
+                last["task"] = data["id"]
+            elif tool == "queue_submit_task":
+                last["request"] = data["request_id"]
+            elif tool == "get_write_status" and data.get("state") == "refused":
+                errors.append(f"queued write {data['request_id']} refused: {data.get('error')}")
+            elif tool == "get_write_status" and data.get("state") == "applied":
+                last["task"] = data["result"]["task_id"]
 
         begin = time.perf_counter()
         async with anyio.create_task_group() as group:
@@ -103,9 +127,27 @@ async def load(url: str, token: str, rate: float, seconds: float) -> dict[str, l
                     await anyio.sleep(delay)
                 group.start_soon(one, index)
         elapsed = time.perf_counter() - begin
+        if queued:
+            await settle_writes(client, last["request"], errors)
     latencies["_errors"] = errors  # type: ignore[assignment]
     latencies["_elapsed"] = [elapsed]
     return latencies
+
+
+async def settle_writes(client: Client, request_id: str, errors: list[str]) -> None:
+    """After the load: the last queued write must be applied (the Executor handles its inbox in order)."""
+    if not request_id:
+        return
+    for _ in range(600):
+        result = await client.call_tool("get_write_status", {"request_id": request_id})
+        state = (result.structured_content or {}).get("state")
+        if state == "applied":
+            return
+        if state != "queued":
+            errors.append(f"the last queued write ended {state}: {result.structured_content}")
+            return
+        await anyio.sleep(0.1)
+    errors.append(f"the last queued write {request_id} was still queued 60 s after the load")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -117,6 +159,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=100.0, help="calls per second (both tools together)")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--writes",
+        choices=("queued", "direct"),
+        default="queued",
+        help="queued: queue_submit_task (an id at once) and get_write_status; direct: submit_task (waits)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mcp-load-"))
     folder = work / "session"
@@ -127,7 +175,7 @@ def main() -> None:
     sampler = threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True)
     sampler.start()
     try:
-        results = anyio.run(load, url, token, args.rate, args.seconds)
+        results = anyio.run(load, url, token, args.rate, args.seconds, args.writes == "queued")
     finally:
         stop.set()
         process.send_signal(signal.SIGINT)
@@ -141,7 +189,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d')}")
     print(
-        f"target rate {args.rate:g}/s for {args.seconds:g}s: {calls} calls in {elapsed:.1f}s "
+        f"writes {args.writes}; target rate {args.rate:g}/s for {args.seconds:g}s: {calls} calls in {elapsed:.1f}s "
         f"({calls / elapsed:.1f}/s), errors: {len(errors)}"
     )
     for tool, values in results.items():

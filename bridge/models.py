@@ -7,7 +7,7 @@ provider and the last four characters only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -24,6 +24,7 @@ __all__ = [
     "NextOut",
     "PanicOut",
     "ProgressOut",
+    "QueuedOut",
     "ReportOut",
     "ResumeOut",
     "RunOut",
@@ -32,6 +33,7 @@ __all__ = [
     "TaskStatusOut",
     "TasksOut",
     "WorkerOut",
+    "WriteStatusOut",
 ]
 
 
@@ -224,3 +226,21 @@ class PanicOut(BaseModel):
     panic: bool
     changed: bool
     note: str
+
+
+class QueuedOut(BaseModel):
+    request_id: str = Field(description="Pass it to get_write_status for the outcome")
+    tool: str = Field(description="The write that was queued")
+    state: Literal["queued"] = "queued"
+    note: str = ""
+
+
+class WriteStatusOut(BaseModel):
+    request_id: str
+    tool: str
+    state: Literal["queued", "applied", "refused"] = Field(
+        description="queued: the executor has not handled it yet; applied: done (see result); refused: see error"
+    )
+    result: dict[str, Any] | None = Field(default=None, description="What the write did, e.g. the new task's id")
+    error: str | None = Field(default=None, description="Why it was refused, naming the argument at fault")
+    queued_at: str = ""
