@@ -381,7 +381,13 @@ class Executor(TreeActor):
     def worker_started(self, message: WorkerStarted) -> None:
         if self.core is not None:
             self.core.attempt_started(
-                message.worker_id, message.task_id, message.pid, message.create_time, self.now(), message.attempt
+                message.worker_id,
+                message.task_id,
+                message.pid,
+                message.create_time,
+                self.now(),
+                message.attempt,
+                message.node,
             )
 
     @handles(WorkerProgress)

@@ -88,6 +88,10 @@ class AttemptHost:
             notes, hooks.notes = tuple(hooks.notes), []
             return HostReport(self.node_id, self.node_host, started, notes, self.result)
 
+    def where(self) -> tuple[str, str]:
+        """The node this actor (and its attempt) runs on."""
+        return self.node_id, self.node_host
+
     def cancel(self) -> None:
         self.cancel_event.set()
 

@@ -89,7 +89,11 @@ class RayRunner:
                 if not placed:
                     node_id, node_host = ray.get(where, timeout=POLL_S)
                     placed = True
-                    hooks.progress(None, f"on node {node_host} ({node_id[:12]})")
+                    node = f"{node_host} ({node_id[:12]})"
+                    place = getattr(hooks, "placed", None)  # the worker's hooks record it with the start
+                    if place is not None:
+                        place(node)
+                    hooks.progress(None, f"on node {node}")
                     continue
                 if poll is None:
                     poll = host.poll.remote(POLL_S)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.connect import connect, import_ray
+from cluster.connect import connect
 
 __all__ = ["cluster_status", "format_status"]
 
@@ -14,14 +14,18 @@ _STANDARD = {"CPU", "GPU", "memory", "object_store_memory"}
 def cluster_status(address: str, namespace: str) -> list[dict[str, Any]]:
     """One dict per node: id, address, alive, labels, the attempt actors on it."""
     ray = connect(address, namespace)
-    import_ray()
-    from ray.util.state import list_actors  # noqa: PLC0415 - optional dependency
-
     attempts: dict[str, list[str]] = {}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000):
-        name = getattr(actor, "name", "") or ""
-        if name.startswith("attempt:"):
-            attempts.setdefault(actor.node_id or "", []).append(name)
+    # Attempt actors are named (in their session's namespace): each says where it runs.
+    # (Ray's state API would need its dashboard, which a minimal install lacks.)
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name, space = entry["name"], entry["namespace"]
+        if not name.startswith("attempt:"):
+            continue
+        try:
+            node_id, _host = ray.get(ray.get_actor(name, namespace=space).where.remote(), timeout=10)
+        except Exception:  # noqa: BLE001, S112 - an attempt ending meanwhile is simply not listed
+            continue
+        attempts.setdefault(node_id, []).append(name)
     rows = []
     for node in ray.nodes():
         resources = node.get("Resources", {})

@@ -56,6 +56,7 @@ class Attempt:
     last_activity: float
     dispatch: RecordDispatch
     start: RecordStart | None = None
+    node: str | None = None  # on a cluster: the node it was placed on
     pid: int | None = None
     model: str | None = None
     cancelled_by: str | None = None
@@ -268,7 +269,14 @@ class Pipeline:
         return attempt
 
     def attempt_started(
-        self, worker_id: str, task_id: str, pid: int, create_time: float | None, now: Instant, number: int | None = None
+        self,
+        worker_id: str,
+        task_id: str,
+        pid: int,
+        create_time: float | None,
+        now: Instant,
+        number: int | None = None,
+        node: str | None = None,
     ) -> None:
         attempt = self.attempt_of(worker_id, task_id, number, "started")
         if attempt is None:
@@ -280,8 +288,10 @@ class Pipeline:
             role=attempt.role,
             pid=pid,
             create_time=create_time,
+            node=node,
         )
         attempt.pid = pid
+        attempt.node = node
         attempt.last_activity = now.mono
         self.record(attempt.start)
 

@@ -113,6 +113,31 @@ def test_attempts_land_on_the_node_with_the_roles_label(cluster, tmp_path):
     placements = _placements(folder)
     gpu_id = cluster.gpu_node.node_id[:12]
     assert placements == {task_id: {gpu_id} for task_id in ids}
+    nodes = _rows(folder, "SELECT task_id, node FROM runs ORDER BY task_id")
+    assert [(task_id, gpu_id in (node or "")) for task_id, node in nodes] == [(task_id, True) for task_id in ids]
+
+
+def test_check_and_cluster_status_show_where_attempts_run(cluster, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    folder = _session(tmp_path, ["T-001"], {"default": {"mark": str(marks), "hang": True}}, {"worker": {"gpu-box": 1}})
+    run = _start(folder, cluster.address)
+    gpu_id = cluster.gpu_node.node_id[:12]
+    try:
+        _wait_for(lambda: list(marks.glob("*-a1-*")), "the attempt to start")
+        _wait_for(lambda: _rows(folder, "SELECT node FROM runs WHERE node IS NOT NULL"), "the node to be recorded")
+        check = run_executor("check", "--session", str(folder))
+        assert f"({gpu_id})" in check.stdout, check.stdout
+        shown = run_executor("cluster", "status", "--cluster", cluster.address, "--json", timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        rows = {row["node_id"][:12]: row for row in json.loads(shown.stdout)}
+        assert rows[gpu_id]["labels"] == {"gpu-box": 8}
+        assert [name.split(":")[1] for name in rows[gpu_id]["attempts"]] == ["T-001"]
+        assert all(not row["attempts"] for node, row in rows.items() if node != gpu_id)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.send_signal(signal.SIGTERM)
+        run.communicate(timeout=120)
 
 
 def test_an_unschedulable_label_or_missing_cluster_is_one_clear_message(tmp_path):
