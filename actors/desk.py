@@ -315,6 +315,7 @@ class Desk:
                     model=a.model,
                     pid=a.pid,
                     elapsed_s=round(mono - a.started, 1),
+                    node=a.node,
                 )
                 for a in attempts
             ),

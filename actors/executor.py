@@ -49,8 +49,9 @@ from actors.session import EventSink
 from actors.session_link import SessionLink, StateWriteFailed
 from actors.supervision import ChildSpec, Escalate, Forget, Restart, RestartType, Supervisor
 from actors.turns import Turns, Worker
-from actors.worker import TeamWorker
+from actors.worker import Runner, TeamWorker
 from backends.base import Backend
+from cluster.runner import RayRunner
 from pipeline import requests, settle
 from pipeline.clock import Instant
 from pipeline.core import Pipeline
@@ -152,7 +153,10 @@ class Executor(TreeActor):
         )
         self.core: Pipeline | None = None
         self.workers: dict[str, Worker] = {}
-        self.runner = AttemptRunner(backends, prompts)
+        local = AttemptRunner(backends, prompts)
+        self.runner: Runner = local
+        if options.cluster is not None:
+            self.runner = RayRunner(options.cluster, backends, local.prepare)
         self.agent_sessions: dict[str, str] = {}  # task id -> the agent's own session, to resume
         self.mcp_states: McpStates = {}
         self.last_errors: dict[str, str] = {}  # child name -> how it last crashed
@@ -376,11 +380,20 @@ class Executor(TreeActor):
     @handles(WorkerStarted)
     def worker_started(self, message: WorkerStarted) -> None:
         if self.core is not None:
-            self.core.attempt_started(message.worker_id, message.task_id, message.pid, message.create_time, self.now())
+            self.core.attempt_started(
+                message.worker_id,
+                message.task_id,
+                message.pid,
+                message.create_time,
+                self.now(),
+                message.attempt,
+                message.node,
+            )
 
     @handles(WorkerProgress)
     def worker_progress(self, message: WorkerProgress) -> None:
-        attempt = self.core.attempt_of(message.worker_id, message.task_id) if self.core is not None else None
+        core = self.core
+        attempt = core.attempt_of(message.worker_id, message.task_id, message.attempt, "progress") if core else None
         if attempt is not None and self.core is not None:
             self.core.attempt_progress(attempt, message.percent, message.note, self.now())
 
@@ -390,7 +403,9 @@ class Executor(TreeActor):
             return
         if message.result.agent_session_id:
             self.agent_sessions[message.task_id] = message.result.agent_session_id
-        settle.attempt_finished(self.core, message.worker_id, message.task_id, message.result, self.now())
+        settle.attempt_finished(
+            self.core, message.worker_id, message.task_id, message.result, self.now(), message.attempt
+        )
 
     # --- supervision ---------------------------------------------------------------------------
 

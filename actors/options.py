@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from actors.supervision import Backoff, Intensity
 
 if TYPE_CHECKING:  # the types only: the key store pulls in cryptography, notify pulls in apprise
+    from cluster.runner import ClusterSetup
     from notify.setup import NotifySetup
     from session.config_mcp import McpServerConfig
     from session.config_models import Config
@@ -62,3 +63,5 @@ class RunOptions:
     mcp_servers: dict[str, McpServerConfig] = field(default_factory=dict)
     # What the Notifier sends and where; None: no Notifier.
     notify: NotifySetup | None = None
+    # Where attempts run: None in this process, else on the Ray cluster it names.
+    cluster: ClusterSetup | None = None

@@ -48,6 +48,9 @@ from backends.mcp_call import mcp_task_problems, register_servers
 from backends.process_tree import stop_tree
 from backends.registry import backend_names
 from backends.sandbox import JailError, find_jail, resolve_workdir
+from cluster.connect import ClusterUnavailable, connect, import_ray, namespace_of
+from cluster.reaper import reap
+from cluster.runner import ClusterSetup
 from notify.setup import NotifySetup
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, apply_role_defaults, load_config
@@ -130,6 +133,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             "it must be a writable file (remove or rename what is there)"
         ) from None
 
+    cluster = _cluster_setup(request, config, _session_marker(Path(session.folder)))
     lock = SessionLock(Path(session.folder))
     try:
         lock.acquire(request.command)
@@ -137,6 +141,12 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         raise RunRefused(str(error)) from None
     handler = configure_logging(Path(session.folder))
     console = RunConsole(human)
+    if cluster is not None:
+        # We hold the lock: attempt actors alive in this session's namespace were left by a
+        # predecessor killed while they ran; the reconciler puts their tasks back.
+        reaped = reap(import_ray())
+        if reaped:
+            console(f"stopped {len(reaped)} attempt(s) a previous run left on the cluster: {', '.join(reaped)}")
     if request.retry_failed:
         retried = reopen_failed(Path(session.folder), by="cli")
         console(
@@ -189,6 +199,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         worker_bridge=bridge.worker_endpoint if bridge is not None else None,
         mcp_servers=dict(config.mcp_servers),
         notify=notify_setup,
+        cluster=cluster,
     )
     outcome: Future[RunSummary] = Future()
     executor = Executor.start(
@@ -264,6 +275,28 @@ def _routing_setup(config: Config, stored: _StoredKeys) -> RoutingSetup:
         store=stored.store,
         store_path=user_config_dir() / "keys.enc",
         open_store=lambda: KeyStore.open(user_config_dir(), os.environ),
+    )
+
+
+def _cluster_setup(request: RunRequest, config: Config, marker: str) -> ClusterSetup | None:
+    """Where attempts run: --cluster, else ``[cluster].address``; None runs them in this process."""
+    settings = config.cluster
+    address = request.cluster or settings.address
+    if not address:
+        return None
+    if not settings.shared_filesystem:
+        raise RunRefused(
+            "[cluster].shared_filesystem = false is not supported yet: every node must see the project and the "
+            "session folder at the same paths (e.g. a shared mount); set it to true",
+            exit_code=2,
+        )
+    namespace = namespace_of(marker)
+    try:
+        connect(address, namespace)
+    except ClusterUnavailable as error:
+        raise RunRefused(str(error), exit_code=2) from None
+    return ClusterSetup(
+        address=address, namespace=namespace, resources=dict(settings.resources), num_cpus=settings.num_cpus
     )
 
 

@@ -90,6 +90,7 @@ class RunRequest:
     mcp_stdio: bool = False  # `executor mcp`: the bridge on stdin/stdout
     exit_when_done: bool = False  # with the bridge: end when the pipeline is done instead of serving on
     retry_failed: bool = False  # resume --retry-failed: failed tasks start again with fresh attempts
+    cluster: str | None = None  # --cluster ADDRESS: attempts run as Ray actors there
 
 
 def resolve_backends(

@@ -24,11 +24,15 @@ class AttemptRunner:
         self.backends = backends
         self.prompts = prompts
 
-    def __call__(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
+    def prepare(self, order: WorkOrder) -> None:
+        """Write the attempt's prompt file (also before a cluster runs the attempt)."""
         prompt = Path(order.prompt_file)
         prompt.parent.mkdir(parents=True, exist_ok=True)
         # Upstream artifacts and feedback are agent output: a key one of them leaked goes no further.
         prompt.write_text(redact(self.prompts(order.task_id, order.attempt)), encoding="utf-8")
+
+    def __call__(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
+        self.prepare(order)
         return self.backends[order.role].run(order, hooks, cancel)
 
 

@@ -289,7 +289,9 @@ class SessionActor(TreeActor):
     @handles(RecordStart)
     def record_start(self, message: RecordStart) -> None:
         with self.store.transaction():
-            self.store.update_run(message.run_row_id, RunChange(pid=message.pid, pid_create_time=message.create_time))
+            self.store.update_run(
+                message.run_row_id, RunChange(pid=message.pid, pid_create_time=message.create_time, node=message.node)
+            )
             self._append(TaskStarted(task_id=message.task_id, attempt=message.attempt, pid=message.pid))
         self.projection.worker_started(message.task_id, message.role, message.pid, utc_now())
 

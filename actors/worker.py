@@ -173,6 +173,10 @@ class _Hooks:
         self.order = order
         self._routing: _ActorRouting | None = None
         self._routing_looked_up = False
+        self.node: str | None = None  # set by a cluster runner once the attempt is placed
+
+    def placed(self, node: str) -> None:
+        self.node = node
 
     @property
     def routing(self) -> _ActorRouting | None:
@@ -195,6 +199,7 @@ class _Hooks:
                 pid=pid,
                 create_time=create_time,
                 log_path=self.order.log_path,
+                node=self.node,
             )
         )
 

@@ -141,6 +141,7 @@ class WorkerOut(BaseModel):
     model: str | None = None
     pid: int | None = None
     elapsed_s: float
+    node: str | None = None  # on a cluster: the node running it
 
 
 class KeyOut(BaseModel):

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from cli.backup_cmd import backup_command, restore_command
 from cli.check_cmd import check, validate
+from cli.cluster_cmd import cluster_app
 from cli.config_cmd import config_app
 from cli.diff_cmd import diff_command
 from cli.doctor_cmd import doctor as doctor_command
@@ -69,6 +70,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(task_app, name="task")
 app.add_typer(hook_app, name="hook")
+app.add_typer(cluster_app, name="cluster")
 app.command("models")(models_command)
 app.command("doctor")(doctor_command)
 app.command("diff")(diff_command)

@@ -101,7 +101,8 @@ def render_check(console: Console, report: CheckReport, per_layer: int = 12, ful
     for worker in report.active_workers:
         console.print(
             f"  ▶ {escape(worker.task_id)}  {escape(worker.role)}  pid {worker.pid}  "
-            f"{escape(worker.backend)}  attempt {worker.attempt}  {_duration(worker.elapsed_s)}"
+            + (f"on {escape(worker.node)}  " if worker.node else "")
+            + f"{escape(worker.backend)}  attempt {worker.attempt}  {_duration(worker.elapsed_s)}"
         )
 
     ready = report.ready if full else report.ready[:per_layer]

@@ -104,6 +104,15 @@ AllowRemoteOption = Annotated[
 RetryFailedOption = Annotated[
     bool, typer.Option("--retry-failed", help="Start the failed tasks again, with fresh attempts.")
 ]
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        metavar="ADDRESS",
+        help="Run each attempt as a Ray actor on this cluster (auto, ray://host:10001 or host:port); "
+        "needs pip install 'team-executor[ray]'. Default: [cluster].address in executor.toml, else this process.",
+    ),
+]
 ExitWhenDoneOption = Annotated[
     bool, typer.Option("--exit-when-done", help="With --http: end when the pipeline is done, as without it.")
 ]
@@ -129,6 +138,7 @@ def _pipeline_command(command: str, doc: str, *, mcp_stdio: bool = False) -> Cal
         allow_remote: AllowRemoteOption = False,
         exit_when_done: ExitWhenDoneOption = False,
         retry_failed: RetryFailedOption = False,
+        cluster: ClusterOption = None,
     ) -> None:
         _run(
             session,
@@ -149,6 +159,7 @@ def _pipeline_command(command: str, doc: str, *, mcp_stdio: bool = False) -> Cal
             retry_backoff_s=retry_backoff,
             exit_when_done=exit_when_done,
             retry_failed=retry_failed,
+            cluster=cluster,
         )
 
     pipeline.__doc__ = doc

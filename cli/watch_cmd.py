@@ -84,7 +84,7 @@ def frame(folder: Path, backends: list[RoleBackend] | None = None) -> Renderable
     parts: list[RenderableType] = [header, bar]
 
     workers = Table(title="running", title_justify="left", box=None, pad_edge=False)
-    for column in ("task", "role", "backend", "attempt", "pid", "elapsed"):
+    for column in ("task", "role", "backend", "attempt", "pid", "node", "elapsed"):
         workers.add_column(column)
     for worker in report.active_workers:
         workers.add_row(
@@ -93,6 +93,7 @@ def frame(folder: Path, backends: list[RoleBackend] | None = None) -> Renderable
             worker.backend,
             str(worker.attempt),
             str(worker.pid or "-"),
+            worker.node or "local",
             f"{worker.elapsed_s:.0f}s",
         )
     parts.append(workers if report.active_workers else Text("running: nothing", style="dim"))

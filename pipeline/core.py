@@ -35,7 +35,7 @@ from pipeline.policy import PipelineConfig
 from pipeline.questions import Questions
 from pipeline.readiness import Scheduler
 from protocol._base import Message
-from protocol.events import Event, ShutdownRequested, TaskStalled
+from protocol.events import Event, ReportRefused, ShutdownRequested, TaskStalled
 from protocol.messages import RecordDispatch, RecordEvents, RecordProgress, RecordStart, RunSummary
 from protocol.records import TaskRow
 
@@ -56,6 +56,7 @@ class Attempt:
     last_activity: float
     dispatch: RecordDispatch
     start: RecordStart | None = None
+    node: str | None = None  # on a cluster: the node it was placed on
     pid: int | None = None
     model: str | None = None
     cancelled_by: str | None = None
@@ -239,12 +240,45 @@ class Pipeline:
 
     # --- reports from workers ---------------------------------------------------------
 
-    def attempt_of(self, worker_id: str, task_id: str) -> Attempt | None:
+    def attempt_of(
+        self, worker_id: str, task_id: str, number: int | None = None, report: str = "finished"
+    ) -> Attempt | None:
+        """The running attempt a report is about, or None.  ``number`` is the report's fencing
+        token: a report from an attempt that is no longer current (a lost node's late result,
+        a restarted worker's) is refused and logged, never applied."""
         attempt = self.attempts.get(worker_id)
-        return attempt if attempt is not None and attempt.task_id == task_id else None
+        if attempt is None or attempt.task_id != task_id:
+            if number is not None:
+                self.events(
+                    ReportRefused(
+                        worker_id=worker_id, task_id=task_id, attempt=number, current_attempt=None, report=report
+                    )
+                )
+            return None
+        if number is not None and number != attempt.attempt:
+            self.events(
+                ReportRefused(
+                    worker_id=worker_id,
+                    task_id=task_id,
+                    attempt=number,
+                    current_attempt=attempt.attempt,
+                    report=report,
+                )
+            )
+            return None
+        return attempt
 
-    def attempt_started(self, worker_id: str, task_id: str, pid: int, create_time: float | None, now: Instant) -> None:
-        attempt = self.attempt_of(worker_id, task_id)
+    def attempt_started(
+        self,
+        worker_id: str,
+        task_id: str,
+        pid: int,
+        create_time: float | None,
+        now: Instant,
+        number: int | None = None,
+        node: str | None = None,
+    ) -> None:
+        attempt = self.attempt_of(worker_id, task_id, number, "started")
         if attempt is None:
             return
         attempt.start = RecordStart(
@@ -254,8 +288,10 @@ class Pipeline:
             role=attempt.role,
             pid=pid,
             create_time=create_time,
+            node=node,
         )
         attempt.pid = pid
+        attempt.node = node
         attempt.last_activity = now.mono
         self.record(attempt.start)
 

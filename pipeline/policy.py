@@ -43,6 +43,8 @@ class RetryPolicy:
         """Seconds until ``attempt + 1`` may start, or None: the task has failed for good."""
         if attempt >= max_attempts or (kind or "") in self.never:
             return None
+        if kind == "node_lost":  # not the task's fault: re-dispatched at once (still within the budget)
+            return 0.0
         base = min(self.max_s, self.min_s * (2.0 ** min(attempt - 1, 32)))
         return base * (1.0 + random() * self.jitter)
 

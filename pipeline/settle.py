@@ -24,9 +24,12 @@ from session.graph import id_prefix
 __all__ = ["attempt_finished", "worker_died"]
 
 
-def attempt_finished(core: Pipeline, worker_id: str, task_id: str, result: AttemptResult, now: Instant) -> None:
-    """A worker reported its attempt's result; the worker then takes its next task or stops."""
-    attempt = core.attempt_of(worker_id, task_id)
+def attempt_finished(
+    core: Pipeline, worker_id: str, task_id: str, result: AttemptResult, now: Instant, number: int | None = None
+) -> None:
+    """A worker reported its attempt's result; the worker then takes its next task or stops.
+    A result whose attempt ``number`` is not the current one is refused (see ``attempt_of``)."""
+    attempt = core.attempt_of(worker_id, task_id, number)
     if attempt is None:
         return
     del core.attempts[worker_id]

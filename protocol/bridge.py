@@ -159,6 +159,7 @@ class WorkerInfo(Message, frozen=True):
     model: str | None
     pid: int | None
     elapsed_s: float
+    node: str | None = None  # on a cluster: the node running it
 
 
 class FleetSnapshot(Message, frozen=True):

@@ -29,6 +29,7 @@ __all__ = [
     "Event",
     "EventDecodeError",
     "NotificationDropped",
+    "ReportRefused",
     "RevisionCreated",
     "RunCompleted",
     "RunStarted",
@@ -300,6 +301,17 @@ class WorkerCrashed(Event, frozen=True):
     error: str
 
 
+class ReportRefused(Event, frozen=True):
+    """A report (start, progress or result) from an attempt that is no longer the current
+    one of its worker: the attempt number is its fencing token, and a stale one is not applied."""
+
+    worker_id: str
+    task_id: str
+    attempt: int
+    current_attempt: int | None
+    report: str  # "started", "progress" or "finished"
+
+
 class WorkerRestarted(Event, frozen=True):
     worker_id: str
     task_id: str | None
@@ -346,6 +358,7 @@ AnyEvent = Union[  # noqa: UP007 - msgspec needs a real Union object at runtime 
     WorkerCrashed,
     WorkerRestarted,
     ServiceRestarted,
+    ReportRefused,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {

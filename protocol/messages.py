@@ -195,6 +195,7 @@ class WorkerStarted(Message, frozen=True):
     pid: int
     create_time: float | None
     log_path: str
+    node: str | None = None  # on a cluster: the node the attempt was placed on
 
 
 class WorkerProgress(Message, frozen=True):
@@ -324,6 +325,7 @@ class RecordStart(Message, frozen=True):
     role: str
     pid: int
     create_time: float | None
+    node: str | None = None  # the cluster node running it
 
 
 class RecordProgress(Message, frozen=True):

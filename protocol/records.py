@@ -76,6 +76,7 @@ class RunRow(msgspec.Struct, kw_only=True):
     git_head_before: str | None = None
     git_head_after: str | None = None
     files_changed: list[str] = msgspec.field(default_factory=list)
+    node: str | None = None  # the cluster node it ran on; None: in the executor's process
 
 
 class EscalationRow(msgspec.Struct, kw_only=True):

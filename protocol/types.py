@@ -33,6 +33,7 @@ ErrorKind = Literal[
     "spawn_failed",  # the program could not be started at all
     "interrupted",  # the executor stopped it (shutdown); not the task's fault
     "worker_crashed",  # our own worker actor failed while running it
+    "node_lost",  # the cluster node (or its Ray actor) running it died: its outcome is unknown
     "rate_limited",
     "overloaded",
     "network",  # the provider could not be reached (refused, reset, DNS, TLS)

@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_KEY_ENV",
     "DEFAULT_MODELS",
     "BudgetSettings",
+    "ClusterSettings",
     "Config",
     "FleetAgent",
     "FleetFile",
@@ -262,6 +263,19 @@ class BudgetSettings(StrictModel):
     """Fraction of a budget at which a warning event is sent."""
 
 
+class ClusterSettings(StrictModel):
+    """``[cluster]``: run each attempt as a Ray actor on a cluster (``team-executor[ray]``)."""
+
+    address: str | None = Field(None, min_length=1)
+    """``auto``, ``ray://host:10001`` or a local address; unset: attempts run in this process."""
+    resources: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Role -> the custom Ray resources (node labels) its attempts require, e.g. ``{"gpu-box" = 1}``."""
+    num_cpus: float = Field(0.0, ge=0)
+    """CPUs each attempt's actor reserves; agents mostly wait on the network."""
+    shared_filesystem: bool = True
+    """Whether every node sees the project and session folders at the same paths."""
+
+
 # --------------------------------------------------------------------------- the file, and the loaded config
 
 
@@ -277,6 +291,7 @@ class Settings(StrictModel):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     mcp_servers: dict[McpServerName, McpServerConfig] = Field(default_factory=dict)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
 
 def _mask_mapping(value: Any, secret: bool = False) -> Any:

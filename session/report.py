@@ -62,6 +62,7 @@ class ActiveWorker(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     started_at: str
     elapsed_s: float
+    node: str | None = None  # on a cluster: where it runs
 
 
 class FailedTask(msgspec.Struct, frozen=True, kw_only=True):
@@ -262,6 +263,7 @@ def build_report(folder: Path, backends: list[RoleBackend] | None = None) -> Che
             attempt=run.attempt,
             started_at=run.started_at,
             elapsed_s=round(_elapsed(run.started_at, now), 1),
+            node=run.node,
         )
         for run in open_runs
         if run.pid is None or is_alive(run.pid, run.pid_create_time)

@@ -59,6 +59,7 @@ class RunChange(msgspec.Struct, kw_only=True, frozen=True):
 
     pid: int | UnsetType = UNSET
     pid_create_time: float | UnsetType | None = UNSET
+    node: str | UnsetType | None = UNSET
     ended_at: str | UnsetType = UNSET
     exit_code: int | UnsetType | None = UNSET
     outcome: str | UnsetType = UNSET

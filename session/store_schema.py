@@ -122,6 +122,11 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     db.table("tasks").add_column("attempts_before", int, not_null_default=0)
 
 
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """On a cluster: the node an attempt ran on (its host and Ray node id)."""
+    db.table("runs").add_column("node", str)
+
+
 # Append only: migration N turns schema N-1 into N, inside one transaction.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
@@ -129,5 +134,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -133,7 +133,15 @@ class SessionMetrics(Collector):
         for status, count in by_status.items():
             tasks.add_metric([status], count)
         yield tasks
-        yield GaugeMetricFamily("executor_workers_running", "Attempts running now", value=len(reader.open_runs()))
+        open_runs = reader.open_runs()
+        yield GaugeMetricFamily("executor_workers_running", "Attempts running now", value=len(open_runs))
+        by_node: dict[str, int] = {}
+        for run in open_runs:
+            by_node[run.node or "local"] = by_node.get(run.node or "local", 0) + 1
+        on_node = GaugeMetricFamily("executor_attempts_by_node", "Attempts running now, by node", labels=["node"])
+        for node, count in sorted(by_node.items()):
+            on_node.add_metric([node], count)
+        yield on_node
         yield GaugeMetricFamily(
             "executor_escalations_open", "Questions waiting for the user", value=len(reader.escalations("open"))
         )

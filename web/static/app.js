@@ -1072,7 +1072,7 @@
         ),
         el("div", { class: "worker-line muted small" },
           el("span", { text: [w.role, w.backend, w.model].filter(Boolean).join(" · ") || "—" }),
-          el("span", { class: "worker-pid", text: `${w.worker_id || ""}${w.pid ? " pid " + w.pid : ""}` }),
+          el("span", { class: "worker-pid", text: `${w.worker_id || ""}${w.pid ? " pid " + w.pid : ""}${w.node ? " on " + w.node : ""}` }),
         ),
       );
       list.appendChild(li);

@@ -1,0 +1,115 @@
+"""AttemptHost: one attempt's process, run on whichever node Ray placed the actor.
+
+The head calls :meth:`start` once, then :meth:`poll` until the result is there; each poll
+carries what the backend reported since the last one (the process id, progress notes).
+Cancelling is a method call too.  The actor is created with ``max_restarts=0`` and
+``max_task_retries=0``: if its node dies the head sees the actor dead and the pipeline,
+not Ray, decides about another attempt.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import msgspec
+
+from backends.process_tree import stop_tree
+from protocol.messages import AttemptResult, WorkOrder
+
+__all__ = ["AttemptHost", "HostReport"]
+
+
+class HostReport(msgspec.Struct, frozen=True):
+    node_id: str
+    node_host: str
+    started: tuple[int, float | None] | None = None
+    progress: tuple[tuple[int | None, str], ...] = ()
+    result: AttemptResult | None = None
+
+
+class _LocalHooks:
+    """The backend's callbacks on the node, kept until the head's next poll."""
+
+    routing = None  # model and key routing stays with the head's services
+
+    def __init__(self, changed: threading.Condition) -> None:
+        self.changed = changed
+        self.started_as: tuple[int, float | None] | None = None
+        self.reported_start = False
+        self.notes: list[tuple[int | None, str]] = []
+
+    def started(self, pid: int, create_time: float | None) -> None:
+        with self.changed:
+            self.started_as = (pid, create_time)
+            self.changed.notify_all()
+
+    def progress(self, percent: int | None, note: str) -> None:
+        with self.changed:
+            self.notes.append((percent, note[:500]))
+            self.changed.notify_all()
+
+
+class AttemptHost:
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.hooks = _LocalHooks(self.changed)
+        self.cancel_event = threading.Event()
+        self.result: AttemptResult | None = None
+        self.thread: threading.Thread | None = None
+        self.node_id, self.node_host = _where()
+
+    def start(self, order: WorkOrder, backend: Any) -> tuple[str, str]:
+        """Run ``backend`` for ``order`` on a thread of this actor; return where it runs."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, args=(order, backend), name="attempt", daemon=True)
+            self.thread.start()
+        return self.node_id, self.node_host
+
+    def _run(self, order: WorkOrder, backend: Any) -> None:
+        try:
+            result = backend.run(order, self.hooks, self.cancel_event)
+        except Exception as error:  # noqa: BLE001 - the head gets every failure as a result
+            result = AttemptResult(ok=False, error_kind="crash", error=f"the attempt's host failed: {error}")
+        with self.changed:
+            self.result = result
+            self.changed.notify_all()
+
+    def poll(self, wait_s: float) -> HostReport:
+        """What happened since the last poll, waiting up to ``wait_s`` for something to."""
+        hooks = self.hooks
+        with self.changed:
+            fresh = lambda: self.result is not None or hooks.notes or (hooks.started_as and not hooks.reported_start)  # noqa: E731
+            self.changed.wait_for(fresh, timeout=wait_s)
+            started = None
+            if hooks.started_as is not None and not hooks.reported_start:
+                started, hooks.reported_start = hooks.started_as, True
+            notes, hooks.notes = tuple(hooks.notes), []
+            return HostReport(self.node_id, self.node_host, started, notes, self.result)
+
+    def where(self) -> tuple[str, str]:
+        """The node this actor (and its attempt) runs on."""
+        return self.node_id, self.node_host
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def stop(self, grace_s: float) -> bool:
+        """Stop the attempt (a resumed executor reaping what its dead predecessor left); True once stopped."""
+        self.cancel_event.set()
+        if self.thread is not None:
+            self.thread.join(grace_s)
+        started = self.hooks.started_as
+        if started is not None and self.result is None:
+            stop_tree(started[0], started[1], grace_s=1.0)
+        return self.result is not None or started is None
+
+
+def _where() -> tuple[str, str]:
+    try:
+        import ray  # noqa: PLC0415 - only inside a Ray worker
+
+        return ray.get_runtime_context().get_node_id(), socket.gethostname()
+    except Exception:  # noqa: BLE001 - outside Ray (a unit test) there is no node
+        return "local", socket.gethostname()
