@@ -134,8 +134,10 @@ class Executor(TreeActor):
         marker: str,
         console: Callable[[str], None],
         clock: Callable[[], Instant] | None = None,
+        booted: threading.Event | None = None,
     ) -> None:
         super().__init__("executor", None, 1)
+        self.booted = booted  # set once the session is loaded into the store (or the boot failed)
         self.now = clock or now  # a test harness brings a manual clock (and sends its own Ticks)
         self.session = session
         self.options = options
@@ -332,6 +334,13 @@ class Executor(TreeActor):
 
     @handles(Boot)
     def boot(self, message: Boot) -> None:
+        try:
+            self._boot()
+        finally:
+            if self.booted is not None:
+                self.booted.set()
+
+    def _boot(self) -> None:
         try:
             previous: StateSnapshot = self.link.ask(GetState())
             reconciler = self.supervisor.ref(RECONCILER)

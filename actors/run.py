@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import sys
+import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -202,6 +203,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         cluster=cluster,
     )
     outcome: Future[RunSummary] = Future()
+    booted = threading.Event()
     executor = Executor.start(
         session,
         options,
@@ -211,9 +213,12 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         sinks,
         _session_marker(Path(session.folder)),
         console,
+        booted=booted,
     )
     stop_signals.attach(executor)
     if bridge is not None:
+        while not booted.wait(0.1) and not outcome.done() and executor.is_alive():
+            pass  # the bridge is told the run (and tells its address) once the tasks are in the store
         bridge.attach(executor)
     mirror = MirrorKeeper(Path(session.folder)).start()  # tasks/<status>/<ID>.md, kept current
     try:

@@ -48,7 +48,8 @@ class RunBridge(Protocol):
     @property
     def worker_endpoint(self) -> tuple[str, str]: ...
 
-    def attach(self, executor: pykka.ActorRef[Any]) -> None: ...
+    def attach(self, executor: pykka.ActorRef[Any]) -> None:
+        """The run has loaded its session into the store: serve it, and tell the address."""
 
     def serve_stdio(self, outcome: Future[Any], request_stop: Callable[[str], None]) -> None: ...
 

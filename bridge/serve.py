@@ -51,6 +51,17 @@ class _ExecutorHolder:
         return self.ref
 
 
+@dataclass(frozen=True)
+class _Line:
+    """One line of the bridge's announcement and where it goes."""
+
+    sink: Callable[[str], None]
+    text: str
+
+    def show(self) -> None:
+        self.sink(self.text)
+
+
 @dataclass
 class BridgeRuntime:
     context: BridgeContext
@@ -59,9 +70,15 @@ class BridgeRuntime:
     http: HttpBridge
     holder: _ExecutorHolder
     web: Dashboard
+    announcement: list[_Line]
 
     def attach(self, executor: pykka.ActorRef[Any]) -> None:
+        """The run has loaded its session: tools reach ``executor``, and the address is told.
+
+        Not earlier: a client that connects as soon as it reads the address finds every task."""
         self.holder.ref = executor
+        for line in self.announcement:
+            line.show()
 
     @property
     def worker_endpoint(self) -> tuple[str, str]:
@@ -128,15 +145,22 @@ def open_bridge(
     http = HttpBridge(web, host, port)
     http.start()
     where = token_path(folder)
-    # The token itself only reaches a terminal: a pipe, a log file or a CI log gets the file's name.
+    # The token itself only reaches a terminal (which shows it on purpose, unredacted): a pipe, a
+    # log file or a CI log gets the file's name.
     if terminal is not None:
-        terminal(f"MCP bridge on {http.url} — owner bearer token (kept 0600 in {where}): {owner}")
-        terminal(f"dashboard on {http.base_url}/?token={owner}")
+        announcement = [
+            _Line(terminal, f"MCP bridge on {http.url} — owner bearer token (kept 0600 in {where}): {owner}"),
+            _Line(terminal, f"dashboard on {http.base_url}/?token={owner}"),
+        ]
     else:
-        console(f"MCP bridge on {http.url} — owner bearer token in {where}")
-        console(f"dashboard on {http.base_url}/ — sign in with the token in {where}")
-    register_secret(owner, tokens.worker)  # after the lines above show the owner token on purpose
-    return BridgeRuntime(context=context, server=server, tokens=tokens, http=http, holder=holder, web=web)
+        announcement = [
+            _Line(console, f"MCP bridge on {http.url} — owner bearer token in {where}"),
+            _Line(console, f"dashboard on {http.base_url}/ — sign in with the token in {where}"),
+        ]
+    register_secret(owner, tokens.worker)
+    return BridgeRuntime(
+        context=context, server=server, tokens=tokens, http=http, holder=holder, web=web, announcement=announcement
+    )
 
 
 def serve_stdio(server: MCPServer, outcome: Future[Any], request_stop: Callable[[str], None]) -> None:

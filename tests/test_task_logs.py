@@ -18,7 +18,6 @@ import httpx
 
 from session.lock import read_holder
 from tests.conftest import EXECUTOR, run_executor
-from tests.fake_chat import wait_for
 from tests.sessions import scripted_session
 from tests.test_mcp_bridge import RunningBridge
 
@@ -155,9 +154,6 @@ def test_the_log_stream_of_the_http_api_follows_a_running_attempt_and_resumes(tm
     base = bridge.url.removesuffix("/mcp")
     headers = {"Authorization": f"Bearer {bridge.token}"}
     try:
-        # The bridge listens before the run has loaded the session into its store: until then
-        # the task is unknown (404), as it would be to any client that connects that early.
-        assert wait_for(lambda: httpx.get(f"{base}/api/tasks/T-001", headers=headers).status_code == 200, timeout=30)
         events: list[tuple[str, str, dict[str, object]]] = []
         with httpx.stream("GET", f"{base}/api/tasks/T-001/log", headers=headers, timeout=60) as response:
             assert response.status_code == 200
