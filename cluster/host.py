@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 
 from backends.process_tree import stop_tree
+from cluster.node_git import NodeCheckout
+from cluster.shipping import Returned, ShipError, Shipment
 from protocol.messages import AttemptResult, WorkOrder
 
 __all__ = ["AttemptHost", "HostReport"]
@@ -27,6 +29,7 @@ class HostReport(msgspec.Struct, frozen=True):
     started: tuple[int, float | None] | None = None
     progress: tuple[tuple[int | None, str], ...] = ()
     result: AttemptResult | None = None
+    returned: Returned | None = None  # with the result of a git-shipped attempt
 
 
 class _LocalHooks:
@@ -57,23 +60,46 @@ class AttemptHost:
         self.hooks = _LocalHooks(self.changed)
         self.cancel_event = threading.Event()
         self.result: AttemptResult | None = None
+        self.returned: Returned | None = None
+        self.checkout: NodeCheckout | None = None
         self.thread: threading.Thread | None = None
         self.node_id, self.node_host = _where()
 
-    def start(self, order: WorkOrder, backend: Any) -> tuple[str, str]:
-        """Run ``backend`` for ``order`` on a thread of this actor; return where it runs."""
+    def start(
+        self, order: WorkOrder, backend: Any, shipment: Shipment | None = None, bundle: bytes = b""
+    ) -> tuple[str, str]:
+        """Run ``backend`` for ``order`` on a thread of this actor; return where it runs.
+
+        With a ``shipment`` (the head shares no filesystem with this node) the attempt runs in a
+        private clone of ``bundle`` (Ray hands the bytes over from its object store)."""
         if self.thread is None:
+            if shipment is not None:
+                self.checkout = NodeCheckout(order, shipment, bundle)
             self.thread = threading.Thread(target=self._run, args=(order, backend), name="attempt", daemon=True)
             self.thread.start()
         return self.node_id, self.node_host
 
     def _run(self, order: WorkOrder, backend: Any) -> None:
+        checkout = self.checkout
+        returned: Returned | None = None
         try:
-            result = backend.run(order, self.hooks, self.cancel_event)
+            if checkout is None:
+                result = backend.run(order, self.hooks, self.cancel_event)
+            else:
+                try:
+                    local = checkout.prepare()
+                except ShipError as error:
+                    result = AttemptResult(ok=False, error_kind="spawn_failed", error=f"no clone on the node: {error}")
+                else:
+                    result = backend.run(local, self.hooks, self.cancel_event)
+                    result, returned = checkout.finish(local, result)
         except Exception as error:  # noqa: BLE001 - the head gets every failure as a result
             result = AttemptResult(ok=False, error_kind="crash", error=f"the attempt's host failed: {error}")
+        finally:
+            if checkout is not None:
+                checkout.remove()
         with self.changed:
-            self.result = result
+            self.result, self.returned = result, returned
             self.changed.notify_all()
 
     def poll(self, wait_s: float) -> HostReport:
@@ -86,7 +112,7 @@ class AttemptHost:
             if hooks.started_as is not None and not hooks.reported_start:
                 started, hooks.reported_start = hooks.started_as, True
             notes, hooks.notes = tuple(hooks.notes), []
-            return HostReport(self.node_id, self.node_host, started, notes, self.result)
+            return HostReport(self.node_id, self.node_host, started, notes, self.result, self.returned)
 
     def where(self) -> tuple[str, str]:
         """The node this actor (and its attempt) runs on."""
@@ -103,6 +129,8 @@ class AttemptHost:
         started = self.hooks.started_as
         if started is not None and self.result is None:
             stop_tree(started[0], started[1], grace_s=1.0)
+        if self.checkout is not None and self.result is None:
+            self.checkout.remove()
         return self.result is not None or started is None
 
 

@@ -1,0 +1,170 @@
+"""Attempts on nodes that share no filesystem with the head (``shared_filesystem = false``).
+
+The cluster is a real ray.cluster_utils.Cluster on this machine (a head and a node labelled
+``remote-box``); the executor treats the node as if it saw none of the head's folders: each
+attempt gets the project as a git bundle, works in a clone in a temporary folder of the node,
+and sends its branch back.  The same session run locally is the yardstick: what the project,
+its branches and the store hold afterwards must be the same.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_executor
+from tests.sessions import command_role_extra, write_session
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[test,ray]'; .ci/run installs it)")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+STORE_MB = 100 * 1024 * 1024
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+# The agent writes where it ran into an artifact of its own.
+RECORD_CWD = (
+    "import os; open(os.path.join(os.environ['TEAM_EXECUTOR_ARTIFACTS'], "
+    "os.environ['TEAM_EXECUTOR_TASK_ID'] + '-cwd.md'), 'w').write(os.getcwd())"
+)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    made = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "object_store_memory": STORE_MB, "resources": {"head": 1}},
+    )
+    made.remote_node = made.add_node(num_cpus=1, object_store_memory=STORE_MB, resources={"remote-box": 8})
+    made.wait_for_nodes()
+    yield made
+    made.shutdown()
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run([*GIT, *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def _project(root: Path, *, remote: bool) -> tuple[Path, Path]:
+    """Two writers in worktrees of their own and a judge that merges one (as tests/test_worktrees.py)."""
+    project = root / "project"
+    project.mkdir(parents=True)
+    _git(project, "init", "-q", "-b", "main")
+    (project / "README.md").write_text("# project\n")
+    (project / ".gitignore").write_text(".workflow/\n")
+    _git(project, "add", ".")
+    _git(project, "commit", "-qm", "init")
+    extra = command_role_extra(sys.executable)
+    folder = write_session(
+        project / ".workflow" / ".team" / "TC-dual",
+        {"coder": "IMPL", "alt": "ALT", "judge": "JUDGE"},
+        {"IMPL-001": [], "ALT-001": [], "JUDGE-001": ["IMPL-001", "ALT-001"]},
+        role_extra={"coder": extra + "isolation: worktree\n", "alt": extra + "isolation: worktree\n", "judge": extra},
+    )
+    cwd = [sys.executable, "-c", RECORD_CWD]
+    (folder / "behaviors.json").write_text(
+        json.dumps(
+            {
+                "IMPL-001": {
+                    "write_file": {"path": "slug.py", "text": "def slug(s): return s.lower()\n"},
+                    "run": cwd,
+                    "report": {"status": "completed", "summary": "slug written", "files_modified": ["slug.py"]},
+                },
+                "ALT-001": {"write_file": {"path": "slug.py", "text": "import re\n# another way\n"}},
+                "JUDGE-001": {"run": [*GIT, "merge", "--no-edit", "-q", "team-executor/IMPL-001"]},
+            }
+        )
+    )
+    if remote:
+        need = '{ "remote-box" = 1 }'
+        (folder / "executor.toml").write_text(
+            "[cluster]\nnum_cpus = 0\nshared_filesystem = false\n\n[cluster.resources]\n"
+            f"coder = {need}\nalt = {need}\njudge = {need}\n"
+        )
+    return project, folder
+
+
+def _rows(folder: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(folder / ".executor" / "state.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _runs(folder: Path) -> list[tuple]:
+    return _rows(folder, "SELECT task_id, attempt, outcome, error_kind, files_changed FROM runs ORDER BY task_id")
+
+
+def _nodes(folder: Path) -> set[str]:
+    return {node or "" for (node,) in _rows(folder, "SELECT node FROM runs")}
+
+
+def _outcome(project: Path, folder: Path) -> dict[str, object]:
+    """What a run leaves that must not depend on where its attempts ran."""
+    return {
+        "slug": (project / "slug.py").read_text(),
+        "main": _git(project, "log", "--format=%s", "main").splitlines(),
+        "branches": _git(project, "branch", "--list", "team-executor/*").split(),
+        "worktrees": len(_git(project, "worktree", "list").splitlines()),
+        "status": _git(project, "status", "--porcelain"),
+        "artifacts": sorted(path.name for path in (folder / "artifacts").iterdir()),
+        "patch": "another way" in (folder / "artifacts" / "ALT-001.patch").read_text(),
+        "runs": _runs(folder),
+    }
+
+
+def test_remote_attempts_work_in_clones_and_their_branches_come_back_and_are_merged(cluster, tmp_path):
+    local_project, local_folder = _project(tmp_path / "local", remote=False)
+    local = run_executor("run", "--session", str(local_folder), "--max-workers", "2", timeout=240)
+    assert local.returncode == 0, local.stdout + local.stderr
+
+    project, folder = _project(tmp_path / "remote", remote=True)
+    done = run_executor(
+        "run", "--session", str(folder), "--max-workers", "2", "--cluster", cluster.address, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(cluster.remote_node.node_id[:12] in node for node in _nodes(folder)), _nodes(folder)
+
+    # The coder ran in a private clone on the node, outside the project, removed afterwards.
+    ran_in = Path((folder / "artifacts" / "IMPL-001-cwd.md").read_text())
+    assert not ran_in.is_relative_to(project)
+    assert not ran_in.is_relative_to(tmp_path)
+    assert ran_in.is_relative_to(Path(tempfile.gettempdir()))
+    assert ran_in.name == "work"
+    assert ran_in.parent.name.startswith("team-executor-attempt-")
+    assert not ran_in.exists(), "the node's clone is removed after the attempt"
+
+    # Its branch came back, the judge merged it (on the node), and the merge reached main at the head.
+    assert "IMPL-001: team-executor/IMPL-001 is merged" in done.stdout
+    expected = _outcome(local_project, local_folder)
+    found = _outcome(project, folder)
+    expected["artifacts"].remove("IMPL-001-cwd.md")  # type: ignore[attr-defined]
+    found["artifacts"].remove("IMPL-001-cwd.md")  # type: ignore[attr-defined]
+    assert found == expected
+    assert ("IMPL-001", 1, "completed", None, '["slug.py"]') in found["runs"]  # type: ignore[operator]
+    assert found["slug"] == "def slug(s): return s.lower()\n"
+    assert found["branches"] == ["team-executor/ALT-001"], "the unmerged branch is kept, as locally"
+    assert _git(project, "log", "-1", "--format=%an", "main") == "team-executor\n", "the node's commit, as made"
+    heads = dict(_rows(folder, "SELECT task_id, git_head_after FROM runs"))
+    assert heads["IMPL-001"] == _git(project, "rev-parse", "main").strip(), "the commit that came back, recorded"
+    assert heads["ALT-001"] == _git(project, "rev-parse", "team-executor/ALT-001").strip()
+    assert heads["JUDGE-001"] == heads["IMPL-001"], "the judge's merge moved the project's branch at the head"
+    assert (folder / "artifacts" / "IMPL-001-out.md").read_text().startswith("IMPL-001 attempt 1 pid ")
+    assert "[worker] IMPL-001 done" in (folder / ".executor" / "logs" / "IMPL-001-a1.log").read_text()
+
+
+def test_a_project_outside_git_cannot_be_shipped_and_says_so(cluster, tmp_path):
+    folder = tmp_path / "S"
+    write_session(folder, {"worker": "T"}, {"T-001": []}, role_extra={"worker": command_role_extra(sys.executable)})
+    (folder / "behaviors.json").write_text("{}")
+    (folder / "executor.toml").write_text("[cluster]\nnum_cpus = 0\nshared_filesystem = false\n")
+    result = run_executor("run", "--session", str(folder), "--cluster", cluster.address, timeout=240)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "shared_filesystem = false sends the project to the nodes by git" in result.stderr + result.stdout
+    assert "git init" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
