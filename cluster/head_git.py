@@ -41,6 +41,7 @@ from cluster.shipping import (
     MAX_BUNDLE_BYTES,
     MAX_CONTEXT_BYTES,
     MAX_CONTEXT_FILE_BYTES,
+    MAX_REPORT_BYTES,
     Returned,
     ShipError,
     Shipment,
@@ -146,7 +147,7 @@ def pack(order: WorkOrder) -> Outgoing:
 
 
 def _write_back(order: WorkOrder, returned: Returned) -> set[str]:
-    """The artifacts and the log into the head's session folder (plain names, sizes bounded);
+    """The artifacts, the report and the log into the head's session folder (plain names, sizes bounded);
     the names of the artifacts written."""
     session = Path(order.session_dir)
     written: set[str] = set()
@@ -163,6 +164,10 @@ def _write_back(order: WorkOrder, returned: Returned) -> set[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         written.add(name)
+    if returned.report and len(returned.report) <= MAX_REPORT_BYTES:
+        report = Path(order.report_file)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_bytes(returned.report)
     if returned.log:
         log = Path(order.log_path)
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from cluster.shipping import (
     MAX_ARTIFACTS,
     MAX_BUNDLE_BYTES,
     MAX_LOG_BYTES,
+    MAX_REPORT_BYTES,
     Returned,
     ShipError,
     Shipment,
@@ -96,6 +97,9 @@ class NodeCheckout:
         """Commit the leftovers, bundle the branch; the result in the head's terms, and what goes back."""
         result = self._head_paths(local, result)
         artifacts, log = self._artifacts(result), self._log_tail(local)
+        report = Path(local.report_file)
+        sent = report.is_file() and not report.is_symlink() and report.stat().st_size <= MAX_REPORT_BYTES
+        report_bytes = report.read_bytes() if sent else b""
         try:
             agent_head = git(self.repo, "rev-parse", "--verify", "-q", "HEAD").decode().strip()
             try:
@@ -104,18 +108,17 @@ class NodeCheckout:
                 raise ShipError(str(error)) from None
             tip = tip or agent_head
             if tip == self.shipment.base:
-                return result, Returned(artifacts=artifacts, log=log)
+                return result, Returned(artifacts=artifacts, log=log, report=report_bytes)
             branch = f"refs/heads/{self.shipment.branch}"
             git(self.repo, "update-ref", branch, tip)
             out = self.scratch / "out.bundle"
             git(self.repo, "bundle", "create", "-q", str(out), branch, f"^{self.shipment.base}")
             if out.stat().st_size > MAX_BUNDLE_BYTES:
                 raise ShipError(f"the branch's bundle is {out.stat().st_size >> 20} MiB, over the limit")
-            return result, Returned(
-                tip=tip, agent_head=agent_head, bundle=out.read_bytes(), artifacts=artifacts, log=log
-            )
+            bundle = out.read_bytes()
+            return result, Returned(tip, agent_head, bundle, artifacts, log=log, report=report_bytes)
         except ShipError as error:
-            return result, Returned(artifacts=artifacts, log=log, problem=str(error))
+            return result, Returned(artifacts=artifacts, problem=str(error), log=log, report=report_bytes)
 
     def _head_paths(self, local: WorkOrder, result: AttemptResult) -> AttemptResult:
         """Files the agent names by their path in the clone, named as the head knows them."""

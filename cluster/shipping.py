@@ -27,6 +27,7 @@ __all__ = [
     "MAX_BUNDLE_BYTES",
     "MAX_CONTEXT_BYTES",
     "MAX_LOG_BYTES",
+    "MAX_REPORT_BYTES",
     "Returned",
     "ShipError",
     "Shipment",
@@ -41,6 +42,7 @@ MAX_ARTIFACTS = 200
 MAX_CONTEXT_BYTES = 32 << 20  # session files sent to the node, all together
 MAX_CONTEXT_FILE_BYTES = 1 << 20
 MAX_LOG_BYTES = 4 << 20  # the log's tail that comes back
+MAX_REPORT_BYTES = 1 << 20  # as much as a backend reads of a report
 _TIMEOUT_S = 300.0
 _SAFE = (
     "-c",
@@ -83,6 +85,7 @@ class Returned(msgspec.Struct, frozen=True):
     bundle: bytes = b""  # base..tip of refs/heads/<branch>
     artifacts: tuple[tuple[str, bytes], ...] = ()  # session-relative names under artifacts/
     log: bytes = b""  # the tail of the attempt's log
+    report: bytes = b""  # the agent's JSON report file, as it wrote it
     problem: str | None = None  # git failed on the node: the work could not be packed
 
 

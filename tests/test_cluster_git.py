@@ -155,6 +155,8 @@ def test_remote_attempts_work_in_clones_and_their_branches_come_back_and_are_mer
     assert heads["ALT-001"] == _git(project, "rev-parse", "team-executor/ALT-001").strip()
     assert heads["JUDGE-001"] == heads["IMPL-001"], "the judge's merge moved the project's branch at the head"
     assert (folder / "artifacts" / "IMPL-001-out.md").read_text().startswith("IMPL-001 attempt 1 pid ")
+    report = json.loads((folder / ".executor" / "reports" / "IMPL-001-a1.json").read_text())
+    assert report["files_modified"] == ["slug.py"], "the agent's report came back as written"
     assert "[worker] IMPL-001 done" in (folder / ".executor" / "logs" / "IMPL-001-a1.log").read_text()
 
 
