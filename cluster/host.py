@@ -17,6 +17,7 @@ import msgspec
 
 from backends.process_tree import stop_tree
 from cluster.node_git import NodeCheckout
+from cluster.relay import RelayedRouting, RoutingRequest
 from cluster.shipping import Returned, ShipError, Shipment
 from protocol.messages import AttemptResult, WorkOrder
 
@@ -30,15 +31,16 @@ class HostReport(msgspec.Struct, frozen=True):
     progress: tuple[tuple[int | None, str], ...] = ()
     result: AttemptResult | None = None
     returned: Returned | None = None  # with the result of a git-shipped attempt
+    requests: tuple[RoutingRequest, ...] = ()  # routing calls waiting for the head's answer
 
 
 class _LocalHooks:
     """The backend's callbacks on the node, kept until the head's next poll."""
 
-    routing = None  # model and key routing stays with the head's services
-
     def __init__(self, changed: threading.Condition) -> None:
         self.changed = changed
+        # Model and key routing stays with the head's services; set when the head offers it.
+        self.routing: RelayedRouting | None = None
         self.started_as: tuple[int, float | None] | None = None
         self.reported_start = False
         self.notes: list[tuple[int | None, str]] = []
@@ -66,13 +68,21 @@ class AttemptHost:
         self.node_id, self.node_host = _where()
 
     def start(
-        self, order: WorkOrder, backend: Any, shipment: Shipment | None = None, bundle: bytes = b""
+        self,
+        order: WorkOrder,
+        backend: Any,
+        shipment: Shipment | None = None,
+        bundle: bytes = b"",
+        routed: bool = False,
     ) -> tuple[str, str]:
         """Run ``backend`` for ``order`` on a thread of this actor; return where it runs.
 
         With a ``shipment`` (the head shares no filesystem with this node) the attempt runs in a
-        private clone of ``bundle`` (Ray hands the bytes over from its object store)."""
+        private clone of ``bundle`` (Ray hands the bytes over from its object store).  With
+        ``routed``, the backend's ``hooks.routing`` calls go to the head (:mod:`cluster.relay`)."""
         if self.thread is None:
+            if routed:
+                self.hooks.routing = RelayedRouting(self.changed)
             if shipment is not None:
                 self.checkout = NodeCheckout(order, shipment, bundle)
             self.thread = threading.Thread(target=self._run, args=(order, backend), name="attempt", daemon=True)
@@ -106,13 +116,25 @@ class AttemptHost:
         """What happened since the last poll, waiting up to ``wait_s`` for something to."""
         hooks = self.hooks
         with self.changed:
-            fresh = lambda: self.result is not None or hooks.notes or (hooks.started_as and not hooks.reported_start)  # noqa: E731
+            routing = hooks.routing
+
+            def fresh() -> bool:
+                asked = routing is not None and bool(routing.pending)
+                begun = hooks.started_as is not None and not hooks.reported_start
+                return self.result is not None or bool(hooks.notes) or begun or asked
+
             self.changed.wait_for(fresh, timeout=wait_s)
             started = None
             if hooks.started_as is not None and not hooks.reported_start:
                 started, hooks.reported_start = hooks.started_as, True
             notes, hooks.notes = tuple(hooks.notes), []
-            return HostReport(self.node_id, self.node_host, started, notes, self.result, self.returned)
+            requests = routing.take_requests() if routing is not None else ()
+            return HostReport(self.node_id, self.node_host, started, notes, self.result, self.returned, requests)
+
+    def answer(self, request_id: int, value: Any) -> None:
+        """The head's answer to a routing request (a leased key comes this way, to this attempt only)."""
+        if self.hooks.routing is not None:
+            self.hooks.routing.answer(request_id, value)
 
     def where(self) -> tuple[str, str]:
         """The node this actor (and its attempt) runs on."""

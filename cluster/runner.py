@@ -20,6 +20,7 @@ from backends.base import Backend, WorkerHooks
 from cluster.connect import import_ray
 from cluster.head_git import Outgoing, pack, receive
 from cluster.host import AttemptHost, HostReport
+from cluster.relay import answer_request
 from cluster.shipping import Returned, ShipError
 from protocol.messages import AttemptResult, WorkOrder
 
@@ -91,10 +92,12 @@ class RayRunner:
         ray = self.ray
         errors = ray.exceptions
         backend = self.backends[order.role]
+        routing = getattr(hooks, "routing", None)  # the head's Router and KeyPool, if the run has them
         if outgoing is None:
-            where = host.start.remote(order, backend)
+            where = host.start.remote(order, backend, routed=routing is not None)
         else:  # the bundle goes through the object store, resolved to bytes on the node
-            where = host.start.remote(order, backend, outgoing.shipment, ray.put(outgoing.bundle))
+            bundle = ray.put(outgoing.bundle)
+            where = host.start.remote(order, backend, outgoing.shipment, bundle, routed=routing is not None)
         placed = False
         cancel_sent = False
         poll: Any = None
@@ -130,6 +133,8 @@ class RayRunner:
                 hooks.started(*report.started)
             for percent, note in report.progress:
                 hooks.progress(percent, note)
+            for request in report.requests:
+                host.answer.remote(request.id, answer_request(routing, request))
             if report.result is not None:
                 return report.result, report.returned
 

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from session.keypool import PoolKey
 from tests.conftest import run_executor
+from tests.fake_openai import FakeOpenAI, RateLimited, Reply
 from tests.sessions import command_role_extra, write_session
+from tests.test_routed_run import KEY_A, KEY_B, assert_no_key_anywhere, env_for, routed_session
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[test,ray]'; .ci/run installs it)")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -170,3 +173,30 @@ def test_a_project_outside_git_cannot_be_shipped_and_says_so(cluster, tmp_path):
     assert "shared_filesystem = false sends the project to the nodes by git" in result.stderr + result.stdout
     assert "git init" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_a_key_reaches_the_node_only_as_the_answer_to_the_attempt_that_leased_it(cluster, tmp_path):
+    with FakeOpenAI(keys=(KEY_A, KEY_B), models=("model-a",)) as fake:
+        folder = routed_session(tmp_path, fake, [("model-a", "STANDARD")], "model-a")
+        with (folder / "executor.toml").open("a") as config:
+            config.write("\n[cluster]\nnum_cpus = 0\nshared_filesystem = false\n[cluster.resources]\n")
+            config.write('writer = { "remote-box" = 1 }\n')
+        _git(folder, "init", "-q", "-b", "main")
+        _git(folder, "commit", "-q", "--allow-empty", "-m", "init")
+        fake.script(RateLimited(retry_after_s=30), key=KEY_A)
+        fake.script(Reply("[writer] WRITE-001 done: the text."), key=KEY_B)
+        # The nodes were started without the keys: the pool's lease, relayed per call, is their only way.
+        result = run_executor(
+            "run", "--session", str(folder), "--max-attempts", "1", "--cluster", cluster.address,
+            env=env_for(fake), timeout=240,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(fake.chat_requests(key=KEY_A)) == 1
+        assert len(fake.chat_requests(key=KEY_B)) == 1
+    assert "the text" in next((folder / "artifacts").glob("WRITE-001*")).read_text()
+    ((key_id,),) = _rows(folder, "SELECT key_id FROM runs")
+    assert key_id == PoolKey.new("openai-compatible", KEY_B).id
+    # An HTTP agent starts no process (no runs.node): its placement is in the progress notes.
+    placed = _rows(folder, "SELECT payload_json FROM events WHERE payload_json LIKE '%on node %'")
+    assert [cluster.remote_node.node_id[:12] in payload for (payload,) in placed] == [True]
+    assert_no_key_anywhere(folder, result.stdout, result.stderr)
