@@ -4,7 +4,7 @@
 node starts from is the task's branch ``team-executor/<ID>``: for a task in a worktree
 of its own (``isolation: worktree``), that worktree's branch; for any other task, the
 project's work tree as it is now (uncommitted work of earlier tasks included, the
-session folder left out) as a commit on top of HEAD — HEAD itself when the tree is
+session folder and the key seed files left out) as a commit on top of HEAD — HEAD itself when the tree is
 clean.  The bundle carries that base and the other tasks' ``team-executor/*`` branches.
 
 :func:`receive` runs when the node's result is back, and leaves the project exactly as a
@@ -50,6 +50,7 @@ from cluster.shipping import (
     ship_ref,
 )
 from protocol.messages import AttemptResult, WorkOrder
+from session.config_sources import SEED_FILES
 from session.git_trees import GitTreeError, capture_tree, head_commit, is_object, repo_root
 from session.own_paths import own_prefixes
 from session.safepath import UnsafePath, within
@@ -70,6 +71,13 @@ class Outgoing:
     head_before: str | None  # its HEAD when the attempt was packed
 
 
+def _kept_back(root: Path, session_dir: Path) -> tuple[str, ...]:
+    """Repository paths that never go to a node or come back from one: the session folder, and the
+    seed files that can hold keys and tokens (``config/hydra_keys.json``...; a committed one is in
+    the history, which does go: keep them out of git)."""
+    return (*own_prefixes(root, session_dir), *(f"config/{name}" for name in SEED_FILES))
+
+
 def _base(order: WorkOrder, root: Path) -> str:
     if order.worktree:  # its own branch, every earlier attempt's work committed on it
         try:
@@ -81,7 +89,7 @@ def _base(order: WorkOrder, root: Path) -> str:
             raise ShipError(f"the worktree {root} has no commit")
         return base
     try:
-        tree = capture_tree(root, own_prefixes(root, Path(order.session_dir)))
+        tree = capture_tree(root, _kept_back(root, Path(order.session_dir)))
     except GitTreeError as error:
         raise ShipError(str(error)) from None
     head = head_commit(root)
@@ -95,7 +103,8 @@ def _base(order: WorkOrder, root: Path) -> str:
 def _context(order: WorkOrder) -> tuple[tuple[str, bytes], ...]:
     """The session's files an agent may read (role-specs, wisdom, upstream artifacts...) and its prompt.
 
-    The executor's state (``.executor/``) stays, except this attempt's prompt."""
+    The executor's state (``.executor/``) stays, except this attempt's prompt, and so does any
+    seed file (``hydra_keys.json``...) that can hold keys."""
     session = Path(order.session_dir)
     files: list[tuple[str, bytes]] = []
     total = 0
@@ -106,7 +115,7 @@ def _context(order: WorkOrder) -> tuple[tuple[str, bytes], ...]:
         total += len(data)
     for path in sorted(session.rglob("*")):
         relative = path.relative_to(session)
-        if relative.parts[0] == STATE_DIR or path.is_symlink() or not path.is_file():
+        if relative.parts[0] == STATE_DIR or path.name in SEED_FILES or path.is_symlink() or not path.is_file():
             continue
         size = path.stat().st_size
         if size > MAX_CONTEXT_FILE_BYTES or total + size > MAX_CONTEXT_BYTES:
@@ -240,7 +249,7 @@ def _take(
             start = agent
         except ShipError:
             pass  # the work tree holds changes in their way: all of it is applied uncommitted instead
-    excluded = [f":(top,exclude,literal){prefix}" for prefix in own_prefixes(root, Path(order.session_dir))]
+    excluded = [f":(top,exclude,literal){prefix}" for prefix in _kept_back(root, Path(order.session_dir))]
     patch = git(root, "diff", "--no-ext-diff", "--no-textconv", "--binary", start, tip, "--", ":/", *excluded)
     if patch:
         try:

@@ -16,8 +16,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from cluster.head_git import pack, receive
+from cluster.node_git import NodeCheckout
+from cluster.shipping import MAX_ARTIFACT_BYTES
+from protocol.messages import AttemptResult, WorkOrder
 from session.keypool import PoolKey
 from tests.conftest import run_executor
 from tests.fake_openai import FakeOpenAI, RateLimited, Reply
@@ -200,3 +205,116 @@ def test_a_key_reaches_the_node_only_as_the_answer_to_the_attempt_that_leased_it
     placed = _rows(folder, "SELECT payload_json FROM events WHERE payload_json LIKE '%on node %'")
     assert [cluster.remote_node.node_id[:12] in payload for (payload,) in placed] == [True]
     assert_no_key_anywhere(folder, result.stdout, result.stderr)
+
+
+# --- the shipping itself, without a cluster: what goes out, and what is refused coming back
+
+
+def _shipped_project(tmp_path: Path) -> tuple[Path, WorkOrder]:
+    project = tmp_path / "project"
+    project.mkdir()
+    _git(project, "init", "-q", "-b", "main")
+    (project / "a.txt").write_text("one\n")
+    (project / ".gitignore").write_text(".workflow/\n")
+    _git(project, "add", ".")
+    _git(project, "commit", "-qm", "init")
+    (project / "config").mkdir()
+    (project / "config" / "hydra_keys.json").write_text('{"openai": ["sk-test-never-leaves-the-head-0000"]}')
+    session = project / ".workflow" / "S"
+    (session / ".executor" / "prompts").mkdir(parents=True)
+    (session / ".executor" / "prompts" / "T-001-a1.md").write_text("do it\n")
+    (session / ".executor" / "state.db").write_text("state")
+    (session / "artifacts").mkdir()
+    (session / "hydra_keys.json").write_text('{"openai": ["sk-test-never-leaves-the-head-1111"]}')
+    order = WorkOrder(
+        task_id="T-001",
+        attempt=1,
+        role="worker",
+        backend="command",
+        session_dir=str(session),
+        artifacts_dir=str(session / "artifacts"),
+        workdir=str(project),
+        prompt_file=str(session / ".executor" / "prompts" / "T-001-a1.md"),
+        report_file=str(session / ".executor" / "reports" / "T-001-a1.json"),
+        log_path=str(session / ".executor" / "logs" / "T-001-a1.log"),
+        run_id="r",
+        marker="m",
+    )
+    return project, order
+
+
+def test_the_node_gets_the_work_tree_and_prompt_but_not_the_state_or_the_key_files(tmp_path):
+    project, order = _shipped_project(tmp_path)
+    (project / "b.txt").write_text("uncommitted work of an earlier task\n")
+    outgoing = pack(order)
+    shipped = _git(project, "ls-tree", "-r", "--name-only", outgoing.shipment.base).split()
+    assert shipped == [".gitignore", "a.txt", "b.txt"]
+    assert sorted(name for name, _ in outgoing.shipment.files) == [".executor/prompts/T-001-a1.md"]
+    node = NodeCheckout(order, outgoing.shipment, outgoing.bundle)
+    try:
+        local = node.prepare()
+        assert Path(local.prompt_file).read_text() == "do it\n"
+        assert not Path(local.workdir).is_relative_to(project)
+        assert _git(Path(local.workdir), "branch", "--show-current").strip() == "team-executor/T-001"
+    finally:
+        node.remove()
+    assert not node.scratch.exists()
+
+
+def test_what_comes_back_is_checked_before_it_is_written(tmp_path):
+    project, order = _shipped_project(tmp_path)
+    outgoing = pack(order)
+    node = NodeCheckout(order, outgoing.shipment, outgoing.bundle)
+    local = node.prepare()
+    work = Path(local.workdir)
+    (work / "a.txt").write_text("two\n")
+    (work / "config").mkdir()
+    (work / "config" / "hydra_keys.json").write_text('{"openai": ["sk-planted-by-the-agent-000000"]}')
+    (Path(local.artifacts_dir) / "T-001-out.md").write_text("fine\n")
+    names = ("artifacts/T-001-out.md", "../evil", "artifacts/../../evil", "/tmp/evil", "artifacts/T-001-big.md")
+    result, returned = node.finish(local, AttemptResult(ok=True, artifacts=names))
+    node.remove()
+    hostile = (*returned.artifacts, ("../evil", b"x"), ("artifacts/../../evil", b"x"), ("/tmp/evil", b"x"))
+    hostile += (("artifacts/T-001-big.md", b"x" * (MAX_ARTIFACT_BYTES + 1)),)
+    taken = receive(outgoing, order, result, msgspec.structs.replace(returned, artifacts=hostile))
+    assert taken.ok, taken.error
+    assert taken.artifacts == ("artifacts/T-001-out.md",)
+    session = Path(order.session_dir)
+    assert sorted(path.name for path in (session / "artifacts").iterdir()) == ["T-001-out.md"]
+    assert not (session / "evil").exists()
+    assert not (session.parent / "evil").exists()
+    assert (project / "a.txt").read_text() == "two\n", "the change is in the work tree, uncommitted, as locally"
+    assert "never-leaves" in (project / "config" / "hydra_keys.json").read_text(), "no key file is written by git"
+    assert _git(project, "status", "--porcelain", "a.txt") == " M a.txt\n"
+
+
+def test_a_bundle_that_is_not_the_announced_commit_is_refused(tmp_path):
+    project, order = _shipped_project(tmp_path)
+    outgoing = pack(order)
+    node = NodeCheckout(order, outgoing.shipment, outgoing.bundle)
+    local = node.prepare()
+    (Path(local.workdir) / "a.txt").write_text("two\n")
+    result, returned = node.finish(local, AttemptResult(ok=True))
+    node.remove()
+    lied = msgspec.structs.replace(returned, tip="0" * 40)
+    taken = receive(outgoing, order, result, lied)
+    assert not taken.ok
+    assert "not the announced" in (taken.error or "")
+    assert (project / "a.txt").read_text() == "one\n"
+    assert _git(project, "for-each-ref", "refs/team-executor/incoming") == ""
+
+
+def test_work_that_no_longer_applies_is_kept_on_the_tasks_branch(tmp_path):
+    project, order = _shipped_project(tmp_path)
+    outgoing = pack(order)
+    node = NodeCheckout(order, outgoing.shipment, outgoing.bundle)
+    local = node.prepare()
+    (Path(local.workdir) / "a.txt").write_text("the node's\n")
+    result, returned = node.finish(local, AttemptResult(ok=True))
+    node.remove()
+    (project / "a.txt").write_text("the head's, meanwhile\n")
+    taken = receive(outgoing, order, result, returned)
+    assert not taken.ok
+    assert "it is on branch team-executor/T-001" in (taken.error or "")
+    assert (project / "a.txt").read_text() == "the head's, meanwhile\n"
+    assert _git(project, "show", "team-executor/T-001:a.txt") == "the node's\n"
