@@ -15,7 +15,9 @@ local attempt would have:
   settling merges or exports it at the end);
 - any other task: commits the agent made itself are fast-forwarded onto the project's
   branch (as a local agent's ``git commit`` or ``git merge`` would have), and what it
-  left uncommitted is applied to the work tree, uncommitted.  If that cannot be done
+  left uncommitted is applied to the work tree, uncommitted.  Commits that touch the
+  session folder or a key seed file are not taken as they are: their change, without
+  those paths, is applied uncommitted instead.  If that cannot be done
   (the project moved meanwhile, or the change does not apply), the work is kept on
   branch ``team-executor/<ID>`` and the attempt fails saying so.
 
@@ -243,13 +245,20 @@ def _take(
     agent = returned.agent_head if returned.agent_head is not None and is_object(returned.agent_head) else base
     head = head_commit(root)
     start = base
-    if agent != base and head == base and _descends(root, agent, base) and _descends(root, tip, agent):
+    kept_back = _kept_back(root, Path(order.session_dir))
+    excluded = [f":(top,exclude,literal){prefix}" for prefix in kept_back]
+    if (
+        agent != base
+        and head == base
+        and _descends(root, agent, base)
+        and _descends(root, tip, agent)
+        and not git(root, "diff", "--name-only", base, agent, "--", *(f":(top,literal){path}" for path in kept_back))
+    ):
         try:
             git(root, "merge", "-q", "--ff-only", agent)  # the agent's own commits, as it made them
             start = agent
         except ShipError:
             pass  # the work tree holds changes in their way: all of it is applied uncommitted instead
-    excluded = [f":(top,exclude,literal){prefix}" for prefix in _kept_back(root, Path(order.session_dir))]
     patch = git(root, "diff", "--no-ext-diff", "--no-textconv", "--binary", start, tip, "--", ":/", *excluded)
     if patch:
         try:

@@ -318,3 +318,24 @@ def test_work_that_no_longer_applies_is_kept_on_the_tasks_branch(tmp_path):
     assert "it is on branch team-executor/T-001" in (taken.error or "")
     assert (project / "a.txt").read_text() == "the head's, meanwhile\n"
     assert _git(project, "show", "team-executor/T-001:a.txt") == "the node's\n"
+
+
+def test_commits_that_touch_the_session_folder_are_not_fast_forwarded_onto_the_project(tmp_path):
+    project, order = _shipped_project(tmp_path)
+    outgoing = pack(order)
+    node = NodeCheckout(order, outgoing.shipment, outgoing.bundle)
+    local = node.prepare()
+    work = Path(local.workdir)
+    (work / "a.txt").write_text("two\n")
+    planted = work / ".workflow" / "S" / ".executor" / "inbox"
+    planted.mkdir(parents=True)
+    (planted / "request.json").write_text('{"cancel": "everything"}')
+    _git(work, "add", "-f", ".")
+    _git(work, "commit", "-qm", "an agent's commit")
+    result, returned = node.finish(local, AttemptResult(ok=True))
+    node.remove()
+    taken = receive(outgoing, order, result, returned)
+    assert taken.ok, taken.error
+    assert _git(project, "log", "--format=%s", "main").splitlines() == ["init"]
+    assert (project / "a.txt").read_text() == "two\n"
+    assert not (Path(order.session_dir) / ".executor" / "inbox").exists()
