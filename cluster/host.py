@@ -1,8 +1,11 @@
 """AttemptHost: one attempt's process, run on whichever node Ray placed the actor.
 
 The head calls :meth:`start` once, then :meth:`poll` until the result is there; each poll
-carries what the backend reported since the last one (the process id, progress notes).
-Cancelling is a method call too.  The actor is created with ``max_restarts=0`` and
+carries what the backend reported since the last one (the process id, progress notes, and
+the routing calls the head answers with :meth:`answer`, see :mod:`cluster.relay`).
+Cancelling is a method call too.  Without a shared filesystem the attempt runs in a
+private clone on the node (:mod:`cluster.node_git`) and its branch comes back with the
+result.  The actor is created with ``max_restarts=0`` and
 ``max_task_retries=0``: if its node dies the head sees the actor dead and the pipeline,
 not Ray, decides about another attempt.
 """
