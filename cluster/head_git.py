@@ -238,9 +238,15 @@ def _take(
         git(root, "update-ref", "-d", incoming)
     if fetched != tip:
         raise ShipError(f"the bundle holds {fetched[:12]}, not the announced {tip[:12]}")
-    git(root, "merge-base", "--is-ancestor", base, tip)  # raises unless tip descends from base
+    if not _descends(root, tip, base):
+        raise ShipError(f"the branch that came back ({tip[:12]}) does not descend from what was sent ({base[:12]})")
     if order.worktree:
-        git(root, "merge", "-q", "--ff-only", tip)
+        try:
+            git(root, "merge", "-q", "--ff-only", tip)
+        except ShipError as error:  # the worktree changed meanwhile: keep the commits where they can be found
+            kept = f"refs/team-executor/returned/{order.task_id}"
+            git(root, "update-ref", kept, tip)
+            return _failed(result, f"its worktree did not take the node's work ({error}); it is kept as {kept}")
         return result
     agent = returned.agent_head if returned.agent_head is not None and is_object(returned.agent_head) else base
     head = head_commit(root)
