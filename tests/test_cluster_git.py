@@ -21,7 +21,7 @@ import pytest
 
 from cluster.head_git import pack, receive
 from cluster.node_git import NodeCheckout
-from cluster.shipping import MAX_ARTIFACT_BYTES
+from cluster.shipping import MAX_ARTIFACT_BYTES, Returned
 from protocol.messages import AttemptResult, WorkOrder
 from session.keypool import PoolKey
 from tests.conftest import run_executor
@@ -339,3 +339,22 @@ def test_commits_that_touch_the_session_folder_are_not_fast_forwarded_onto_the_p
     assert _git(project, "log", "--format=%s", "main").splitlines() == ["init"]
     assert (project / "a.txt").read_text() == "two\n"
     assert not (Path(order.session_dir) / ".executor" / "inbox").exists()
+
+
+def test_a_branch_that_does_not_descend_from_what_was_sent_is_refused(tmp_path):
+    project, order = _shipped_project(tmp_path)
+    outgoing = pack(order)
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    _git(stranger, "init", "-q", "-b", "team-executor/T-001")
+    (stranger / "a.txt").write_text("another history\n")
+    _git(stranger, "add", ".")
+    _git(stranger, "commit", "-qm", "unrelated")
+    bundle = tmp_path / "stranger.bundle"
+    _git(stranger, "bundle", "create", "-q", str(bundle), "refs/heads/team-executor/T-001")
+    tip = _git(stranger, "rev-parse", "HEAD").strip()
+    taken = receive(outgoing, order, AttemptResult(ok=True), Returned(tip, tip, bundle.read_bytes()))
+    assert not taken.ok
+    assert "does not descend from what was sent" in (taken.error or "")
+    assert (project / "a.txt").read_text() == "one\n"
+    assert _git(project, "branch", "--list", "team-executor/*") == ""
