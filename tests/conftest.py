@@ -55,7 +55,8 @@ _PROCESS_MODULES = frozenset(
 # marked).  Every test module is in one of the two sets: a new one must be placed.
 _IN_PROCESS_MODULES = frozenset(
     {
-        "test_assignment", "test_config", "test_fencing", "test_fuzz_loaders", "test_graph", "test_keypool",
+        "test_assignment", "test_cluster_relay", "test_config", "test_fencing", "test_fuzz_loaders", "test_graph",
+        "test_keypool",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
         "test_pipeline", "test_projection", "test_prompt", "test_redaction", "test_routing",
         "test_runtime", "test_safepath", "test_scheduler", "test_skills", "test_store", "test_supervision",
