@@ -56,6 +56,7 @@ from notify.setup import NotifySetup
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
+from session.git_trees import repo_root
 from session.id_checks import stored_bad_ids
 from session.keypool import pool_from_config
 from session.keystore import KeyStore, KeyStoreError
@@ -134,7 +135,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             "it must be a writable file (remove or rename what is there)"
         ) from None
 
-    cluster = _cluster_setup(request, config, _session_marker(Path(session.folder)))
+    cluster = _cluster_setup(request, config, _session_marker(Path(session.folder)), workdir)
     lock = SessionLock(Path(session.folder))
     try:
         lock.acquire(request.command)
@@ -283,16 +284,17 @@ def _routing_setup(config: Config, stored: _StoredKeys) -> RoutingSetup:
     )
 
 
-def _cluster_setup(request: RunRequest, config: Config, marker: str) -> ClusterSetup | None:
+def _cluster_setup(request: RunRequest, config: Config, marker: str, workdir: Path) -> ClusterSetup | None:
     """Where attempts run: --cluster, else ``[cluster].address``; None runs them in this process."""
     settings = config.cluster
     address = request.cluster or settings.address
     if not address:
         return None
-    if not settings.shared_filesystem:
+    if not settings.shared_filesystem and repo_root(workdir) is None:
         raise RunRefused(
-            "[cluster].shared_filesystem = false is not supported yet: every node must see the project and the "
-            "session folder at the same paths (e.g. a shared mount); set it to true",
+            f"[cluster].shared_filesystem = false sends the project to the nodes by git, but {workdir} is not in a "
+            "git repository: run `git init` there and commit it, or give every node the folder at the same path "
+            "and set shared_filesystem = true",
             exit_code=2,
         )
     namespace = namespace_of(marker)
@@ -301,7 +303,11 @@ def _cluster_setup(request: RunRequest, config: Config, marker: str) -> ClusterS
     except ClusterUnavailable as error:
         raise RunRefused(str(error), exit_code=2) from None
     return ClusterSetup(
-        address=address, namespace=namespace, resources=dict(settings.resources), num_cpus=settings.num_cpus
+        address=address,
+        namespace=namespace,
+        resources=dict(settings.resources),
+        num_cpus=settings.num_cpus,
+        shared_filesystem=settings.shared_filesystem,
     )
 
 

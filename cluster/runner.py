@@ -18,7 +18,10 @@ from typing import Any
 
 from backends.base import Backend, WorkerHooks
 from cluster.connect import import_ray
+from cluster.head_git import Outgoing, pack, receive
 from cluster.host import AttemptHost, HostReport
+from cluster.relay import answer_request
+from cluster.shipping import Returned, ShipError
 from protocol.messages import AttemptResult, WorkOrder
 
 __all__ = ["ClusterSetup", "RayRunner", "actor_name"]
@@ -33,6 +36,7 @@ class ClusterSetup:
     namespace: str
     resources: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # role -> labels
     num_cpus: float = 0.0
+    shared_filesystem: bool = True  # False: the project goes to each node by git (cluster.head_git)
 
     def resources_of(self, role: str) -> dict[str, float]:
         return dict(self.resources.get(role, {}))
@@ -49,13 +53,20 @@ class RayRunner:
     ) -> None:
         self.setup = setup
         self.backends = backends
-        self.prepare = prepare  # writes the prompt file (the session folder is shared)
+        self.prepare = prepare  # writes the prompt file (shipped with the project if the folder is not shared)
         self.ray = import_ray()
         self.host_class = self.ray.remote(AttemptHost)
 
     def __call__(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         self.prepare(order)
         ray = self.ray
+        outgoing: Outgoing | None = None
+        if not self.setup.shared_filesystem:
+            hooks.progress(None, "packing the project for the node (git bundle)")
+            try:
+                outgoing = pack(order)
+            except ShipError as error:
+                return AttemptResult(ok=False, error_kind="spawn_failed", error=f"cannot ship the project: {error}")
         host = self.host_class.options(
             name=actor_name(order),
             namespace=self.setup.namespace,
@@ -67,22 +78,34 @@ class RayRunner:
             max_concurrency=4,  # cancel is heard while a poll waits
         ).remote()
         try:
-            return self._follow(host, order, hooks, cancel)
+            result, returned = self._follow(host, order, hooks, cancel, outgoing)
         finally:
             with contextlib.suppress(Exception):
                 ray.kill(host, no_restart=True)
+        if outgoing is not None and returned is not None:
+            result = receive(outgoing, order, result, returned)
+        return result
 
-    def _follow(self, host: Any, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
+    def _follow(
+        self, host: Any, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event, outgoing: Outgoing | None
+    ) -> tuple[AttemptResult, Returned | None]:
         ray = self.ray
         errors = ray.exceptions
-        where = host.start.remote(order, self.backends[order.role])
+        backend = self.backends[order.role]
+        routing = getattr(hooks, "routing", None)  # the head's Router and KeyPool, if the run has them
+        if outgoing is None:
+            where = host.start.remote(order, backend, routed=routing is not None)
+        else:  # the bundle goes through the object store, resolved to bytes on the node
+            bundle = ray.put(outgoing.bundle)
+            where = host.start.remote(order, backend, outgoing.shipment, bundle, routed=routing is not None)
         placed = False
         cancel_sent = False
         poll: Any = None
         while True:
             if cancel.is_set() and not cancel_sent:
                 if not placed:  # still waiting for a node: nothing ran
-                    return AttemptResult(ok=False, error_kind="interrupted", error="stopped before a node took it")
+                    stopped = AttemptResult(ok=False, error_kind="interrupted", error="stopped before a node took it")
+                    return stopped, None
                 host.cancel.remote()
                 cancel_sent = True
             try:
@@ -105,13 +128,15 @@ class RayRunner:
                 poll = None  # a transient loss of contact; the actor may come back
                 continue
             except (errors.RayActorError, errors.NodeDiedError, errors.OwnerDiedError) as error:
-                return _node_lost(order, error)
+                return _node_lost(order, error), None
             if report.started is not None:
                 hooks.started(*report.started)
             for percent, note in report.progress:
                 hooks.progress(percent, note)
+            for request in report.requests:
+                host.answer.remote(request.id, answer_request(routing, request))
             if report.result is not None:
-                return report.result
+                return report.result, report.returned
 
 
 def _node_lost(order: WorkOrder, error: BaseException) -> AttemptResult:

@@ -273,7 +273,8 @@ class ClusterSettings(StrictModel):
     num_cpus: float = Field(0.0, ge=0)
     """CPUs each attempt's actor reserves; agents mostly wait on the network."""
     shared_filesystem: bool = True
-    """Whether every node sees the project and session folders at the same paths."""
+    """Whether every node sees the project and session folders at the same paths; false: each
+    attempt gets the project by git (a bundle of its branch) and sends its branch back."""
 
 
 # --------------------------------------------------------------------------- the file, and the loaded config

@@ -35,7 +35,8 @@ def executor_cli():
 _PROCESS_MODULES = frozenset(
     {
         "test_agent_backends", "test_agent_bridge", "test_agent_parsers", "test_agent_pipeline",
-        "test_backup", "test_cli_check", "test_cluster", "test_command_backend", "test_dashboard_browser",
+        "test_backup", "test_cli_check", "test_cluster", "test_cluster_git", "test_command_backend",
+        "test_dashboard_browser",
         "test_demo_backend", "test_demo_story", "test_doctor", "test_durability", "test_escalations",
         "test_fake_llm", "test_file_conflicts", "test_gemini_settings", "test_git_hooks", "test_git_state",
         "test_help_examples", "test_keys_cli", "test_lock", "test_manual_tasks", "test_mcp_backend",
@@ -54,7 +55,8 @@ _PROCESS_MODULES = frozenset(
 # marked).  Every test module is in one of the two sets: a new one must be placed.
 _IN_PROCESS_MODULES = frozenset(
     {
-        "test_assignment", "test_config", "test_fencing", "test_fuzz_loaders", "test_graph", "test_keypool",
+        "test_assignment", "test_cluster_relay", "test_config", "test_fencing", "test_fuzz_loaders", "test_graph",
+        "test_keypool",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
         "test_pipeline", "test_projection", "test_prompt", "test_redaction", "test_routing",
         "test_runtime", "test_safepath", "test_scheduler", "test_skills", "test_store", "test_supervision",
