@@ -18,7 +18,7 @@ Submitted tasks really run (the demo backend, one process each).
 Reported: calls made, errors, p50/p90/p99/max latency per tool, the achieved
 rate, and the executor process's peak RSS (sampled every 0.25 s with psutil).
 
-Usage: python benchmarks/mcp_load.py [--rate 100] [--seconds 60] [--writes queued|direct]
+Usage: python benchmarks/mcp_load.py [--rate 100] [--seconds 60] [--writes queued|direct] [--agent demo|echo]
 """
 
 from __future__ import annotations
@@ -47,10 +47,15 @@ REPO = Path(__file__).resolve().parent.parent
 EXECUTOR = Path(sys.executable).with_name("executor")
 
 
-def start_run(folder: Path) -> tuple[subprocess.Popen[str], str, str]:
+def start_run(folder: Path, agent: str) -> tuple[subprocess.Popen[str], str, str]:
     env = {**os.environ, "TEAM_EXECUTOR_CONFIG_DIR": str(folder.parent / "config")}
+    if agent == "echo":  # the submitted tasks' role runs `echo`: the dispatch path without a Python agent
+        coder = folder / "role-specs" / "coder.md"
+        spec = coder.read_text(encoding="utf-8")
+        coder.write_text(spec.replace("backend: demo\n", 'backend: command\ncommand: ["echo", "{task_id} done"]\n'))
+    backend = ["--backend", "demo"] if agent == "demo" else []
     process = subprocess.Popen(
-        [str(EXECUTOR), "run", "--session", str(folder), "--backend", "demo", "--mcp-http", "0"],
+        [str(EXECUTOR), "run", "--session", str(folder), *backend, "--mcp-http", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -165,12 +170,19 @@ def main() -> None:
         default="queued",
         help="queued: queue_submit_task (an id at once) and get_write_status; direct: submit_task (waits)",
     )
+    parser.add_argument(
+        "--agent",
+        choices=("demo", "echo"),
+        default="demo",
+        help="what each submitted task runs: demo (a Python demo agent per task, as before) or echo "
+        "(a `command` role: the executor's whole dispatch path, without a Python start per task)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mcp-load-"))
     folder = work / "session"
     shutil.copytree(REPO / "examples" / "demo", folder)
     (work / "config").mkdir()
-    process, url, token = start_run(folder)
+    process, url, token = start_run(folder, args.agent)
     stop, peak = threading.Event(), [0]
     sampler = threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True)
     sampler.start()
@@ -189,7 +201,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d')}")
     print(
-        f"writes {args.writes}; target rate {args.rate:g}/s for {args.seconds:g}s: {calls} calls in {elapsed:.1f}s "
+        f"agent {args.agent}, writes {args.writes}; target rate {args.rate:g}/s for {args.seconds:g}s: "
+        f"{calls} calls in {elapsed:.1f}s "
         f"({calls / elapsed:.1f}/s), errors: {len(errors)}"
     )
     for tool, values in results.items():
