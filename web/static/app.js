@@ -1400,7 +1400,9 @@
         fill.style.width = pct + "%";
         prog.appendChild(el("div", { class: "progress progress-small" }, fill));
       }
+      // A finished task keeps its last report: say it is history, not what runs now.
       prog.appendChild(el("div", { class: "muted small" },
+        t.status === "in_progress" ? "" : "last reported: ",
         pct !== null ? `${pct}% ` : "",
         p.note ? `— ${p.note} ` : "",
         p.at ? `(${fmtTime(p.at)})` : "",
