@@ -117,6 +117,18 @@ def _base() -> Path | None:
     return _BASE
 
 
+_OWNER: tuple[int, str] | None = None
+
+
+def _owner() -> str:
+    """``<pid>-<create time>`` of this process: read once (per pid: a forked child has its own)."""
+    global _OWNER  # noqa: PLW0603 - a fact of this process, asked for on every attempt
+    pid = os.getpid()
+    if _OWNER is None or _OWNER[0] != pid:
+        _OWNER = (pid, f"{pid}-{int(psutil.Process(pid).create_time())}")
+    return _OWNER[1]
+
+
 def cgroups_available() -> bool:
     """Whether attempts run in cgroups of their own here (else only the descendant list is kept)."""
     return _base() is not None
@@ -168,7 +180,7 @@ class AttemptCgroup:
         base = _base()
         if base is None:
             return None
-        owner = f"{os.getpid()}-{int(psutil.Process().create_time())}"
+        owner = _owner()
         path = base / f"{_tag(marker)}-{owner}-{next(_sequence)}"
         try:
             path.mkdir()

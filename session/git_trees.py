@@ -87,8 +87,23 @@ def _git(root: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes
     return done.stdout
 
 
+def _may_be_in_a_repository(path: Path) -> bool:
+    """Whether a ``.git`` lies on the way up from ``path`` (a few stat calls).  Only then is git
+    asked: this runs before and after every attempt, and a process per attempt just to hear "not a
+    repository" cost a DAG of small commands a third of its time."""
+    if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE")):
+        return True  # git is told where the repository is: only git knows
+    try:
+        folder = path.resolve()
+    except (OSError, RuntimeError):
+        return True
+    return any((candidate / ".git").exists() for candidate in (folder, *folder.parents))
+
+
 def repo_root(path: Path) -> Path | None:
     """The top of the git work tree that holds ``path``, or None when there is none (or no git)."""
+    if not _may_be_in_a_repository(Path(path)):
+        return None
     try:
         out = _git(path, "rev-parse", "--show-toplevel")
     except GitTreeError:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from session.store import StoreError, StoreReader
-from session.task_mirror import sync_mirror
+from session.task_mirror import MirrorMemo, sync_mirror
 
 __all__ = ["MirrorKeeper"]
 
@@ -31,6 +31,7 @@ class MirrorKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="task-mirror", daemon=True)
         self._seen = -1
+        self._memo: MirrorMemo = {}  # what each file was written from: unchanged tasks are not rendered again
         self.passes = 0
 
     def start(self) -> MirrorKeeper:
@@ -68,7 +69,7 @@ class MirrorKeeper:
             return 0.0
         started = time.monotonic()
         try:
-            sync_mirror(self.folder)
+            sync_mirror(self.folder, memo=self._memo)
         except (OSError, StoreError) as error:  # the mirror is a convenience: the run goes on
             log.warning("could not update the task mirror: %s", error)
             return time.monotonic() - started

@@ -67,6 +67,7 @@ from session.store import StoreReader
 
 __all__ = [
     "MIRROR_DIR",
+    "MirrorMemo",
     "MirrorResult",
     "read_edits",
     "sync_mirror",
@@ -157,6 +158,18 @@ def _holds_edits(row: TaskRow, path: Path, data: bytes, shown: dict[str, Value],
     return edited_details(row, text, shown) is not None
 
 
+#: What a file was written from, and the file as it was left: (what render_file was given, (mtime, size, inode)).
+MirrorMemo = dict[str, tuple[tuple[object, ...], tuple[int, int, int]]]
+
+
+def _stat_of(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
 def write_mirror(
     folder: Path,
     rows: list[TaskRow],
@@ -164,8 +177,14 @@ def write_mirror(
     feedback_by_task: dict[str, str],
     *,
     preserve_edits: bool = True,
+    memo: MirrorMemo | None = None,
 ) -> MirrorResult:
     """Bring ``<folder>/tasks/`` in line with ``rows``, in one pass over the rows and one scan of the folder.
+
+    ``memo``: kept by a caller that writes the mirror again and again (the run's MirrorKeeper).  A
+    task whose row, runs and feedback are those its file was written from, and whose file is still
+    the one written (same mtime, size and inode: nobody edited it), is not rendered again — a pass
+    over a large session then costs a stat per unchanged task instead of a render and a read.
 
     OSError from writing a file propagates (the files written before it stay written).
     """
@@ -184,14 +203,20 @@ def write_mirror(
         if row.id in done:
             continue
         done.add(row.id)
+        existing = on_disk.get(row.id, {})
+        target = root / lifecycle / f"{row.id}.md"
+        source = (row, lifecycle, tuple(runs_by_task.get(row.id, ())), feedback_by_task.get(row.id, ""))
+        remembered = memo.get(row.id) if memo is not None else None
+        unchanged = remembered is not None and remembered[0] == source and list(existing) == [lifecycle]
+        if unchanged and remembered is not None and _stat_of(target) == remembered[1]:
+            result.unchanged += 1
+            continue
         text, shown = render_file(row, lifecycle, runs_by_task.get(row.id, []), feedback_by_task.get(row.id, ""))
         data = redact(text).encode("utf-8")  # users commit these files: no key in them, whatever an agent said
-        existing = on_disk.get(row.id, {})
         cache: dict[Path, bytes] = {}
         if preserve_edits and any(_holds_edits(row, path, data, shown, cache) for path in existing.values()):
             result.conflicts.append(row.id)
             continue
-        target = root / lifecycle / f"{row.id}.md"
         others = [path for other, path in existing.items() if other != lifecycle]
         if lifecycle in existing:
             current = cache.get(target)
@@ -216,6 +241,10 @@ def write_mirror(
                 result.written += 1
         for path in others:
             path.unlink(missing_ok=True)
+        if memo is not None:
+            left = _stat_of(target)
+            if left is not None:
+                memo[row.id] = (source, left)
     for task_id, paths in on_disk.items():
         if task_id in known:
             continue
@@ -241,7 +270,7 @@ def _feedback_texts(folder: Path, rows: Iterable[TaskRow]) -> dict[str, str]:
     return texts
 
 
-def sync_mirror(folder: Path, *, preserve_edits: bool = True) -> MirrorResult:
+def sync_mirror(folder: Path, *, preserve_edits: bool = True, memo: MirrorMemo | None = None) -> MirrorResult:
     """Regenerate the mirror from the session's store (read-only); no store yet: nothing written.
 
     Edited files are left alone (``preserve_edits``): this cannot apply edits to the store.
@@ -259,7 +288,8 @@ def sync_mirror(folder: Path, *, preserve_edits: bool = True) -> MirrorResult:
     runs_by_task: dict[str, list[RunRow]] = {}
     for run in runs:
         runs_by_task.setdefault(run.task_id, []).append(run)
-    return write_mirror(folder, rows, runs_by_task, _feedback_texts(folder, rows), preserve_edits=preserve_edits)
+    feedback = _feedback_texts(folder, rows)
+    return write_mirror(folder, rows, runs_by_task, feedback, preserve_edits=preserve_edits, memo=memo)
 
 
 def read_edits(folder: Path, rows: list[TaskRow]) -> dict[str, TaskDetails]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 
 from backends.git_state import changed_files, snapshot
+from session.git_trees import repo_root
 
 
 def git(repo, *args):
@@ -57,3 +60,27 @@ def test_a_repository_without_commits_has_no_head_but_still_reports_files(tmp_pa
     assert after is not None
     assert before.head is None
     assert changed_files(repo, before, after) == ("f.txt",)
+
+
+def test_no_git_process_is_started_to_learn_that_a_folder_is_not_in_a_repository(tmp_path, monkeypatch):
+    real_git = shutil.which("git")
+    assert real_git is not None
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {real_git} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    monkeypatch.delenv("GIT_WORK_TREE", raising=False)
+
+    plain = tmp_path / "plain" / "deep"
+    plain.mkdir(parents=True)
+    assert repo_root(plain) is None
+    assert not calls.exists()  # the attempt path asks this twice per attempt: no process for a "no"
+
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    subprocess.run([real_git, "init", "-q", str(repo)], check=True)
+    assert repo_root(repo / "sub") == repo.resolve()
+    assert "rev-parse --show-toplevel" in calls.read_text()  # in a repository git still decides

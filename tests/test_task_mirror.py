@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import msgspec
@@ -272,6 +273,36 @@ def test_unchanged_content_is_not_rewritten(tmp_path, store):
     result = sync_mirror(tmp_path)
     assert (result.written, result.unchanged) == (1, 1)
     assert section(path.read_text(), "Priority") == "P0"
+
+
+def test_with_a_memo_an_unchanged_task_is_not_rendered_again_and_edits_are_still_seen(tmp_path, store):
+    put(store, TaskRow(id="A-001", owner="coder", details=PREPARED), TaskRow(id="A-002", owner="coder"))
+    memo: dict = {}
+    sync_mirror(tmp_path, memo=memo)
+    path = tmp_path / MIRROR_DIR / "ready" / "A-001.md"
+    # Same size, same mtime, same inode, other bytes: only a pass that renders and compares sees it.
+    written = path.stat()
+    text = path.read_text()
+    path.write_text(text.replace("A-001", "A-00X", 1))
+    os.utime(path, ns=(written.st_atime_ns, written.st_mtime_ns))
+    result = sync_mirror(tmp_path, memo=memo)
+    assert (result.written, result.unchanged, result.conflicts) == (0, 2, [])
+    assert "A-00X" in path.read_text()  # not rendered again: the memo says the file is as written
+    assert sync_mirror(tmp_path).written == 1  # without the memo the pass renders and repairs it
+
+    # A person's edit changes the file's mtime: the memo does not hide it, the edit is kept.
+    sync_mirror(tmp_path, memo=memo)
+    edit(path, "Implementation Notes", "Use the pager.")
+    update(store, "A-001", status="in_progress")
+    result = sync_mirror(tmp_path, memo=memo)
+    assert result.conflicts == ["A-001"]
+    assert "Use the pager." in path.read_text()
+
+    # A store change is rendered: the task's source is no longer the one remembered.
+    update(store, "A-002", priority="P0")
+    result = sync_mirror(tmp_path, memo=memo)
+    assert result.written == 1
+    assert section((tmp_path / MIRROR_DIR / "ready" / "A-002.md").read_text(), "Priority") == "P0"
 
 
 def edit(path, title: str, body: str) -> None:
