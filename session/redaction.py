@@ -80,6 +80,13 @@ _LEAD = re.compile(
     r"\\?[\"']?\s*[:=]\s*\\?[\"']?\s*(?:(?:bearer|basic)\s+)?)$"
 )
 _LEAD_WINDOW = 40
+# Cheap necessary conditions, tested before the costly patterns run over a large text
+# (a worker's output at line rate): every match of _SHAPES holds one of these literals
+# or, for a Telegram token, a ':' followed by 35 token characters; every masked _VALUE
+# follows a _LEAD, which ends in ':' or '=' or a "Bearer "/"Basic " word.
+_SHAPE_LITERALS = ("sk-", "AIza", "github_pat_", "xox", "glpat-")
+_SHAPE_GITHUB = re.compile(r"gh[pousr]_")
+_SHAPE_TELEGRAM = re.compile(r":[A-Za-z0-9_-]{35}")
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[A-Za-z]")
 
@@ -162,8 +169,26 @@ def redact(text: str) -> str:
     known = _known
     if known is not None:
         text = known.sub(lambda match: mask(match.group(0)), text)
-    text = _SHAPES.sub(lambda match: mask(match.group(0)), text)
-    return _mask_after_lead(text)
+    if _may_hold_shape(text):
+        text = _SHAPES.sub(lambda match: mask(match.group(0)), text)
+    if _may_hold_lead(text):
+        text = _mask_after_lead(text)
+    return text
+
+
+def _may_hold_shape(text: str) -> bool:
+    return (
+        any(literal in text for literal in _SHAPE_LITERALS)
+        or _SHAPE_GITHUB.search(text) is not None
+        or _SHAPE_TELEGRAM.search(text) is not None
+    )
+
+
+def _may_hold_lead(text: str) -> bool:
+    if ":" in text or "=" in text or not text.isascii():  # (?i) also folds a few non-ASCII letters
+        return True
+    lowered = text.lower()
+    return "bearer" in lowered or "basic" in lowered
 
 
 def redact_bytes(data: bytes) -> bytes:
