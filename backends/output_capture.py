@@ -43,34 +43,66 @@ class Tail:
 
 
 class LineSplitter:
-    """Cuts stdout into lines for ``on_stdout_line``; a line keeps at most ``limit`` bytes."""
+    """Cuts a stream into lines for a callback; a line keeps at most ``limit`` bytes.
 
-    def __init__(self, limit: int, emit: Callable[[bytes], None]) -> None:
+    With a ``prefix`` (``b"{"`` for JSON events), only the lines whose first non-blank
+    bytes are ``prefix`` are passed on: the others are never made into objects, so a
+    flood of lines nobody reads costs a few scans in C per chunk, not a Python call per line.
+    """
+
+    def __init__(self, limit: int, emit: Callable[[bytes], None], prefix: bytes | None = None) -> None:
         self.limit = max(1, limit)
         self.emit = emit
-        self.partial = bytearray()
+        self.prefix = prefix or None
+        self.partial = b""  # the line read so far, at most ``limit`` bytes
 
     def feed(self, chunk: bytes) -> None:
-        start = 0
-        while True:
-            nl = chunk.find(b"\n", start)
-            if nl < 0:
-                break
-            room = self.limit - len(self.partial)
-            line = bytes(self.partial) + chunk[start : start + max(0, min(room, nl - start))]
-            self.partial.clear()
-            start = nl + 1
-            self.emit(line)
-        room = self.limit - len(self.partial)
-        if room > 0 and start < len(chunk):
-            self.partial += chunk[start : start + room]
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._extend(chunk)
+            return
+        self._extend(chunk[:first])
+        line, self.partial = self.partial, b""
+        self._offer(line)
+        last = chunk.rfind(b"\n")
+        if last > first:
+            if self.prefix is None:
+                self._all(chunk, first + 1, last)
+            else:
+                self._matching(chunk, first + 1, last, self.prefix)
+        self.partial = chunk[last + 1 : last + 1 + self.limit]
 
     def finish(self) -> None:
         """Emit a last line that had no newline."""
         if self.partial:
-            line = bytes(self.partial)
-            self.partial.clear()
+            line, self.partial = self.partial, b""
+            self._offer(line)
+
+    def _extend(self, piece: bytes) -> None:
+        room = self.limit - len(self.partial)
+        if room > 0 and piece:
+            self.partial += piece[:room]
+
+    def _offer(self, line: bytes) -> None:
+        if self.prefix is None or line.lstrip().startswith(self.prefix):
             self.emit(line)
+
+    def _all(self, chunk: bytes, start: int, end: int) -> None:
+        """Every line of ``chunk[start:end]`` (``end`` is a newline)."""
+        limit, emit = self.limit, self.emit
+        for line in chunk[start:end].split(b"\n"):
+            emit(line if len(line) <= limit else line[:limit])
+
+    def _matching(self, chunk: bytes, start: int, end: int, prefix: bytes) -> None:
+        """The lines of ``chunk[start:end]`` that start with ``prefix`` after blanks, found by
+        searching for ``prefix`` (in C) rather than by looking at every line."""
+        at = chunk.find(prefix, start, end)
+        while at >= 0:
+            line_start = chunk.rfind(b"\n", start, at) + 1 or start
+            line_end = chunk.find(b"\n", at, end + 1)
+            if at + len(prefix) - line_start <= self.limit and not chunk[line_start:at].strip():
+                self.emit(chunk[line_start : min(line_end, line_start + self.limit)])
+            at = chunk.find(prefix, line_end + 1, end)
 
 
 class OutputLog:

@@ -56,7 +56,7 @@ _IN_PROCESS_MODULES = frozenset(
     {
         "test_assignment", "test_config", "test_fencing", "test_fuzz_loaders", "test_graph", "test_keypool",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
-        "test_pipeline", "test_projection", "test_prompt", "test_redaction", "test_routing",
+        "test_output_capture", "test_pipeline", "test_projection", "test_prompt", "test_redaction", "test_routing",
         "test_runtime", "test_safepath", "test_scheduler", "test_skills", "test_store", "test_supervision",
         "test_task_changes", "test_task_mirror",
     }
