@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from backends.process import run_process
 from backends.process_types import ProcessLimits, ProcessSpec
 from backends.sandbox import allowlisted_env
+from tests.sessions import write_session
 
 PY = sys.executable
 KEY = "flood-env-KEY-value-0123456789"
@@ -85,3 +87,30 @@ def test_a_key_printed_at_the_end_of_a_flood_never_reaches_the_log(tmp_path: Pat
     assert KEY.encode() not in log
     assert log.count("…6789".encode()) == 2
     assert b"key \xe2\x80\xa66789 printed\n" in log
+
+
+def test_a_flood_of_progress_lines_reaches_the_event_log_coalesced_and_ends_with_the_last(
+    executor_cli, tmp_path: Path
+) -> None:
+    folder = tmp_path / "session"
+    script = textwrap.dedent(
+        """
+        import json, sys
+        lines = [json.dumps({"type": "progress", "percent": n // 30, "note": f"step {n}"}) for n in range(3000)]
+        sys.stdout.write("\\n".join(lines) + "\\n")
+        sys.stdout.write(json.dumps({"type": "progress", "percent": 100, "note": "the last"}) + "\\n")
+        print("done")
+        """
+    )
+    extra = f'backend: command\ncommand: ["{PY}", "{tmp_path / "chatty.py"}"]\n'
+    write_session(folder, {"worker": "T"}, {"T-001": []}, role_extra={"worker": extra})
+    (tmp_path / "chatty.py").write_text(script)
+    result = executor_cli("run", "--session", str(folder))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(folder / ".executor" / "state.db") as db:
+        notes = [
+            json.loads(payload)
+            for (payload,) in db.execute("SELECT payload_json FROM events WHERE type = 'task_progress' ORDER BY id")
+        ]
+    assert 1 <= len(notes) < 100, len(notes)
+    assert (notes[-1]["percent"], notes[-1]["note"]) == (100, "the last")
