@@ -44,7 +44,9 @@ from session.redaction import register_environment
 
 __all__ = ["OUTPUT_CPU_SHARE", "run_process"]
 
-_READ_CHUNK = 256 * 1024
+#: A pipe holds 64 KiB (Linux's default), so no read returns more; and asking for more
+#: costs: os.read allocates what is asked, then shrinks it (4x the CPU per byte at 256 KiB).
+_READ_CHUNK = 64 * 1024
 #: Reading one run's output (reads, tails, lines, redacted log) may take at most this
 #: share of a core, averaged over time; past it the output is left in the pipe, where
 #: the child blocks on it and burns nothing, so one worker that floods its output does
@@ -430,7 +432,7 @@ def run_process(
 
     The child runs without a shell, in a new session and process group, with exactly
     ``spec.env`` as its environment and ``spec.cwd`` as its working directory. Its stdout
-    and stderr are read by the calling thread (``selectors``, up to 256 KiB at a time);
+    and stderr are read by the calling thread (``selectors``, up to 64 KiB at a time);
     memory stays bounded by the tails whatever the child prints, and the CPU spent on the
     output by :data:`OUTPUT_CPU_SHARE` (a child that prints faster waits on its pipe).
     Every ``poll_interval_s`` the cancel event, the wall timeout and the hang timeout are
