@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +20,8 @@ __all__ = [
     "OutputLog",
     "Tail",
 ]
+
+_TOUCH_EVERY_S = 1.0
 
 
 class Tail:
@@ -119,11 +124,22 @@ class OutputLog:
         self.size = self.file.tell()
         self.max_bytes = max_bytes
         self.truncated = False
+        self.touched_at = -math.inf
         self.lines = LineRedactor()
 
     def write(self, chunk: bytes) -> None:
-        if self.file is not None and not self.truncated:
+        if self.file is None:
+            return
+        if not self.truncated:
             self._write(self.lines.feed(chunk))
+            return
+        # Past the cap, nothing more is written, but the file's time still moves (at most
+        # once a second): the Executor takes a log that changes as a sign of life.
+        now = time.monotonic()
+        if now - self.touched_at >= _TOUCH_EVERY_S:
+            self.touched_at = now
+            with contextlib.suppress(OSError):
+                os.utime(self.file.fileno())
 
     def _write(self, chunk: bytes) -> None:
         if self.file is None or self.truncated:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -138,3 +139,15 @@ def test_a_secret_cut_by_a_chunk_boundary_never_reaches_the_log(tmp_path: Path) 
     assert written.count(b"\xe2\x80\xa6cdef") == 2  # both masked to their hint
     assert written.startswith(filler)
     assert written.count(b"y\n") == 200_000
+
+
+def test_past_the_cap_the_log_still_shows_life_by_its_time(tmp_path: Path) -> None:
+    path = tmp_path / "run.log"
+    log = OutputLog(str(path), max_bytes=100)
+    log.write(b"y\n" * 100)
+    size = path.stat().st_size
+    os.utime(path, (1, 1))
+    log.write(b"y\n" * 100)
+    assert path.stat().st_mtime > 1
+    assert path.stat().st_size == size
+    log.close()
