@@ -52,9 +52,9 @@ _READ_CHUNK = 64 * 1024
 #: the child blocks on it and burns nothing, so one worker that floods its output does
 #: not starve the others (they share the process, and its GIL).  Ordinary output never
 #: comes near it: an agent's stream or a test run's log costs a fraction of a percent.
-OUTPUT_CPU_SHARE = 0.1
+OUTPUT_CPU_SHARE = 0.05
 #: How much CPU time a run may spend on its output in one burst before the share applies.
-_OUTPUT_CPU_BURST_S = 0.05
+_OUTPUT_CPU_BURST_S = 0.02
 #: After the main process has exited, keep reading for at most this long: a background
 #: grandchild may hold the pipes open (and may keep writing) forever.
 _DRAIN_AFTER_EXIT_S = 1.0
