@@ -9,6 +9,7 @@ import contextlib
 import io
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,15 +51,25 @@ class Tail:
 class LineSplitter:
     """Cuts a stream into lines for a callback; a line keeps at most ``limit`` bytes.
 
-    With a ``prefix`` (``b"{"`` for JSON events), only the lines whose first non-blank
-    bytes are ``prefix`` are passed on: the others are never made into objects, so a
-    flood of lines nobody reads costs a few scans in C per chunk, not a Python call per line.
+    With a ``prefix`` (``b"{"`` for JSON events) or a ``pattern``, only the lines whose
+    first non-blank bytes are ``prefix``, or that hold a match of ``pattern``, are passed
+    on: the others are never made into objects, so a flood of lines nobody reads costs a
+    few scans in C per chunk, not a Python call per line.  A ``pattern`` is searched in
+    the raw bytes; lines that are not ASCII are passed whole, since a text pattern with
+    ``re.IGNORECASE`` can match there what its bytes form cannot.
     """
 
-    def __init__(self, limit: int, emit: Callable[[bytes], None], prefix: bytes | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        emit: Callable[[bytes], None],
+        prefix: bytes | None = None,
+        pattern: re.Pattern[bytes] | None = None,
+    ) -> None:
         self.limit = max(1, limit)
         self.emit = emit
         self.prefix = prefix or None
+        self.pattern = pattern
         self.partial = b""  # the line read so far, at most ``limit`` bytes
 
     def feed(self, chunk: bytes) -> None:
@@ -71,10 +82,13 @@ class LineSplitter:
         self._offer(line)
         last = chunk.rfind(b"\n")
         if last > first:
-            if self.prefix is None:
-                self._all(chunk, first + 1, last)
+            start = first + 1
+            if self.prefix is None and self.pattern is None:
+                self._all(chunk, start, last)
+            elif self.pattern is not None and not chunk[start:last].isascii():
+                self._all(chunk, start, last, self._wanted)
             else:
-                self._matching(chunk, first + 1, last, self.prefix)
+                self._matching(chunk, start, last)
         self.partial = chunk[last + 1 : last + 1 + self.limit]
 
     def finish(self) -> None:
@@ -88,26 +102,49 @@ class LineSplitter:
         if room > 0 and piece:
             self.partial += piece[:room]
 
+    def _wanted(self, line: bytes) -> bool:
+        if self.prefix is None and self.pattern is None:
+            return True
+        if self.prefix is not None and line.lstrip().startswith(self.prefix):
+            return True
+        return self.pattern is not None and (not line.isascii() or self.pattern.search(line) is not None)
+
     def _offer(self, line: bytes) -> None:
-        if self.prefix is None or line.lstrip().startswith(self.prefix):
+        if self._wanted(line):
             self.emit(line)
 
-    def _all(self, chunk: bytes, start: int, end: int) -> None:
-        """Every line of ``chunk[start:end]`` (``end`` is a newline)."""
+    def _all(self, chunk: bytes, start: int, end: int, wanted: Callable[[bytes], bool] | None = None) -> None:
+        """Every line of ``chunk[start:end]`` (``end`` is a newline), or those ``wanted``."""
         limit, emit = self.limit, self.emit
-        for line in chunk[start:end].split(b"\n"):
-            emit(line if len(line) <= limit else line[:limit])
+        for whole in chunk[start:end].split(b"\n"):
+            line = whole if len(whole) <= limit else whole[:limit]
+            if wanted is None or wanted(line):
+                emit(line)
 
-    def _matching(self, chunk: bytes, start: int, end: int, prefix: bytes) -> None:
-        """The lines of ``chunk[start:end]`` that start with ``prefix`` after blanks, found by
-        searching for ``prefix`` (in C) rather than by looking at every line."""
-        at = chunk.find(prefix, start, end)
-        while at >= 0:
-            line_start = chunk.rfind(b"\n", start, at) + 1 or start
-            line_end = chunk.find(b"\n", at, end + 1)
-            if at + len(prefix) - line_start <= self.limit and not chunk[line_start:at].strip():
-                self.emit(chunk[line_start : min(line_end, line_start + self.limit)])
-            at = chunk.find(prefix, line_end + 1, end)
+    def _matching(self, chunk: bytes, start: int, end: int) -> None:
+        """The wanted lines of ``chunk[start:end]``, found by searching (in C) for the prefix
+        and the pattern rather than by looking at every line; passed in order."""
+        found: set[int] = set()  # where each wanted line starts
+        prefix, limit = self.prefix, self.limit
+        if prefix is not None:
+            at = chunk.find(prefix, start, end)
+            while at >= 0:
+                line_start = chunk.rfind(b"\n", start, at) + 1 or start
+                line_end = chunk.find(b"\n", at, end + 1)
+                if at + len(prefix) - line_start <= limit and not chunk[line_start:at].strip():
+                    found.add(line_start)
+                at = chunk.find(prefix, line_end + 1, end)
+        if self.pattern is not None:
+            match = self.pattern.search(chunk, start, end)
+            while match is not None:
+                line_start = chunk.rfind(b"\n", start, match.start()) + 1 or start
+                line_end = chunk.find(b"\n", match.start(), end + 1)
+                if self.pattern.search(chunk, line_start, min(line_end, line_start + limit)) is not None:
+                    found.add(line_start)  # the match is within the part of the line that is kept
+                match = self.pattern.search(chunk, line_end + 1, end)
+        for line_start in sorted(found):
+            line_end = chunk.find(b"\n", line_start, end + 1)
+            self.emit(chunk[line_start : min(line_end, line_start + limit)])
 
 
 class OutputLog:

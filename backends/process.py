@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import selectors
 import subprocess
 import threading
@@ -120,6 +121,8 @@ class _Run:
         stop_check: Callable[[], tuple[str, str] | None] | None = None,
         cgroup: AttemptCgroup | None = None,
         stdout_line_prefix: bytes | None = None,
+        stdout_line_pattern: re.Pattern[bytes] | None = None,
+        stderr_line_pattern: re.Pattern[bytes] | None = None,
     ) -> None:
         if proc.stdout is None or proc.stderr is None:
             raise RuntimeError("internal error: the child's output pipes are missing")
@@ -137,8 +140,14 @@ class _Run:
         self.poll = max(0.001, poll_interval_s)
         self.out = Tail(limits.tail_bytes)
         self.err = Tail(limits.tail_bytes)
-        self.lines = LineSplitter(limits.tail_bytes, on_stdout_line, stdout_line_prefix) if on_stdout_line else None
-        self.err_lines = LineSplitter(limits.tail_bytes, on_stderr_line) if on_stderr_line else None
+        self.lines = (
+            LineSplitter(limits.tail_bytes, on_stdout_line, stdout_line_prefix, stdout_line_pattern)
+            if on_stdout_line
+            else None
+        )
+        self.err_lines = (
+            LineSplitter(limits.tail_bytes, on_stderr_line, None, stderr_line_pattern) if on_stderr_line else None
+        )
         self.stop_check = stop_check
         self.throttle = _Throttle(OUTPUT_CPU_SHARE, _OUTPUT_CPU_BURST_S)
         # Every process of the attempt: its cgroup where we have one, else its descendants
@@ -427,6 +436,8 @@ def run_process(
     on_stderr_line: Callable[[bytes], None] | None = None,
     stop_check: Callable[[], tuple[str, str] | None] | None = None,
     stdout_line_prefix: bytes | None = None,
+    stdout_line_pattern: re.Pattern[bytes] | None = None,
+    stderr_line_pattern: re.Pattern[bytes] | None = None,
 ) -> ProcessOutcome:
     """Run ``spec.argv`` to the end under ``limits`` and say how it ended.
 
@@ -450,8 +461,11 @@ def run_process(
       kept), in order; a line longer than ``limits.tail_bytes`` is cut to that length; a
       last line without a newline is passed at EOF.  With ``stdout_line_prefix``, only
       the lines whose first non-blank bytes are that prefix (``b"{"``: the lines that can
-      be JSON events); the others cost nothing per line, which keeps a flood of them cheap.
-    - ``on_stderr_line(line)``: the same for stderr (every line).
+      be JSON events), or that hold a match of ``stdout_line_pattern`` (searched in the
+      raw bytes; a line that is not ASCII is passed anyway); the others cost nothing per
+      line, which keeps a flood of them cheap.
+    - ``on_stderr_line(line)``: the same for stderr: every line, or with
+      ``stderr_line_pattern`` only those that hold a match (or are not ASCII).
     - ``stop_check()``: every poll; an ``(error_kind, message)`` it returns stops the tree
       and ends the run with that kind (a caller that reads the output and sees that the
       run cannot succeed, e.g. an agent retrying a dead endpoint).
@@ -510,6 +524,8 @@ def run_process(
             stop_check=stop_check,
             cgroup=cgroup,
             stdout_line_prefix=stdout_line_prefix,
+            stdout_line_pattern=stdout_line_pattern,
+            stderr_line_pattern=stderr_line_pattern,
         )
         return run.run(on_start)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,26 @@ from session.redaction import register_secret
 SECRET = "straddle-secret-0123456789abcdef"
 
 
-def expected_lines(data: bytes, limit: int, prefix: bytes | None = None) -> list[bytes]:
-    """What a line-at-a-time reader would pass on: every line cut to ``limit``, the last too."""
+NETWORK = re.compile(rb"connection refused|ECONNRESET", re.IGNORECASE)
+
+
+def expected_lines(
+    data: bytes, limit: int, prefix: bytes | None = None, pattern: re.Pattern[bytes] | None = None
+) -> list[bytes]:
+    """What a line-at-a-time reader would pass on: every line cut to ``limit``, the last too,
+    then only those that start with ``prefix``, hold ``pattern``, or are not ASCII (with a pattern)."""
     parts = data.split(b"\n")
     if parts[-1] == b"":
         parts.pop()
     lines = [part[:limit] for part in parts]
-    if prefix is not None:
-        lines = [line for line in lines if line.lstrip().startswith(prefix)]
-    return lines
+    if prefix is None and pattern is None:
+        return lines
+    return [
+        line
+        for line in lines
+        if (prefix is not None and line.lstrip().startswith(prefix))
+        or (pattern is not None and (not line.isascii() or pattern.search(line) is not None))
+    ]
 
 
 def split_in_chunks(data: bytes, sizes: list[int]) -> list[bytes]:
@@ -37,9 +49,11 @@ def split_in_chunks(data: bytes, sizes: list[int]) -> list[bytes]:
     return chunks
 
 
-def run_splitter(chunks: list[bytes], limit: int, prefix: bytes | None = None) -> list[bytes]:
+def run_splitter(
+    chunks: list[bytes], limit: int, prefix: bytes | None = None, pattern: re.Pattern[bytes] | None = None
+) -> list[bytes]:
     got: list[bytes] = []
-    splitter = LineSplitter(limit, got.append, prefix)
+    splitter = LineSplitter(limit, got.append, prefix, pattern)
     for chunk in chunks:
         splitter.feed(chunk)
     splitter.finish()
@@ -58,20 +72,36 @@ SAMPLE = (
     + b"J" * 3000
     + b"\n"
     + b"\r\n"
+    + b"retrying: Connection refused (os error 111)\n"
+    + b"x" * 200
+    + b" ECONNRESET far into a long line\n"
+    + "non-ASCII: café, ſ\n".encode()
+    + b"y\n" * 20
     + b"last line without a newline {"
 )
 
 
-@pytest.mark.parametrize("prefix", [None, b"{"])
+@pytest.mark.parametrize(("prefix", "pattern"), [(None, None), (b"{", None), (None, NETWORK), (b"{", NETWORK)])
 @pytest.mark.parametrize("limit", [1, 7, 100, 4096, 1 << 20])
-def test_lines_are_split_exactly_whatever_the_chunk_boundaries(limit: int, prefix: bytes | None) -> None:
+def test_lines_are_split_exactly_whatever_the_chunk_boundaries(
+    limit: int, prefix: bytes | None, pattern: re.Pattern[bytes] | None
+) -> None:
     rng = random.Random(limit)
-    want = expected_lines(SAMPLE, limit, prefix)
+    want = expected_lines(SAMPLE, limit, prefix, pattern)
     for sizes in ([len(SAMPLE)], [1] * len(SAMPLE), [3, 4096, 2, 1]):
-        assert run_splitter(split_in_chunks(SAMPLE, sizes), limit, prefix) == want
+        assert run_splitter(split_in_chunks(SAMPLE, sizes), limit, prefix, pattern) == want
     for _ in range(50):
         sizes = [rng.choice([1, 2, 5, 64, 1000, 6000]) for _ in range(len(SAMPLE))]
-        assert run_splitter(split_in_chunks(SAMPLE, sizes), limit, prefix) == want
+        assert run_splitter(split_in_chunks(SAMPLE, sizes), limit, prefix, pattern) == want
+
+
+def test_with_a_pattern_the_lines_that_hold_it_come_in_order_among_the_prefixed_ones() -> None:
+    data = b'{"a": 1}\n' + b"y\n" * 1000 + b"error: connection REFUSED\n" + b"y\n" * 1000 + b'{"b": 2}\n'
+    assert run_splitter([data[:5], data[5:]], 4096, b"{", NETWORK) == [
+        b'{"a": 1}',
+        b"error: connection REFUSED",
+        b'{"b": 2}',
+    ]
 
 
 def test_a_line_longer_than_the_chunk_is_cut_at_the_limit_and_the_next_line_is_whole() -> None:

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from backends.evidence import NETWORK_ERROR_BYTES
 from backends.process import run_process
 from backends.process_types import ProcessLimits, ProcessSpec
 from backends.sandbox import allowlisted_env
@@ -67,6 +68,34 @@ def test_json_lines_inside_a_flood_are_still_passed_whole_and_in_order(tmp_path:
         *({"type": "progress", "percent": n, "note": "x" * 70_000} for n in range(3)),
         {"type": "result", "n": 3},
     ]
+
+
+def test_an_agent_cli_sees_its_json_events_and_its_network_errors_but_not_the_flood_around_them(
+    tmp_path: Path,
+) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        out, err = sys.stdout.buffer, sys.stderr.buffer
+        out.write(b"y\\n" * 400_000 + b'{"type": "system"}\\n' + b"Reconnecting... waiting for network\\n")
+        out.write(b"y\\n" * 400_000 + b'{"type": "result"}\\n')
+        err.write(b"n\\n" * 400_000 + b"API Error: Connection refused (ECONNREFUSED)\\n" + b"n\\n" * 1000)
+        """
+    )
+    lines: list[bytes] = []
+    errors: list[bytes] = []
+    outcome = run_process(
+        spec_for(tmp_path, [PY, "-c", code]),
+        ProcessLimits(wall_timeout_s=300),
+        on_stdout_line=lines.append,
+        on_stderr_line=errors.append,
+        stdout_line_prefix=b"{",
+        stdout_line_pattern=NETWORK_ERROR_BYTES,
+        stderr_line_pattern=NETWORK_ERROR_BYTES,
+    )
+    assert outcome.error_kind is None, outcome
+    assert lines == [b'{"type": "system"}', b"Reconnecting... waiting for network", b'{"type": "result"}']
+    assert errors == [b"API Error: Connection refused (ECONNREFUSED)"]
 
 
 def test_a_key_printed_at_the_end_of_a_flood_never_reaches_the_log(tmp_path: Path) -> None:
