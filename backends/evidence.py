@@ -29,8 +29,9 @@ NETWORK_ERROR = re.compile(
     r"|failed to connect|could not resolve host|dns error",
     re.IGNORECASE,
 )
-#: :data:`NETWORK_ERROR` for raw output: it finds the same lines where they are ASCII.
-NETWORK_ERROR_BYTES = re.compile(NETWORK_ERROR.pattern.encode(), re.IGNORECASE)
+#: :data:`NETWORK_ERROR` in lowercase, for raw output lowercased: it finds the same lines where
+#: they are ASCII (a line splitter's ``pattern``), and many times faster than with IGNORECASE.
+NETWORK_ERROR_BYTES = re.compile(NETWORK_ERROR.pattern.lower().encode())
 #: Network errors seen with no model traffic before the attempt is stopped as ``network``.
 NETWORK_ERRORS_TO_STOP = 2
 REPORT_PATH = re.compile(r"Full report available at: \S+\s*")  # Gemini CLI: a temp file, noise here

@@ -461,8 +461,8 @@ def run_process(
       kept), in order; a line longer than ``limits.tail_bytes`` is cut to that length; a
       last line without a newline is passed at EOF.  With ``stdout_line_prefix``, only
       the lines whose first non-blank bytes are that prefix (``b"{"``: the lines that can
-      be JSON events), or that hold a match of ``stdout_line_pattern`` (searched in the
-      raw bytes; a line that is not ASCII is passed anyway); the others cost nothing per
+      be JSON events), or that hold a match of ``stdout_line_pattern`` (lowercase, searched
+      in the lowercased bytes; a line that is not ASCII is passed anyway); the others cost nothing per
       line, which keeps a flood of them cheap.
     - ``on_stderr_line(line)``: the same for stderr: every line, or with
       ``stderr_line_pattern`` only those that hold a match (or are not ASCII).
