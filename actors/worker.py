@@ -16,7 +16,9 @@ tree before it dies, so nothing it started outlives it.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -47,7 +49,10 @@ from session.safepath import task_file
 from session.store import StoreReader, utc_now
 from session.worktrees import NotARepository, WorktreeError, branch_of, commit_all, ensure_worktree
 
-__all__ = ["Runner", "TeamWorker"]
+__all__ = ["PROGRESS_INTERVAL_S", "Runner", "TeamWorker"]
+
+#: At most one progress message per attempt in this many seconds (see ``_Hooks.progress``).
+PROGRESS_INTERVAL_S = 0.25
 
 
 class _ActorRouting:
@@ -174,6 +179,8 @@ class _Hooks:
         self._routing: _ActorRouting | None = None
         self._routing_looked_up = False
         self.node: str | None = None  # set by a cluster runner once the attempt is placed
+        self._pending: tuple[int | None, str] | None = None
+        self._progress_sent_at = -math.inf
 
     def placed(self, node: str) -> None:
         self.node = node
@@ -204,6 +211,20 @@ class _Hooks:
         )
 
     def progress(self, percent: int | None, note: str) -> None:
+        """Tell the Executor, at most once per :data:`PROGRESS_INTERVAL_S`: a worker printing
+        progress lines by the thousand must not flood the Executor's inbox and the event log.
+        Within the interval only the latest is kept; it goes with the next one that is due,
+        or when the attempt ends (:meth:`flush_progress`)."""
+        self._pending = (percent, note)
+        if time.monotonic() - self._progress_sent_at >= PROGRESS_INTERVAL_S:
+            self.flush_progress()
+
+    def flush_progress(self) -> None:
+        """Send the progress held back by :meth:`progress`, if any."""
+        if self._pending is None:
+            return
+        (percent, note), self._pending = self._pending, None
+        self._progress_sent_at = time.monotonic()
         self.worker.tell_parent(
             WorkerProgress(
                 worker_id=self.worker.name,
@@ -219,6 +240,7 @@ def _after_gates(order: WorkOrder, result: AttemptResult, hooks: _Hooks) -> Atte
     """The attempt's result once its quality gates ran: a failing gate turns it into a
     ``gate_failed`` failure (retried like any other) and leaves its output in the feedback file."""
     hooks.progress(None, f"running {len(order.gates)} quality gate(s)")
+    hooks.flush_progress()  # the gates may take minutes: say so now
     outcome = run_gates(list(order.gates), Path(order.workdir), order.gate_timeout_s)
     if outcome.ok:
         return result
@@ -305,6 +327,7 @@ class TeamWorker(TreeActor):
         recorded = before_attempt(*where)  # the git state `executor diff` and `rollback` start from
         result = self.runner(order, hooks, self.cancel)
         self.current_process = None
+        hooks.flush_progress()
         if result.ok and result.outcome == "completed" and order.gates and not self.cancel.is_set():
             result = _after_gates(order, result, hooks)
         if order.worktree and result.ok:

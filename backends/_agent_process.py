@@ -392,5 +392,6 @@ def run_agent_process(
         cancel=cancel,
         on_start=hooks.started,
         on_stdout_line=on_stdout_line,
+        stdout_line_prefix=b"{",  # only a JSON object can be a progress line
     )
     return result_from_outcome(order, outcome, silent_since=started)

@@ -33,7 +33,7 @@ from backends.agent_bridge import bridge_problem, forget_bridge
 from backends.agent_stream import StreamState
 from backends.base import WorkerHooks
 from backends.cli_keys import run_on_pooled_keys
-from backends.evidence import NETWORK_ERROR, NETWORK_ERRORS_TO_STOP, event_text, outside_session
+from backends.evidence import NETWORK_ERROR, NETWORK_ERROR_BYTES, NETWORK_ERRORS_TO_STOP, event_text, outside_session
 from backends.git_state import changed_files, executor_paths, moved, snapshot, touched_since
 from backends.pricing import estimate_cost
 from backends.process import run_process
@@ -81,6 +81,9 @@ class AgentCliBackend:
     network_errors_to_stop: ClassVar[int] = NETWORK_ERRORS_TO_STOP
     default_base_url: ClassVar[str] = ""
     key_provider: ClassVar[str | None] = None  # whose keys in the run's key pool it takes (backends.cli_keys)
+    #: Set (``b"{"``) by CLIs whose stdout events are JSON lines: ``_on_line`` then sees only
+    #: those and the lines about the network, so a flood of other output costs no call per line.
+    stdout_line_prefix: ClassVar[bytes | None] = None
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ
@@ -295,6 +298,9 @@ class AgentCliBackend:
             on_stdout_line=on_line,
             on_stderr_line=on_error_line,
             stop_check=stop_check,
+            stdout_line_prefix=self.stdout_line_prefix,
+            stdout_line_pattern=NETWORK_ERROR_BYTES if self.stdout_line_prefix else None,
+            stderr_line_pattern=NETWORK_ERROR_BYTES,  # on_error_line looks for nothing else
         )
         if outcome.error_kind in (None, "crash"):  # it ended by itself: let the CLI's own words explain
             self._finish(outcome, state)

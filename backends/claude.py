@@ -32,6 +32,7 @@ _WRITE_TOOLS = (*_READ_TOOLS, "Write", "Edit", "MultiEdit", "NotebookEdit", "Bas
 
 class ClaudeBackend(AgentCliBackend):
     name: ClassVar[str] = "claude"
+    stdout_line_prefix: ClassVar[bytes | None] = b"{"  # its events are JSON lines
     program: ClassVar[str] = "claude"
     install_hint: ClassVar[str] = "npm install -g @anthropic-ai/claude-code"
     key_variables: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")

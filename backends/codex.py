@@ -35,6 +35,7 @@ _DENIED = re.compile(r"read-only file system|operation not permitted|permission 
 
 class CodexBackend(AgentCliBackend):
     name: ClassVar[str] = "codex"
+    stdout_line_prefix: ClassVar[bytes | None] = b"{"  # its events are JSON lines
     program: ClassVar[str] = "codex"
     install_hint: ClassVar[str] = "npm install -g @openai/codex"
     key_variables: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY", "CODEX_API_KEY")

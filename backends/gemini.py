@@ -110,6 +110,7 @@ def _with_bridge(settings: dict[str, Any], bridge: BridgeEndpoint) -> dict[str, 
 
 class GeminiBackend(AgentCliBackend):
     name: ClassVar[str] = "gemini"
+    stdout_line_prefix: ClassVar[bytes | None] = b"{"  # its events are JSON lines
     program: ClassVar[str] = "gemini"
     install_hint: ClassVar[str] = "npm install -g @google/gemini-cli"
     key_variables: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")

@@ -143,6 +143,7 @@ def _error_kind(name: str, status: int | None, message: str) -> ErrorKind:
 
 class OpencodeBackend(AgentCliBackend):
     name: ClassVar[str] = "opencode"
+    stdout_line_prefix: ClassVar[bytes | None] = b"{"  # its events are JSON lines
     program: ClassVar[str] = "opencode"
     install_hint: ClassVar[str] = "npm install -g opencode-ai"
     key_variables: ClassVar[tuple[str, ...]] = tuple(dict.fromkeys(k for keys in PROVIDER_KEYS.values() for k in keys))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import selectors
 import subprocess
 import threading
@@ -42,9 +43,19 @@ from backends.process_tree import group_exists, signal_name, stop_tree
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from session.redaction import register_environment
 
-__all__ = ["run_process"]
+__all__ = ["OUTPUT_CPU_SHARE", "run_process"]
 
+#: A pipe holds 64 KiB (Linux's default), so no read returns more; and asking for more
+#: costs: os.read allocates what is asked, then shrinks it (4x the CPU per byte at 256 KiB).
 _READ_CHUNK = 64 * 1024
+#: Reading one run's output (reads, tails, lines, redacted log) may take at most this
+#: share of a core, averaged over time; past it the output is left in the pipe, where
+#: the child blocks on it and burns nothing, so one worker that floods its output does
+#: not starve the others (they share the process, and its GIL).  Ordinary output never
+#: comes near it: an agent's stream or a test run's log costs a fraction of a percent.
+OUTPUT_CPU_SHARE = 0.05
+#: How much CPU time a run may spend on its output in one burst before the share applies.
+_OUTPUT_CPU_BURST_S = 0.02
 #: After the main process has exited, keep reading for at most this long: a background
 #: grandchild may hold the pipes open (and may keep writing) forever.
 _DRAIN_AFTER_EXIT_S = 1.0
@@ -71,6 +82,26 @@ def _spawn_error_message(exc: OSError, spec: ProcessSpec) -> str:
     return f"could not start {program}: {exc.strerror or exc}"
 
 
+class _Throttle:
+    """A token bucket of CPU seconds: refills at ``share`` per wall second, holds at most ``burst``."""
+
+    def __init__(self, share: float, burst: float) -> None:
+        self.share = share
+        self.burst = burst
+        self.credit = burst
+        self.at = time.monotonic()
+
+    def spend(self, cpu_s: float) -> None:
+        self.credit -= cpu_s
+
+    def wait_s(self) -> float:
+        """How long to leave the output alone before reading again (0: read now)."""
+        now = time.monotonic()
+        self.credit = min(self.burst, self.credit + (now - self.at) * self.share)
+        self.at = now
+        return 0.0 if self.credit >= 0 else -self.credit / self.share
+
+
 class _Run:
     """State of one started run; everything runs in the caller's thread."""
 
@@ -89,6 +120,9 @@ class _Run:
         on_stderr_line: Callable[[bytes], None] | None = None,
         stop_check: Callable[[], tuple[str, str] | None] | None = None,
         cgroup: AttemptCgroup | None = None,
+        stdout_line_prefix: bytes | None = None,
+        stdout_line_pattern: re.Pattern[bytes] | None = None,
+        stderr_line_pattern: re.Pattern[bytes] | None = None,
     ) -> None:
         if proc.stdout is None or proc.stderr is None:
             raise RuntimeError("internal error: the child's output pipes are missing")
@@ -106,9 +140,16 @@ class _Run:
         self.poll = max(0.001, poll_interval_s)
         self.out = Tail(limits.tail_bytes)
         self.err = Tail(limits.tail_bytes)
-        self.lines = LineSplitter(limits.tail_bytes, on_stdout_line) if on_stdout_line else None
-        self.err_lines = LineSplitter(limits.tail_bytes, on_stderr_line) if on_stderr_line else None
+        self.lines = (
+            LineSplitter(limits.tail_bytes, on_stdout_line, stdout_line_prefix, stdout_line_pattern)
+            if on_stdout_line
+            else None
+        )
+        self.err_lines = (
+            LineSplitter(limits.tail_bytes, on_stderr_line, None, stderr_line_pattern) if on_stderr_line else None
+        )
         self.stop_check = stop_check
+        self.throttle = _Throttle(OUTPUT_CPU_SHARE, _OUTPUT_CPU_BURST_S)
         # Every process of the attempt: its cgroup where we have one, else its descendants
         # as seen while it runs.  Stopped at the end, whatever process group or session
         # or environment they moved to.
@@ -217,11 +258,23 @@ class _Run:
             self.close_stdin()
 
     def pump(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for I/O and handle it. Return True if any output arrived."""
+        """Wait up to ``timeout`` for I/O and handle it. Return True if any output arrived
+        (or is waiting in a pipe while the run is over its share of CPU: :data:`OUTPUT_CPU_SHARE`)."""
+        wait = self.throttle.wait_s()
+        if wait > 0:
+            # The output waits in the pipe: the child is not silent, only throttled.
+            self.last_output = time.monotonic()
+            if self.cancel is not None:
+                self.cancel.wait(min(wait, timeout))
+            else:
+                time.sleep(min(wait, timeout))
+            return True
         got_output = False
         for key, _mask in self.sel.select(timeout=timeout):
+            cpu = time.thread_time()
             if key.data == "in":
                 self.write_stdin()
+                self.throttle.spend(time.thread_time() - cpu)
                 continue
             fd = key.fd
             try:
@@ -246,6 +299,7 @@ class _Run:
                 self.err.add(chunk)
                 if self.err_lines is not None:
                     self.err_lines.feed(chunk)
+            self.throttle.spend(time.thread_time() - cpu)
         return got_output
 
     def drain(self, max_s: float) -> None:
@@ -381,14 +435,19 @@ def run_process(
     poll_interval_s: float = 0.1,
     on_stderr_line: Callable[[bytes], None] | None = None,
     stop_check: Callable[[], tuple[str, str] | None] | None = None,
+    stdout_line_prefix: bytes | None = None,
+    stdout_line_pattern: re.Pattern[bytes] | None = None,
+    stderr_line_pattern: re.Pattern[bytes] | None = None,
 ) -> ProcessOutcome:
     """Run ``spec.argv`` to the end under ``limits`` and say how it ended.
 
     The child runs without a shell, in a new session and process group, with exactly
     ``spec.env`` as its environment and ``spec.cwd`` as its working directory. Its stdout
-    and stderr are read by the calling thread (``selectors``, 64 KiB chunks); memory stays
-    bounded by the tails whatever the child prints. Every ``poll_interval_s`` the cancel
-    event, the wall timeout and the hang timeout are checked; on any of them the whole
+    and stderr are read by the calling thread (``selectors``, up to 64 KiB at a time);
+    memory stays bounded by the tails whatever the child prints, and the CPU spent on the
+    output by :data:`OUTPUT_CPU_SHARE` (a child that prints faster waits on its pipe).
+    Every ``poll_interval_s`` the cancel event, the wall timeout and the hang timeout are
+    checked (output left waiting in a pipe is not silence); on any of them the whole
     tree is stopped with :func:`stop_tree`. When the child exits, members of its process
     group that are still running (background grandchildren) are stopped too, even if they
     hold the output pipes open.
@@ -400,8 +459,13 @@ def run_process(
       read; ``create_time`` is psutil's, for persisting the run's identity.
     - ``on_stdout_line(line)``: for each stdout line, without its ``\\n`` (a ``\\r`` is
       kept), in order; a line longer than ``limits.tail_bytes`` is cut to that length; a
-      last line without a newline is passed at EOF.
-    - ``on_stderr_line(line)``: the same for stderr.
+      last line without a newline is passed at EOF.  With ``stdout_line_prefix``, only
+      the lines whose first non-blank bytes are that prefix (``b"{"``: the lines that can
+      be JSON events), or that hold a match of ``stdout_line_pattern`` (lowercase, searched
+      in the lowercased bytes; a line that is not ASCII is passed anyway); the others cost nothing per
+      line, which keeps a flood of them cheap.
+    - ``on_stderr_line(line)``: the same for stderr: every line, or with
+      ``stderr_line_pattern`` only those that hold a match (or are not ASCII).
     - ``stop_check()``: every poll; an ``(error_kind, message)`` it returns stops the tree
       and ends the run with that kind (a caller that reads the output and sees that the
       run cannot succeed, e.g. an agent retrying a dead endpoint).
@@ -459,6 +523,9 @@ def run_process(
             on_stderr_line=on_stderr_line,
             stop_check=stop_check,
             cgroup=cgroup,
+            stdout_line_prefix=stdout_line_prefix,
+            stdout_line_pattern=stdout_line_pattern,
+            stderr_line_pattern=stderr_line_pattern,
         )
         return run.run(on_start)
     finally:

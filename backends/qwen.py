@@ -85,6 +85,7 @@ def _kind_of(message: str, status: int | None = None) -> ErrorKind:
 
 class QwenBackend(AgentCliBackend):
     name: ClassVar[str] = "qwen"
+    stdout_line_prefix: ClassVar[bytes | None] = b"{"  # its events are JSON lines
     program: ClassVar[str] = "qwen"
     install_hint: ClassVar[str] = "npm install -g @qwen-code/qwen-code"
     key_variables: ClassVar[tuple[str, ...]] = (

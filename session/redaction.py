@@ -80,6 +80,14 @@ _LEAD = re.compile(
     r"\\?[\"']?\s*[:=]\s*\\?[\"']?\s*(?:(?:bearer|basic)\s+)?)$"
 )
 _LEAD_WINDOW = 40
+# Cheap necessary conditions, tested before the costly patterns run over a large text
+# (a worker's output at line rate): every match of _SHAPES holds one of these literals
+# or, for a Telegram token, a ':' followed by 35 token characters; every masked _VALUE
+# follows a _LEAD, which ends in ':' or '=' or a "Bearer "/"Basic " word.
+# A search for one character is a memchr; for a word it is much slower, so a rare
+# character of the word is looked for first.
+_SHAPE_GITHUB = re.compile(r"gh[pousr]_")
+_SHAPE_TELEGRAM = re.compile(r":[A-Za-z0-9_-]{35}")
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[A-Za-z]")
 
@@ -162,8 +170,30 @@ def redact(text: str) -> str:
     known = _known
     if known is not None:
         text = known.sub(lambda match: mask(match.group(0)), text)
-    text = _SHAPES.sub(lambda match: mask(match.group(0)), text)
-    return _mask_after_lead(text)
+    if _may_hold_shape(text):
+        text = _SHAPES.sub(lambda match: mask(match.group(0)), text)
+    if _may_hold_lead(text):
+        text = _mask_after_lead(text)
+    return text
+
+
+def _may_hold_shape(text: str) -> bool:
+    if "-" in text and ("sk-" in text or "xox" in text or "glpat-" in text):
+        return True
+    if "_" in text and ("github_pat_" in text or _SHAPE_GITHUB.search(text) is not None):
+        return True
+    if "I" in text and "AIza" in text:
+        return True
+    return ":" in text and _SHAPE_TELEGRAM.search(text) is not None
+
+
+def _may_hold_lead(text: str) -> bool:
+    if ":" in text or "=" in text or not text.isascii():  # (?i) also folds a few non-ASCII letters
+        return True
+    if "b" not in text and "B" not in text:
+        return False
+    lowered = text.lower()
+    return "bearer" in lowered or "basic" in lowered
 
 
 def redact_bytes(data: bytes) -> bytes:

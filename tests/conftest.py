@@ -42,7 +42,7 @@ _PROCESS_MODULES = frozenset(
         "test_help_examples", "test_keys_cli", "test_lock", "test_manual_tasks", "test_mcp_backend",
         "test_mcp_bridge", "test_mcp_client", "test_mcp_inspector", "test_mcp_queued_writes", "test_mcp_standby",
         "test_models_cli",
-        "test_next_hints", "test_notifier", "test_notify_channels", "test_openai_endpoints",
+        "test_next_hints", "test_notifier", "test_notify_channels", "test_openai_endpoints", "test_output_flood",
         "test_openai_http", "test_other_agent_backends", "test_playbook_real_clis", "test_playbooks",
         "test_probe", "test_process", "test_process_redaction", "test_quickstart", "test_review_loop",
         "test_rollback", "test_routed_run", "test_router_actor", "test_run", "test_run_choices",
@@ -58,7 +58,7 @@ _IN_PROCESS_MODULES = frozenset(
         "test_assignment", "test_cluster_relay", "test_config", "test_fencing", "test_fuzz_loaders", "test_graph",
         "test_keypool",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
-        "test_pipeline", "test_projection", "test_prompt", "test_redaction", "test_routing",
+        "test_output_capture", "test_pipeline", "test_projection", "test_prompt", "test_redaction", "test_routing",
         "test_runtime", "test_safepath", "test_scheduler", "test_skills", "test_store", "test_supervision",
         "test_task_changes", "test_task_mirror",
     }

@@ -86,6 +86,25 @@ def test_a_long_mixed_value_after_a_secret_like_name_is_masked(text: str) -> Non
 @pytest.mark.parametrize(
     "text",
     [
+        "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+        "ghs_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw8",
+        "then Bearer abcDEF0123456789ghiJKL again",
+        "then BASIC abcDEF0123456789ghiJKL again",
+        "api_key=abcDEF0123456789ghiJKL",
+    ],
+)
+def test_a_secret_in_a_flood_of_plain_output_is_masked(text: str) -> None:
+    flood = "y\n" * 50_000
+    redacted = redact(flood + text + "\n" + flood)
+    assert redacted.startswith(flood)
+    assert redacted.endswith(flood)
+    assert redacted.count("…") == 1, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
         f"commit {SHA} fixes the parser",
         f"git checkout {SHA[:12]} && git log {SHA}",
         '{"key_id": "anthropic-3f9a2b1c4d5e", "tokens_in": 123456, "tokens_out": 789}',
