@@ -14,11 +14,11 @@ reads were written by agents.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path, PurePosixPath
 
 import msgspec
 
+from session.git_trees import GitMissing, GitTreeError, run_git
 from session.safepath import path_text_problem
 
 __all__ = [
@@ -105,22 +105,11 @@ def git(root: Path, *args: str, stdin: bytes | None = None, env: dict[str, str] 
         "HOME": str(root),
     }
     try:
-        done = subprocess.run(
-            ["git", *_SAFE, "-C", str(root), *args],
-            capture_output=True,
-            input=stdin,
-            timeout=_TIMEOUT_S,
-            check=False,
-            env=base_env | (env or {}),
-        )
-    except FileNotFoundError:
+        return run_git(root, *args, env=base_env | (env or {}), stdin=stdin, options=_SAFE, timeout_s=_TIMEOUT_S)
+    except GitMissing:
         raise ShipError("git is not installed (shared_filesystem = false ships work by git)") from None
-    except subprocess.TimeoutExpired:
-        raise ShipError(f"git {args[0]} in {root} took longer than {_TIMEOUT_S:g}s") from None
-    if done.returncode != 0:
-        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise ShipError(f"git {args[0]} in {root}: {lines[-1] if lines else f'exit {done.returncode}'}")
-    return done.stdout
+    except GitTreeError as error:
+        raise ShipError(str(error)) from None
 
 
 def plain_relative(name: str, under: str | None = None) -> PurePosixPath | None:

@@ -31,6 +31,7 @@ import msgspec
 __all__ = [
     "TREE_REFS",
     "FileChange",
+    "GitMissing",
     "GitTreeError",
     "capture_tree",
     "changed_files",
@@ -40,6 +41,7 @@ __all__ = [
     "is_object",
     "repo_root",
     "restore_paths",
+    "run_git",
     "tree_blob",
 ]
 
@@ -50,6 +52,10 @@ _OBJECT_ID = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 class GitTreeError(Exception):
     """git could not do it; the message says what and where."""
+
+
+class GitMissing(GitTreeError):
+    """There is no git program to run."""
 
 
 class FileChange(msgspec.Struct, frozen=True):
@@ -67,24 +73,38 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env | (extra or {})
 
 
-def _git(root: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> bytes:
+def run_git(
+    root: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    options: Sequence[str] = _SAFE,
+    timeout_s: float = _TIMEOUT_S,
+) -> bytes:
+    """git ``args`` in ``root`` with ``options`` (-c settings) first; its stdout.
+
+    Raises :class:`GitMissing` when there is no git, :class:`GitTreeError` with git's last line
+    when it fails or takes longer than ``timeout_s``."""
     try:
         done = subprocess.run(
-            ["git", *_SAFE, "-C", str(root), *args],
+            ["git", *options, "-C", str(root), *args],
             capture_output=True,
             input=stdin,
-            timeout=_TIMEOUT_S,
+            timeout=timeout_s,
             check=False,
             env=env or _env(),
         )
     except FileNotFoundError:
-        raise GitTreeError("git is not installed") from None
+        raise GitMissing("git is not installed") from None
     except subprocess.TimeoutExpired:
-        raise GitTreeError(f"git {args[0]} in {root} took longer than {_TIMEOUT_S:g}s") from None
+        raise GitTreeError(f"git {args[0]} in {root} took longer than {timeout_s:g}s") from None
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise GitTreeError(f"git {args[0]} in {root}: {message[-1] if message else f'exit {done.returncode}'}")
     return done.stdout
+
+
+_git = run_git
 
 
 def _may_be_in_a_repository(path: Path) -> bool:
