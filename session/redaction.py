@@ -50,6 +50,7 @@ __all__ = [
     "redacting_connection",
     "register_environment",
     "register_secret",
+    "secrets_known",
 ]
 
 #: Shorter values are not registered: masking every "abc" in every line would garble
@@ -123,6 +124,12 @@ def register_secret(*values: str | None) -> None:
         _secrets.update(fresh)
         ordered = sorted(_secrets, key=len, reverse=True)  # a longer secret may contain a shorter one
         _known = re.compile("|".join(re.escape(secret) for secret in ordered))
+
+
+def secrets_known() -> int:
+    """How many secrets are registered: it grows whenever one is added, so text redacted before
+    may need redacting again (a file kept from an earlier pass, say)."""
+    return len(_secrets)
 
 
 #: Words of a name (an env variable, a header, a config key) that make its value a secret:

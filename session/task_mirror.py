@@ -62,7 +62,7 @@ from protocol.records import RunRow, TaskDetails, TaskRow
 from session.feedback import FEEDBACK_DIR, read_feedback
 from session.lifecycle import LIFECYCLE, lifecycle_of
 from session.mirror_markdown import Value, edited_details, render_file, shown_values
-from session.redaction import redact
+from session.redaction import redact, secrets_known
 from session.store import StoreReader
 
 __all__ = [
@@ -205,7 +205,9 @@ def write_mirror(
         done.add(row.id)
         existing = on_disk.get(row.id, {})
         target = root / lifecycle / f"{row.id}.md"
-        source = (row, lifecycle, tuple(runs_by_task.get(row.id, ())), feedback_by_task.get(row.id, ""))
+        # A secret registered since the file was written must be masked in it too: it counts as a change.
+        runs = tuple(runs_by_task.get(row.id, ()))
+        source = (row, lifecycle, runs, feedback_by_task.get(row.id, ""), secrets_known())
         remembered = memo.get(row.id) if memo is not None else None
         unchanged = remembered is not None and remembered[0] == source and list(existing) == [lifecycle]
         if unchanged and remembered is not None and _stat_of(target) == remembered[1]:

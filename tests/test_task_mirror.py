@@ -11,6 +11,7 @@ import pytest
 from protocol.records import RunRow, TaskDetails, TaskRow
 from session.feedback import append_round
 from session.mirror_markdown import EDITABLE, GENERATED_NOTE, parse_task_markdown, render_task
+from session.redaction import register_secret
 from session.store import Store, StoreReader
 from session.store_changes import RunChange, RunStart, TaskChange
 from session.task_mirror import MIRROR_DIR, MirrorResult, read_edits, sync_mirror, write_mirror
@@ -303,6 +304,16 @@ def test_with_a_memo_an_unchanged_task_is_not_rendered_again_and_edits_are_still
     result = sync_mirror(tmp_path, memo=memo)
     assert result.written == 1
     assert section((tmp_path / MIRROR_DIR / "ready" / "A-002.md").read_text(), "Priority") == "P0"
+
+    # A secret registered after a file was written is masked in it on the next pass.
+    leaked = "mirrorLeakCheckValue" + "9Q7w3E5r"
+    update(store, "A-002", details=TaskDetails(implementation_notes=f"the agent said {leaked}"))
+    sync_mirror(tmp_path, memo=memo)
+    second = tmp_path / MIRROR_DIR / "ready" / "A-002.md"
+    assert leaked in second.read_text()  # nobody knew it was a secret yet
+    register_secret(leaked)
+    sync_mirror(tmp_path, memo=memo)
+    assert leaked not in second.read_text()
 
 
 def edit(path, title: str, body: str) -> None:
