@@ -100,7 +100,10 @@ def test_a_queued_cancel_is_applied(served: RunningBridge) -> None:
     if status["state"] == "applied":  # it was cancelled pending or while running
         assert status["result"]["task_id"] == task_id
         assert status["result"]["was"] in ("pending", "in_progress")
-        assert done["task"]["last_error_kind"] == "cancelled"
+        if status["result"]["was"] == "in_progress" and done["task"]["status"] == "completed":
+            pass  # the attempt ended well before the stop reached it: its completion stands (CI saw this)
+        else:
+            assert done["task"]["last_error_kind"] == "cancelled", done
     else:  # the demo agent finished first: the refusal says so
         assert status["error"] == f"task_id: {task_id} is already completed", status
         assert done["task"]["status"] == "completed"
