@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 import pykka
@@ -52,6 +52,7 @@ from session.store import StoreError, StoreReader
 __all__ = [
     "ASK_TIMEOUT_S",
     "PRIORITY_OF",
+    "ActorLink",
     "AgentId",
     "BridgeContext",
     "DuplicateTool",
@@ -115,12 +116,22 @@ class RefusedByRun(ToolError):
         self.refused = refused
 
 
+class ActorLink(Protocol):
+    """What the tools need of an actor: a ``pykka.ActorRef`` in the run's process, or its stand-in
+    in the bridge's own process (:class:`bridge.remote.RemoteRef`), which raises the same
+    ``pykka.Timeout`` and ``pykka.ActorDeadError``."""
+
+    def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any: ...
+
+    def tell(self, message: Any) -> None: ...
+
+
 @dataclass
 class BridgeContext:
     """What the tools need.  ``executor`` is late-bound: the HTTP server may start first."""
 
     folder: Path
-    executor: Callable[[], pykka.ActorRef[Any] | None]
+    executor: Callable[[], ActorLink | None]
     tokens: Tokens | None = None  # None: stdio only, the caller is the owner
     ask_timeout_s: float = ASK_TIMEOUT_S
     installed_backends: Callable[[], dict[str, bool]] = dict
@@ -138,7 +149,7 @@ class BridgeContext:
             raise Unavailable("the executor is still starting; try again in a moment")
         return self._ask_ref(ref, message, "the executor", timeout_s)
 
-    def _ask_ref(self, ref: pykka.ActorRef[Any], message: Any, who: str, timeout_s: float | None = None) -> Any:
+    def _ask_ref(self, ref: ActorLink, message: Any, who: str, timeout_s: float | None = None) -> Any:
         timeout = timeout_s or self.ask_timeout_s
         deadline = time.monotonic() + timeout
         while True:
@@ -156,8 +167,8 @@ class BridgeContext:
             raise RefusedByRun(reply)
         return reply
 
-    def service(self, name: str) -> pykka.ActorRef[Any] | None:
-        ref: pykka.ActorRef[Any] | None = self.ask(GetService(name=name))  # GetService's reply
+    def service(self, name: str) -> ActorLink | None:
+        ref: ActorLink | None = self.ask(GetService(name=name))  # GetService's reply
         return ref
 
     # --- reading the store -------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from session.loopback import is_loopback
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from bridge.auth import ASGIApp
 
-__all__ = ["BridgeAddressError", "HttpBridge", "parse_address"]
+__all__ = ["BridgeAddressError", "HttpBridge", "base_url", "bind_listener", "parse_address"]
 
 log = logging.getLogger("executor.bridge")
 
@@ -50,11 +51,51 @@ def parse_address(text: str, allow_remote: bool = False) -> tuple[str, int]:
     return host or DEFAULT_HOST, int(port_text)
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``0``: a free port); raises :class:`BridgeAddressError`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not the default 0: asyncio turns TCP_NODELAY on only for sockets whose proto says
+    # TCP, and without it every response waited out the client's delayed ACK (44 ms a request).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Linux: accepted sockets inherit it
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise BridgeAddressError(
+            f"--http {host}:{port}: cannot listen there ({error.strerror or error}); "
+            "choose another port (0 picks a free one)"
+        ) from None
+    sock.listen(128)
+    return sock
+
+
+def base_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _server(app: ASGIApp) -> uvicorn.Server:
+    import uvicorn  # noqa: PLC0415 - `executor run` without the bridge never loads the server stack
+
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+        log_config=None,  # our logging setup (the session's log file) applies
+    )
+    return uvicorn.Server(config)
+
+
 class HttpBridge:
     """``start()`` binds and serves; ``stop()`` ends the server and joins its thread."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, listener: socket.socket | None = None) -> None:
         self.host = host
+        self._listener = listener
         self.requested_port = port
         self.app = app
         self._server: uvicorn.Server | None = None
@@ -63,46 +104,37 @@ class HttpBridge:
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return base_url(self.host, self.port)
 
     @property
     def url(self) -> str:
         return f"{self.base_url}/mcp"
 
     def start(self) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # IPPROTO_TCP, not the default 0: asyncio turns TCP_NODELAY on only for sockets whose proto says
-        # TCP, and without it every response waited out the client's delayed ACK (44 ms a request).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Linux: accepted sockets inherit it
-        try:
-            sock.bind((self.host, self.requested_port))
-        except OSError as error:
-            sock.close()
-            raise BridgeAddressError(
-                f"--http {self.host}:{self.requested_port}: cannot listen there ({error.strerror or error}); "
-                "choose another port (0 picks a free one)"
-            ) from None
-        sock.listen(128)
+        """Bind (unless given a bound socket) and serve on a thread of its own."""
+        sock = self._listener or bind_listener(self.host, self.requested_port)
         self.port = sock.getsockname()[1]
-        import uvicorn  # noqa: PLC0415 - `executor run` without the bridge never loads the server stack
-
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=3,
-            log_config=None,  # our logging setup (the session's log file) applies
-        )
-        self._server = uvicorn.Server(config)
+        self._server = _server(self.app)
         self._thread = threading.Thread(target=self._serve, args=(self._server, sock), name="http-server", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 15
         while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def serve(self, on_started: Callable[[], None]) -> None:
+        """Serve the given socket on this thread until :meth:`stop` (or SIGTERM/SIGINT on the main thread)."""
+        sock = self._listener or bind_listener(self.host, self.requested_port)
+        self.port = sock.getsockname()[1]
+        server = self._server = _server(self.app)
+
+        def tell_started() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.01)
+            if server.started:
+                on_started()
+
+        threading.Thread(target=tell_started, name="http-started", daemon=True).start()
+        server.run(sockets=[sock])
 
     @staticmethod
     def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
@@ -113,9 +145,10 @@ class HttpBridge:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         server, thread = self._server, self._thread
+        if server is not None:
+            server.should_exit = True
         if server is None or thread is None:
             return
-        server.should_exit = True
         thread.join(timeout_s)
         if thread.is_alive():
             server.force_exit = True

@@ -1,30 +1,35 @@
-"""Starting the bridge next to a run: tokens, the tool server, HTTP, and stdio.
+"""Starting the bridge next to a run: tokens, the listening socket, the bridge process, and stdio.
 
-``executor run --mcp-http`` serves streamable HTTP on a thread; ``executor
-mcp`` speaks MCP on its own stdin/stdout (the client launched it) and also
-opens a loopback HTTP endpoint on a free port so that workers can report to
-the same bridge.  Over stdio, stdout belongs to the protocol: everything for
-people goes to stderr.
+``executor run --mcp-http`` serves streamable HTTP (MCP, the dashboard, the API)
+from a process of its own (:mod:`bridge.host`, :mod:`bridge.remote`), so the
+run's actor tree never stalls the server; ``executor mcp`` speaks MCP on its own
+stdin/stdout (the client launched it), in the run's process, and also opens a
+loopback HTTP endpoint on a free port so that workers can report to the same
+bridge.  Over stdio, stdout belongs to the protocol: everything for people goes
+to stderr.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import pykka
-from mcp.server.mcpserver import MCPServer
 
 from bridge.auth import ASGIApp, Receive, Scope, Send, Tokens, load_or_create_owner_token, token_path
-from bridge.http import HttpBridge
-from bridge.tools import BridgeContext, build_server
-from session.loopback import is_loopback
+from bridge.host import BridgeProcess
+from bridge.http import base_url, bind_listener
 from session.redaction import register_secret
+
+if TYPE_CHECKING:  # the MCP SDK loads in the run's process only for `executor mcp` (stdio)
+    from mcp.server.mcpserver import MCPServer
+
+    from bridge.context import BridgeContext
 
 __all__ = ["BridgeRuntime", "Dashboard", "DashboardFactory", "installed_backends", "open_bridge", "serve_stdio"]
 
@@ -38,7 +43,7 @@ class Dashboard(Protocol):
 
 
 #: (context, tokens, the MCP app, loopback only) -> the dashboard that also routes /mcp to that app.
-DashboardFactory = Callable[[BridgeContext, Tokens, ASGIApp, bool], Dashboard]
+DashboardFactory = Callable[["BridgeContext", Tokens, ASGIApp, bool], Dashboard]
 
 
 class _ExecutorHolder:
@@ -64,36 +69,41 @@ class _Line:
 
 @dataclass
 class BridgeRuntime:
-    context: BridgeContext
-    server: MCPServer
+    """The run's bridge: HTTP served by a process of its own (:class:`bridge.host.BridgeProcess`),
+    and, for ``executor mcp``, the MCP server that speaks on this process's stdin/stdout."""
+
     tokens: Tokens
-    http: HttpBridge
-    holder: _ExecutorHolder
-    web: Dashboard
+    process: BridgeProcess
+    host: str
+    port: int
     announcement: list[_Line]
+    holder: _ExecutorHolder
+    stdio: MCPServer | None = None
 
     def attach(self, executor: pykka.ActorRef[Any]) -> None:
-        """The run has loaded its session: tools reach ``executor``, and the address is told.
+        """The run has loaded its session: tools reach ``executor``, and the address is told once served.
 
         Not earlier: a client that connects as soon as it reads the address finds every task."""
         self.holder.ref = executor
+        self.process.attach(executor)
         for line in self.announcement:
             line.show()
 
     @property
     def worker_endpoint(self) -> tuple[str, str]:
         """(url, worker token) for the work orders of agents that speak MCP."""
-        url = self.http.url
-        if self.http.host in ("0.0.0.0", "::"):  # noqa: S104 - workers run here: they use loopback
-            url = f"http://127.0.0.1:{self.http.port}/mcp"
-        return url, self.tokens.worker
+        host = self.host
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - workers run here: they use loopback
+            host = "127.0.0.1"
+        return f"{base_url(host, self.port)}/mcp", self.tokens.worker
 
     def serve_stdio(self, outcome: Future[Any], request_stop: Callable[[str], None]) -> None:
-        serve_stdio(self.server, outcome, request_stop)
+        if self.stdio is None:
+            raise RuntimeError("this bridge was opened without stdio")
+        serve_stdio(self.stdio, outcome, request_stop)
 
     def close(self) -> None:
-        self.web.close()  # event streams end first, or the server would wait out its grace period
-        self.http.stop()
+        self.process.close()
 
 
 _installed: dict[str, bool] | None = None
@@ -124,42 +134,55 @@ def open_bridge(
     console: Callable[[str], None],
     terminal: Callable[[str], None] | None = None,
     *,
-    dashboard: DashboardFactory,
+    child: Sequence[str],
+    stdio: bool = False,
 ) -> BridgeRuntime:
-    """Tokens, tools, the dashboard and the HTTP listener; raises ``DuplicateTool`` or ``BridgeAddressError``.
+    """Tokens, the listening socket and the bridge process, serving; raises ``BridgeAddressError``
+    or ``BridgeStartError``.
 
     ``terminal``: where to show the owner token and the dashboard link with it, unredacted — a
     sink that reaches only a person at a terminal; None for a pipe, a log file or a CI log,
     which get the token file's path from ``console`` instead.
-    ``dashboard``: ``web.app.WebApp``, passed in by the command line (web/ builds on bridge/,
-    not the other way round).  Raises ``OwnerTokenError`` when the token cannot be kept outside
-    the session."""
+    ``child``: the command that starts the bridge process (``python -P -m cli.bridge_process``:
+    it serves web/'s dashboard, which sits above bridge/).  ``stdio``: also build the MCP server
+    that ``executor mcp`` serves on this process's stdin/stdout (raises ``DuplicateTool``).
+    Raises ``OwnerTokenError`` when the token cannot be kept outside the session."""
     owner, _created = load_or_create_owner_token(folder)
     tokens = Tokens(owner)
+    register_secret(owner, tokens.worker)
     holder = _ExecutorHolder()
-    context = BridgeContext(folder=folder, executor=holder, tokens=tokens, installed_backends=installed_backends)
-    server = build_server(context)
-    # On a loopback host the SDK turns on DNS-rebinding protection (Host/Origin checks) itself.
-    mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
-    web = dashboard(context, tokens, mcp_app, is_loopback(host))
-    http = HttpBridge(web, host, port)
-    http.start()
+    server = None
+    if stdio:  # the client on stdin/stdout is the owner; workers use the HTTP endpoint
+        from bridge.tools import BridgeContext, build_server  # noqa: PLC0415
+
+        context = BridgeContext(folder=folder, executor=holder, tokens=tokens, installed_backends=installed_backends)
+        server = build_server(context)
+    listener = bind_listener(host, port)
+    port = listener.getsockname()[1]
+    url = f"{base_url(host, port)}/mcp"
+    process = BridgeProcess(folder, listener, host, tokens, child, console, url)
+    process.start()
     where = token_path(folder)
     # The token itself only reaches a terminal (which shows it on purpose, unredacted): a pipe, a
     # log file or a CI log gets the file's name.
     if terminal is not None:
         announcement = [
-            _Line(terminal, f"MCP bridge on {http.url} — owner bearer token (kept 0600 in {where}): {owner}"),
-            _Line(terminal, f"dashboard on {http.base_url}/?token={owner}"),
+            _Line(terminal, f"MCP bridge on {url} — owner bearer token (kept 0600 in {where}): {owner}"),
+            _Line(terminal, f"dashboard on {base_url(host, port)}/?token={owner}"),
         ]
     else:
         announcement = [
-            _Line(console, f"MCP bridge on {http.url} — owner bearer token in {where}"),
-            _Line(console, f"dashboard on {http.base_url}/ — sign in with the token in {where}"),
+            _Line(console, f"MCP bridge on {url} — owner bearer token in {where}"),
+            _Line(console, f"dashboard on {base_url(host, port)}/ — sign in with the token in {where}"),
         ]
-    register_secret(owner, tokens.worker)
     return BridgeRuntime(
-        context=context, server=server, tokens=tokens, http=http, holder=holder, web=web, announcement=announcement
+        tokens=tokens,
+        process=process,
+        host=host,
+        port=port,
+        announcement=announcement,
+        holder=holder,
+        stdio=server,
     )
 
 

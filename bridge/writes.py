@@ -28,7 +28,7 @@ from typing import Any
 import pykka
 from mcp.server.mcpserver.exceptions import ToolError
 
-from bridge.context import BridgeContext, NotRunnable, Unavailable
+from bridge.context import ActorLink, BridgeContext, NotRunnable, Unavailable
 from bridge.models import QueuedOut, WriteStatusOut
 from protocol.bridge import Refused
 
@@ -107,9 +107,10 @@ class WriteQueue:
     # --- internals ------------------------------------------------------------------------
 
     @staticmethod
-    def _send(ref: pykka.ActorRef[Any], message: Any) -> pykka.Future[Any]:
+    def _send(ref: ActorLink, message: Any) -> pykka.Future[Any]:
         try:
-            return ref.ask(message, block=False)
+            future: pykka.Future[Any] = ref.ask(message, block=False)
+            return future
         except pykka.ActorDeadError:
             raise Unavailable("the executor is not running (the run has ended or is restarting it)") from None
 

@@ -1,4 +1,5 @@
-"""Composing the run's bridge: the MCP server (bridge/) with the dashboard (web/) in front.
+"""Composing the run's bridge: the MCP server (bridge/) with the dashboard (web/) in front,
+served by the bridge process (:mod:`cli.bridge_process`).
 
 A run lives in actors/, below bridge/ and web/: it takes the opener built here
 and never imports either package.
@@ -6,13 +7,18 @@ and never imports either package.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from actors.run_request import BridgeOpener, RunBridge, RunRefused
 from bridge.http import BridgeAddressError, parse_address
 
-__all__ = ["bridge_opener"]
+__all__ = ["BRIDGE_PROCESS", "bridge_opener"]
+
+#: How a run starts its bridge process (cli/bridge_process.py).  ``-P``: the run's working
+#: directory (the project, where workers write) is never put on the bridge's import path.
+BRIDGE_PROCESS = (sys.executable, "-P", "-m", "cli.bridge_process")
 
 
 def bridge_opener(http_address: str | None, allow_remote: bool, stdio: bool) -> BridgeOpener | None:
@@ -32,13 +38,13 @@ def bridge_opener(http_address: str | None, allow_remote: bool, stdio: bool) -> 
     def open_bridge(folder: Path, console: Callable[[str], None], terminal: Callable[[str], None] | None) -> RunBridge:
         # The MCP server SDK, FastAPI and uvicorn load only in runs that serve them.
         from bridge.auth import OwnerTokenError  # noqa: PLC0415
+        from bridge.host import BridgeStartError  # noqa: PLC0415
         from bridge.serve import open_bridge as open_runtime  # noqa: PLC0415
         from bridge.tools import DuplicateTool  # noqa: PLC0415
-        from web.app import WebApp  # noqa: PLC0415
 
         try:
-            return open_runtime(folder, host, port, console, terminal, dashboard=WebApp)
-        except (BridgeAddressError, DuplicateTool, OwnerTokenError) as error:
+            return open_runtime(folder, host, port, console, terminal, child=BRIDGE_PROCESS, stdio=stdio)
+        except (BridgeAddressError, BridgeStartError, DuplicateTool, OwnerTokenError) as error:
             raise RunRefused(str(error), exit_code=2) from None
 
     return open_bridge
