@@ -26,7 +26,7 @@ from typing import Any
 
 from session.secret import Secret
 
-__all__ = ["MAX_FRAME", "ActorHandle", "Channel", "ChannelClosed"]
+__all__ = ["MAX_FRAME", "ActorHandle", "Channel", "ChannelClosed", "RecallWrite", "RecalledWrite"]
 
 #: The largest frame accepted (a task description is at most 100 kB; a reply a few MB at worst).
 MAX_FRAME = 64 * 2**20
@@ -38,6 +38,25 @@ class ActorHandle:
     """An actor of the run, named for the bridge process (an ActorRef cannot cross)."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class RecallWrite:
+    """Asked of the run itself (target ``run``): what it knows of queued write ``request_id``."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class RecalledWrite:
+    """The run's record of a queued write: the outcome once the Executor has answered."""
+
+    tool: str
+    message: Any
+    queued_at: float
+    settled: bool
+    reply: Any = None
+    error: BaseException | None = None
 
 
 class ChannelClosed(Exception):

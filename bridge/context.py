@@ -57,6 +57,7 @@ __all__ = [
     "BridgeContext",
     "DuplicateTool",
     "NotRunnable",
+    "Recalled",
     "RefusedByRun",
     "TaskId",
     "TaskView",
@@ -126,6 +127,17 @@ class ActorLink(Protocol):
     def tell(self, message: Any) -> None: ...
 
 
+@dataclass(frozen=True)
+class Recalled:
+    """A queued write the run remembers by its request id (the bridge process that took it may
+    have been replaced since): ``future`` is settled once the run has the outcome, else None."""
+
+    tool: str
+    message: Any
+    queued_at: float
+    future: pykka.Future[Any] | None
+
+
 @dataclass
 class BridgeContext:
     """What the tools need.  ``executor`` is late-bound: the HTTP server may start first."""
@@ -137,6 +149,8 @@ class BridgeContext:
     installed_backends: Callable[[], dict[str, bool]] = dict
     #: Why the session cannot run (``executor mcp`` serving without a tree), or None.
     unusable: str | None = None
+    #: The run's record of a queued write by request id (a bridge process: :meth:`bridge.remote.RunLink.recall`).
+    recall: Callable[[str], Recalled | None] | None = None
     _local: threading.local = field(default_factory=threading.local)
 
     # --- talking to the tree ------------------------------------------------------------

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ import pykka
 
 from actors.supervision import Backoff
 from bridge.auth import Tokens
-from bridge.channel import ActorHandle, Channel, ChannelClosed
+from bridge.channel import ActorHandle, Channel, ChannelClosed, RecalledWrite, RecallWrite
 from protocol.messages import GetService
 from session.store import STATE_DIR
 
@@ -55,6 +56,8 @@ READY_WAIT_S = 60.0
 #: How long a forwarded ask may wait for its actor before the bridge is told it timed out.
 ASK_WAIT_S = 600.0
 _STOP_WAIT_S = 8.0
+#: How many queued writes the run remembers for the bridge (the newest; as many as a bridge process).
+LEDGER_KEEP = 10_000
 
 
 class BridgeStartError(Exception):
@@ -69,6 +72,25 @@ def describe_exit(code: int) -> str:
             name = f"signal {-code}"
         return f"was killed by {name}"
     return f"exited with code {code}"
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A queued write as the run keeps it, by request id: a new bridge process can still read its outcome."""
+
+    tool: str
+    message: Any
+    queued_at: float
+    future: pykka.Future[Any]
+
+    def recalled(self) -> RecalledWrite:
+        try:
+            reply = self.future.get(timeout=0)
+        except pykka.Timeout:
+            return RecalledWrite(self.tool, self.message, self.queued_at, settled=False)
+        except Exception as error:  # noqa: BLE001 - the write's outcome is this error
+            return RecalledWrite(self.tool, self.message, self.queued_at, settled=True, error=error)
+        return RecalledWrite(self.tool, self.message, self.queued_at, settled=True, reply=reply)
 
 
 @dataclass
@@ -109,6 +131,8 @@ class BridgeProcess:
         self.log_path = folder / STATE_DIR / BRIDGE_LOG
         self._executor: pykka.ActorRef[Any] | None = None
         self._services: dict[str, pykka.ActorRef[Any]] = {}
+        self._ledger: OrderedDict[str, _Queued] = OrderedDict()
+        self._ledger_lock = threading.Lock()
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._pools_lock = threading.Lock()
         self._child: _Child | None = None
@@ -263,7 +287,7 @@ class BridgeProcess:
                 return
             kind = item[0]
             if kind == "ask":
-                self._ask(child, item[1], item[2], item[3])
+                self._ask(child, item[1], item[2], item[3], item[4])
             elif kind == "tell":
                 ref = self._target(item[1])
                 if ref is not None:
@@ -281,12 +305,25 @@ class BridgeProcess:
     def _target(self, name: str) -> pykka.ActorRef[Any] | None:
         return self._executor if name == "executor" else self._services.get(name)
 
-    def _ask(self, child: _Child, request: int, target: str, message: Any) -> None:
+    def _ask(
+        self, child: _Child, request: int, target: str, message: Any, ticket: tuple[str, str, float] | None
+    ) -> None:
+        if isinstance(message, RecallWrite):  # the run's own record: answered here, at once
+            with self._ledger_lock:
+                queued = self._ledger.get(message.request_id)
+            child.send(("reply", request, queued.recalled() if queued is not None else None))
+            return
         ref = self._target(target)
         if ref is None:
             child.send(("raise", request, pykka.ActorDeadError(f"{target} is not running")))
             return
         future = ref.ask(message, block=False)  # into the inbox now, in arrival order
+        if ticket is not None:
+            request_id, tool, queued_at = ticket
+            with self._ledger_lock:
+                self._ledger[request_id] = _Queued(tool, message, queued_at, future)
+                while len(self._ledger) > LEDGER_KEEP:
+                    self._ledger.popitem(last=False)
         self._pool(target).submit(self._answer, child, request, message, future)
 
     def _pool(self, target: str) -> ThreadPoolExecutor:

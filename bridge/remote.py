@@ -33,8 +33,8 @@ from typing import Any
 import pykka
 
 from bridge.auth import Tokens
-from bridge.channel import ActorHandle, Channel, ChannelClosed
-from bridge.context import BridgeContext, DuplicateTool
+from bridge.channel import ActorHandle, Channel, ChannelClosed, RecalledWrite, RecallWrite
+from bridge.context import ASK_TIMEOUT_S, BridgeContext, DuplicateTool, Recalled
 from bridge.http import HttpBridge
 from bridge.serve import DashboardFactory, installed_backends
 from bridge.tools import build_server
@@ -64,6 +64,10 @@ class RemoteRef:
     def tell(self, message: Any) -> None:
         self.link.tell(self.target, message)
 
+    def ask_queued(self, message: Any, ticket: tuple[str, str, float]) -> pykka.ThreadingFuture[Any]:
+        """``ask(block=False)`` for a queued write: the run also keeps its outcome under the request id."""
+        return self.link.request(self.target, message, ticket)
+
 
 def _dead(why: str) -> tuple[type[BaseException], BaseException, None]:
     return pykka.ActorDeadError, pykka.ActorDeadError(why), None
@@ -85,7 +89,9 @@ class RunLink:
         """The Executor once the run has loaded its session (before: None, "still starting")."""
         return self._executor if self.attached.is_set() else None
 
-    def request(self, target: str, message: Any) -> pykka.ThreadingFuture[Any]:
+    def request(
+        self, target: str, message: Any, ticket: tuple[str, str, float] | None = None
+    ) -> pykka.ThreadingFuture[Any]:
         future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         number = next(self._ids)
         with self._lock:
@@ -94,10 +100,24 @@ class RunLink:
                 return future
             self._pending[number] = future
         try:
-            self.channel.send(("ask", number, target, message))
+            self.channel.send(("ask", number, target, message, ticket))
         except ChannelClosed:
             self._settle(number, error=_dead("the run has ended"))
         return future
+
+    def recall(self, request_id: str) -> Recalled | None:
+        """The run's record of queued write ``request_id`` (taken by this process or one before it)."""
+        found = self.request("run", RecallWrite(request_id)).get(timeout=ASK_TIMEOUT_S)
+        if not isinstance(found, RecalledWrite):
+            return None  # the run never had it (or forgot it: it keeps the newest ones)
+        future: pykka.ThreadingFuture[Any] | None = None
+        if found.settled:
+            future = pykka.ThreadingFuture()
+            if found.error is not None:
+                future.set_exception((type(found.error), found.error, None))
+            else:
+                future.set(found.reply)
+        return Recalled(tool=found.tool, message=found.message, queued_at=found.queued_at, future=future)
 
     def tell(self, target: str, message: Any) -> None:
         with contextlib.suppress(ChannelClosed):
@@ -194,7 +214,11 @@ def main(argv: Sequence[str], dashboard: DashboardFactory) -> int:
     register_secret(tokens.owner, tokens.worker)
     link = RunLink(channel)
     context = BridgeContext(
-        folder=args.session, executor=link.executor, tokens=tokens, installed_backends=installed_backends
+        folder=args.session,
+        executor=link.executor,
+        tokens=tokens,
+        installed_backends=installed_backends,
+        recall=link.recall,
     )
     try:
         server = build_server(context)

@@ -84,6 +84,9 @@ def _answered(record: EscalationRecord) -> dict[str, Any]:
 
 def write_tools(context: BridgeContext, writes: WriteQueue) -> dict[str, Callable[..., Any]]:
     """The write tools by name (registered by :func:`bridge.tools.build_server`)."""
+    writes.register("queue_submit_task", _submitted)
+    writes.register("queue_cancel_task", _cancelled)
+    writes.register("queue_answer_escalation", _answered)
 
     def _submit_message(
         name: str, description: str, priority: Priority, assigned_to: str | None, blocked_by: list[str] | None

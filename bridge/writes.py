@@ -9,9 +9,12 @@ id) or ``refused`` with the reason, naming the argument at fault.
 
 A request the Executor turns away only because the run is still starting is
 sent again when its status is next asked for, so a write queued during start-up
-is applied, not refused.  Ids live in this bridge process's memory (the newest
-:data:`KEEP` requests); what a write did is durable in the store like any other
-change (a submitted task is in ``list_tasks`` and the event log).
+is applied, not refused.  Ids live in the bridge's memory (the newest :data:`KEEP`
+requests) and, when the bridge is a process of its own, in the run's too: a
+replaced bridge process asks the run for an id it does not know
+(``context.recall``), so the outcome outlives the process that took the write.
+What a write did is durable in the store like any other change (a submitted task
+is in ``list_tasks`` and the event log).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import pykka
 from mcp.server.mcpserver.exceptions import ToolError
 
-from bridge.context import ActorLink, BridgeContext, NotRunnable, Unavailable
+from bridge.context import ActorLink, BridgeContext, NotRunnable, Recalled, Unavailable
 from bridge.models import QueuedOut, WriteStatusOut
 from protocol.bridge import Refused
 
@@ -47,8 +50,9 @@ class _Request:
     tool: str
     message: Any
     convert: Convert
-    future: pykka.Future[Any]
+    future: pykka.Future[Any] | None  # None: recalled from the run before it had the outcome
     queued_at: float
+    recalled: bool = False
     state: str = "queued"
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -65,6 +69,11 @@ class WriteQueue:
         # A per-process prefix: two bridges (or one restarted) never hand out the same id.
         self._prefix = secrets.token_hex(3)
         self._numbers = itertools.count(1)
+        self._converters: dict[str, Convert] = {}
+
+    def register(self, tool: str, convert: Convert) -> None:
+        """How ``tool``'s outcome is shown: known before any write, for ids recalled from the run."""
+        self._converters[tool] = convert
 
     def enqueue(self, tool: str, message: Any, convert: Convert) -> QueuedOut:
         """Put ``message`` in the Executor's inbox; raises a ToolError only if no run can take it."""
@@ -73,10 +82,13 @@ class WriteQueue:
         ref = self.context.executor()
         if ref is None:
             raise Unavailable("the executor is still starting; try again in a moment")
-        future = self._send(ref, message)
+        self._converters.setdefault(tool, convert)
         with self._lock:
             request_id = f"W-{self._prefix}-{next(self._numbers):06d}"
-            self._requests[request_id] = _Request(request_id, tool, message, convert, future, time.time())
+        request = _Request(request_id, tool, message, convert, None, time.time())
+        request.future = self._send(ref, request)
+        with self._lock:
+            self._requests[request_id] = request
             self._forget_oldest()
         return QueuedOut(
             request_id=request_id,
@@ -88,10 +100,12 @@ class WriteQueue:
     def status(self, request_id: str) -> WriteStatusOut:
         with self._lock:
             request = self._requests.get(request_id)
+        if request is None or (request.recalled and request.future is None):
+            request = self._recall(request_id)
         if request is None:
             raise ToolError(
                 f"request_id: no queued write '{request_id}' in this bridge (ids are kept in memory for the "
-                f"newest {self.keep} writes; a restarted bridge has forgotten older ones — list_tasks shows "
+                f"newest {self.keep} writes; a restarted run has forgotten older ones — list_tasks shows "
                 "what was applied)"
             )
         self._settle(request)
@@ -106,10 +120,34 @@ class WriteQueue:
 
     # --- internals ------------------------------------------------------------------------
 
-    @staticmethod
-    def _send(ref: ActorLink, message: Any) -> pykka.Future[Any]:
+    def _recall(self, request_id: str) -> _Request | None:
+        """A write this bridge process does not know (or knew only as pending), as the run remembers it."""
+        if self.context.recall is None:
+            return None
         try:
-            future: pykka.Future[Any] = ref.ask(message, block=False)
+            recalled: Recalled | None = self.context.recall(request_id)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            recalled = None
+        if recalled is None:
+            return None
+        convert = self._converters.get(recalled.tool, _as_fields)
+        request = _Request(
+            request_id, recalled.tool, recalled.message, convert, recalled.future, recalled.queued_at, recalled=True
+        )
+        with self._lock:
+            self._requests[request_id] = request
+            self._forget_oldest()
+        return request
+
+    @staticmethod
+    def _send(ref: ActorLink, request: _Request) -> pykka.Future[Any]:
+        """Into the Executor's inbox; a run in another process also records it under the request id."""
+        try:
+            ask_queued = getattr(ref, "ask_queued", None)
+            if ask_queued is not None:
+                queued: pykka.Future[Any] = ask_queued(request.message, (request.id, request.tool, request.queued_at))
+                return queued
+            future: pykka.Future[Any] = ref.ask(request.message, block=False)
             return future
         except pykka.ActorDeadError:
             raise Unavailable("the executor is not running (the run has ended or is restarting it)") from None
@@ -117,7 +155,7 @@ class WriteQueue:
     def _settle(self, request: _Request) -> None:
         """Read the Executor's reply if it has come (never waits for it)."""
         with self._lock:
-            if request.state != "queued":
+            if request.state != "queued" or request.future is None:
                 return
             try:
                 reply = request.future.get(timeout=0)
@@ -133,8 +171,8 @@ class WriteQueue:
                 ref = self.context.executor()
                 if ref is not None:  # the run was starting: send it again rather than refuse it
                     try:
-                        request.future = ref.ask(request.message, block=False)
-                    except pykka.ActorDeadError:
+                        request.future = self._send(ref, request)
+                    except Unavailable:
                         request.state, request.error = "refused", "the executor is not running"
                 return
             if isinstance(reply, Refused):
@@ -143,6 +181,14 @@ class WriteQueue:
                 return
             request.state, request.result = "applied", request.convert(reply)
 
-    def _forget_oldest(self) -> None:
+    def _forget_oldest(self) -> None:  # with the lock held
         while len(self._requests) > self.keep:
             self._requests.popitem(last=False)
+
+
+def _as_fields(reply: Any) -> dict[str, Any]:
+    """A reply of a tool this bridge has no converter for: its fields."""
+    import msgspec  # noqa: PLC0415
+
+    fields: dict[str, Any] = msgspec.to_builtins(reply)
+    return fields

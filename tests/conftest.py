@@ -34,7 +34,7 @@ def executor_cli():
 # runs the in-process suite (the pipeline core and the actor tree on tests/harness.py).
 _PROCESS_MODULES = frozenset(
     {
-        "test_agent_backends", "test_agent_bridge", "test_agent_parsers", "test_agent_pipeline",
+        "test_agent_backends", "test_agent_bridge", "test_bridge_process", "test_agent_parsers", "test_agent_pipeline",
         "test_backup", "test_cli_check", "test_cluster", "test_cluster_git", "test_command_backend",
         "test_dashboard_browser",
         "test_demo_backend", "test_demo_story", "test_doctor", "test_durability", "test_escalations",
