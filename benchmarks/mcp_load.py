@@ -16,7 +16,9 @@ the task submitted just before (the measurement before issue 18).
 Submitted tasks really run (the demo backend, one process each).
 
 Reported: calls made, errors, p50/p90/p99/max latency per tool, the achieved
-rate, and the executor process's peak RSS (sampled every 0.25 s with psutil).
+rate, the executor process's peak RSS and its bridge process's (the HTTP server
+runs in a process of its own since issue 18; sampled every 0.25 s with psutil),
+and the load average at the end (the machine may be shared).
 
 Usage: python benchmarks/mcp_load.py [--rate 100] [--seconds 60] [--writes queued|direct] [--agent demo|echo]
 """
@@ -73,10 +75,16 @@ def start_run(folder: Path, agent: str) -> tuple[subprocess.Popen[str], str, str
 
 
 def sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    """Peak RSS of the run (``peak[0]``) and of its bridge process, if it has one (``peak[1]``)."""
     process = psutil.Process(pid)
+    bridge: psutil.Process | None = None
     while not stop.wait(0.25):
         try:
             peak[0] = max(peak[0], process.memory_info().rss)
+            if bridge is None:
+                bridge = next((c for c in process.children() if "cli.bridge_process" in " ".join(c.cmdline())), None)
+            if bridge is not None:
+                peak[1] = max(peak[1], bridge.memory_info().rss)
         except psutil.NoSuchProcess:
             return
 
@@ -183,7 +191,7 @@ def main() -> None:
     shutil.copytree(REPO / "examples" / "demo", folder)
     (work / "config").mkdir()
     process, url, token = start_run(folder, args.agent)
-    stop, peak = threading.Event(), [0]
+    stop, peak = threading.Event(), [0, 0]
     sampler = threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True)
     sampler.start()
     try:
@@ -212,7 +220,9 @@ def main() -> None:
             f"p99={percentile(ms, 0.99):.1f} ms max={max(ms, default=float('nan')):.1f} ms "
             f"mean={statistics.fmean(ms) if ms else float('nan'):.1f} ms"
         )
-    print(f"  executor peak RSS: {peak[0] / 2**20:.1f} MiB")
+    print(f"  executor peak RSS: {peak[0] / 2**20:.1f} MiB", end="")
+    print(f", its bridge process: {peak[1] / 2**20:.1f} MiB" if peak[1] else "")
+    print(f"  load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for error in errors[:10]:
         print(f"  error: {error}")
     shutil.rmtree(work, ignore_errors=True)
