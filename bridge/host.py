@@ -53,8 +53,8 @@ MAX_RESTARTS = 5
 RESTART_PERIOD_S = 60.0
 #: How long the run waits for a bridge process to serve before it says it could not.
 READY_WAIT_S = 60.0
-#: How long a forwarded ask may wait for its actor before the bridge is told it timed out.
-ASK_WAIT_S = 600.0
+#: How often a thread waiting on a forwarded ask looks whether anyone still waits for the reply.
+_WAIT_STEP_S = 1.0
 _STOP_WAIT_S = 8.0
 #: How many queued writes the run remembers for the bridge (the newest; as many as a bridge process).
 LEDGER_KEEP = 10_000
@@ -334,11 +334,16 @@ class BridgeProcess:
             return pool
 
     def _answer(self, child: _Child, request: int, message: Any, future: pykka.Future[Any]) -> None:
-        try:
-            reply = future.get(timeout=ASK_WAIT_S)
-        except Exception as error:  # noqa: BLE001 - the actor's failure is the bridge's to report
-            self._send_error(child, request, error)
-            return
+        while True:  # as long as the actor takes; a stopping run resolves every pending ask
+            try:
+                reply = future.get(timeout=_WAIT_STEP_S)
+                break
+            except pykka.Timeout:
+                if self._closing.is_set() or child.process.poll() is not None:
+                    return  # nobody is left to read the reply (the ledger still has the future)
+            except Exception as error:  # noqa: BLE001 - the actor's failure is the bridge's to report
+                self._send_error(child, request, error)
+                return
         if isinstance(reply, pykka.ActorRef):  # a service: the bridge names it in later asks
             name = message.name if isinstance(message, GetService) else f"ref-{id(reply)}"
             self._services[name] = reply
