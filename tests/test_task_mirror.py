@@ -545,7 +545,8 @@ def test_a_masked_secret_in_an_editable_section_is_not_an_edit(tmp_path, store):
     result = sync_mirror(tmp_path)
     assert result.conflicts == []
     moved = tmp_path / MIRROR_DIR / "in_progress" / "A-001.md"
-    assert moved.exists() and not path.exists()
+    assert moved.exists()
+    assert not path.exists()
 
     # A real edit of another section is still read back, and the masked one is left as the store has it.
     edit(moved, "Goal", "Ship it today")
