@@ -76,6 +76,7 @@ from session.handoff import HandoffRefused, apply_handoff
 from session.loader import TeamSession
 from session.message_bus import (
     MessageBus,
+    ProgressPacer,
     progress_message,
 )
 from session.projection import SessionProjection
@@ -106,6 +107,7 @@ class SessionActor(TreeActor):
         self.sinks = list(sinks)
         self.flush_interval_s = flush_interval_s
         self._pending_events: list[Event] = []
+        self.bus_pacer = ProgressPacer()  # every report is stored; the bus gets one now and then
 
     # --- life --------------------------------------------------------------------
 
@@ -303,13 +305,15 @@ class SessionActor(TreeActor):
                     task_id=message.task_id, attempt=message.attempt, note=message.note, percent=message.percent
                 )
             )
-        self.bus.post_message(
-            message.role,
-            progress_message(message.task_id, message.role, "in_progress", message.percent or 0, message.note[:80]),
-        )
+        if self.bus_pacer.due(message.task_id, time.monotonic()):
+            self.bus.post_message(
+                message.role,
+                progress_message(message.task_id, message.role, "in_progress", message.percent or 0, message.note[:80]),
+            )
 
     @handles(RecordOutcome)
     def record_outcome(self, message: RecordOutcome) -> None:
+        self.bus_pacer.forget(message.task_id)
         write_outcome(self, message)
 
     @handles(HandoffRequest)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,8 +51,9 @@ def makefile(tasks: list[tuple[str, list[str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed(argv: list[str], cwd: Path) -> tuple[float, int, int]:
-    """Wall seconds, exit code, peak RSS in KiB of the process (wait4)."""
+def timed(argv: list[str], cwd: Path) -> tuple[float, int, int, float]:
+    """Wall seconds, exit code, peak RSS in KiB of the process, CPU seconds (user + system,
+    the process and every child it reaped: the commands' own CPU is in it), from wait4."""
     start = time.perf_counter()
     process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -59,7 +61,29 @@ def timed(argv: list[str], cwd: Path) -> tuple[float, int, int]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         sys.stderr.write(process.stderr.read().decode() if process.stderr else "")
-    return elapsed, process.returncode, usage.ru_maxrss
+    return elapsed, process.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+
+
+def stages(db: sqlite3.Connection) -> str:
+    """Median milliseconds of each step of an attempt, from the event log: dispatch record to
+    the process started (the commit, the worker's turn, the prompt, the spawn), start to the
+    completion record (the command itself, its reaping, the report)."""
+    seen: dict[str, dict[str, float]] = {}
+    for kind, task_id, at in db.execute(
+        "SELECT type, task_id, occurred_at FROM events WHERE type IN "
+        "('task_dispatched', 'task_started', 'task_completed')"
+    ):
+        stamp = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+        seen.setdefault(task_id, {})[kind] = stamp
+
+    def median_ms(first: str, then: str) -> float:
+        spans = sorted(t[then] - t[first] for t in seen.values() if first in t and then in t)
+        return 1000 * spans[len(spans) // 2] if spans else float("nan")
+
+    return (
+        f"dispatch->started {median_ms('task_dispatched', 'task_started'):.1f} ms, "
+        f"started->completed {median_ms('task_started', 'task_completed'):.1f} ms (medians)"
+    )
 
 
 def main() -> None:
@@ -80,19 +104,24 @@ def main() -> None:
             folder = Path(tmp) / "dag"
             tasks = build(folder, layers)
             (Path(tmp) / "Makefile").write_text(makefile(tasks))
-            make_s, make_code, _ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
-            run_s, run_code, rss_kib = timed(
+            make_s, make_code, _, make_cpu = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
+            run_s, run_code, rss_kib, run_cpu = timed(
                 [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)], Path(tmp)
             )
             assert make_code == 0, "make failed"
             assert run_code == 0, "executor failed"
             with sqlite3.connect(folder / ".executor" / "state.db") as db:
                 events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+                steps = stages(db)
         count = len(tasks)
         print(
             f"tasks {count:>6}: make -j{options.workers} {make_s:7.2f} s | executor {run_s:7.2f} s "
             f"({run_s / make_s:4.2f}x make, {1000 * run_s / count:5.2f} ms/task, {events} events) "
             f"| executor peak RSS {rss_kib / 1024:6.1f} MiB"
+        )
+        print(
+            f"             CPU (user+sys, with children): make {make_cpu:6.2f} s | executor {run_cpu:6.2f} s "
+            f"({1000 * run_cpu / count:5.2f} ms/task) | {steps}"
         )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "TasksOut",
     "WorkerOut",
     "WriteStatusOut",
+    "cancel_note",
 ]
 
 
@@ -99,6 +100,16 @@ class CancelOut(BaseModel):
     task_id: str
     was: str
     note: str
+
+
+def cancel_note(was: str) -> str:
+    """What a cancel answer promises: a running agent may still finish before it is stopped."""
+    if was == "in_progress":
+        return (
+            "the agent is being stopped; if it finishes before it sees the cancel, its result stands "
+            "(get_task_status tells which)"
+        )
+    return "it will not run"
 
 
 class ResumeOut(BaseModel):

@@ -38,6 +38,7 @@ from bridge.models import (
     ResumeOut,
     SubmittedOut,
     TaskOut,
+    cancel_note,
 )
 from bridge.writes import WriteQueue
 from protocol.bridge import (
@@ -129,7 +130,7 @@ def write_tools(context: BridgeContext, writes: WriteQueue) -> dict[str, Callabl
         """Cancel a pending or running task (a running agent is stopped). It ends failed, kind 'cancelled'."""
         guard(context, ctx, "cancel_task", mutating=True)
         cancelled: Cancelled = context.ask(CancelTask(task_id=task_id, by="mcp"))
-        note = "the agent is being stopped" if cancelled.was == "in_progress" else "it will not run"
+        note = cancel_note(cancelled.was)
         return CancelOut(task_id=cancelled.task_id, was=cancelled.was, note=note)
 
     def resume_session(ctx: Context) -> ResumeOut:

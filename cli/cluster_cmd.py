@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from backends.registry import backend_names
 from cli.options import JsonOpt, command_group, stdout_console
 from cli.options import fail as _fail
 from cluster.connect import ClusterUnavailable, namespace_of
@@ -45,6 +44,8 @@ def status(cluster: AddressOpt = None, session: SessionOpt = None, as_json: Json
     marker = "status"
     if session is not None:
         try:
+            from backends.registry import backend_names  # noqa: PLC0415 - loads every backend: keeps other commands fast
+
             config = load_config(session, known_backends=backend_names())
         except ConfigInvalid as error:
             raise _fail(f"the configuration is not valid:\n{format_problems(error.problems)}", 2) from None

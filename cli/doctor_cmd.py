@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
@@ -17,13 +17,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from backends.doctor import DoctorCheck, check_backend
-from backends.registry import UnknownBackend, agent_backends, backend_names, get_backend
 from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
 from session.loader import inspect_session
 from session.problems import format_problems
 from session.rolespec import RoleSpecFrontmatter
+
+if TYPE_CHECKING:
+    from backends.doctor import DoctorCheck
 
 __all__ = ["doctor"]
 
@@ -40,6 +41,9 @@ def _fail(message: str, code: int) -> typer.Exit:
 def _session_backends(
     folder: Path, default: str | None, config_file: Path | None
 ) -> tuple[Config, dict[str, dict[str, RoleSpecFrontmatter | None]], list[DoctorCheck]]:
+    from backends.doctor import DoctorCheck  # noqa: PLC0415 - backends load only for this command
+    from backends.registry import backend_names  # noqa: PLC0415
+
     session, problems = inspect_session(folder)
     if session is None:
         raise _fail(f"{folder} is not a valid session:\n{format_problems(problems)}", 2)
@@ -89,6 +93,10 @@ def doctor(
     Keys are never printed, only the variables that hold them. Exit code 1 when a check failed.
     Example: executor doctor --session work/login --call
     """
+    # Every backend loads only for this command: the others start faster without them.
+    from backends.doctor import DoctorCheck, check_backend  # noqa: PLC0415
+    from backends.registry import UnknownBackend, agent_backends, backend_names, get_backend  # noqa: PLC0415
+
     checks: list[DoctorCheck] = []
     if session is not None:
         loaded, used, checks = _session_backends(session, backend, config)

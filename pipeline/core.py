@@ -98,6 +98,8 @@ class Pipeline:
         self.started_at = now.mono
         self.next_run_row_id = next_run_row_id
         self.worker_seq = 0
+        # Keyed once: a copy per attempt costs a fraction of setting the key up again.
+        self._agent_mac = hmac.new(config.secret, digestmod=hashlib.sha256)
         self.submitted_seq = 0
         self.stopping_since: float | None = None
         self.force_stop = False
@@ -172,7 +174,8 @@ class Pipeline:
             self.say(f"⧗ {task_id} waits for {holder}: both change {name}, so they do not run at once")
 
     def _agent_id(self, worker_id: str, run_row_id: int) -> str:
-        digest = hmac.new(self.config.secret, f"{self.config.run_id}:{run_row_id}".encode(), hashlib.sha256)
+        digest = self._agent_mac.copy()
+        digest.update(f"{self.config.run_id}:{run_row_id}".encode())
         return f"{worker_id}-{digest.hexdigest()[:16]}"
 
     def _start(self, task_id: str, worker_id: str | None, now: Instant) -> None:

@@ -41,6 +41,7 @@ from session.redaction import redact_data
 from session.store import utc_now
 
 __all__ = [
+    "BUS_PROGRESS_INTERVAL_S",
     "DEFAULT_RECIPIENT",
     "DEFAULT_TYPE",
     "MESSAGES_FILE",
@@ -48,6 +49,7 @@ __all__ = [
     "MSG_DIR",
     "Message",
     "MessageBus",
+    "ProgressPacer",
     "blocker_message",
     "error_message",
     "format_message_id",
@@ -285,6 +287,34 @@ class MessageBus:
 def _one_line(text: str, limit: int = SUMMARY_LIMIT) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+#: A task's progress goes to the bus at most this often (the store keeps every report).
+BUS_PROGRESS_INTERVAL_S = 5.0
+
+
+class ProgressPacer:
+    """Which progress reports go to the bus: a task's first, then one every
+    :data:`BUS_PROGRESS_INTERVAL_S` at most.  Agents report several times a second (the store
+    and ``check`` keep up with that); the bus is read by agents and people, for whom 200
+    agents at 4 reports a second would be 800 lines a second of noise — and each line costs
+    the run's writer an encode, a redaction and an append."""
+
+    def __init__(self, interval_s: float = BUS_PROGRESS_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def due(self, task_id: str, now: float) -> bool:
+        """Whether this report of ``task_id`` at ``now`` (monotonic seconds) goes to the bus."""
+        last = self._last.get(task_id)
+        if last is not None and now - last < self.interval_s:
+            return False
+        self._last[task_id] = now
+        return True
+
+    def forget(self, task_id: str) -> None:
+        """The task's attempt ended: its next attempt's first report goes out at once."""
+        self._last.pop(task_id, None)
 
 
 def progress_message(task_id: str, role: str, status: str, progress_pct: int, phase: str) -> Message:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from protocol.records import RunRow, TaskDetails, TaskRow
+from session.redaction import redact
 
 __all__ = [
     "EDITABLE",
@@ -185,9 +186,18 @@ def _editable(row: TaskRow) -> tuple[list[str], dict[str, Value]]:
         lines += [f"## {_TITLES[name]}", "", *body, ""]
         # Each section starts and ends outside code and holds no heading, so parsing it alone is
         # parsing it in the file (what tests/test_task_mirror.py checks through read_edits).
-        in_code, _ = _code_lines(body)
-        shown[name] = _value(name, _section_lines(zip(body, in_code, strict=True)))
+        # The file is written masked: a secret the store still holds shows as its mask, and the
+        # mask is what a reader finds there untouched (not a person's edit).
+        seen = _masked(body)
+        in_code, _ = _code_lines(seen)
+        shown[name] = _value(name, _section_lines(zip(seen, in_code, strict=True)))
     return lines, shown
+
+
+def _masked(body: list[str]) -> list[str]:
+    """``body`` as the written file shows it (secrets masked), line for line."""
+    masked = redact("\n".join(body)).split("\n")
+    return masked if len(masked) == len(body) else body
 
 
 def _digest(value: Value) -> str:

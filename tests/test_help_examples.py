@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 
 from tests.conftest import run_executor
 
@@ -40,3 +42,16 @@ def test_each_help_example_runs_as_printed(tmp_path):
             argv.append("--once")
         result = run_executor(*argv, cwd=tmp_path)
         assert result.returncode == 0, f"`{example}` exited {result.returncode}:\n{result.stdout}{result.stderr}"
+
+
+def test_the_command_line_starts_without_loading_the_backends() -> None:
+    # Every command (`check`, `task next`, `watch`...) pays for what cli.main imports; agents call
+    # some of them in loops. The backends (and httpx with them) load only for the commands that run
+    # or inspect them — a module-level import of backends.registry in a command module undoes that.
+    code = (
+        "import sys, cli.main; "
+        "print(sorted(m for m in sys.modules if m.startswith(('backends.', 'httpx', 'actors.', 'web.', 'ray'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -11,6 +11,7 @@ import pytest
 from session.message_bus import (
     Message,
     MessageBus,
+    ProgressPacer,
     blocker_message,
     error_message,
     format_message_id,
@@ -310,3 +311,13 @@ def test_a_helper_message_posts_with_its_type_and_data(tmp_path):
         bus.post_message("executor", task_unblocked_message(["QA-001"]), to="qa")
     (record,) = records(tmp_path)
     assert (record["type"], record["to"], record["data"]) == ("task_unblocked", "qa", {"tasks": ["QA-001"]})
+
+
+def test_a_tasks_progress_goes_to_the_bus_first_then_once_per_interval():
+    pacer = ProgressPacer(interval_s=5.0)
+    reports = [0.0, 0.25, 0.5, 4.9, 5.0, 5.1, 9.9, 10.2]
+    assert [pacer.due("T-1", at) for at in reports] == [True, False, False, False, True, False, False, True]
+    assert pacer.due("T-2", 5.1)  # each task on its own pace
+    pacer.forget("T-1")  # its attempt ended: the next attempt's first report goes out at once
+    assert pacer.due("T-1", 10.3)
+    assert not pacer.due("T-1", 10.4)

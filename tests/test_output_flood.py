@@ -12,6 +12,7 @@ from backends.evidence import NETWORK_ERROR_BYTES
 from backends.process import run_process
 from backends.process_types import ProcessLimits, ProcessSpec
 from backends.sandbox import allowlisted_env
+from session.message_bus import read_messages
 from tests.sessions import write_session
 
 PY = sys.executable
@@ -143,3 +144,28 @@ def test_a_flood_of_progress_lines_reaches_the_event_log_coalesced_and_ends_with
         ]
     assert 1 <= len(notes) < 100, len(notes)
     assert (notes[-1]["percent"], notes[-1]["note"]) == (100, "the last")
+
+
+def test_every_paced_report_is_stored_and_the_bus_gets_the_first(executor_cli, tmp_path: Path) -> None:
+    # 20 reports over about a second: the store keeps up (several events); the team's message
+    # bus, read by agents and people, gets the task's first report and then one per 5 s at most.
+    folder = tmp_path / "session"
+    script = textwrap.dedent(
+        """
+        import json, time
+        for n in range(20):
+            print(json.dumps({"type": "progress", "percent": 5 * n, "note": f"step {n}"}), flush=True)
+            time.sleep(0.05)
+        print("done")
+        """
+    )
+    extra = f'backend: command\ncommand: ["{PY}", "{tmp_path / "paced.py"}"]\n'
+    write_session(folder, {"worker": "T"}, {"T-001": []}, role_extra={"worker": extra})
+    (tmp_path / "paced.py").write_text(script)
+    result = executor_cli("run", "--session", str(folder))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(folder / ".executor" / "state.db") as db:
+        stored = db.execute("SELECT count(*) FROM events WHERE type = 'task_progress'").fetchone()[0]
+    on_bus = [m["data"]["phase"] for m in read_messages(folder) if m["type"] == "progress"]
+    assert stored >= 2, stored
+    assert on_bus == ["dispatched", "step 0"], on_bus  # the executor's own, then the agent's first

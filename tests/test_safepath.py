@@ -42,6 +42,23 @@ def test_within_follows_links_before_it_decides(tmp_path: Path) -> None:
         within(root, "a\0b")
 
 
+def test_a_link_anywhere_on_the_way_is_followed_before_deciding(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "logs" / "deep").mkdir(parents=True)
+    (root / "inner").mkdir()
+    (root / "logs" / "planted.log").symlink_to(tmp_path / "victim.txt")  # the last part, not yet a file
+    (root / "logs" / "deep" / "up").symlink_to(tmp_path)  # a middle part
+    (root / "logs" / "mine").symlink_to(root / "inner")  # a link that stays inside is fine
+    with pytest.raises(UnsafePath, match="leads outside"):
+        within(root, "logs", "planted.log")
+    with pytest.raises(UnsafePath, match="leads outside"):
+        within(root, "logs", "deep", "up", "x.log")
+    with pytest.raises(UnsafePath, match="leads outside"):
+        within(root, "logs", "..", "..", "x.log")
+    assert within(root, "logs", "mine", "x.log") == root / "logs" / "mine" / "x.log"
+    assert within(root, "logs", "new", "deeper", "x.log") == root / "logs" / "new" / "deeper" / "x.log"
+
+
 def test_the_private_folder_is_judged_by_where_a_path_really_leads(tmp_path: Path) -> None:
     (tmp_path / ".executor").mkdir()
     (tmp_path / "artifacts").mkdir()

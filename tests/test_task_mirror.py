@@ -526,3 +526,30 @@ def test_a_completed_task_in_the_old_done_folder_moves_to_completed(tmp_path, st
     result = sync_mirror(tmp_path)
     assert result.moved == 1
     assert set(mirror_files(tmp_path)) == {"completed/A-001.md"}
+
+
+def test_a_masked_secret_in_an_editable_section_is_not_an_edit(tmp_path, store):
+    # The file shows the mask where the store holds the secret: that is what was written, not a
+    # person's edit. Were it one, the file would be frozen (a conflict on every pass) and
+    # `executor task` would write the mask back into the store.
+    leaked = "maskedEditCheckValue" + "4R8t2Y6u"
+    notes = f"the agent pasted {leaked} here"
+    put(store, TaskRow(id="A-001", owner="coder", details=TaskDetails(goal="Ship", implementation_notes=notes)))
+    register_secret(leaked)  # known once it was in the store (a key added later, an agent's leak seen later)
+    sync_mirror(tmp_path)
+    path = tmp_path / MIRROR_DIR / "ready" / "A-001.md"
+    assert leaked not in path.read_text()
+    assert read_edits(tmp_path, tasks(tmp_path)) == {}
+
+    update(store, "A-001", status="in_progress")  # the next pass moves the file: no conflict
+    result = sync_mirror(tmp_path)
+    assert result.conflicts == []
+    moved = tmp_path / MIRROR_DIR / "in_progress" / "A-001.md"
+    assert moved.exists()
+    assert not path.exists()
+
+    # A real edit of another section is still read back, and the masked one is left as the store has it.
+    edit(moved, "Goal", "Ship it today")
+    edits = read_edits(tmp_path, tasks(tmp_path))
+    assert edits["A-001"].goal == "Ship it today"
+    assert edits["A-001"].implementation_notes == notes

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from mcp.server.mcpserver.exceptions import ToolError
 
 from bridge import panic
-from bridge.models import CancelOut, EscalationOut, EscalationsOut, TaskOut, TasksOut, WorkerOut
+from bridge.models import CancelOut, EscalationOut, EscalationsOut, TaskOut, TasksOut, WorkerOut, cancel_note
 from bridge.tools import PRIORITY_OF, BridgeContext, RefusedByRun, Unavailable, fleet_out, task_out, task_view
 from protocol.bridge import (
     AnswerEscalation,
@@ -343,7 +343,7 @@ def build_api(context: BridgeContext) -> FastAPI:
         """Cancel a pending or running task (a running agent is stopped); it ends failed, kind 'cancelled'."""
         refuse_in_panic("cancelling a task")
         cancelled: Cancelled = context.ask(CancelTask(task_id=task_id, by="web"))
-        note = "the agent is being stopped" if cancelled.was == "in_progress" else "it will not run"
+        note = cancel_note(cancelled.was)
         return CancelOut(task_id=cancelled.task_id, was=cancelled.was, note=note)
 
     @api.post("/api/escalations/{escalation_id}/answer", tags=["escalations"], responses=_ERRORS)
