@@ -4,5 +4,7 @@
 - :mod:`bridge.tools`: the tools, each one protocol message to the right actor;
 - :mod:`bridge.auth`: the bearer tokens and the HTTP guard;
 - :mod:`bridge.panic`: the switch that refuses every mutating tool;
-- :mod:`bridge.http`: streamable HTTP on a thread of its own.
+- :mod:`bridge.http`: the HTTP server (uvicorn) on a bound socket;
+- :mod:`bridge.host` (in the run) and :mod:`bridge.remote` (in the bridge process): ``--http``
+  served from a process of its own, its asks to the actors carried over :mod:`bridge.channel`.
 """

@@ -1,8 +1,9 @@
-"""The run's HTTP server (the MCP bridge, the dashboard, the API), served by uvicorn on a thread.
+"""The run's HTTP server (the MCP bridge, the dashboard, the API), served by uvicorn.
 
-The socket is bound before the thread starts, so the port (``:0`` picks a
-free one) is known at once and a port already taken is a clear error, not a
-log line in a thread.  Loopback only unless the caller says otherwise; every
+The socket is bound first (:func:`bind_listener`, in the run's process), so the
+port (``:0`` picks a free one) is known at once and a port already taken is a
+clear error, not a log line in a thread; the bridge process serves that socket
+(:meth:`HttpBridge.serve`).  Loopback only unless the caller says otherwise; every
 request needs a bearer token (:class:`bridge.auth.BearerGuard`).
 """
 
