@@ -174,21 +174,28 @@ class BridgeProcess:
 
     def close(self) -> None:
         self._closing.set()
-        child = self._child
-        if child is not None:
-            child.send(("stop",))
-            try:
-                child.process.wait(_STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-            child.channel.close()
+        stopped = self._child
+        if stopped is not None:
+            self._stop(stopped)
         if self._supervisor.is_alive():
             self._supervisor.join(_STOP_WAIT_S)
+        latest = self._child
+        if latest is not None and latest is not stopped:  # started by a restart racing this close
+            self._stop(latest)
         self.listener.close()
         with self._pools_lock:
             for pool in self._pools.values():
                 pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _stop(child: _Child) -> None:
+        child.send(("stop",))
+        try:
+            child.process.wait(_STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        child.channel.close()
 
     # --- supervision ------------------------------------------------------------------------
 
