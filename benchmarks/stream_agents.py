@@ -112,6 +112,9 @@ class Watch:
     """What the sampling threads saw while the run went on."""
 
     hwm_kib: int = 0
+    steady: tuple[float, float] = (0.0, 0.0)  # wall-clock window when every agent prints and none ends
+    steady_check_ages: list[float] = field(default_factory=list)
+    steady_visible_ages: list[float] = field(default_factory=list)
     check_ages: list[float] = field(default_factory=list)  # output complete - printed
     check_ages_at_start: list[float] = field(default_factory=list)  # check started - printed (lower bound)
     check_times: list[float] = field(default_factory=list)
@@ -153,6 +156,8 @@ def poll_check(executor: str, folder: Path, gap: float, watch: Watch) -> None:
                 continue
             printed = float(match.group(3))
             watch.check_ages.append(ended_wall - printed)
+            if watch.steady[0] <= started_wall and ended_wall <= watch.steady[1]:
+                watch.steady_check_ages.append(ended_wall - printed)
             watch.check_ages_at_start.append(started_wall - printed)
         watch.stop.wait(gap)
 
@@ -182,6 +187,8 @@ def poll_store(folder: Path, watch: Watch) -> None:
             match = NOTE.search(json.loads(payload).get("note", ""))
             if match:
                 watch.visible_ages.append(now - float(match.group(3)))
+                if watch.steady[0] <= now <= watch.steady[1]:
+                    watch.steady_visible_ages.append(now - float(match.group(3)))
     if db is not None:
         db.close()
 
@@ -274,6 +281,9 @@ def main() -> None:
     folder = tmp / "session"
     build(folder, options.agents, options.rate, options.seconds)
     watch = Watch()
+    # Starting 200 agents takes the executor a few seconds; from 10 s on until the first agent
+    # stops printing, every agent streams and none is being started or finished.
+    watch.steady = (time.time() + 10, time.time() + options.seconds)
     started = time.perf_counter()
     process = subprocess.Popen(
         [executor, "run", "--session", str(folder), "--max-workers", str(options.agents)],
@@ -331,10 +341,18 @@ def main() -> None:
     within = sum(1 for age in watch.check_ages if age <= 1.0)
     print(f"`check --json` runs: {watch.polls} ({watch.check_failures} unreadable), each {spread(watch.check_times)}")
     print(f"age of the progress `check` showed, when its output was complete: {spread(watch.check_ages)}")
-    print(f"  ... when check started (a lower bound): {spread(watch.check_ages_at_start)}")
     if watch.check_ages:
         share = 100 * within / len(watch.check_ages)
         print(f"  within 1 s: {within}/{len(watch.check_ages)} ({share:.1f}%)")
+    print(f"  ... when check started (a lower bound): {spread(watch.check_ages_at_start)}")
+    print(
+        f"  ... only the checks between {10} s and {options.seconds:g} s after the start (every agent printing, "
+        f"none starting or ending): {spread(watch.steady_check_ages)}"
+    )
+    steady_within = sum(1 for age in watch.steady_check_ages if age <= 1.0)
+    if watch.steady_check_ages:
+        print(f"      within 1 s: {steady_within}/{len(watch.steady_check_ages)}")
+    print(f"print -> committed in that window (every report): {spread(watch.steady_visible_ages)}")
     print(f"load average at the end: {load_end:.2f}")
     if options.keep:
         print(f"session kept in {folder}")
