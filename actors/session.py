@@ -90,6 +90,10 @@ log = logging.getLogger("executor.session")
 EventSink = Callable[[int, str, Event], None]
 """Called on the Session actor's thread with (event id, time, event) after each commit."""
 
+#: A batch is committed at the latest this long after it began, even while messages keep
+#: coming: readers in other processes (check, the MCP bridge) see the store at most this far behind.
+MAX_BATCH_S = 0.1
+
 
 class SessionActor(TreeActor):
     def __init__(
@@ -108,6 +112,7 @@ class SessionActor(TreeActor):
         self.flush_interval_s = flush_interval_s
         self._pending_events: list[Event] = []
         self.bus_pacer = ProgressPacer()  # every report is stored; the bus gets one now and then
+        self._batch_began = 0.0
 
     # --- life --------------------------------------------------------------------
 
@@ -144,13 +149,15 @@ class SessionActor(TreeActor):
         open transaction, so a failing handler undoes only its own writes and the
         batch before it is still committed.  The batch
         is committed before any reply (a caller that asked is told only what is
-        durable) and whenever the inbox is empty, so under load many transitions
-        share one commit and when idle each commits at once.  Events reach the sinks
-        only after their commit.
+        durable), whenever the inbox is empty, and once it is :data:`MAX_BATCH_S` old,
+        so under load many transitions share one commit, when idle each commits at
+        once, and a steady stream of messages (hundreds of agents reporting progress)
+        does not keep the batch from readers.  Events reach the sinks only after their commit.
         """
         try:
             if not self.store.conn.in_transaction:
                 self.store.conn.execute("BEGIN")
+                self._batch_began = time.monotonic()
             try:
                 result = super().on_receive(message)
             except BaseException as error:
@@ -160,7 +167,7 @@ class SessionActor(TreeActor):
                 # writes, then crash (the supervisor restarts us from the database).
                 self._commit_batch()
                 raise
-            if result is not None or self.actor_inbox.empty():
+            if result is not None or self.actor_inbox.empty() or time.monotonic() - self._batch_began >= MAX_BATCH_S:
                 self._commit_batch()
         except BaseException as error:
             self._storage_failed(error)

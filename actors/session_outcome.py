@@ -40,6 +40,7 @@ def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
         "git_head_before": result.git_head_before,
         "git_head_after": result.git_head_after,
         "files_changed": list(result.files_modified) or None,
+        "progress_lines": result.progress_lines,
     }
     with actor.store.transaction():
         actor.store.update_run(message.run_row_id, RunChange(**{k: v for k, v in run_changes.items() if v is not None}))

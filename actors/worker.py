@@ -27,6 +27,7 @@ import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
+from actors.timer import call_at
 from backends.base import WorkerHooks
 from backends.process_tree import stop_tree
 from protocol.bridge import CRITICAL_APPROVAL, AnswerEscalation, EscalateDecision
@@ -181,6 +182,8 @@ class _Hooks:
         self.node: str | None = None  # set by a cluster runner once the attempt is placed
         self._pending: tuple[int | None, str] | None = None
         self._progress_sent_at = -math.inf
+        self._progress_lock = threading.Lock()  # the backend's thread and the timer thread
+        self._flush_timed = False
 
     def placed(self, node: str) -> None:
         self.node = node
@@ -213,14 +216,33 @@ class _Hooks:
     def progress(self, percent: int | None, note: str) -> None:
         """Tell the Executor, at most once per :data:`PROGRESS_INTERVAL_S`: a worker printing
         progress lines by the thousand must not flood the Executor's inbox and the event log.
-        Within the interval only the latest is kept; it goes with the next one that is due,
-        or when the attempt ends (:meth:`flush_progress`)."""
-        self._pending = (percent, note)
-        if time.monotonic() - self._progress_sent_at >= PROGRESS_INTERVAL_S:
-            self.flush_progress()
+        Within the interval only the latest is kept; it goes when the interval is over (on the
+        timer thread, should the agent have gone quiet by then), or when the attempt ends
+        (:meth:`flush_progress`), whichever comes first."""
+        with self._progress_lock:
+            self._pending = (percent, note)
+            self._send_progress_when_due()
+
+    def _send_progress_when_due(self) -> None:
+        due = self._progress_sent_at + PROGRESS_INTERVAL_S
+        if time.monotonic() >= due:
+            self._send_progress()
+        elif not self._flush_timed:
+            self._flush_timed = True
+            call_at(due, self._timed_flush)
+
+    def _timed_flush(self) -> None:
+        with self._progress_lock:
+            self._flush_timed = False
+            if self._pending is not None:  # another report may have gone since: then wait again
+                self._send_progress_when_due()
 
     def flush_progress(self) -> None:
         """Send the progress held back by :meth:`progress`, if any."""
+        with self._progress_lock:
+            self._send_progress()
+
+    def _send_progress(self) -> None:
         if self._pending is None:
             return
         (percent, note), self._pending = self._pending, None

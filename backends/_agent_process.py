@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
+
 from backends.base import WorkerHooks
 from backends.conventions import (
     ENV_AGENT_ID,
@@ -344,7 +346,8 @@ def run_agent_process(
     ``order.workdir``, stdin from ``/dev/null``, with :func:`order_env` as the whole
     environment, under ``order``'s wall, hang and grace limits, output appended to
     ``order.log_path``.  A stale report file is deleted first.  ``hooks.started`` is
-    called once the process exists, ``hooks.progress`` for each progress line.
+    called once the process exists, ``hooks.progress`` for each progress line; the
+    result's ``progress_lines`` says how many there were.
 
     How it ends:
 
@@ -380,9 +383,13 @@ def run_agent_process(
             error=f"cannot prepare the report file {report}: {error.strerror or error}",
         )
 
+    progress_lines = 0
+
     def on_stdout_line(line: bytes) -> None:
+        nonlocal progress_lines
         progress = parse_progress(line)
         if progress is not None:
+            progress_lines += 1
             hooks.progress(*progress)
 
     started = time.time()
@@ -394,4 +401,5 @@ def run_agent_process(
         on_stdout_line=on_stdout_line,
         stdout_line_prefix=b"{",  # only a JSON object can be a progress line
     )
-    return result_from_outcome(order, outcome, silent_since=started)
+    result = result_from_outcome(order, outcome, silent_since=started)
+    return msgspec.structs.replace(result, progress_lines=progress_lines)

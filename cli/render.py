@@ -103,6 +103,8 @@ def render_check(console: Console, report: CheckReport, per_layer: int = 12, ful
             f"  ▶ {escape(worker.task_id)}  {escape(worker.role)}  pid {worker.pid}  "
             + (f"on {escape(worker.node)}  " if worker.node else "")
             + f"{escape(worker.backend)}  attempt {worker.attempt}  {_duration(worker.elapsed_s)}"
+            + (f"  {worker.percent}%" if worker.percent is not None else "")
+            + (f"  {escape(worker.note[:80])}" if worker.note else "")
         )
 
     ready = report.ready if full else report.ready[:per_layer]

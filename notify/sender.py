@@ -2,9 +2,12 @@
 
 A lane owns its channel.  Its thread takes notices in order and tries each one
 until it is delivered, refused for good, or out of attempts; a 429 waits the
-time the service named.  A notice given up on is counted and handed to
+time the service named — and that wait holds for the channel, not just for the
+notice that got it: the next notice waits it out too, even when the first was
+given up on.  A notice given up on is counted and handed to
 ``on_dropped(channel, notice, reason)`` — never raised.  A slow or dead channel
-holds up only its own lane.
+holds up only its own lane.  When a lane stops, every notice it did not send is
+reported: what the thread cannot reach by the deadline is drained by :meth:`Lane.join`.
 
 ``put`` and ``close`` are called from one thread (the Notifier actor's); the
 rest runs on the lane's thread.  Counters are read under a lock.
@@ -31,7 +34,8 @@ __all__ = ["DropCallback", "Lane", "RetryPolicy", "TokenBucket"]
 log = logging.getLogger("executor.notify")
 
 #: ``on_dropped(channel_name, notice, reason)``; runs on the lane's thread (or the
-#: caller's, for a full queue), must be quick, and may not raise (it is logged if it does).
+#: caller's, for a full queue or a lane that stops), must be quick, and may not raise
+#: (it is logged if it does).
 DropCallback = Callable[[str, Notice, str], None]
 
 _STOP = object()
@@ -97,6 +101,7 @@ class Lane:
         self._bucket = TokenBucket(channel.rate_per_minute) if channel.rate_per_minute else None
         self._abort = threading.Event()
         self._deadline: float | None = None
+        self._not_before = 0.0  # time.monotonic() before which the channel asked not to be sent to
         self._closed = False
         self._lock = threading.Lock()
         self._sent = self._failed = self._dropped = 0
@@ -148,6 +153,26 @@ class Lane:
             self._abort.set()
             # A request in flight ends within the channel's timeout; the daemon thread is not waited for.
             self._thread.join(0.5)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Report every notice still queued as dropped (the thread may be stuck in a request).
+
+        Each queued notice is taken by exactly one of the thread and this drain, so none is
+        reported twice; the notice in flight, if any, is the thread's to report when its request ends.
+        """
+        stop_seen = False
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop_seen = True
+            elif isinstance(item, Notice):
+                self._drop(item, _STOPPED)
+        if stop_seen:
+            self._queue.put(_STOP)  # the thread still ends when its request does
 
     def state(self) -> ChannelState:
         with self._lock:
@@ -209,6 +234,8 @@ class Lane:
                 limit = self.policy.max_retry_after_s
                 self._drop(notice, f"asked to wait {delay:.0f}s, more than {limit:.0f}s: {error}")
                 return
+            if result.retry_after_s is not None:  # the channel's limit: it holds for the next notice too
+                self._not_before = max(self._not_before, time.monotonic() + delay)
             log.debug("%s: attempt %d failed (%s); next in %.1fs", self.channel.name, attempt, error, delay)
             if not self._sleep(delay):
                 self._drop(notice, _STOPPED)
@@ -221,9 +248,14 @@ class Lane:
             return SendResult.retry(f"{type(error).__name__}: {error}")
 
     def _await_turn(self) -> bool:
-        """Wait for the rate limit to allow a send; ``False`` when the lane is stopping first."""
+        """Wait for the rate limits to allow a send; ``False`` when the lane is stopping first."""
+        if self._abort.is_set():
+            return False
+        cooldown = self._not_before - time.monotonic()
+        if cooldown > 0 and not self._sleep(cooldown):
+            return False
         if self._bucket is None:
-            return not self._abort.is_set()
+            return True
         while (wait := self._bucket.wait_s()) > 0:
             if not self._sleep(wait):
                 return False

@@ -175,6 +175,9 @@ class AttemptResult(Message, frozen=True):
     agent_session_id: str | None = None  # the CLI's own session, to resume it on a retry
     git_head_before: str | None = None
     git_head_after: str | None = None
+    # How many progress lines the executor read from the agent's output (command and demo
+    # backends; None for the others): every line counts, the coalesced messages do not matter.
+    progress_lines: int | None = None
 
 
 # --- executor <-> workers ---------------------------------------------------------------

@@ -77,6 +77,7 @@ class RunRow(msgspec.Struct, kw_only=True):
     git_head_after: str | None = None
     files_changed: list[str] = msgspec.field(default_factory=list)
     node: str | None = None  # the cluster node it ran on; None: in the executor's process
+    progress_lines: int | None = None  # progress lines read from the agent's output (command, demo)
 
 
 class EscalationRow(msgspec.Struct, kw_only=True):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
+from protocol.events import TaskProgress
+from protocol.records import RunRow
 from session.feedback import FEEDBACK_DIR, rounds_so_far
 from session.graph import TaskSpec, layers, priority_rank
 from session.loader import inspect_session
@@ -63,6 +65,10 @@ class ActiveWorker(msgspec.Struct, frozen=True, kw_only=True):
     started_at: str
     elapsed_s: float
     node: str | None = None  # on a cluster: where it runs
+    # The attempt's newest progress report (coalesced to a few a second), and when it was recorded.
+    percent: int | None = None
+    note: str = ""
+    progress_at: str | None = None
 
 
 class FailedTask(msgspec.Struct, frozen=True, kw_only=True):
@@ -155,6 +161,27 @@ def _outcomes(reader: StoreReader) -> dict[str, list[str]]:
     return found
 
 
+#: (recorded at, the event) of a task's newest progress report.
+TaskProgressSeen = tuple[str, TaskProgress]
+
+
+def _latest_progress(reader: StoreReader, runs: list[RunRow]) -> dict[str, TaskProgressSeen]:
+    """Task id -> its newest progress report, for the running attempts (one indexed lookup each)."""
+    found: dict[str, TaskProgressSeen] = {}
+    for run in runs:
+        latest = reader.latest_progress(run.task_id)
+        if latest is not None and isinstance(latest[1], TaskProgress):
+            found[run.task_id] = (latest[0], latest[1])
+    return found
+
+
+def _progress_fields(seen: TaskProgressSeen | None, attempt: int) -> dict[str, Any]:
+    """An ActiveWorker's progress fields: only a report of this attempt (an earlier one's is stale)."""
+    if seen is None or seen[1].attempt != attempt:
+        return {}
+    return {"percent": seen[1].percent, "note": seen[1].note, "progress_at": seen[0]}
+
+
 def _review_rounds(folder: Path) -> dict[str, int]:
     """Task id -> review rounds so far, for the tasks that have a feedback file."""
     try:
@@ -180,6 +207,7 @@ def build_report(folder: Path, backends: list[RoleBackend] | None = None) -> Che
     rows: dict[str, TaskRow] = {}
     meta: dict[str, str] = {}
     open_runs = []
+    progress: dict[str, TaskProgressSeen] = {}
     outcomes: dict[str, list[str]] = {}
     spent = 0.0
     if reader is not None:
@@ -189,6 +217,7 @@ def build_report(folder: Path, backends: list[RoleBackend] | None = None) -> Che
             meta = reader.meta()
             spent = sum(reader.spent_by_task().values())
             open_runs = reader.open_runs() if holder is not None else []
+            progress = _latest_progress(reader, open_runs)
         finally:
             reader.close()
 
@@ -264,6 +293,7 @@ def build_report(folder: Path, backends: list[RoleBackend] | None = None) -> Che
             started_at=run.started_at,
             elapsed_s=round(_elapsed(run.started_at, now), 1),
             node=run.node,
+            **_progress_fields(progress.get(run.task_id), run.attempt),
         )
         for run in open_runs
         if run.pid is None or is_alive(run.pid, run.pid_create_time)

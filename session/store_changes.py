@@ -75,6 +75,7 @@ class RunChange(msgspec.Struct, kw_only=True, frozen=True):
     git_head_before: str | UnsetType | None = UNSET
     git_head_after: str | UnsetType | None = UNSET
     files_changed: list[str] | UnsetType = UNSET
+    progress_lines: int | UnsetType | None = UNSET
 
 
 def given(change: msgspec.Struct) -> dict[str, Any]:

@@ -127,6 +127,11 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("node", str)
 
 
+def _migration_7(db: sqlite_utils.Database) -> None:
+    """How many progress lines an attempt's agent printed, as the executor read them."""
+    db.table("runs").add_column("progress_lines", int)
+
+
 # Append only: migration N turns schema N-1 into N, inside one transaction.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
@@ -135,5 +140,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
