@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -46,17 +45,6 @@ def _port(bridge: RunningBridge) -> int:
     port = urlsplit(bridge.url).port
     assert port is not None
     return port
-
-
-def _settled(bridge: RunningBridge, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + _BOUND_S
-    while True:
-        result = bridge.call("get_write_status", {"request_id": request_id})
-        assert not result.is_error, _text(result)
-        status: dict[str, Any] = result.structured_content
-        if status["state"] != "queued" or time.monotonic() > deadline:
-            return status
-        time.sleep(0.1)
 
 
 class _Lines:
@@ -113,14 +101,14 @@ def test_the_http_server_is_a_process_of_its_own(served: RunningBridge) -> None:
 def test_a_queued_write_through_the_bridge_process_is_applied_and_readable(served: RunningBridge) -> None:
     ticket = served.call("queue_submit_task", {"name": "Write a haiku", "assigned_to": "coder"})
     assert not ticket.is_error, _text(ticket)
-    status = _settled(served, ticket.structured_content["request_id"])
+    status = served.settled_write(ticket.structured_content["request_id"])
     assert status["state"] == "applied", status
     task_id = status["result"]["task_id"]
     done = served.wait_status(task_id, {"completed", "failed"})
     assert done["task"]["status"] == "completed", done
     # A refusal only the run can give crosses back with its reason.
     refused = served.call("queue_submit_task", {"name": "x", "assigned_to": "nobody"})
-    status = _settled(served, refused.structured_content["request_id"])
+    status = served.settled_write(refused.structured_content["request_id"])
     assert status["state"] == "refused"
     assert status["error"].startswith("assigned_to: 'nobody' is not a role of this session")
 
@@ -158,7 +146,7 @@ def test_a_bridge_process_that_dies_is_reported_and_replaced(tmp_path: Path) -> 
     try:
         ticket = bridge.call("queue_submit_task", {"name": "Before the crash", "assigned_to": "coder"})
         request_id = ticket.structured_content["request_id"]
-        before = _settled(bridge, request_id)
+        before = bridge.settled_write(request_id)
         assert before["state"] == "applied", before
         child = _bridge_process(bridge)
         child.kill()
@@ -169,11 +157,11 @@ def test_a_bridge_process_that_dies_is_reported_and_replaced(tmp_path: Path) -> 
         again = lines.wait_for("the HTTP bridge serves again")
         assert f"(pid {_bridge_process(bridge).pid}) on {bridge.url}" in again
         # Same address, same token; the write queued before the crash still gives its outcome.
-        after = _settled(bridge, request_id)
+        after = bridge.settled_write(request_id)
         assert after["state"] == "applied", after
         assert after["result"] == before["result"]
         fresh = bridge.call("queue_submit_task", {"name": "After the crash", "assigned_to": "coder"})
-        assert _settled(bridge, fresh.structured_content["request_id"])["state"] == "applied"
+        assert bridge.settled_write(fresh.structured_content["request_id"])["state"] == "applied"
     finally:
         bridge.process.send_signal(signal.SIGINT)  # the line reader owns stdout: no communicate()
         bridge.process.wait(timeout=_BOUND_S)

@@ -95,6 +95,17 @@ class RunningBridge:
 
         return anyio.run(go)
 
+    def settled_write(self, request_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        """Poll get_write_status until a queued write leaves 'queued' (or the deadline: then it is returned as is)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.call("get_write_status", {"request_id": request_id})
+            assert not result.is_error, _text(result)
+            status: dict[str, Any] = result.structured_content
+            if status["state"] != "queued" or time.monotonic() > deadline:
+                return status
+            time.sleep(0.1)
+
     def wait_status(self, task_id: str, wanted: set[str], timeout_s: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -6,9 +6,7 @@ did) or refused (naming the argument at fault), and what was applied is in the s
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -23,18 +21,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBridge]:
     bridge.stop()
 
 
-def _settled(served: RunningBridge, request_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    """Poll get_write_status until the write leaves 'queued' (or the deadline: then it is returned as is)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = served.call("get_write_status", {"request_id": request_id})
-        assert not result.is_error, _text(result)
-        status: dict[str, Any] = result.structured_content
-        if status["state"] != "queued" or time.monotonic() > deadline:
-            return status
-        time.sleep(0.1)
-
-
 def test_a_queued_submit_returns_an_id_then_is_applied(served: RunningBridge) -> None:
     queued = served.call("queue_submit_task", {"name": "Write a poem", "assigned_to": "coder", "priority": "high"})
     assert not queued.is_error, _text(queued)
@@ -42,7 +28,7 @@ def test_a_queued_submit_returns_an_id_then_is_applied(served: RunningBridge) ->
     assert ticket["state"] == "queued"
     assert ticket["tool"] == "queue_submit_task"
     assert ticket["request_id"] in ticket["note"]
-    status = _settled(served, ticket["request_id"])
+    status = served.settled_write(ticket["request_id"])
     assert status["state"] == "applied", status
     assert status["error"] is None
     task_id = status["result"]["task_id"]
@@ -60,7 +46,7 @@ def test_queued_writes_are_applied_in_the_order_they_were_queued(served: Running
         served.call("queue_submit_task", {"name": f"step {n}", "assigned_to": "coder"}).structured_content
         for n in range(3)
     ]
-    ids = [_settled(served, ticket["request_id"])["result"]["task_id"] for ticket in tickets]
+    ids = [served.settled_write(ticket["request_id"])["result"]["task_id"] for ticket in tickets]
     assert ids == sorted(ids), ids
     assert len(set(ids)) == 3
 
@@ -72,17 +58,17 @@ def test_a_bad_queued_write_is_reported_clearly(served: RunningBridge) -> None:
     assert "priority" in _text(bad_priority)
     # What only the Executor knows comes back through get_write_status, naming the argument and the fix.
     role = served.call("queue_submit_task", {"name": "x", "assigned_to": "nobody"}).structured_content
-    refused = _settled(served, role["request_id"])
+    refused = served.settled_write(role["request_id"])
     assert refused["state"] == "refused", refused
     assert refused["result"] is None
     assert refused["error"].startswith("assigned_to: 'nobody' is not a role of this session; use one of:")
     dependency = served.call("queue_submit_task", {"name": "x", "assigned_to": "coder", "blocked_by": ["ZZ-9"]})
-    refused = _settled(served, dependency.structured_content["request_id"])
+    refused = served.settled_write(dependency.structured_content["request_id"])
     assert refused["state"] == "refused"
     assert "blocked_by" in refused["error"]
     assert "ZZ-9" in refused["error"]
     cancel = served.call("queue_cancel_task", {"task_id": "NOPE-404"}).structured_content
-    refused = _settled(served, cancel["request_id"])
+    refused = served.settled_write(cancel["request_id"])
     assert refused["state"] == "refused"
     assert refused["error"].startswith("task_id: no task 'NOPE-404'")
     # An id the bridge never gave out is an error naming request_id, not a traceback.
@@ -93,9 +79,9 @@ def test_a_bad_queued_write_is_reported_clearly(served: RunningBridge) -> None:
 
 def test_a_queued_cancel_is_applied(served: RunningBridge) -> None:
     ticket = served.call("queue_submit_task", {"name": "to cancel", "assigned_to": "coder"}).structured_content
-    task_id = _settled(served, ticket["request_id"])["result"]["task_id"]
+    task_id = served.settled_write(ticket["request_id"])["result"]["task_id"]
     cancel = served.call("queue_cancel_task", {"task_id": task_id}).structured_content
-    status = _settled(served, cancel["request_id"])
+    status = served.settled_write(cancel["request_id"])
     done = served.wait_status(task_id, {"completed", "failed"})
     if status["state"] == "applied":  # it was cancelled pending or while running
         assert status["result"]["task_id"] == task_id
