@@ -7,6 +7,7 @@ import sqlite3
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from backends.evidence import NETWORK_ERROR_BYTES
 from backends.process import run_process
@@ -119,24 +120,31 @@ def test_a_key_printed_at_the_end_of_a_flood_never_reaches_the_log(tmp_path: Pat
     assert b"key \xe2\x80\xa66789 printed\n" in log
 
 
+def _run_one_task(executor_cli: Any, tmp_path: Path, script: str) -> Path:
+    """Run a one-task session whose command runs ``script`` (dedented) to a good end; its folder."""
+    folder = tmp_path / "session"
+    (tmp_path / "agent.py").write_text(textwrap.dedent(script))
+    extra = f'backend: command\ncommand: ["{PY}", "{tmp_path / "agent.py"}"]\n'
+    write_session(folder, {"worker": "T"}, {"T-001": []}, role_extra={"worker": extra})
+    result = executor_cli("run", "--session", str(folder))
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 def test_a_flood_of_progress_lines_reaches_the_event_log_coalesced_and_ends_with_the_last(
     executor_cli, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "session"
-    script = textwrap.dedent(
+    folder = _run_one_task(
+        executor_cli,
+        tmp_path,
         """
         import json, sys
         lines = [json.dumps({"type": "progress", "percent": n // 30, "note": f"step {n}"}) for n in range(3000)]
         sys.stdout.write("\\n".join(lines) + "\\n")
         sys.stdout.write(json.dumps({"type": "progress", "percent": 100, "note": "the last"}) + "\\n")
         print("done")
-        """
+        """,
     )
-    extra = f'backend: command\ncommand: ["{PY}", "{tmp_path / "chatty.py"}"]\n'
-    write_session(folder, {"worker": "T"}, {"T-001": []}, role_extra={"worker": extra})
-    (tmp_path / "chatty.py").write_text(script)
-    result = executor_cli("run", "--session", str(folder))
-    assert result.returncode == 0, result.stderr
     with sqlite3.connect(folder / ".executor" / "state.db") as db:
         notes = [
             json.loads(payload)
@@ -149,21 +157,17 @@ def test_a_flood_of_progress_lines_reaches_the_event_log_coalesced_and_ends_with
 def test_every_paced_report_is_stored_and_the_bus_gets_the_first(executor_cli, tmp_path: Path) -> None:
     # 20 reports over about a second: the store keeps up (several events); the team's message
     # bus, read by agents and people, gets the task's first report and then one per 5 s at most.
-    folder = tmp_path / "session"
-    script = textwrap.dedent(
+    folder = _run_one_task(
+        executor_cli,
+        tmp_path,
         """
         import json, time
         for n in range(20):
             print(json.dumps({"type": "progress", "percent": 5 * n, "note": f"step {n}"}), flush=True)
             time.sleep(0.05)
         print("done")
-        """
+        """,
     )
-    extra = f'backend: command\ncommand: ["{PY}", "{tmp_path / "paced.py"}"]\n'
-    write_session(folder, {"worker": "T"}, {"T-001": []}, role_extra={"worker": extra})
-    (tmp_path / "paced.py").write_text(script)
-    result = executor_cli("run", "--session", str(folder))
-    assert result.returncode == 0, result.stderr
     with sqlite3.connect(folder / ".executor" / "state.db") as db:
         stored = db.execute("SELECT count(*) FROM events WHERE type = 'task_progress'").fetchone()[0]
     on_bus = [m["data"]["phase"] for m in read_messages(folder) if m["type"] == "progress"]
