@@ -183,12 +183,13 @@ def _editable(row: TaskRow) -> tuple[list[str], dict[str, Value]]:
         else:
             text = _shown_goal(row) if name == "goal" else details.implementation_notes
             body = _text_lines(text, editable=True) or ["none"]
-        lines += [f"## {_TITLES[name]}", "", *body, ""]
+        # The file is written masked: a secret the store still holds shows as its mask, and the
+        # mask is what a reader finds there untouched (not a person's edit).  The section goes
+        # into the file as masked here, so what it shows and what ``shown`` says are one text.
+        seen = _masked(body)
+        lines += [f"## {_TITLES[name]}", "", *seen, ""]
         # Each section starts and ends outside code and holds no heading, so parsing it alone is
         # parsing it in the file (what tests/test_task_mirror.py checks through read_edits).
-        # The file is written masked: a secret the store still holds shows as its mask, and the
-        # mask is what a reader finds there untouched (not a person's edit).
-        seen = _masked(body)
         in_code, _ = _code_lines(seen)
         shown[name] = _value(name, _section_lines(zip(seen, in_code, strict=True)))
     return lines, shown
