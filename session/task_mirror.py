@@ -49,6 +49,7 @@ This module keeps the folder; the Markdown of one file is :mod:`session.mirror_m
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -158,8 +159,12 @@ def _holds_edits(row: TaskRow, path: Path, data: bytes, shown: dict[str, Value],
     return edited_details(row, text, shown) is not None
 
 
-#: What a file was written from, and the file as it was left: (what render_file was given, (mtime, size, inode)).
-MirrorMemo = dict[str, tuple[tuple[object, ...], tuple[int, int, int]]]
+#: What a file was written from, the file as it was left (mtime, size, inode), and a digest of its bytes.
+MirrorMemo = dict[str, tuple[tuple[object, ...], tuple[int, int, int], bytes]]
+
+
+def _digest_of(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _stat_of(path: Path) -> tuple[int, int, int] | None:
@@ -209,23 +214,35 @@ def write_mirror(
         runs = tuple(runs_by_task.get(row.id, ()))
         source = (row, lifecycle, runs, feedback_by_task.get(row.id, ""), secrets_known())
         remembered = memo.get(row.id) if memo is not None else None
-        unchanged = remembered is not None and remembered[0] == source and list(existing) == [lifecycle]
-        if unchanged and remembered is not None and _stat_of(target) == remembered[1]:
+        # The one file of the task is still the one this memo's pass left (same mtime, size and
+        # inode): nobody edited it, and its bytes are the ones remembered (their digest): no read,
+        # no parse of the file to look for edits.
+        as_left: bytes | None = None
+        if remembered is not None and len(existing) == 1:
+            (only,) = existing.values()
+            if _stat_of(only) == remembered[1]:
+                as_left = remembered[2]
+        if as_left is not None and remembered is not None and remembered[0] == source and lifecycle in existing:
             result.unchanged += 1
             continue
         text, shown = render_file(row, lifecycle, runs_by_task.get(row.id, []), feedback_by_task.get(row.id, ""))
         data = redact(text).encode("utf-8")  # users commit these files: no key in them, whatever an agent said
         cache: dict[Path, bytes] = {}
-        if preserve_edits and any(_holds_edits(row, path, data, shown, cache) for path in existing.values()):
+        may_hold_edits = as_left is None and preserve_edits
+        if may_hold_edits and any(_holds_edits(row, path, data, shown, cache) for path in existing.values()):
             result.conflicts.append(row.id)
             continue
         others = [path for other, path in existing.items() if other != lifecycle]
         if lifecycle in existing:
-            current = cache.get(target)
-            if current is None:
-                with suppress(OSError):
-                    current = target.read_bytes()
-            if current == data:
+            if as_left is not None:
+                same = as_left == _digest_of(data)
+            else:
+                current = cache.get(target)
+                if current is None:
+                    with suppress(OSError):
+                        current = target.read_bytes()
+                same = current == data
+            if same:
                 result.unchanged += 1
             else:
                 _write(target, data)
@@ -246,7 +263,7 @@ def write_mirror(
         if memo is not None:
             left = _stat_of(target)
             if left is not None:
-                memo[row.id] = (source, left)
+                memo[row.id] = (source, left, _digest_of(data))
     for task_id, paths in on_disk.items():
         if task_id in known:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -314,6 +315,33 @@ def test_with_a_memo_an_unchanged_task_is_not_rendered_again_and_edits_are_still
     register_secret(leaked)
     sync_mirror(tmp_path, memo=memo)
     assert leaked not in second.read_text()
+
+
+def test_with_a_memo_a_file_left_as_written_is_not_read_back_when_its_task_changes(tmp_path, store, monkeypatch):
+    # A run's mirror pass rewrites every task that moved on since the last; the files it left
+    # itself (same mtime, size and inode) cannot hold a person's edit, so they are not read and
+    # parsed first -- that read was most of a busy run's mirror cost.
+    put(store, TaskRow(id="A-001", owner="coder", details=PREPARED), TaskRow(id="A-002", owner="coder"))
+    memo: dict = {}
+    sync_mirror(tmp_path, memo=memo)
+    edited = tmp_path / MIRROR_DIR / "ready" / "A-002.md"
+    edit(edited, "Implementation Notes", "Use the pager.")
+    update(store, "A-001", status="in_progress")
+    update(store, "A-002", priority="P0")
+    reads: list[str] = []
+    real_read_bytes = Path.read_bytes
+
+    def counted(path: Path) -> bytes:
+        reads.append(path.name)
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    result = sync_mirror(tmp_path, memo=memo)
+    assert reads == ["A-002.md"]  # only the file a person touched is read, to keep the edit
+    assert (result.moved, result.conflicts) == (1, ["A-002"])
+    assert (tmp_path / MIRROR_DIR / "in_progress" / "A-001.md").is_file()
+    assert not (tmp_path / MIRROR_DIR / "ready" / "A-001.md").exists()
+    assert "Use the pager." in edited.read_text()
 
 
 def edit(path, title: str, body: str) -> None:
