@@ -19,6 +19,7 @@ Both stop what is left the same way: SIGTERM, a grace period, SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -164,6 +165,33 @@ def stop_pids(procs: Iterable[psutil.Process], grace_s: float) -> list[int]:
     return sorted(signalled)
 
 
+def _runnable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+#: (program, PATH) -> where it was found: a search of PATH is a dozen stat calls per attempt;
+#: a remembered answer is checked with two, and searched again once it no longer holds.
+_found_on_path: dict[tuple[str, str], str] = {}
+
+
+def _on_path(program: str, search_path: str) -> str | None:
+    key = (program, search_path)
+    known = _found_on_path.get(key)
+    if known is not None and _runnable(known):
+        return known
+    found = shutil.which(program, path=search_path)
+    if found is None or not _runnable(found):
+        _found_on_path.pop(key, None)
+        return None
+    _found_on_path[key] = found
+    return found
+
+
+@functools.cache
+def _shell_runnable() -> bool:
+    return os.access(_SHELL, os.X_OK)
+
+
 class AttemptCgroup:
     """One cgroup for one attempt's process tree."""
 
@@ -196,12 +224,11 @@ class AttemptCgroup:
         """
         program = argv[0]
         if "/" in program:
-            found: str | None = os.path.join(cwd, program)
+            joined = os.path.join(cwd, program)
+            found = joined if _runnable(joined) else None
         else:
-            found = shutil.which(program, path=env.get("PATH", os.defpath))
-        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
-            return None
-        if not os.access(_SHELL, os.X_OK):
+            found = _on_path(program, env.get("PATH", os.defpath))
+        if not found or not _shell_runnable():
             return None
         # The program by its absolute path: the shell's `exec` must never read it as an option.
         added = [name for name in _SHELL_ADDS if name not in env]
@@ -209,8 +236,12 @@ class AttemptCgroup:
         return (_SHELL, "-c", script, str(self.path / "cgroup.procs"), os.path.abspath(found), *argv[1:])
 
     def members(self) -> list[psutil.Process]:
-        try:
-            text = (self.path / "cgroup.procs").read_text()
+        try:  # os.open/os.read: three system calls, where a file object takes seven
+            fd = os.open(self.path / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                text = os.read(fd, 1 << 20).decode("ascii", "replace")
+            finally:
+                os.close(fd)
         except OSError:
             return []
         procs = []
@@ -221,7 +252,11 @@ class AttemptCgroup:
 
     def stop(self, grace_s: float) -> list[int]:
         """Stop every process still in the cgroup, wait until it is empty, remove it."""
-        signalled = stop_pids(self.members(), grace_s) if self.members() else []
+        members = self.members()
+        if not members:  # the usual end: nothing is left, and nothing can join an empty cgroup
+            self.remove()
+            return []
+        signalled = stop_pids(members, grace_s)
         deadline = time.monotonic() + _EMPTY_WAIT_S
         while True:
             left = [proc for proc in self.members() if _alive(proc)]

@@ -35,12 +35,11 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-import psutil
-
 from backends.containment import AttemptCgroup, Descendants
 from backends.output_capture import LineSplitter, OutputLog, Tail
 from backends.process_tree import group_exists, signal_name, stop_tree
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
+from session.processes import started_at
 from session.redaction import register_environment
 
 __all__ = ["OUTPUT_CPU_SHARE", "run_process"]
@@ -506,9 +505,8 @@ def run_process(
             if cgroup is not None:
                 cgroup.remove()
             return _not_started(_spawn_error_message(exc, spec), start)
-        try:
-            create_time = psutil.Process(proc.pid).create_time()
-        except psutil.Error:
+        create_time = started_at(proc.pid)
+        if create_time is None:
             create_time = time.time()  # cannot happen for an unreaped child; close enough
         run = _Run(
             proc=proc,

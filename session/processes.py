@@ -6,9 +6,12 @@ wall-clock based, so it is compared with a small tolerance.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import psutil
 
-__all__ = ["create_time_of", "is_alive"]
+__all__ = ["create_time_of", "is_alive", "started_at"]
 
 _CREATE_TIME_TOLERANCE_S = 1.0
 
@@ -18,6 +21,43 @@ def create_time_of(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
+
+
+@functools.cache
+def _boot_time() -> float:
+    return psutil.boot_time()
+
+
+@functools.cache
+def _ticks_per_second() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def started_at(pid: int) -> float | None:
+    """:func:`create_time_of` for a child just started, in three system calls on Linux.
+
+    Read once per attempt on the worker's thread: ``psutil.Process(pid).create_time()``
+    opens ``/proc/<pid>/stat`` twice and ``/proc/stat`` (for the boot time) every time.
+    The same formula as psutil's (start ticks / ticks per second + boot time), with the boot
+    time read once; elsewhere, or when ``/proc`` cannot be read, psutil answers.
+    """
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return create_time_of(pid)
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return create_time_of(pid)
+    finally:
+        os.close(fd)
+    # "pid (comm) state ppid ...": the name may hold spaces and parentheses; field 22 is
+    # the start time, the 20th after the last ")".
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19]) / _ticks_per_second() + _boot_time()
+    except (IndexError, ValueError):
+        return create_time_of(pid)
 
 
 def is_alive(pid: int | None, create_time: float | None) -> bool:

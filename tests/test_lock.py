@@ -71,3 +71,24 @@ def test_release_lets_the_next_executor_in(tmp_path):
     assert time.monotonic() < deadline
     second.release()
     assert read_holder(tmp_path) is None
+
+
+def test_a_childs_start_time_read_from_proc_is_psutils_even_when_its_name_holds_parentheses(tmp_path):
+    # The worker reads each child's create time itself (three system calls); the reconciler and
+    # stop_tree compare it with psutil's, so the two must agree.  A program may call itself
+    # anything: the name field of /proc/<pid>/stat can hold spaces and ") (".
+    import psutil  # noqa: PLC0415 - only this test needs it
+
+    from session.processes import started_at  # noqa: PLC0415
+
+    odd = tmp_path / "a) (b c"
+    odd.symlink_to("/bin/sleep")
+    child = subprocess.Popen([str(odd), "5"])
+    try:
+        assert psutil.Process(child.pid).name().startswith("a) (b")
+        assert started_at(child.pid) == pytest.approx(psutil.Process(child.pid).create_time(), abs=0.02)
+        assert started_at(os.getpid()) == pytest.approx(psutil.Process().create_time(), abs=0.02)
+    finally:
+        child.kill()
+        child.wait()
+    assert started_at(child.pid) is None  # reaped: no such process
