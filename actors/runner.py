@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from pathlib import Path
 from typing import Any
 
 from backends.base import Backend
 from protocol.messages import AttemptResult, Permission, WorkOrder
 from session.redaction import redact
+from session.safepath import open_new_file
 
 __all__ = ["AttemptRunner", "default_permission"]
 
@@ -26,10 +27,15 @@ class AttemptRunner:
 
     def prepare(self, order: WorkOrder) -> None:
         """Write the attempt's prompt file (also before a cluster runs the attempt)."""
-        prompt = Path(order.prompt_file)
-        prompt.parent.mkdir(parents=True, exist_ok=True)
         # Upstream artifacts and feedback are agent output: a key one of them leaked goes no further.
-        prompt.write_text(redact(self.prompts(order.task_id, order.attempt)), encoding="utf-8")
+        data = redact(self.prompts(order.task_id, order.attempt)).encode("utf-8")
+        fd = open_new_file(order.prompt_file, os.O_WRONLY | os.O_TRUNC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
     def __call__(self, order: WorkOrder, hooks: Any, cancel: threading.Event) -> AttemptResult:
         self.prepare(order)

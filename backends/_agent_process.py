@@ -47,6 +47,7 @@ from protocol.messages import AttemptResult, WorkOrder
 from protocol.types import ErrorKind
 from session.projection import write_atomic
 from session.redaction import redact_bytes
+from session.safepath import make_folder
 
 __all__ = ["order_env", "parse_progress", "result_from_outcome", "run_agent_process"]
 
@@ -375,7 +376,7 @@ def run_agent_process(
     report = Path(order.report_file)
     try:
         report.unlink(missing_ok=True)
-        report.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(report.parent)
     except OSError as error:
         return AttemptResult(
             ok=False,

@@ -12,9 +12,9 @@ import os
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from session.redaction import LineRedactor
+from session.safepath import open_new_file
 
 __all__ = [
     "LineSplitter",
@@ -166,9 +166,9 @@ class OutputLog:
     """
 
     def __init__(self, path: str, max_bytes: int) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Unbuffered: every chunk reaches the file at once, so the log can be tailed live.
-        self.file: io.FileIO | None = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        fd = open_new_file(path, os.O_WRONLY | os.O_APPEND)
+        self.file: io.FileIO | None = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         self.size = self.file.tell()
         self.max_bytes = max_bytes
         self.truncated = False

@@ -500,6 +500,7 @@ def run_process(
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
+                bufsize=0,  # the pipes are read with os.read: no buffered file objects to set up
             )
         except OSError as exc:
             if cgroup is not None:

@@ -18,6 +18,7 @@ fsmonitor) turned off: agents can write ``.git/config``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -113,11 +114,25 @@ def _may_be_in_a_repository(path: Path) -> bool:
     repository" cost a DAG of small commands a third of its time."""
     if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE")):
         return True  # git is told where the repository is: only git knows
-    try:
-        folder = path.resolve()
-    except (OSError, RuntimeError):
+    text = os.fspath(path)
+    # A relative path means something else after a chdir: only absolute ones are remembered.
+    candidates = _folders_up_from(text) if os.path.isabs(text) else _folders_up_from.__wrapped__(text)
+    if candidates is None:
         return True
-    return any((candidate / ".git").exists() for candidate in (folder, *folder.parents))
+    return any(os.path.exists(os.path.join(candidate, ".git")) for candidate in candidates)
+
+
+@functools.lru_cache(maxsize=256)
+def _folders_up_from(path: str) -> tuple[str, ...] | None:
+    """``path`` resolved, and each folder above it; None when it cannot be resolved.  Remembered:
+    the same few work folders are asked about before and after every attempt, and resolving one
+    is a system call per component (a wrong answer after a folder was moved only means git is
+    asked, or an attempt's tree is not recorded)."""
+    try:
+        folder = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return None
+    return tuple(str(candidate) for candidate in (folder, *folder.parents))
 
 
 def repo_root(path: Path) -> Path | None:

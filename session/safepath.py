@@ -17,7 +17,16 @@ from pathlib import Path
 
 from protocol.ids import task_id_problem
 
-__all__ = ["STATE_DIR_NAME", "UnsafePath", "is_private", "path_text_problem", "task_file", "within"]
+__all__ = [
+    "STATE_DIR_NAME",
+    "UnsafePath",
+    "is_private",
+    "make_folder",
+    "open_new_file",
+    "path_text_problem",
+    "task_file",
+    "within",
+]
 
 #: The executor's private folder in a session (state.db, prompts, logs, inbox).
 STATE_DIR_NAME = ".executor"
@@ -74,6 +83,29 @@ def _plainly_inside(root: Path, parts: tuple[str, ...]) -> bool:
         if stat.S_ISLNK(mode):
             return False
     return True
+
+
+def make_folder(path: str | os.PathLike[str]) -> None:
+    """``mkdir -p``, in one system call when the folder is already there (the usual case, once
+    per attempt: ``Path.mkdir(parents=True, exist_ok=True)`` takes two)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return  # a file of that name: whatever is opened in it next fails and says so
+    except FileNotFoundError:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def open_new_file(path: str | os.PathLike[str], flags: int) -> int:
+    """``os.open(path, flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o666)``, making its folder only
+    when it is missing (no ``mkdir`` per file).  ``O_NOFOLLOW``: a link planted at the name
+    since the path was checked is refused (ELOOP), never written through."""
+    flags |= os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        make_folder(os.path.dirname(path))
+        return os.open(path, flags, 0o666)
 
 
 def task_file(root: Path, task_id: str, suffix: str = "", *folders: str) -> Path:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
 from protocol.ids import MAX_TASK_ID, is_task_id, task_id_problem
-from session.safepath import UnsafePath, is_private, task_file, within
+from session.safepath import UnsafePath, is_private, make_folder, open_new_file, task_file, within
 
 
 @pytest.mark.parametrize("good", ["IMPL-001", "ST0-001", "a", "_x", "v1.2-rc_3", "9" * MAX_TASK_ID])
@@ -67,3 +69,24 @@ def test_the_private_folder_is_judged_by_where_a_path_really_leads(tmp_path: Pat
     assert is_private(tmp_path, Path("artifacts/../.executor"))
     assert is_private(tmp_path, Path("artifacts/peek.md"))
     assert not is_private(tmp_path, Path("artifacts/plan.md"))
+
+
+def test_a_new_file_is_made_with_its_folder_and_a_link_planted_at_its_name_is_refused(tmp_path):
+    # Prompts and logs are opened by name after task_file() checked it; an agent that plants a
+    # link at that name in between must not get the executor to write through it.
+    target = tmp_path / "deep" / "er" / "T-1-a1.log"
+    fd = open_new_file(target, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"one\n")
+    os.close(fd)
+    assert target.read_bytes() == b"one\n"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    planted = tmp_path / "deep" / "er" / "T-1-a2.log"
+    planted.symlink_to(outside)
+    with pytest.raises(OSError) as refused:
+        open_new_file(planted, os.O_WRONLY | os.O_TRUNC)
+    assert refused.value.errno == errno.ELOOP
+    assert outside.read_text() == "keep"
+    make_folder(tmp_path / "deep" / "er")  # already there: nothing happens
+    make_folder(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").is_dir()
