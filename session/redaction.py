@@ -185,13 +185,31 @@ def redact(text: str) -> str:
 
 
 def _may_hold_shape(text: str) -> bool:
-    if "-" in text and ("sk-" in text or "xox" in text or "glpat-" in text):
+    if "-" in text and (_begins_a_word(text, "sk-") or "xox" in text or "glpat-" in text):
         return True
     if "_" in text and ("github_pat_" in text or _SHAPE_GITHUB.search(text) is not None):
         return True
     if "I" in text and "AIza" in text:
         return True
     return ":" in text and _SHAPE_TELEGRAM.search(text) is not None
+
+
+_WORD_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _begins_a_word(text: str, literal: str) -> bool:
+    """Whether ``literal`` occurs where a :data:`_SHAPES` match may begin: after no word
+    character, or right after a JSON escape (``\\n``).  Our own prompts and records say
+    ``task-analysis.json`` ("sk-" inside a word), which sent every one of them through the
+    whole pattern; finding the literal is a memchr-fast search per occurrence instead."""
+    at = text.find(literal)
+    while at != -1:
+        if at == 0 or text[at - 1] not in _WORD_CHARACTERS:
+            return True
+        if at >= 2 and text[at - 2] == "\\" and text[at - 1] in "nrt":
+            return True
+        at = text.find(literal, at + 1)
+    return False
 
 
 def _may_hold_lead(text: str) -> bool:

@@ -227,3 +227,18 @@ def test_a_writer_redacts_a_secret_that_arrives_in_pieces(tmp_path: Path) -> Non
 def test_one_rule_says_which_names_hold_secrets(name: str, secret: bool) -> None:
     # The same rule registers a worker's env values, warns of literal secrets in the config and masks `config show`.
     assert is_secret_name(name) is secret
+
+
+@pytest.mark.parametrize(
+    "before",
+    ["", " ", "(", "-", "/", '"', "\\n", "\\t", "é", "task-analysis.json and then ", "desk-lamp, "],
+)
+def test_a_key_shape_is_masked_whatever_stands_before_it_and_only_there(before: str) -> None:
+    # The cheap test that lets most text skip the shape pattern must never skip a real one:
+    # "task-analysis" holds "sk-" inside a word, and the key may come after it.
+    key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+    assert key not in redact(f"{before}{key} end")
+    assert redact(f"{before}sk-{'a' * 3} end") == f"{before}sk-aaa end"
+    for inside in ("task-", "xsk-", "_sk-", "9sk-"):
+        text = f"{before}{inside}{key[3:]} end"
+        assert redact(text) == text, text  # inside a word: not a key shape (and no lead)
