@@ -54,8 +54,11 @@ def makefile(tasks: list[tuple[str, list[str]]]) -> str:
 def timed(argv: list[str], cwd: Path) -> tuple[float, int, int, float]:
     """Wall seconds, exit code, peak RSS in KiB of the process, CPU seconds (user + system,
     the process and every child it reaped: the commands' own CPU is in it), from wait4."""
+    # Compiled modules are cached as a user's install caches them (an environment that sets
+    # PYTHONDONTWRITEBYTECODE would compile every changed module again at each start).
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
