@@ -18,6 +18,7 @@ Both stop what is left the same way: SIGTERM, a grace period, SIGKILL.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -25,6 +26,7 @@ import itertools
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -208,8 +210,11 @@ class AttemptCgroup:
         base = _base()
         if base is None:
             return None
-        owner = _owner()
-        path = base / f"{_tag(marker)}-{owner}-{next(_sequence)}"
+        prefix = f"{_tag(marker)}-{_owner()}"
+        kept = _take_idle(prefix)
+        if kept is not None:
+            return cls(kept)
+        path = base / f"{prefix}-{next(_sequence)}"
         try:
             path.mkdir()
         except OSError:
@@ -254,7 +259,7 @@ class AttemptCgroup:
         """Stop every process still in the cgroup, wait until it is empty, remove it."""
         members = self.members()
         if not members:  # the usual end: nothing is left, and nothing can join an empty cgroup
-            self.remove()
+            self.release()
             return []
         signalled = stop_pids(members, grace_s)
         deadline = time.monotonic() + _EMPTY_WAIT_S
@@ -270,6 +275,16 @@ class AttemptCgroup:
         self.remove()
         return sorted(set(signalled))
 
+    def release(self) -> None:
+        """Keep this emptied cgroup for the next attempt of the same session and owner (or
+        remove it when enough are kept).  Only an empty one is kept: nothing can join it."""
+        prefix = self.path.name.rpartition("-")[0]
+        with _idle_lock:  # a crashed executor's cgroup (emptied by sweep) is removed, not kept
+            if prefix.endswith(f"-{_owner()}") and sum(len(kept) for kept in _idle.values()) < _IDLE_MAX:
+                _idle.setdefault(prefix, []).append(self.path)
+                return
+        self.remove()
+
     def remove(self) -> None:
         # Zombies still count as members for a moment after their parent reaps them.
         deadline = time.monotonic() + _EMPTY_WAIT_S
@@ -283,6 +298,35 @@ class AttemptCgroup:
                 if time.monotonic() >= deadline:
                     return  # left for the next run's sweep
                 time.sleep(_POLL_S)
+
+
+#: Emptied cgroups of this process, kept for the next attempt of the same session: making one
+#: and removing it are two costly system calls (the kernel sets up and tears down its
+#: controllers) that every attempt paid.  Removed when the process exits; after a crash, the
+#: next run's :func:`sweep` removes the empty ones of the dead owner.
+_IDLE_MAX = 64
+_idle: dict[str, list[Path]] = {}
+_idle_lock = threading.Lock()
+
+
+def _take_idle(prefix: str) -> Path | None:
+    with _idle_lock:
+        kept = _idle.get(prefix)
+        while kept:
+            path = kept.pop()
+            if os.access(path / "cgroup.procs", os.W_OK):  # still there (nobody else removes ours)
+                return path
+    return None
+
+
+@atexit.register
+def _remove_idle() -> None:
+    with _idle_lock:
+        paths = [path for kept in _idle.values() for path in kept]
+        _idle.clear()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def _tag(marker: str | None) -> str:

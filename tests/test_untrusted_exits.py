@@ -218,3 +218,48 @@ def test_after_a_kill_9_the_next_run_stops_what_escaped_into_the_crashed_attempt
         if crashed.poll() is None:
             crashed.kill()
         _kill_escaped(token)
+
+
+_ATTEMPTS_IN_A_ROW = """
+import json, os, sys
+from backends.containment import _base
+from backends.process import run_process
+from backends.process_types import ProcessLimits, ProcessSpec
+from backends.sandbox import allowlisted_env
+
+folder = sys.argv[1]
+env = allowlisted_env(extra={"TEAM_EXECUTOR_MARKER": "reuse-test-" + folder})
+def attempt(n, script):
+    spec = ProcessSpec(argv=("/bin/sh", "-c", script), cwd=folder, env=env, log_path=f"{folder}/{n}.log")
+    outcome = run_process(spec, ProcessLimits(wall_timeout_s=30, grace_s=1))
+    return outcome.stdout_tail.decode().split()[0]
+where = "grep team-executor /proc/self/cgroup | cut -d: -f3"
+seen = [attempt(1, where), attempt(2, where)]
+seen.append(attempt(3, where + "; setsid sleep 30 </dev/null >/dev/null 2>&1 &"))  # escapes its group
+seen.append(attempt(4, where))
+print(json.dumps({"seen": seen, "base": str(_base()), "owner": f"{os.getpid()}-"}))
+"""
+
+
+def test_an_emptied_cgroup_is_used_again_by_the_next_attempt_and_removed_when_the_executor_ends(tmp_path):
+    # Making and removing a cgroup per attempt were two costly system calls on every attempt:
+    # an emptied one is kept for the next.  One that held an escaped process is not kept, and
+    # none outlives the process that made them.
+    if not cgroups_available():
+        pytest.skip("no writable cgroup hierarchy on this machine")
+    done = subprocess.run(
+        [sys.executable, "-c", _ATTEMPTS_IN_A_ROW, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    report = json.loads(done.stdout)
+    first, second, escaped, fourth = report["seen"]
+    assert "team-executor/" in first
+    assert second == first  # the same cgroup, used again
+    assert escaped == first
+    assert fourth != escaped  # the cgroup an escaped process was stopped in is removed, not kept
+    left = [entry.name for entry in Path(report["base"]).iterdir() if report["owner"] in entry.name]
+    assert left == []
