@@ -8,6 +8,7 @@ session folder).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,6 +39,14 @@ class JailError(Exception):
 # --------------------------------------------------------------------------- environment
 
 
+@functools.lru_cache(maxsize=32)
+def _allow_rules(allow: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The exact names and the prefixes (``LC_*``) of an allow list, split once: this runs for
+    every attempt over every variable of the executor's environment."""
+    exact = frozenset(name for name in allow if not name.endswith("*"))
+    return exact, tuple(name[:-1] for name in allow if name.endswith("*"))
+
+
 def allowlisted_env(
     extra: Mapping[str, str] | None = None,
     allow: Iterable[str] = DEFAULT_ENV_ALLOW,
@@ -51,14 +60,8 @@ def allowlisted_env(
     worker's one API key goes). Returns a new dict; the inputs are not modified.
     """
     src = os.environ if source is None else source
-    exact: set[str] = set()
-    prefixes: list[str] = []
-    for name in allow:
-        if name.endswith("*"):
-            prefixes.append(name[:-1])
-        else:
-            exact.add(name)
-    env = {k: v for k, v in src.items() if k in exact or any(k.startswith(p) for p in prefixes)}
+    exact, prefixes = _allow_rules(tuple(allow))
+    env = {k: v for k, v in src.items() if k in exact or k.startswith(prefixes)}
     if extra:
         env.update(extra)
     return env

@@ -30,6 +30,7 @@ Thread-safe.  Pure functions apart from the process-wide registry; nothing at im
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -142,6 +143,7 @@ _SECRET_WORDS = frozenset(
 _NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
 
 
+@functools.lru_cache(maxsize=1024)
 def is_secret_name(name: str) -> bool:
     """Whether a value under ``name`` is a secret (words split at ``_``, ``-``, ``.`` and camelCase)."""
     return not _SECRET_WORDS.isdisjoint(word.upper() for word in _NAME_WORDS.findall(name))
