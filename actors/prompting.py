@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from backends.prompt import build_prompt
+from backends.prompt import build_prompt, dependants_index
 from protocol.records import TaskRow
 from session.feedback import prompt_feedback
 from session.graph import TaskSpec
@@ -37,6 +37,9 @@ class PromptSource:
             found, _missing = resolve_role_skills(names, available)
             self._skills[role] = found
         self._extra: dict[str, TaskSpec] = {}
+        # Who waits for whom, once: each prompt names the tasks it unblocks (a pass over every
+        # task per prompt made a run's prompts cost the square of its task count).
+        self._unblocks = dependants_index(session.tasks)
         self._feedback: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
@@ -71,4 +74,11 @@ class PromptSource:
                 + (f"\n\n{feedback}" if feedback else "")
             )
         spec = self.spec(task_id)
-        return build_prompt(self.session, spec, attempt, feedback=feedback, skills=self._skills.get(spec.owner, ()))
+        return build_prompt(
+            self.session,
+            spec,
+            attempt,
+            feedback=feedback,
+            skills=self._skills.get(spec.owner, ()),
+            unblocks=self._unblocks.get(task_id, ()),
+        )

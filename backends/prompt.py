@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -253,6 +253,15 @@ def _dependants(session: TeamSession, task: TaskSpec) -> list[str]:
     return sorted(other.id for other in session.tasks if task.id in other.blocked_by)
 
 
+def dependants_index(tasks: Iterable[TaskSpec]) -> dict[str, list[str]]:
+    """Task id -> the ids of the tasks blocked by it, in one pass over every dependency."""
+    index: dict[str, list[str]] = {}
+    for other in tasks:
+        for needed in dict.fromkeys(other.blocked_by):
+            index.setdefault(needed, []).append(other.id)
+    return index
+
+
 # --------------------------------------------------------------------------- the prompt
 
 
@@ -263,6 +272,7 @@ def build_prompt(
     feedback: str = "",
     artifact_budget_bytes: int = 48_000,
     skills: Sequence[Skill] = (),
+    unblocks: Sequence[str] | None = None,
 ) -> str:
     """The whole prompt for one attempt of ``task``, as Markdown.
 
@@ -278,13 +288,17 @@ def build_prompt(
     whatever does not fit is named with "(not inlined: over the size budget)" and
     its path (missing files are named as missing); ``feedback`` when non-empty; a
     note when ``attempt > 1``; the required final report format.
+
+    ``unblocks``: the ids of the tasks that wait for this one, when the caller keeps them
+    (:func:`dependants_index`); else they are found by a pass over every task, which a
+    run that builds one prompt per task must not pay each time.
     """
     root = session.folder.resolve()
     role = task.owner
     spec = session.role_specs.get(role)
     tag = (spec.meta.output_tag if spec is not None else None) or f"[{role}]"
     depends = list(task.blocked_by)
-    unblocks = _dependants(session, task)
+    unblocks = sorted(unblocks) if unblocks is not None else _dependants(session, task)
     budget = _Budget(left=max(0, artifact_budget_bytes))
     parts: list[str] = []
 

@@ -332,3 +332,17 @@ def test_prompt_is_deterministic_and_keeps_user_text_literal(tmp_path):
     assert "PURPOSE: Handle {braces}, {0} and $(rm -rf /) literally | Success: design written" in first
     assert "````markdown\nplan with ``` a fence inside\n````" in first
     assert "feedback {x}" in first
+
+
+def test_the_run_s_prompt_source_names_the_same_unblocked_tasks_as_a_pass_over_every_task(tmp_path):
+    # The run keeps who-waits-for-whom once (dependants_index) instead of a pass over every task
+    # per prompt; a prompt must say exactly what that pass says, for every task of the demo.
+    from actors.prompting import PromptSource  # noqa: PLC0415 - the run's side of the seam
+
+    session = load_session(copy_demo(tmp_path / "demo"))
+    source = PromptSource(session)
+    unblocked = 0
+    for task in session.tasks:
+        assert source(task.id, 1) == build_prompt(session, task, 1, skills=source._skills.get(task.owner, ()))
+        unblocked += "Unblocks: none" not in source(task.id, 1)
+    assert unblocked > 0  # the demo has dependencies: the comparison says something
