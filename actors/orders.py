@@ -4,6 +4,7 @@ the core's :class:`PipelineConfig`, the review rounds already on disk, and the
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from protocol.messages import BridgeEndpoint, McpCall, WorkOrder
 from session.feedback import FEEDBACK_DIR, rounds_so_far
 from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands
 from session.loader import TeamSession
-from session.safepath import UnsafePath, task_file
+from session.safepath import UnsafePath, task_file_text
 from session.store import STATE_DIR
 
 __all__ = ["McpStates", "pipeline_config", "review_rounds", "work_order"]
@@ -105,14 +106,15 @@ def work_order(
     say: Callable[[str], None],
 ) -> WorkOrder:
     task_id, attempt, role = start.task_id, start.attempt, start.role
-    state = folder / STATE_DIR
+    state = os.path.join(folder, STATE_DIR)
     spec = session.role_specs[role].meta
     backend = backends[role]
     # task_file checks the id and keeps each file inside .executor/ (UnsafePath otherwise): the
     # loader already refused ids outside the grammar, this is the last line before a path exists.
-    prompt_file = task_file(state, task_id, f"-a{attempt}.md", "prompts")
-    report_file = task_file(state, task_id, f"-a{attempt}.json", "reports")
-    if Path(start.log_path) != task_file(state, task_id, f"-a{attempt}.log", "logs"):
+    prompt_file = task_file_text(state, task_id, f"-a{attempt}.md", "prompts")
+    report_file = task_file_text(state, task_id, f"-a{attempt}.json", "reports")
+    log_file = task_file_text(state, task_id, f"-a{attempt}.log", "logs")
+    if start.log_path != log_file and Path(start.log_path) != Path(log_file):
         raise UnsafePath(f"the log of {task_id} attempt {attempt} would be {start.log_path}, not in {state}/logs")
     bridge = None
     if options.worker_bridge is not None:
@@ -127,8 +129,8 @@ def work_order(
         session_dir=str(folder),
         artifacts_dir=str(folder / "artifacts"),
         workdir=str(options.workdir),
-        prompt_file=str(prompt_file),
-        report_file=str(report_file),
+        prompt_file=prompt_file,
+        report_file=report_file,
         log_path=start.log_path,
         run_id=run_id,
         marker=marker,

@@ -25,7 +25,9 @@ __all__ = [
     "open_new_file",
     "path_text_problem",
     "task_file",
+    "task_file_text",
     "within",
+    "within_text",
 ]
 
 #: The executor's private folder in a session (state.db, prompts, logs, inbox).
@@ -44,12 +46,18 @@ def within(root: Path, *parts: str) -> Path:
     Both are resolved for the check (links followed, ``..`` folded), so a session reached
     through a link still works and a link planted inside cannot lead out.  The path need
     not exist."""
+    return Path(within_text(root, *parts))
+
+
+def within_text(root: str | os.PathLike[str], *parts: str) -> str:
+    """:func:`within` as a string: the Executor builds three such paths per attempt on its one
+    thread, and a ``Path`` costs more to make than the check itself."""
     for part in parts:
         problem = path_text_problem(part)
         if problem is not None:
             raise UnsafePath(problem)
     if _plainly_inside(root, parts):
-        return Path(root).joinpath(*parts)
+        return os.path.join(root, *parts)
     base = Path(root).resolve()
     try:
         target = base.joinpath(*parts).resolve()
@@ -57,10 +65,10 @@ def within(root: Path, *parts: str) -> Path:
         raise UnsafePath(f"cannot resolve {'/'.join(parts)!r} under {base}: {error}") from error
     if target == base or not target.is_relative_to(base):
         raise UnsafePath(f"{'/'.join(parts)!r} leads outside {base}")
-    return Path(root).joinpath(*parts)
+    return os.fspath(Path(root).joinpath(*parts))
 
 
-def _plainly_inside(root: Path, parts: tuple[str, ...]) -> bool:
+def _plainly_inside(root: str | os.PathLike[str], parts: tuple[str, ...]) -> bool:
     """Whether ``root/parts`` is inside ``root`` without resolving anything: every part a plain
     name (no separator, no ``.``/``..``) and no part, up to the first that does not exist yet,
     a link.  One ``lstat`` per part instead of one per component of the whole resolved path
@@ -110,10 +118,15 @@ def open_new_file(path: str | os.PathLike[str], flags: int) -> int:
 
 def task_file(root: Path, task_id: str, suffix: str = "", *folders: str) -> Path:
     """``root/<folders...>/<task_id><suffix>``, after checking the id and where it lands."""
+    return Path(task_file_text(root, task_id, suffix, *folders))
+
+
+def task_file_text(root: str | os.PathLike[str], task_id: str, suffix: str = "", *folders: str) -> str:
+    """:func:`task_file` as a string (see :func:`within_text`)."""
     problem = task_id_problem(task_id)
     if problem is not None:
         raise UnsafePath(problem)
-    return within(root, *folders, f"{task_id}{suffix}")
+    return within_text(root, *folders, f"{task_id}{suffix}")
 
 
 def path_text_problem(text: str) -> str | None:
