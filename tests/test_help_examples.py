@@ -55,3 +55,20 @@ def test_the_command_line_starts_without_loading_the_backends() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_command_runs_in_an_app_narrowed_to_it_and_says_exactly_what_the_whole_app_says():
+    # Typer builds every command before it parses: main() hands it only the command named.
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from cli.main import app, only_command  # noqa: PLC0415
+
+    runner = CliRunner()
+    for argv in (["check", "--help"], ["run", "--help"], ["task", "show", "--help"], ["check", "--bogus"]):
+        narrowed = only_command(["executor", *argv])
+        assert narrowed is not app
+        assert len(narrowed.registered_commands) + len(narrowed.registered_groups) == 1
+        whole, narrow = runner.invoke(app, argv), runner.invoke(narrowed, argv)
+        assert (narrow.exit_code, narrow.output) == (whole.exit_code, whole.output), argv
+    for argv in ([], ["--help"], ["--version"], ["chek"]):  # no command named: the whole app answers
+        assert only_command(["executor", *argv]) is app
