@@ -199,6 +199,11 @@ class SessionActor(TreeActor):
         self.store.append(event, task_id)
         self._pending_events.append(event)
 
+    def _append_all(self, *events: Event) -> None:
+        """:meth:`_append` each of ``events`` under its own task id, in one statement."""
+        self.store.append_all(events)
+        self._pending_events.extend(events)
+
     def _publish(self) -> None:
         events, self._pending_events = self._pending_events, []
         for event in events:
@@ -265,11 +270,8 @@ class SessionActor(TreeActor):
 
     @handles(RecordDispatch)
     def record_dispatch(self, message: RecordDispatch) -> None:
-        if self.store.run_exists(message.run_row_id):
-            return
         with self.store.transaction():
-            self._update(message.task_id, TaskChange(status="in_progress", attempts=message.attempt, not_before=None))
-            self.store.insert_run(
+            inserted = self.store.insert_run(
                 RunStart(
                     id=message.run_row_id,
                     run_id=message.run_id,
@@ -280,14 +282,17 @@ class SessionActor(TreeActor):
                     log_path=message.log_path,
                 )
             )
-            self._append(WorkerSpawned(worker_id=message.worker_id, role=message.role, task_id=message.task_id))
-            self._append(
+            if not inserted:  # recorded before (re-sent after a restart of this actor): nothing to do
+                return
+            self._update(message.task_id, TaskChange(status="in_progress", attempts=message.attempt, not_before=None))
+            self._append_all(
+                WorkerSpawned(worker_id=message.worker_id, role=message.role, task_id=message.task_id),
                 TaskDispatched(
                     task_id=message.task_id,
                     attempt=message.attempt,
                     worker_id=message.worker_id,
                     backend=message.backend,
-                )
+                ),
             )
         self.projection.worker_started(message.task_id, message.role, None, utc_now())
         self.projection.task_reopened(message.task_id)

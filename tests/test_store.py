@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import errno
+import re
 import sqlite3
 import threading
+from datetime import UTC, datetime
 
+import msgspec
 import pytest
 import sqlite_utils
 
 from protocol.events import TaskCompleted, TaskCreated, TaskFailed
-from session.store import Store, StoreError, StoreReader, TaskRow, storage_problem
+from session.store import Store, StoreError, StoreReader, TaskRow, storage_problem, utc_now
 from session.store_changes import RunChange, RunStart, TaskChange
 from session.store_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -102,6 +105,40 @@ def test_tasks_and_runs_are_updated_in_place(tmp_path):
     with pytest.raises(TypeError, match="colour"):
         TaskChange(colour="red")  # type: ignore[call-arg]
     store.close()
+
+
+def test_a_run_row_recorded_twice_is_kept_as_it_was_and_the_second_insert_says_so(tmp_path):
+    store = Store.open(tmp_path)
+    first = RunStart(id=7, run_id="R1", task_id="A-1", attempt=1, worker_id="w1", backend="command")
+    assert store.insert_run(first) == 7
+    assert store.insert_run(msgspec.structs.replace(first, worker_id="w2")) == 0
+    (run,) = store.runs()
+    assert (run.id, run.worker_id) == (7, "w1")
+    store.close()
+
+
+def test_events_appended_in_one_statement_keep_their_order_and_task_ids(tmp_path):
+    store = Store.open(tmp_path)
+    store.append(TaskCreated(task_id="A-1", owner="r", priority="P1"))
+    store.append_all(
+        [
+            TaskCreated(task_id="A-2", owner="r", priority="P1"),
+            TaskFailed(task_id="A-3", attempt=1, error_kind="crash", error="x"),
+        ]
+    )
+    events = store.events()
+    assert [event_id for event_id, _, _ in events] == [1, 2, 3]
+    assert [event.task_id for _, _, event in events] == ["A-1", "A-2", "A-3"]  # type: ignore[attr-defined]
+    assert [row[0] for row in store.conn.execute("SELECT task_id FROM events ORDER BY id")] == ["A-1", "A-2", "A-3"]
+    store.close()
+
+
+def test_utc_now_is_isoformat_to_the_millisecond_in_utc():
+    before = datetime.now(UTC)
+    text = utc_now()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text)
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= datetime.fromisoformat(text) <= after
 
 
 def test_the_reader_returns_none_before_any_run(tmp_path):
