@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import msgspec
 
 from protocol.events import Event, TaskCompleted, decode_event, encode_event
+from protocol.messages import Disposition
 from protocol.records import EscalationRow, RunRow, TaskRow
-from session.redaction import redacting_connection
+from protocol.types import ERROR_KINDS, PRIORITIES, TASK_STATUSES
+from session.redaction import Verbatim, redacting_connection
 from session.store_changes import RunChange, RunStart, TaskChange, given
 from session.store_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -153,6 +156,38 @@ def _task_to_row(task: TaskRow) -> dict[str, Any]:
 def _check_columns(values: dict[str, Any], allowed: frozenset[str], what: str) -> None:
     if not allowed.issuperset(values):
         raise ValueError(f"unknown {what} columns: {sorted(set(values) - allowed)}")
+
+
+# What the connection need not redact (session.redaction.Verbatim): the words of our own
+# vocabulary (statuses, outcomes, error kinds, event types) and the times utc_now() takes.
+# Neither is anything an agent wrote, and neither can hold a credential (no registered
+# secret, key shape or "token=..." value fits in them), so redacting them changes nothing;
+# they are about half of the text a run binds.  Recognised by content, not by who passed them.
+_OWN_WORDS: dict[str, Verbatim] = {
+    word: Verbatim(word) for word in (*TASK_STATUSES, *PRIORITIES, *ERROR_KINDS, *get_args(Disposition))
+}
+_UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
+_UTC_TIME_LEN = len("2026-03-01T10:00:00.123+00:00")
+
+
+def _bound(value: Any) -> Any:
+    """``value`` as a statement binds it: a word of ours or a UTC time marked :class:`Verbatim`."""
+    if type(value) is str:
+        word = _OWN_WORDS.get(value)
+        if word is not None:
+            return word
+        if len(value) == _UTC_TIME_LEN and _UTC_TIME.fullmatch(value):
+            return Verbatim(value)
+    return value
+
+
+@functools.cache
+def _event_type(tag: str) -> Verbatim:
+    return Verbatim(tag)  # a Struct's tag: a class attribute of ours
+
+
+def _payload(event: Event) -> str:
+    return encode_event(event).decode()  # plain text: the connection redacts it (it holds agent text)
 
 
 _TASK_COLUMN_SET = frozenset(_TASK_COLUMNS)
@@ -442,9 +477,8 @@ class Store(_Reads):
 
     def append(self, event: Event, task_id: str | None = None) -> int:
         task_id = task_id if task_id is not None else getattr(event, "task_id", None)
-        cursor = self._write(
-            _INSERT_EVENT, [event.__struct_config__.tag, task_id, encode_event(event).decode(), utc_now()]
-        )
+        now = Verbatim(utc_now())
+        cursor = self._write(_INSERT_EVENT, [_event_type(event.__struct_config__.tag), task_id, _payload(event), now])
         return int(cursor.lastrowid or 0)
 
     def append_all(self, events: Sequence[Event]) -> None:
@@ -452,10 +486,10 @@ class Store(_Reads):
         if len(events) == 1:
             self.append(events[0])
             return
-        now = utc_now()
+        now = Verbatim(utc_now())
         values: list[Any] = []
         for event in events:
-            values += (event.__struct_config__.tag, getattr(event, "task_id", None), encode_event(event).decode(), now)
+            values += (_event_type(event.__struct_config__.tag), getattr(event, "task_id", None), _payload(event), now)
         self._write(_insert_events(len(events)), values)
 
     def put_tasks(self, tasks: list[TaskRow]) -> None:
@@ -468,7 +502,7 @@ class Store(_Reads):
                 changes[column] = msgspec.json.encode(changes[column]).decode()
         changes.setdefault("updated_at", utc_now())
         _check_columns(changes, _TASK_COLUMN_SET, "task")
-        self._write(_statement("tasks", tuple(changes)), [*changes.values(), task_id])
+        self._write(_statement("tasks", tuple(changes)), [*map(_bound, changes.values()), task_id])
 
     # Runs are written on every attempt: plain SQL over checked column names, because
     # sqlite-utils' insert()/update() introspect the table on each call.
@@ -477,7 +511,7 @@ class Store(_Reads):
         fields = given(run)
         fields.setdefault("started_at", utc_now())
         _check_columns(fields, _RUN_COLUMN_SET, "run")
-        cursor = self.conn.execute(_statement("insert_run", tuple(fields)), list(fields.values()))
+        cursor = self.conn.execute(_statement("insert_run", tuple(fields)), [*map(_bound, fields.values())])
         return int(cursor.lastrowid or 0) if cursor.rowcount > 0 else 0
 
     def update_run(self, run_id: int, change: RunChange) -> None:
@@ -487,7 +521,7 @@ class Store(_Reads):
             changes["files_changed"] = msgspec.json.encode(changes["files_changed"]).decode()
         if not changes:
             return
-        self.conn.execute(_statement("runs", tuple(changes)), [*changes.values(), run_id])
+        self.conn.execute(_statement("runs", tuple(changes)), [*map(_bound, changes.values()), run_id])
 
     def put_escalation(self, escalation: EscalationRow) -> None:
         row = msgspec.structs.asdict(escalation)

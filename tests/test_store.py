@@ -13,6 +13,7 @@ import pytest
 import sqlite_utils
 
 from protocol.events import TaskCompleted, TaskCreated, TaskFailed
+from session.redaction import register_secret
 from session.store import Store, StoreError, StoreReader, TaskRow, storage_problem, utc_now
 from session.store_changes import RunChange, RunStart, TaskChange
 from session.store_schema import MIGRATIONS, SCHEMA_VERSION
@@ -139,6 +140,45 @@ def test_utc_now_is_isoformat_to_the_millisecond_in_utc():
     after = datetime.now(UTC)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text)
     assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= datetime.fromisoformat(text) <= after
+
+
+def test_agent_text_in_any_column_is_masked_beside_the_words_and_times_stored_as_they_are(tmp_path):
+    secret, shaped = "storeSECRETvalue-0123456789", "sk-ant-" + "Q9w8E7r6" * 4
+    register_secret(secret)
+    store = Store.open(tmp_path)
+    now = utc_now()
+    store.put_tasks([TaskRow(id="A-1", owner="r", description=f"use {secret}")])
+    with store.transaction():
+        store.update_task(
+            "A-1",
+            TaskChange(
+                status="failed",
+                last_error=f"{now} {secret}",
+                last_error_kind="crash",
+                completed_at=now,
+                not_before=f"{now} {shaped}",
+                subject=shaped,
+            ),
+        )
+        run = store.insert_run(
+            RunStart(id=1, run_id=secret, task_id="A-1", attempt=1, worker_id=shaped, backend="command")
+        )
+        store.update_run(run, RunChange(ended_at=now, outcome="failed", error=secret, model=f"completed {shaped}"))
+        store.append_all([TaskFailed(task_id="A-1", attempt=1, error_kind="crash", error=secret)] * 2)
+        store.append(TaskFailed(task_id="A-1", attempt=1, error_kind="crash", error=f"{now} {shaped}"))
+    store.close()
+    files = b"".join(path.read_bytes() for path in (tmp_path / ".executor").iterdir())
+    assert secret.encode() not in files
+    assert shaped.encode() not in files
+    reader = StoreReader.open(tmp_path)
+    assert reader is not None
+    (task,) = reader.tasks()
+    assert (task.status, task.last_error_kind, task.completed_at) == ("failed", "crash", now)
+    assert task.last_error == f"{now} …6789"
+    (row,) = reader.runs()
+    assert (row.outcome, row.ended_at, row.run_id, row.model) == ("failed", now, "…6789", "completed …E7r6")
+    assert all(time == now or time > now for _, time, _ in reader.events())
+    reader.close()
 
 
 def test_the_reader_returns_none_before_any_run(tmp_path):
