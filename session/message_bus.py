@@ -36,8 +36,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from protocol.types import TASK_STATUSES
 from session.projection import write_atomic
-from session.redaction import redact_data
+from session.redaction import redact, redact_data
 from session.store import utc_now
 
 __all__ = [
@@ -121,8 +122,31 @@ def _scan(path: Path, offset: int = 0) -> tuple[int, int, bool]:
     return highest, size, last == b"" or last.endswith(b"\n")
 
 
+#: The executor's own words on a line: its keys, the keys of the bodies the ``*_message``
+#: helpers build, message types, task statuses, phases, severities.  Nothing an agent wrote, and
+#: none could hold a credential, so :func:`_redacted` passes them without a redact() call.
+_OWN_WORDS = frozenset(
+    {"id", "ts", "from", "to", "type", "summary", "data", DEFAULT_RECIPIENT, DEFAULT_TYPE, STATE_UPDATE}
+    | {"progress", "blocker", "task_complete", "task_unblocked", "warning", "error", "dispatched"}
+    | {"task_id", "role", "status", "progress_pct", "phase", "blocker_detail", "severity", "attempted"}
+    | {"artifact", "files_modified", "tasks", "unblocked_by", "error_kind", "detail", "HIGH", "MEDIUM", "LOW"}
+    | set(TASK_STATUSES)
+)
+
+
+def _redacted(value: Any) -> Any:
+    """:func:`session.redaction.redact_data` of a line's fields, our own words passed as they are."""
+    if isinstance(value, str):
+        return value if value in _OWN_WORDS else redact(value)
+    if isinstance(value, dict):
+        return {_redacted(key): _redacted(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redacted(item) for item in value)
+    return value
+
+
 def _encode_line(record: dict[str, Any]) -> bytes:
-    record = redact_data(record)
+    """One line of the file; ``record``'s text is already redacted."""
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
         return text.translate(_LINE_SEPARATORS).encode("utf-8") + b"\n"
@@ -192,16 +216,17 @@ class MessageBus:
                 raise ValueError("the message bus is closed")
             self._catch_up()
             number = self._last_number + 1
+            # Every field redacted but the id and the time, which are ours.
             record: dict[str, Any] = {
                 "id": format_message_id(number),
                 "ts": self._clock(),
-                "from": sender,
-                "to": to,
-                "type": type,
-                "summary": summary,
+                "from": _redacted(sender),
+                "to": _redacted(to),
+                "type": _redacted(type),
+                "summary": _redacted(summary),
             }
             if data is not None:
-                record["data"] = data
+                record["data"] = _redacted(data)
             line = _encode_line(record)
             self._append(line)
             self._last_number = number

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pykka
 import pytest
 
@@ -15,6 +16,7 @@ from protocol.messages import (
     AwaitCommit,
     BeginRun,
     CreateTasks,
+    FinishRun,
     RecordDispatch,
     RecordOutcome,
     RecordStart,
@@ -22,6 +24,7 @@ from protocol.messages import (
 from protocol.records import TaskRow
 from session.loader import load_session
 from session.message_bus import read_messages
+from session.redaction import register_secret
 from session.store import StoreReader
 from tests.sessions import write_session
 
@@ -112,3 +115,46 @@ def test_an_attempt_is_recorded_from_dispatch_to_completion(session):
     row = {row.id: row for row in tasks}["T-1"]
     assert (row.status, row.completed_at is not None, row.last_error) == ("completed", True, None)
     assert [line["type"] for line in read_messages(folder)] == ["progress", "task_complete", "task_unblocked"]
+
+
+def test_no_secret_in_task_text_or_agent_output_reaches_state_db_the_bus_or_the_session_file(session):
+    ref, folder = session
+    secret, shaped = "sessionSECRETvalue-0123456789", "xoxb-" + "4Kd8Lq2Pz7" * 3
+    register_secret(secret)
+    ref.ask(CreateTasks(tasks=(TaskRow(id="T-3", owner="worker", subject=shaped, description=f"use {secret}"),)))
+    ref.tell(_dispatch("T-1", 1))
+    ref.tell(RecordStart(run_row_id=1, task_id="T-1", attempt=1, role="worker", pid=42, create_time=1.5))
+    failed = AttemptResult(ok=False, error_kind="crash", error=f"token={secret} {shaped}", summary=shaped)
+    ref.tell(RecordOutcome(run_row_id=1, task_id="T-1", attempt=1, role="worker", result=failed, disposition="retry"))
+    ref.tell(msgspec.structs.replace(_dispatch("T-1", 2), attempt=2))
+    done = AttemptResult(
+        ok=True,
+        exit_code=0,
+        summary=f"done with {secret}",
+        artifacts=(f"out/{shaped}.md",),
+        files_modified=(f"src/{secret}.py",),
+        model=shaped,
+        agent_session_id=secret,
+    )
+    ref.tell(
+        RecordOutcome(
+            run_row_id=2,
+            task_id="T-1",
+            attempt=2,
+            role="worker",
+            result=done,
+            disposition="completed",
+            unblocked=("T-2",),
+            report_text=f"[worker] T-1 done: {shaped}",
+        )
+    )
+    ref.ask(FinishRun(run_id="R1", clean=True, interrupted_tasks=()), timeout=TIMEOUT)
+    bus, projection = folder / ".msg" / "messages.jsonl", folder / "team-session.json"
+    written = [*(folder / ".executor").glob("state.db*"), bus, projection]
+    for path in written:
+        data = path.read_bytes()
+        assert secret.encode() not in data, path
+        assert shaped.encode() not in data, path
+    assert "…6789" in bus.read_text(encoding="utf-8")  # masked, not dropped
+    runs, _, _ = _stored(folder)
+    assert [run.outcome for run in runs] == ["failed", "completed"]
