@@ -2,9 +2,10 @@
 
 Every transition lands in one SQLite transaction (the task row, the run row
 and the event together); then the team-session.json projection is marked
-dirty (written at most every ``flush_interval_s``), upstream-format messages
-go to ``.msg/messages.jsonl``, and the committed events are handed to the
-sinks (the terminal view, ``--json-events``).  Nothing here is the only copy
+dirty (written at most every ``flush_interval_s``).  Once the transaction is
+committed, the committed events are handed to the sinks (the terminal view,
+``--json-events``) and the upstream-format messages the transitions drafted go
+to ``.msg/messages.jsonl``, in one write.  Nothing here is the only copy
 of anything: a restarted Session actor rebuilds itself from the database.
 """
 
@@ -75,6 +76,9 @@ from session.escalations import answer_in_store
 from session.handoff import HandoffRefused, apply_handoff
 from session.loader import TeamSession
 from session.message_bus import (
+    DEFAULT_TYPE,
+    Draft,
+    Message,
     MessageBus,
     ProgressPacer,
     progress_message,
@@ -111,6 +115,7 @@ class SessionActor(TreeActor):
         self.sinks = list(sinks)
         self.flush_interval_s = flush_interval_s
         self._pending_events: list[Event] = []
+        self._pending_posts: list[Draft] = []  # bus messages of the open batch, written after its commit
         self.bus_pacer = ProgressPacer()  # every report is stored; the bus gets one now and then
         self._batch_began = 0.0
 
@@ -184,6 +189,7 @@ class SessionActor(TreeActor):
             if self.store.conn.in_transaction:
                 self.store.conn.execute("ROLLBACK")
         self._pending_events = []
+        self._pending_posts = []
         where = getattr(error, "filename", None) or str(self.folder / STATE_DIR / DB_NAME)
         if self.parent is not None:
             self.parent.tell(StorageFailed(problem=problem, where=str(where)))
@@ -204,6 +210,13 @@ class SessionActor(TreeActor):
         self.store.append_all(events)
         self._pending_events.extend(events)
 
+    def _post(self, sender: str, summary: str, type: str = DEFAULT_TYPE, data: dict[str, Any] | None = None) -> None:
+        """A bus message, drafted now (redacted and encoded), written once the batch is committed."""
+        self._pending_posts.append(self.bus.draft(sender, summary, type, data=data))
+
+    def _post_message(self, sender: str, message: Message) -> None:
+        self._post(sender, message.summary, message.type, message.data)
+
     def _publish(self) -> None:
         events, self._pending_events = self._pending_events, []
         for event in events:
@@ -212,6 +225,9 @@ class SessionActor(TreeActor):
                     sink(0, utc_now(), event)
                 except Exception:  # noqa: BLE001, S112 - a broken view must never stop the writer
                     continue
+        posts, self._pending_posts = self._pending_posts, []
+        if posts:
+            self.bus.post_drafts(posts)
 
     def _update(self, task_id: str, change: TaskChange) -> None:
         self.store.update_task(task_id, change)
@@ -296,7 +312,7 @@ class SessionActor(TreeActor):
             )
         self.projection.worker_started(message.task_id, message.role, None, utc_now())
         self.projection.task_reopened(message.task_id)
-        self.bus.post_message(
+        self._post_message(
             message.role, progress_message(message.task_id, message.role, "in_progress", 0, "dispatched")
         )
 
@@ -318,7 +334,7 @@ class SessionActor(TreeActor):
                 )
             )
         if self.bus_pacer.due(message.task_id, time.monotonic()):
-            self.bus.post_message(
+            self._post_message(
                 message.role,
                 progress_message(message.task_id, message.role, "in_progress", message.percent or 0, message.note[:80]),
             )

@@ -31,7 +31,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -48,6 +48,7 @@ __all__ = [
     "MESSAGES_FILE",
     "META_FILE",
     "MSG_DIR",
+    "Draft",
     "Message",
     "MessageBus",
     "ProgressPacer",
@@ -73,6 +74,16 @@ SUMMARY_LIMIT = 200
 _ID = re.compile(r"MSG-(\d+)")
 # Characters that str.splitlines() treats as line ends but JSON may leave raw inside strings.
 _LINE_SEPARATORS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+class Draft(NamedTuple):
+    """A message redacted and encoded, waiting for its id (:meth:`MessageBus.draft`)."""
+
+    rest: bytes  # the line after its opening brace: b'"ts":...}\n'
+    sender: str
+    type: str
+    data: dict[str, Any] | None
+    ts: str
 
 
 class Message(NamedTuple):
@@ -211,28 +222,54 @@ class MessageBus:
         ``data`` must be JSON-serialisable (else ``TypeError``/``ValueError``, and no id
         is used up).  A ``state_update`` with data is merged into ``meta.json``.
         """
+        (message_id,) = self.post_drafts([self.draft(sender, summary, type, to, data)])
+        return message_id
+
+    def draft(
+        self,
+        sender: str,
+        summary: str,
+        type: str = DEFAULT_TYPE,
+        to: str = DEFAULT_RECIPIENT,
+        data: dict[str, Any] | None = None,
+    ) -> Draft:
+        """One message as :meth:`post` would write it, its time taken now, redacted and encoded
+        but not yet numbered nor written (:meth:`post_drafts`).  Raises as :meth:`post` does."""
+        ts = self._clock()
+        # Every field redacted but the time (and the id, added later), which are ours.
+        record: dict[str, Any] = {
+            "ts": ts,
+            "from": _redacted(sender),
+            "to": _redacted(to),
+            "type": _redacted(type),
+            "summary": _redacted(summary),
+        }
+        if data is not None:
+            record["data"] = _redacted(data)
+        return Draft(_encode_line(record).removeprefix(b"{"), sender, type, data, ts)
+
+    def post_drafts(self, drafts: Sequence[Draft]) -> list[str]:
+        """Number ``drafts`` in order and append them in one write; their ids."""
         with self._lock:
             if self._fd is None:
                 raise ValueError("the message bus is closed")
             self._catch_up()
-            number = self._last_number + 1
-            # Every field redacted but the id and the time, which are ours.
-            record: dict[str, Any] = {
-                "id": format_message_id(number),
-                "ts": self._clock(),
-                "from": _redacted(sender),
-                "to": _redacted(to),
-                "type": _redacted(type),
-                "summary": _redacted(summary),
-            }
-            if data is not None:
-                record["data"] = _redacted(data)
-            line = _encode_line(record)
-            self._append(line)
+            number = self._last_number
+            ids: list[str] = []
+            lines: list[bytes] = []
+            for draft in drafts:
+                number += 1
+                ids.append(format_message_id(number))
+                # The id is a line's first field: the rest was encoded by draft().
+                lines.append(b'{"id":"' + ids[-1].encode() + b'",' + draft.rest)
+            if not lines:
+                return ids
+            self._append(b"".join(lines))
             self._last_number = number
-            if type == STATE_UPDATE and data is not None:
-                self._merge_role_state(sender, data, record["ts"])
-            return str(record["id"])
+            for draft in drafts:
+                if draft.type == STATE_UPDATE and draft.data is not None:
+                    self._merge_role_state(draft.sender, draft.data, draft.ts)
+            return ids
 
     def post_message(self, sender: str, message: Message, to: str = DEFAULT_RECIPIENT) -> str:
         """Post a body from one of the ``*_message`` helpers."""

@@ -71,6 +71,27 @@ def test_no_secret_reaches_the_file_from_any_field_whatever_its_key(tmp_path):
     assert record["data"]["…6789"] == "a key an agent chose"
 
 
+def test_drafts_keep_the_time_they_were_drafted_and_are_numbered_when_posted_in_one_write(tmp_path):
+    times = iter(f"2026-03-01T00:00:0{second}.000+00:00" for second in range(1, 10))
+    with MessageBus.open(tmp_path, clock=lambda: next(times)) as bus:
+        first = bus.draft("worker", "first", type="progress", data={"task_id": "T-1"})
+        second = bus.draft("worker", "second")
+        with pytest.raises(TypeError):
+            bus.draft("worker", "not JSON", data={"x": object()})
+        assert bus.post("executor", "in between") == "MSG-001"
+        assert bus.post_drafts([first, second]) == ["MSG-002", "MSG-003"]
+        assert bus.post_drafts([]) == []
+    assert [(r["id"], r["ts"][17:19], r["summary"]) for r in records(tmp_path)] == [
+        ("MSG-001", "04", "in between"),
+        ("MSG-002", "01", "first"),
+        ("MSG-003", "02", "second"),
+    ]
+    assert lines(tmp_path)[1] == (
+        '{"id":"MSG-002","ts":"2026-03-01T00:00:01.000+00:00","from":"worker","to":"coordinator",'
+        '"type":"progress","summary":"first","data":{"task_id":"T-1"}}'
+    )
+
+
 def test_the_first_message_of_a_new_session_is_msg_001_in_the_upstream_shape(tmp_path):
     with MessageBus.open(tmp_path) as bus:
         assert bus.last_id is None
