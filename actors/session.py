@@ -152,7 +152,8 @@ class SessionActor(TreeActor):
 
         Each handler's writes sit in a savepoint (``store.transaction()``) inside one
         open transaction, so a failing handler undoes only its own writes and the
-        batch before it is still committed.  The batch
+        batch before it is still committed (the batch's first writer needs no savepoint:
+        undoing it is rolling the whole transaction back).  The batch
         is committed before any reply (a caller that asked is told only what is
         durable), whenever the inbox is empty, and once it is :data:`MAX_BATCH_S` old,
         so under load many transitions share one commit, when idle each commits at
@@ -161,7 +162,7 @@ class SessionActor(TreeActor):
         """
         try:
             if not self.store.conn.in_transaction:
-                self.store.conn.execute("BEGIN")
+                self.store.begin()
                 self._batch_began = time.monotonic()
             try:
                 result = super().on_receive(message)

@@ -412,6 +412,7 @@ class Store(_Reads):
         self.db = db
         self.conn = db.conn
         self.path = path
+        self._unchanged_at = -1  # total_changes when begin() opened the current transaction
 
     @classmethod
     def open(cls, session_folder: Path) -> Store:
@@ -451,12 +452,29 @@ class Store(_Reads):
     def close(self) -> None:
         self.db.close()
 
+    def begin(self) -> None:
+        """Open a transaction for :meth:`transaction` to nest in (the Session actor's batch)."""
+        self.conn.execute("BEGIN")
+        self._unchanged_at = self.conn.total_changes
+
     @contextmanager
     def transaction(self) -> Iterator[Store]:
-        """A transaction, or a savepoint inside the one already open; undone on error."""
+        """A transaction, or a savepoint inside the one already open; undone on error.
+
+        In a transaction opened by :meth:`begin` that has changed no row yet (the first writer
+        of a Session batch), there is nothing else to keep: an error rolls the whole transaction
+        back and no savepoint is needed -- two statements fewer, each a GIL hand-off."""
         if not self.conn.in_transaction:
             with self.db.atomic():
                 yield self
+            return
+        if self.conn.total_changes == self._unchanged_at:  # counts every row change, never goes back
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
             return
         # A fixed name is fine: SQLite savepoints nest by name, innermost first.
         self.conn.execute("SAVEPOINT store_tx")

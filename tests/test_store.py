@@ -13,6 +13,7 @@ import pytest
 import sqlite_utils
 
 from protocol.events import TaskCompleted, TaskCreated, TaskFailed
+from protocol.types import TaskStatus
 from session.redaction import register_secret
 from session.store import Store, StoreError, StoreReader, TaskRow, storage_problem, utc_now
 from session.store_changes import RunChange, RunStart, TaskChange
@@ -88,6 +89,32 @@ def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
         create_then_fail()
     assert store.tasks() == []
     assert store.events() == []
+    store.close()
+
+
+def test_in_a_batch_a_failing_writer_undoes_only_its_own_writes_whether_first_or_not(tmp_path):
+    store = Store.open(tmp_path)
+    store.put_tasks([TaskRow(id="A-1", owner="r"), TaskRow(id="A-2", owner="r")])
+
+    def write(task_id: str, status: TaskStatus, fail: bool = False) -> None:
+        with store.transaction():
+            store.update_task(task_id, TaskChange(status=status))
+            store.append(TaskCreated(task_id=task_id, owner="r"))
+            if fail:
+                raise RuntimeError("boom")
+
+    store.begin()
+    with pytest.raises(RuntimeError):
+        write("A-1", "failed", fail=True)  # the batch's first writer: the whole transaction goes
+    assert not store.conn.in_transaction
+    store.begin()
+    write("A-1", "in_progress")
+    with pytest.raises(RuntimeError):
+        write("A-2", "failed", fail=True)  # a later writer: only its savepoint goes
+    write("A-2", "completed")
+    store.conn.execute("COMMIT")
+    assert [(row.id, row.status) for row in store.tasks()] == [("A-1", "in_progress"), ("A-2", "completed")]
+    assert [event.task_id for _, _, event in store.events()] == ["A-1", "A-2"]  # type: ignore[attr-defined]
     store.close()
 
 
