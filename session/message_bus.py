@@ -11,7 +11,9 @@ zero-padded to at least three digits (``MSG-999`` is followed by ``MSG-1000``).
 ``role_state[<from>]`` (with ``_updated_at``, as upstream does).
 
 :meth:`MessageBus.open` scans the file once for the highest id.  Each
-:meth:`MessageBus.post` is one ``write`` to a file opened with ``O_APPEND``: no
+:meth:`MessageBus.post` is one ``write`` to a file opened with ``O_APPEND`` (so are
+the messages drafted with :meth:`MessageBus.draft` and posted together with
+:meth:`MessageBus.post_drafts`, as the Session actor does after each commit): no
 buffering in this process, no fsync (the bus is a log for people and the
 coordinator; the event store is what must survive a crash).  If another process
 appended to the file meanwhile (an agent calling ``ccw team log``), only the new
@@ -21,8 +23,9 @@ Readers running at the same time may see a last line that is still being
 written: treat a final line without ``\\n`` as not there yet
 (:func:`read_messages` skips it when it does not parse).
 
-Secrets: every line and ``meta.json`` are redacted on write (:mod:`session.redaction`):
-summaries and data hold agent output, which may print a key.
+Secrets: every line and ``meta.json`` are redacted before they are written
+(:mod:`session.redaction`; a line field by field, but its id, its time and the
+executor's own words): summaries and data hold agent output, which may print a key.
 """
 
 from __future__ import annotations
