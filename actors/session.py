@@ -2,9 +2,10 @@
 
 Every transition lands in one SQLite transaction (the task row, the run row
 and the event together); then the team-session.json projection is marked
-dirty (written at most every ``flush_interval_s``), upstream-format messages
-go to ``.msg/messages.jsonl``, and the committed events are handed to the
-sinks (the terminal view, ``--json-events``).  Nothing here is the only copy
+dirty (written at most every ``flush_interval_s``).  Once the transaction is
+committed, the committed events are handed to the sinks (the terminal view,
+``--json-events``) and the upstream-format messages the transitions drafted go
+to ``.msg/messages.jsonl``, in one write.  Nothing here is the only copy
 of anything: a restarted Session actor rebuilds itself from the database.
 """
 
@@ -75,6 +76,9 @@ from session.escalations import answer_in_store
 from session.handoff import HandoffRefused, apply_handoff
 from session.loader import TeamSession
 from session.message_bus import (
+    DEFAULT_TYPE,
+    Draft,
+    Message,
     MessageBus,
     ProgressPacer,
     progress_message,
@@ -111,6 +115,7 @@ class SessionActor(TreeActor):
         self.sinks = list(sinks)
         self.flush_interval_s = flush_interval_s
         self._pending_events: list[Event] = []
+        self._pending_posts: list[Draft] = []  # bus messages of the open batch, written after its commit
         self.bus_pacer = ProgressPacer()  # every report is stored; the bus gets one now and then
         self._batch_began = 0.0
 
@@ -147,7 +152,8 @@ class SessionActor(TreeActor):
 
         Each handler's writes sit in a savepoint (``store.transaction()``) inside one
         open transaction, so a failing handler undoes only its own writes and the
-        batch before it is still committed.  The batch
+        batch before it is still committed (the batch's first writer needs no savepoint:
+        undoing it is rolling the whole transaction back).  The batch
         is committed before any reply (a caller that asked is told only what is
         durable), whenever the inbox is empty, and once it is :data:`MAX_BATCH_S` old,
         so under load many transitions share one commit, when idle each commits at
@@ -156,7 +162,7 @@ class SessionActor(TreeActor):
         """
         try:
             if not self.store.conn.in_transaction:
-                self.store.conn.execute("BEGIN")
+                self.store.begin()
                 self._batch_began = time.monotonic()
             try:
                 result = super().on_receive(message)
@@ -184,6 +190,7 @@ class SessionActor(TreeActor):
             if self.store.conn.in_transaction:
                 self.store.conn.execute("ROLLBACK")
         self._pending_events = []
+        self._pending_posts = []
         where = getattr(error, "filename", None) or str(self.folder / STATE_DIR / DB_NAME)
         if self.parent is not None:
             self.parent.tell(StorageFailed(problem=problem, where=str(where)))
@@ -199,6 +206,18 @@ class SessionActor(TreeActor):
         self.store.append(event, task_id)
         self._pending_events.append(event)
 
+    def _append_all(self, *events: Event) -> None:
+        """:meth:`_append` each of ``events`` under its own task id, in one statement."""
+        self.store.append_all(events)
+        self._pending_events.extend(events)
+
+    def _post(self, sender: str, summary: str, type: str = DEFAULT_TYPE, data: dict[str, Any] | None = None) -> None:
+        """A bus message, drafted now (redacted and encoded), written once the batch is committed."""
+        self._pending_posts.append(self.bus.draft(sender, summary, type, data=data))
+
+    def _post_message(self, sender: str, message: Message) -> None:
+        self._post(sender, message.summary, message.type, message.data)
+
     def _publish(self) -> None:
         events, self._pending_events = self._pending_events, []
         for event in events:
@@ -207,6 +226,9 @@ class SessionActor(TreeActor):
                     sink(0, utc_now(), event)
                 except Exception:  # noqa: BLE001, S112 - a broken view must never stop the writer
                     continue
+        posts, self._pending_posts = self._pending_posts, []
+        if posts:
+            self.bus.post_drafts(posts)
 
     def _update(self, task_id: str, change: TaskChange) -> None:
         self.store.update_task(task_id, change)
@@ -265,11 +287,8 @@ class SessionActor(TreeActor):
 
     @handles(RecordDispatch)
     def record_dispatch(self, message: RecordDispatch) -> None:
-        if self.store.run_exists(message.run_row_id):
-            return
         with self.store.transaction():
-            self._update(message.task_id, TaskChange(status="in_progress", attempts=message.attempt, not_before=None))
-            self.store.insert_run(
+            inserted = self.store.insert_run(
                 RunStart(
                     id=message.run_row_id,
                     run_id=message.run_id,
@@ -280,18 +299,21 @@ class SessionActor(TreeActor):
                     log_path=message.log_path,
                 )
             )
-            self._append(WorkerSpawned(worker_id=message.worker_id, role=message.role, task_id=message.task_id))
-            self._append(
+            if not inserted:  # recorded before (re-sent after a restart of this actor): nothing to do
+                return
+            self._update(message.task_id, TaskChange(status="in_progress", attempts=message.attempt, not_before=None))
+            self._append_all(
+                WorkerSpawned(worker_id=message.worker_id, role=message.role, task_id=message.task_id),
                 TaskDispatched(
                     task_id=message.task_id,
                     attempt=message.attempt,
                     worker_id=message.worker_id,
                     backend=message.backend,
-                )
+                ),
             )
         self.projection.worker_started(message.task_id, message.role, None, utc_now())
         self.projection.task_reopened(message.task_id)
-        self.bus.post_message(
+        self._post_message(
             message.role, progress_message(message.task_id, message.role, "in_progress", 0, "dispatched")
         )
 
@@ -313,7 +335,7 @@ class SessionActor(TreeActor):
                 )
             )
         if self.bus_pacer.due(message.task_id, time.monotonic()):
-            self.bus.post_message(
+            self._post_message(
                 message.role,
                 progress_message(message.task_id, message.role, "in_progress", message.percent or 0, message.note[:80]),
             )

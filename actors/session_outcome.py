@@ -1,6 +1,6 @@
 """The Session actor's two largest writes: the end of an attempt (its run row, its task,
-its event, then the projection, the feedback file and the message bus) and the start-up
-reconciliation."""
+its event, then the projection, the feedback file and the message bus, written after the
+commit) and the start-up reconciliation."""
 
 from __future__ import annotations
 
@@ -111,16 +111,16 @@ def write_outcome(actor: SessionActor, message: RecordOutcome) -> None:
     if message.disposition == "completed":
         actor.projection.task_completed(message.task_id)
         artifact = result.artifacts[0] if result.artifacts else None
-        actor.bus.post(
+        actor._post(
             message.role,
             message.report_text or result.summary or f"{message.task_id} complete",
             type="task_complete",
             data=task_complete_message(message.task_id, message.role, artifact, result.files_modified).data,
         )
         if message.unblocked:
-            actor.bus.post_message(message.role, task_unblocked_message(message.unblocked, message.task_id))
+            actor._post_message(message.role, task_unblocked_message(message.unblocked, message.task_id))
     elif message.disposition in ("failed", "retry"):
-        actor.bus.post_message(
+        actor._post_message(
             message.role,
             error_message(
                 f"{message.task_id} attempt {message.attempt} failed ({result.error_kind}): {result.error}",

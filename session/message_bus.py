@@ -11,7 +11,9 @@ zero-padded to at least three digits (``MSG-999`` is followed by ``MSG-1000``).
 ``role_state[<from>]`` (with ``_updated_at``, as upstream does).
 
 :meth:`MessageBus.open` scans the file once for the highest id.  Each
-:meth:`MessageBus.post` is one ``write`` to a file opened with ``O_APPEND``: no
+:meth:`MessageBus.post` is one ``write`` to a file opened with ``O_APPEND`` (so are
+the messages drafted with :meth:`MessageBus.draft` and posted together with
+:meth:`MessageBus.post_drafts`, as the Session actor does after each commit): no
 buffering in this process, no fsync (the bus is a log for people and the
 coordinator; the event store is what must survive a crash).  If another process
 appended to the file meanwhile (an agent calling ``ccw team log``), only the new
@@ -21,8 +23,9 @@ Readers running at the same time may see a last line that is still being
 written: treat a final line without ``\\n`` as not there yet
 (:func:`read_messages` skips it when it does not parse).
 
-Secrets: every line and ``meta.json`` are redacted on write (:mod:`session.redaction`):
-summaries and data hold agent output, which may print a key.
+Secrets: every line and ``meta.json`` are redacted before they are written
+(:mod:`session.redaction`; a line field by field, but its id, its time and the
+executor's own words): summaries and data hold agent output, which may print a key.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from protocol.types import TASK_STATUSES
 from session.projection import write_atomic
-from session.redaction import redact_data
+from session.redaction import redact, redact_data
 from session.store import utc_now
 
 __all__ = [
@@ -47,6 +51,7 @@ __all__ = [
     "MESSAGES_FILE",
     "META_FILE",
     "MSG_DIR",
+    "Draft",
     "Message",
     "MessageBus",
     "ProgressPacer",
@@ -72,6 +77,16 @@ SUMMARY_LIMIT = 200
 _ID = re.compile(r"MSG-(\d+)")
 # Characters that str.splitlines() treats as line ends but JSON may leave raw inside strings.
 _LINE_SEPARATORS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+class Draft(NamedTuple):
+    """A message redacted and encoded, waiting for its id (:meth:`MessageBus.draft`)."""
+
+    rest: bytes  # the line after its opening brace: b'"ts":...}\n'
+    sender: str
+    type: str
+    data: dict[str, Any] | None
+    ts: str
 
 
 class Message(NamedTuple):
@@ -121,8 +136,31 @@ def _scan(path: Path, offset: int = 0) -> tuple[int, int, bool]:
     return highest, size, last == b"" or last.endswith(b"\n")
 
 
+#: The executor's own words on a line: its keys, the keys of the bodies the ``*_message``
+#: helpers build, message types, task statuses, phases, severities.  Nothing an agent wrote, and
+#: none could hold a credential, so :func:`_redacted` passes them without a redact() call.
+_OWN_WORDS = frozenset(
+    {"id", "ts", "from", "to", "type", "summary", "data", DEFAULT_RECIPIENT, DEFAULT_TYPE, STATE_UPDATE}
+    | {"progress", "blocker", "task_complete", "task_unblocked", "warning", "error", "dispatched"}
+    | {"task_id", "role", "status", "progress_pct", "phase", "blocker_detail", "severity", "attempted"}
+    | {"artifact", "files_modified", "tasks", "unblocked_by", "error_kind", "detail", "HIGH", "MEDIUM", "LOW"}
+    | set(TASK_STATUSES)
+)
+
+
+def _redacted(value: Any) -> Any:
+    """:func:`session.redaction.redact_data` of a line's fields, our own words passed as they are."""
+    if isinstance(value, str):
+        return value if value in _OWN_WORDS else redact(value)
+    if isinstance(value, dict):
+        return {_redacted(key): _redacted(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redacted(item) for item in value)
+    return value
+
+
 def _encode_line(record: dict[str, Any]) -> bytes:
-    record = redact_data(record)
+    """One line of the file; ``record``'s text is already redacted."""
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
         return text.translate(_LINE_SEPARATORS).encode("utf-8") + b"\n"
@@ -187,27 +225,54 @@ class MessageBus:
         ``data`` must be JSON-serialisable (else ``TypeError``/``ValueError``, and no id
         is used up).  A ``state_update`` with data is merged into ``meta.json``.
         """
+        (message_id,) = self.post_drafts([self.draft(sender, summary, type, to, data)])
+        return message_id
+
+    def draft(
+        self,
+        sender: str,
+        summary: str,
+        type: str = DEFAULT_TYPE,
+        to: str = DEFAULT_RECIPIENT,
+        data: dict[str, Any] | None = None,
+    ) -> Draft:
+        """One message as :meth:`post` would write it, its time taken now, redacted and encoded
+        but not yet numbered nor written (:meth:`post_drafts`).  Raises as :meth:`post` does."""
+        ts = self._clock()
+        # Every field redacted but the time (and the id, added later), which are ours.
+        record: dict[str, Any] = {
+            "ts": ts,
+            "from": _redacted(sender),
+            "to": _redacted(to),
+            "type": _redacted(type),
+            "summary": _redacted(summary),
+        }
+        if data is not None:
+            record["data"] = _redacted(data)
+        return Draft(_encode_line(record).removeprefix(b"{"), sender, type, data, ts)
+
+    def post_drafts(self, drafts: Sequence[Draft]) -> list[str]:
+        """Number ``drafts`` in order and append them in one write; their ids."""
         with self._lock:
             if self._fd is None:
                 raise ValueError("the message bus is closed")
             self._catch_up()
-            number = self._last_number + 1
-            record: dict[str, Any] = {
-                "id": format_message_id(number),
-                "ts": self._clock(),
-                "from": sender,
-                "to": to,
-                "type": type,
-                "summary": summary,
-            }
-            if data is not None:
-                record["data"] = data
-            line = _encode_line(record)
-            self._append(line)
+            number = self._last_number
+            ids: list[str] = []
+            lines: list[bytes] = []
+            for draft in drafts:
+                number += 1
+                ids.append(format_message_id(number))
+                # The id is a line's first field: the rest was encoded by draft().
+                lines.append(b'{"id":"' + ids[-1].encode() + b'",' + draft.rest)
+            if not lines:
+                return ids
+            self._append(b"".join(lines))
             self._last_number = number
-            if type == STATE_UPDATE and data is not None:
-                self._merge_role_state(sender, data, record["ts"])
-            return str(record["id"])
+            for draft in drafts:
+                if draft.type == STATE_UPDATE and draft.data is not None:
+                    self._merge_role_state(draft.sender, draft.data, draft.ts)
+            return ids
 
     def post_message(self, sender: str, message: Message, to: str = DEFAULT_RECIPIENT) -> str:
         """Post a body from one of the ``*_message`` helpers."""

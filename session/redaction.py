@@ -43,6 +43,7 @@ __all__ = [
     "LineRedactor",
     "RedactingFilter",
     "RedactingWriter",
+    "Verbatim",
     "mask",
     "protect_library_logs",
     "redact",
@@ -290,16 +291,34 @@ class RedactingWriter:
 # --------------------------------------------------------------------------- SQLite
 
 
+class Verbatim(str):
+    """Text the executor made itself and proved harmless -- a time it took, a word of its own
+    vocabulary -- which a redacting connection binds as it is (redacting it would change nothing).
+
+    Never wrap anything an agent, a model, a task, a config file or a person supplied.  The
+    mark does not spread: slicing, joining or formatting a ``Verbatim`` gives a plain ``str``.
+    msgspec does not encode it: use it only for a value bound to a statement."""
+
+    __slots__ = ()
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str) and type(value) is not Verbatim:
+        return redact(value)
+    return value
+
+
 def _redacted_parameters(parameters: Any) -> Any:
-    if isinstance(parameters, Mapping):
-        return {name: redact(value) if isinstance(value, str) else value for name, value in parameters.items()}
     if isinstance(parameters, (list, tuple)):
-        return [redact(value) if isinstance(value, str) else value for value in parameters]
+        return [_redacted(value) for value in parameters]
+    if isinstance(parameters, Mapping):
+        return {name: _redacted(value) for name, value in parameters.items()}
     return parameters
 
 
 class _RedactingConnection(sqlite3.Connection):
-    """A connection whose every bound text parameter is redacted: nothing secret reaches the file."""
+    """A connection whose every bound text parameter is redacted (but a :class:`Verbatim`):
+    nothing secret reaches the file."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         return super().execute(sql, _redacted_parameters(parameters))

@@ -22,6 +22,7 @@ from session.message_bus import (
     task_unblocked_message,
     warning_message,
 )
+from session.redaction import register_secret
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")
 
@@ -41,6 +42,54 @@ def records(folder):
 def seed(folder, text):
     (folder / ".msg").mkdir(exist_ok=True)
     messages_file(folder).write_text(text, encoding="utf-8")
+
+
+def test_no_secret_reaches_the_file_from_any_field_whatever_its_key(tmp_path):
+    secret, shaped = "busSECRETvalue-0123456789", "ghp_" + "Z1x2C3v4" * 4
+    register_secret(secret)
+    with MessageBus.open(tmp_path) as bus:
+        bus.post(
+            f"role {secret}",
+            f"[worker] T-1 complete: {shaped}",
+            type=f"progress {secret}",
+            to=shaped,
+            data={
+                "task_id": secret,
+                "detail": [shaped, ("status", secret)],
+                secret: "a key an agent chose",
+                "nested": {"phase": f"dispatched {shaped}", "status": "completed"},
+            },
+        )
+    text = messages_file(tmp_path).read_text(encoding="utf-8")
+    assert secret not in text
+    assert shaped not in text
+    (record,) = records(tmp_path)
+    assert record["from"] == "role …6789"
+    assert record["data"]["task_id"] == "…6789"
+    assert record["data"]["detail"] == ["…C3v4", ["status", "…6789"]]
+    assert record["data"]["nested"] == {"phase": "dispatched …C3v4", "status": "completed"}
+    assert record["data"]["…6789"] == "a key an agent chose"
+
+
+def test_drafts_keep_the_time_they_were_drafted_and_are_numbered_when_posted_in_one_write(tmp_path):
+    times = iter(f"2026-03-01T00:00:0{second}.000+00:00" for second in range(1, 10))
+    with MessageBus.open(tmp_path, clock=lambda: next(times)) as bus:
+        first = bus.draft("worker", "first", type="progress", data={"task_id": "T-1"})
+        second = bus.draft("worker", "second")
+        with pytest.raises(TypeError):
+            bus.draft("worker", "not JSON", data={"x": object()})
+        assert bus.post("executor", "in between") == "MSG-001"
+        assert bus.post_drafts([first, second]) == ["MSG-002", "MSG-003"]
+        assert bus.post_drafts([]) == []
+    assert [(r["id"], r["ts"][17:19], r["summary"]) for r in records(tmp_path)] == [
+        ("MSG-001", "04", "in between"),
+        ("MSG-002", "01", "first"),
+        ("MSG-003", "02", "second"),
+    ]
+    assert lines(tmp_path)[1] == (
+        '{"id":"MSG-002","ts":"2026-03-01T00:00:01.000+00:00","from":"worker","to":"coordinator",'
+        '"type":"progress","summary":"first","data":{"task_id":"T-1"}}'
+    )
 
 
 def test_the_first_message_of_a_new_session_is_msg_001_in_the_upstream_shape(tmp_path):

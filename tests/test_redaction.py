@@ -12,6 +12,7 @@ import pytest
 from session.redaction import (
     RedactingFilter,
     RedactingWriter,
+    Verbatim,
     is_secret_name,
     mask,
     redact,
@@ -171,6 +172,28 @@ def test_a_redacting_connection_stores_no_registered_secret(tmp_path: Path) -> N
     assert b"dbSECRETvalue" not in (tmp_path / "x.db").read_bytes()
     rows = sqlite3.connect(tmp_path / "x.db").execute("SELECT a, b FROM t ORDER BY b").fetchall()
     assert rows == [("said …cdef", 1), ("…cdef", 2)]
+
+
+def test_a_redacting_connection_binds_verbatim_text_as_it_is_but_nothing_made_from_it(tmp_path: Path) -> None:
+    register_secret("vbSECRETvalue-123456")
+    conn = redacting_connection(str(tmp_path / "x.db"))
+    conn.execute("CREATE TABLE t (a TEXT, b INTEGER)")
+    conn.execute("INSERT INTO t VALUES (?, ?)", [Verbatim("2026-03-01T10:00:00.123+00:00"), 1])
+    conn.execute("INSERT INTO t VALUES (?, ?)", [Verbatim("at ") + "vbSECRETvalue-123456", 2])
+    conn.execute("INSERT INTO t VALUES (?, ?)", (f"{Verbatim('at ')}vbSECRETvalue-123456", 3))
+    conn.execute("INSERT INTO t VALUES (:a, :b)", {"a": Verbatim("vbSECRETvalue-123456 at ")[-3:] + "x", "b": 4})
+    # The mark is a promise that nothing needs masking: kept to the executor's own words and times.
+    conn.execute("INSERT INTO t VALUES (?, ?)", [Verbatim("vbSECRETvalue-123456"), 5])
+    conn.commit()
+    rows = conn.execute("SELECT a, b FROM t ORDER BY b").fetchall()
+    conn.close()
+    assert rows == [
+        ("2026-03-01T10:00:00.123+00:00", 1),
+        ("at …3456", 2),
+        ("at …3456", 3),
+        ("at x", 4),
+        ("vbSECRETvalue-123456", 5),
+    ]
 
 
 def test_the_log_filter_redacts_messages_arguments_and_tracebacks(tmp_path: Path) -> None:

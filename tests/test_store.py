@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import errno
+import re
 import sqlite3
 import threading
+from datetime import UTC, datetime
 
+import msgspec
 import pytest
 import sqlite_utils
 
 from protocol.events import TaskCompleted, TaskCreated, TaskFailed
-from session.store import Store, StoreError, StoreReader, TaskRow, storage_problem
+from protocol.types import TaskStatus
+from session.redaction import register_secret
+from session.store import Store, StoreError, StoreReader, TaskRow, storage_problem, utc_now
 from session.store_changes import RunChange, RunStart, TaskChange
 from session.store_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -87,6 +92,32 @@ def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
     store.close()
 
 
+def test_in_a_batch_a_failing_writer_undoes_only_its_own_writes_whether_first_or_not(tmp_path):
+    store = Store.open(tmp_path)
+    store.put_tasks([TaskRow(id="A-1", owner="r"), TaskRow(id="A-2", owner="r")])
+
+    def write(task_id: str, status: TaskStatus, fail: bool = False) -> None:
+        with store.transaction():
+            store.update_task(task_id, TaskChange(status=status))
+            store.append(TaskCreated(task_id=task_id, owner="r"))
+            if fail:
+                raise RuntimeError("boom")
+
+    store.begin()
+    with pytest.raises(RuntimeError):
+        write("A-1", "failed", fail=True)  # the batch's first writer: the whole transaction goes
+    assert not store.conn.in_transaction
+    store.begin()
+    write("A-1", "in_progress")
+    with pytest.raises(RuntimeError):
+        write("A-2", "failed", fail=True)  # a later writer: only its savepoint goes
+    write("A-2", "completed")
+    store.conn.execute("COMMIT")
+    assert [(row.id, row.status) for row in store.tasks()] == [("A-1", "in_progress"), ("A-2", "completed")]
+    assert [event.task_id for _, _, event in store.events()] == ["A-1", "A-2"]  # type: ignore[attr-defined]
+    store.close()
+
+
 def test_tasks_and_runs_are_updated_in_place(tmp_path):
     store = Store.open(tmp_path)
     store.put_tasks([TaskRow(id="A-1", owner="r", blocked_by=["B-1"], priority="P0")])
@@ -102,6 +133,79 @@ def test_tasks_and_runs_are_updated_in_place(tmp_path):
     with pytest.raises(TypeError, match="colour"):
         TaskChange(colour="red")  # type: ignore[call-arg]
     store.close()
+
+
+def test_a_run_row_recorded_twice_is_kept_as_it_was_and_the_second_insert_says_so(tmp_path):
+    store = Store.open(tmp_path)
+    first = RunStart(id=7, run_id="R1", task_id="A-1", attempt=1, worker_id="w1", backend="command")
+    assert store.insert_run(first) == 7
+    assert store.insert_run(msgspec.structs.replace(first, worker_id="w2")) == 0
+    (run,) = store.runs()
+    assert (run.id, run.worker_id) == (7, "w1")
+    store.close()
+
+
+def test_events_appended_in_one_statement_keep_their_order_and_task_ids(tmp_path):
+    store = Store.open(tmp_path)
+    store.append(TaskCreated(task_id="A-1", owner="r", priority="P1"))
+    store.append_all(
+        [
+            TaskCreated(task_id="A-2", owner="r", priority="P1"),
+            TaskFailed(task_id="A-3", attempt=1, error_kind="crash", error="x"),
+        ]
+    )
+    events = store.events()
+    assert [event_id for event_id, _, _ in events] == [1, 2, 3]
+    assert [event.task_id for _, _, event in events] == ["A-1", "A-2", "A-3"]  # type: ignore[attr-defined]
+    assert [row[0] for row in store.conn.execute("SELECT task_id FROM events ORDER BY id")] == ["A-1", "A-2", "A-3"]
+    store.close()
+
+
+def test_utc_now_is_isoformat_to_the_millisecond_in_utc():
+    before = datetime.now(UTC)
+    text = utc_now()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text)
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= datetime.fromisoformat(text) <= after
+
+
+def test_agent_text_in_any_column_is_masked_beside_the_words_and_times_stored_as_they_are(tmp_path):
+    secret, shaped = "storeSECRETvalue-0123456789", "sk-ant-" + "Q9w8E7r6" * 4
+    register_secret(secret)
+    store = Store.open(tmp_path)
+    now = utc_now()
+    store.put_tasks([TaskRow(id="A-1", owner="r", description=f"use {secret}")])
+    with store.transaction():
+        store.update_task(
+            "A-1",
+            TaskChange(
+                status="failed",
+                last_error=f"{now} {secret}",
+                last_error_kind="crash",
+                completed_at=now,
+                not_before=f"{now} {shaped}",
+                subject=shaped,
+            ),
+        )
+        run = store.insert_run(
+            RunStart(id=1, run_id=secret, task_id="A-1", attempt=1, worker_id=shaped, backend="command")
+        )
+        store.update_run(run, RunChange(ended_at=now, outcome="failed", error=secret, model=f"completed {shaped}"))
+        store.append_all([TaskFailed(task_id="A-1", attempt=1, error_kind="crash", error=secret)] * 2)
+        store.append(TaskFailed(task_id="A-1", attempt=1, error_kind="crash", error=f"{now} {shaped}"))
+    store.close()
+    files = b"".join(path.read_bytes() for path in (tmp_path / ".executor").iterdir())
+    assert secret.encode() not in files
+    assert shaped.encode() not in files
+    reader = StoreReader.open(tmp_path)
+    assert reader is not None
+    (task,) = reader.tasks()
+    assert (task.status, task.last_error_kind, task.completed_at) == ("failed", "crash", now)
+    assert task.last_error == f"{now} …6789"
+    (row,) = reader.runs()
+    assert (row.outcome, row.ended_at, row.run_id, row.model) == ("failed", now, "…6789", "completed …E7r6")
+    assert all(time == now or time > now for _, time, _ in reader.events())
+    reader.close()
 
 
 def test_the_reader_returns_none_before_any_run(tmp_path):
