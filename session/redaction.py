@@ -65,7 +65,7 @@ _MIN_LEN_TO_SHOW_TAIL = 12
 # a JSON escape (``\nsk-…`` in an encoded payload).  One alternation behind one
 # boundary check: Python's re tries each branch at each position, so this is much faster.
 _SHAPES = re.compile(
-    r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrt]))(?:"
+    r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))(?:"
     r"sk-(?:ant-)?[A-Za-z0-9_-]{16,}"  # Anthropic; OpenAI (sk-proj-…) and the many compatible services
     r"|AIza[0-9A-Za-z_-]{35}"  # Google
     r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"  # GitHub
@@ -92,6 +92,7 @@ _LEAD_WINDOW = 40
 _SHAPE_GITHUB = re.compile(r"gh[pousr]_")
 _SHAPE_TELEGRAM = re.compile(r":[A-Za-z0-9_-]{35}")
 _DIGIT = re.compile(r"\d")
+_HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
 _LETTER = re.compile(r"[A-Za-z]")
 
 _lock = threading.Lock()
@@ -162,13 +163,29 @@ def register_environment(environ: Mapping[str, str]) -> None:
     )
 
 
+def _escape_body(text: str, start: int, value: str) -> int:
+    """How many of ``value``'s first characters finish a JSON escape whose backslash stands right
+    before it (``\\t`` of ``"token:\\tabc…"``, ``\\u00e9``): they stay, or the text would no
+    longer decode (a stored event that cannot be read back)."""
+    backslashes = 0
+    while start - backslashes > 0 and text[start - backslashes - 1] == "\\":
+        backslashes += 1
+    if backslashes % 2 == 0:
+        return 0  # no backslash, or an escaped one ("\\\\")
+    if value[0] == "u" and _HEX4.fullmatch(value, 1, 5):
+        return 5
+    return 1 if value[0] in "nrtbf/" else 0
+
+
 def _mask_after_lead(text: str) -> str:
     def one(match: re.Match[str]) -> str:
-        value = match.group(0)
+        whole = match.group(0)
+        keep = _escape_body(text, match.start(), whole)
+        value = whole[keep:]
         if len(_DIGIT.findall(value)) < 2 or not _LETTER.search(value):
-            return value  # a word or a path after "token:", not a credential
+            return whole  # a word or a path after "token:", not a credential
         before = text[max(0, match.start() - _LEAD_WINDOW) : match.start()]
-        return mask(value) if _LEAD.search(before) else value
+        return whole[:keep] + mask(value) if _LEAD.search(before) else whole
 
     return _VALUE.sub(one, text)
 
@@ -209,7 +226,9 @@ def _begins_a_word(text: str, literal: str) -> bool:
     while at != -1:
         if at == 0 or text[at - 1] not in _WORD_CHARACTERS:
             return True
-        if at >= 2 and text[at - 2] == "\\" and text[at - 1] in "nrt":
+        if at >= 2 and text[at - 2] == "\\" and text[at - 1] in "nrtbf":
+            return True
+        if at >= 6 and text[at - 6 : at - 4] == "\\u" and _HEX4.fullmatch(text, at - 4, at):
             return True
         at = text.find(literal, at + 1)
     return False

@@ -265,3 +265,22 @@ def test_a_key_shape_is_masked_whatever_stands_before_it_and_only_there(before: 
     for inside in ("task-", "xsk-", "_sk-", "9sk-"):
         text = f"{before}{inside}{key[3:]} end"
         assert redact(text) == text, text  # inside a word: not a key shape (and no lead)
+
+
+@pytest.mark.parametrize("escaped", ["\t", "\n", "\r", "\b", "\f", "\u0001", "é"])
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_encoded_json_stays_decodable_and_masked_whatever_escape_stands_before_a_secret(escaped, ascii_only):
+    # Agent output is stored inside JSON event payloads, redacted as encoded text.  A value
+    # right after an escape ("token:\tvalue" encodes as token:\\tvalue) used to be masked with
+    # the escape's letter, which left a lone backslash: an event that could not be read back.
+    # A key shape right after \b, \f or \u0001 was not seen at all.
+    for raw, secret in (
+        (f"token:{escaped}abcDEF0123456789ghiJKL", "abcDEF0123456789ghiJKL"),
+        (f"x{escaped}sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "AbCdEfGhIjKlMnOp"),
+    ):
+        if escaped == "é" and raw.startswith("token"):
+            continue  # a letter glued to the value is not after the lead: not a credential's shape
+        encoded = json.dumps({"out": raw}, ensure_ascii=ascii_only)
+        redacted = redact(encoded)
+        assert secret not in redacted, encoded
+        assert "…" in json.loads(redacted)["out"], encoded
