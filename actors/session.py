@@ -164,13 +164,16 @@ class SessionActor(TreeActor):
             if not self.store.conn.in_transaction:
                 self.store.begin()
                 self._batch_began = time.monotonic()
+            shown_before, posted_before = len(self._pending_events), len(self._pending_posts)
             try:
                 result = super().on_receive(message)
             except BaseException as error:
                 if storage_problem(error) is not None:
                     raise
-                # The failing handler's savepoint is already undone: keep the others'
-                # writes, then crash (the supervisor restarts us from the database).
+                # The failing handler's savepoint is already undone, and so are its events and
+                # bus lines (never shown: they are not in the store); keep the others' writes,
+                # then crash (the supervisor restarts us from the database).
+                del self._pending_events[shown_before:], self._pending_posts[posted_before:]
                 self._commit_batch()
                 raise
             if result is not None or self.actor_inbox.empty() or time.monotonic() - self._batch_began >= MAX_BATCH_S:

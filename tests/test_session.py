@@ -158,3 +158,28 @@ def test_no_secret_in_task_text_or_agent_output_reaches_state_db_the_bus_or_the_
     assert "…6789" in bus.read_text(encoding="utf-8")  # masked, not dropped
     runs, _, _ = _stored(folder)
     assert [run.outcome for run in runs] == ["failed", "completed"]
+
+
+def test_events_of_a_handler_that_fails_are_not_shown_for_they_are_not_stored(tmp_path):
+    # The failing handler's savepoint undoes its rows and events in the store; the sinks (the
+    # console, --json-events) must not show them either: nothing is visible before it is durable.
+    from protocol.events import ReportRefused  # noqa: PLC0415
+    from protocol.messages import RecordEvents  # noqa: PLC0415
+
+    folder = write_session(tmp_path / "s", {"worker": "T"}, {"T-1": []})
+    shown: list[str] = []
+    sink = lambda _id, _at, event: shown.append(_type(event))  # noqa: E731
+    ref = SessionActor.start("session", None, 1, load_session(folder), [sink], 0.5)
+    ref.ask(BeginRun(run_id="R1", command="run", pid=1, max_workers=2), timeout=TIMEOUT)
+    before = len(shown)
+    kept = ReportRefused(worker_id="w", task_id="T-1", attempt=1, report="start", current_attempt=2)
+    ref.tell(RecordEvents(events=(kept,)))
+    undone = ReportRefused(worker_id="w", task_id="T-1", attempt=3, report="start", current_attempt=2)
+    # A value the store cannot write: the handler fails after it appended its event.
+    bad = RecordEvents(events=(undone,), meta={"key": object()})  # type: ignore[dict-item]
+    with pytest.raises(Exception):  # noqa: B017 - the handler's own failure, whatever its type
+        ref.ask(bad, timeout=TIMEOUT)
+    ref.stop(block=True, timeout=TIMEOUT)
+    stored = [event.attempt for event in _stored(folder)[1] if _type(event) == "report_refused"]
+    assert stored == [1]
+    assert shown[before:] == ["report_refused"]
