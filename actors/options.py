@@ -45,6 +45,7 @@ class RunOptions:
     hang_timeout_s: float | None = None
     kill_grace_s: float = 5.0
     shutdown_grace_s: float = 10.0
+    agent_nice: int = 5  # niceness of every agent process (``[run].agent_nice``)
     retry_backoff: Backoff = field(default_factory=lambda: Backoff(min_s=2.0, max_s=300.0, jitter=0.2))
     service_backoff: Backoff = field(default_factory=lambda: Backoff(min_s=0.1, max_s=5.0, jitter=0.2))
     intensity: Intensity = field(default_factory=lambda: Intensity(max_restarts=10, period_s=60.0))

@@ -138,6 +138,7 @@ def work_order(
         timeout_s=spec.timeout or options.task_timeout_s,
         hang_timeout_s=spec.hang_timeout or options.hang_timeout_s,
         grace_s=options.kill_grace_s,
+        nice=options.agent_nice,
         model=spec.model,
         base_url=spec.base_url,
         permission=spec.permission or default_permission(role, session.roles[role].responsibility_type),

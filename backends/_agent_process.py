@@ -396,7 +396,12 @@ def run_agent_process(
     started = time.time()
     outcome = run_process(
         ProcessSpec(argv=tuple(argv), cwd=order.workdir, env=order_env(order), log_path=order.log_path),
-        ProcessLimits(wall_timeout_s=order.timeout_s, hang_timeout_s=order.hang_timeout_s, grace_s=order.grace_s),
+        ProcessLimits(
+            wall_timeout_s=order.timeout_s,
+            hang_timeout_s=order.hang_timeout_s,
+            grace_s=order.grace_s,
+            nice=order.nice,
+        ),
         cancel=cancel,
         on_start=hooks.started,
         on_stdout_line=on_stdout_line,

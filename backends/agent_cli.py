@@ -292,6 +292,7 @@ class AgentCliBackend:
                 wall_timeout_s=order.timeout_s,
                 hang_timeout_s=order.hang_timeout_s or _DEFAULT_HANG_S,
                 grace_s=order.grace_s,
+                nice=order.nice,
             ),
             cancel=cancel,
             on_start=hooks.started,

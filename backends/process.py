@@ -506,6 +506,11 @@ def run_process(
             if cgroup is not None:
                 cgroup.remove()
             return _not_started(_spawn_error_message(exc, spec), start)
+        if limits.nice > 0:
+            # The child is the cgroup wrapper at this point (vfork returned at its exec): the
+            # program it runs next, and all it starts, inherit the niceness.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + limits.nice))
         create_time = started_at(proc.pid)
         if create_time is None:
             create_time = time.time()  # cannot happen for an unreaped child; close enough

@@ -27,12 +27,15 @@ class ProcessLimits(msgspec.Struct, frozen=True, kw_only=True):
             memory; also the longest line passed to ``on_stdout_line``.
         log_max_bytes: the log file stops growing past this size; a one-line truncation
             notice is written once when the limit is reached.
+        nice: added to the child's scheduling niceness right after it starts (before the
+            program runs when the child joins a cgroup first); 0 leaves it as it is.
     """
 
     wall_timeout_s: float | None = None
     hang_timeout_s: float | None = None
     grace_s: float = 5.0
     tail_bytes: int = 64 * 1024
+    nice: int = 0
     log_max_bytes: int = 64 * 1024 * 1024
 
 

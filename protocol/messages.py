@@ -127,6 +127,7 @@ class WorkOrder(Message, frozen=True):
     timeout_s: float | None = None
     hang_timeout_s: float | None = None
     grace_s: float = 5.0
+    nice: int = 0  # the agent process's scheduling niceness (added to the executor's)
     upstream_artifacts: tuple[str, ...] = ()
     model: str | None = None
     base_url: str | None = None  # the role-spec's endpoint for OpenAI-compatible backends

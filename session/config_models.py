@@ -88,6 +88,10 @@ class RunSettings(StrictModel):
     """First delay before a retry, in seconds; it doubles with each attempt."""
     shutdown_grace_s: float = Field(10.0, ge=0)
     """Seconds running workers get to finish on Ctrl-C/SIGTERM before they are stopped."""
+    agent_nice: int = Field(5, ge=0, le=19)
+    """Scheduling niceness of every agent process (0: as the executor's own).  When the machine
+    is busy, agents yield the CPU to the executor, its MCP bridge and your shell; when it is
+    idle they run at full speed all the same."""
 
 
 # --------------------------------------------------------------------------- [remembered]

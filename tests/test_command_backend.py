@@ -434,3 +434,35 @@ def test_a_task_id_outside_the_grammar_never_reaches_the_command(tmp_path):
         order_argv(hostile)
     assert order_argv(order) == ("sh", "-c", "echo T-001")
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- niceness
+
+
+def test_the_agent_runs_at_the_order_s_niceness_and_so_does_what_it_starts(tmp_path):
+    # Agents yield the CPU to the executor and its bridge on a busy machine: the niceness is set
+    # before the program runs (the child is still the cgroup wrapper), so its children have it too.
+    session = load_session(session_dir(tmp_path))
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    for attempt, nice in ((1, 0), (2, 7)):
+        order = order_for(session, "T-001", attempt=attempt, command=["sh", "-c", "nice; sh -c nice"])
+        order = msgspec.structs.replace(order, nice=nice)
+        result = run(order)
+        assert result.ok, result
+        assert Path(order.log_path).read_text().split() == [str(min(19, mine + nice))] * 2
+
+
+def test_agent_nice_in_executor_toml_reaches_the_agent(tmp_path):
+    from tests.conftest import run_executor  # noqa: PLC0415
+
+    folder = session_dir(tmp_path)
+    (folder / "role-specs" / "worker.md").write_text(
+        (folder / "role-specs" / "worker.md")
+        .read_text()
+        .replace("---\n", '---\nbackend: command\ncommand: ["nice"]\n', 1)
+    )
+    (folder / "executor.toml").write_text("[run]\nagent_nice = 3\n")
+    done = run_executor("run", "--session", str(folder))
+    assert done.returncode == 0, done.stderr
+    (log,) = (folder / ".executor" / "logs").glob("T-001-a1.log")
+    assert log.read_text().split() == [str(min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3))]
