@@ -96,3 +96,12 @@ def test_importing_the_run_loads_no_http_client_crypto_or_toml_writer() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert _among(set(result.stdout.split()), _NOT_FOR_A_PLAIN_RUN) == []
+
+
+def test_help_loads_neither_the_session_loader_nor_pydantic_psutil_or_pygments(tmp_path) -> None:
+    # cli.main imports every command module: each imports what only its command runs inside that
+    # command, so `executor --help` (and every command, for the modules it does not use) is spared.
+    result, modules = _loaded(tmp_path, "--help")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "cli.main" in modules  # the listing is the CLI's
+    assert _among(modules, ("pydantic", "yaml", "psutil", "pygments", "session.loader", "session.config")) == []
