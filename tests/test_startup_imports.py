@@ -30,8 +30,8 @@ atexit.register(_write_modules)
 
 #: Loaded only when something needs them: an HTTP channel, a Telegram poller, an openai_http call
 #: (httpx, asyncio); an encrypted key store that exists (cryptography); `run --backend` writing
-#: executor.toml (tomlkit).
-_NOT_FOR_A_PLAIN_RUN = ("httpx", "asyncio", "cryptography", "tomlkit")
+#: executor.toml (tomlkit); a run on a Ray cluster (cluster.runner).
+_NOT_FOR_A_PLAIN_RUN = ("httpx", "asyncio", "cryptography", "tomlkit", "cluster.runner")
 
 #: The backends a role using `command` does not need: the registry loads a backend when it is asked for.
 _OTHER_BACKENDS = (
