@@ -45,6 +45,9 @@ class _Backends(Mapping[str, "Backend"]):
                 backend = _made[name] = getattr(importlib.import_module(module), class_name)()
             return backend
 
+    def __contains__(self, name: object) -> bool:  # without making the backend
+        return name in _WHERE
+
     def __iter__(self) -> Iterator[str]:
         return iter(_WHERE)
 
