@@ -51,7 +51,6 @@ from actors.supervision import ChildSpec, Escalate, Forget, Restart, RestartType
 from actors.turns import Turns, Worker
 from actors.worker import Runner, TeamWorker
 from backends.base import Backend
-from cluster.runner import RayRunner
 from pipeline import requests, settle
 from pipeline.clock import Instant
 from pipeline.core import Pipeline
@@ -158,6 +157,9 @@ class Executor(TreeActor):
         local = AttemptRunner(backends, prompts)
         self.runner: Runner = local
         if options.cluster is not None:
+            # The cluster's half (git shipping, the attempt host) loads only for a run on a cluster.
+            from cluster.runner import RayRunner  # noqa: PLC0415
+
             self.runner = RayRunner(options.cluster, backends, local.prepare)
         self.agent_sessions: dict[str, str] = {}  # task id -> the agent's own session, to resume
         self.mcp_states: McpStates = {}

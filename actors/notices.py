@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pykka
 
-from notify.sender import DropCallback
-from notify.telegram_poll import AnswerCallback
 from pipeline.core import Pipeline
 from protocol.bridge import AnswerEscalation, Refused
 from protocol.messages import BuildDigest, NoticeDropped
 from protocol.notify import Notice
+
+if TYPE_CHECKING:  # types only: the Telegram poller (asyncio, httpx) loads only when it polls
+    from notify.sender import DropCallback
+    from notify.telegram_poll import AnswerCallback
 
 __all__ = ["NOTIFIER", "NotifierCallbacks", "build_digest", "notifier_callbacks"]
 

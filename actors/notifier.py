@@ -24,15 +24,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pykka
 
 from actors.base import TreeActor, handles
 from notify.sender import DropCallback, Lane
 from notify.setup import NotifySetup
-from notify.telegram_poll import AnswerCallback, TelegramPoller
 from protocol.notify import GetNotifierState, Notice, NotifierState, Notify
+
+if TYPE_CHECKING:
+    from notify.telegram_poll import AnswerCallback, TelegramPoller
 
 __all__ = ["NotifierActor"]
 
@@ -82,6 +84,9 @@ class NotifierActor(TreeActor):
         for lane in self.lanes:
             lane.start()
         if polling and telegram is not None and self.on_answer is not None:
+            # The poller's asyncio and httpx load only when Telegram answers are polled.
+            from notify.telegram_poll import TelegramPoller  # noqa: PLC0415
+
             self.poller = TelegramPoller(
                 telegram.token,
                 telegram.chat_ids,

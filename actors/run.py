@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import psutil
 
@@ -51,7 +51,6 @@ from backends.registry import backend_names
 from backends.sandbox import JailError, find_jail, resolve_workdir
 from cluster.connect import ClusterUnavailable, connect, import_ray, namespace_of
 from cluster.reaper import reap
-from cluster.runner import ClusterSetup
 from notify.setup import NotifySetup
 from protocol.messages import RunSummary, ShutdownRequest
 from session.config import ConfigInvalid, apply_role_defaults, load_config
@@ -71,6 +70,9 @@ from session.run_choices import RememberError, choice_notes, remember_backend, r
 from session.secret import ApiKey
 from session.skills import user_config_dir
 from session.store import STATE_DIR, Store, StoreError, StoreReader
+
+if TYPE_CHECKING:
+    from cluster.runner import ClusterSetup
 
 __all__ = ["run_session"]
 log = logging.getLogger("executor.run")
@@ -303,6 +305,8 @@ def _cluster_setup(request: RunRequest, config: Config, marker: str, workdir: Pa
         connect(address, namespace)
     except ClusterUnavailable as error:
         raise RunRefused(str(error), exit_code=2) from None
+    from cluster.runner import ClusterSetup  # noqa: PLC0415 - only a run on a cluster loads cluster.runner
+
     return ClusterSetup(
         address=address,
         namespace=namespace,

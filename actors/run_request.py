@@ -13,17 +13,19 @@ from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 import pykka
 
-from backends.agent_cli import AgentCliBackend
 from backends.base import Backend
-from backends.openai_http import OpenAIHttpBackend
 from backends.registry import UnknownBackend, backend_names, get_backend
 from session.config_models import Config
 from session.loader import TeamSession
 from session.run_choices import RoleBackend
+
+if TYPE_CHECKING:
+    from backends.agent_cli import AgentCliBackend
+    from backends.openai_http import OpenAIHttpBackend
 
 __all__ = [
     "BridgeOpener",
@@ -94,6 +96,18 @@ class RunRequest:
     cluster: str | None = None  # --cluster ADDRESS: attempts run as Ray actors there
 
 
+def _is_openai(backend: Backend) -> TypeGuard[OpenAIHttpBackend]:
+    # Asked of sys.modules: only a loaded module can have made an instance of its class, and a
+    # run whose roles use neither kind does not load them (the registry loads backends on demand).
+    module = sys.modules.get("backends.openai_http")
+    return module is not None and isinstance(backend, module.OpenAIHttpBackend)
+
+
+def _is_agent_cli(backend: Backend) -> TypeGuard[AgentCliBackend]:
+    module = sys.modules.get("backends.agent_cli")  # see _is_openai
+    return module is not None and isinstance(backend, module.AgentCliBackend)
+
+
 def resolve_backends(
     session: TeamSession,
     chosen: list[RoleBackend],
@@ -135,9 +149,9 @@ def resolve_backends(
             spec = session.role_specs[role]
         # Runs have a Router and a KeyPool: the openai backend's model, base URL and key
         # may come from the registry and the pool rather than the role-spec.
-        if isinstance(backend, OpenAIHttpBackend):
+        if _is_openai(backend):
             refusal = backend.preflight_routed(role, spec.meta, config)
-        elif isinstance(backend, AgentCliBackend):
+        elif _is_agent_cli(backend):
             refusal = backend.preflight(role, spec.meta, pooled_providers=pooled_providers)
         else:
             refusal = backend.preflight(role, spec.meta)

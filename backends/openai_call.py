@@ -12,15 +12,12 @@ import functools
 import json
 import queue
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from backends.openai_errors import (
     MAX_ERROR_CHARS,
@@ -35,6 +32,11 @@ from backends.openai_stream import ChatStream
 from protocol._base import Message
 from protocol.types import ErrorKind
 from session.loopback import is_loopback_url
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 __all__ = ["ChatOutcome", "chat_endpoint", "complete"]
 
@@ -72,6 +74,9 @@ def chat_endpoint(base_url: str) -> str:
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     """httpx's default verifying context, made once (building one costs tens of milliseconds)."""
+    # httpx (~0.1 s to import) loads with the first call: most runs never make one.
+    import httpx  # noqa: PLC0415
+
     return httpx.create_ssl_context()
 
 
@@ -114,6 +119,8 @@ def _shutdown(sock: Any) -> None:
 
 def _read(call: _Call, client: httpx.Client, url: str, headers: dict[str, str], body: bytes) -> None:
     """Run on a daemon thread: send the request and put what comes back on ``call.events``."""
+    import httpx  # noqa: PLC0415 - loaded with the first call (see _ssl_context)
+
     try:
         with client.stream("POST", url, content=body, headers=headers, extensions={"trace": call.trace}) as response:
             call.events.put(("open", response))
@@ -212,6 +219,8 @@ def _complete_once(
 
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         return finish(error_kind="crash", error=f"the base URL is not an http(s) URL: {where}")
+
+    import httpx  # noqa: PLC0415 - loaded with the first call (see _ssl_context)
 
     client = httpx.Client(
         timeout=httpx.Timeout(

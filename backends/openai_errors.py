@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import httpx
 
 from backends.agent_stream import classify_status, retry_after_in
 from protocol.types import ErrorKind
 from session.redaction import mask, register_secret
 from session.redaction import redact as redact_text
 from session.retry_after import parse_retry_after
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "MAX_ERROR_CHARS",

@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO, cast
 from urllib.parse import urlsplit
 
-import httpx
 import msgspec
 
 from backends.base import RoutingServices, WorkerHooks, failed_attempt
@@ -78,6 +77,8 @@ from session.rolespec import RoleSpecFrontmatter
 from session.routing_chain import key_endpoint
 
 if TYPE_CHECKING:
+    import httpx
+
     from session.config_models import Config
 
 __all__ = [

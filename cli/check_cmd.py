@@ -12,8 +12,6 @@ import typer
 from cli.options import JsonOpt, TeamSessionOption, role_backends_of, stdout_console
 from cli.options import fail as _fail
 from cli.render import render_check, render_problems
-from session.loader import inspect_session
-from session.report import build_report
 from session.store import StoreError
 
 __all__ = ["check", "validate"]
@@ -26,6 +24,10 @@ def validate(session: TeamSessionOption, json: JsonOpt = False) -> None:
 
     Exit code 0 when valid, 1 when not.
     """
+    # The loader (pydantic models, yaml) loads only for the commands that read a session:
+    # cli.main imports this module, so `executor --help` would pay for it.
+    from session.loader import inspect_session  # noqa: PLC0415
+
     loaded, problems = inspect_session(session)
     if loaded is not None:
         from session.skills import check_role_skills, discover_skills  # noqa: PLC0415 - only validate needs it
@@ -65,6 +67,8 @@ def check(
     Exit code 0, or 1 when the folder is not a valid session.
     Example: executor check --session work/login --json
     """
+    from session.report import build_report  # noqa: PLC0415 - see validate
+
     try:
         report = build_report(session, role_backends_of(session))
     except StoreError as error:

@@ -13,7 +13,6 @@ from cli.options import JsonOpt, command_group, stdout_console
 from cli.options import fail as _fail
 from cluster.connect import ClusterUnavailable, namespace_of
 from cluster.status import cluster_status, format_status
-from session.config import ConfigInvalid, load_config
 from session.problems import format_problems
 
 __all__ = ["cluster_app"]
@@ -43,9 +42,10 @@ def status(cluster: AddressOpt = None, session: SessionOpt = None, as_json: Json
     address = cluster
     marker = "status"
     if session is not None:
-        try:
-            from backends.registry import backend_names  # noqa: PLC0415 - loads every backend: keeps other commands fast
+        from backends.registry import backend_names  # noqa: PLC0415
+        from session.config import ConfigInvalid, load_config  # noqa: PLC0415 - keeps `executor --help` fast
 
+        try:
             config = load_config(session, known_backends=backend_names())
         except ConfigInvalid as error:
             raise _fail(f"the configuration is not valid:\n{format_problems(error.problems)}", 2) from None

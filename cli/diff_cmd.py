@@ -8,7 +8,6 @@ from typing import Annotated
 import msgspec
 import typer
 from rich.console import Console
-from rich.syntax import Syntax
 
 from cli.task_args import JsonOption, SessionOption, TaskArgument, fail, for_terminal, session_folder, task_argument
 from session.task_diff import DiffUnavailable, TaskDiff, task_diff
@@ -35,6 +34,9 @@ def _render(console: Console, diff: TaskDiff, stat_only: bool) -> None:
         return
     console.print()
     if console.is_terminal:  # coloured, and never an escape sequence from a file on a person's terminal
+        # rich.syntax brings pygments (~15 ms): every command imports this module, only this line needs it.
+        from rich.syntax import Syntax  # noqa: PLC0415
+
         patch = for_terminal(diff.patch)
         console.print(Syntax(patch, "diff", theme="ansi_dark", background_color="default", word_wrap=False))
     else:

@@ -17,14 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from session.config import ConfigInvalid, apply_role_defaults, load_config
-from session.config_models import Config
-from session.loader import inspect_session
 from session.problems import format_problems
-from session.rolespec import RoleSpecFrontmatter
 
 if TYPE_CHECKING:
     from backends.doctor import DoctorCheck
+    from session.config_models import Config
+    from session.rolespec import RoleSpecFrontmatter
 
 __all__ = ["doctor"]
 
@@ -43,6 +41,8 @@ def _session_backends(
 ) -> tuple[Config, dict[str, dict[str, RoleSpecFrontmatter | None]], list[DoctorCheck]]:
     from backends.doctor import DoctorCheck  # noqa: PLC0415 - backends load only for this command
     from backends.registry import backend_names  # noqa: PLC0415
+    from session.config import ConfigInvalid, apply_role_defaults, load_config  # noqa: PLC0415 - see doctor()
+    from session.loader import inspect_session  # noqa: PLC0415
 
     session, problems = inspect_session(folder)
     if session is None:
@@ -93,9 +93,11 @@ def doctor(
     Keys are never printed, only the variables that hold them. Exit code 1 when a check failed.
     Example: executor doctor --session work/login --call
     """
-    # Every backend loads only for this command: the others start faster without them.
+    # Every backend, the config models and the session loader load only for this command:
+    # cli.main imports this module, and the others start faster without them.
     from backends.doctor import DoctorCheck, check_backend  # noqa: PLC0415
     from backends.registry import UnknownBackend, agent_backends, backend_names, get_backend  # noqa: PLC0415
+    from session.config import ConfigInvalid, load_config  # noqa: PLC0415
 
     checks: list[DoctorCheck] = []
     if session is not None:

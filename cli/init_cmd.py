@@ -9,7 +9,6 @@ import typer
 from cli.options import TeamSessionOption, role_backends_of, stdout_console
 from cli.options import fail as _fail
 from cli.render import next_line
-from session.report import build_report
 
 __all__ = ["init"]
 
@@ -107,8 +106,9 @@ def init(
     --writer/--reviewer/--redteam/--adjudicator, --role-backend ROLE=BACKEND.
     `executor init --playbook list` prints the playbooks.
     """
-    from backends.registry import backend_names  # noqa: PLC0415 - loads every backend
+    from backends.registry import backend_names  # noqa: PLC0415
     from session.playbooks import DEFAULT_PLAYBOOK, InitError, find_playbook  # noqa: PLC0415 - only init needs it
+    from session.report import build_report  # noqa: PLC0415 - the session loader: keeps `executor --help` fast
     from session.templates import init_session, parse_role_backends  # noqa: PLC0415 - only init needs it
 
     del list_playbooks  # handled by its callback

@@ -34,7 +34,6 @@ from cli.render import render_check
 from cli.rollback_cmd import rollback_command
 from cli.run_cmd import HttpOption, mcp_command, resume_command, run_command
 from cli.task_cmd import task_app
-from session.report import build_report
 from session.store import StoreError
 
 __all__ = ["app", "main"]
@@ -236,6 +235,8 @@ def demo(
         code = run_session(request)
     except RunRefused as error:
         raise _fail(str(error), error.exit_code) from None
+    from session.report import build_report  # noqa: PLC0415 - the session loader: keeps `executor --help` fast
+
     report = build_report(setup.session)
     render_check(stdout_console(), report)
     print_story_end(stdout_console(), setup, report)

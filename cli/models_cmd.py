@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 import typer
@@ -24,10 +24,10 @@ from rich.table import Table
 from cli.options import ConfigOpt, JsonOpt, SessionOpt, load_config_args
 from cli.render import render_problems
 from protocol.routing import ModelInfo
-from session.config_fields import TIERS
-from session.config_models import Config
 from session.problems import Problem
-from session.routing_chain import registry_of
+
+if TYPE_CHECKING:  # the config models load with the command that reads a config, not with `executor --help`
+    from session.config_models import Config
 
 __all__ = [
     "NO_KEY_POOL",
@@ -105,6 +105,8 @@ class ModelsReport(msgspec.Struct, frozen=True, kw_only=True):
 
 def models_report(config: Config, key_states: Sequence[KeyStateRow] | None = None) -> ModelsReport:
     """The report of ``config``'s registry and chain, with ``key_states`` when given."""
+    from session.routing_chain import registry_of  # noqa: PLC0415 - see TYPE_CHECKING above
+
     registry = registry_of(config)
     tiers = registry.fallback
     chain = tuple(
@@ -132,6 +134,8 @@ def _price(value: float | None) -> str:
 
 def render_models(console: Console, report: ModelsReport) -> None:
     """``report`` as tables: the registry (most capable tier first), the chain, the keys."""
+    from session.config_fields import TIERS  # noqa: PLC0415 - see TYPE_CHECKING above
+
     table = Table(box=None, pad_edge=False, title="model registry (prices: USD per 1M tokens)", title_justify="left")
     # Wrap rather than cut: a model name or URL shown as "claude-…" is no use.
     for header in ("model", "tier", "provider", "backend", "in", "out", "cached", "context", "base_url"):

@@ -7,13 +7,17 @@ Large sessions stay readable and fast: each layer of the graph shows at most
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
-from session.problems import Problem
-from session.report import CheckReport
-from session.run_choices import SOURCE_TEXT, RoleBackend
+from session.run_choices import SOURCE_TEXT
+
+if TYPE_CHECKING:  # types only: session.report brings the session loader, which `executor --help` does without
+    from session.problems import Problem
+    from session.report import CheckReport
+    from session.run_choices import RoleBackend
 
 __all__ = ["LEGEND", "describe_backends", "next_line", "render_check", "render_problems"]
 

@@ -61,7 +61,7 @@ def _who() -> str:
 
 def _session_facts(folder: Path) -> tuple[dict[str, tuple[str, int | None]], tuple[str, ...]]:
     """role -> (prefix, max_attempts), and the manual roles, as a run would see them."""
-    from backends.registry import backend_names  # noqa: PLC0415 - loads every backend
+    from backends.registry import backend_names  # noqa: PLC0415
     from session.config import ConfigInvalid, apply_role_defaults, load_config  # noqa: PLC0415
     from session.loader import inspect_session  # noqa: PLC0415
     from session.problems import format_problems  # noqa: PLC0415

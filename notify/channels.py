@@ -24,10 +24,8 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 from urllib.parse import urlsplit
-
-import httpx
 
 from notify.messages import discord_text, plain_text, telegram_html, telegram_keyboard, webhook_payload
 from protocol.notify import Notice
@@ -35,6 +33,9 @@ from session.loopback import is_loopback_url
 from session.redaction import protect_library_logs, redact, register_secret
 from session.retry_after import parse_retry_after
 from session.secret import Secret
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "AppriseChannel",
@@ -123,6 +124,9 @@ class _HttpChannel(Channel):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(name, target, rate_per_minute)
+        # httpx (~0.1 s to import) loads with the first HTTP channel: most runs have only the console.
+        import httpx  # noqa: PLC0415
+
         protect_library_logs()
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S)),
@@ -195,6 +199,8 @@ class TelegramChannel(_HttpChannel):
         keyboard = telegram_keyboard(notice) if self._buttons else None
         if keyboard is not None:
             body["reply_markup"] = keyboard
+        import httpx  # noqa: PLC0415 - loaded by __init__; see _HttpChannel
+
         try:
             response = self._post(f"{self._api_base}/bot{self._token.reveal()}/sendMessage", body)
         except httpx.HTTPError as error:
@@ -254,6 +260,8 @@ class DiscordChannel(_HttpChannel):
 
     def send(self, notice: Notice) -> SendResult:
         body = {"content": discord_text(notice), "allowed_mentions": {"parse": []}}
+        import httpx  # noqa: PLC0415 - loaded by __init__; see _HttpChannel
+
         try:
             response = self._post(self._url.reveal(), body)
         except httpx.HTTPError as error:
@@ -302,6 +310,8 @@ class WebhookChannel(_HttpChannel):
 
     def send(self, notice: Notice) -> SendResult:
         headers = {name: value.reveal() for name, value in self._headers.items()}
+        import httpx  # noqa: PLC0415 - loaded by __init__; see _HttpChannel
+
         try:
             response = self._post(self._url.reveal(), webhook_payload(notice), headers)
         except httpx.HTTPError as error:

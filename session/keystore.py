@@ -34,16 +34,16 @@ import secrets as token_source
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
-
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from session import keypool
 from session.config_fields import TIERS
 from session.projection import write_atomic
 from session.secret import ApiKey, Secret
 from session.skills import user_config_dir
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 __all__ = [
     "KEYRING_SERVICE",
@@ -129,7 +129,17 @@ def _is_fernet_key(value: str) -> bool:
         return False
 
 
+def _fernet(key: bytes) -> Fernet:
+    # cryptography (~15 ms to import) loads when a store is opened with a key: a run without
+    # keys.enc never opens one.
+    from cryptography.fernet import Fernet  # noqa: PLC0415
+
+    return Fernet(key)
+
+
 def _derive(passphrase: str, salt: bytes, params: Mapping[str, int]) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: PLC0415 - see _fernet
+
     kdf = Scrypt(salt=salt, length=32, n=params["n"], r=params["r"], p=params["p"])
     return base64.urlsafe_b64encode(kdf.derive(passphrase.encode("utf-8")))
 
@@ -206,7 +216,7 @@ class KeyStore:
             else:
                 salt, params = token_source.token_bytes(16), dict(_SCRYPT)
             fresh = {"kdf": "scrypt", "salt": base64.b64encode(salt).decode(), "scrypt": params}
-            return cls(path, "env-passphrase", Fernet(_derive(passphrase, salt, params)), fresh, None)
+            return cls(path, "env-passphrase", _fernet(_derive(passphrase, salt, params)), fresh, None)
         if not _is_fernet_key(passphrase):
             written_with = envelope.get("master") if envelope is not None else None
             raise KeyStoreError(
@@ -214,7 +224,7 @@ class KeyStore:
                 f"set now is not a Fernet key (44 url-safe base64 characters); fix: set {MASTER_KEY_ENV} to the "
                 "secret it was written with, or unset it to use the OS keyring"
             )
-        return cls(path, "env-key", Fernet(passphrase.encode("ascii")), {"kdf": "none"}, None)
+        return cls(path, "env-key", _fernet(passphrase.encode("ascii")), {"kdf": "none"}, None)
 
     @classmethod
     def _from_keyring(cls, path: Path, backend: Any, envelope: dict[str, Any] | None) -> KeyStore:
@@ -248,7 +258,7 @@ class KeyStore:
                 f"the OS keyring's '{KEYRING_SERVICE}' entry is not a Fernet key; fix: delete that keyring entry "
                 f"and {path} to start over, or set {MASTER_KEY_ENV}"
             )
-        return cls(path, "keyring", Fernet(master.encode("ascii")), {"kdf": "none"}, backend)
+        return cls(path, "keyring", _fernet(master.encode("ascii")), {"kdf": "none"}, backend)
 
     @staticmethod
     def _scrypt_params(path: Path, envelope: Mapping[str, Any]) -> tuple[bytes, dict[str, int]]:
@@ -315,6 +325,8 @@ class KeyStore:
     def _decrypt_entries(self, envelope: Mapping[str, Any]) -> list[_Entry]:
         if self._fernet is None:  # open() never gets here without one; a clear error all the same
             raise KeyStoreError(f"{self.path} holds encrypted keys but no master secret is available")
+        from cryptography.fernet import InvalidToken  # noqa: PLC0415 - see _fernet
+
         try:
             plain = self._fernet.decrypt(envelope["token"].encode("ascii"))
         except (InvalidToken, UnicodeEncodeError):
@@ -342,7 +354,7 @@ class KeyStore:
             with contextlib.suppress(Exception):
                 master = self._keyring.get_password(KEYRING_SERVICE, KEYRING_USERNAME)
                 if master is not None and _is_fernet_key(master):
-                    self._fernet = Fernet(master.encode("ascii"))
+                    self._fernet = _fernet(master.encode("ascii"))
         return self._decrypt_entries(envelope)
 
     @contextlib.contextmanager
@@ -369,6 +381,8 @@ class KeyStore:
             self._memory = entries
             return
         if self._fernet is None:  # keyring mode, first write: make the master key and keep it in the keyring
+            from cryptography.fernet import Fernet  # noqa: PLC0415 - see _fernet
+
             master = Fernet.generate_key()
             try:
                 self._keyring.set_password(KEYRING_SERVICE, KEYRING_USERNAME, master.decode("ascii"))
@@ -377,7 +391,7 @@ class KeyStore:
                     f"the OS keyring refused to store the master key ({type(error).__name__}: {error}); "
                     f"fix: unlock the keyring, or set {MASTER_KEY_ENV}"
                 ) from None
-            self._fernet = Fernet(master)
+            self._fernet = _fernet(master)
         rows = [
             {"provider": entry.provider, "key": entry.value, "tier": entry.tier, "added_at": entry.added_at}
             for entry in entries

@@ -9,14 +9,16 @@ from __future__ import annotations
 import functools
 import os
 
-import psutil
-
 __all__ = ["create_time_of", "is_alive", "started_at"]
 
 _CREATE_TIME_TOLERANCE_S = 1.0
 
 
 def create_time_of(pid: int) -> float | None:
+    # psutil (~10 ms to import) loads with the first question about a process: every command
+    # imports session.lock, and `executor --help` asks none.
+    import psutil  # noqa: PLC0415
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
@@ -25,6 +27,8 @@ def create_time_of(pid: int) -> float | None:
 
 @functools.cache
 def _boot_time() -> float:
+    import psutil  # noqa: PLC0415 - see create_time_of
+
     return psutil.boot_time()
 
 
@@ -64,6 +68,8 @@ def is_alive(pid: int | None, create_time: float | None) -> bool:
     """True when ``pid`` runs, is not a zombie, and started at ``create_time``."""
     if not pid or pid <= 0:
         return False
+    import psutil  # noqa: PLC0415 - see create_time_of
+
     try:
         process = psutil.Process(pid)
         if create_time is not None and abs(process.create_time() - create_time) > _CREATE_TIME_TOLERANCE_S:

@@ -25,7 +25,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from session.loader import SESSION_FILE
 from session.store import utc_now
 
 __all__ = ["SessionProjection", "write_atomic"]
@@ -110,6 +109,10 @@ class SessionProjection:
         *,
         clock: Callable[[], str] = utc_now,
     ) -> None:
+        # The loader (pydantic models, yaml) for one name: write_atomic's users (the inbox, the key
+        # store, `task` commands) need none of it.
+        from session.loader import SESSION_FILE  # noqa: PLC0415
+
         self.path = Path(folder) / SESSION_FILE
         self._raw = dict(team_raw)
         self._clock = clock

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
 
 if TYPE_CHECKING:
     from session.config_models import Config
@@ -112,6 +110,10 @@ def choice_notes(chosen: Sequence[RoleBackend], remembered: str | None, config_f
 def remember_backend(folder: Path, backend: str) -> bool:
     """Write ``[remembered] backend = ...`` into ``<folder>/executor.toml``, keeping everything
     else in the file (comments too); return whether it changed.  Raises :class:`RememberError`."""
+    # tomlkit (~15 ms to import) only for `--backend`: `check` and most runs never write the file.
+    import tomlkit  # noqa: PLC0415
+    from tomlkit.exceptions import TOMLKitError  # noqa: PLC0415
+
     path = folder / "executor.toml"
     try:
         document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()

@@ -48,7 +48,8 @@ _PROCESS_MODULES = frozenset(
         "test_review_loop",
         "test_rollback", "test_routed_run", "test_router_actor", "test_run", "test_run_choices",
         "test_run_notifications", "test_run_redaction", "test_sandbox", "test_security",
-        "test_security_clis", "test_task_diff", "test_task_logs", "test_untrusted_exits", "test_watch",
+        "test_security_clis", "test_startup_imports", "test_task_diff", "test_task_logs", "test_untrusted_exits",
+        "test_watch",
         "test_web_api", "test_worktrees",
     }
 )  # fmt: skip
