@@ -56,6 +56,20 @@ def _dispatch(task_id: str, run_row_id: int, worker_id: str = "worker-1") -> Rec
     )
 
 
+def _completed(attempt: int, result: AttemptResult, **extra: Any) -> RecordOutcome:
+    """T-1's attempt (run row = attempt number) completed, unblocking T-2."""
+    return RecordOutcome(
+        run_row_id=attempt,
+        task_id="T-1",
+        attempt=attempt,
+        role="worker",
+        result=result,
+        disposition="completed",
+        unblocked=("T-2",),
+        **extra,
+    )
+
+
 def _type(event: Any) -> str:
     return str(event.__struct_config__.tag)
 
@@ -89,17 +103,7 @@ def test_an_attempt_is_recorded_from_dispatch_to_completion(session):
     ref.tell(_dispatch("T-1", 1))
     ref.tell(RecordStart(run_row_id=1, task_id="T-1", attempt=1, role="worker", pid=42, create_time=1.5))
     result = AttemptResult(ok=True, exit_code=0, summary="T-1 done")
-    ref.tell(
-        RecordOutcome(
-            run_row_id=1,
-            task_id="T-1",
-            attempt=1,
-            role="worker",
-            result=result,
-            disposition="completed",
-            unblocked=("T-2",),
-        )
-    )
+    ref.tell(_completed(1, result))
     ref.ask(AwaitCommit(), timeout=TIMEOUT)
     runs, events, tasks = _stored(folder)
     (run,) = runs
@@ -136,18 +140,7 @@ def test_no_secret_in_task_text_or_agent_output_reaches_state_db_the_bus_or_the_
         model=shaped,
         agent_session_id=secret,
     )
-    ref.tell(
-        RecordOutcome(
-            run_row_id=2,
-            task_id="T-1",
-            attempt=2,
-            role="worker",
-            result=done,
-            disposition="completed",
-            unblocked=("T-2",),
-            report_text=f"[worker] T-1 done: {shaped}",
-        )
-    )
+    ref.tell(_completed(2, done, report_text=f"[worker] T-1 done: {shaped}"))
     ref.ask(FinishRun(run_id="R1", clean=True, interrupted_tasks=()), timeout=TIMEOUT)
     bus, projection = folder / ".msg" / "messages.jsonl", folder / "team-session.json"
     written = [*(folder / ".executor").glob("state.db*"), bus, projection]
