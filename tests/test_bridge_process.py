@@ -166,3 +166,32 @@ def test_a_bridge_process_that_dies_is_reported_and_replaced(tmp_path: Path) -> 
         bridge.process.send_signal(signal.SIGINT)  # the line reader owns stdout: no communicate()
         bridge.process.wait(timeout=_BOUND_S)
         lines.closed.wait(_BOUND_S)
+
+
+def test_a_bridge_process_that_keeps_dying_is_given_up_and_the_run_goes_on(tmp_path: Path) -> None:
+    # Past MAX_RESTARTS exits within RESTART_PERIOD_S the run stops replacing it, says so once,
+    # and goes on with its tasks (a crash loop must not take the run down, nor spin).
+    from bridge.host import MAX_RESTARTS, RESTART_PERIOD_S  # noqa: PLC0415
+
+    bridge = RunningBridge(copy_demo(tmp_path / "session"), "--backend", "demo")
+    lines = _Lines(bridge)
+    try:
+        for _ in range(MAX_RESTARTS):
+            _bridge_process(bridge).kill()
+            lines.wait_for("the HTTP bridge serves again")
+        last = _bridge_process(bridge)
+        last.kill()
+        given_up = lines.wait_for("so the run goes on without it")
+        assert f"(pid {last.pid}) was killed by SIGKILL" in given_up
+        assert f"it failed {MAX_RESTARTS + 1} times within {RESTART_PERIOD_S:g}s" in given_up
+        assert f"({bridge.url} is not served)" in given_up
+        last.wait(timeout=_BOUND_S)
+        assert not [
+            c for c in psutil.Process(bridge.process.pid).children() if "cli.bridge_process" in " ".join(c.cmdline())
+        ]
+        assert bridge.process.poll() is None  # the run itself goes on
+    finally:
+        bridge.process.send_signal(signal.SIGINT)
+        code = bridge.process.wait(timeout=_BOUND_S)
+        lines.closed.wait(_BOUND_S)
+    assert code == 0, "".join(lines.seen)  # stopped by the person at the terminal: kept, resumable
