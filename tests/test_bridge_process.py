@@ -6,7 +6,8 @@ for real: the run's console script, its bridge process, the official SDK client 
   tools that ask the run's services (fleet, key pool, router) answer;
 - kill -9 of the run takes the bridge process with it: nothing is left listening;
 - a bridge process that dies is reported on the run's console and replaced on the same
-  address, and the ids of writes queued before it died still give their outcome.
+  address, and the ids of writes queued before it died still give their outcome;
+- one that keeps dying is given up (said once), and the run goes on without it.
 """
 
 from __future__ import annotations
