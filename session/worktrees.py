@@ -17,6 +17,7 @@ deleted.
 from __future__ import annotations
 
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def worktree_path(project: Path, session: Path, task_id: str) -> Path:
     return task_file(worktrees_root(project, session), task_id)
 
 
+#: Held while this process adds, prunes or removes worktrees (git's .git/worktrees is not safe
+#: for two of those at once).
+_worktree_changes = threading.Lock()
+
+
 def ensure_worktree(project: Path, session: Path, task_id: str) -> Path:
     """The task's worktree (made on first use; a retry finds its earlier commits there)."""
     if _git(project, "rev-parse", "--show-toplevel", check=False).returncode != 0:
@@ -88,12 +94,16 @@ def ensure_worktree(project: Path, session: Path, task_id: str) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     branch = branch_of(task_id)
-    exists = _git(project, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0
-    _git(project, "worktree", "prune")  # a folder removed by hand leaves a stale entry behind
-    if exists:
-        _git(project, "worktree", "add", str(path), branch)
-    else:
-        _git(project, "worktree", "add", "-b", branch, str(path), "HEAD")
+    # One at a time: two `worktree add` (or a `prune` beside an `add`) at once see each other's
+    # half-made .git/worktrees/<name> and fail ("failed to read .../commondir"), which lost
+    # an attempt whenever two isolated tasks were dispatched together.
+    with _worktree_changes:
+        exists = _git(project, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0
+        _git(project, "worktree", "prune")  # a folder removed by hand leaves a stale entry behind
+        if exists:
+            _git(project, "worktree", "add", str(path), branch)
+        else:
+            _git(project, "worktree", "add", "-b", branch, str(path), "HEAD")
     return path
 
 
@@ -115,7 +125,8 @@ def settle_worktree(project: Path, session: Path, task_id: str) -> Settled:
     commit_all(path, f"{task_id}: work left uncommitted (team-executor)")
     merged = _git(project, "merge-base", "--is-ancestor", branch, "HEAD", check=False).returncode == 0
     if merged:
-        _git(project, "worktree", "remove", "--force", str(path))
+        with _worktree_changes:
+            _git(project, "worktree", "remove", "--force", str(path))
         _git(project, "branch", "-d", branch)  # -d: git itself refuses to drop unmerged commits
         return Settled(task_id, "merged", f"{branch} is merged: worktree and branch removed")
     base = _git(project, "merge-base", "HEAD", branch).stdout.strip()
@@ -123,7 +134,8 @@ def settle_worktree(project: Path, session: Path, task_id: str) -> Settled:
     target = task_file(Path(session), task_id, ".patch", "artifacts")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(patch, encoding="utf-8")
-    _git(project, "worktree", "remove", "--force", str(path))
+    with _worktree_changes:
+        _git(project, "worktree", "remove", "--force", str(path))
     return Settled(task_id, "exported", f"{branch} is not merged: exported to artifacts/{task_id}.patch, branch kept")
 
 

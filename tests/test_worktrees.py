@@ -60,3 +60,39 @@ def test_two_writers_in_worktrees_and_an_adjudicator_that_merges_one(tmp_path: P
     note = (folder / "artifacts" / "IMPL-001-worktree.md").read_text()
     assert "team-executor/IMPL-001" in note
     assert _git(project, "status", "--porcelain") == "", "the main tree has no stray nested repository"
+
+
+def test_worktrees_made_at_the_same_moment_are_all_made(tmp_path: Path) -> None:
+    # Two isolated tasks dispatched together used to race in `git worktree add` (and `prune`):
+    # "fatal: failed to read .git/worktrees/ALT-001/commondir", an attempt lost as spawn_failed.
+    import threading  # noqa: PLC0415
+
+    from session.worktrees import ensure_worktree  # noqa: PLC0415
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for argv in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *argv], cwd=project, check=True, capture_output=True
+        )
+    session = project / "session"
+    session.mkdir()
+    ids = [f"T-{n:03d}" for n in range(1, 41)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(ids))
+
+    def make(task_id: str) -> None:
+        start.wait()
+        try:
+            ensure_worktree(project, session, task_id)
+        except BaseException as error:  # noqa: BLE001 - collected and shown below
+            errors.append(error)
+
+    threads = [threading.Thread(target=make, args=(task_id,)) for task_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    listed = subprocess.run(["git", "worktree", "list"], cwd=project, check=True, capture_output=True, text=True)
+    assert len(listed.stdout.splitlines()) == 1 + len(ids)
