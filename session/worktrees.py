@@ -16,8 +16,11 @@ deleted.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import subprocess
-import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +83,19 @@ def worktree_path(project: Path, session: Path, task_id: str) -> Path:
     return task_file(worktrees_root(project, session), task_id)
 
 
-#: Held while this process adds, prunes or removes worktrees (git's .git/worktrees is not safe
-#: for two of those at once).
-_worktree_changes = threading.Lock()
+@contextlib.contextmanager
+def _one_at_a_time(worktree: Path) -> Iterator[None]:
+    """Held while git's list of worktrees changes (add, prune, remove): git's .git/worktrees is not
+    safe for two of those at once.  A lock file beside our worktrees, so that threads of this run
+    and other processes on the same repository (Ray workers on a shared filesystem) wait alike."""
+    folder = worktree.parent.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def ensure_worktree(project: Path, session: Path, task_id: str) -> Path:
@@ -97,7 +110,7 @@ def ensure_worktree(project: Path, session: Path, task_id: str) -> Path:
     # One at a time: two `worktree add` (or a `prune` beside an `add`) at once see each other's
     # half-made .git/worktrees/<name> and fail ("failed to read .../commondir"), which lost
     # an attempt whenever two isolated tasks were dispatched together.
-    with _worktree_changes:
+    with _one_at_a_time(path):
         exists = _git(project, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0
         _git(project, "worktree", "prune")  # a folder removed by hand leaves a stale entry behind
         if exists:
@@ -125,7 +138,7 @@ def settle_worktree(project: Path, session: Path, task_id: str) -> Settled:
     commit_all(path, f"{task_id}: work left uncommitted (team-executor)")
     merged = _git(project, "merge-base", "--is-ancestor", branch, "HEAD", check=False).returncode == 0
     if merged:
-        with _worktree_changes:
+        with _one_at_a_time(path):
             _git(project, "worktree", "remove", "--force", str(path))
         _git(project, "branch", "-d", branch)  # -d: git itself refuses to drop unmerged commits
         return Settled(task_id, "merged", f"{branch} is merged: worktree and branch removed")
@@ -134,7 +147,7 @@ def settle_worktree(project: Path, session: Path, task_id: str) -> Settled:
     target = task_file(Path(session), task_id, ".patch", "artifacts")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(patch, encoding="utf-8")
-    with _worktree_changes:
+    with _one_at_a_time(path):
         _git(project, "worktree", "remove", "--force", str(path))
     return Settled(task_id, "exported", f"{branch} is not merged: exported to artifacts/{task_id}.patch, branch kept")
 
