@@ -61,11 +61,14 @@ MIN_SECRET_LEN = 8
 #: Below this, a mask shows no tail at all: 4 characters of a short secret is too much of it.
 _MIN_LEN_TO_SHOW_TAIL = 12
 
+#: The letters of the JSON escapes that end in a word character (``\\n``, ``\\t``...; ``\\u`` has
+#: its four hex digits): text right after one of them starts a word in the encoded text.
+_ESCAPE_LETTERS = "nrtbf"
 # A shape must not start in the middle of a word ("task-…" holds "sk-"), but may follow
 # a JSON escape (``\nsk-…`` in an encoded payload).  One alternation behind one
 # boundary check: Python's re tries each branch at each position, so this is much faster.
 _SHAPES = re.compile(
-    r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))(?:"
+    rf"(?:(?<![A-Za-z0-9_])|(?<=\\[{_ESCAPE_LETTERS}])|(?<=\\u[0-9A-Fa-f]{{4}}))(?:"
     r"sk-(?:ant-)?[A-Za-z0-9_-]{16,}"  # Anthropic; OpenAI (sk-proj-…) and the many compatible services
     r"|AIza[0-9A-Za-z_-]{35}"  # Google
     r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"  # GitHub
@@ -174,7 +177,7 @@ def _escape_body(text: str, start: int, value: str) -> int:
         return 0  # no backslash, or an escaped one ("\\\\")
     if value[0] == "u" and _HEX4.fullmatch(value, 1, 5):
         return 5
-    return 1 if value[0] in "nrtbf/" else 0
+    return 1 if value[0] in _ESCAPE_LETTERS or value[0] == "/" else 0
 
 
 def _mask_after_lead(text: str) -> str:
@@ -226,7 +229,7 @@ def _begins_a_word(text: str, literal: str) -> bool:
     while at != -1:
         if at == 0 or text[at - 1] not in _WORD_CHARACTERS:
             return True
-        if at >= 2 and text[at - 2] == "\\" and text[at - 1] in "nrtbf":
+        if at >= 2 and text[at - 2] == "\\" and text[at - 1] in _ESCAPE_LETTERS:
             return True
         if at >= 6 and text[at - 6 : at - 4] == "\\u" and _HEX4.fullmatch(text, at - 4, at):
             return True
