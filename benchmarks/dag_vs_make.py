@@ -54,6 +54,9 @@ def makefile(tasks: list[tuple[str, list[str]]]) -> str:
 def timed(argv: list[str], cwd: Path) -> tuple[float, int, int, float]:
     """Wall seconds, exit code, peak RSS in KiB of the process, CPU seconds (user + system,
     the process and every child it reaped: the commands' own CPU is in it), from wait4."""
+    # `cwd` is a temp folder, never the caller's: an A/B copy run as `python -c "from cli.main
+    # import main; ..." ` with PYTHONPATH would otherwise import the checkout it was started in
+    # (`-c` puts the current folder first on sys.path, before PYTHONPATH).
     # Compiled modules are cached as a user's install caches them (an environment that sets
     # PYTHONDONTWRITEBYTECODE would compile every changed module again at each start).
     env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}

@@ -83,6 +83,7 @@ def tiny_tasks_time(executor: str, folder: Path, workers: int) -> tuple[float, f
         [executor, "run", "--session", str(folder), "--max-workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=folder.parent,  # not the caller's folder: see dag_vs_make.py
     )
     try:
         while completed(db_path, "T-") < TINY:
@@ -109,7 +110,10 @@ def gb_run(executor: str, folder: Path, cutoff: float) -> tuple[float | None, in
     write_session(folder, roles, {"F-000001": []}, role_extra=extra)
     start = time.perf_counter()
     process = subprocess.Popen(
-        [executor, "run", "--session", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [executor, "run", "--session", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=folder.parent,  # not the caller's folder: see dag_vs_make.py
     )
     elapsed: float | None
     try:

@@ -140,7 +140,11 @@ def poll_check(executor: str, folder: Path, gap: float, watch: Watch) -> None:
     while not watch.stop.is_set():
         started_wall, started = time.time(), time.perf_counter()
         done = subprocess.run(
-            [executor, "check", "--session", str(folder), "--json"], capture_output=True, text=True, check=False
+            [executor, "check", "--session", str(folder), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=folder.parent,
         )
         ended_wall = time.time()
         watch.check_times.append(time.perf_counter() - started)
@@ -289,6 +293,7 @@ def main() -> None:
         [executor, "run", "--session", str(folder), "--max-workers", str(options.agents)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        cwd=folder.parent,  # not the caller's folder: see dag_vs_make.py
     )
     threads = [
         threading.Thread(target=sample_memory, args=(process.pid, watch), daemon=True),
