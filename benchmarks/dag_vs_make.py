@@ -8,7 +8,10 @@ make runs the equivalent Makefile with -j8.  Reported: wall time of each, the
 ratio, the executor's peak RSS (from wait4, so the whole process), and the
 time per task so growth with the task count is visible.
 
-Usage: python benchmarks/dag_vs_make.py [--layers 10] [--layers 100] [--workers 8] [--executor PATH]
+``--no-cgroup`` runs the executor as a machine without cgroups makes it run (most users': no
+root, no delegation), with the descendant list instead (``TEAM_EXECUTOR_NO_CGROUP=1``).
+
+Usage: python benchmarks/dag_vs_make.py [--layers 10] [--layers 100] [--workers 8] [--executor PATH] [--no-cgroup]
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def makefile(tasks: list[tuple[str, list[str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed(argv: list[str], cwd: Path) -> tuple[float, int, int, float]:
+def timed(argv: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> tuple[float, int, int, float]:
     """Wall seconds, exit code, peak RSS in KiB of the process, CPU seconds (user + system,
     the process and every child it reaped: the commands' own CPU is in it), from wait4."""
     # `cwd` is a temp folder, never the caller's: an A/B copy run as `python -c "from cli.main
@@ -60,6 +63,7 @@ def timed(argv: list[str], cwd: Path) -> tuple[float, int, int, float]:
     # Compiled modules are cached as a user's install caches them (an environment that sets
     # PYTHONDONTWRITEBYTECODE would compile every changed module again at each start).
     env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra_env or {})
     start = time.perf_counter()
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -99,11 +103,13 @@ def main() -> None:
     parser.add_argument(
         "--executor", help="the executor command to time (default: this venv's; an A/B run names another)"
     )
+    parser.add_argument("--no-cgroup", action="store_true", help="run the executor without cgroups")
     options = parser.parse_args()
     executor = options.executor or str(Path(sys.executable).with_name("executor"))
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+        + (", executor without cgroups" if options.no_cgroup else "")
     )
     for layers in options.layers or [10]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +118,9 @@ def main() -> None:
             (Path(tmp) / "Makefile").write_text(makefile(tasks))
             make_s, make_code, _, make_cpu = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
             run_s, run_code, rss_kib, run_cpu = timed(
-                [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)], Path(tmp)
+                [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)],
+                Path(tmp),
+                {"TEAM_EXECUTOR_NO_CGROUP": "1"} if options.no_cgroup else None,
             )
             assert make_code == 0, "make failed"
             assert run_code == 0, "executor failed"
