@@ -133,12 +133,20 @@ _OWNER: tuple[int, str] | None = None
 
 
 def _owner() -> str:
-    """``<pid>-<create time>`` of this process: read once (per pid: a forked child has its own)."""
+    """``<pid>-<create time>`` of this process: read once (a forked child reads its own)."""
     global _OWNER  # noqa: PLW0603 - a fact of this process, asked for on every attempt
-    pid = os.getpid()
-    if _OWNER is None or _OWNER[0] != pid:
+    if _OWNER is None:  # no os.getpid() per call: each is a system call, and a GIL hand-off
+        pid = os.getpid()
         _OWNER = (pid, f"{pid}-{int(psutil.Process(pid).create_time())}")
     return _OWNER[1]
+
+
+def _forget_owner() -> None:
+    global _OWNER  # noqa: PLW0603 - see _owner
+    _OWNER = None
+
+
+os.register_at_fork(after_in_child=_forget_owner)
 
 
 def cgroups_available() -> bool:

@@ -6,7 +6,6 @@ The last bytes of a stream, its lines, and a log file that stops growing at a li
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import re
@@ -166,17 +165,21 @@ class OutputLog:
     """
 
     def __init__(self, path: str, max_bytes: int) -> None:
-        # Unbuffered: every chunk reaches the file at once, so the log can be tailed live.
-        fd = open_new_file(path, os.O_WRONLY | os.O_APPEND)
-        self.file: io.FileIO | None = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed in close()
-        self.size = self.file.tell()
+        # Written with os.write on the descriptor: every chunk reaches the file at once (the log
+        # can be tailed live), and opening it is two system calls (a FileIO adds two seeks).
+        self.fd: int | None = open_new_file(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            self.size = os.fstat(self.fd).st_size
+        except OSError:
+            os.close(self.fd)
+            raise
         self.max_bytes = max_bytes
         self.truncated = False
         self.touched_at = -math.inf
         self.lines = LineRedactor()
 
     def write(self, chunk: bytes) -> None:
-        if self.file is None:
+        if self.fd is None:
             return
         if not self.truncated:
             self._write(self.lines.feed(chunk))
@@ -187,31 +190,36 @@ class OutputLog:
         if now - self.touched_at >= _TOUCH_EVERY_S:
             self.touched_at = now
             with contextlib.suppress(OSError):
-                os.utime(self.file.fileno())
+                os.utime(self.fd)
 
     def _write(self, chunk: bytes) -> None:
-        if self.file is None or self.truncated:
+        if self.fd is None or self.truncated or not chunk:
             return
         try:
             room = self.max_bytes - self.size
             if len(chunk) <= room:
-                self.file.write(chunk)
+                _write_all(self.fd, chunk)
                 self.size += len(chunk)
                 return
             if room > 0:
-                self.file.write(chunk[:room])
+                _write_all(self.fd, chunk[:room])
                 self.size += room
-            self.file.write(f"\n[team-executor: log truncated at {self.max_bytes} bytes]\n".encode())
+            _write_all(self.fd, f"\n[team-executor: log truncated at {self.max_bytes} bytes]\n".encode())
             self.truncated = True
         except OSError:
             # A full disk must not kill the run: stop logging, keep supervising.
             self.close()
 
     def close(self) -> None:
-        if self.file is not None and not self.truncated:
+        if self.fd is not None and not self.truncated:
             self._write(self.lines.rest())
-        if self.file is not None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
             with contextlib.suppress(OSError):
-                self.file.flush()
-                self.file.close()
-            self.file = None
+                os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import selectors
@@ -79,6 +80,22 @@ def _spawn_error_message(exc: OSError, spec: ProcessSpec) -> str:
     if exc.errno == errno.ENOEXEC:
         return f"cannot execute {program}: not an executable file"
     return f"could not start {program}: {exc.strerror or exc}"
+
+
+@functools.cache
+def _own_niceness() -> int:
+    """This process's niceness, read once: the agents' is set relative to it on every attempt."""
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+os.register_at_fork(after_in_child=_own_niceness.cache_clear)
+
+
+@functools.cache
+def _devnull() -> int:
+    """``/dev/null`` for every child's stdin, opened once (``subprocess.DEVNULL`` opens and
+    closes it on every spawn).  Close-on-exec: only the child's stdin holds it."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 class _Throttle:
@@ -495,7 +512,7 @@ def run_process(
                 list(argv or spec.argv),
                 cwd=spec.cwd,
                 env=dict(spec.env),
-                stdin=subprocess.DEVNULL if spec.stdin_data is None else subprocess.PIPE,
+                stdin=_devnull() if spec.stdin_data is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
@@ -510,7 +527,7 @@ def run_process(
             # The child is the cgroup wrapper at this point (vfork returned at its exec): the
             # program it runs next, and all it starts, inherit the niceness.
             with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + limits.nice))
+                os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, _own_niceness() + limits.nice))
         create_time = started_at(proc.pid)
         if create_time is None:
             create_time = time.time()  # cannot happen for an unreaped child; close enough

@@ -92,6 +92,10 @@ def expected_artifact(session: TeamSession, task: TaskSpec) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _resolved(folder: Path) -> Path:
+    """``folder`` resolved, once per process: every prompt names the session folder, and
+    resolving it is a system call per component (two resolutions were a tenth of the system
+    calls of a worker's attempt, each a GIL hand-off).  The session folder is the one the run
+    was started on; a link swapped into its path later is not followed."""
     return folder.resolve()
 
 
@@ -119,7 +123,7 @@ def task_description(session: TeamSession, task: TaskSpec) -> str:
         "TASK:",
         *(f"  - {step}" for step in steps),
         "CONTEXT:",
-        f"  - Session: {session.folder.resolve()}",
+        f"  - Session: {_resolved(session.folder)}",
         f"  - Upstream artifacts: {_comma_list(task.upstream_artifacts)}",
         f"  - Key files: {_comma_list(task.key_files)}",
         f"EXPECTED: {expected_artifact(session, task)}",
@@ -293,7 +297,7 @@ def build_prompt(
     (:func:`dependants_index`); else they are found by a pass over every task, which a
     run that builds one prompt per task must not pay each time.
     """
-    root = session.folder.resolve()
+    root = _resolved(session.folder)
     role = task.owner
     spec = session.role_specs.get(role)
     tag = (spec.meta.output_tag if spec is not None else None) or f"[{role}]"
