@@ -54,9 +54,10 @@ def makefile(tasks: list[tuple[str, list[str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed(argv: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> tuple[float, int, int, float]:
+def timed(argv: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> tuple[float, int, int, float, int]:
     """Wall seconds, exit code, peak RSS in KiB of the process, CPU seconds (user + system,
-    the process and every child it reaped: the commands' own CPU is in it), from wait4."""
+    the process and every child it reaped: the commands' own CPU is in it), and voluntary
+    context switches (every thread's sleeps: a GIL hand-off under load is one), from wait4."""
     # `cwd` is a temp folder, never the caller's: an A/B copy run as `python -c "from cli.main
     # import main; ..." ` with PYTHONPATH would otherwise import the checkout it was started in
     # (`-c` puts the current folder first on sys.path, before PYTHONPATH).
@@ -71,7 +72,7 @@ def timed(argv: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         sys.stderr.write(process.stderr.read().decode() if process.stderr else "")
-    return elapsed, process.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+    return elapsed, process.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
 
 
 def stages(db: sqlite3.Connection) -> str:
@@ -116,8 +117,8 @@ def main() -> None:
             folder = Path(tmp) / "dag"
             tasks = build(folder, layers)
             (Path(tmp) / "Makefile").write_text(makefile(tasks))
-            make_s, make_code, _, make_cpu = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
-            run_s, run_code, rss_kib, run_cpu = timed(
+            make_s, make_code, _, make_cpu, _ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
+            run_s, run_code, rss_kib, run_cpu, switches = timed(
                 [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)],
                 Path(tmp),
                 {"TEAM_EXECUTOR_NO_CGROUP": "1"} if options.no_cgroup else None,
@@ -135,7 +136,7 @@ def main() -> None:
         )
         print(
             f"             CPU (user+sys, with children): make {make_cpu:6.2f} s | executor {run_cpu:6.2f} s "
-            f"({1000 * run_cpu / count:5.2f} ms/task) | {steps}"
+            f"({1000 * run_cpu / count:5.2f} ms/task) | {steps} | {switches / count:.0f} context switches/task"
         )
 
 
