@@ -9,7 +9,10 @@ runs the gates of the tasks in progress the same way.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -63,30 +66,47 @@ def run_gates(commands: list[tuple[str, ...]], cwd: Path, timeout_s: float = DEF
 def _run_one(argv: tuple[str, ...], cwd: Path, timeout_s: float) -> GateOutcome:
     started = time.monotonic()
     try:
-        done = subprocess.run(
+        # A process group of its own: a gate that runs past its time is stopped with everything
+        # it started (a test runner's workers, a server it launched), not only its first process.
+        process = subprocess.Popen(
             argv,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            timeout=timeout_s,
-            check=False,
+            start_new_session=True,
         )
     except FileNotFoundError:
         return GateOutcome(ok=False, argv=argv, why=f"{argv[0]}: no such program (check the role's verify:)")
-    except subprocess.TimeoutExpired as expired:
-        tail = (expired.output or b"").decode("utf-8", errors="replace")[-OUTPUT_TAIL_CHARS:]
-        return GateOutcome(ok=False, argv=argv, output_tail=tail, why=f"timed out after {timeout_s:g}s")
     except OSError as error:
         return GateOutcome(ok=False, argv=argv, why=f"cannot run it: {error.strerror or error}")
-    output = done.stdout.decode("utf-8", errors="replace")
+    try:
+        out, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired as expired:
+        _stop_group(process)
+        tail = (expired.output or b"").decode("utf-8", errors="replace")[-OUTPUT_TAIL_CHARS:]
+        return GateOutcome(ok=False, argv=argv, output_tail=tail, why=f"timed out after {timeout_s:g}s")
+    except BaseException:
+        _stop_group(process)
+        raise
+    output = out.decode("utf-8", errors="replace")
     return GateOutcome(
-        ok=done.returncode == 0,
+        ok=process.returncode == 0,
         argv=argv,
-        exit_code=done.returncode,
+        exit_code=process.returncode,
         output_tail=output[-OUTPUT_TAIL_CHARS:],
         duration_s=round(time.monotonic() - started, 3),
     )
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the gate's process group, then reap its leader.  The leader is not reaped before
+    the signal, so its group id cannot have been given to anyone else meanwhile."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    if process.stdout is not None:  # a member that left the group may still hold the pipe
+        process.stdout.close()
 
 
 def record_gate_failure(folder: Path, task_id: str, outcome: GateOutcome, at: str, where: str) -> Path:
