@@ -15,6 +15,7 @@ and must start in a few milliseconds.
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -202,7 +203,16 @@ def task_artifact_files(artifacts_dir: Path, task_id: str) -> list[Path]:
     folder gives ``[]``; at most 1000 files are returned.
     """
     found: list[Path] = []
-    for name, kind in _listing(artifacts_dir):
+    if not task_id:
+        return found
+    entries = _listing(artifacts_dir)
+    # The listing is sorted and every name that belongs to the task starts with its id: look
+    # there, not at every entry (a prompt asks once per dependency; over a run of N tasks each
+    # with an artifact, a pass over the listing per ask was quadratic).
+    index = bisect.bisect_left(entries, (task_id, ""))
+    while index < len(entries) and entries[index][0].startswith(task_id):
+        name, kind = entries[index]
+        index += 1
         if not belongs_to_task(name, task_id):
             continue
         path = os.path.join(artifacts_dir, name)
