@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import bisect
 import os
-import threading
-import time
 from pathlib import Path
 
+from backends.folder_listing import listing
 from protocol.messages import WorkOrder
 
 __all__ = [
@@ -152,48 +151,6 @@ def dirs_outside_workdir(order: WorkOrder) -> tuple[str, ...]:
     return (str(resolved),)
 
 
-# Folder listings by (path, mtime): a finished attempt that added no file to
-# artifacts/ (the folder's mtime is unchanged) costs one stat, not a listing.
-# A listing taken within _RACY_NS of the mtime it saw is not trusted (as git
-# does): the clock that stamps mtimes is coarse, so a later change in the same
-# tick would keep the same mtime.
-_listings: dict[str, tuple[int, list[tuple[str, str]]]] = {}
-_listings_lock = threading.Lock()
-_RACY_NS = 100_000_000
-
-
-def _listing(folder: Path) -> list[tuple[str, str]]:
-    """(name, "file" | "dir" | "other") of each entry of ``folder``, sorted; [] if missing."""
-    key = os.fspath(folder)
-    try:
-        mtime = os.stat(key).st_mtime_ns
-    except OSError:
-        return []
-    with _listings_lock:
-        cached = _listings.get(key)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
-    try:
-        with os.scandir(key) as scan:
-            entries = sorted(
-                (
-                    entry.name,
-                    "file"
-                    if entry.is_file(follow_symlinks=False)
-                    else "dir"
-                    if entry.is_dir(follow_symlinks=False)
-                    else "other",
-                )
-                for entry in scan
-            )
-    except OSError:
-        return []
-    if time.time_ns() - mtime > _RACY_NS:
-        with _listings_lock:
-            _listings[key] = (mtime, entries)
-    return entries
-
-
 def task_artifact_files(artifacts_dir: Path, task_id: str) -> list[Path]:
     """The files under ``artifacts_dir`` that belong to ``task_id``, sorted.
 
@@ -205,7 +162,7 @@ def task_artifact_files(artifacts_dir: Path, task_id: str) -> list[Path]:
     found: list[Path] = []
     if not task_id:
         return found
-    entries = _listing(artifacts_dir)
+    entries = listing(artifacts_dir)  # kept current, not listed again per question
     # The listing is sorted and every name that belongs to the task starts with its id: look
     # there, not at every entry (a prompt asks once per dependency; over a run of N tasks each
     # with an artifact, a pass over the listing per ask was quadratic).

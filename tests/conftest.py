@@ -59,7 +59,8 @@ _PROCESS_MODULES = frozenset(
 # marked).  Every test module is in one of the two sets: a new one must be placed.
 _IN_PROCESS_MODULES = frozenset(
     {
-        "test_assignment", "test_cluster_relay", "test_config", "test_conventions", "test_fencing", "test_fuzz_loaders",
+        "test_assignment", "test_cluster_relay", "test_config", "test_conventions", "test_folder_listing",
+        "test_fencing", "test_fuzz_loaders",
         "test_graph",
         "test_keypool",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
