@@ -8,6 +8,10 @@ make runs the equivalent Makefile with -j8.  Reported: wall time of each, the
 ratio, the executor's peak RSS (from wait4, so the whole process), and the
 time per task so growth with the task count is visible.
 
+``--artifacts``: every task writes its artifact (``sh -c 'echo ... > $TEAM_EXECUTOR_ARTIFACTS/ID-out.md'``),
+as real tasks do, and make's recipes write the same files: the executor then finds each
+task's upstream artifacts for its prompt and what each attempt left, in a folder of N files.
+
 ``--no-cgroup`` runs the executor as a machine without cgroups makes it run (most users': no
 root, no delegation), with the descendant list instead (``TEAM_EXECUTOR_NO_CGROUP=1``).
 
@@ -34,8 +38,15 @@ from tests.sessions import layered_session
 WIDTH = 100
 
 
-def build(folder: Path, layers: int) -> list[tuple[str, list[str]]]:
-    extra = 'backend: command\ncommand: ["echo", "{task_id} done"]\n'
+_WRITES_ARTIFACT = 'echo {task_id} done > \\"$TEAM_EXECUTOR_ARTIFACTS/{task_id}-out.md\\"'
+
+
+def build(folder: Path, layers: int, artifacts: bool = False) -> list[tuple[str, list[str]]]:
+    extra = (
+        f'backend: command\ncommand: ["sh", "-c", "{_WRITES_ARTIFACT}"]\n'
+        if artifacts
+        else 'backend: command\ncommand: ["echo", "{task_id} done"]\n'
+    )
     layered_session(folder, layers=layers, width=WIDTH, role_extra={"worker": extra})
     tasks = []
     for layer in range(layers):
@@ -46,11 +57,11 @@ def build(folder: Path, layers: int) -> list[tuple[str, list[str]]]:
     return tasks
 
 
-def makefile(tasks: list[tuple[str, list[str]]]) -> str:
+def makefile(tasks: list[tuple[str, list[str]]], artifacts: bool = False) -> str:
     lines = [".PHONY: all " + " ".join(t for t, _ in tasks), "all: " + " ".join(t for t, _ in tasks)]
     for task_id, deps in tasks:
         lines.append(f"{task_id}: {' '.join(deps)}")
-        lines.append("\t@echo $@ done")
+        lines.append("\t@echo $@ done > artifacts/$@-out.md" if artifacts else "\t@echo $@ done")
     return "\n".join(lines) + "\n"
 
 
@@ -105,18 +116,23 @@ def main() -> None:
         "--executor", help="the executor command to time (default: this venv's; an A/B run names another)"
     )
     parser.add_argument("--no-cgroup", action="store_true", help="run the executor without cgroups")
+    parser.add_argument(
+        "--artifacts", action="store_true", help="every task writes an artifact (make's tasks write the same files)"
+    )
     options = parser.parse_args()
     executor = options.executor or str(Path(sys.executable).with_name("executor"))
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
         + (", executor without cgroups" if options.no_cgroup else "")
+        + (", every task writes an artifact" if options.artifacts else "")
     )
     for layers in options.layers or [10]:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "dag"
-            tasks = build(folder, layers)
-            (Path(tmp) / "Makefile").write_text(makefile(tasks))
+            tasks = build(folder, layers, options.artifacts)
+            (Path(tmp) / "Makefile").write_text(makefile(tasks, options.artifacts))
+            (Path(tmp) / "artifacts").mkdir()
             make_s, make_code, _, make_cpu, _ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
             run_s, run_code, rss_kib, run_cpu, switches = timed(
                 [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)],
@@ -125,6 +141,9 @@ def main() -> None:
             )
             assert make_code == 0, "make failed"
             assert run_code == 0, "executor failed"
+            if options.artifacts:
+                written = len(os.listdir(folder / "artifacts"))
+                assert written == len(tasks), f"the executor's tasks wrote {written} artifacts, not {len(tasks)}"
             with sqlite3.connect(folder / ".executor" / "state.db") as db:
                 events = db.execute("SELECT count(*) FROM events").fetchone()[0]
                 steps = stages(db)
