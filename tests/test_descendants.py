@@ -104,3 +104,21 @@ def test_stop_ends_what_was_recorded(tree):
     while any(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE for proc in recorded):
         assert time.monotonic() < deadline, "a recorded descendant survived stop()"
         time.sleep(0.02)
+
+
+def test_a_pid_given_to_a_new_process_is_not_taken_for_the_old_one(tree, monkeypatch):
+    # Between two scans a process may end and its pid go to another: the table knows processes
+    # by pid and start, so the old psutil.Process (holding the old create time, with which a
+    # signal would be refused) is never handed out for the new one.
+    from backends import containment  # noqa: PLC0415 - only this test reaches inside
+
+    child = psutil.Process(tree.pid).children()[0].pid
+    starts = iter(["100", "100", "200"])
+    monkeypatch.setattr(containment, "_parents_from_proc", lambda: {child: (tree.pid, next(starts))})
+    table = ProcessTable(max_age_s=0.0)
+    first = table.descendants(tree.pid, now=1.0, not_before=0.0)
+    same = table.descendants(tree.pid, now=2.0, not_before=0.0)
+    successor = table.descendants(tree.pid, now=3.0, not_before=0.0)
+    assert table.scans == 3
+    assert first[0] is same[0], "the same process (same start) is not made again"
+    assert successor[0] is not first[0], "a new start is a new process"
