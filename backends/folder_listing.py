@@ -189,6 +189,8 @@ def _watcher(folder: str) -> _Watched | None:
     with _watched_lock:
         if folder in _watched:
             return _watched[folder]
+    if not os.path.isdir(folder):
+        return None  # not there yet (or not a folder): asked again next time
     if INotify is None or not _on_local_disk(folder):
         watched = None
     else:
