@@ -9,7 +9,7 @@ from typing import Any
 from backends.base import Backend
 from protocol.messages import AttemptResult, Permission, WorkOrder
 from session.redaction import redact
-from session.safepath import open_new_file
+from session.safepath import open_new_file, write_all
 
 __all__ = ["AttemptRunner", "default_permission"]
 
@@ -31,9 +31,7 @@ class AttemptRunner:
         data = redact(self.prompts(order.task_id, order.attempt)).encode("utf-8")
         fd = open_new_file(order.prompt_file, os.O_WRONLY | os.O_TRUNC)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
         finally:
             os.close(fd)
 

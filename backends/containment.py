@@ -34,6 +34,8 @@ from pathlib import Path
 
 import psutil
 
+from session.processes import stat_fields
+
 __all__ = [
     "DISABLE_ENV",
     "AttemptCgroup",
@@ -450,22 +452,8 @@ def _parents_from_proc() -> dict[int, tuple[int, object]] | None:
         return None
     table: dict[int, tuple[int, object]] = {}
     for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            data = os.read(fd, 512)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        # "pid (comm) state ppid ... starttime ...": the name may hold spaces and parentheses;
-        # after the last ")", the parent is the 2nd field and the start the 20th.
-        fields = data[data.rfind(b")") + 2 :].split(maxsplit=20)
-        if len(fields) >= 20 and fields[1].isdigit():
+        fields = stat_fields(name) if name.isdigit() else None
+        if fields is not None and len(fields) >= 20 and fields[1].isdigit():
             table[int(name)] = (int(fields[1]), fields[19])
     return table
 

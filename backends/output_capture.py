@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from session.redaction import LineRedactor
-from session.safepath import open_new_file
+from session.safepath import open_new_file, write_all
 
 __all__ = [
     "LineSplitter",
@@ -198,13 +198,13 @@ class OutputLog:
         try:
             room = self.max_bytes - self.size
             if len(chunk) <= room:
-                _write_all(self.fd, chunk)
+                write_all(self.fd, chunk)
                 self.size += len(chunk)
                 return
             if room > 0:
-                _write_all(self.fd, chunk[:room])
+                write_all(self.fd, chunk[:room])
                 self.size += room
-            _write_all(self.fd, f"\n[team-executor: log truncated at {self.max_bytes} bytes]\n".encode())
+            write_all(self.fd, f"\n[team-executor: log truncated at {self.max_bytes} bytes]\n".encode())
             self.truncated = True
         except OSError:
             # A full disk must not kill the run: stop logging, keep supervising.
@@ -217,9 +217,3 @@ class OutputLog:
             fd, self.fd = self.fd, None
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

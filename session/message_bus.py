@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from protocol.types import TASK_STATUSES
 from session.projection import write_atomic
 from session.redaction import redact, redact_data
+from session.safepath import write_all
 from session.store import utc_now
 
 __all__ = [
@@ -299,10 +300,7 @@ class MessageBus:
 
     def _append(self, data: bytes) -> None:
         assert self._fd is not None  # noqa: S101 - callers check under the lock
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        write_all(self._fd, data)
         self._size += len(data)
 
     def _catch_up(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 
-__all__ = ["create_time_of", "is_alive", "started_at"]
+__all__ = ["create_time_of", "is_alive", "started_at", "stat_fields"]
 
 _CREATE_TIME_TOLERANCE_S = 1.0
 
@@ -37,6 +37,25 @@ def _ticks_per_second() -> int:
     return os.sysconf("SC_CLK_TCK")
 
 
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the program's name, in one read (three system
+    calls): ``[0]`` the state, ``[1]`` the parent's pid, ``[19]`` the start in clock ticks after
+    boot.  None when it cannot be read (no such process, no ``/proc``)."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # "pid (comm) state ppid ...": the name may hold spaces and parentheses, so the fields
+    # start after the last ")".
+    return data[data.rfind(b")") + 2 :].split()
+
+
 def started_at(pid: int) -> float | None:
     """:func:`create_time_of` for a child just started, in three system calls on Linux.
 
@@ -45,19 +64,9 @@ def started_at(pid: int) -> float | None:
     The same formula as psutil's (start ticks / ticks per second + boot time), with the boot
     time read once; elsewhere, or when ``/proc`` cannot be read, psutil answers.
     """
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return create_time_of(pid)
-    try:
-        data = os.read(fd, 4096)
-    except OSError:
-        return create_time_of(pid)
-    finally:
-        os.close(fd)
-    # "pid (comm) state ppid ...": the name may hold spaces and parentheses; field 22 is
-    # the start time, the 20th after the last ")".
-    fields = data[data.rfind(b")") + 2 :].split()
     try:
         return int(fields[19]) / _ticks_per_second() + _boot_time()
     except (IndexError, ValueError):

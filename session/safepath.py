@@ -28,6 +28,7 @@ __all__ = [
     "task_file_text",
     "within",
     "within_text",
+    "write_all",
 ]
 
 #: The executor's private folder in a session (state.db, prompts, logs, inbox).
@@ -114,6 +115,13 @@ def open_new_file(path: str | os.PathLike[str], flags: int) -> int:
     except FileNotFoundError:
         make_folder(os.path.dirname(path))
         return os.open(path, flags, 0o666)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def task_file(root: Path, task_id: str, suffix: str = "", *folders: str) -> Path:
