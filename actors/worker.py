@@ -29,6 +29,7 @@ import pykka
 from actors.base import TreeActor, handles
 from actors.timer import call_at
 from backends.base import WorkerHooks
+from backends.gates import gate_run_for, run_gates
 from backends.process_tree import stop_tree
 from protocol.bridge import CRITICAL_APPROVAL, AnswerEscalation, EscalateDecision
 from protocol.keys import AcquireKey, KeyUnavailable, ReportKey, outcome_for_error
@@ -44,7 +45,7 @@ from protocol.messages import (
 from protocol.routing import ModelChoice, NextModel, NoModel, SelectModel
 from protocol.types import ErrorKind
 from session.attempt_trees import after_attempt, before_attempt, own_filter
-from session.gates import record_gate_failure, run_gates
+from session.gates import record_gate_failure
 from session.key_requests import ADDED, answered_ids, give_up_reason, key_question, open_request
 from session.safepath import task_file
 from session.store import StoreReader, utc_now
@@ -258,14 +259,20 @@ class _Hooks:
         )
 
 
-def _after_gates(order: WorkOrder, result: AttemptResult, hooks: _Hooks) -> AttemptResult:
+def _after_gates(order: WorkOrder, result: AttemptResult, hooks: _Hooks, cancel: threading.Event) -> AttemptResult:
     """The attempt's result once its quality gates ran: a failing gate turns it into a
-    ``gate_failed`` failure (retried like any other) and leaves its output in the feedback file."""
+    ``gate_failed`` failure (retried like any other) and leaves its output in the feedback file;
+    gates stopped because the run is stopping make the attempt ``interrupted`` (not the work's
+    fault: it runs again, gates included, when the run resumes)."""
     hooks.progress(None, f"running {len(order.gates)} quality gate(s)")
     hooks.flush_progress()  # the gates may take minutes: say so now
-    outcome = run_gates(list(order.gates), Path(order.workdir), order.gate_timeout_s)
+    outcome = run_gates(order.gates, gate_run_for(order, cancel))
     if outcome.ok:
         return result
+    if cancel.is_set():
+        return msgspec.structs.replace(
+            result, ok=False, error_kind="interrupted", error="stopped during its quality gates"
+        )
     record_gate_failure(Path(order.session_dir), order.task_id, outcome, utc_now(), f"attempt {order.attempt}")
     why = outcome.why or f"exit {outcome.exit_code}"
     return msgspec.structs.replace(
@@ -351,7 +358,7 @@ class TeamWorker(TreeActor):
         self.current_process = None
         hooks.flush_progress()
         if result.ok and result.outcome == "completed" and order.gates and not self.cancel.is_set():
-            result = _after_gates(order, result, hooks)
+            result = _after_gates(order, result, hooks, self.cancel)
         if order.worktree and result.ok:
             result = _commit_worktree(order, result)
         if recorded:

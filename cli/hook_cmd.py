@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -16,9 +17,9 @@ from cli.options import command_group
 from cli.options import fail as _fail
 from protocol.messages import HandoffRequest
 from protocol.records import TaskRow
-from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands, record_gate_failure, run_gates
+from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands, record_gate_failure
 from session.git_hooks import HOOKS, HookError, install_hooks, named_task_ids, uninstall_hooks
-from session.store import StoreError, stored_tasks, utc_now
+from session.store import STATE_DIR, StoreError, stored_tasks, utc_now
 
 __all__ = ["hook_app"]
 
@@ -110,8 +111,15 @@ def _pre_commit(folder: Path, rows: list[TaskRow]) -> int:
         for command in gate_commands(spec.meta.verify):
             by_command.setdefault(command, []).append(row.id)
             timeouts[command] = max(timeouts.get(command, 0.0), spec.meta.verify_timeout or DEFAULT_GATE_TIMEOUT_S)
+    from backends.gates import GateRun, run_gates  # noqa: PLC0415 - only a commit with tasks in progress runs gates
+
+    # The same rules as in a run (the environment allowlist among them): a gate that passes here
+    # passes there, and the agents' code the tests run sees none of the committer's keys.
+    log_path = folder / STATE_DIR / "logs" / "pre-commit-gates.log"
+    with contextlib.suppress(OSError):  # this commit's gates only: a log kept across commits would reach its cap
+        log_path.unlink()
     for command, task_ids in by_command.items():
-        outcome = run_gates([command], Path(os.getcwd()), timeouts[command])
+        outcome = run_gates([command], GateRun(cwd=Path(os.getcwd()), log_path=log_path, timeout_s=timeouts[command]))
         if outcome.ok:
             continue
         written = [record_gate_failure(folder, task_id, outcome, utc_now(), "pre-commit") for task_id in task_ids]
@@ -120,6 +128,7 @@ def _pre_commit(folder: Path, rows: list[TaskRow]) -> int:
             f"team-executor: the gate `{escape(outcome.command)}` failed ({escape(why)}) for "
             f"{', '.join(task_ids)}; the commit is stopped. Its output is in "
             + ", ".join(escape(str(path)) for path in written)
+            + f"; all of it in {escape(str(log_path))}"
         )
         tail = outcome.output_tail.strip()
         if tail:

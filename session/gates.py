@@ -4,26 +4,21 @@ After an attempt of a task of that role completes, its gates run in the
 working directory, one after another, each an argv list (never a shell); the
 first that fails sends the task back to its implementer with the failing
 output in ``feedback/<ID>.md`` and in the next prompt.  The pre-commit hook
-runs the gates of the tasks in progress the same way.
+runs the gates of the tasks in progress the same way.  Here: what a gate is and
+what a failing one leaves; running them is :mod:`backends.gates`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from session.feedback import feedback_path
 
-__all__ = ["DEFAULT_GATE_TIMEOUT_S", "GateOutcome", "gate_commands", "record_gate_failure", "run_gates"]
+__all__ = ["DEFAULT_GATE_TIMEOUT_S", "GateOutcome", "gate_commands", "record_gate_failure"]
 
 DEFAULT_GATE_TIMEOUT_S = 600.0
-OUTPUT_TAIL_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -52,61 +47,6 @@ def gate_commands(verify: str | list[str | list[str]] | None) -> list[tuple[str,
         if argv:
             commands.append(argv)
     return commands
-
-
-def run_gates(commands: list[tuple[str, ...]], cwd: Path, timeout_s: float = DEFAULT_GATE_TIMEOUT_S) -> GateOutcome:
-    """Run each gate in turn; the first failure is the outcome (all pass: ok)."""
-    for argv in commands:
-        outcome = _run_one(argv, cwd, timeout_s)
-        if not outcome.ok:
-            return outcome
-    return GateOutcome(ok=True)
-
-
-def _run_one(argv: tuple[str, ...], cwd: Path, timeout_s: float) -> GateOutcome:
-    started = time.monotonic()
-    try:
-        # A process group of its own: a gate that runs past its time is stopped with everything
-        # it started (a test runner's workers, a server it launched), not only its first process.
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        return GateOutcome(ok=False, argv=argv, why=f"{argv[0]}: no such program (check the role's verify:)")
-    except OSError as error:
-        return GateOutcome(ok=False, argv=argv, why=f"cannot run it: {error.strerror or error}")
-    try:
-        out, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as expired:
-        _stop_group(process)
-        tail = (expired.output or b"").decode("utf-8", errors="replace")[-OUTPUT_TAIL_CHARS:]
-        return GateOutcome(ok=False, argv=argv, output_tail=tail, why=f"timed out after {timeout_s:g}s")
-    except BaseException:
-        _stop_group(process)
-        raise
-    output = out.decode("utf-8", errors="replace")
-    return GateOutcome(
-        ok=process.returncode == 0,
-        argv=argv,
-        exit_code=process.returncode,
-        output_tail=output[-OUTPUT_TAIL_CHARS:],
-        duration_s=round(time.monotonic() - started, 3),
-    )
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the gate's process group, then reap its leader.  The leader is not reaped before
-    the signal, so its group id cannot have been given to anyone else meanwhile."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    if process.stdout is not None:  # a member that left the group may still hold the pipe
-        process.stdout.close()
 
 
 def record_gate_failure(folder: Path, task_id: str, outcome: GateOutcome, at: str, where: str) -> Path:

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from protocol.events import ChangesRequested
 from session.store import StoreReader
 from tests.sessions import command_role_extra, write_session
 from tests.test_mcp_bridge import RunningBridge
+from tests.test_run import finish, start_executor, tasks_of, wait_until
 
 GRAPH = {"IMPL-001": [], "REV-001": ["IMPL-001"], "DOC-001": ["REV-001"]}
 FEEDBACK = [
@@ -130,6 +134,41 @@ def test_a_failing_gate_writes_its_feedback_file_and_sends_the_task_back(tmp_pat
     second_prompt = (folder / "artifacts" / "IMPL-001-prompt-2.md").read_text()
     assert "checked 1 attempt(s)" in second_prompt, "the failing output reaches the implementer"
     assert len(_attempts(folder, "DOC-001")) == 1, "what depends on it ran once the gate passed"
+
+
+SLOW_GATE = "import os, pathlib, sys, time\npathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\ntime.sleep(300)\n"
+
+
+def test_a_run_stopped_during_a_gate_stops_the_gate_and_blames_no_one(tmp_path: Path) -> None:
+    # A test suite takes minutes; Ctrl-C meanwhile must stop it with the run (it ran on for up to
+    # its 600 s timeout, orphaned), and the attempt is interrupted, not failed by its gate.
+    folder = tmp_path / "s"
+    pid_file = tmp_path / "gate.pid"
+    verify = json.dumps([[sys.executable, "-c", SLOW_GATE, str(pid_file)]])
+    extra = command_role_extra(sys.executable)
+    write_session(folder, {"coder": "IMPL"}, {"IMPL-001": []}, role_extra={"coder": extra + f"verify: {verify}\n"})
+    (folder / "behaviors.json").write_text("{}")
+    process = start_executor("run", "--session", str(folder), "--shutdown-grace", "5")
+    wait_until(lambda: pid_file.exists() and pid_file.read_text() != "")
+    gate = psutil.Process(int(pid_file.read_text()))
+    process.send_signal(signal.SIGTERM)
+    code, out, err = finish(process, timeout=90)
+    assert code == 0, out + err
+    try:
+        assert gate.wait(timeout=10) is not None or not gate.is_running()
+    except psutil.TimeoutExpired:
+        gate.kill()
+        raise AssertionError("the gate ran on after the run stopped") from None
+    assert not (folder / "feedback" / "IMPL-001.md").exists(), "a stopped gate is not a failed one"
+    assert tasks_of(folder)["IMPL-001"]["status"] == "pending"  # runs again, gates included, on resume
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    try:
+        (run,) = reader.runs("IMPL-001")
+    finally:
+        reader.close()
+    assert (run.outcome, run.error_kind) == ("interrupted", "interrupted")
+    assert run.error == "stopped during its quality gates"
 
 
 def test_accepting_during_the_run_lets_what_waits_on_the_review_go_on(tmp_path: Path) -> None:
