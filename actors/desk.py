@@ -199,7 +199,12 @@ class Desk:
 
     def answer(self, message: AnswerEscalation) -> EscalationRecord | Refused:
         answered = self.executor.link.ask(
-            RecordAnswer(escalation_id=message.escalation_id, choice=message.choice, answered_by=message.answered_by)
+            RecordAnswer(
+                escalation_id=message.escalation_id,
+                choice=message.choice,
+                answered_by=message.answered_by,
+                write_id=message.write_id,
+            )
         )
         if isinstance(answered, Refused):
             return answered

@@ -32,6 +32,7 @@ from actors.desk import Desk, notice_of, report_recovery
 from actors.options import RoutingSetup, RunOptions
 from actors.orders import McpStates, pipeline_config, review_rounds, work_order
 from actors.prompting import PromptSource
+from actors.queued_writes import redo, settlement
 from actors.runner import AttemptRunner
 from actors.services import (
     KEYPOOL,
@@ -71,7 +72,7 @@ from pipeline.effects import (
     StartAttempt,
 )
 from protocol._base import Message
-from protocol.bridge import AnswerEscalation
+from protocol.bridge import AnswerEscalation, Refused
 from protocol.events import ServiceRestarted, WorkerRestarted
 from protocol.messages import (
     BeginRun,
@@ -89,6 +90,7 @@ from protocol.messages import (
     RestartChild,
     RunSummary,
     RunTask,
+    SettleWrite,
     ShutdownRequest,
     StateSnapshot,
     StopWorker,
@@ -204,10 +206,18 @@ class Executor(TreeActor):
     # --- one turn: call the core, carry out its effects, commit, then show ---------------------
 
     def on_receive(self, message: Any) -> Any:
+        write_id: str | None = getattr(message, "write_id", None)
         try:
             handler = self.desk.handler_for(message)
-            reply = handler(message) if handler is not None else super().on_receive(message)
+            try:
+                reply = handler(message) if handler is not None else super().on_receive(message)
+            except Exception as error:
+                if write_id is not None:
+                    self.link.tell(settlement(write_id, message, error=f"the executor failed on this write: {error}"))
+                raise
             self._carry_out()
+            if write_id is not None and not (isinstance(reply, Refused) and reply.retry_later):
+                self.link.tell(settlement(write_id, message, reply))
         except StateWriteFailed as error:
             self._fail(str(error))
             reply = None
@@ -385,6 +395,12 @@ class Executor(TreeActor):
         core.start((task.id for task in self.session.tasks), start)
         for early in self.early_shutdowns:
             core.shutdown(early.reason, early.graceful, start)
+        for write in snapshot.queued_writes:  # queued before a run stopped, never handled: handled now
+            again = redo(write)
+            if isinstance(again, SettleWrite):
+                self.link.tell(again)
+            else:
+                self._tell_self(again)
 
     # --- reports from workers -------------------------------------------------------------------
 

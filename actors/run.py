@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import psutil
+import pykka
 
 from actors.executor import Conclude, Executor, RoutingSetup, RunOptions
 from actors.prompting import PromptSource
@@ -43,6 +45,7 @@ from actors.run_console import (
 )
 from actors.run_request import RunBridge, RunRefused, RunRequest, resolve_backends
 from actors.session import EventSink
+from actors.session_link import SESSION
 from actors.stop_signals import StopSignals
 from actors.supervision import Backoff
 from backends.mcp_call import mcp_task_problems, register_servers
@@ -77,6 +80,16 @@ if TYPE_CHECKING:
 __all__ = ["run_session"]
 log = logging.getLogger("executor.run")
 _T = TypeVar("_T")
+
+
+def _session_finder(executor: pykka.ActorRef[Any]) -> Callable[[], pykka.ActorRef[Any] | None]:
+    """Where the run's Session actor is, asked on the bridge's threads (a restarted one is another
+    actor): the Executor's supervisor knows; a dict lookup, not a message to the busy Executor."""
+    try:
+        supervisor = executor.proxy().supervisor.get(timeout=30)
+    except (pykka.ActorDeadError, pykka.Timeout):
+        return lambda: None  # the run failed to start: nothing will be queued
+    return lambda: supervisor.ref(SESSION)
 
 
 def _session_marker(folder: Path) -> str:
@@ -223,7 +236,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
     if bridge is not None:
         while not booted.wait(0.1) and not outcome.done() and executor.is_alive():
             pass  # the bridge is told the run (and tells its address) once the tasks are in the store
-        bridge.attach(executor)
+        bridge.attach(executor, _session_finder(executor))
     mirror = MirrorKeeper(Path(session.folder)).start()  # tasks/<status>/<ID>.md, kept current
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")

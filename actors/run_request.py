@@ -50,8 +50,9 @@ class RunBridge(Protocol):
     @property
     def worker_endpoint(self) -> tuple[str, str]: ...
 
-    def attach(self, executor: pykka.ActorRef[Any]) -> None:
-        """The run has loaded its session into the store: serve it, and tell the address."""
+    def attach(self, executor: pykka.ActorRef[Any], session: Callable[[], pykka.ActorRef[Any] | None]) -> None:
+        """The run has loaded its session into the store: serve it, and tell the address.
+        ``session`` finds the run's Session actor, which keeps queued writes."""
 
     def serve_stdio(self, outcome: Future[Any], request_stop: Callable[[str], None]) -> None: ...
 

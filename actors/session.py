@@ -19,11 +19,22 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
+from actors.queued_writes import tool_of
 from actors.session_outcome import write_outcome, write_reconciliation
-from protocol.bridge import Refused
+from protocol._base import Message as ProtocolMessage
+from protocol.bridge import (
+    AnswerEscalation,
+    Cancelled,
+    CancelTask,
+    EscalationRecord,
+    Refused,
+    SubmitTask,
+    TaskAccepted,
+)
 from protocol.events import (
     EscalationAnswered,
     EscalationOpened,
@@ -66,8 +77,10 @@ from protocol.messages import (
     RecordEvents,
     RecordOutcome,
     RecordProgress,
+    RecordQueuedWrite,
     RecordStart,
     ReopenTasks,
+    SettleWrite,
     StateSnapshot,
     StorageFailed,
 )
@@ -254,6 +267,7 @@ class SessionActor(TreeActor):
                 OpenRun(run_row_id=r.id, task_id=r.task_id, attempt=r.attempt, pid=r.pid, create_time=r.pid_create_time)
                 for r in self.store.open_runs()
             ),
+            queued_writes=tuple(self.store.unsettled_writes()),
         )
 
     @handles(GetDeliverables)
@@ -379,6 +393,8 @@ class SessionActor(TreeActor):
                 current = self.store.task(task_id)
                 merged = list(dict.fromkeys([*(current.blocked_by if current else []), *blocked_by]))
                 self._update(task_id, TaskChange(blocked_by=merged))
+            if message.write_id is not None:  # a queued submit: applied and settled in one commit
+                self._settle(message.write_id, SubmitTask, TaskAccepted(task=message.tasks[0]))
         for row in message.tasks:
             self.projection.add_task(row.id)
         return Ok()
@@ -386,6 +402,10 @@ class SessionActor(TreeActor):
     @handles(RecordCancel)
     def record_cancel(self, message: RecordCancel) -> Ok:
         with self.store.transaction():
+            if message.write_id is not None:
+                before = self.store.task(message.task_id)
+                was = before.status if before is not None else "pending"
+                self._settle(message.write_id, CancelTask, Cancelled(task_id=message.task_id, was=was))
             self._update(
                 message.task_id,
                 TaskChange(
@@ -451,12 +471,31 @@ class SessionActor(TreeActor):
 
     @handles(RecordAnswer)
     def record_answer(self, message: RecordAnswer) -> EscalationRow | Refused:
-        answered = answer_in_store(self.store, message.escalation_id, message.choice, message.answered_by)
+        with self.store.transaction():
+            answered = answer_in_store(self.store, message.escalation_id, message.choice, message.answered_by)
+            if isinstance(answered, EscalationRow) and message.write_id is not None:
+                self._settle(message.write_id, AnswerEscalation, EscalationRecord(escalation=answered))
         if isinstance(answered, EscalationRow):
             self._pending_events.append(
                 EscalationAnswered(escalation_id=answered.id, choice=message.choice, answered_by=message.answered_by)
             )
         return answered
+
+    # --- queued writes (the MCP queue_* tools) ------------------------------------------
+
+    @handles(RecordQueuedWrite)
+    def record_queued_write(self, message: RecordQueuedWrite) -> None:
+        with self.store.transaction():
+            self.store.record_queued_write(message.write_id, message.tool, message.message_json, message.queued_at)
+
+    @handles(SettleWrite)
+    def settle_write(self, message: SettleWrite) -> None:
+        with self.store.transaction():
+            self.store.settle_write(message.write_id, message.tool, message.reply_json, message.error)
+
+    def _settle(self, write_id: str, kind: type[ProtocolMessage], reply: ProtocolMessage) -> None:
+        """Settle ``write_id`` as applied, inside the transaction that applies it."""
+        self.store.settle_write(write_id, tool_of(kind), msgspec.json.encode(reply).decode(), None)
 
     @handles(RecordEvents)
     def record_events(self, message: RecordEvents) -> Ok:

@@ -40,6 +40,7 @@ import pykka
 from actors.supervision import Backoff
 from bridge.auth import Tokens
 from bridge.channel import ActorHandle, Channel, ChannelClosed, RecalledWrite, RecallWrite
+from bridge.writes import record_queued
 from protocol.messages import GetService
 from session.store import STATE_DIR
 
@@ -130,6 +131,7 @@ class BridgeProcess:
         self.url = url
         self.log_path = folder / STATE_DIR / BRIDGE_LOG
         self._executor: pykka.ActorRef[Any] | None = None
+        self._session: Callable[[], pykka.ActorRef[Any] | None] = lambda: None
         self._services: dict[str, pykka.ActorRef[Any]] = {}
         self._ledger: OrderedDict[str, _Queued] = OrderedDict()
         self._ledger_lock = threading.Lock()
@@ -160,9 +162,11 @@ class BridgeProcess:
         self.close()
         raise BridgeStartError(problem)
 
-    def attach(self, executor: pykka.ActorRef[Any]) -> None:
-        """The tools may reach ``executor`` now (the run has loaded its session)."""
+    def attach(self, executor: pykka.ActorRef[Any], session: Callable[[], pykka.ActorRef[Any] | None]) -> None:
+        """The tools may reach ``executor`` now (the run has loaded its session); queued writes
+        are kept by ``session``'s actor."""
         self._executor = executor
+        self._session = session
         child = self._child
         if child is not None:
             child.send(("attached",))
@@ -324,6 +328,8 @@ class BridgeProcess:
         if ref is None:
             child.send(("raise", request, pykka.ActorDeadError(f"{target} is not running")))
             return
+        if ticket is not None:  # a queued write: kept in the store before it reaches the Executor
+            record_queued(self._session(), ticket, message)
         future = ref.ask(message, block=False)  # into the inbox now, in arrival order
         if ticket is not None:
             request_id, tool, queued_at = ticket

@@ -47,13 +47,18 @@ DashboardFactory = Callable[["BridgeContext", Tokens, ASGIApp, bool], Dashboard]
 
 
 class _ExecutorHolder:
-    """The Executor's ref, set once it exists (the bridge starts first, to know its URL)."""
+    """The Executor's ref, set once it exists (the bridge starts first, to know its URL), and
+    where the run's Session actor is (it keeps queued writes)."""
 
     def __init__(self) -> None:
         self.ref: pykka.ActorRef[Any] | None = None
+        self.session: Callable[[], pykka.ActorRef[Any] | None] = lambda: None
 
     def __call__(self) -> pykka.ActorRef[Any] | None:
         return self.ref
+
+    def session_ref(self) -> pykka.ActorRef[Any] | None:
+        return self.session()
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,14 @@ class BridgeRuntime:
     holder: _ExecutorHolder
     stdio: MCPServer | None = None
 
-    def attach(self, executor: pykka.ActorRef[Any]) -> None:
+    def attach(self, executor: pykka.ActorRef[Any], session: Callable[[], pykka.ActorRef[Any] | None]) -> None:
         """The run has loaded its session: tools reach ``executor``, and the address is told once served.
+        ``session`` finds the run's Session actor (restarted, it is another), which keeps queued writes.
 
         Not earlier: a client that connects as soon as it reads the address finds every task."""
         self.holder.ref = executor
-        self.process.attach(executor)
+        self.holder.session = session
+        self.process.attach(executor, session)
         for line in self.announcement:
             line.show()
 
@@ -155,7 +162,13 @@ def open_bridge(
     if stdio:  # the client on stdin/stdout is the owner; workers use the HTTP endpoint
         from bridge.tools import BridgeContext, build_server  # noqa: PLC0415
 
-        context = BridgeContext(folder=folder, executor=holder, tokens=tokens, installed_backends=installed_backends)
+        context = BridgeContext(
+            folder=folder,
+            executor=holder,
+            tokens=tokens,
+            installed_backends=installed_backends,
+            session=holder.session_ref,
+        )
         server = build_server(context)
     listener = bind_listener(host, port)
     port = listener.getsockname()[1]

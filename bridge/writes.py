@@ -12,13 +12,19 @@ sent again when its status is next asked for, so a write queued during start-up
 is applied, not refused.  Ids live in the bridge's memory (the newest :data:`KEEP`
 requests) and, when the bridge is a process of its own, in the run's too: a
 replaced bridge process asks the run for an id it does not know
-(``context.recall``), so the outcome outlives the process that took the write.
-What a write did is durable in the store like any other change (a submitted task
-is in ``list_tasks`` and the event log).
+(``context.recall``).
+
+And in the store: the run records each write as queued (:func:`record_queued`, before
+it reaches the Executor's inbox) and settles it in the transaction that applies it
+(:mod:`actors.queued_writes`).  A run stopped (or killed) with writes still in its inbox
+leaves them queued, and the next run applies them; an id nobody here remembers is read
+back from the store, so its outcome outlives the run that took it, and a write is
+applied once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 import threading
@@ -28,20 +34,42 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pykka
 from mcp.server.mcpserver.exceptions import ToolError
 
 from bridge.context import ActorLink, BridgeContext, NotRunnable, Recalled, Unavailable
 from bridge.models import QueuedOut, WriteStatusOut
-from protocol.bridge import Refused
+from protocol.bridge import QUEUED_WRITES, Refused
+from protocol.messages import RecordQueuedWrite
+from protocol.records import QueuedWriteRow
+from session.store import StoreError
 
-__all__ = ["KEEP", "WriteQueue"]
+__all__ = ["KEEP", "WriteQueue", "record_queued"]
 
 #: How many requests the queue remembers; the oldest settled ones are forgotten first.
 KEEP = 10_000
 
 #: What turns the Executor's reply into the JSON a client reads back.
 Convert = Callable[[Any], dict[str, Any]]
+
+#: The state of a request whose Executor stopped before answering: the store says what became of it.
+_LOST = "lost"
+
+
+def record_queued(session: ActorLink | None, ticket: tuple[str, str, float], message: Any) -> None:
+    """On the run's side, before ``message`` goes into the Executor's inbox: keep it in the store
+    as queued (the Session actor's next commit, a few milliseconds), so a run that stops before
+    handling it leaves it for the next run.  Without a Session actor (it is restarting) the write
+    is still applied, only not kept should the run stop first."""
+    if session is None:
+        return
+    request_id, tool, queued_at = ticket
+    record = RecordQueuedWrite(
+        write_id=request_id, tool=tool, message_json=msgspec.json.encode(message).decode(), queued_at=queued_at
+    )
+    with contextlib.suppress(pykka.ActorDeadError):
+        session.tell(record)
 
 
 @dataclass
@@ -85,6 +113,7 @@ class WriteQueue:
         self._converters.setdefault(tool, convert)
         with self._lock:
             request_id = f"W-{self._prefix}-{next(self._numbers):06d}"
+        message = msgspec.structs.replace(message, write_id=request_id)  # its outcome is recorded under the id
         request = _Request(request_id, tool, message, convert, None, time.time())
         request.future = self._send(ref, request)
         with self._lock:
@@ -102,20 +131,21 @@ class WriteQueue:
             request = self._requests.get(request_id)
         if request is None or (request.recalled and request.future is None):
             request = self._recall(request_id)
-        if request is None:
-            raise ToolError(
-                f"request_id: no queued write '{request_id}' in this bridge (ids are kept in memory for the "
-                f"newest {self.keep} writes; a restarted run has forgotten older ones — list_tasks shows "
-                "what was applied)"
-            )
-        self._settle(request)
-        return WriteStatusOut(
-            request_id=request.id,
-            tool=request.tool,
-            state=request.state,
-            result=request.result,
-            error=request.error,
-            queued_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(request.queued_at)),
+        if request is not None:
+            self._settle(request)
+            if request.state != _LOST:
+                return _status(
+                    request.id, request.tool, request.queued_at, request.state, request.result, request.error
+                )
+        stored = self._stored(request_id)
+        if stored is not None:
+            return self._status_of(stored)
+        if request is not None:  # not in the store (it could not be recorded): what the bridge saw
+            why = "the executor stopped before it handled this write"
+            return _status(request.id, request.tool, request.queued_at, "refused", None, why)
+        raise ToolError(
+            f"request_id: no queued write '{request_id}' in this session (a request id is what a queue_* "
+            "tool returned; list_tasks shows what the session holds)"
         )
 
     # --- internals ------------------------------------------------------------------------
@@ -139,14 +169,15 @@ class WriteQueue:
             self._forget_oldest()
         return request
 
-    @staticmethod
-    def _send(ref: ActorLink, request: _Request) -> pykka.Future[Any]:
-        """Into the Executor's inbox; a run in another process also records it under the request id."""
+    def _send(self, ref: ActorLink, request: _Request) -> pykka.Future[Any]:
+        """Into the Executor's inbox, recorded as queued first (by the run, when it is another process)."""
+        ticket = (request.id, request.tool, request.queued_at)
         try:
             ask_queued = getattr(ref, "ask_queued", None)
             if ask_queued is not None:
-                queued: pykka.Future[Any] = ask_queued(request.message, (request.id, request.tool, request.queued_at))
+                queued: pykka.Future[Any] = ask_queued(request.message, ticket)
                 return queued
+            record_queued(self.context.session() if self.context.session else None, ticket, request.message)
             future: pykka.Future[Any] = ref.ask(request.message, block=False)
             return future
         except pykka.ActorDeadError:
@@ -162,7 +193,7 @@ class WriteQueue:
             except pykka.Timeout:
                 return  # still in the Executor's inbox
             except pykka.ActorDeadError:
-                request.state, request.error = "refused", "the executor stopped before it handled this write"
+                request.state = _LOST  # kept queued in the store: the next run applies it
                 return
             except Exception as error:  # noqa: BLE001 - a handler's failure is this write's outcome
                 request.state, request.error = "refused", f"the executor failed on this write: {error}"
@@ -181,6 +212,24 @@ class WriteQueue:
                 return
             request.state, request.result = "applied", request.convert(reply)
 
+    def _stored(self, request_id: str) -> QueuedWriteRow | None:
+        """The write as the store has it (recorded by this run or an earlier one), or None."""
+        try:
+            return self.context.reader().queued_write(request_id)
+        except (ToolError, StoreError):
+            return None  # no state yet, or a store that cannot be read: as good as unknown
+
+    def _status_of(self, row: QueuedWriteRow) -> WriteStatusOut:
+        result: dict[str, Any] | None = None
+        kinds = QUEUED_WRITES.get(row.tool)
+        if row.state == "applied" and row.reply_json is not None and kinds is not None:
+            reply = msgspec.json.decode(row.reply_json, type=kinds[1])
+            result = self._converters.get(row.tool, _as_fields)(reply)
+        error = row.error
+        if row.state == "queued":
+            error = None  # not handled yet: by this run soon, or by the next (executor resume) if it stopped
+        return _status(row.id, row.tool, row.queued_at, row.state, result, error)
+
     def _forget_oldest(self) -> None:  # with the lock held
         while len(self._requests) > self.keep:
             self._requests.popitem(last=False)
@@ -188,7 +237,18 @@ class WriteQueue:
 
 def _as_fields(reply: Any) -> dict[str, Any]:
     """A reply of a tool this bridge has no converter for: its fields."""
-    import msgspec  # noqa: PLC0415
-
     fields: dict[str, Any] = msgspec.to_builtins(reply)
     return fields
+
+
+def _status(
+    request_id: str, tool: str, queued_at: float, state: str, result: dict[str, Any] | None, error: str | None
+) -> WriteStatusOut:
+    return WriteStatusOut(
+        request_id=request_id,
+        tool=tool,
+        state=state,
+        result=result,
+        error=error,
+        queued_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(queued_at)),
+    )

@@ -103,7 +103,7 @@ def submit(core: Pipeline, message: SubmitTask, roles: list[str], now: Instant) 
         created_at=stamp,
         updated_at=stamp,
     )
-    core.record(CreateTasks(tasks=(row,)))
+    core.record(CreateTasks(tasks=(row,), write_id=message.write_id))
     core.add_task(row, goal_of(row))
     core.idle_announced = False
     core.say(f"+ {row.id} ({owner}, {row.priority}) submitted through {message.source}: {row.subject}")
@@ -125,7 +125,7 @@ def cancel(core: Pipeline, message: CancelTask, now: Instant) -> Cancelled | Ref
             return Cancelled(task_id=row.id, was="in_progress")
     core.table.fail(row.id)
     core.update(row.id, status="failed", last_error_kind="cancelled")
-    core.record(RecordCancel(task_id=row.id, reason=message.reason, by=message.by))
+    core.record(RecordCancel(task_id=row.id, reason=message.reason, by=message.by, write_id=message.write_id))
     core.say(f"✗ {row.id} cancelled by {message.by}")
     core.maybe_finish(now)
     return Cancelled(task_id=row.id, was=row.status)

@@ -22,6 +22,7 @@ __all__ = [
     "CRITICAL_APPROVAL",
     "DECISION_OPTIONS",
     "KEY_REQUEST",
+    "QUEUED_WRITES",
     "AnswerEscalation",
     "CancelTask",
     "Cancelled",
@@ -57,6 +58,7 @@ class SubmitTask(Message, frozen=True):
     assigned_to: str | None = None  # a role of the session
     blocked_by: tuple[str, ...] = ()
     source: str = "mcp"
+    write_id: str | None = None  # a queued write's request id: its outcome is recorded under it
 
 
 class TaskAccepted(Message, frozen=True):
@@ -66,6 +68,7 @@ class TaskAccepted(Message, frozen=True):
 class CancelTask(Message, frozen=True):
     task_id: str
     reason: str = ""
+    write_id: str | None = None  # see SubmitTask
     by: str = "mcp"
 
 
@@ -137,6 +140,7 @@ class AnswerEscalation(Message, frozen=True):
     escalation_id: str
     choice: str
     answered_by: str = "mcp"
+    write_id: str | None = None  # see SubmitTask
 
 
 class EscalationRecord(Message, frozen=True):
@@ -173,3 +177,15 @@ class FleetSnapshot(Message, frozen=True):
     session_spent_usd: float = 0.0
     open_escalations: int = 0
     manual_roles: tuple[str, ...] = ()  # roles whose tasks people take (`backend: manual`)
+
+
+# --- queued writes ------------------------------------------------------------------
+
+#: The tools that queue a write (the bridge answers with a request id at once), with the
+#: message each puts in the Executor's inbox and the reply it gets: the store keeps both
+#: (:class:`protocol.records.QueuedWriteRow`), so a write outlives the run that took it.
+QUEUED_WRITES: dict[str, tuple[type[Message], type[Message]]] = {
+    "queue_submit_task": (SubmitTask, TaskAccepted),
+    "queue_cancel_task": (CancelTask, Cancelled),
+    "queue_answer_escalation": (AnswerEscalation, EscalationRecord),
+}

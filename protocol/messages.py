@@ -11,7 +11,7 @@ import msgspec
 
 from protocol._base import Message
 from protocol.events import Event
-from protocol.records import EscalationRow, TaskRow
+from protocol.records import EscalationRow, QueuedWriteRow, TaskRow
 from protocol.types import ErrorKind, Priority, TaskStatus
 
 __all__ = [
@@ -53,11 +53,13 @@ __all__ = [
     "RecordEvents",
     "RecordOutcome",
     "RecordProgress",
+    "RecordQueuedWrite",
     "RecordStart",
     "ReopenTasks",
     "RestartChild",
     "RunSummary",
     "RunTask",
+    "SettleWrite",
     "ShutdownRequest",
     "StateSnapshot",
     "StopWorker",
@@ -268,6 +270,7 @@ class StateSnapshot(Message, frozen=True):
     answered_decisions: tuple[EscalationRow, ...] = ()  # the executor's own questions, answered
     agent_sessions: dict[str, str] = msgspec.field(default_factory=dict)  # task id -> latest agent session
     spent_by_task: dict[str, float] = msgspec.field(default_factory=dict)  # USD recorded in runs so far
+    queued_writes: tuple[QueuedWriteRow, ...] = ()  # recorded but never handled: a run stopped first
 
 
 class OpenRun(Message, frozen=True):
@@ -364,6 +367,7 @@ class CreateTasks(Message, frozen=True):
     tasks: tuple[TaskRow, ...]
     # task id -> its new blocked_by, for dependants that must now also wait.
     rewire: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    write_id: str | None = None  # the queued write this applies: settled in the same transaction
 
 
 class RecordCancel(Message, frozen=True):
@@ -372,6 +376,7 @@ class RecordCancel(Message, frozen=True):
     task_id: str
     reason: str
     by: str
+    write_id: str | None = None  # see CreateTasks
 
 
 class RecordAccepted(Message, frozen=True):
@@ -412,6 +417,27 @@ class RecordAnswer(Message, frozen=True):
     escalation_id: str
     choice: str
     answered_by: str
+    write_id: str | None = None  # see CreateTasks
+
+
+class RecordQueuedWrite(Message, frozen=True):
+    """A queued write, recorded before the Executor handles it (it may be in its inbox when
+    the run stops: the next run applies it)."""
+
+    write_id: str
+    tool: str
+    message_json: str
+    queued_at: float
+
+
+class SettleWrite(Message, frozen=True):
+    """How the Executor handled a queued write: its reply (applied) or why not (refused).
+    A write already settled (by the record that applied it) stays as it is."""
+
+    write_id: str
+    tool: str
+    reply_json: str | None = None
+    error: str | None = None
 
 
 class RecordEvents(Message, frozen=True):

@@ -10,7 +10,7 @@ import msgspec
 
 from protocol.types import ErrorKind, Priority, TaskStatus
 
-__all__ = ["EscalationRow", "RunRow", "TaskDetails", "TaskRow"]
+__all__ = ["EscalationRow", "QueuedWriteRow", "RunRow", "TaskDetails", "TaskRow"]
 
 
 class TaskDetails(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -96,3 +96,21 @@ class EscalationRow(msgspec.Struct, kw_only=True):
     default_choice: str | None = None  # taken when nobody answers by the deadline
     deadline: str | None = None  # ISO time; None: wait for as long as it takes
     holds_task: bool = False  # task_id is not dispatched until this is answered
+
+
+class QueuedWriteRow(msgspec.Struct, kw_only=True):
+    """A write an MCP client queued (``queue_*`` tools), kept by its request id.
+
+    Recorded when it is queued, settled in the transaction that applies it: a run that stops
+    in between finds it still ``queued`` and applies it when it resumes, so a queued write
+    is applied once, and its outcome can be read back however many runs later.
+    """
+
+    id: str  # the request id the client was given: W-<hex>-<number>
+    tool: str  # queue_submit_task, ... (protocol.bridge.QUEUED_WRITES)
+    message_json: str | None = None  # the message for the Executor; None if only its outcome was recorded
+    queued_at: float = 0.0  # seconds since the epoch
+    state: str = "queued"  # "queued", "applied" or "refused"
+    reply_json: str | None = None  # the Executor's reply (applied)
+    error: str | None = None  # why it was refused
+    settled_at: str | None = None

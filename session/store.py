@@ -35,7 +35,7 @@ import msgspec
 
 from protocol.events import Event, TaskCompleted, decode_event, encode_event
 from protocol.messages import Disposition
-from protocol.records import EscalationRow, RunRow, TaskRow
+from protocol.records import EscalationRow, QueuedWriteRow, RunRow, TaskRow
 from protocol.types import ERROR_KINDS, PRIORITIES, TASK_STATUSES
 from session.redaction import Verbatim, redacting_connection
 from session.store_changes import RunChange, RunStart, TaskChange, given
@@ -321,6 +321,20 @@ class _Reads:
             rows = self._rows("SELECT * FROM escalations WHERE status = ? ORDER BY id", [status])
         return [_escalation_from_row(row) for row in rows]
 
+    def queued_write(self, write_id: str) -> QueuedWriteRow | None:
+        """The queued write ``write_id`` as last committed, or None (never recorded here)."""
+        if self.schema_version() < 8:
+            return None
+        rows = self._rows("SELECT * FROM queued_writes WHERE id = ?", [write_id])
+        return msgspec.convert(rows[0], QueuedWriteRow) if rows else None
+
+    def unsettled_writes(self) -> list[QueuedWriteRow]:
+        """Writes recorded as queued and never handled (a run stopped first), oldest first."""
+        if self.schema_version() < 8:
+            return []
+        rows = self._rows("SELECT * FROM queued_writes WHERE state = 'queued' ORDER BY queued_at, id")
+        return [msgspec.convert(row, QueuedWriteRow) for row in rows]
+
     def escalation(self, escalation_id: str) -> EscalationRow | None:
         if self.schema_version() < 3:
             return None
@@ -549,6 +563,28 @@ class Store(_Reads):
     def next_escalation_id(self) -> str:
         (count,) = self.conn.execute("SELECT count(*) FROM escalations").fetchone()
         return f"ESC-{int(count) + 1:03d}"
+
+    def record_queued_write(self, write_id: str, tool: str, message_json: str, queued_at: float) -> None:
+        """Keep a queued write; one already kept (settled, perhaps) stays as it is."""
+        self._write(
+            "INSERT INTO queued_writes (id, tool, message_json, queued_at, state) VALUES (?, ?, ?, ?, 'queued') "
+            "ON CONFLICT(id) DO NOTHING",
+            [write_id, tool, message_json, queued_at],
+        )
+
+    def settle_write(self, write_id: str, tool: str, reply_json: str | None, error: str | None) -> None:
+        """Settle a queued write: ``applied`` with its reply, or ``refused`` with ``error``.  Only
+        the first settlement counts (the record that applied a write settles it in its own
+        transaction; the Executor's settlement after it changes nothing).  A write never
+        recorded as queued (its record was lost with a restarted Session actor) is kept settled."""
+        state = "refused" if error is not None else "applied"
+        self._write(
+            "INSERT INTO queued_writes (id, tool, queued_at, state, reply_json, error, settled_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET state = excluded.state, reply_json = excluded.reply_json, "
+            "error = excluded.error, settled_at = excluded.settled_at WHERE queued_writes.state = 'queued'",
+            [write_id, tool, time.time(), state, reply_json, error, utc_now()],
+        )
 
     def set_meta(self, **values: str) -> None:
         self.db.table("meta").upsert_all([{"key": k, "value": v} for k, v in values.items()], pk="key")

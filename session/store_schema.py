@@ -132,6 +132,26 @@ def _migration_7(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("progress_lines", int)
 
 
+def _migration_8(db: sqlite_utils.Database) -> None:
+    """Queued writes (the MCP ``queue_*`` tools) by request id: recorded when queued, settled
+    when applied, so one outlives the run that took it and is applied once."""
+    db.table("queued_writes").create(
+        {
+            "id": str,
+            "tool": str,
+            "message_json": str,
+            "queued_at": float,
+            "state": str,
+            "reply_json": str,
+            "error": str,
+            "settled_at": str,
+        },
+        pk="id",
+        not_null={"tool", "state"},
+    )
+    db.table("queued_writes").create_index(["state"])
+
+
 # Append only: migration N turns schema N-1 into N, inside one transaction.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
@@ -141,5 +161,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -64,7 +64,8 @@ _IN_PROCESS_MODULES = frozenset(
         "test_graph",
         "test_keypool",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
-        "test_output_capture", "test_pipeline", "test_projection", "test_prompt", "test_redaction", "test_routing",
+        "test_output_capture", "test_pipeline", "test_projection", "test_prompt", "test_queued_writes",
+        "test_redaction", "test_routing",
         "test_runtime", "test_safepath", "test_scheduler", "test_skills", "test_store", "test_supervision",
         "test_session", "test_task_changes", "test_task_mirror",
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,32 @@ def test_a_queued_cancel_is_applied(served: RunningBridge) -> None:
     else:  # the demo agent finished first: the refusal says so
         assert status["error"] == f"task_id: {task_id} is already completed", status
         assert done["task"]["status"] == "completed"
+
+
+def test_a_queued_writes_outcome_outlives_the_run_that_took_it(tmp_path: Path) -> None:
+    # The client keeps its request id through the night; the run is killed (-9) and started again
+    # (by a person in the morning, or by a service manager): the id still gives the outcome, and
+    # the write was applied once.
+    folder = copy_demo(tmp_path / "session")
+    first = RunningBridge(folder, "--backend", "demo")
+    try:
+        ticket = first.call("queue_submit_task", {"name": "night job", "assigned_to": "coder"}).structured_content
+        applied = first.settled_write(ticket["request_id"])
+        assert applied["state"] == "applied", applied
+    finally:
+        first.process.kill()  # nothing of it survives but what it committed
+        first.process.wait(timeout=30)
+        if first.process.stdout is not None:
+            first.process.stdout.close()
+    second = RunningBridge(folder, "--backend", "demo")
+    try:
+        again = second.settled_write(ticket["request_id"])
+        assert again["state"] == "applied", again
+        assert again["queued_at"] == applied["queued_at"]
+        for field in ("task_id", "owner", "priority"):
+            assert again["result"][field] == applied["result"][field]
+        listed = second.call("list_tasks", {}).structured_content
+        made = [task["id"] for task in listed["tasks"] if task["name"] == "night job"]
+        assert made == [applied["result"]["task_id"]], listed
+    finally:
+        second.stop()
