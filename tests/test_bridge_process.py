@@ -7,7 +7,8 @@ for real: the run's console script, its bridge process, the official SDK client 
 - kill -9 of the run takes the bridge process with it: nothing is left listening;
 - a bridge process that dies is reported on the run's console and replaced on the same
   address, and the ids of writes queued before it died still give their outcome;
-- one that keeps dying is given up (said once), and the run goes on without it.
+- one that keeps dying is given up (said once), and the run goes on without it;
+- one that fails before it ever serves stops the run (exit 2) naming its log.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -196,3 +198,26 @@ def test_a_bridge_process_that_keeps_dying_is_given_up_and_the_run_goes_on(tmp_p
         code = bridge.process.wait(timeout=_BOUND_S)
         lines.closed.wait(_BOUND_S)
     assert code == 0, "".join(lines.seen)  # stopped by the person at the terminal: kept, resumable
+
+
+def test_a_bridge_process_that_fails_before_it_serves_stops_the_run_with_where_to_look(
+    tmp_path: Path, executor_cli: Any
+) -> None:
+    # A broken web stack on this machine (stood in for by a fastapi that cannot be imported: the
+    # run itself never imports it, its bridge process does): the run must not go on half-served,
+    # nor hang, nor leave its lock behind; it says where the reason is, and the next run on a
+    # mended machine starts cleanly.
+    folder = copy_demo(tmp_path / "session")
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "fastapi.py").write_text('raise ImportError("fastapi cannot load here (the test says so)")\n')
+    broken = executor_cli(
+        "run", "--session", str(folder), "--backend", "demo", "--http", "0", env={"PYTHONPATH": str(shadow)}
+    )
+    assert broken.returncode == 2, broken.stdout + broken.stderr
+    log = folder / ".executor" / "bridge.log"
+    assert f"before it served. See {log}" in broken.stdout + broken.stderr
+    assert "Traceback" not in broken.stdout + broken.stderr
+    assert "fastapi cannot load here" in log.read_text()
+    mended = executor_cli("run", "--session", str(folder), "--backend", "demo", "--exit-when-done")
+    assert mended.returncode == 0, mended.stdout + mended.stderr
