@@ -14,6 +14,8 @@ from pathlib import Path
 
 import msgspec
 
+from session.safe_git import SAFE_GIT_OPTIONS, safe_git_env
+
 __all__ = ["EXECUTOR_WRITES", "GitState", "changed_files", "executor_paths", "moved", "snapshot", "touched_since"]
 
 _GIT_TIMEOUT_S = 20.0
@@ -27,11 +29,11 @@ class GitState(msgspec.Struct, frozen=True):
 def _git(workdir: Path, *args: str) -> str | None:
     try:
         completed = subprocess.run(
-            ["git", "-C", str(workdir), *args],
+            ["git", *SAFE_GIT_OPTIONS, "-C", str(workdir), *args],
             capture_output=True,
             timeout=_GIT_TIMEOUT_S,
             check=False,
-            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"},
+            env=safe_git_env(),
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

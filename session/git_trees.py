@@ -12,8 +12,8 @@ rollback may need, however long after the run.  Dropping them all:
 ``git for-each-ref --format='delete %(refname)' refs/team-executor/trees | git update-ref --stdin``.
 
 Git runs by argv with ``-C``, a minimal environment and the options that would
-let a repository's own config run a program (external diff, textconv,
-fsmonitor) turned off: agents can write ``.git/config``.
+let a repository's own config run a program turned off (:mod:`session.safe_git`):
+agents can write ``.git/config``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
+
+from session.safe_git import SAFE_GIT_OPTIONS, safe_git_env
 
 __all__ = [
     "TREE_REFS",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 _TIMEOUT_S = 60.0
-_SAFE = ("-c", "core.fsmonitor=false", "-c", "core.quotePath=false", "-c", "diff.external=")
+_SAFE = (*SAFE_GIT_OPTIONS, "-c", "core.quotePath=false")
 _OBJECT_ID = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
@@ -68,10 +70,7 @@ class FileChange(msgspec.Struct, frozen=True):
     removed: int | None = None
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
-    env["GIT_CONFIG_NOSYSTEM"] = "1"
-    return env | (extra or {})
+_env = safe_git_env
 
 
 def run_git(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.records import TaskRow
+from session.safe_git import SAFE_GIT_OPTIONS, safe_git_env
 from session.safepath import task_file
 
 __all__ = [
@@ -61,7 +62,17 @@ class Settled:
 
 def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+        # The agent worked in this repository and may have left hooks or an fsmonitor in its
+        # config: they must not run, nor see the executor's keys (session.safe_git).
+        done = subprocess.run(
+            ["git", *SAFE_GIT_OPTIONS, *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=safe_git_env(),
+        )
     except FileNotFoundError:
         raise WorktreeError("git is not installed; isolation: worktree needs it") from None
     if check and done.returncode != 0:

@@ -39,7 +39,7 @@ _PROCESS_MODULES = frozenset(
         "test_dashboard_browser",
         "test_demo_backend", "test_demo_story", "test_doctor", "test_durability", "test_escalations",
         "test_fake_llm", "test_file_conflicts", "test_gates", "test_gemini_settings", "test_git_hooks",
-        "test_git_state",
+        "test_git_safety", "test_git_state",
         "test_help_examples", "test_keys_cli", "test_lock", "test_manual_tasks", "test_mcp_backend",
         "test_mcp_bridge", "test_mcp_client", "test_mcp_inspector", "test_mcp_queued_writes", "test_mcp_standby",
         "test_models_cli",
