@@ -10,16 +10,37 @@ stops before handling one leaves it queued in the store, and the next run handle
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Protocol
 
 import msgspec
+import pykka
 
 from protocol._base import Message
 from protocol.bridge import QUEUED_WRITES, Refused
-from protocol.messages import SettleWrite
+from protocol.messages import RecordQueuedWrite, SettleWrite
 from protocol.records import QueuedWriteRow
 
-__all__ = ["redo", "settlement", "tool_of"]
+__all__ = ["record_queued", "redo", "settlement", "tool_of"]
+
+
+class _Teller(Protocol):
+    def tell(self, message: Any) -> None: ...
+
+
+def record_queued(session: _Teller | None, ticket: tuple[str, str, float], message: Message) -> None:
+    """Before ``message`` goes into the Executor's inbox: keep it in the store as queued (the
+    Session actor's next commit, a few milliseconds), so a run that stops before handling it
+    leaves it for the next run.  Without a Session actor (it is restarting) the write is still
+    applied, only not kept should the run stop first."""
+    if session is None:
+        return
+    request_id, tool, queued_at = ticket
+    record = RecordQueuedWrite(
+        write_id=request_id, tool=tool, message_json=msgspec.json.encode(message).decode(), queued_at=queued_at
+    )
+    with contextlib.suppress(pykka.ActorDeadError):
+        session.tell(record)
 
 
 def tool_of(kind: type[Message]) -> str:

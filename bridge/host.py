@@ -37,10 +37,10 @@ from typing import Any
 
 import pykka
 
+from actors.queued_writes import record_queued
 from actors.supervision import Backoff
 from bridge.auth import Tokens
 from bridge.channel import ActorHandle, Channel, ChannelClosed, RecalledWrite, RecallWrite
-from bridge.writes import record_queued
 from protocol.messages import GetService
 from session.store import STATE_DIR
 

@@ -14,7 +14,7 @@ requests) and, when the bridge is a process of its own, in the run's too: a
 replaced bridge process asks the run for an id it does not know
 (``context.recall``).
 
-And in the store: the run records each write as queued (:func:`record_queued`, before
+And in the store: the run records each write as queued (:func:`actors.queued_writes.record_queued`, before
 it reaches the Executor's inbox) and settles it in the transaction that applies it
 (:mod:`actors.queued_writes`).  A run stopped (or killed) with writes still in its inbox
 leaves them queued, and the next run applies them; an id nobody here remembers is read
@@ -24,7 +24,6 @@ applied once.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import secrets
 import threading
@@ -38,14 +37,14 @@ import msgspec
 import pykka
 from mcp.server.mcpserver.exceptions import ToolError
 
+from actors.queued_writes import record_queued
 from bridge.context import ActorLink, BridgeContext, NotRunnable, Recalled, Unavailable
 from bridge.models import QueuedOut, WriteStatusOut
 from protocol.bridge import QUEUED_WRITES, Refused
-from protocol.messages import RecordQueuedWrite
 from protocol.records import QueuedWriteRow
 from session.store import StoreError
 
-__all__ = ["KEEP", "WriteQueue", "record_queued"]
+__all__ = ["KEEP", "WriteQueue"]
 
 #: How many requests the queue remembers; the oldest settled ones are forgotten first.
 KEEP = 10_000
@@ -55,21 +54,6 @@ Convert = Callable[[Any], dict[str, Any]]
 
 #: The state of a request whose Executor stopped before answering: the store says what became of it.
 _LOST = "lost"
-
-
-def record_queued(session: ActorLink | None, ticket: tuple[str, str, float], message: Any) -> None:
-    """On the run's side, before ``message`` goes into the Executor's inbox: keep it in the store
-    as queued (the Session actor's next commit, a few milliseconds), so a run that stops before
-    handling it leaves it for the next run.  Without a Session actor (it is restarting) the write
-    is still applied, only not kept should the run stop first."""
-    if session is None:
-        return
-    request_id, tool, queued_at = ticket
-    record = RecordQueuedWrite(
-        write_id=request_id, tool=tool, message_json=msgspec.json.encode(message).decode(), queued_at=queued_at
-    )
-    with contextlib.suppress(pykka.ActorDeadError):
-        session.tell(record)
 
 
 @dataclass

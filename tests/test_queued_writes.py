@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bridge.writes import record_queued
+from actors.queued_writes import record_queued
 from protocol.bridge import Cancelled, CancelTask, SubmitTask, TaskAccepted
 from protocol.messages import CreateTasks
 from protocol.records import QueuedWriteRow, TaskRow
