@@ -80,9 +80,16 @@ def notice_of(notice: NotifyUser, session_id: str) -> Notice:
 
 
 def report_recovery(core: Pipeline, plan: ReconcilePlan, applied: ReconcileApplied) -> None:
+    cancelled = f"cancelled {len(plan.cancels)} (asked for while they ran), " if plan.cancels else ""
     core.say(
-        f"recovered from an unclean stop: reset {len(plan.resets)} task(s), "
+        f"recovered from an unclean stop: reset {len(plan.resets)} task(s), {cancelled}"
         f"stopped {len(plan.killed_pids)} leftover process(es); report: {applied.report_path}"
+    )
+    cancelled_body = (
+        f"Cancelled {len(plan.cancels)} whose cancellation was asked for while they ran: "
+        f"{', '.join(c.task_id for c in plan.cancels[:20])}.\n"
+        if plan.cancels
+        else ""
     )
     core.notify(
         NotifyUser(
@@ -90,6 +97,7 @@ def report_recovery(core: Pipeline, plan: ReconcilePlan, applied: ReconcileAppli
             title="Recovered from an unclean stop",
             body=f"Reset {len(plan.resets)} task(s) that were running: "
             f"{', '.join(r.task_id for r in plan.resets[:20]) or 'none'}.\n"
+            f"{cancelled_body}"
             f"Stopped {len(plan.killed_pids)} leftover process(es).\n"
             f"Report: {applied.report_path}",
             action=core.config.command("check"),

@@ -384,7 +384,7 @@ class Executor(TreeActor):
         )
         self.core = core
         self.agent_sessions = dict(snapshot.agent_sessions)
-        if plan.unclean_previous_stop or plan.resets or plan.killed_pids:
+        if plan.unclean_previous_stop or plan.resets or plan.cancels or plan.killed_pids:
             report_recovery(core, plan, applied)
         attempts_before = {row.id: row.attempts for row in previous.tasks}
         for reset in plan.resets:  # at least once: the next attempt is told what may be half done

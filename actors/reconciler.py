@@ -27,7 +27,7 @@ from actors.base import TreeActor, handles
 from backends.containment import sweep
 from backends.process_tree import stop_tree
 from pipeline.readiness import Scheduler
-from protocol.messages import OpenRun, Reconcile, ReconcilePlan, TaskResetPlan
+from protocol.messages import OpenRun, Reconcile, ReconcilePlan, TaskCancelPlan, TaskResetPlan
 from protocol.records import TaskDetails, TaskRow
 from session.loader import TeamSession
 from session.processes import is_alive
@@ -117,28 +117,43 @@ def plan_reconciliation(session: TeamSession, message: Reconcile, marker: str, g
         for task_id in session.team.completed_tasks
         if task_id in stored and stored[task_id].status != "completed"
     )
+    # A task whose cancellation was asked for while it ran stays cancelled, whoever stopped first.
+    cancel_asked = {run.task_id: run for run in snapshot.open_runs if run.cancel_requested_by}
+    orphans = [
+        row
+        for row in stored.values()
+        # A task a person claimed (agent set) is theirs, not an orphan of the previous executor.
+        if row.status == "in_progress" and row.agent is None and row.id not in completed_from_session
+    ]
+    cancels = tuple(
+        TaskCancelPlan(task_id=row.id, run_row_id=run.run_row_id, by=run.cancel_requested_by or "")
+        for row in orphans
+        if (run := cancel_asked.get(row.id)) is not None
+    )
     resets = tuple(
         TaskResetPlan(
             task_id=row.id,
             previous_status="in_progress",
             reason="it was running when the previous executor stopped",
         )
-        for row in stored.values()
-        # A task a person claimed (agent set) is theirs, not an orphan of the previous executor.
-        if row.status == "in_progress" and row.agent is None and row.id not in completed_from_session
+        for row in orphans
+        if row.id not in cancel_asked
     )
     killed, kill_notes = _kill_leftovers(snapshot.open_runs, marker, grace_s)
     unclean = snapshot.meta.get("clean_stop") == "0"
 
     report = None
-    if unclean or resets or killed:
-        report = _report(session, snapshot.meta, message, created, completed_from_session, resets, kill_notes, unclean)
+    if unclean or resets or cancels or killed:
+        report = _report(
+            session, snapshot.meta, message, created, completed_from_session, resets, cancels, kill_notes, unclean
+        )
     return ReconcilePlan(
         run_id=message.run_id,
         unclean_previous_stop=unclean,
         created=created,
         completed_from_session=completed_from_session,
         resets=resets,
+        cancels=cancels,
         closed_runs=tuple(run.run_row_id for run in snapshot.open_runs),
         killed_pids=tuple(killed),
         report_markdown=report,
@@ -169,6 +184,7 @@ def _report(
     created: tuple[TaskRow, ...],
     completed: tuple[str, ...],
     resets: tuple[TaskResetPlan, ...],
+    cancels: tuple[TaskCancelPlan, ...],
     kill_notes: list[str],
     unclean: bool,
 ) -> str:
@@ -185,6 +201,9 @@ def _report(
     lines += [f"- {reset.task_id}: {reset.previous_status} -> pending ({reset.reason})" for reset in resets] or [
         "- nothing"
     ]
+    if cancels:
+        lines += ["", "## Cancelled (asked for while they ran; not run again)"]
+        lines += [f"- {cancel.task_id}: cancelled by {cancel.by}" for cancel in cancels]
     if completed:
         lines += ["", "## Taken as completed from team-session.json", *(f"- {task_id}" for task_id in completed)]
     if created:

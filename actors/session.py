@@ -73,6 +73,7 @@ from protocol.messages import (
     RecordAccepted,
     RecordAnswer,
     RecordCancel,
+    RecordCancelRequest,
     RecordDispatch,
     RecordEvents,
     RecordOutcome,
@@ -264,7 +265,14 @@ class SessionActor(TreeActor):
             agent_sessions=self.store.latest_agent_sessions(),
             spent_by_task=self.store.spent_by_task(),
             open_runs=tuple(
-                OpenRun(run_row_id=r.id, task_id=r.task_id, attempt=r.attempt, pid=r.pid, create_time=r.pid_create_time)
+                OpenRun(
+                    run_row_id=r.id,
+                    task_id=r.task_id,
+                    attempt=r.attempt,
+                    pid=r.pid,
+                    create_time=r.pid_create_time,
+                    cancel_requested_by=r.cancel_requested_by,
+                )
                 for r in self.store.open_runs()
             ),
             queued_writes=tuple(self.store.unsettled_writes()),
@@ -417,6 +425,14 @@ class SessionActor(TreeActor):
             )
             self._append(TaskCancelled(task_id=message.task_id, reason=message.reason, by=message.by))
         return Ok()
+
+    @handles(RecordCancelRequest)
+    def record_cancel_request(self, message: RecordCancelRequest) -> None:
+        with self.store.transaction():
+            self.store.update_run(message.run_row_id, RunChange(cancel_requested_by=message.by))
+            if message.write_id is not None:
+                reply = Cancelled(task_id=message.task_id, was="in_progress")
+                self._settle(message.write_id, CancelTask, reply)
 
     @handles(RecordAccepted)
     def record_accepted(self, message: RecordAccepted) -> Ok:

@@ -7,7 +7,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from protocol.events import ChangesRequested, SessionReconciled, TaskCompleted, TaskCreated, TaskFailed, TaskReset
+from protocol.events import (
+    ChangesRequested,
+    SessionReconciled,
+    TaskCancelled,
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskReset,
+)
 from protocol.messages import ReconcileApplied, ReconcilePlan, RecordOutcome
 from session.feedback import append_round
 from session.message_bus import error_message, task_complete_message, task_unblocked_message
@@ -156,11 +164,27 @@ def write_reconciliation(actor: SessionActor, plan: ReconcilePlan) -> ReconcileA
             # The interrupted attempt was not the task's fault: it does not count.
             actor._update(reset.task_id, TaskChange(status="pending", attempts=max(0, attempts - 1)))
             actor._append(TaskReset(task_id=reset.task_id, previous_status=reset.previous_status, reason=reset.reason))
-        for run_row_id in plan.closed_runs:
-            actor.store.update_run(
-                run_row_id,
-                RunChange(ended_at=now, outcome="interrupted", error="the executor stopped while this attempt ran"),
+        cancelled_runs = {cancel.run_row_id: cancel for cancel in plan.cancels}
+        for cancel in plan.cancels:
+            why = f"cancelled by {cancel.by} while it ran (the executor stopped before the attempt ended)"
+            actor._update(
+                cancel.task_id,
+                TaskChange(status="failed", not_before=None, last_error=why, last_error_kind="cancelled"),
             )
+            actor._append(TaskCancelled(task_id=cancel.task_id, reason="cancelled while running", by=cancel.by))
+        for run_row_id in plan.closed_runs:
+            if run_row_id in cancelled_runs:
+                change = RunChange(
+                    ended_at=now,
+                    outcome="failed",
+                    error_kind="cancelled",
+                    error=f"cancelled by {cancelled_runs[run_row_id].by}; the executor stopped before it ended",
+                )
+            else:
+                change = RunChange(
+                    ended_at=now, outcome="interrupted", error="the executor stopped while this attempt ran"
+                )
+            actor.store.update_run(run_row_id, change)
         if report_path:
             actor.store.set_meta(recovery_report=report_path)
         actor._append(
@@ -168,6 +192,7 @@ def write_reconciliation(actor: SessionActor, plan: ReconcilePlan) -> ReconcileA
                 run_id=plan.run_id,
                 unclean_previous_stop=plan.unclean_previous_stop,
                 reset_tasks=tuple(r.task_id for r in plan.resets),
+                cancelled_tasks=tuple(c.task_id for c in plan.cancels),
                 created_tasks=tuple(r.id for r in plan.created),
                 completed_from_session=plan.completed_from_session,
                 killed_pids=plan.killed_pids,

@@ -28,7 +28,14 @@ from protocol.bridge import (
     SubmitTask,
     TaskAccepted,
 )
-from protocol.messages import CreateTasks, OpenEscalation, RecordAccepted, RecordCancel, ReopenTasks
+from protocol.messages import (
+    CreateTasks,
+    OpenEscalation,
+    RecordAccepted,
+    RecordCancel,
+    RecordCancelRequest,
+    ReopenTasks,
+)
 from protocol.records import EscalationRow, TaskRow
 
 __all__ = [
@@ -121,7 +128,14 @@ def cancel(core: Pipeline, message: CancelTask, now: Instant) -> Cancelled | Ref
         attempt = next((a for a in core.attempts.values() if a.task_id == row.id), None)
         if attempt is not None:
             attempt.cancelled_by = message.by
-            core.out.append(CancelAttempt(worker_id=attempt.worker_id))  # its end records the cancellation
+            # Its end records the cancellation; until then the request is kept on its run row, so
+            # a run killed first does not run the task again when it resumes.
+            core.record(
+                RecordCancelRequest(
+                    run_row_id=attempt.run_row_id, task_id=row.id, by=message.by, write_id=message.write_id
+                )
+            )
+            core.out.append(CancelAttempt(worker_id=attempt.worker_id))
             return Cancelled(task_id=row.id, was="in_progress")
     core.table.fail(row.id)
     core.update(row.id, status="failed", last_error_kind="cancelled")

@@ -76,6 +76,7 @@ class SessionReconciled(Event, frozen=True):
     run_id: str
     unclean_previous_stop: bool = False
     reset_tasks: tuple[str, ...] = ()
+    cancelled_tasks: tuple[str, ...] = ()  # being cancelled when the previous run stopped
     created_tasks: tuple[str, ...] = ()
     completed_from_session: tuple[str, ...] = ()
     killed_pids: tuple[int, ...] = ()

@@ -49,6 +49,7 @@ __all__ = [
     "RecordAccepted",
     "RecordAnswer",
     "RecordCancel",
+    "RecordCancelRequest",
     "RecordDispatch",
     "RecordEvents",
     "RecordOutcome",
@@ -64,6 +65,7 @@ __all__ = [
     "StateSnapshot",
     "StopWorker",
     "StorageFailed",
+    "TaskCancelPlan",
     "TaskResetPlan",
     "Tick",
     "WorkOrder",
@@ -279,6 +281,7 @@ class OpenRun(Message, frozen=True):
     attempt: int
     pid: int | None
     create_time: float | None
+    cancel_requested_by: str | None = None  # the task was being cancelled when the run stopped
 
 
 class GetState(Message, frozen=True):
@@ -291,6 +294,14 @@ class TaskResetPlan(Message, frozen=True):
     reason: str
 
 
+class TaskCancelPlan(Message, frozen=True):
+    """A task that was being cancelled when the previous run stopped: it ends cancelled."""
+
+    task_id: str
+    run_row_id: int
+    by: str
+
+
 class ReconcilePlan(Message, frozen=True):
     """What the Reconciler decided; the Session actor applies it in one transaction."""
 
@@ -299,6 +310,7 @@ class ReconcilePlan(Message, frozen=True):
     created: tuple[TaskRow, ...] = ()
     completed_from_session: tuple[str, ...] = ()
     resets: tuple[TaskResetPlan, ...] = ()
+    cancels: tuple[TaskCancelPlan, ...] = ()
     closed_runs: tuple[int, ...] = ()
     killed_pids: tuple[int, ...] = ()
     report_markdown: str | None = None
@@ -417,6 +429,17 @@ class RecordAnswer(Message, frozen=True):
     escalation_id: str
     choice: str
     answered_by: str
+    write_id: str | None = None  # see CreateTasks
+
+
+class RecordCancelRequest(Message, frozen=True):
+    """A running task is being cancelled (its attempt is being stopped).  Kept on the attempt's
+    run row: a run that stops before the attempt ends cancels the task when it resumes, rather
+    than running it again."""
+
+    run_row_id: int
+    task_id: str
+    by: str
     write_id: str | None = None  # see CreateTasks
 
 

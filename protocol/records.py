@@ -78,6 +78,9 @@ class RunRow(msgspec.Struct, kw_only=True):
     files_changed: list[str] = msgspec.field(default_factory=list)
     node: str | None = None  # the cluster node it ran on; None: in the executor's process
     progress_lines: int | None = None  # progress lines read from the agent's output (command, demo)
+    # Who asked to cancel the task while this attempt ran: should the run stop before the attempt
+    # ends, the next run cancels the task instead of running it again.
+    cancel_requested_by: str | None = None
 
 
 class EscalationRow(msgspec.Struct, kw_only=True):

@@ -76,6 +76,7 @@ class RunChange(msgspec.Struct, kw_only=True, frozen=True):
     git_head_after: str | UnsetType | None = UNSET
     files_changed: list[str] | UnsetType = UNSET
     progress_lines: int | UnsetType | None = UNSET
+    cancel_requested_by: str | UnsetType | None = UNSET
 
 
 def given(change: msgspec.Struct) -> dict[str, Any]:

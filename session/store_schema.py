@@ -152,6 +152,11 @@ def _migration_8(db: sqlite_utils.Database) -> None:
     db.table("queued_writes").create_index(["state"])
 
 
+def _migration_9(db: sqlite_utils.Database) -> None:
+    """Who asked to cancel a task while this attempt ran (a run that stops first cancels it on resume)."""
+    db.table("runs").add_column("cancel_requested_by", str)
+
+
 # Append only: migration N turns schema N-1 into N, inside one transaction.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
@@ -162,5 +167,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

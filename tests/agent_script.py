@@ -12,11 +12,13 @@ directory; a failure fails the agent), grandchild (spawn a
 detached `sleep 600` in its own session first), signal (kill itself with it), mark (a folder:
 create <task>-a<attempt>-<pid> in it first thing, so a test can count executions), kill_parent
 ({"dir": ..., "times": N}: the first N executions to claim a kill-<n> file in dir SIGKILL the
-executor that started them, right after their mark).
+executor that started them, right after their mark), ignore_term (SIGTERM does nothing: the
+executor's stop waits out its grace period, then SIGKILLs).
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +30,8 @@ with open(os.path.join(session, "behaviors.json")) as handle:
     behaviors = json.load(handle)
 behavior = behaviors.get(task, behaviors.get("default", {}))
 
+if behavior.get("ignore_term"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if behavior.get("mark"):
     open(os.path.join(behavior["mark"], f"{task}-a{attempt}-{os.getpid()}"), "x").close()
 if behavior.get("kill_parent"):

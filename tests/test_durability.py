@@ -168,3 +168,45 @@ def test_a_full_disk_stops_the_run_with_one_message_and_resume_finishes(small_di
     )
     assert final.returncode == 0, final.stdout + final.stderr
     assert _store(folder)[1] == set(graph)
+
+
+def test_a_task_cancelled_while_it_ran_stays_cancelled_when_the_run_is_killed_first(tmp_path):
+    # The cancel is acknowledged ("the agent is being stopped"); the agent takes its grace period
+    # to die, and the run is killed (-9) meanwhile. The task was run again, to completion, by the
+    # resumed run: the cancellation lived only in the dead run's memory.
+    from tests.test_mcp_bridge import RunningBridge  # noqa: PLC0415 - the MCP client, only here
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    behaviors = {"A-001": {"mark": str(marks), "ignore_term": True, "sleep": 60}}
+    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": ["A-001"]}, behaviors, python=PY)
+    run = RunningBridge(folder)
+    try:
+        wait_for(lambda: list(marks.iterdir()), timeout=60, what="A-001 to start")
+        cancelled = run.call("cancel_task", {"task_id": "A-001"})
+        assert cancelled.structured_content["was"] == "in_progress", cancelled
+    finally:
+        run.process.kill()
+        run.process.wait(timeout=30)
+        if run.process.stdout is not None:
+            run.process.stdout.close()
+    resumed = subprocess.run(
+        [str(EXECUTOR), "resume", "--session", str(folder)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # a failed task: the exit says so
+    assert "cancelled 1 (asked for while they ran)" in resumed.stdout
+    assert "failed: A-001" in resumed.stdout
+    assert "blocked by failures: A-002" in resumed.stdout
+    assert len(list(marks.iterdir())) == 1, "the cancelled task ran again"
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    try:
+        task = reader.task("A-001")
+        runs = reader.runs("A-001")
+    finally:
+        reader.close()
+    assert task is not None
+    assert (task.status, task.last_error_kind) == ("failed", "cancelled"), task
+    assert [(r.outcome, r.error_kind, r.cancel_requested_by) for r in runs] == [("failed", "cancelled", "mcp")]
+    report = (folder / ".executor" / "recovery").iterdir()
+    assert any("A-001: cancelled by mcp" in path.read_text() for path in report)
