@@ -137,4 +137,8 @@ def render_check(console: Console, report: CheckReport, per_layer: int = 12, ful
         console.print(f"\n[{style}]{escape(line)}[/]" if style else f"\n{escape(line)}")
     if report.recovery_report and not report.executor.running:
         console.print(f"\nlast recovery report: {escape(report.recovery_report)}")
+    if report.queued_writes_waiting:
+        ids = ", ".join(report.queued_writes_waiting[:10]) + (" …" if len(report.queued_writes_waiting) > 10 else "")
+        when = "the run applies them next" if report.executor.running else "the next run applies them"
+        console.print(f"\nqueued writes not applied yet ({len(report.queued_writes_waiting)}): {escape(ids)} — {when}")
     console.print(f"\n{escape(next_line(report))}")

@@ -120,6 +120,9 @@ class CheckReport(msgspec.Struct, kw_only=True):
     budget: Budget | None = None
     next_note: str = ""  # what to do before next_command, or why there is none
     backends: list[RoleBackend] = msgspec.field(default_factory=list)  # each role's, when the caller resolved them
+    # Request ids of writes queued through MCP (queue_*) that no run has handled yet: a run that
+    # stopped left them; the next one applies them.
+    queued_writes_waiting: list[str] = msgspec.field(default_factory=list)
 
 
 def _elapsed(started_at: str, now: datetime) -> float:
@@ -209,10 +212,12 @@ def build_report(folder: Path, backends: list[RoleBackend] | None = None) -> Che
     open_runs = []
     progress: dict[str, TaskProgressSeen] = {}
     outcomes: dict[str, list[str]] = {}
+    waiting_writes: list[str] = []
     spent = 0.0
     if reader is not None:
         try:
             rows = {row.id: row for row in reader.tasks()}
+            waiting_writes = [write.id for write in reader.unsettled_writes()]
             outcomes = _outcomes(reader)
             meta = reader.meta()
             spent = sum(reader.spent_by_task().values())
@@ -330,6 +335,9 @@ def build_report(folder: Path, backends: list[RoleBackend] | None = None) -> Che
         next_note = "first fix what made the failed tasks fail (above)"
     if pick_backend:
         next_note = "some role has no backend: demo is the built-in agent (no key); `executor probe` lists real ones"
+    if waiting_writes and holder is None and not next_command:
+        next_command = f"executor resume --session {folder}{pick_backend}"
+        next_note = f"{len(waiting_writes)} queued write(s) wait for a run to apply them"
     recovery = meta.get("recovery_report")
     budget = None
     if spent or "budget_state" in meta:
@@ -361,4 +369,5 @@ def build_report(folder: Path, backends: list[RoleBackend] | None = None) -> Che
         budget=budget,
         next_note=next_note,
         backends=list(backends or []),
+        queued_writes_waiting=waiting_writes,
     )

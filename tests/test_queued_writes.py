@@ -16,6 +16,7 @@ from actors.queued_writes import record_queued
 from protocol.bridge import Cancelled, CancelTask, SubmitTask, TaskAccepted
 from protocol.messages import CreateTasks
 from protocol.records import QueuedWriteRow, TaskRow
+from session.report import build_report
 from session.store import Store
 from tests.fake_backend import HOLD, FakeBackend
 from tests.harness import Tree
@@ -117,11 +118,13 @@ def test_a_write_a_stopped_run_left_queued_is_applied_once_by_the_next_run(folde
     finally:
         store.close()
     assert left.id == "W-abc-000005"
+    assert build_report(folder).queued_writes_waiting == ["W-abc-000005"]  # `executor check` says so
     second = _start(folder, runs)
     row = wait_for(lambda: (found := _stored(second, "W-abc-000005")) and found.state != "queued" and found, what="it")
     assert row.state == "applied"
     task_id = msgspec.json.decode(row.reply_json or "", type=TaskAccepted).task.id
     assert second.tasks()[task_id].subject == "queued at the stop"
+    assert build_report(folder).queued_writes_waiting == []
     second.close()
     third = _start(folder, runs)  # and once only: the run after that finds nothing to redo
     third.sync()
