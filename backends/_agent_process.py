@@ -40,6 +40,7 @@ from backends.conventions import (
     task_artifact_files,
 )
 from backends.git_state import executor_paths, touched_since
+from backends.output_capture import ends_within
 from backends.process import run_process
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from backends.sandbox import allowlisted_env
@@ -110,16 +111,12 @@ def _one_line(text: str) -> str:
 
 def _output_tail(outcome: ProcessOutcome) -> str:
     """About the last 4 KB of stderr and stdout; stderr keeps at least half when it has that much."""
-    err = outcome.stderr_tail.strip()
-    out = outcome.stdout_tail.strip()
-    half = OUTPUT_TAIL_BYTES // 2
-    err_keep = min(len(err), max(half, OUTPUT_TAIL_BYTES - len(out)))
-    out_keep = min(len(out), OUTPUT_TAIL_BYTES - err_keep)
+    out, err = ends_within(outcome.stdout_tail.strip(), outcome.stderr_tail.strip(), OUTPUT_TAIL_BYTES)
     sections = []
-    if err_keep:
-        sections.append("[stderr]\n" + err[len(err) - err_keep :].decode("utf-8", errors="replace"))
-    if out_keep:
-        sections.append("[stdout]\n" + out[len(out) - out_keep :].decode("utf-8", errors="replace"))
+    if err:
+        sections.append("[stderr]\n" + err.decode("utf-8", errors="replace"))
+    if out:
+        sections.append("[stdout]\n" + out.decode("utf-8", errors="replace"))
     return "\n".join(sections)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.conventions import ENV_ATTEMPT, ENV_MARKER, ENV_ROLE, ENV_SESSION, ENV_TASK_ID
+from backends.output_capture import ends_within
 from backends.process import run_process
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from backends.sandbox import allowlisted_env
@@ -138,15 +139,8 @@ def _why(argv: tuple[str, ...], outcome: ProcessOutcome, timeout_s: float) -> st
 
 
 def gate_tail(outcome: ProcessOutcome) -> str:
-    """About the last :data:`OUTPUT_TAIL_BYTES` of the gate's output, redacted; stderr after
-    stdout (a test runner's verdict is usually on stdout, a crash's traceback on stderr), each
-    keeping at least half when it has that much."""
-    out = outcome.stdout_tail
-    err = outcome.stderr_tail
-    half = OUTPUT_TAIL_BYTES // 2
-    err_keep = min(len(err), max(half, OUTPUT_TAIL_BYTES - len(out)))
-    out_keep = min(len(out), OUTPUT_TAIL_BYTES - err_keep)
-    text = out[len(out) - out_keep :].decode("utf-8", errors="replace")
-    if err_keep:
-        text += err[len(err) - err_keep :].decode("utf-8", errors="replace")
-    return redact(text)
+    """About the last :data:`OUTPUT_TAIL_BYTES` of the gate's output, redacted: the end of stdout
+    (a test runner's verdict), then the end of stderr (a crash's traceback), which keeps at least
+    half when it has that much (:func:`ends_within`)."""
+    out, err = ends_within(outcome.stdout_tail, outcome.stderr_tail, OUTPUT_TAIL_BYTES)
+    return redact((out + err).decode("utf-8", errors="replace"))

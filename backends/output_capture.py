@@ -19,10 +19,19 @@ __all__ = [
     "LineSplitter",
     "OutputLog",
     "Tail",
+    "ends_within",
 ]
 
 _TOUCH_EVERY_S = 1.0
 _DENSITY_WINDOW = 4096
+
+
+def ends_within(stdout: bytes, stderr: bytes, limit: int) -> tuple[bytes, bytes]:
+    """The ends of a run's stdout and stderr tails that fit in ``limit`` bytes together; stderr
+    (where a crash says why) keeps at least half of them when it has that much."""
+    err_keep = min(len(stderr), max(limit // 2, limit - len(stdout)))
+    out_keep = min(len(stdout), limit - err_keep)
+    return stdout[len(stdout) - out_keep :], stderr[len(stderr) - err_keep :]
 
 
 class Tail:

@@ -13,12 +13,12 @@ reads were written by agents.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path, PurePosixPath
 
 import msgspec
 
 from session.git_trees import GitMissing, GitTreeError, run_git
+from session.safe_git import SAFE_GIT_OPTIONS, safe_git_env
 from session.safepath import path_text_problem
 
 __all__ = [
@@ -44,18 +44,7 @@ MAX_CONTEXT_FILE_BYTES = 1 << 20
 MAX_LOG_BYTES = 4 << 20  # the log's tail that comes back
 MAX_REPORT_BYTES = 1 << 20  # as much as a backend reads of a report
 _TIMEOUT_S = 300.0
-_SAFE = (
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "diff.external=",
-    "-c",
-    "core.quotePath=false",
-    "-c",
-    "protocol.file.allow=always",
-)
+_SAFE = (*SAFE_GIT_OPTIONS, "-c", "core.quotePath=false", "-c", "protocol.file.allow=always")
 AUTHOR_ENV = {
     "GIT_AUTHOR_NAME": "team-executor",
     "GIT_AUTHOR_EMAIL": "team-executor@localhost",
@@ -96,14 +85,7 @@ def ship_ref(task_id: str) -> str:
 
 def git(root: Path, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> bytes:
     """Run git in ``root``; its stdout, or :class:`ShipError` with git's last line."""
-    base_env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "LC_ALL": "C",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-        "GIT_TERMINAL_PROMPT": "0",
-        "HOME": str(root),
-    }
+    base_env = safe_git_env({"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0", "HOME": str(root)})
     try:
         return run_git(root, *args, env=base_env | (env or {}), stdin=stdin, options=_SAFE, timeout_s=_TIMEOUT_S)
     except GitMissing:
