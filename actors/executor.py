@@ -216,6 +216,9 @@ class Executor(TreeActor):
                     self.link.tell(settlement(write_id, message, error=f"the executor failed on this write: {error}"))
                 raise
             self._carry_out()
+            # A queued write applied is settled by the record that applies it, in its transaction;
+            # this settles refusals, and is a no-op (first settlement stands) for the rest: a
+            # safety net, so no write stays "queued" to be applied again by the next run.
             if write_id is not None and not (isinstance(reply, Refused) and reply.retry_later):
                 self.link.tell(settlement(write_id, message, reply))
         except StateWriteFailed as error:
