@@ -207,8 +207,11 @@ class WriteQueue:
         result: dict[str, Any] | None = None
         kinds = QUEUED_WRITES.get(row.tool)
         if row.state == "applied" and row.reply_json is not None and kinds is not None:
-            reply = msgspec.json.decode(row.reply_json, type=kinds[1])
-            result = self._converters.get(row.tool, _as_fields)(reply)
+            try:
+                reply = msgspec.json.decode(row.reply_json, type=kinds[1])
+            except msgspec.DecodeError:  # a damaged record: the state stands, what it did is unknown
+                reply = None
+            result = self._converters.get(row.tool, _as_fields)(reply) if reply is not None else None
         error = row.error
         if row.state == "queued":
             error = None  # not handled yet: by this run soon, or by the next (executor resume) if it stopped
