@@ -46,6 +46,7 @@ class RunOptions:
     kill_grace_s: float = 5.0
     shutdown_grace_s: float = 10.0
     agent_nice: int = 5  # niceness of every agent process (``[run].agent_nice``)
+    gate_env: tuple[str, ...] = ()  # variables the quality gates get besides the allowlist (``[run].gate_env``)
     retry_backoff: Backoff = field(default_factory=lambda: Backoff(min_s=2.0, max_s=300.0, jitter=0.2))
     service_backoff: Backoff = field(default_factory=lambda: Backoff(min_s=0.1, max_s=5.0, jitter=0.2))
     intensity: Intensity = field(default_factory=lambda: Intensity(max_restarts=10, period_s=60.0))

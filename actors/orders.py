@@ -139,6 +139,7 @@ def work_order(
         hang_timeout_s=spec.hang_timeout or options.hang_timeout_s,
         grace_s=options.kill_grace_s,
         nice=options.agent_nice,
+        gate_env=options.gate_env,
         model=spec.model,
         base_url=spec.base_url,
         permission=spec.permission or default_permission(role, session.roles[role].responsibility_type),

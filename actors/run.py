@@ -208,6 +208,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         hang_timeout_s=request.hang_timeout_s,
         shutdown_grace_s=_first(request.shutdown_grace_s, settings.shutdown_grace_s),
         agent_nice=settings.agent_nice,
+        gate_env=tuple(settings.gate_env),
         retry_backoff=Backoff(min_s=retry_backoff_s, max_s=max(300.0, retry_backoff_s), jitter=0.2),
         routing=_routing_setup(config, stored_keys),
         session_budget_usd=config.budget.session_usd,

@@ -23,7 +23,7 @@ from backends.conventions import ENV_ATTEMPT, ENV_MARKER, ENV_ROLE, ENV_SESSION,
 from backends.output_capture import ends_within
 from backends.process import run_process
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
-from backends.sandbox import allowlisted_env
+from backends.sandbox import DEFAULT_ENV_ALLOW, allowlisted_env
 from protocol.messages import WorkOrder
 from session.gates import DEFAULT_GATE_TIMEOUT_S, GateOutcome
 from session.redaction import redact
@@ -42,15 +42,17 @@ class GateRun:
     """Where and how the gates of one attempt (or one pre-commit check) run.
 
     ``log_path`` receives every gate's output after a line naming the gate (appended to:
-    an attempt's gates follow its own output in its log).  ``extra_env`` is laid over the
-    allowlisted environment (the ``TEAM_EXECUTOR_*`` variables saying which task it checks;
-    the marker, which lets a crashed run's leftovers be found).
+    an attempt's gates follow its own output in its log).  ``allow`` is the environment
+    allowlist (the agents', plus ``[run].gate_env``); ``extra_env`` is laid over it (the
+    ``TEAM_EXECUTOR_*`` variables saying which task it checks; the marker, which lets a
+    crashed run's leftovers be found).
     """
 
     cwd: Path
     log_path: Path
     timeout_s: float = DEFAULT_GATE_TIMEOUT_S
     extra_env: Mapping[str, str] | None = None
+    allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
     nice: int = 0
     grace_s: float = 5.0
     cancel: threading.Event | None = None
@@ -71,6 +73,7 @@ def gate_run_for(order: WorkOrder, cancel: threading.Event | None) -> GateRun:
             ENV_SESSION: order.session_dir,
             ENV_MARKER: order.marker,
         },
+        allow=(*DEFAULT_ENV_ALLOW, *order.gate_env),
         nice=order.nice,
         grace_s=order.grace_s,
         cancel=cancel,
@@ -83,7 +86,7 @@ def run_gates(commands: Sequence[tuple[str, ...]], how: GateRun) -> GateOutcome:
     A gate stopped by ``how.cancel`` (the run is stopping) is a failure whose ``why`` says
     so; the caller tells it from a real failure by the event.
     """
-    env = allowlisted_env(extra=how.extra_env)
+    env = allowlisted_env(extra=how.extra_env, allow=how.allow)
     for argv in commands:
         outcome = _run_one(argv, env, how)
         if not outcome.ok:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from protocol.records import TaskRow
 from session.gates import DEFAULT_GATE_TIMEOUT_S, gate_commands, record_gate_failure
 from session.git_hooks import HOOKS, HookError, install_hooks, named_task_ids, uninstall_hooks
 from session.store import STATE_DIR, StoreError, stored_tasks, utc_now
+
+if TYPE_CHECKING:
+    from session.loader import TeamSession
 
 __all__ = ["hook_app"]
 
@@ -102,6 +105,7 @@ def _pre_commit(folder: Path, rows: list[TaskRow]) -> int:
     if session is None:
         _err().print(f"team-executor: {folder} is not a valid session ({len(problems)} problem(s)); gates skipped")
         return 0
+    gate_env = _configure(folder, session)
     by_command: dict[tuple[str, ...], list[str]] = {}
     timeouts: dict[tuple[str, ...], float] = {}
     for row in in_progress:
@@ -119,7 +123,8 @@ def _pre_commit(folder: Path, rows: list[TaskRow]) -> int:
     with contextlib.suppress(OSError):  # this commit's gates only: a log kept across commits would reach its cap
         log_path.unlink()
     for command, task_ids in by_command.items():
-        outcome = run_gates([command], GateRun(cwd=Path(os.getcwd()), log_path=log_path, timeout_s=timeouts[command]))
+        how = GateRun(cwd=Path(os.getcwd()), log_path=log_path, timeout_s=timeouts[command], allow=gate_env)
+        outcome = run_gates([command], how)
         if outcome.ok:
             continue
         written = [record_gate_failure(folder, task_id, outcome, utc_now(), "pre-commit") for task_id in task_ids]
@@ -135,6 +140,23 @@ def _pre_commit(folder: Path, rows: list[TaskRow]) -> int:
             _err().print(escape(tail[-2000:]), markup=True)
         return 1
     return 0
+
+
+def _configure(folder: Path, session: TeamSession) -> tuple[str, ...]:
+    """As a run would: ``[roles.NAME]`` fills what the role-specs leave out (``verify`` among it),
+    and the gates' allowlist is the agents' plus ``[run].gate_env``."""
+    from backends.registry import backend_names  # noqa: PLC0415
+    from backends.sandbox import DEFAULT_ENV_ALLOW  # noqa: PLC0415
+    from session.config import ConfigInvalid, apply_role_defaults, load_config  # noqa: PLC0415
+
+    try:
+        config = load_config(folder, None, known_backends=backend_names())
+    except ConfigInvalid as error:
+        first = next((problem for problem in error.problems if problem.severity == "error"), error.problems[0])
+        _err().print(f"team-executor: the configuration is not valid, gates run without it ({escape(str(first))})")
+        return DEFAULT_ENV_ALLOW
+    apply_role_defaults(session, config)
+    return (*DEFAULT_ENV_ALLOW, *config.run.gate_env)
 
 
 def _post_commit(folder: Path, rows: list[TaskRow]) -> None:

@@ -147,6 +147,7 @@ class WorkOrder(Message, frozen=True):
     # Quality gates (the role's verify commands), run in workdir after a completed attempt.
     gates: tuple[tuple[str, ...], ...] = ()
     gate_timeout_s: float = 600.0
+    gate_env: tuple[str, ...] = ()  # the executor's variables the gates get besides the allowlist
     worktree: bool = False  # work in a git worktree of its own (made from workdir's repository)
 
 

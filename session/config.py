@@ -57,6 +57,7 @@ from session.config_sources import (
     KeyPath,
     deep_merge,
     file_problem,
+    origin_of,
     read_toml,
 )
 from session.problems import Problem, format_problems
@@ -165,6 +166,8 @@ def inspect_config(
         deep_merge(raw, data, display, where)
 
     problems.extend(cross_check(raw, where, known_backends))
+    if session is not None:
+        problems.extend(_widened_from_the_session(raw, where, str(Path(session) / SESSION_CONFIG_FILE)))
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(raw)
@@ -186,6 +189,24 @@ def inspect_config(
         warnings=problems,
     )
     return config, problems
+
+
+def _widened_from_the_session(raw: Mapping[str, Any], where: Mapping[KeyPath, str], session_file: str) -> list[Problem]:
+    """Settings that widen what a process the run starts may see, when the session's own file set
+    them: that file lies within the agents' reach, and an agent could hand itself a key through
+    them at the next run."""
+    run = raw.get("run")
+    if not isinstance(run, Mapping) or "gate_env" not in run or origin_of(where, ("run", "gate_env")) != session_file:
+        return []
+    return [
+        file_problem(
+            session_file,
+            "run.gate_env names variables of your environment for the quality gates, and this file is within "
+            "the agents' reach (an agent could name a key here)",
+            "set run.gate_env in your config folder's config.toml or in a --config file outside the project",
+            field="run.gate_env",
+        )
+    ]
 
 
 def load_config(

@@ -92,6 +92,11 @@ class RunSettings(StrictModel):
     """Scheduling niceness of every agent process (0: as the executor's own).  When the machine
     is busy, agents yield the CPU to the executor, its MCP bridge and your shell; when it is
     idle they run at full speed all the same."""
+    gate_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?$")]] = Field(default_factory=list)
+    """Variables of the executor's environment the quality gates get besides the agents'
+    allowlist (a name, or a prefix ending in ``*``), e.g. ``["DATABASE_URL", "JAVA_HOME"]``.
+    Only from your config folder or ``--config``: the session's ``executor.toml`` is within
+    the agents' reach."""
 
 
 # --------------------------------------------------------------------------- [remembered]

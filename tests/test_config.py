@@ -140,6 +140,26 @@ def test_sources_merge_in_order_tables_key_by_key_and_arrays_replaced(user_dir, 
     assert config.role("qa").backend is None
 
 
+def test_the_gates_extra_variables_come_only_from_files_outside_the_agents_reach(user_dir, session, tmp_path):
+    # run.gate_env hands variables of your environment to the gates, which run code agents wrote:
+    # set in the session's executor.toml (which agents can write) it could name any key.
+    write(user_dir / "config.toml", '[run]\ngate_env = ["DATABASE_URL", "GO*"]\n')
+    assert load(session=session).run.gate_env == ["DATABASE_URL", "GO*"]
+    explicit = write(tmp_path / "outside.toml", '[run]\ngate_env = ["JAVA_HOME"]\n')
+    assert load(session=session, explicit=explicit).run.gate_env == ["JAVA_HOME"]
+    write(session / "executor.toml", '[run]\ngate_env = ["OPENAI_API_KEY"]\n')
+    (problem,) = rejected(session=session)
+    assert (problem.file, problem.field) == (str(session / "executor.toml"), "run.gate_env")
+    assert "within the agents' reach" in problem.message
+    assert "config folder" in problem.fix
+    write(session / "executor.toml", "[run]\nmax_workers = 2\n")  # the rest of [run] stays the session's to set
+    assert load(session=session).run.gate_env == ["DATABASE_URL", "GO*"]
+    write(user_dir / "config.toml", '[run]\ngate_env = ["$(rm -rf ~)"]\n')
+    (bad,) = rejected(session=session)
+    assert bad.field is not None
+    assert bad.field.startswith("run.gate_env")
+
+
 def test_hydra_keys_seed_sits_under_every_toml_file(user_dir):
     write(user_dir / "hydra_keys.json", hydra([], rotation_strategy="random", fallback=["premium", "free"]))
     config = load()

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from backends.gates import GateRun, run_gates
+from backends.sandbox import DEFAULT_ENV_ALLOW
 
 
 def _gone(pid: int, within_s: float = 10.0) -> bool:
@@ -70,14 +71,22 @@ def test_a_gate_sees_the_agents_environment_not_the_executors_keys(
     # may not read, its tests may not either (they used to get the executor's whole environment).
     monkeypatch.setenv("OPENAI_API_KEY", "the-executors-own-provider-key-0123")
     monkeypatch.setenv("TEAM_EXECUTOR_TOKEN", "the-owner-token-of-this-run-4567")
+    monkeypatch.setenv("DATABASE_URL", "postgres://localhost/test")
     dump = f"import json, os; json.dump(dict(os.environ), open({str(tmp_path / 'env.json')!r}, 'w'))"
     how = _how(tmp_path, extra_env={"TEAM_EXECUTOR_TASK_ID": "T-001"})
     assert run_gates([(sys.executable, "-c", dump)], how).ok
     seen = json.loads((tmp_path / "env.json").read_text())
     assert "OPENAI_API_KEY" not in seen
     assert "TEAM_EXECUTOR_TOKEN" not in seen
+    assert "DATABASE_URL" not in seen
     assert seen["TEAM_EXECUTOR_TASK_ID"] == "T-001"
     assert seen["PATH"]  # what a test runner needs to find its programs is still there
+    # What you name in [run].gate_env (your config folder only) is passed too, and nothing more.
+    how = _how(tmp_path, allow=(*DEFAULT_ENV_ALLOW, "DATABASE_URL"))
+    assert run_gates([(sys.executable, "-c", dump)], how).ok
+    seen = json.loads((tmp_path / "env.json").read_text())
+    assert seen["DATABASE_URL"] == "postgres://localhost/test"
+    assert "OPENAI_API_KEY" not in seen
 
 
 def test_what_a_gate_prints_of_a_key_reaches_neither_the_feedback_nor_the_log(tmp_path: Path) -> None:
@@ -120,6 +129,7 @@ _FLOOD = """
 import resource, sys
 from pathlib import Path
 from backends.gates import GateRun, run_gates
+from backends.sandbox import DEFAULT_ENV_ALLOW
 folder = Path(sys.argv[1])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 outcome = run_gates([("sh", "-c", "yes 'a line of a test run that talks a lot' | head -c 150000000; exit 1")],
