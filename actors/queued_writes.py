@@ -66,6 +66,6 @@ def redo(write: QueuedWriteRow) -> Message:
         return SettleWrite(write_id=write.id, tool=write.tool, error=f"not applied after a restart: {why}")
     try:
         message = msgspec.json.decode(write.message_json, type=kinds[0])
-    except msgspec.ValidationError as error:
+    except msgspec.DecodeError as error:  # not JSON, or not this tool's message (ValidationError)
         return SettleWrite(write_id=write.id, tool=write.tool, error=f"not applied after a restart: {error}")
     return msgspec.structs.replace(message, write_id=write.id)

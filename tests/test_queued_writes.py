@@ -12,9 +12,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors.queued_writes import record_queued
+from actors.queued_writes import record_queued, redo
 from protocol.bridge import Cancelled, CancelTask, SubmitTask, TaskAccepted
-from protocol.messages import CreateTasks
+from protocol.messages import CreateTasks, SettleWrite
 from protocol.records import QueuedWriteRow, TaskRow
 from session.report import build_report
 from session.store import Store
@@ -152,3 +152,20 @@ def test_the_first_settlement_of_a_write_stands(tmp_path: Path) -> None:
         assert store.unsettled_writes() == []
     finally:
         store.close()
+
+
+def test_a_queued_write_that_cannot_be_read_back_is_refused_and_the_run_goes_on(tmp_path: Path) -> None:
+    # A damaged record (a disk error, an older version's tool) must not stop the next run's boot.
+    for message_json, tool, why in (
+        ("{not json", "queue_submit_task", "not applied after a restart: JSON is malformed"),
+        ('{"type": "submit_task"}', "queue_submit_task", "not applied after a restart: Object missing required field"),
+        ("{}", "queue_frobnicate", "not applied after a restart: unknown tool 'queue_frobnicate'"),
+    ):
+        again = redo(QueuedWriteRow(id="W-1", tool=tool, message_json=message_json))
+        assert isinstance(again, SettleWrite)
+        assert again.error is not None
+        assert again.error.startswith(why), again.error
+    message = redo(
+        QueuedWriteRow(id="W-2", tool="queue_cancel_task", message_json='{"type":"cancel_task","task_id":"A-1"}')
+    )
+    assert message == CancelTask(task_id="A-1", write_id="W-2")
