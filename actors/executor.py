@@ -395,6 +395,8 @@ class Executor(TreeActor):
                 reset.task_id, attempts_before.get(reset.task_id, 0), "interrupted", INTERRUPTED, ""
             )
         requests.resume_questions(core, snapshot.open_escalations, snapshot.answered_decisions, start)
+        if plan.unclean_previous_stop:
+            requests.remind_open_questions(core, snapshot.open_escalations, str(self.folder))
         core.start((task.id for task in self.session.tasks), start)
         for early in self.early_shutdowns:
             core.shutdown(early.reason, early.graceful, start)

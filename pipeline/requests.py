@@ -48,6 +48,7 @@ __all__ = [
     "own_attempt",
     "question_for",
     "question_opened",
+    "remind_open_questions",
     "reopen_failed",
     "resume_questions",
     "submit",
@@ -241,14 +242,29 @@ def track(core: Pipeline, row: EscalationRow) -> None:
 
 def question_opened(core: Pipeline, row: EscalationRow, folder: str) -> None:
     track(core, row)
+    _ask_owner(core, row, folder)
+
+
+def remind_open_questions(core: Pipeline, rows: tuple[EscalationRow, ...], folder: str) -> None:
+    """After an unclean stop: ask again what is still open.  The notice of a question asked just
+    before the crash may have died with the run, and a task it holds would wait for an answer
+    its owner was never asked for."""
+    for row in rows:
+        _ask_owner(core, row, folder, again=True)
+
+
+def _ask_owner(core: Pipeline, row: EscalationRow, folder: str, again: bool = False) -> None:
     options = f" ({' / '.join(row.options)})" if row.options else ""
     waits = f"; {row.task_id} waits for the answer" if row.holds_task else ""
-    core.say(f"? {row.id}: {row.issue[:300]}{options}{waits}")
+    still = "still open after a restart: " if again else ""
+    core.say(f"? {still}{row.id}: {row.issue[:300]}{options}{waits}")
     choices = "|".join(row.options) if row.options else "CHOICE"
     core.notify(
         NotifyUser(
             kind="escalation_opened",
-            title=f"Question {row.id}" + (f" about {row.task_id}" if row.task_id else ""),
+            title=f"Question {row.id}"
+            + (f" about {row.task_id}" if row.task_id else "")
+            + (" (still open after a restart)" if again else ""),
             body=row.issue + (f"\n{row.task_id} waits for the answer." if row.holds_task else ""),
             action=f"executor answer {row.id} {choices} --session {folder}",
             escalation_id=row.id,

@@ -136,6 +136,53 @@ def test_a_recovery_after_kill_is_notified(tmp_path: Path) -> None:
     assert ".executor/recovery/" in texts
 
 
+def test_a_question_whose_notice_died_with_the_run_is_asked_again_after_it(tmp_path: Path) -> None:
+    # The question is recorded, its Telegram message waits out a 429, and the run is killed: the
+    # notice dies with it. The resumed run must ask again, or T-002 waits for an answer its owner
+    # was never asked for.
+    graph = {"T-001": [], "T-002": ["T-001"]}
+    folder = scripted_session(tmp_path / "s", graph, {"default": {"sleep": 0.1}}, python=sys.executable)
+    with FakeTelegram(TOKEN) as telegram, FakeDiscord("55", HOOK_TOKEN) as discord:
+        _config(folder, telegram)
+        discord.fail(Fail(status=429, retry_after_s=60, description="slow down"), times=5)
+        telegram.fail_send(Fail(status=429, retry_after_s=60, description="Too Many Requests"), times=5)
+        env = _env(telegram, discord)
+        first = RunningBridge(folder, env=env)
+        try:
+            question = first.call(
+                "escalate_decision", {"issue": "Ship T-002?", "options": ["ship", "hold"], "task_id": "T-002"}
+            ).structured_content
+            assert _wait(lambda: len(telegram.calls("sendMessage")) >= 1)  # tried, told to wait a minute
+        finally:
+            first.process.kill()
+            first.process.wait(timeout=30)
+            if first.process.stdout is not None:
+                first.process.stdout.close()
+        assert not any(question["id"] in text for text in _texts(telegram)), "the question was never delivered"
+        telegram.script = type(telegram.script)()  # the rate limit is over
+        resumed = subprocess.Popen(
+            [str(EXECUTOR), "resume", "--session", str(folder), "--exit-when-done"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**ENV, **env, "TEAM_EXECUTOR_CONFIG_DIR": str(_EMPTY_CONFIG)},
+        )
+        try:
+            assert _wait(lambda: any(question["id"] in text for text in _texts(telegram)), 60), _texts(telegram)
+            (asked,) = [body for body in telegram.sent() if question["id"] in body.get("text", "")]
+            assert "still open after a restart" in asked["text"]
+            buttons = [b["callback_data"] for row in asked["reply_markup"]["inline_keyboard"] for b in row]
+            assert buttons == [f"esc:{question['id']}:ship", f"esc:{question['id']}:hold"]
+            telegram.press(f"esc:{question['id']}:ship", chat_id=CHAT)
+            output, _ = resumed.communicate(timeout=120)
+        finally:
+            if resumed.poll() is None:
+                resumed.kill()
+                resumed.communicate(timeout=30)
+    assert resumed.returncode == 0, output
+    assert "✓ T-002" in output
+
+
 def test_a_digest_is_sent_on_its_interval_and_not_when_nothing_changed(tmp_path: Path) -> None:
     folder = scripted_session(
         tmp_path / "s", {"T-001": [], "T-002": ["T-001"]}, {"T-001": {"sleep": 3}}, python=sys.executable
