@@ -15,12 +15,17 @@ uses submit_task, which waits for the Executor, and reads get_task_status of
 the task submitted just before (the measurement before issue 18).
 Submitted tasks really run (the demo backend, one process each).
 
+``--transport stdio`` runs `executor mcp` instead and speaks MCP on its stdin and
+stdout (as an IDE that launches its servers does); ``--executor CMD`` times another
+build of the executor (an A/B copy).
+
 Reported: calls made, errors, p50/p90/p99/max latency per tool, the achieved
 rate, the executor process's peak RSS and its bridge process's (the HTTP server
 runs in a process of its own since issue 18; sampled every 0.25 s with psutil),
 and the load average at the end (the machine may be shared).
 
 Usage: python benchmarks/mcp_load.py [--rate 100] [--seconds 60] [--writes queued|direct] [--agent demo|echo]
+       [--transport http|stdio] [--executor CMD]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -37,27 +43,34 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import httpx2
 import psutil
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 REPO = Path(__file__).resolve().parent.parent
 EXECUTOR = Path(sys.executable).with_name("executor")
 
 
-def start_run(folder: Path, agent: str) -> tuple[subprocess.Popen[str], str, str]:
+def prepare(folder: Path, agent: str) -> tuple[dict[str, str], list[str]]:
+    """The environment and backend flags of the run; with ``echo`` the submitted tasks' role runs
+    `echo`: the dispatch path without a Python agent."""
     env = {**os.environ, "TEAM_EXECUTOR_CONFIG_DIR": str(folder.parent / "config")}
-    if agent == "echo":  # the submitted tasks' role runs `echo`: the dispatch path without a Python agent
+    if agent == "echo":
         coder = folder / "role-specs" / "coder.md"
         spec = coder.read_text(encoding="utf-8")
         coder.write_text(spec.replace("backend: demo\n", 'backend: command\ncommand: ["echo", "{task_id} done"]\n'))
-    backend = ["--backend", "demo"] if agent == "demo" else []
+    return env, (["--backend", "demo"] if agent == "demo" else [])
+
+
+def start_run(folder: Path, agent: str, executor: list[str]) -> tuple[subprocess.Popen[str], str, str]:
+    env, backend = prepare(folder, agent)
     process = subprocess.Popen(
-        [str(EXECUTOR), "run", "--session", str(folder), *backend, "--mcp-http", "0"],
+        [*executor, "run", "--session", str(folder), *backend, "--mcp-http", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -74,8 +87,14 @@ def start_run(folder: Path, agent: str) -> tuple[subprocess.Popen[str], str, str
     raise SystemExit("the executor printed no bridge address")
 
 
-def sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
-    """Peak RSS of the run (``peak[0]``) and of its bridge process, if it has one (``peak[1]``)."""
+def sample_rss(find: Callable[[], int | None], stop: threading.Event, peak: list[int]) -> None:
+    """Peak RSS of the run (``peak[0]``, its pid from ``find`` once there is one) and of its bridge
+    process, if it has one (``peak[1]``)."""
+    pid = find()
+    while pid is None and not stop.wait(0.25):
+        pid = find()
+    if pid is None:
+        return
     process = psutil.Process(pid)
     bridge: psutil.Process | None = None
     while not stop.wait(0.25):
@@ -100,48 +119,59 @@ def plan_call(index: int, queued: bool, last_task: str, last_request: str) -> tu
     return "get_task_status", {"task_id": last_task}
 
 
-async def load(url: str, token: str, rate: float, seconds: float, queued: bool) -> dict[str, list[float]]:
+async def load_http(url: str, token: str, rate: float, seconds: float, queued: bool) -> dict[str, list[float]]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        return await load(client, rate, seconds, queued)
+
+
+async def load_stdio(
+    params: StdioServerParameters, rate: float, seconds: float, queued: bool
+) -> dict[str, list[float]]:
+    async with Client(params) as client:
+        return await load(client, rate, seconds, queued)
+
+
+async def load(client: Client, rate: float, seconds: float, queued: bool) -> dict[str, list[float]]:
     latencies: dict[str, list[float]] = {}
     errors: list[str] = []
     interval = 1.0 / rate
     total = int(rate * seconds)
     last = {"task": "PLAN-001", "request": ""}
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
-    async with http, Client(streamable_http_client(url, http_client=http)) as client:
 
-        async def one(index: int) -> None:
-            tool, arguments = plan_call(index, queued, last["task"], last["request"])
-            if tool == "get_write_status" and not last["request"]:
-                tool, arguments = "get_task_status", {"task_id": last["task"]}
-            started = time.perf_counter()
-            try:
-                result = await client.call_tool(tool, arguments)
-            except Exception as error:  # noqa: BLE001 - every failure is counted, none stops the load
-                errors.append(f"{tool}: {type(error).__name__}: {error}")
-                return
-            latencies.setdefault(tool, []).append(time.perf_counter() - started)
-            data = result.structured_content or {}
-            if result.is_error:
-                errors.append(f"{tool}: {' '.join(getattr(p, 'text', '') for p in result.content)[:200]}")
-            elif tool == "submit_task":
-                last["task"] = data["id"]
-            elif tool == "queue_submit_task":
-                last["request"] = data["request_id"]
-            elif tool == "get_write_status" and data.get("state") == "refused":
-                errors.append(f"queued write {data['request_id']} refused: {data.get('error')}")
-            elif tool == "get_write_status" and data.get("state") == "applied":
-                last["task"] = data["result"]["task_id"]
+    async def one(index: int) -> None:
+        tool, arguments = plan_call(index, queued, last["task"], last["request"])
+        if tool == "get_write_status" and not last["request"]:
+            tool, arguments = "get_task_status", {"task_id": last["task"]}
+        started = time.perf_counter()
+        try:
+            result = await client.call_tool(tool, arguments)
+        except Exception as error:  # noqa: BLE001 - every failure is counted, none stops the load
+            errors.append(f"{tool}: {type(error).__name__}: {error}")
+            return
+        latencies.setdefault(tool, []).append(time.perf_counter() - started)
+        data = result.structured_content or {}
+        if result.is_error:
+            errors.append(f"{tool}: {' '.join(getattr(p, 'text', '') for p in result.content)[:200]}")
+        elif tool == "submit_task":
+            last["task"] = data["id"]
+        elif tool == "queue_submit_task":
+            last["request"] = data["request_id"]
+        elif tool == "get_write_status" and data.get("state") == "refused":
+            errors.append(f"queued write {data['request_id']} refused: {data.get('error')}")
+        elif tool == "get_write_status" and data.get("state") == "applied":
+            last["task"] = data["result"]["task_id"]
 
-        begin = time.perf_counter()
-        async with anyio.create_task_group() as group:
-            for index in range(total):
-                delay = begin + index * interval - time.perf_counter()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                group.start_soon(one, index)
-        elapsed = time.perf_counter() - begin
-        if queued:
-            await settle_writes(client, last["request"], errors)
+    begin = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for index in range(total):
+            delay = begin + index * interval - time.perf_counter()
+            if delay > 0:
+                await anyio.sleep(delay)
+            group.start_soon(one, index)
+    elapsed = time.perf_counter() - begin
+    if queued:
+        await settle_writes(client, last["request"], errors)
     latencies["_errors"] = errors  # type: ignore[assignment]
     latencies["_elapsed"] = [elapsed]
     return latencies
@@ -185,31 +215,50 @@ def main() -> None:
         help="what each submitted task runs: demo (a Python demo agent per task, as before) or echo "
         "(a `command` role: the executor's whole dispatch path, without a Python start per task)",
     )
+    parser.add_argument("--transport", choices=("http", "stdio"), default="http")
+    parser.add_argument("--executor", default=str(EXECUTOR), help="the executor command (an A/B run names another)")
     args = parser.parse_args()
+    executor = shlex.split(args.executor)
     work = Path(tempfile.mkdtemp(prefix="mcp-load-"))
     folder = work / "session"
     shutil.copytree(REPO / "examples" / "demo", folder)
     (work / "config").mkdir()
-    process, url, token = start_run(folder, args.agent)
+    queued = args.writes == "queued"
     stop, peak = threading.Event(), [0, 0]
-    sampler = threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True)
-    sampler.start()
-    try:
-        results = anyio.run(load, url, token, args.rate, args.seconds, args.writes == "queued")
-    finally:
-        stop.set()
-        process.send_signal(signal.SIGINT)
+    if args.transport == "stdio":
+        env, backend = prepare(folder, args.agent)
+        command = [*executor, "mcp", "--session", str(folder), *backend]
+        params = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(work))
+
+        def find() -> int | None:
+            runs = [p.pid for p in psutil.Process().children() if str(folder) in " ".join(p.cmdline())]
+            return runs[0] if runs else None
+
+        threading.Thread(target=sample_rss, args=(find, stop, peak), daemon=True).start()
         try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            results = anyio.run(load_stdio, params, args.rate, args.seconds, queued)
+        finally:
+            stop.set()
+    else:
+        process, url, token = start_run(folder, args.agent, executor)
+        threading.Thread(target=sample_rss, args=(lambda: process.pid, stop, peak), daemon=True).start()
+        try:
+            results = anyio.run(load_http, url, token, args.rate, args.seconds, queued)
+        finally:
+            stop.set()
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
     errors = results.pop("_errors")
     elapsed = results.pop("_elapsed")[0]
     calls = sum(len(values) for values in results.values()) + len(errors)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d')}")
     print(
-        f"agent {args.agent}, writes {args.writes}; target rate {args.rate:g}/s for {args.seconds:g}s: "
+        f"{args.transport}, agent {args.agent}, writes {args.writes}; "
+        f"target rate {args.rate:g}/s for {args.seconds:g}s: "
         f"{calls} calls in {elapsed:.1f}s "
         f"({calls / elapsed:.1f}/s), errors: {len(errors)}"
     )

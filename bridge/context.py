@@ -151,9 +151,6 @@ class BridgeContext:
     unusable: str | None = None
     #: The run's record of a queued write by request id (a bridge process: :meth:`bridge.remote.RunLink.recall`).
     recall: Callable[[str], Recalled | None] | None = None
-    #: The run's Session actor, which keeps queued writes (in the run's process; a bridge process's
-    #: writes are kept by the run as they arrive).
-    session: Callable[[], ActorLink | None] | None = None
     _local: threading.local = field(default_factory=threading.local)
 
     # --- talking to the tree ------------------------------------------------------------

@@ -61,6 +61,17 @@ _STOP_WAIT_S = 8.0
 LEDGER_KEEP = 10_000
 
 
+def _let_go_of_stdio() -> None:
+    """The bridge process holds the MCP client's ends now: the run keeps none (the client sees the
+    end of the stream when that process ends), reads nothing, and what it prints goes to stderr."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(devnull, 0)
+    finally:
+        os.close(devnull)
+    os.dup2(2, 1)
+
+
 class BridgeStartError(Exception):
     """The bridge process could not be started, or did not serve; the message says why and where to look."""
 
@@ -121,8 +132,10 @@ class BridgeProcess:
         command: Sequence[str],
         console: Callable[[str], None],
         url: str,
+        stdio: bool = False,
     ) -> None:
         self.folder = folder
+        self.stdio = stdio  # executor mcp: the first bridge process also serves the run's stdin/stdout
         self.listener = listener
         self.host = host
         self.tokens = tokens
@@ -143,6 +156,9 @@ class BridgeProcess:
         self._gave_up: str | None = None
         self._served = False
         self._supervisor = threading.Thread(target=self._supervise, name="bridge-supervisor", daemon=True)
+        self._client_gone: Callable[[str], None] | None = None
+        self._client_gone_why: str | None = None  # said before anyone listened
+        self._client_lock = threading.Lock()
 
     # --- the run's calls ------------------------------------------------------------------
 
@@ -170,6 +186,24 @@ class BridgeProcess:
         child = self._child
         if child is not None:
             child.send(("attached",))
+
+    def on_client_gone(self, callback: Callable[[str], None]) -> None:
+        """``callback(why)`` once the stdio client is gone (it closed stdin, or the process that
+        served it ended: its connection went with it); at once if that already happened."""
+        with self._client_lock:
+            self._client_gone = callback
+            why = self._client_gone_why
+        if why is not None:
+            callback(why)
+
+    def _stdio_client_gone(self, why: str) -> None:
+        with self._client_lock:
+            if self._client_gone_why is not None:
+                return
+            self._client_gone_why = why
+            callback = self._client_gone
+        if callback is not None:
+            callback(why)
 
     @property
     def pid(self) -> int | None:
@@ -231,6 +265,10 @@ class BridgeProcess:
             if not self._served:
                 self._give_up(f"{what} before it served. See {self.log_path}")
                 return
+            if self.stdio:  # the MCP client's connection was this process's: no other can take it over
+                self._give_up(f"{what}; the MCP client on stdio lost its server with it. See {self.log_path}")
+                self._stdio_client_gone(f"{what}, and with it the MCP client's connection")
+                return
             if len(exits) > MAX_RESTARTS:
                 self._give_up(
                     f"{what}; it failed {len(exits)} times within {RESTART_PERIOD_S:g}s, so the run goes on "
@@ -262,11 +300,16 @@ class BridgeProcess:
             "--parent",
             str(os.getpid()),
         ]
+        passed = [theirs.fileno(), self.listener.fileno()]
+        client = (os.dup(0), os.dup(1)) if self.stdio and generation == 1 else None
+        if client is not None:
+            argv += ["--stdio-in", str(client[0]), "--stdio-out", str(client[1])]
+            passed += client
         try:
             with self.log_path.open("ab") as output:
                 process = subprocess.Popen(
                     argv,
-                    pass_fds=(theirs.fileno(), self.listener.fileno()),
+                    pass_fds=passed,
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=output,
@@ -277,6 +320,11 @@ class BridgeProcess:
             raise
         finally:
             theirs.close()
+            if client is not None:
+                for fd in client:
+                    os.close(fd)
+        if client is not None:
+            _let_go_of_stdio()
         child = _Child(process, Channel(ours), generation)
         self._child = child
         child.send(("setup", {"owner": self.tokens.owner, "worker": self.tokens.worker, "host": self.host}))
@@ -312,6 +360,8 @@ class BridgeProcess:
                     self.console(f"the HTTP bridge serves again (pid {child.process.pid}) on {self.url}")
             elif kind == "fatal":
                 child.fatal = str(item[1])
+            elif kind == "stdio-closed":
+                self._stdio_client_gone("the MCP client closed stdin")
 
     def _target(self, name: str) -> pykka.ActorRef[Any] | None:
         return self._executor if name == "executor" else self._services.get(name)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pykka
 
 from bridge.auth import Tokens
@@ -199,6 +200,8 @@ def main(argv: Sequence[str], dashboard: DashboardFactory) -> int:
     parser.add_argument("--channel", type=int, required=True)
     parser.add_argument("--listener", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--stdio-in", type=int, help="the MCP client's end to read (executor mcp)")
+    parser.add_argument("--stdio-out", type=int, help="the MCP client's end to write (executor mcp)")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run decides when its server stops
@@ -239,5 +242,33 @@ def main(argv: Sequence[str], dashboard: DashboardFactory) -> int:
         timer.start()
 
     threading.Thread(target=link.run, args=(stop,), name="run-link", daemon=True).start()
+    if args.stdio_in is not None and args.stdio_out is not None:
+        _serve_stdio(args.stdio_in, args.stdio_out, args.session, link, tokens)
     http.serve(on_started=lambda: link.send(("ready",)))
     return 0
+
+
+def _serve_stdio(stdio_in: int, stdio_out: int, folder: Path, link: RunLink, tokens: Tokens) -> None:
+    """``executor mcp``: the client that started the run speaks MCP on the run's stdin and stdout,
+    handed to this process, so its calls never wait on the run's own threads.  It is the owner
+    (stdio carries no token: :func:`bridge.auth.caller_from_headers`).  Served once the run has
+    loaded its session, as the HTTP tools are; when the client closes its end, the run is told,
+    and stops."""
+    os.dup2(stdio_in, 0)  # stdio_server() serves fds 0 and 1, and keeps stray output off them
+    os.dup2(stdio_out, 1)
+    os.close(stdio_in)
+    os.close(stdio_out)
+    context = BridgeContext(
+        folder=folder, executor=link.executor, tokens=tokens, installed_backends=installed_backends, recall=link.recall
+    )
+    server = build_server(context)
+
+    def serve() -> None:
+        link.attached.wait()
+        try:
+            anyio.run(server.run_stdio_async)
+        except Exception:
+            log.exception("the stdio MCP server failed")
+        link.send(("stdio-closed",))
+
+    threading.Thread(target=serve, name="mcp-stdio", daemon=True).start()

@@ -2,11 +2,11 @@
 
 ``executor run --mcp-http`` serves streamable HTTP (MCP, the dashboard, the API)
 from a process of its own (:mod:`bridge.host`, :mod:`bridge.remote`), so the
-run's actor tree never stalls the server; ``executor mcp`` speaks MCP on its own
-stdin/stdout (the client launched it), in the run's process, and also opens a
-loopback HTTP endpoint on a free port so that workers can report to the same
-bridge.  Over stdio, stdout belongs to the protocol: everything for people goes
-to stderr.
+run's actor tree never stalls the server; ``executor mcp`` speaks MCP on its
+stdin/stdout (the client launched it) from that same process too, which is handed
+the run's stdin and stdout, and opens a loopback HTTP endpoint on a free port so
+that workers can report to the same bridge.  Over stdio, stdout belongs to the
+protocol: everything for people goes to stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio
 import pykka
 
 from bridge.auth import ASGIApp, Receive, Scope, Send, Tokens, load_or_create_owner_token, token_path
@@ -26,12 +25,10 @@ from bridge.host import BridgeProcess
 from bridge.http import base_url, bind_listener
 from session.redaction import register_secret
 
-if TYPE_CHECKING:  # the MCP SDK loads in the run's process only for `executor mcp` (stdio)
-    from mcp.server.mcpserver import MCPServer
-
+if TYPE_CHECKING:
     from bridge.context import BridgeContext
 
-__all__ = ["BridgeRuntime", "Dashboard", "DashboardFactory", "installed_backends", "open_bridge", "serve_stdio"]
+__all__ = ["BridgeRuntime", "Dashboard", "DashboardFactory", "installed_backends", "open_bridge"]
 
 
 class Dashboard(Protocol):
@@ -44,21 +41,6 @@ class Dashboard(Protocol):
 
 #: (context, tokens, the MCP app, loopback only) -> the dashboard that also routes /mcp to that app.
 DashboardFactory = Callable[["BridgeContext", Tokens, ASGIApp, bool], Dashboard]
-
-
-class _ExecutorHolder:
-    """The Executor's ref, set once it exists (the bridge starts first, to know its URL), and
-    where the run's Session actor is (it keeps queued writes)."""
-
-    def __init__(self) -> None:
-        self.ref: pykka.ActorRef[Any] | None = None
-        self.session: Callable[[], pykka.ActorRef[Any] | None] = lambda: None
-
-    def __call__(self) -> pykka.ActorRef[Any] | None:
-        return self.ref
-
-    def session_ref(self) -> pykka.ActorRef[Any] | None:
-        return self.session()
 
 
 @dataclass(frozen=True)
@@ -75,23 +57,19 @@ class _Line:
 @dataclass
 class BridgeRuntime:
     """The run's bridge: HTTP served by a process of its own (:class:`bridge.host.BridgeProcess`),
-    and, for ``executor mcp``, the MCP server that speaks on this process's stdin/stdout."""
+    which for ``executor mcp`` also speaks MCP on the run's stdin/stdout."""
 
     tokens: Tokens
     process: BridgeProcess
     host: str
     port: int
     announcement: list[_Line]
-    holder: _ExecutorHolder
-    stdio: MCPServer | None = None
 
     def attach(self, executor: pykka.ActorRef[Any], session: Callable[[], pykka.ActorRef[Any] | None]) -> None:
         """The run has loaded its session: tools reach ``executor``, and the address is told once served.
         ``session`` finds the run's Session actor (restarted, it is another), which keeps queued writes.
 
         Not earlier: a client that connects as soon as it reads the address finds every task."""
-        self.holder.ref = executor
-        self.holder.session = session
         self.process.attach(executor, session)
         for line in self.announcement:
             line.show()
@@ -105,9 +83,11 @@ class BridgeRuntime:
         return f"{base_url(host, self.port)}/mcp", self.tokens.worker
 
     def serve_stdio(self, outcome: Future[Any], request_stop: Callable[[str], None]) -> None:
-        if self.stdio is None:
+        """``request_stop(why)`` once the stdio client is gone; returns at once (the bridge
+        process serves it, from the run's attach on)."""
+        if not self.process.stdio:
             raise RuntimeError("this bridge was opened without stdio")
-        serve_stdio(self.stdio, outcome, request_stop)
+        self.process.on_client_gone(request_stop)
 
     def close(self) -> None:
         self.process.close()
@@ -151,29 +131,16 @@ def open_bridge(
     sink that reaches only a person at a terminal; None for a pipe, a log file or a CI log,
     which get the token file's path from ``console`` instead.
     ``child``: the command that starts the bridge process (``python -P -m cli.bridge_process``:
-    it serves web/'s dashboard, which sits above bridge/).  ``stdio``: also build the MCP server
-    that ``executor mcp`` serves on this process's stdin/stdout (raises ``DuplicateTool``).
+    it serves web/'s dashboard, which sits above bridge/).  ``stdio``: the bridge process also
+    serves MCP on this process's stdin/stdout (``executor mcp``), which it is handed.
     Raises ``OwnerTokenError`` when the token cannot be kept outside the session."""
     owner, _created = load_or_create_owner_token(folder)
     tokens = Tokens(owner)
     register_secret(owner, tokens.worker)
-    holder = _ExecutorHolder()
-    server = None
-    if stdio:  # the client on stdin/stdout is the owner; workers use the HTTP endpoint
-        from bridge.tools import BridgeContext, build_server  # noqa: PLC0415
-
-        context = BridgeContext(
-            folder=folder,
-            executor=holder,
-            tokens=tokens,
-            installed_backends=installed_backends,
-            session=holder.session_ref,
-        )
-        server = build_server(context)
     listener = bind_listener(host, port)
     port = listener.getsockname()[1]
     url = f"{base_url(host, port)}/mcp"
-    process = BridgeProcess(folder, listener, host, tokens, child, console, url)
+    process = BridgeProcess(folder, listener, host, tokens, child, console, url, stdio=stdio)
     process.start()
     where = token_path(folder)
     # The token itself only reaches a terminal (which shows it on purpose, unredacted): a pipe, a
@@ -194,27 +161,4 @@ def open_bridge(
         host=host,
         port=port,
         announcement=announcement,
-        holder=holder,
-        stdio=server,
     )
-
-
-def serve_stdio(server: MCPServer, outcome: Future[Any], request_stop: Callable[[str], None]) -> None:
-    """Speak MCP on stdin/stdout until the client leaves (then stop the run) or the run ends."""
-
-    async def main() -> None:
-        async with anyio.create_task_group() as group:
-
-            async def stdio() -> None:
-                await server.run_stdio_async()
-                request_stop("the MCP client closed stdin")
-
-            group.start_soon(stdio)
-            await anyio.to_thread.run_sync(_wait_for, outcome, abandon_on_cancel=True)
-            group.cancel_scope.cancel()
-
-    anyio.run(main)
-
-
-def _wait_for(outcome: Future[Any]) -> None:
-    outcome.exception()  # blocks until the run has an outcome, whatever it is

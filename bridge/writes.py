@@ -37,7 +37,6 @@ import msgspec
 import pykka
 from mcp.server.mcpserver.exceptions import ToolError
 
-from actors.queued_writes import record_queued
 from bridge.context import ActorLink, BridgeContext, NotRunnable, Recalled, Unavailable
 from bridge.models import QueuedOut, WriteStatusOut
 from protocol.bridge import QUEUED_WRITES, Refused
@@ -154,14 +153,14 @@ class WriteQueue:
         return request
 
     def _send(self, ref: ActorLink, request: _Request) -> pykka.Future[Any]:
-        """Into the Executor's inbox, recorded as queued first (by the run, when it is another process)."""
+        """Into the Executor's inbox; the run records it as queued first (``ask_queued``: a bridge
+        process's link; a plain actor ref, in a test, only hands it over)."""
         ticket = (request.id, request.tool, request.queued_at)
         try:
             ask_queued = getattr(ref, "ask_queued", None)
             if ask_queued is not None:
                 queued: pykka.Future[Any] = ask_queued(request.message, ticket)
                 return queued
-            record_queued(self.context.session() if self.context.session else None, ticket, request.message)
             future: pykka.Future[Any] = ref.ask(request.message, block=False)
             return future
         except pykka.ActorDeadError:

@@ -4,6 +4,7 @@ report back through it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 import anyio
 import httpx
 import httpx2
+import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -354,6 +356,63 @@ def test_stdio_bridge_runs_a_submitted_task(tmp_path: Path) -> None:
     # The client left: the run stopped cleanly and said so in its log, nothing left running.
     meta = _meta(folder)
     assert meta.get("clean_stop") == "1"
+
+
+def _stdio_processes(folder: Path) -> tuple[psutil.Process, psutil.Process]:
+    """(the `executor mcp` run serving ``folder``, its bridge process)."""
+    runs = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if "mcp" in p.cmdline() and str(folder) in p.cmdline() and "cli.bridge_process" not in " ".join(p.cmdline())
+    ]
+    (run,) = runs
+    (bridge,) = [p for p in run.children() if "cli.bridge_process" in " ".join(p.cmdline())]
+    return run, bridge
+
+
+def _open_files(pid: int) -> dict[int, str]:
+    """fd -> what it points at (``pipe:[…]``, ``socket:[…]``, a path), for process ``pid``."""
+    found = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            found[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+    return found
+
+
+def test_stdio_is_served_by_the_bridge_process_and_its_end_stops_the_run(tmp_path: Path) -> None:
+    # The client's stdin/stdout are handed to the bridge process, so its calls never wait on the
+    # run's threads; the run keeps none of them. When that process dies, the client's connection
+    # dies with it (no other process can take it over): the run stops, and says why.
+    folder = copy_demo(tmp_path / "demo")
+    params = StdioServerParameters(
+        command=str(EXECUTOR), args=["mcp", "--session", str(folder), "--backend", "demo"], env=ENV
+    )
+    seen: dict[str, Any] = {}
+
+    async def go() -> None:
+        with contextlib.suppress(Exception):  # the server goes away under the client, on purpose
+            async with Client(params) as client:
+                listed = await client.call_tool("list_tasks", {})
+                seen["listed"] = not listed.is_error
+                run, bridge = _stdio_processes(folder)
+                seen["run"], seen["bridge"] = run, bridge
+                seen["run_fds"], seen["bridge_fds"] = _open_files(run.pid), _open_files(bridge.pid)
+                bridge.kill()
+                with anyio.fail_after(60):
+                    while True:
+                        await client.call_tool("list_tasks", {})
+                        await anyio.sleep(0.1)
+
+    anyio.run(go)
+    assert seen["listed"]
+    client_pipes = {target for target in seen["bridge_fds"].values() if target.startswith("pipe:")}
+    assert len(client_pipes) >= 2, seen["bridge_fds"]  # the client's two pipes are the bridge's
+    assert not client_pipes & set(seen["run_fds"].values()), seen["run_fds"]  # and none is the run's
+    assert seen["run_fds"][0] == os.devnull
+    seen["run"].wait(timeout=60)
+    assert _meta(folder).get("clean_stop") == "1"
+    log = (folder / ".executor" / "executor.log").read_text()
+    assert "the MCP client on stdio lost its server with it" in log
 
 
 # --- startup guards ------------------------------------------------------------------------
