@@ -65,10 +65,13 @@ def makefile(tasks: list[tuple[str, list[str]]], artifacts: bool = False) -> str
     return "\n".join(lines) + "\n"
 
 
-def timed(argv: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> tuple[float, int, int, float, int]:
+def timed(
+    argv: list[str], cwd: Path, extra_env: dict[str, str] | None = None
+) -> tuple[float, int, int, float, int, float]:
     """Wall seconds, exit code, peak RSS in KiB of the process, CPU seconds (user + system,
     the process and every child it reaped: the commands' own CPU is in it), and voluntary
-    context switches (every thread's sleeps: a GIL hand-off under load is one), from wait4."""
+    context switches (every thread's sleeps: a GIL hand-off under load is one), from wait4;
+    and the wall-clock time (epoch) the process was started, to place the event log's stamps."""
     # `cwd` is a temp folder, never the caller's: an A/B copy run as `python -c "from cli.main
     # import main; ..." ` with PYTHONPATH would otherwise import the checkout it was started in
     # (`-c` puts the current folder first on sys.path, before PYTHONPATH).
@@ -76,6 +79,7 @@ def timed(argv: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -
     # PYTHONDONTWRITEBYTECODE would compile every changed module again at each start).
     env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
     env.update(extra_env or {})
+    started_at = time.time()
     start = time.perf_counter()
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -83,7 +87,25 @@ def timed(argv: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         sys.stderr.write(process.stderr.read().decode() if process.stderr else "")
-    return elapsed, process.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
+    return elapsed, process.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, usage.ru_nvcsw, started_at
+
+
+def _stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def phases(db: sqlite3.Connection, started_at: float, wall_s: float) -> tuple[float, float, float]:
+    """Seconds from the process's start to the first dispatch record (imports, loading the
+    session, reconciliation, the store), the dispatch span (first dispatch to last completion:
+    the part that grows with the tasks), and from the last completion to the exit (the final
+    projection, the report).  The first and last are paid once per run, whatever its size."""
+    first, last = db.execute(
+        "SELECT (SELECT min(occurred_at) FROM events WHERE type = 'task_dispatched'), "
+        "(SELECT max(occurred_at) FROM events WHERE type = 'task_completed')"
+    ).fetchone()
+    to_first = _stamp(first) - started_at
+    span = _stamp(last) - _stamp(first)
+    return to_first, span, wall_s - to_first - span
 
 
 def stages(db: sqlite3.Connection) -> str:
@@ -95,7 +117,7 @@ def stages(db: sqlite3.Connection) -> str:
         "SELECT type, task_id, occurred_at FROM events WHERE type IN "
         "('task_dispatched', 'task_started', 'task_completed')"
     ):
-        stamp = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+        stamp = _stamp(at)
         seen.setdefault(task_id, {})[kind] = stamp
 
     def median_ms(first: str, then: str) -> float:
@@ -133,8 +155,8 @@ def main() -> None:
             tasks = build(folder, layers, options.artifacts)
             (Path(tmp) / "Makefile").write_text(makefile(tasks, options.artifacts))
             (Path(tmp) / "artifacts").mkdir()
-            make_s, make_code, _, make_cpu, _ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
-            run_s, run_code, rss_kib, run_cpu, switches = timed(
+            make_s, make_code, _, make_cpu, _, _ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
+            run_s, run_code, rss_kib, run_cpu, switches, run_started_at = timed(
                 [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)],
                 Path(tmp),
                 {"TEAM_EXECUTOR_NO_CGROUP": "1"} if options.no_cgroup else None,
@@ -147,6 +169,7 @@ def main() -> None:
             with sqlite3.connect(folder / ".executor" / "state.db") as db:
                 events = db.execute("SELECT count(*) FROM events").fetchone()[0]
                 steps = stages(db)
+                to_first, span, after_last = phases(db, run_started_at, run_s)
         count = len(tasks)
         print(
             f"tasks {count:>6}: make -j{options.workers} {make_s:7.2f} s | executor {run_s:7.2f} s "
@@ -156,6 +179,11 @@ def main() -> None:
         print(
             f"             CPU (user+sys, with children): make {make_cpu:6.2f} s | executor {run_cpu:6.2f} s "
             f"({1000 * run_cpu / count:5.2f} ms/task) | {steps} | {switches / count:.0f} context switches/task"
+        )
+        print(
+            f"             once per run: {to_first:5.2f} s to the first dispatch, {after_last:5.2f} s after the "
+            f"last completion | dispatch span {span:6.2f} s ({1000 * span / count:5.2f} ms/task, "
+            f"{span / make_s:4.2f}x make's whole run)"
         )
 
 
