@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -107,18 +108,41 @@ def run_git(
 _git = run_git
 
 
-def _may_be_in_a_repository(path: Path) -> bool:
+#: How long "no ``.git`` in the folders above" is believed before they are looked at again.  The
+#: folder itself is looked at every time (an agent's ``git init`` there counts at once); a
+#: repository made above it while a run goes on is seen this much later.
+ABOVE_RECHECK_S = 5.0
+_none_above_until: dict[str, float] = {}  # resolved folder -> monotonic time its parents are looked at again
+
+
+def _may_be_in_a_repository(path: Path, now: float | None = None) -> bool:
     """Whether a ``.git`` lies on the way up from ``path`` (a few stat calls).  Only then is git
     asked: this runs before and after every attempt, and a process per attempt just to hear "not a
-    repository" cost a DAG of small commands a third of its time."""
+    repository" cost a DAG of small commands a third of its time.  For an absolute path the
+    folders above are looked at once per :data:`ABOVE_RECHECK_S` (one ``stat`` each, twice an
+    attempt, was a fifth of a worker's system calls)."""
     if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE")):
         return True  # git is told where the repository is: only git knows
     text = os.fspath(path)
     # A relative path means something else after a chdir: only absolute ones are remembered.
-    candidates = _folders_up_from(text) if os.path.isabs(text) else _folders_up_from.__wrapped__(text)
+    absolute = os.path.isabs(text)
+    candidates = _folders_up_from(text) if absolute else _folders_up_from.__wrapped__(text)
     if candidates is None:
         return True
-    return any(os.path.exists(os.path.join(candidate, ".git")) for candidate in candidates)
+    folder, above = candidates[0], candidates[1:]
+    if os.path.exists(os.path.join(folder, ".git")):
+        return True
+    at = time.monotonic() if now is None else now
+    if absolute and _none_above_until.get(folder, 0.0) > at:
+        return False
+    if any(os.path.exists(os.path.join(candidate, ".git")) for candidate in above):
+        _none_above_until.pop(folder, None)
+        return True
+    if absolute:
+        if len(_none_above_until) > 4096:  # a folder per task (worktrees): forget, do not grow
+            _none_above_until.clear()
+        _none_above_until[folder] = at + ABOVE_RECHECK_S
+    return False
 
 
 @functools.lru_cache(maxsize=256)
