@@ -32,6 +32,7 @@ from backends.conventions import (
     relative_inside,
     task_artifact_files,
 )
+from backends.folder_listing import listing
 from protocol.messages import WorkOrder
 from session.graph import TaskSpec
 from session.loader import TeamSession
@@ -208,11 +209,14 @@ def _upstream_paths(task: TaskSpec, root: Path) -> list[str]:
 
 
 def _wisdom_paths(root: Path) -> list[str]:
+    """``wisdom/*.md`` that are files (a link counts by what it names), sorted.  From the
+    folder's kept listing: a glob per prompt listed the folder again for every attempt."""
     folder = root / "wisdom"
-    try:
-        return sorted(f"wisdom/{path.name}" for path in folder.glob("*.md") if path.is_file())
-    except OSError:
-        return []
+    return [
+        f"wisdom/{name}"
+        for name, kind in listing(folder)
+        if name.endswith(".md") and (kind == "file" or (kind == "other" and (folder / name).is_file()))
+    ]
 
 
 def _demote_headings(markdown: str, levels: int = 2) -> str:

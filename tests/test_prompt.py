@@ -289,6 +289,28 @@ def test_wisdom_files_are_included_in_name_order(tmp_path):
     assert "not a markdown file" not in prompt
 
 
+def test_wisdom_written_during_the_run_reaches_the_next_prompt_and_links_count_by_their_target(tmp_path):
+    folder = two_task_session(tmp_path)
+    (folder / "wisdom" / "decisions.md").write_text("- use sqlite\n")
+    session = load_session(folder)
+    task = session.task("ARCH-001")
+    assert "## wisdom/decisions.md" in build_prompt(session, task, 1)
+    # The folder's listing is kept between prompts: what an agent adds or removes still shows.
+    (folder / "wisdom" / "later.md").write_text("- learned during the run\n")
+    (folder / "wisdom" / "decisions.md").unlink()
+    (folder / "wisdom" / "kept.md").mkdir()  # a folder named like a note is no note
+    (folder / "notes.md").write_text("- linked in\n")
+    (folder / "wisdom" / "linked.md").symlink_to(folder / "notes.md")
+    (folder / "wisdom" / "dangling.md").symlink_to(folder / "gone.md")
+    wisdom = build_prompt(session, task, 2)
+    wisdom = wisdom[wisdom.index("# Wisdom") :]
+    assert "- learned during the run" in wisdom
+    assert "## wisdom/linked.md" in wisdom
+    assert "decisions.md" not in wisdom
+    assert "kept.md" not in wisdom
+    assert "dangling.md" not in wisdom
+
+
 def test_feedback_and_attempt_number_appear_only_when_there_is_something_to_say(tmp_path):
     folder = two_task_session(tmp_path)
     session = load_session(folder)
