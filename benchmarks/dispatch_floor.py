@@ -102,22 +102,22 @@ def main() -> None:
         taskfile = Path(tmp) / "tasks.txt"
         taskfile.write_text("".join(f"{task} {' '.join(deps)}\n" for task, deps in tasks))
         rows: list[tuple[str, float, float]] = []
-        make_s, code, _, make_cpu, _ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
+        make_s, code, _, make_cpu, *_ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
         assert code == 0, "make failed"
         rows.append((f"make -j{options.workers}", make_s, make_cpu))
         for level in ("bare", "log", "sqlite"):
             logs = Path(tmp) / f"logs-{level}"
             logs.mkdir()
             argv = [sys.executable, "-c", DISPATCHER, level, str(options.workers), str(taskfile), str(logs)]
-            seconds, code, _, cpu, _ = timed(argv, Path(tmp))
+            seconds, code, _, cpu, *_ = timed(argv, Path(tmp))
             assert code == 0, f"the {level} dispatcher failed"
             rows.append((f"python floor: {level if level == 'bare' else '+' + level}", seconds, cpu))
-        seconds, code, _, cpu, _ = timed(
+        seconds, code, _, cpu, *_ = timed(
             [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)], Path(tmp)
         )
         assert code == 0, "executor failed"
         rows.append(("executor run", seconds, cpu))
-        started, code, _, start_cpu, _ = timed([sys.executable, "-c", "import actors.run, cli.run_cmd"], Path(tmp))
+        started, code, _, start_cpu, *_ = timed([sys.executable, "-c", "import actors.run, cli.run_cmd"], Path(tmp))
         rows.append(("executor's imports alone", started, start_cpu))
     count = len(tasks)
     print(f"{count} tasks, {options.workers} at a time; wall and CPU (user+sys, children included)")
