@@ -26,7 +26,7 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -239,6 +239,10 @@ class AgentStats(msgspec.Struct, frozen=True, kw_only=True):
         return self.failed / finished if finished else 0.0
 
 
+#: Events that name no task and change none (the run's own beginning and end).
+_RUN_EVENTS = frozenset({"run_started", "run_completed", "shutdown_requested", "shutdown_completed"})
+
+
 class _Reads:
     """Queries shared by the writer and the read-only reader (plain sqlite3, no ORM).
 
@@ -409,6 +413,27 @@ class _Reads:
 
     def last_event_id(self) -> int:
         return int(self.conn.execute("SELECT ifnull(max(id), 0) FROM events").fetchone()[0])
+
+    def tasks_touched(self, after: int, until: int) -> tuple[set[str], bool]:
+        """The task ids of the events after event ``after`` up to ``until``, and whether one of
+        those events names no task and may have changed tasks (``TasksReopened``, reconciliation,
+        any type not known to leave tasks alone)."""
+        touched: set[str] = set()
+        run_wide = False
+        for task_id, kind in self.conn.execute(
+            "SELECT DISTINCT task_id, type FROM events WHERE id > ? AND id <= ?", (after, until)
+        ):
+            if task_id is not None:
+                touched.add(task_id)
+            elif kind not in _RUN_EVENTS:
+                run_wide = True
+        return touched, run_wide
+
+    def runs_of(self, task_ids: Iterable[str]) -> list[RunRow]:
+        """The runs of ``task_ids``, in id order (one statement, whatever their number)."""
+        ids = msgspec.json.encode(sorted(set(task_ids))).decode()
+        rows = self._rows("SELECT * FROM runs WHERE task_id IN (SELECT value FROM json_each(?)) ORDER BY id", [ids])
+        return [_run_from_row(r) for r in rows]
 
     def count_events(self, event_type: str | None = None, task_id: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM events WHERE 1=1", list[str]()

@@ -53,6 +53,7 @@ import hashlib
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -128,6 +129,24 @@ def _scan(root: Path) -> dict[str, dict[str, Path]]:
     return found
 
 
+def _files_of(root: Path, task_ids: Iterable[str]) -> dict[str, dict[str, Path]]:
+    """:func:`_scan` for ``task_ids`` only: one ``lstat`` per lifecycle folder and task, not a
+    listing of every task's file."""
+    found: dict[str, dict[str, Path]] = {}
+    for task_id in task_ids:
+        if not is_task_id(task_id):
+            continue
+        for lifecycle in _FOLDERS:
+            path = root / lifecycle / f"{task_id}.md"
+            try:
+                mode = path.lstat().st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode):
+                found.setdefault(task_id, {})[lifecycle] = path
+    return found
+
+
 def _write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` in one rename: readers see the old file or the new one."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -183,8 +202,13 @@ def write_mirror(
     *,
     preserve_edits: bool = True,
     memo: MirrorMemo | None = None,
+    only: set[str] | None = None,
 ) -> MirrorResult:
     """Bring ``<folder>/tasks/`` in line with ``rows``, in one pass over the rows and one scan of the folder.
+
+    ``only``: the files of these tasks only (``rows`` still holds every task: a task's lifecycle
+    folder depends on its blockers' status); files of tasks the store does not know are then left
+    for a whole pass to remove.
 
     ``memo``: kept by a caller that writes the mirror again and again (the run's MirrorKeeper).  A
     task whose row, runs and feedback are those its file was written from, and whose file is still
@@ -196,11 +220,11 @@ def write_mirror(
     root = Path(folder) / MIRROR_DIR
     result = MirrorResult()
     lifecycles = lifecycle_of(rows)
-    on_disk = _scan(root)
+    on_disk = _scan(root) if only is None else _files_of(root, only)
     known = {row.id for row in rows}
     done: set[str] = set()
     made: set[str] = set()
-    for row in rows:
+    for row in rows if only is None else (row for row in rows if row.id in only):
         lifecycle = lifecycles[row.id]
         if not is_task_id(row.id) or lifecycle not in LIFECYCLE:
             result.skipped.append(row.id)
@@ -219,8 +243,8 @@ def write_mirror(
         # no parse of the file to look for edits.
         as_left: bytes | None = None
         if remembered is not None and len(existing) == 1:
-            (only,) = existing.values()
-            if _stat_of(only) == remembered[1]:
+            (single,) = existing.values()
+            if _stat_of(single) == remembered[1]:
                 as_left = remembered[2]
         if as_left is not None and remembered is not None and remembered[0] == source and lifecycle in existing:
             result.unchanged += 1
@@ -264,7 +288,7 @@ def write_mirror(
             left = _stat_of(target)
             if left is not None:
                 memo[row.id] = (source, left, _digest_of(data))
-    for task_id, paths in on_disk.items():
+    for task_id, paths in on_disk.items() if only is None else ():
         if task_id in known:
             continue
         for path in paths.values():
@@ -289,26 +313,40 @@ def _feedback_texts(folder: Path, rows: Iterable[TaskRow]) -> dict[str, str]:
     return texts
 
 
-def sync_mirror(folder: Path, *, preserve_edits: bool = True, memo: MirrorMemo | None = None) -> MirrorResult:
+def sync_mirror(
+    folder: Path, *, preserve_edits: bool = True, memo: MirrorMemo | None = None, since: tuple[int, int] | None = None
+) -> MirrorResult:
     """Regenerate the mirror from the session's store (read-only); no store yet: nothing written.
 
     Edited files are left alone (``preserve_edits``): this cannot apply edits to the store.
+    ``since`` (``(after, until)``, event ids): only the files of the tasks those events name, and
+    of the tasks that wait for them (their folder follows their blockers' status) — a pass then
+    costs what changed, not what the session holds.  An event that names no task (tasks reopened
+    together, say) makes it a whole pass.
     Raises :class:`session.store.StoreError` when the store cannot be read.
     """
     folder = Path(folder)
     reader = StoreReader.open(folder)
     if reader is None:
         return MirrorResult()
+    only: set[str] | None = None
     try:
+        if since is not None:
+            touched, run_wide = reader.tasks_touched(*since)
+            only = None if run_wide else touched
         rows = reader.tasks()
-        runs = reader.runs()
+        if only is not None:
+            only |= {row.id for row in rows if not only.isdisjoint(row.blocked_by)}
+            runs = reader.runs_of(only)
+        else:
+            runs = reader.runs()
     finally:
         reader.close()
     runs_by_task: dict[str, list[RunRow]] = {}
     for run in runs:
         runs_by_task.setdefault(run.task_id, []).append(run)
-    feedback = _feedback_texts(folder, rows)
-    return write_mirror(folder, rows, runs_by_task, feedback, preserve_edits=preserve_edits, memo=memo)
+    feedback = _feedback_texts(folder, rows if only is None else (row for row in rows if row.id in only))
+    return write_mirror(folder, rows, runs_by_task, feedback, preserve_edits=preserve_edits, memo=memo, only=only)
 
 
 def read_edits(folder: Path, rows: list[TaskRow]) -> dict[str, TaskDetails]:

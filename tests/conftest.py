@@ -62,7 +62,7 @@ _IN_PROCESS_MODULES = frozenset(
         "test_assignment", "test_cluster_relay", "test_config", "test_conventions", "test_folder_listing",
         "test_fencing", "test_fuzz_loaders",
         "test_graph",
-        "test_keypool", "test_repository_probe",
+        "test_keypool", "test_mirror_incremental", "test_repository_probe",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
         "test_output_capture", "test_pipeline", "test_projection", "test_prompt", "test_queued_writes",
         "test_redaction", "test_routing",
