@@ -5,7 +5,7 @@ events, and never more often than every few times the last pass took, so a
 10,000-task session costs a pass now and then, not a pass per event.  A pass looks
 only at the tasks the new events name (and those waiting for them): its cost follows
 what changed, not the session's size (a whole pass over 10,000 tasks took 0.35 s,
-every 2 s for the whole run, and the last one held the end of the run for 1.9 s).
+every 2 s for as long as the run lasted, however little changed).
 A whole pass is made first, when a secret was registered since (files written before
 must be masked too), and every :data:`WHOLE_PASS_S`, for what changed without an
 event (a file someone removed, a task's file left in an old folder).  Edits
