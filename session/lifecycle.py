@@ -26,11 +26,12 @@ def lifecycle_status(row: TaskRow, completed: set[str] | frozenset[str]) -> str:
     return row.status  # in_progress, review, completed, failed
 
 
-def lifecycle_of(rows: Iterable[TaskRow]) -> dict[str, str]:
-    """Task id -> lifecycle status, for a whole task list in one pass."""
+def lifecycle_of(rows: Iterable[TaskRow], completed: set[str] | None = None) -> dict[str, str]:
+    """Task id -> lifecycle status, for a whole task list in one pass; or for some tasks, given
+    which of their blockers are ``completed``."""
     rows = list(rows)
-    completed = frozenset(row.id for row in rows if row.status == "completed")
-    return {row.id: lifecycle_status(row, completed) for row in rows}
+    done = frozenset(row.id for row in rows if row.status == "completed") if completed is None else completed
+    return {row.id: lifecycle_status(row, done) for row in rows}
 
 
 def reopen_failed(folder: Path, by: str) -> list[str]:

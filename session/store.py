@@ -271,7 +271,27 @@ class _Reads:
         return _tasks_as_json(tuple(name for name in _TASK_COLUMNS if name in present))
 
     def tasks(self) -> list[TaskRow]:
-        (text,) = self.conn.execute(self._tasks_query()).fetchone()
+        return self._decode_tasks(self.conn.execute(self._tasks_query()).fetchone()[0])
+
+    def tasks_around(self, task_ids: Iterable[str]) -> list[TaskRow]:
+        """The rows of ``task_ids`` and of every task blocked by one of them (one statement:
+        SQLite looks through each row's ``blocked_by``, Python decodes only what it returns)."""
+        ids = msgspec.json.encode(sorted(set(task_ids))).decode()
+        where = (
+            " WHERE id IN (SELECT value FROM json_each(:ids)) OR EXISTS (SELECT 1 FROM json_each(tasks.blocked_by)"
+            " WHERE json_each.value IN (SELECT value FROM json_each(:ids)))"
+        )
+        return self._decode_tasks(self.conn.execute(self._tasks_query() + where, {"ids": ids}).fetchone()[0])
+
+    def completed_among(self, task_ids: Iterable[str]) -> set[str]:
+        """Which of ``task_ids`` are completed."""
+        ids = msgspec.json.encode(sorted(set(task_ids))).decode()
+        # `+status`: looked up by id, not through the status index (all the completed tasks).
+        sql = "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?)) AND +status = 'completed'"
+        return {task_id for (task_id,) in self.conn.execute(sql, [ids])}
+
+    @staticmethod
+    def _decode_tasks(text: str) -> list[TaskRow]:
         try:
             return _tasks_decoder.decode(text)
         except msgspec.ValidationError:

@@ -203,12 +203,14 @@ def write_mirror(
     preserve_edits: bool = True,
     memo: MirrorMemo | None = None,
     only: set[str] | None = None,
+    completed: set[str] | None = None,
 ) -> MirrorResult:
     """Bring ``<folder>/tasks/`` in line with ``rows``, in one pass over the rows and one scan of the folder.
 
-    ``only``: the files of these tasks only (``rows`` still holds every task: a task's lifecycle
-    folder depends on its blockers' status); files of tasks the store does not know are then left
-    for a whole pass to remove.
+    ``only``: the files of these tasks only; files of tasks the store does not know are then left
+    for a whole pass to remove.  A task's lifecycle folder depends on its blockers' status: either
+    ``rows`` holds every task, or ``completed`` names the completed ones among the blockers of
+    the tasks in ``only`` (then ``rows`` needs to hold only those tasks).
 
     ``memo``: kept by a caller that writes the mirror again and again (the run's MirrorKeeper).  A
     task whose row, runs and feedback are those its file was written from, and whose file is still
@@ -219,7 +221,7 @@ def write_mirror(
     """
     root = Path(folder) / MIRROR_DIR
     result = MirrorResult()
-    lifecycles = lifecycle_of(rows)
+    lifecycles = lifecycle_of(rows, completed)
     on_disk = _scan(root) if only is None else _files_of(root, only)
     known = {row.id for row in rows}
     done: set[str] = set()
@@ -334,11 +336,16 @@ def sync_mirror(
         if since is not None:
             touched, run_wide = reader.tasks_touched(*since)
             only = None if run_wide else touched
-        rows = reader.tasks()
+        completed: set[str] | None = None
         if only is not None:
-            only |= {row.id for row in rows if not only.isdisjoint(row.blocked_by)}
+            # The changed tasks and those waiting for them, and which of their blockers are done:
+            # what their folders follow.  Not every row of a 10,000-task session each pass.
+            rows = reader.tasks_around(only)
+            only = {row.id for row in rows}
+            completed = reader.completed_among({blocker for row in rows for blocker in row.blocked_by})
             runs = reader.runs_of(only)
         else:
+            rows = reader.tasks()
             runs = reader.runs()
     finally:
         reader.close()
@@ -346,7 +353,9 @@ def sync_mirror(
     for run in runs:
         runs_by_task.setdefault(run.task_id, []).append(run)
     feedback = _feedback_texts(folder, rows if only is None else (row for row in rows if row.id in only))
-    return write_mirror(folder, rows, runs_by_task, feedback, preserve_edits=preserve_edits, memo=memo, only=only)
+    return write_mirror(
+        folder, rows, runs_by_task, feedback, preserve_edits=preserve_edits, memo=memo, only=only, completed=completed
+    )
 
 
 def read_edits(folder: Path, rows: list[TaskRow]) -> dict[str, TaskDetails]:

@@ -60,6 +60,46 @@ def test_a_pass_since_an_event_writes_the_named_tasks_and_those_waiting_for_them
         store.close()
 
 
+def test_a_waiting_task_takes_its_folder_from_all_its_blockers_not_only_the_changed_one(tmp_path):
+    store = Store.open(tmp_path)
+    try:
+        with store.transaction():
+            store.put_tasks(
+                [
+                    TaskRow(id="A-001", owner="coder"),
+                    TaskRow(id="C-001", owner="coder"),
+                    TaskRow(id="E-001", owner="coder"),
+                    TaskRow(id="D-001", owner="coder", blocked_by=["A-001", "C-001"]),
+                    TaskRow(id="F-001", owner="coder", blocked_by=["A-001", "E-001"]),
+                ]
+            )
+        _change(store, "C-001", status="completed", completed_at="2026-12-07T00:00:00.000+00:00")
+        sync_mirror(tmp_path, memo={})
+        assert {"pending/D-001.md", "pending/F-001.md"} <= _files(tmp_path)
+        last = store.last_event_id()
+        newest = _change(store, "A-001", status="completed", completed_at="2026-12-07T00:01:00.000+00:00")
+        result = sync_mirror(tmp_path, memo={}, since=(last, newest))
+        # D-001's other blocker was done before (no event since): it is ready now; F-001 still waits for E-001.
+        assert "ready/D-001.md" in _files(tmp_path)
+        assert "pending/F-001.md" in _files(tmp_path)
+        assert result.moved == 2  # A-001 and D-001; C-001 and E-001 were not looked at
+    finally:
+        store.close()
+
+
+def test_the_store_gives_the_rows_around_some_tasks_and_which_are_done(tmp_path):
+    store = _session(tmp_path)
+    try:
+        _change(store, "C-001", status="completed", completed_at="2026-12-07T00:00:00.000+00:00")
+        assert sorted(row.id for row in store.tasks_around({"A-001"})) == ["A-001", "B-001"]
+        assert [row.id for row in store.tasks_around({"C-001", "X-404"})] == ["C-001"]
+        assert store.tasks_around(set()) == []
+        assert store.completed_among({"A-001", "C-001", "X-404"}) == {"C-001"}
+        assert store.completed_among(set()) == set()
+    finally:
+        store.close()
+
+
 def test_an_event_that_names_no_task_makes_it_a_whole_pass(tmp_path):
     store = _session(tmp_path)
     try:
