@@ -66,7 +66,7 @@ from session.lifecycle import reopen_failed
 from session.loader import inspect_session
 from session.lock import SessionBusy, SessionLock
 from session.message_bus import MessageBus
-from session.mirror_keeper import MirrorKeeper
+from session.mirror_process import start_mirror
 from session.problems import format_problems
 from session.redaction import redact
 from session.run_choices import RememberError, choice_notes, remember_backend, role_backends
@@ -238,7 +238,7 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
         while not booted.wait(0.1) and not outcome.done() and executor.is_alive():
             pass  # the bridge is told the run (and tells its address) once the tasks are in the store
         bridge.attach(executor, _session_finder(executor))
-    mirror = MirrorKeeper(Path(session.folder)).start()  # tasks/<status>/<ID>.md, kept current
+    mirror = start_mirror(Path(session.folder), len(session.tasks))  # tasks/<status>/<ID>.md, kept current
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
         if request.mcp_stdio and bridge is not None:

@@ -36,7 +36,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "RedactingWriter",
     "Verbatim",
     "mask",
+    "on_new_secrets",
     "protect_library_logs",
     "redact",
     "redact_bytes",
@@ -52,6 +53,7 @@ __all__ = [
     "redacting_connection",
     "register_environment",
     "register_secret",
+    "registered_secrets",
     "secrets_known",
 ]
 
@@ -102,6 +104,7 @@ _lock = threading.Lock()
 _secrets: set[str] = set()
 _known: re.Pattern[str] | None = None  # one alternation over _secrets, longest first
 _protected: set[str] = set()
+_listeners: list[Callable[[tuple[str, ...]], None]] = []
 
 
 def mask(value: str) -> str:
@@ -127,9 +130,34 @@ def register_secret(*values: str | None) -> None:
     with _lock:
         if fresh <= _secrets:
             return
+        added = tuple(fresh - _secrets)
         _secrets.update(fresh)
         ordered = sorted(_secrets, key=len, reverse=True)  # a longer secret may contain a shorter one
         _known = re.compile("|".join(re.escape(secret) for secret in ordered))
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener(added)
+
+
+def registered_secrets() -> tuple[str, ...]:
+    """Every secret registered so far: only for handing to a helper process of this run (the task
+    mirror's), which must mask what this process masks."""
+    with _lock:
+        return tuple(_secrets)
+
+
+def on_new_secrets(listener: Callable[[tuple[str, ...]], None]) -> Callable[[], None]:
+    """Call ``listener`` with the values each later :func:`register_secret` adds (on the
+    registering thread: it must not block); returns what unsubscribes it."""
+    with _lock:
+        _listeners.append(listener)
+
+    def unsubscribe() -> None:
+        with _lock:
+            if listener in _listeners:
+                _listeners.remove(listener)
+
+    return unsubscribe
 
 
 def secrets_known() -> int:

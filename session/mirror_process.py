@@ -1,0 +1,175 @@
+"""The run's task mirror (:class:`session.mirror_keeper.MirrorKeeper`) in a process of its own.
+
+Rendering task files is Python work that has nothing to do with dispatching: on a thread of
+the executor it held the GIL for seconds at a time (a first pass over 10,000 tasks), and every
+worker and actor thread, waking for a child's output or a message, waited its turn behind it.
+A 10,000-task run of `echo` took 35 s with the mirror on a thread, 27 s without any mirror,
+30 s with the mirror in its own process (benchmarks/README.md).
+
+The child reads the store (read-only) and writes ``tasks/`` exactly as the thread did.  It
+must mask what the executor masks: the secrets registered so far go to it first thing, and
+every later one as it is registered, as JSON lines on its stdin.  The end of its stdin (the
+run is over, or the executor died) makes it do its last pass and exit.  If it dies early,
+the executor makes that last pass itself, so ``tasks/`` shows where the run left every task.
+
+Run as ``python -m session.mirror_process FOLDER`` by :class:`MirrorProcess` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from session.mirror_keeper import MirrorKeeper
+from session.redaction import RedactingFilter, on_new_secrets, register_secret, registered_secrets
+from session.store import STATE_DIR
+
+__all__ = ["PROCESS_FROM_TASKS", "MirrorProcess", "main", "start_mirror"]
+
+log = logging.getLogger("executor.mirror")
+
+#: From this many tasks the mirror runs in a process of its own; below, on a thread (its passes take
+#: milliseconds there, and a process would cost each small run its start-up).
+PROCESS_FROM_TASKS = 1000
+#: How long the last pass may take before the child is stopped (a 10,000-task pass takes ~2 s).
+FINAL_PASS_TIMEOUT_S = 120.0
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Line(msgspec.Struct, forbid_unknown_fields=True):
+    """One line on the child's stdin: secrets to mask, or whether to make a last pass at the end."""
+
+    secrets: tuple[str, ...] = ()
+    final_pass: bool | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(_Line).decode
+
+
+class MirrorProcess:
+    """The parent's end: start the child, relay new secrets to it, stop it at the end of the run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._child: subprocess.Popen[bytes] | None = None
+        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_lines, name="task-mirror-link", daemon=True)
+        self._unsubscribe: Callable[[], None] = lambda: None
+
+    def start(self) -> MirrorProcess:
+        # Subscribe before taking the snapshot: a secret registered in between is sent twice, never not at all.
+        self._unsubscribe = on_new_secrets(lambda added: self._lines.put(_encode(_Line(secrets=added)) + b"\n"))
+        first = _encode(_Line(secrets=registered_secrets())) + b"\n"
+        env = dict(os.environ)
+        # The child imports this very code, wherever the executor was started from.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_PROJECT_ROOT), env.get("PYTHONPATH"))))
+        try:
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", "session.mirror_process", str(self.folder)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,  # it logs to the run's log file; nothing of it reaches the terminal
+                env=env,
+                close_fds=True,
+            )
+        except OSError as error:
+            log.warning("could not start the task mirror's process (%s); tasks/ is updated at the end", error)
+            self._unsubscribe()
+            return self
+        self._lines.put(first)
+        self._writer.start()
+        return self
+
+    def _write_lines(self) -> None:
+        stdin = self._child.stdin if self._child is not None else None
+        if stdin is None:
+            return
+        while (line := self._lines.get()) is not None:
+            try:
+                stdin.write(line)
+                stdin.flush()
+            except OSError:  # the child is gone: stop() finds out and makes the last pass itself
+                break
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+    def stop(self, final_pass: bool = True) -> None:
+        """Let the child make its last pass (``final_pass``) and wait for it; make the pass here if
+        the child is gone or never started."""
+        self._unsubscribe()
+        child = self._child
+        if child is None:
+            if final_pass:
+                MirrorKeeper(self.folder).sync_if_changed()
+            return
+        died_early = child.poll()
+        self._lines.put(_encode(_Line(final_pass=final_pass)) + b"\n")
+        self._lines.put(None)
+        self._writer.join(timeout=10)
+        try:
+            code = child.wait(timeout=FINAL_PASS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
+            log.warning("the task mirror's last pass took over %.0f s and was stopped", FINAL_PASS_TIMEOUT_S)
+        if died_early is None and code == 0:
+            return
+        log.warning("the task mirror's process stopped early (exit %s); its last pass is made here", code)
+        if final_pass:
+            MirrorKeeper(self.folder).sync_if_changed()
+
+
+def start_mirror(folder: Path, tasks: int) -> MirrorKeeper | MirrorProcess:
+    """The run's task mirror, started: in a process of its own for a session of ``tasks`` tasks
+    or more (:data:`PROCESS_FROM_TASKS`), else on a thread."""
+    return (MirrorProcess if tasks >= PROCESS_FROM_TASKS else MirrorKeeper)(folder).start()
+
+
+def _log_to_run_file(folder: Path) -> None:
+    """The child's warnings go where the executor's go: the run's log file (never the terminal)."""
+    try:
+        handler: logging.Handler = logging.FileHandler(folder / STATE_DIR / "executor.log", encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s task-mirror-process: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    logging.raiseExceptions = False
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def main(argv: list[str]) -> int:
+    folder = Path(argv[0])
+    _log_to_run_file(folder)
+    stdin = sys.stdin.buffer
+    final_pass = True
+    try:
+        first = stdin.readline()  # the secrets registered so far: known before the first file is written
+        if first:
+            register_secret(*_decode(first).secrets)
+        keeper = MirrorKeeper(folder).start()
+        for line in stdin:
+            message = _decode(line)
+            register_secret(*message.secrets)
+            if message.final_pass is not None:
+                final_pass = message.final_pass
+        keeper.stop(final_pass=final_pass)
+    except Exception:  # a bug here must not print a traceback anywhere a person reads: the log says it
+        log.exception("the task mirror's process failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
