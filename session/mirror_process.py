@@ -81,6 +81,9 @@ class MirrorProcess:
                 stderr=subprocess.DEVNULL,  # it logs to the run's log file; nothing of it reaches the terminal
                 env=env,
                 close_fds=True,
+                # Not in the terminal's process group: a ^C is the executor's to handle; it then
+                # ends the child's stdin like any other end of the run.
+                start_new_session=True,
             )
         except OSError as error:
             log.warning("could not start the task mirror's process (%s); tasks/ is updated at the end", error)
