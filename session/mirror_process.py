@@ -9,8 +9,9 @@ A 10,000-task run of `echo` took 35 s with the mirror on a thread, 27 s without 
 The child reads the store (read-only) and writes ``tasks/`` exactly as the thread did.  It
 must mask what the executor masks: the secrets registered so far go to it first thing, and
 every later one as it is registered, as JSON lines on its stdin.  The end of its stdin (the
-run is over, or the executor died) makes it do its last pass and exit.  If it dies early,
-the executor makes that last pass itself, so ``tasks/`` shows where the run left every task.
+run is over, or the executor died) makes it do its last pass and exit.  If it dies early (or
+cannot start), a thread of the executor takes over at once, as for a small session: ``tasks/``
+never stays stale for the rest of a run, and always shows where the run left every task.
 
 Run as ``python -m session.mirror_process FOLDER`` by :class:`MirrorProcess` only.
 """
@@ -40,6 +41,8 @@ log = logging.getLogger("executor.mirror")
 #: From this many tasks the mirror runs in a process of its own; below, on a thread (its passes take
 #: milliseconds there, and a process would cost each small run its start-up).
 PROCESS_FROM_TASKS = 1000
+#: How often the link to the child looks whether it is still there.
+WATCH_S = 1.0
 #: How long the last pass may take before the child is stopped (a 10,000-task pass takes ~2 s).
 FINAL_PASS_TIMEOUT_S = 120.0
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +60,8 @@ _decode = msgspec.json.Decoder(_Line).decode
 
 
 class MirrorProcess:
-    """The parent's end: start the child, relay new secrets to it, stop it at the end of the run."""
+    """The parent's end: start the child, relay new secrets to it, stop it at the end of the run.
+    Should the child die (or never start), the mirror goes on on a thread of this process."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -65,6 +69,9 @@ class MirrorProcess:
         self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_lines, name="task-mirror-link", daemon=True)
         self._unsubscribe: Callable[[], None] = lambda: None
+        self._fallback: MirrorKeeper | None = None  # the thread that took over from a dead child
+        self._lock = threading.Lock()
+        self._stopping = False
 
     def start(self) -> MirrorProcess:
         # Subscribe before taking the snapshot: a secret registered in between is sent twice, never not at all.
@@ -86,46 +93,68 @@ class MirrorProcess:
                 start_new_session=True,
             )
         except OSError as error:
-            log.warning("could not start the task mirror's process (%s); tasks/ is updated at the end", error)
-            self._unsubscribe()
+            self._take_over(f"the task mirror's process could not start ({error})")
             return self
         self._lines.put(first)
         self._writer.start()
         return self
 
+    def _take_over(self, why: str) -> None:
+        """The child is gone: keep the mirror current from a thread here (as below
+        :data:`PROCESS_FROM_TASKS` tasks) rather than leave it stale until the end."""
+        with self._lock:
+            if self._stopping or self._fallback is not None:
+                return
+            self._unsubscribe()  # this process's own redaction knows every secret
+            log.warning("%s; the task mirror goes on on a thread of the executor", why)
+            self._fallback = MirrorKeeper(self.folder).start()
+
     def _write_lines(self) -> None:
-        stdin = self._child.stdin if self._child is not None else None
-        if stdin is None:
+        child = self._child
+        stdin = child.stdin if child is not None else None
+        if child is None or stdin is None:
             return
-        while (line := self._lines.get()) is not None:
+        while True:
+            try:
+                line = self._lines.get(timeout=WATCH_S)
+            except queue.Empty:
+                if child.poll() is not None:
+                    self._take_over(f"the task mirror's process stopped (exit {child.returncode})")
+                    break
+                continue
+            if line is None:
+                break
             try:
                 stdin.write(line)
                 stdin.flush()
-            except OSError:  # the child is gone: stop() finds out and makes the last pass itself
+            except OSError as error:
+                self._take_over(f"the task mirror's process cannot be reached ({error})")
                 break
         with contextlib.suppress(OSError):
             stdin.close()
 
     def stop(self, final_pass: bool = True) -> None:
         """Let the child make its last pass (``final_pass``) and wait for it; make the pass here if
-        the child is gone or never started."""
+        the child is gone."""
+        with self._lock:
+            self._stopping = True
         self._unsubscribe()
+        code: int | None = 0
         child = self._child
-        if child is None:
-            if final_pass:
-                MirrorKeeper(self.folder).sync_if_changed()
+        if child is not None:
+            self._lines.put(_encode(_Line(final_pass=final_pass)) + b"\n")
+            self._lines.put(None)
+            self._writer.join(timeout=10)
+            try:
+                code = child.wait(timeout=FINAL_PASS_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                code = child.wait()
+                log.warning("the task mirror's last pass took over %.0f s and was stopped", FINAL_PASS_TIMEOUT_S)
+        if self._fallback is not None:
+            self._fallback.stop(final_pass=final_pass)
             return
-        died_early = child.poll()
-        self._lines.put(_encode(_Line(final_pass=final_pass)) + b"\n")
-        self._lines.put(None)
-        self._writer.join(timeout=10)
-        try:
-            code = child.wait(timeout=FINAL_PASS_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            code = child.wait()
-            log.warning("the task mirror's last pass took over %.0f s and was stopped", FINAL_PASS_TIMEOUT_S)
-        if died_early is None and code == 0:
+        if code == 0:
             return
         log.warning("the task mirror's process stopped early (exit %s); its last pass is made here", code)
         if final_pass:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
@@ -86,16 +87,37 @@ def test_secrets_the_executor_registers_before_and_after_the_start_are_masked_in
     assert mask(after) in texts
 
 
-def test_when_the_process_dies_the_executor_makes_the_last_pass_itself(tmp_path, caplog):
+def test_when_the_process_dies_a_thread_of_the_executor_takes_over_at_once(tmp_path, caplog):
     _session(tmp_path)
     mirror = MirrorProcess(tmp_path).start()
-    (child,) = _mirror_children()
-    child.kill()
-    child.wait(timeout=30)
-    _complete(tmp_path, "A-001")
-    mirror.stop()
+    try:
+        (child,) = _mirror_children()
+        child.kill()
+        child.wait(timeout=30)
+        _complete(tmp_path, "A-001")
+        # Shown during the run, not only by the last pass: wait for it (a bound, not a timing).
+        deadline = time.monotonic() + 60
+        while "completed/A-001.md" not in _files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "completed/A-001.md" in _files(tmp_path)
+        assert "goes on on a thread" in caplog.text
+        _complete(tmp_path, "B-001")
+    finally:
+        mirror.stop()
+    assert _files(tmp_path) == {"completed/A-001.md", "completed/B-001.md"}  # the thread's last pass
+
+
+def test_a_process_that_cannot_start_leaves_the_mirror_on_a_thread(tmp_path, caplog, monkeypatch):
+    _session(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    mirror = MirrorProcess(tmp_path).start()
+    try:
+        assert _mirror_children() == []
+        assert "could not start" in caplog.text
+        _complete(tmp_path, "A-001")
+    finally:
+        mirror.stop()
     assert _files(tmp_path) == {"completed/A-001.md", "ready/B-001.md"}
-    assert "stopped early" in caplog.text
 
 
 def test_when_the_executor_is_killed_the_process_makes_its_last_pass_and_exits(tmp_path):
