@@ -8,37 +8,28 @@ exceptions into one clear message and an exit code.  Exit codes: 0 success,
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import typer
 from rich.markup import escape
 
-from cli.backup_cmd import backup_command, restore_command
-from cli.check_cmd import check, validate
-from cli.cluster_cmd import cluster_app
-from cli.config_cmd import config_app
-from cli.diff_cmd import diff_command
-from cli.doctor_cmd import doctor as doctor_command
-from cli.hook_cmd import hook_app
-from cli.init_cmd import init
-from cli.keys_cmd import keys_app
-from cli.logs_cmd import logs_command
-from cli.models_cmd import models as models_command
 from cli.options import JsonOpt, TeamSessionOption, command_group, existing_session, stderr_console, stdout_console
 from cli.options import fail as _fail
 from cli.render import render_check
-from cli.rollback_cmd import rollback_command
 from cli.run_cmd import HttpOption, mcp_command, resume_command, run_command
-from cli.task_cmd import task_app
 from session.store import StoreError
 
-__all__ = ["app", "main"]
+__all__ = ["main"]  # and `app`, made on first use (`__getattr__`)
 
-app = command_group(
+# The group, its callback and the commands defined in this module; `app` (the whole command line,
+# every module's commands) is made on first use: see `__getattr__` and `only_command`.
+_app = command_group(
     name="executor",
     help="Run a team of AI coding agents as a supervised, crash-safe pipeline.",
 )
@@ -52,7 +43,7 @@ def _version_flag(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@_app.callback()
 def _options(
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=_version_flag, help="Print the version and exit.")
@@ -66,28 +57,48 @@ def _options(
     del version  # handled by its callback
 
 
-app.add_typer(config_app, name="config")
-app.add_typer(keys_app, name="keys")
-app.add_typer(task_app, name="task")
-app.add_typer(hook_app, name="hook")
-app.add_typer(cluster_app, name="cluster")
-app.command("models")(models_command)
-app.command("doctor")(doctor_command)
-app.command("diff")(diff_command)
-app.command("logs")(logs_command)
-app.command("rollback")(rollback_command)
-app.command("backup")(backup_command)
-app.command("restore")(restore_command)
+# Command groups and commands that live in modules of their own, by name: a module is imported
+# only for its command (or for the whole app: `executor`, `--help`, a name that is no command).
+# `executor check`, which agents call in loops, then skips the backup, cluster, doctor... modules.
+_GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("config", "cli.config_cmd", "config_app"),
+    ("keys", "cli.keys_cmd", "keys_app"),
+    ("task", "cli.task_cmd", "task_app"),
+    ("hook", "cli.hook_cmd", "hook_app"),
+    ("cluster", "cli.cluster_cmd", "cluster_app"),
+)
+_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("models", "cli.models_cmd", "models"),
+    ("doctor", "cli.doctor_cmd", "doctor"),
+    ("diff", "cli.diff_cmd", "diff_command"),
+    ("logs", "cli.logs_cmd", "logs_command"),
+    ("rollback", "cli.rollback_cmd", "rollback_command"),
+    ("backup", "cli.backup_cmd", "backup_command"),
+    ("restore", "cli.backup_cmd", "restore_command"),
+    ("validate", "cli.check_cmd", "validate"),
+    ("check", "cli.check_cmd", "check"),
+    ("init", "cli.init_cmd", "init"),
+)
 
-app.command("validate")(validate)
-app.command("check")(check)
-app.command("init")(init)
-app.command("run")(run_command)
-app.command("resume")(resume_command)
-app.command("mcp")(mcp_command)
+
+def _group_info(name: str, module: str, attribute: str) -> typer.models.TyperInfo:
+    scratch = typer.Typer()
+    scratch.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+    return scratch.registered_groups[0]
 
 
-@app.command()
+def _command_info(name: str, module: str, attribute: str) -> typer.models.CommandInfo:
+    scratch = typer.Typer()
+    scratch.command(name)(getattr(importlib.import_module(module), attribute))
+    return scratch.registered_commands[0]
+
+
+_app.command("run")(run_command)
+_app.command("resume")(resume_command)
+_app.command("mcp")(mcp_command)
+
+
+@_app.command()
 def watch(
     session: TeamSessionOption,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between frames.")] = 1.0,
@@ -113,7 +124,7 @@ def watch(
     raise typer.Exit(code)
 
 
-@app.command()
+@_app.command()
 def answer(
     session: TeamSessionOption,
     escalation_id: Annotated[str | None, typer.Argument(metavar="ID", help="The question, e.g. ESC-001.")] = None,
@@ -139,7 +150,7 @@ def answer(
     stdout_console().print(message, markup=False)
 
 
-@app.command()
+@_app.command()
 def panic(
     state: Annotated[str, typer.Argument(help="on: refuse every mutating MCP tool; off: allow them again.")],
     session: TeamSessionOption,
@@ -162,7 +173,7 @@ def panic(
     )
 
 
-@app.command()
+@_app.command()
 def probe(json: JsonOpt = False) -> None:
     """Show which agent CLIs are installed, their versions, whether a key is set, and flag support.
 
@@ -192,7 +203,7 @@ def probe(json: JsonOpt = False) -> None:
     stdout_console().print(table)
 
 
-@app.command()
+@_app.command()
 def demo(
     into: Annotated[
         Path | None, typer.Option("--into", help="Folder for the demo's git project (default: ./demo-run/textkit-N).")
@@ -254,19 +265,38 @@ def only_command(argv: list[str]) -> typer.Typer:
 
     Typer builds every command's options from its signature (type hints included) before it
     looks at the arguments: 35 commands cost ~0.1 s at each start, which ``executor check``
-    paid on every call.  The narrowed app keeps the group's callback and settings, so the
-    command parses, helps and fails exactly as it does in the whole app; anything else
-    (no command, an option first, a name that is not a command) gets the whole app.
+    paid on every call; and each command's module costs its imports.  The narrowed app keeps
+    the group's callback and settings and imports only that command's module, so the command
+    parses, helps and fails exactly as it does in the whole app; anything else (no command, an
+    option first, a name that is not a command) gets the whole app.
     """
     name = argv[1] if len(argv) > 1 else ""
-    commands = [info for info in app.registered_commands if _command_name(info) == name]
-    groups = [info for info in app.registered_groups if info.name == name]
+    groups = [_group_info(*entry) for entry in _GROUPS if entry[0] == name]
+    commands = [_command_info(*entry) for entry in _COMMANDS if entry[0] == name]
+    commands += [info for info in _app.registered_commands if _command_name(info) == name]
     if not commands and not groups:
-        return app
-    narrowed = copy.copy(app)
+        return _whole_app()
+    narrowed = copy.copy(_app)
     narrowed.registered_commands = commands
     narrowed.registered_groups = groups
     return narrowed
+
+
+@functools.cache
+def _whole_app() -> typer.Typer:
+    """Every command, in the order `executor --help` lists them."""
+    whole = copy.copy(_app)
+    whole.registered_groups = [_group_info(*entry) for entry in _GROUPS]
+    listed = [_command_info(*entry) for entry in _COMMANDS]
+    # Then run, resume and mcp, then the commands defined in this module: registered on `_app` in that order.
+    whole.registered_commands = [*listed, *_app.registered_commands]
+    return whole
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _whole_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:

@@ -88,6 +88,9 @@ def test_check_loads_no_backend_http_client_crypto_or_toml_writer(tmp_path) -> N
     assert _among(modules, _NOT_FOR_A_PLAIN_RUN) == []
     # It checks backend names against the registry's table: no backend's code loads.
     assert sorted(m for m in modules if m.startswith("backends.")) == ["backends.registry"]
+    # Nor the modules of the other commands (cli.main imports a command's module for that command).
+    others = ("cli.backup_cmd", "cli.cluster_cmd", "cli.config_cmd", "cli.diff_cmd", "cli.doctor_cmd", "cli.hook_cmd")
+    assert _among(modules, (*others, "cli.init_cmd", "cli.keys_cmd", "cli.models_cmd", "cli.task_cmd")) == []
 
 
 def test_importing_the_run_loads_no_http_client_crypto_or_toml_writer() -> None:
@@ -99,8 +102,8 @@ def test_importing_the_run_loads_no_http_client_crypto_or_toml_writer() -> None:
 
 
 def test_help_loads_neither_the_session_loader_nor_pydantic_psutil_or_pygments(tmp_path) -> None:
-    # cli.main imports every command module: each imports what only its command runs inside that
-    # command, so `executor --help` (and every command, for the modules it does not use) is spared.
+    # `executor --help` imports every command module: each imports what only its command runs inside
+    # that command, so the help (and every command, for the modules it does not use) is spared.
     result, modules = _loaded(tmp_path, "--help")
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "cli.main" in modules  # the listing is the CLI's
