@@ -314,3 +314,7 @@ def main() -> None:
             "This is a bug in team-executor; run again with EXECUTOR_DEBUG=1 for the traceback and report it."
         )
         sys.exit(70)
+
+
+if __name__ == "__main__":  # `python -m cli.main`: what a git hook runs where the console script is missing
+    main()

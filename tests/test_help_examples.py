@@ -72,3 +72,12 @@ def test_a_command_runs_in_an_app_narrowed_to_it_and_says_exactly_what_the_whole
         assert (narrow.exit_code, narrow.output) == (whole.exit_code, whole.output), argv
     for argv in ([], ["--help"], ["--version"], ["chek"]):  # no command named: the whole app answers
         assert only_command(["executor", *argv]) is app
+
+
+def test_the_module_runs_as_the_console_script_does():
+    # A git hook falls back to `python -m cli.main` where the console script is not on PATH.
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--version"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("executor (team-executor) ")
