@@ -35,13 +35,18 @@ _BOUND_S = 60.0
 
 def _bridge_process(bridge: RunningBridge) -> psutil.Process:
     """The run's bridge process (`python -P -m cli.bridge_process`)."""
-    found = [
-        child
-        for child in psutil.Process(bridge.process.pid).children()
-        if "cli.bridge_process" in " ".join(child.cmdline())
-    ]
+    found = [child for child in psutil.Process(bridge.process.pid).children() if _runs(child, "cli.bridge_process")]
     assert len(found) == 1, f"the run should have one bridge process, has {found}"
     return found[0]
+
+
+def _runs(process: psutil.Process, module: str) -> bool:
+    """Whether ``process`` is a live ``python -m module``: one killed a moment ago may still be a
+    zombie until its parent reaps it, and has no command line any more."""
+    try:
+        return module in process.cmdline()
+    except psutil.Error:
+        return False
 
 
 def _port(bridge: RunningBridge) -> int:
@@ -189,9 +194,7 @@ def test_a_bridge_process_that_keeps_dying_is_given_up_and_the_run_goes_on(tmp_p
         assert f"it failed {MAX_RESTARTS + 1} times within {RESTART_PERIOD_S:g}s" in given_up
         assert f"({bridge.url} is not served)" in given_up
         last.wait(timeout=_BOUND_S)
-        assert not [
-            c for c in psutil.Process(bridge.process.pid).children() if "cli.bridge_process" in " ".join(c.cmdline())
-        ]
+        assert not [c for c in psutil.Process(bridge.process.pid).children() if _runs(c, "cli.bridge_process")]
         assert bridge.process.poll() is None  # the run itself goes on
     finally:
         bridge.process.send_signal(signal.SIGINT)

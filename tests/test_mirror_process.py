@@ -57,7 +57,14 @@ def _complete(folder: Path, task_id: str) -> None:
 
 
 def _mirror_children() -> list[psutil.Process]:
-    return [child for child in psutil.Process().children() if "session.mirror_process" in " ".join(child.cmdline())]
+    found = []
+    for child in psutil.Process().children():
+        try:  # a child killed a moment ago may be a zombie until it is reaped: no command line any more
+            if "session.mirror_process" in child.cmdline():
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
 
 
 def test_the_process_mirrors_the_store_and_its_last_pass_shows_the_last_change(tmp_path):
