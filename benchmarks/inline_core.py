@@ -15,8 +15,10 @@ patching the running process (nothing here is product code):
 - ``+ spawners``: also ``Popen`` on 2 spawner threads (it blocks until the child has exec'd,
   with the GIL released), the child's pipes handed back to the core thread.
 
-Left out, so the figures are what the shape gives, not a product: time limits, cancelling,
-progress lines, the descendant list where no cgroup can be made, the Session's supervision.
+It patches private parts (pykka's inbox, ``actors.turns.Turns``, ``actors.session_link.SessionLink``)
+as they are at ``28e64d7``; a core built for real replaces it.  Left out, so the figures are what
+the shape gives, not a product: time limits, cancelling, progress lines, the descendant list where
+no cgroup can be made, the Session's supervision.
 Each variant is timed as its own process from start to exit (``dag_vs_make.timed``), on the
 same DAG of ``echo`` commands, interleaved with make and the executor as it is.
 
