@@ -75,7 +75,8 @@ def executor_program() -> str:
         return str(candidate.resolve())
     if found:
         return str(Path(found).resolve())
-    return f"{sys.executable} -m cli.main"  # pragma: no cover - an install without the console script
+    # -P: the hook runs in the project, where agents write; a `cli/` package there must not be what runs.
+    return f"{sys.executable} -P -m cli.main"  # pragma: no cover - an install without the console script
 
 
 def _script(hook: str, program: str, session: Path) -> str:

@@ -13,7 +13,7 @@ run is over, or the executor died) makes it do its last pass and exit.  If it di
 cannot start), a thread of the executor takes over at once, as for a small session: ``tasks/``
 never stays stale for the rest of a run, and always shows where the run left every task.
 
-Run as ``python -m session.mirror_process FOLDER`` by :class:`MirrorProcess` only.
+Run as ``python -P -m session.mirror_process FOLDER`` by :class:`MirrorProcess` only.
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ class MirrorProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_PROJECT_ROOT), env.get("PYTHONPATH"))))
         try:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "session.mirror_process", str(self.folder)],
+                # -P: the working directory (the project, where agents write) is never on its import
+                # path: a `session/` package an agent left there must not be what receives the secrets.
+                [sys.executable, "-P", "-m", "session.mirror_process", str(self.folder)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,  # it logs to the run's log file; nothing of it reaches the terminal

@@ -75,9 +75,10 @@ def test_a_command_runs_in_an_app_narrowed_to_it_and_says_exactly_what_the_whole
 
 
 def test_the_module_runs_as_the_console_script_does():
-    # A git hook falls back to `python -m cli.main` where the console script is not on PATH.
+    # A git hook falls back to `python -P -m cli.main` where the console script is not on PATH
+    # (-P: not from the project folder the hook runs in, where agents write).
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--version"], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-P", "-m", "cli.main", "--version"], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("executor (team-executor) ")

@@ -158,6 +158,28 @@ def test_when_the_executor_is_killed_the_process_makes_its_last_pass_and_exits(t
     assert _files(tmp_path) == {"completed/A-001.md", "ready/B-001.md"}
 
 
+def test_a_session_package_in_the_working_directory_is_never_what_runs(tmp_path, monkeypatch):
+    # The run's working directory is the project, where agents write: a `session/mirror_process.py`
+    # left there would receive every secret on its stdin if Python put that folder on its path.
+    project = tmp_path / "project"
+    (project / "session").mkdir(parents=True)
+    (project / "session" / "__init__.py").write_text("")
+    caught = tmp_path / "caught.txt"
+    (project / "session" / "mirror_process.py").write_text(
+        f"import sys\nopen({str(caught)!r}, 'wb').write(sys.stdin.buffer.read())\n"
+    )
+    folder = tmp_path / "session-folder"
+    folder.mkdir()
+    _session(folder)
+    register_secret("mirrorProcessPlanted" + "5Ty7Ui9O")
+    monkeypatch.chdir(project)
+    mirror = MirrorProcess(folder).start()
+    _complete(folder, "A-001")
+    mirror.stop()
+    assert not caught.exists()
+    assert _files(folder) == {"completed/A-001.md", "ready/B-001.md"}  # our child did the work
+
+
 def test_small_sessions_keep_the_mirror_on_a_thread(tmp_path):
     _session(tmp_path)
     small = start_mirror(tmp_path, PROCESS_FROM_TASKS - 1)
