@@ -150,12 +150,15 @@ def write_reconciliation(actor: SessionActor, plan: ReconcilePlan) -> ReconcileA
     with actor.store.transaction():
         if plan.created:
             actor.store.put_tasks(list(plan.created))
-            for row in plan.created:
-                actor._append(
+            # A run's start creates every task of a new session: a few statements, not one per task.
+            actor._append_all(
+                *(
                     TaskCreated(
                         task_id=row.id, owner=row.owner, priority=row.priority, blocked_by=tuple(row.blocked_by)
                     )
+                    for row in plan.created
                 )
+            )
         for task_id in plan.completed_from_session:
             actor._update(task_id, TaskChange(status="completed", completed_at=now))
         for reset in plan.resets:

@@ -161,6 +161,33 @@ def test_events_appended_in_one_statement_keep_their_order_and_task_ids(tmp_path
     store.close()
 
 
+def test_many_events_appended_together_are_split_over_statements_and_keep_their_order(tmp_path):
+    store = Store.open(tmp_path)
+    store.append_all([TaskCreated(task_id=f"T-{index}", owner="r") for index in range(1, 452)])
+    events = store.events()
+    assert [event_id for event_id, _, _ in events] == list(range(1, 452))
+    assert [event.task_id for _, _, event in events] == [f"T-{index}" for index in range(1, 452)]  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_putting_a_task_again_replaces_its_row_and_outside_a_batch_it_is_committed_at_once(tmp_path):
+    store = Store.open(tmp_path)
+    store.put_tasks([TaskRow(id="A-1", owner="r", subject="first", blocked_by=["B-1"], priority="P0")])
+    store.put_tasks(
+        [TaskRow(id="A-1", owner="q", subject="second", status="failed"), TaskRow(id="A-2", owner="r", attempts=2)]
+    )
+    reader = StoreReader.open(tmp_path)  # another connection: sees only what is committed
+    assert reader is not None
+    try:
+        rows = {row.id: row for row in reader.tasks()}
+    finally:
+        reader.close()
+    assert (rows["A-1"].owner, rows["A-1"].subject, rows["A-1"].status) == ("q", "second", "failed")
+    assert (rows["A-1"].blocked_by, rows["A-1"].priority) == ([], TaskRow(id="x", owner="r").priority)
+    assert rows["A-2"].attempts == 2
+    store.close()
+
+
 def test_utc_now_is_isoformat_to_the_millisecond_in_utc():
     before = datetime.now(UTC)
     text = utc_now()
