@@ -3,8 +3,8 @@
 Rendering task files is Python work that has nothing to do with dispatching: on a thread of
 the executor it held the GIL for seconds at a time (a first pass over 10,000 tasks), and every
 worker and actor thread, waking for a child's output or a message, waited its turn behind it.
-A 10,000-task run of `echo` took 35 s with the mirror on a thread, 27 s without any mirror,
-30 s with the mirror in its own process (benchmarks/README.md).
+A 10,000-task run of `echo` took 31.2 s with the mirror on a thread and 26.7 s with it in its
+own process, no more than with no mirror at all (benchmarks/README.md).
 
 The child reads the store (read-only) and writes ``tasks/`` exactly as the thread did.  It
 must mask what the executor masks: the secrets registered so far go to it first thing, and
