@@ -573,21 +573,26 @@ class Store(_Reads):
         if len(events) == 1:
             self.append(events[0])
             return
+        if len(events) <= _EVENTS_PER_STATEMENT:
+            self._append_chunk(events)
+            return
+        with self.transaction():  # several statements for one append: all of them or none
+            for start in range(0, len(events), _EVENTS_PER_STATEMENT):
+                self._append_chunk(events[start : start + _EVENTS_PER_STATEMENT])
+
+    def _append_chunk(self, events: Sequence[Event]) -> None:
         now = Verbatim(utc_now())
-        for start in range(0, len(events), _EVENTS_PER_STATEMENT):
-            chunk = events[start : start + _EVENTS_PER_STATEMENT]
-            values: list[Any] = []
-            for event in chunk:
-                kind = _event_type(event.__struct_config__.tag)
-                values += (kind, getattr(event, "task_id", None), _payload(event), now)
-            self._write(_insert_events(len(chunk)), values)
+        values: list[Any] = []
+        for event in events:
+            values += (_event_type(event.__struct_config__.tag), getattr(event, "task_id", None), _payload(event), now)
+        self._write(_insert_events(len(events)), values)
 
     def put_tasks(self, tasks: list[TaskRow]) -> None:
         """Insert each task's row, or replace every column of the row it already has.
 
         One prepared statement for all of them (a run's start puts every task of the session:
         sqlite-utils' ``upsert_all`` took 0.2 s for 10,000, two statements a row)."""
-        values = [[_bound(value) for value in _task_to_row(task).values()] for task in tasks]
+        values = [[_bound(row[name]) for name in _TASK_COLUMNS] for row in map(_task_to_row, tasks)]
         if self.conn.in_transaction:
             self.conn.executemany(_UPSERT_TASK, values)
             return
