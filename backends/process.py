@@ -15,8 +15,14 @@ Rules it enforces (DESIGN.md section 4):
 - the environment is an allowlist (:func:`allowlisted_env`) and the working directory
   must resolve inside the jail (:func:`resolve_workdir`, :func:`find_jail`).
 
+A run is watched on an :class:`~backends.event_loop.EventLoop`: :func:`run_process` drives a
+loop of its own on the calling thread until the run is over; :func:`watch_process` puts the run
+on a loop that watches many (one thread for every attempt's pipes and pidfd), where stopping a
+run waits out its grace period on a helper thread, never on the loop's.
+
 Its parts: :mod:`backends.process_types` (what a run is given and returns),
-:mod:`backends.output_capture` (bounded output), :mod:`backends.process_tree` (stopping a tree).
+:mod:`backends.output_capture` (bounded output), :mod:`backends.process_tree` (stopping a tree),
+:mod:`backends.event_loop` (the loop).
 
 Nothing the child does makes :func:`run_process` raise: every way a run can end is a
 :class:`ProcessOutcome` with an ``error_kind``.
@@ -29,7 +35,6 @@ import errno
 import functools
 import os
 import re
-import selectors
 import subprocess
 import threading
 import time
@@ -37,13 +42,14 @@ from collections.abc import Callable
 from typing import IO
 
 from backends.containment import AttemptCgroup, Descendants
+from backends.event_loop import EventLoop, Timer
 from backends.output_capture import LineSplitter, OutputLog, Tail
 from backends.process_tree import group_exists, signal_name, stop_tree
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from session.processes import started_at
 from session.redaction import register_environment
 
-__all__ = ["OUTPUT_CPU_SHARE", "run_process"]
+__all__ = ["OUTPUT_CPU_SHARE", "Watched", "run_process", "watch_process"]
 
 #: A pipe holds 64 KiB (Linux's default), so no read returns more; and asking for more
 #: costs: os.read allocates what is asked, then shrinks it (4x the CPU per byte at 256 KiB).
@@ -119,7 +125,8 @@ class _Throttle:
 
 
 class _Run:
-    """State of one started run; everything runs in the caller's thread."""
+    """One started run, watched on an :class:`EventLoop` (every method runs on its thread,
+    except the finishing work, which may run on one of its helpers)."""
 
     def __init__(
         self,
@@ -139,6 +146,7 @@ class _Run:
         stdout_line_prefix: bytes | None = None,
         stdout_line_pattern: re.Pattern[bytes] | None = None,
         stderr_line_pattern: re.Pattern[bytes] | None = None,
+        loop: EventLoop,
     ) -> None:
         if proc.stdout is None or proc.stderr is None:
             raise RuntimeError("internal error: the child's output pipes are missing")
@@ -171,10 +179,19 @@ class _Run:
         # or environment they moved to.
         self.cgroup = cgroup
         self.descendants = Descendants(proc.pid) if cgroup is None else None
-        self.sel = selectors.DefaultSelector()
         self.stdin_view = memoryview(stdin_data or b"")
         self.reason: str | None = None  # why we stopped it: timeout, hang, interrupted
         self.reason_msg: str | None = None
+        # Watching, on the loop's thread:
+        self.loop = loop
+        self.open_outputs: set[int] = {self.stdout.fileno(), self.stderr.fileno()}
+        self.pidfd: int | None = None
+        self.exited_at: float | None = None
+        self.chunks = 0  # output chunks read so far: "did any arrive since" without a clock
+        self.paused = False  # over its share of CPU: the output waits in the pipes
+        self.timers: list[Timer] = []
+        self.finishing = False
+        self.on_done: Callable[[ProcessOutcome], None] | None = None
 
     def outcome(self, *, returncode: int | None) -> ProcessOutcome:
         """Classify the end of the run."""
@@ -235,29 +252,131 @@ class _Run:
         except ChildProcessError:
             return True  # reaped by someone else (SIGCHLD ignored?): Popen will say 0
 
-    # -- pipes --------------------------------------------------------------------
+    # -- watching on the loop -----------------------------------------------------
 
-    def register(self) -> None:
-        self.sel.register(self.stdout.fileno(), selectors.EVENT_READ, "out")
-        self.sel.register(self.stderr.fileno(), selectors.EVENT_READ, "err")
+    def watch(self, on_done: Callable[[ProcessOutcome], None]) -> None:
+        """Start watching the run on its loop; ``on_done(outcome)`` is called there at its end."""
+        loop = self.loop
+        self.on_done = on_done
+        self._watch_outputs()
         if self.stdin is not None:
             if len(self.stdin_view):
                 os.set_blocking(self.stdin.fileno(), False)
-                self.sel.register(self.stdin.fileno(), selectors.EVENT_WRITE, "in")
+                loop.add_writer(self.stdin.fileno(), self.write_stdin)
             else:
                 self.close_stdin()
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError:  # a kernel before 5.3: the periodic check looks instead
+            self.pidfd = None
+        if self.pidfd is not None:
+            loop.add_reader(self.pidfd, self._child_exited)
+        self._later(0.0, self._check)  # a cancel already asked for, a stop check already true: at once
 
-    def readers_open(self) -> bool:
-        return any(key.data in ("out", "err") for key in self.sel.get_map().values())
+    def _later(self, delay_s: float, callback: Callable[[], None]) -> None:
+        self.timers = [timer for timer in self.timers if not timer.cancelled]
+        self.timers.append(self.loop.call_later(delay_s, callback))
 
-    def close_stdin(self) -> None:
-        if self.stdin is None:
+    def _watch_outputs(self) -> None:
+        for fd in self.open_outputs:
+            self.loop.add_reader(fd, functools.partial(self._readable, fd))
+
+    def _check(self) -> None:
+        """Every poll interval: the limits, the stop check, the descendants."""
+        if self.finishing:
             return
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.unregister(self.stdin.fileno())
-        with contextlib.suppress(OSError):
-            self.stdin.close()
-        self.stdin = None
+        if self.paused:
+            self.last_output = time.monotonic()  # not silent, only throttled
+        if self.check_limits():
+            self._finish()
+            return
+        if self.exited_at is None:
+            if self.descendants is not None:
+                self.descendants.look()
+            if self.pidfd is None and self.exited():
+                self._child_exited()
+                if self.finishing:
+                    return
+        self._later(self.poll, self._check)
+
+    def _readable(self, fd: int) -> None:
+        wait = self.throttle.wait_s()
+        if wait > 0:
+            self._pause(wait)
+            return
+        cpu = time.thread_time()
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._output_closed(fd)
+            return
+        self.chunks += 1
+        self.last_output = time.monotonic()
+        self.log.write(chunk)
+        if fd == self.stdout.fileno():
+            self.out.add(chunk)
+            if self.lines is not None:
+                self.lines.feed(chunk)
+        else:
+            self.err.add(chunk)
+            if self.err_lines is not None:
+                self.err_lines.feed(chunk)
+        self.throttle.spend(time.thread_time() - cpu)
+
+    def _pause(self, wait_s: float) -> None:
+        """Over its share of CPU: leave the output in the pipes (the child blocks on them)."""
+        self.paused = True
+        self.last_output = time.monotonic()
+        for fd in self.open_outputs:
+            self.loop.remove(fd)
+        self._later(wait_s, self._resume)
+
+    def _resume(self) -> None:
+        if self.finishing or not self.paused:
+            return
+        self.paused = False
+        self._watch_outputs()
+
+    def _output_closed(self, fd: int) -> None:
+        self.loop.remove(fd)
+        self.open_outputs.discard(fd)
+        if fd == self.stdout.fileno() and self.lines is not None:
+            self.lines.finish()
+        if fd == self.stderr.fileno() and self.err_lines is not None:
+            self.err_lines.finish()
+        if not self.open_outputs:
+            self.close_stdin()
+            if self.exited_at is not None:
+                self._finish()
+
+    def _child_exited(self) -> None:
+        if self.pidfd is not None:
+            self.loop.remove(self.pidfd)
+        if self.exited_at is not None or self.finishing:
+            return
+        self.exited_at = time.monotonic()
+        if not self.open_outputs:
+            self._finish()
+            return
+        # Read what the child left in the pipes; but a background grandchild may hold them
+        # open (and keep writing) forever: stop at the first quiet poll, or after a while.
+        self._after_exit(self.chunks)
+
+    def _after_exit(self, chunks_before: int) -> None:
+        exited_at = self.exited_at or time.monotonic()
+
+        def look() -> None:
+            if self.finishing:
+                return
+            quiet = self.chunks == chunks_before and not self.paused
+            if quiet or time.monotonic() - exited_at >= _DRAIN_AFTER_EXIT_S:
+                self._finish()
+            else:
+                self._after_exit(self.chunks)
+
+        self._later(self.poll, look)
 
     def write_stdin(self) -> None:
         if self.stdin is None:
@@ -273,58 +392,117 @@ class _Run:
         if not len(self.stdin_view):
             self.close_stdin()
 
-    def pump(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for I/O and handle it. Return True if any output arrived
-        (or is waiting in a pipe while the run is over its share of CPU: :data:`OUTPUT_CPU_SHARE`)."""
-        wait = self.throttle.wait_s()
-        if wait > 0:
-            # The output waits in the pipe: the child is not silent, only throttled.
-            self.last_output = time.monotonic()
-            if self.cancel is not None:
-                self.cancel.wait(min(wait, timeout))
-            else:
-                time.sleep(min(wait, timeout))
-            return True
-        got_output = False
-        for key, _mask in self.sel.select(timeout=timeout):
-            cpu = time.thread_time()
-            if key.data == "in":
-                self.write_stdin()
-                self.throttle.spend(time.thread_time() - cpu)
-                continue
-            fd = key.fd
-            try:
-                chunk = os.read(fd, _READ_CHUNK)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.sel.unregister(fd)
-                if key.data == "out" and self.lines is not None:
-                    self.lines.finish()
-                if key.data == "err" and self.err_lines is not None:
-                    self.err_lines.finish()
-                continue
-            got_output = True
-            self.last_output = time.monotonic()
-            self.log.write(chunk)
-            if key.data == "out":
-                self.out.add(chunk)
-                if self.lines is not None:
-                    self.lines.feed(chunk)
-            else:
-                self.err.add(chunk)
-                if self.err_lines is not None:
-                    self.err_lines.feed(chunk)
-            self.throttle.spend(time.thread_time() - cpu)
-        return got_output
+    def close_stdin(self) -> None:
+        if self.stdin is None:
+            return
+        self.loop.remove(self.stdin.fileno())
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        self.stdin = None
+
+    def cancel_now(self) -> None:
+        """On the loop's thread: stop the run at once (its end is ``"interrupted"``)."""
+        if self.finishing:
+            return
+        self.reason, self.reason_msg = "interrupted", "interrupted (cancel requested)"
+        self._finish()
+
+    # -- the end ------------------------------------------------------------------
+
+    def _unwatch(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers = []
+        for fd in self.open_outputs:
+            self.loop.remove(fd)
+        if self.pidfd is not None:
+            self.loop.remove(self.pidfd)
+        if self.stdin is not None:
+            self.loop.remove(self.stdin.fileno())
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = None
+
+    def _finish(self) -> None:
+        """The run is over, or must be stopped: stop watching, then end it — on the loop's
+        thread when nothing is left to wait for (the usual end), else where waiting is allowed."""
+        if self.finishing:
+            return
+        self.finishing = True
+        self._unwatch()
+        if self.reason is None and self.exited_at is not None and not self.open_outputs and self._nothing_left():
+            self._done(self.end())
+        else:
+            self.loop.run_blocking(self.end, self._done)
+
+    def _nothing_left(self) -> bool:
+        """Whether ending the run will not wait: nothing of it runs any more (the cheap looks)."""
+        if self.pid != os.getpgrp() and group_exists(self.pid):
+            return False
+        if self.cgroup is not None:
+            return not self.cgroup.members()
+        return self.descendants is None or not self.descendants.seen
+
+    def _done(self, outcome: ProcessOutcome) -> None:
+        if self.on_done is not None:
+            self.on_done(outcome)
+
+    def end(self) -> ProcessOutcome:
+        """Stop what must be stopped, reap the child, contain what is left; may wait."""
+        try:
+            if self.reason is not None:
+                self.kill()
+            returncode = self.reap()
+            self.cleanup_group()  # a background grandchild that outlived the child
+            self.contain()  # and one that left the group (setsid) and the marker (env -i)
+        except BaseException:
+            self.abort()
+            raise
+        self.close_pipes()
+        self.log.close()
+        return self.outcome(returncode=returncode)
 
     def drain(self, max_s: float) -> None:
-        """Read what is left until EOF on both streams, at most ``max_s`` (stops when idle)."""
-        deadline = time.monotonic() + max_s
-        while self.readers_open():
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.pump(min(self.poll, left)):
-                return
+        """Read what is left until EOF on both streams, at most ``max_s`` (stops at the first
+        quiet poll), on a loop of this thread's own."""
+        if not self.open_outputs:
+            return
+        own = EventLoop()
+        try:
+            for fd in self.open_outputs:
+                own.add_reader(fd, functools.partial(self._drain_readable, own, fd))
+            deadline = time.monotonic() + max_s
+            while self.open_outputs:
+                left = deadline - time.monotonic()
+                before = self.chunks
+                if left <= 0:
+                    return
+                own.run_once(min(self.poll, left))
+                if self.chunks == before and self.open_outputs:
+                    return
+        finally:
+            own.close()
+
+    def _drain_readable(self, own: EventLoop, fd: int) -> None:
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            own.remove(fd)
+            self.open_outputs.discard(fd)
+            return
+        self.chunks += 1
+        self.log.write(chunk)
+        if fd == self.stdout.fileno():
+            self.out.add(chunk)
+            if self.lines is not None:
+                self.lines.feed(chunk)
+        else:
+            self.err.add(chunk)
+            if self.err_lines is not None:
+                self.err_lines.feed(chunk)
 
     def close_pipes(self, *, finish_lines: bool = True) -> None:
         self.close_stdin()
@@ -333,44 +511,9 @@ class _Run:
         if finish_lines and self.err_lines is not None:
             self.err_lines.finish()
         for stream in (self.stdout, self.stderr):
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(stream.fileno())
             with contextlib.suppress(OSError):
                 stream.close()
-        self.sel.close()
-
-    # -- the run ------------------------------------------------------------------
-
-    def supervise(self) -> None:
-        """Read output and watch the limits until the child has exited or must be stopped."""
-        exited_at: float | None = None
-        while self.readers_open():
-            if self.check_limits():
-                return
-            if self.descendants is not None and exited_at is None:
-                self.descendants.look()
-            got = self.pump(self.poll)
-            if exited_at is None:
-                if self.exited():
-                    exited_at = time.monotonic()
-            elif not got or time.monotonic() - exited_at >= _DRAIN_AFTER_EXIT_S:
-                # The child is gone but something (a background grandchild) holds the pipes.
-                return
-        # Both streams are closed; the child may still be running.  The kernel closes
-        # the pipes a moment before an exiting child becomes waitable, so start with
-        # a very short wait and back off to the poll interval.
-        self.close_stdin()
-        delay = 0.0005
-        while not self.exited():
-            if self.check_limits():
-                return
-            if self.descendants is not None:
-                self.descendants.look()
-            if self.cancel is not None:
-                self.cancel.wait(delay)
-            else:
-                time.sleep(delay)
-            delay = min(self.poll, delay * 2)
+        self.open_outputs.clear()
 
     def kill(self) -> None:
         stop_tree(self.pid, self.create_time, self.limits.grace_s)
@@ -399,30 +542,20 @@ class _Run:
         elif self.descendants is not None:
             self.descendants.stop(self.limits.grace_s)
 
-    def run(self, on_start: Callable[[int, float], None] | None) -> ProcessOutcome:
-        try:
-            self.register()
-            if on_start is not None:
-                on_start(self.pid, self.create_time)
-            self.supervise()
-            if self.reason is not None:
-                self.kill()
-            returncode = self.reap()
-            self.cleanup_group()  # a background grandchild that outlived the child
-            self.contain()  # and one that left the group (setsid) and the marker (env -i)
-        except BaseException:
-            # A callback raised, or KeyboardInterrupt: never leave the tree running.
-            with contextlib.suppress(Exception):
-                stop_tree(self.pid, self.create_time, self.limits.grace_s)
-            with contextlib.suppress(Exception):
-                self.close_pipes(finish_lines=False)
-            with contextlib.suppress(Exception):
-                self.reap()
-            with contextlib.suppress(Exception):
-                self.contain()
-            raise
-        self.close_pipes()
-        return self.outcome(returncode=returncode)
+    def abort(self) -> None:
+        """A callback raised, or KeyboardInterrupt: never leave the tree running."""
+        self.finishing = True
+        with contextlib.suppress(Exception):
+            self._unwatch()
+        with contextlib.suppress(Exception):
+            stop_tree(self.pid, self.create_time, self.limits.grace_s)
+        with contextlib.suppress(Exception):
+            self.close_pipes(finish_lines=False)
+        with contextlib.suppress(Exception):
+            self.reap()
+        with contextlib.suppress(Exception):
+            self.contain()
+        self.log.close()
 
 
 def _not_started(error: str, start: float) -> ProcessOutcome:
@@ -495,6 +628,55 @@ def run_process(
     """
     if not spec.argv:
         raise ValueError("ProcessSpec.argv is empty")
+    loop = EventLoop()  # this thread's own: the run's waits (a grace period) happen right here
+    started = _spawn(
+        spec,
+        limits,
+        loop,
+        cancel=cancel,
+        on_stdout_line=on_stdout_line,
+        poll_interval_s=poll_interval_s,
+        on_stderr_line=on_stderr_line,
+        stop_check=stop_check,
+        stdout_line_prefix=stdout_line_prefix,
+        stdout_line_pattern=stdout_line_pattern,
+        stderr_line_pattern=stderr_line_pattern,
+    )
+    if isinstance(started, ProcessOutcome):
+        loop.close()
+        return started
+    run = started
+    ended: list[ProcessOutcome] = []
+    try:
+        run.watch(ended.append)
+        if on_start is not None:
+            on_start(run.pid, run.create_time)
+        while not ended:
+            loop.run_once()
+    except BaseException:
+        run.abort()
+        raise
+    finally:
+        run.log.close()
+        loop.close()
+    return ended[0]
+
+
+def _spawn(
+    spec: ProcessSpec,
+    limits: ProcessLimits,
+    loop: EventLoop,
+    *,
+    cancel: threading.Event | None = None,
+    on_stdout_line: Callable[[bytes], None] | None = None,
+    poll_interval_s: float = 0.1,
+    on_stderr_line: Callable[[bytes], None] | None = None,
+    stop_check: Callable[[], tuple[str, str] | None] | None = None,
+    stdout_line_prefix: bytes | None = None,
+    stdout_line_pattern: re.Pattern[bytes] | None = None,
+    stderr_line_pattern: re.Pattern[bytes] | None = None,
+) -> _Run | ProcessOutcome:
+    """Start ``spec`` (log, cgroup, child): the run to watch, or why it could not start."""
     start = time.monotonic()
     try:
         log = OutputLog(spec.log_path, limits.log_max_bytes)
@@ -506,48 +688,99 @@ def run_process(
         cgroup.remove()  # the program cannot be found: Popen says so, and nothing runs to contain
         cgroup = None
     try:
-        try:
-            register_environment(spec.env)  # before any output: what it prints of its keys is masked
-            proc = subprocess.Popen(
-                list(argv or spec.argv),
-                cwd=spec.cwd,
-                env=dict(spec.env),
-                stdin=_devnull() if spec.stdin_data is None else subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                close_fds=True,
-                bufsize=0,  # the pipes are read with os.read: no buffered file objects to set up
-            )
-        except OSError as exc:
-            if cgroup is not None:
-                cgroup.remove()
-            return _not_started(_spawn_error_message(exc, spec), start)
-        if limits.nice > 0:
-            # The child is the cgroup wrapper at this point (vfork returned at its exec): the
-            # program it runs next, and all it starts, inherit the niceness.
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, _own_niceness() + limits.nice))
-        create_time = started_at(proc.pid)
-        if create_time is None:
-            create_time = time.time()  # cannot happen for an unreaped child; close enough
-        run = _Run(
-            proc=proc,
-            create_time=create_time,
-            start=start,
-            limits=limits,
-            log=log,
-            stdin_data=spec.stdin_data,
-            cancel=cancel,
-            on_stdout_line=on_stdout_line,
-            poll_interval_s=poll_interval_s,
-            on_stderr_line=on_stderr_line,
-            stop_check=stop_check,
-            cgroup=cgroup,
-            stdout_line_prefix=stdout_line_prefix,
-            stdout_line_pattern=stdout_line_pattern,
-            stderr_line_pattern=stderr_line_pattern,
+        register_environment(spec.env)  # before any output: what it prints of its keys is masked
+        proc = subprocess.Popen(
+            list(argv or spec.argv),
+            cwd=spec.cwd,
+            env=dict(spec.env),
+            stdin=_devnull() if spec.stdin_data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            bufsize=0,  # the pipes are read with os.read: no buffered file objects to set up
         )
-        return run.run(on_start)
-    finally:
+    except OSError as exc:
         log.close()
+        if cgroup is not None:
+            cgroup.remove()
+        return _not_started(_spawn_error_message(exc, spec), start)
+    except BaseException:
+        log.close()
+        raise
+    if limits.nice > 0:
+        # The child is the cgroup wrapper at this point (vfork returned at its exec): the
+        # program it runs next, and all it starts, inherit the niceness.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, _own_niceness() + limits.nice))
+    create_time = started_at(proc.pid)
+    if create_time is None:
+        create_time = time.time()  # cannot happen for an unreaped child; close enough
+    return _Run(
+        proc=proc,
+        create_time=create_time,
+        start=start,
+        limits=limits,
+        log=log,
+        stdin_data=spec.stdin_data,
+        cancel=cancel,
+        on_stdout_line=on_stdout_line,
+        poll_interval_s=poll_interval_s,
+        on_stderr_line=on_stderr_line,
+        stop_check=stop_check,
+        cgroup=cgroup,
+        stdout_line_prefix=stdout_line_prefix,
+        stdout_line_pattern=stdout_line_pattern,
+        stderr_line_pattern=stderr_line_pattern,
+        loop=loop,
+    )
+
+
+class Watched:
+    """A run watched on a shared loop (:func:`watch_process`); its methods are for the loop's thread."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self.pid = run.pid
+        self.create_time = run.create_time
+
+    def cancel(self) -> None:
+        """Stop the run now: its outcome is ``"interrupted"``, and reaches ``on_done`` later."""
+        self._run.cancel_now()
+
+
+def watch_process(
+    spec: ProcessSpec,
+    limits: ProcessLimits,
+    loop: EventLoop,
+    on_done: Callable[[ProcessOutcome], None],
+    *,
+    on_stdout_line: Callable[[bytes], None] | None = None,
+    stdout_line_prefix: bytes | None = None,
+    poll_interval_s: float = 0.1,
+) -> Watched | ProcessOutcome:
+    """Start ``spec`` as :func:`run_process` does, but watch it on ``loop``, which serves many
+    runs: the caller's thread goes on, and ``on_done(outcome)`` is called on the loop's thread
+    when the run is over.  The loop must have helper threads: stopping a run waits out its
+    grace period there, never on the loop's thread.
+
+    Returns the run (its pid and create time, and :meth:`Watched.cancel`), or the outcome at
+    once when it could not start (``on_done`` is then not called).  ``on_stdout_line`` is
+    called on the loop's thread.  An exception from it, or from ``on_done``, leaves
+    ``loop.run_once``: the loop's owner decides what becomes of the run (it may be left
+    watched, half-read); a callback that can fail must catch its own errors.
+    """
+    if not spec.argv:
+        raise ValueError("ProcessSpec.argv is empty")
+    started = _spawn(
+        spec,
+        limits,
+        loop,
+        on_stdout_line=on_stdout_line,
+        poll_interval_s=poll_interval_s,
+        stdout_line_prefix=stdout_line_prefix,
+    )
+    if isinstance(started, ProcessOutcome):
+        return started
+    started.watch(on_done)
+    return Watched(started)

@@ -45,7 +45,7 @@ _PROCESS_MODULES = frozenset(
         "test_models_cli",
         "test_next_hints", "test_notifier", "test_notify_channels", "test_openai_endpoints", "test_output_flood",
         "test_openai_http", "test_other_agent_backends", "test_playbook_real_clis", "test_playbooks",
-        "test_descendants", "test_mirror_process", "test_probe", "test_process", "test_process_redaction",
+        "test_descendants", "test_mirror_process", "test_shared_loop_runs", "test_probe", "test_process", "test_process_redaction",
         "test_progress_lines",
         "test_quickstart",
         "test_review_loop",
@@ -61,7 +61,7 @@ _PROCESS_MODULES = frozenset(
 _IN_PROCESS_MODULES = frozenset(
     {
         "test_assignment", "test_cluster_relay", "test_config", "test_conventions", "test_folder_listing",
-        "test_fencing", "test_fuzz_loaders",
+        "test_event_loop", "test_fencing", "test_fuzz_loaders",
         "test_graph",
         "test_keypool", "test_mirror_incremental", "test_repository_probe",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",

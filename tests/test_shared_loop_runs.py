@@ -1,0 +1,120 @@
+"""Many process runs watched by one thread (``watch_process``): what the Executor's reactor does."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from backends.event_loop import EventLoop
+from backends.process import watch_process
+from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
+from backends.sandbox import allowlisted_env
+
+
+def spec(tmp_path: Path, name: str, code: str) -> ProcessSpec:
+    return ProcessSpec(
+        argv=(sys.executable, "-c", textwrap.dedent(code)),
+        cwd=str(tmp_path),
+        env=allowlisted_env(),
+        log_path=str(tmp_path / "logs" / f"{name}.log"),
+    )
+
+
+@pytest.fixture
+def loop():
+    loop = EventLoop(helpers=2)
+    yield loop
+    loop.close()
+
+
+def run_until(loop: EventLoop, done) -> None:
+    for _ in range(2000):  # a bound on turns, not on time
+        if done():
+            return
+        loop.run_once(0.5)
+    raise AssertionError("the runs never ended")
+
+
+def test_a_run_in_its_grace_period_does_not_hold_up_the_others(loop: EventLoop, tmp_path: Path) -> None:
+    """The stubborn child ignores SIGTERM, so stopping it waits out its grace period: that wait
+    happens on a helper, and a run started after the stop began ends first."""
+    ended: dict[str, ProcessOutcome] = {}
+    order: list[str] = []
+    lines: list[bytes] = []
+
+    def done(name: str):
+        return lambda outcome: (ended.__setitem__(name, outcome), order.append(name))
+
+    stubborn = watch_process(
+        spec(
+            tmp_path,
+            "stubborn",
+            """
+            import signal, sys, time
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print("ready", flush=True)
+            time.sleep(60)
+            """,
+        ),
+        ProcessLimits(grace_s=3.0),
+        loop,
+        done("stubborn"),
+        on_stdout_line=lines.append,
+    )
+    assert not isinstance(stubborn, ProcessOutcome)
+    run_until(loop, lambda: lines == [b"ready"])
+    stubborn.cancel()
+    quick = watch_process(
+        spec(tmp_path, "quick", 'print("{\\"type\\": \\"progress\\"}"); print("plain")'),
+        ProcessLimits(),
+        loop,
+        done("quick"),
+        on_stdout_line=lines.append,
+        stdout_line_prefix=b"{",
+    )
+    assert not isinstance(quick, ProcessOutcome)
+    run_until(loop, lambda: len(ended) == 2)
+    assert order == ["quick", "stubborn"]
+    assert ended["quick"].error_kind is None
+    assert ended["quick"].stdout_tail == b'{"type": "progress"}\nplain\n'
+    assert lines == [b"ready", b'{"type": "progress"}']  # only the lines that can be events
+    assert ended["stubborn"].error_kind == "interrupted"
+    assert ended["stubborn"].signal == 9  # SIGTERM was ignored: killed after the grace period
+    assert not psutil.pid_exists(stubborn.pid) or psutil.Process(stubborn.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_many_runs_on_one_thread_each_end_with_their_own_output(loop: EventLoop, tmp_path: Path) -> None:
+    ended: dict[int, ProcessOutcome] = {}
+    threads_before = threading.active_count()
+    for index in range(20):
+        started = watch_process(
+            spec(tmp_path, f"run{index}", f"import sys; print({index}); sys.exit({index % 3})"),
+            ProcessLimits(),
+            loop,
+            lambda outcome, index=index: ended.__setitem__(index, outcome),
+        )
+        assert not isinstance(started, ProcessOutcome)
+    run_until(loop, lambda: len(ended) == 20)
+    for index, outcome in ended.items():
+        assert outcome.stdout_tail == f"{index}\n".encode()
+        assert outcome.exit_code == index % 3
+        assert (outcome.error_kind is None) == (index % 3 == 0)
+        assert (tmp_path / "logs" / f"run{index}.log").read_bytes() == f"{index}\n".encode()
+    assert threading.active_count() <= threads_before + 2  # the loop's helpers at most: no thread per run
+
+
+def test_a_program_that_cannot_start_is_an_outcome_at_once(loop: EventLoop, tmp_path: Path) -> None:
+    called: list[ProcessOutcome] = []
+    missing = ProcessSpec(
+        argv=("no-such-program-xyz",), cwd=str(tmp_path), env=allowlisted_env(), log_path=str(tmp_path / "x.log")
+    )
+    outcome = watch_process(missing, ProcessLimits(), loop, called.append)
+    assert isinstance(outcome, ProcessOutcome)
+    assert outcome.error_kind == "spawn_failed"
+    assert "no-such-program-xyz" in (outcome.error or "")
+    assert called == []
