@@ -29,10 +29,12 @@ import pykka
 
 from actors.base import TreeActor, handles
 from actors.desk import Desk, notice_of, report_recovery
+from actors.inline_attempts import InlineAttempts
 from actors.options import RoutingSetup, RunOptions
 from actors.orders import McpStates, pipeline_config, review_rounds, work_order
 from actors.prompting import PromptSource
 from actors.queued_writes import redo, settlement
+from actors.reactor_inbox import ReactorInbox
 from actors.runner import AttemptRunner
 from actors.services import (
     KEYPOOL,
@@ -75,6 +77,8 @@ from protocol._base import Message
 from protocol.bridge import AnswerEscalation, Refused
 from protocol.events import ServiceRestarted, WorkerRestarted
 from protocol.messages import (
+    AttemptCrashed,
+    AttemptResult,
     BeginRun,
     Boot,
     ChildExited,
@@ -93,7 +97,6 @@ from protocol.messages import (
     SettleWrite,
     ShutdownRequest,
     StateSnapshot,
-    StopWorker,
     StorageFailed,
     Tick,
     WorkerFinished,
@@ -111,7 +114,17 @@ log = logging.getLogger("executor.root")
 
 KEY_SNAPSHOT_INTERVAL_S = 2.0
 # Messages only ever told: nobody waits for the turn's commit.
-_TOLD = (WorkerFinished, WorkerStarted, WorkerProgress, Tick, ChildExited, Committed, RestartChild, StorageFailed)
+_TOLD = (
+    WorkerFinished,
+    AttemptCrashed,
+    WorkerStarted,
+    WorkerProgress,
+    Tick,
+    ChildExited,
+    Committed,
+    RestartChild,
+    StorageFailed,
+)
 INTERRUPTED = (
     "the executor stopped (a crash or a kill) while this attempt ran, and its process was stopped; "
     "what it changed may be partly done (files, commits, calls it made). Check the working tree and "
@@ -158,7 +171,12 @@ class Executor(TreeActor):
         self.workers: dict[str, Worker] = {}
         local = AttemptRunner(backends, prompts)
         self.runner: Runner = local
+        # Plain process attempts run on this thread, whose inbox is its event loop.
+        self.inline: InlineAttempts | None = InlineAttempts(
+            cast(ReactorInbox, self.actor_inbox), backends, local.prepare, self._tell_self
+        )
         if options.cluster is not None:
+            self.inline = None
             # The cluster's half (git shipping, the attempt host) loads only for a run on a cluster.
             from cluster.runner import RayRunner  # noqa: PLC0415
 
@@ -176,6 +194,10 @@ class Executor(TreeActor):
         self.turns = Turns(self.link, self.workers, self._fail)
         self.desk = Desk(self)  # requests from outside the tree
         self.early_shutdowns: list[ShutdownRequest] = []
+
+    @staticmethod
+    def _create_actor_inbox() -> ReactorInbox:
+        return ReactorInbox()
 
     # --- life ---------------------------------------------------------------------------
 
@@ -199,6 +221,8 @@ class Executor(TreeActor):
         self._ticker_stop.set()
         for worker in self.workers.values():
             worker.cancel.set()
+        if self.inline is not None:  # this thread's loop runs no more: stop their processes now
+            self.inline.stop_all(self.options.kill_grace_s)
         self.supervisor.stop_all()
         if self.notify_log is not None:
             self.notify_log.close()
@@ -247,7 +271,7 @@ class Executor(TreeActor):
         elif isinstance(effect, RetireWorker):
             worker = self.workers.pop(effect.worker_id, None)
             if worker is not None:
-                worker.ref.tell(StopWorker())
+                worker.stop()
         elif isinstance(effect, Say):
             self.say(effect.line)
         elif isinstance(effect, NotifyUser):
@@ -294,9 +318,6 @@ class Executor(TreeActor):
         self.turns.release(message.turn)
 
     def _start(self, effect: StartAttempt) -> None:
-        worker = self.workers.get(effect.worker_id)
-        if worker is None or effect.new_worker:
-            worker = self._new_worker(effect.worker_id)
         order = work_order(
             effect,
             session=self.session,
@@ -310,8 +331,31 @@ class Executor(TreeActor):
             mcp_states=self.mcp_states,
             say=self.say,
         )
+        inline = self.inline is not None and self.inline.argv_for(order) is not None
+        worker = self.workers.get(effect.worker_id)
+        # A TeamWorker keeps its chain (an inner loop's next attempt); a slot on this thread
+        # gives way to a TeamWorker for an attempt it cannot run (gates, a worktree).
+        if worker is None or effect.new_worker or (worker.ref is None and not inline):
+            worker = self._new_inline_worker(effect.worker_id) if inline else self._new_worker(effect.worker_id)
         worker.cancel.clear()
         self.turns.to_start.append((effect.worker_id, RunTask(order=order)))
+
+    def _new_inline_worker(self, worker_id: str) -> Worker:
+        cancel = threading.Event()
+        worker = Worker(ref=None, cancel=cancel, begin=lambda run: self._begin_inline(worker_id, run, cancel))
+        self.workers[worker_id] = worker
+        return worker
+
+    def _begin_inline(self, worker_id: str, run: RunTask, cancel: threading.Event) -> None:
+        argv = self.inline.argv_for(run.order) if self.inline is not None else None
+        if self.inline is None or argv is None:  # cannot happen: the same order was accepted at dispatch
+            result = AttemptResult(ok=False, error_kind="worker_crashed", error="no longer runnable on the core")
+            order = run.order
+            self._tell_self(
+                WorkerFinished(worker_id=worker_id, task_id=order.task_id, attempt=order.attempt, result=result)
+            )
+            return
+        self.inline.start(worker_id, run.order, argv, cancel)
 
     def _new_worker(self, worker_id: str) -> Worker:
         cancel = threading.Event()
@@ -438,6 +482,17 @@ class Executor(TreeActor):
         settle.attempt_finished(
             self.core, message.worker_id, message.task_id, message.result, self.now(), message.attempt
         )
+
+    @handles(AttemptCrashed)
+    def attempt_crashed(self, message: AttemptCrashed) -> None:
+        """An attempt on this thread failed in our own code: as if its worker had died."""
+        core = self.core
+        attempt = core.attempt_of(message.worker_id, message.task_id, message.attempt) if core else None
+        if core is None or attempt is None:
+            return
+        self.workers.pop(message.worker_id, None)
+        settle.worker_died(core, message.worker_id, message.error, self.now())
+        core.dispatch(self.now())
 
     # --- supervision ---------------------------------------------------------------------------
 

@@ -30,8 +30,22 @@ Show = Callable[[], None]
 
 @dataclass
 class Worker:
-    ref: pykka.ActorRef[Any]
+    """A TeamWorker actor (``ref``), or an attempt slot on the Executor's own thread (``begin``)."""
+
+    ref: pykka.ActorRef[Any] | None
     cancel: Any  # threading.Event: set to stop the running attempt
+    begin: Callable[[RunTask], None] | None = None
+
+    def start(self, run: RunTask) -> None:
+        if self.ref is not None:
+            self.ref.tell(run)
+        elif self.begin is not None:
+            self.begin(run)
+
+    def stop(self) -> None:
+        """Retire it (a slot on the Executor's thread has nothing to stop)."""
+        if self.ref is not None:
+            self.ref.tell(StopWorker())
 
 
 class Turns:
@@ -74,7 +88,7 @@ class Turns:
             for worker_id, _ in starts:
                 worker = self.workers.pop(worker_id, None)
                 if worker is not None:
-                    worker.ref.tell(StopWorker())
+                    worker.stop()
 
     def release(self, turn: int) -> None:
         """Start and show what the turns up to ``turn`` held back: they are committed."""
@@ -83,7 +97,7 @@ class Turns:
             for worker_id, run in starts:
                 worker = self.workers.get(worker_id)
                 if worker is not None:
-                    worker.ref.tell(run)
+                    worker.start(run)
             for show in shows:
                 show()
 

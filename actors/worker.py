@@ -16,9 +16,7 @@ tree before it dies, so nothing it started outlives it.
 
 from __future__ import annotations
 
-import math
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -27,6 +25,7 @@ import msgspec
 import pykka
 
 from actors.base import TreeActor, handles
+from actors.progress_pacer import PROGRESS_INTERVAL_S, ProgressPacer
 from actors.timer import call_at
 from backends.base import WorkerHooks
 from backends.gates import gate_run_for, run_gates
@@ -52,9 +51,6 @@ from session.store import StoreReader, utc_now
 from session.worktrees import NotARepository, WorktreeError, branch_of, commit_all, ensure_worktree
 
 __all__ = ["PROGRESS_INTERVAL_S", "Runner", "TeamWorker"]
-
-#: At most one progress message per attempt in this many seconds (see ``_Hooks.progress``).
-PROGRESS_INTERVAL_S = 0.25
 
 
 class _ActorRouting:
@@ -181,10 +177,7 @@ class _Hooks:
         self._routing: _ActorRouting | None = None
         self._routing_looked_up = False
         self.node: str | None = None  # set by a cluster runner once the attempt is placed
-        self._pending: tuple[int | None, str] | None = None
-        self._progress_sent_at = -math.inf
-        self._progress_lock = threading.Lock()  # the backend's thread and the timer thread
-        self._flush_timed = False
+        self._pacer = ProgressPacer(self._send_progress, call_at)
 
     def placed(self, node: str) -> None:
         self.node = node
@@ -215,39 +208,14 @@ class _Hooks:
         )
 
     def progress(self, percent: int | None, note: str) -> None:
-        """Tell the Executor, at most once per :data:`PROGRESS_INTERVAL_S`: a worker printing
-        progress lines by the thousand must not flood the Executor's inbox and the event log.
-        Within the interval only the latest is kept; it goes when the interval is over (on the
-        timer thread, should the agent have gone quiet by then), or when the attempt ends
-        (:meth:`flush_progress`), whichever comes first."""
-        with self._progress_lock:
-            self._pending = (percent, note)
-            self._send_progress_when_due()
-
-    def _send_progress_when_due(self) -> None:
-        due = self._progress_sent_at + PROGRESS_INTERVAL_S
-        if time.monotonic() >= due:
-            self._send_progress()
-        elif not self._flush_timed:
-            self._flush_timed = True
-            call_at(due, self._timed_flush)
-
-    def _timed_flush(self) -> None:
-        with self._progress_lock:
-            self._flush_timed = False
-            if self._pending is not None:  # another report may have gone since: then wait again
-                self._send_progress_when_due()
+        """Tell the Executor, paced (:class:`ProgressPacer`)."""
+        self._pacer.offer(percent, note)
 
     def flush_progress(self) -> None:
         """Send the progress held back by :meth:`progress`, if any."""
-        with self._progress_lock:
-            self._send_progress()
+        self._pacer.flush()
 
-    def _send_progress(self) -> None:
-        if self._pending is None:
-            return
-        (percent, note), self._pending = self._pending, None
-        self._progress_sent_at = time.monotonic()
+    def _send_progress(self, percent: int | None, note: str) -> None:
         self.worker.tell_parent(
             WorkerProgress(
                 worker_id=self.worker.name,

@@ -50,7 +50,16 @@ from session.projection import write_atomic
 from session.redaction import redact_bytes
 from session.safepath import make_folder
 
-__all__ = ["order_env", "parse_progress", "result_from_outcome", "run_agent_process"]
+__all__ = [
+    "PROGRESS_LINE_PREFIX",
+    "clear_report",
+    "order_env",
+    "parse_progress",
+    "printed",
+    "process_of",
+    "result_from_outcome",
+    "run_agent_process",
+]
 
 #: How much of the combined stderr and stdout an AttemptResult keeps.
 OUTPUT_TAIL_BYTES = 4096
@@ -196,7 +205,7 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(item for item in value if isinstance(item, str) and item.strip())
 
 
-def _printed(outcome: ProcessOutcome) -> bool:
+def printed(outcome: ProcessOutcome) -> bool:
     """Did the worker say anything on stdout besides progress lines?"""
     lines = outcome.stdout_tail.decode("utf-8", errors="replace").splitlines()
     return any(line.strip() and parse_progress(line.encode()) is None for line in lines)
@@ -246,7 +255,7 @@ def result_from_outcome(order: WorkOrder, outcome: ProcessOutcome, silent_since:
         not report
         and not artifacts
         and silent_since is not None
-        and not _printed(outcome)
+        and not printed(outcome)
         and not touched_since(Path(order.workdir), silent_since, skip=executor_paths(session))
     ):
         return AttemptResult(
@@ -370,17 +379,9 @@ def run_agent_process(
 
     Raises only what ``hooks`` raise (after the process tree has been stopped).
     """
-    report = Path(order.report_file)
-    try:
-        report.unlink(missing_ok=True)
-        make_folder(report.parent)
-    except OSError as error:
-        return AttemptResult(
-            ok=False,
-            error_kind="spawn_failed",
-            error=f"cannot prepare the report file {report}: {error.strerror or error}",
-        )
-
+    problem = clear_report(order)
+    if problem is not None:
+        return problem
     progress_lines = 0
 
     def on_stdout_line(line: bytes) -> None:
@@ -391,18 +392,46 @@ def run_agent_process(
             hooks.progress(*progress)
 
     started = time.time()
+    spec, limits = process_of(order, argv)
     outcome = run_process(
-        ProcessSpec(argv=tuple(argv), cwd=order.workdir, env=order_env(order), log_path=order.log_path),
-        ProcessLimits(
-            wall_timeout_s=order.timeout_s,
-            hang_timeout_s=order.hang_timeout_s,
-            grace_s=order.grace_s,
-            nice=order.nice,
-        ),
+        spec,
+        limits,
         cancel=cancel,
         on_start=hooks.started,
         on_stdout_line=on_stdout_line,
-        stdout_line_prefix=b"{",  # only a JSON object can be a progress line
+        stdout_line_prefix=PROGRESS_LINE_PREFIX,
     )
     result = result_from_outcome(order, outcome, silent_since=started)
     return msgspec.structs.replace(result, progress_lines=progress_lines)
+
+
+#: Only a JSON object can be a progress line: the others are never made into objects.
+PROGRESS_LINE_PREFIX = b"{"
+
+
+def clear_report(order: WorkOrder) -> AttemptResult | None:
+    """Delete a stale report file (and make its folder): None, or the failed result when that cannot be done."""
+    report = Path(order.report_file)
+    try:
+        report.unlink(missing_ok=True)
+        make_folder(report.parent)
+    except OSError as error:
+        return AttemptResult(
+            ok=False,
+            error_kind="spawn_failed",
+            error=f"cannot prepare the report file {report}: {error.strerror or error}",
+        )
+    return None
+
+
+def process_of(order: WorkOrder, argv: Sequence[str]) -> tuple[ProcessSpec, ProcessLimits]:
+    """What to run for ``order`` and under which limits: in its working directory, with
+    :func:`order_env` as the whole environment, output appended to its log."""
+    spec = ProcessSpec(argv=tuple(argv), cwd=order.workdir, env=order_env(order), log_path=order.log_path)
+    limits = ProcessLimits(
+        wall_timeout_s=order.timeout_s,
+        hang_timeout_s=order.hang_timeout_s,
+        grace_s=order.grace_s,
+        nice=order.nice,
+    )
+    return spec, limits

@@ -103,6 +103,12 @@ class CommandBackend:
             )
         return None
 
+    def inline_argv(self, order: WorkOrder) -> tuple[str, ...] | None:
+        """The attempt's argv, for a caller that watches the process itself (the Executor's
+        reactor); None when only :meth:`run` can say what is wrong.  Raises ``UnsafePath``
+        as :func:`order_argv` does."""
+        return order_argv(order) if order.command else None
+
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         """Run ``order.command`` (placeholders filled in) as described in ``run_agent_process``."""
         if not order.command:

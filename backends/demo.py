@@ -35,6 +35,10 @@ class DemoBackend:
         """The demo agent runs any role: never a problem."""
         return None
 
+    def inline_argv(self, order: WorkOrder) -> tuple[str, ...] | None:
+        """The attempt's argv, for a caller that watches the process itself (the Executor's reactor)."""
+        return (*DEMO_AGENT_ARGV, *demo_pace_args())
+
     def run(self, order: WorkOrder, hooks: WorkerHooks, cancel: threading.Event) -> AttemptResult:
         """Run the demo agent for ``order`` (see ``backends._agent_process.run_agent_process``)."""
         return run_agent_process(order, (*DEMO_AGENT_ARGV, *demo_pace_args()), hooks, cancel)

@@ -107,6 +107,10 @@ class EventLoop:
         """From any thread: run ``callback`` on the loop's thread at its next turn."""
         with self._lock:
             self._soon.append(callback)
+        self.wake()
+
+    def wake(self) -> None:
+        """From any thread: end the loop's current wait (its owner has something to do)."""
         os.eventfd_write(self._wake, 1)
 
     def run_blocking(self, work: Callable[[], _T], then: Callable[[_T], None]) -> None:

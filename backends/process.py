@@ -755,6 +755,7 @@ def watch_process(
     loop: EventLoop,
     on_done: Callable[[ProcessOutcome], None],
     *,
+    cancel: threading.Event | None = None,
     on_stdout_line: Callable[[bytes], None] | None = None,
     stdout_line_prefix: bytes | None = None,
     poll_interval_s: float = 0.1,
@@ -765,7 +766,9 @@ def watch_process(
     grace period there, never on the loop's thread.
 
     Returns the run (its pid and create time, and :meth:`Watched.cancel`), or the outcome at
-    once when it could not start (``on_done`` is then not called).  ``on_stdout_line`` is
+    once when it could not start (``on_done`` is then not called).  ``cancel``, set from any
+    thread, is seen within a poll interval (on the loop's thread, :meth:`Watched.cancel` acts
+    at once).  ``on_stdout_line`` is
     called on the loop's thread.  An exception from it, or from ``on_done``, leaves
     ``loop.run_once``: the loop's owner decides what becomes of the run (it may be left
     watched, half-read); a callback that can fail must catch its own errors.
@@ -776,6 +779,7 @@ def watch_process(
         spec,
         limits,
         loop,
+        cancel=cancel,
         on_stdout_line=on_stdout_line,
         poll_interval_s=poll_interval_s,
         stdout_line_prefix=stdout_line_prefix,

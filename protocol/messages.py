@@ -15,6 +15,7 @@ from protocol.records import EscalationRow, QueuedWriteRow, TaskRow
 from protocol.types import ErrorKind, Priority, TaskStatus
 
 __all__ = [
+    "AttemptCrashed",
     "AttemptResult",
     "AwaitCommit",
     "BeginRun",
@@ -220,6 +221,16 @@ class WorkerFinished(Message, frozen=True):
     task_id: str
     attempt: int
     result: AttemptResult
+
+
+class AttemptCrashed(Message, frozen=True):
+    """Our own code failed while running an attempt on the Executor's thread (what a
+    worker actor's death is for an attempt on a worker): the attempt failed, and is retried."""
+
+    worker_id: str
+    task_id: str
+    attempt: int
+    error: str
 
 
 # --- supervision and control ----------------------------------------------------------------

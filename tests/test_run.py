@@ -425,23 +425,52 @@ def test_kill_9_mid_pipeline_then_resume_runs_each_task_to_completion_exactly_on
     assert "## What was reset" in text
 
 
-def test_a_worker_actor_that_crashes_is_replaced_and_its_task_retried(executor_cli, tmp_path):
-    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": []}, {}, python=PY)
-    # The first attempt's prompt path is a folder: writing the prompt raises inside the
-    # worker actor (our code, not the agent), which crashes it.
+def _crash_first_prompt(folder: Path) -> None:
+    """The first attempt's prompt path is a folder: writing the prompt raises inside the
+    executor (our code, not the agent)."""
     (folder / ".executor" / "prompts" / "A-001-a1.md").mkdir(parents=True)
+
+
+def _event_types(folder: Path) -> list[str]:
+    reader = StoreReader.open(folder)
+    assert reader is not None
+    types = [event.__struct_config__.tag for _, _, event in reader.events()]
+    reader.close()
+    return types
+
+
+def test_a_worker_actor_that_crashes_is_replaced_and_its_task_retried(executor_cli, tmp_path):
+    # A role with a quality gate runs on a worker actor (a plain command attempt would run on
+    # the Executor's own thread): the failure crashes that actor.
+    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": []}, {}, python=PY)
+    spec = folder / "role-specs" / "worker.md"
+    spec.write_text(spec.read_text().replace("backend: command\n", 'backend: command\nverify: ["true"]\n', 1))
+    _crash_first_prompt(folder)
     result = executor_cli("run", "--session", str(folder), *FAST)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "A-001 attempt 1 failed (worker_crashed" in result.stdout
     tasks = tasks_of(folder)
     assert tasks["A-001"] == {"status": "completed", "attempts": 2, "kind": None, "error": None}
     assert tasks["A-002"]["status"] == "completed"
-    reader = StoreReader.open(folder)
-    assert reader is not None
-    types = [event.__struct_config__.tag for _, _, event in reader.events()]
-    reader.close()
+    types = _event_types(folder)
     assert "worker_crashed" in types
     assert "worker_restarted" in types
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_failure_of_ours_in_an_attempt_on_the_executor_s_thread_fails_that_attempt_alone(executor_cli, tmp_path):
+    folder = scripted_session(tmp_path / "s", {"A-001": [], "A-002": []}, {}, python=PY)
+    _crash_first_prompt(folder)
+    result = executor_cli("run", "--session", str(folder), *FAST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "A-001 attempt 1 failed (worker_crashed" in result.stdout
+    assert "IsADirectoryError" in result.stdout  # what went wrong, named
+    tasks = tasks_of(folder)
+    assert tasks["A-001"] == {"status": "completed", "attempts": 2, "kind": None, "error": None}
+    assert tasks["A-002"]["status"] == "completed"
+    types = _event_types(folder)
+    assert "worker_crashed" in types
+    assert "worker_restarted" not in types  # no actor died: nothing to restart
     assert "Traceback" not in result.stdout + result.stderr
 
 

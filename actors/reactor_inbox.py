@@ -1,0 +1,60 @@
+"""The Executor's inbox, which is also its thread's event loop (the one-thread core's reactor).
+
+pykka's actor loop asks its inbox for the next message; this inbox, while none is waiting,
+runs an :class:`~backends.event_loop.EventLoop` turn instead of sleeping on a queue: the
+pipes and pidfds of the attempts the Executor watches itself (:mod:`actors.inline_attempts`)
+and their timers are served on the Executor's thread, between its messages, and a message
+from another thread wakes it through the loop's eventfd.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Any
+
+from backends.event_loop import EventLoop
+
+__all__ = ["ReactorInbox"]
+
+log = logging.getLogger("executor.root")
+
+#: Threads for the waits of attempts watched on the Executor's thread (grace periods, git).
+HELPERS = 2
+
+
+class ReactorInbox(EventLoop):
+    """pykka's ``ActorInbox`` (put, get, empty) over an event loop run by the actor's thread."""
+
+    def __init__(self) -> None:
+        super().__init__(helpers=HELPERS)
+        self._envelopes: collections.deque[Any] = collections.deque()
+        self._envelopes_lock = threading.Lock()
+
+    def put(self, envelope: Any, /) -> None:
+        """From any thread."""
+        with self._envelopes_lock:
+            self._envelopes.append(envelope)
+        self.wake()
+
+    def get(self) -> Any:
+        """The next message; until there is one, serve the loop.  An exception of one of the
+        loop's callbacks is logged and the loop goes on: the actor's thread must not die of it
+        (pykka calls ``get`` outside its error handling)."""
+        while True:
+            with self._envelopes_lock:
+                if self._envelopes:
+                    return self._envelopes.popleft()
+            try:
+                self.run_once(None)
+            except Exception:
+                log.exception("a callback on the Executor's loop failed")
+
+    def empty(self) -> bool:
+        with self._envelopes_lock:
+            return not self._envelopes
+
+    def has_soon(self) -> bool:
+        # A message waiting counts as work due: the loop's turn must not sleep past it.
+        return super().has_soon() or not self.empty()
