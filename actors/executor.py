@@ -49,7 +49,7 @@ from actors.services import (
     start_services,
 )
 from actors.session import EventSink
-from actors.session_link import SessionLink, StateWriteFailed
+from actors.session_link import DirectLine, SessionLink, StateWriteFailed
 from actors.supervision import ChildSpec, Escalate, Forget, Restart, RestartType, Supervisor
 from actors.turns import Turns, Worker
 from actors.worker import Runner, TeamWorker
@@ -164,8 +164,10 @@ class Executor(TreeActor):
         self.folder = Path(session.folder).resolve()
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.supervisor = Supervisor("executor", options.intensity)
+        # The Session's handlers run on this thread: a turn's records cost no hop and no hand-off.
+        self.direct = DirectLine()
         self.link = SessionLink(
-            self.supervisor, lambda: self.turns.resync(self.core.running_records() if self.core else [])
+            self.supervisor, lambda: self.turns.resync(self.core.running_records() if self.core else []), self.direct
         )
         self.core: Pipeline | None = None
         self.workers: dict[str, Worker] = {}
@@ -204,7 +206,7 @@ class Executor(TreeActor):
     def started(self) -> None:
         me = self.actor_ref
         self.notify_log = start_services(
-            self.supervisor, me, self.session, self.options, self.sinks, self.marker, self.folder
+            self.supervisor, me, self.session, self.options, self.sinks, self.marker, self.folder, self.direct
         )
         if self.options.tick_s > 0:  # 0: whoever started the tree sends Tick itself (a test's manual clock)
             threading.Thread(target=self._tick_loop, name="executor-ticker", daemon=True).start()
@@ -251,6 +253,8 @@ class Executor(TreeActor):
         finally:
             # Whoever asked is answered only once everything so far is committed.
             self.turns.end(wait=not isinstance(message, _TOLD))
+            if self.actor_inbox.empty():  # idle: what this turn recorded is committed now
+                self.link.commit_open_batch()
         return reply
 
     def _carry_out(self) -> None:

@@ -36,7 +36,7 @@ __all__ = [
     "start_services",
 ]
 
-from actors.session_link import SESSION
+from actors.session_link import SESSION, DirectLine
 
 RECONCILER = "reconciler"
 ROUTER = "router"
@@ -54,13 +54,18 @@ def start_services(
     sinks: Iterable[EventSink],
     marker: str,
     folder: Path,
+    direct: DirectLine | None = None,
 ) -> IO[str] | None:
-    """Start the services; returns the notifications log the Notifier writes (to close at the end)."""
+    """Start the services; returns the notifications log the Notifier writes (to close at the end).
+    ``direct``: the Session actor's handlers are called on the Executor's thread (see
+    :class:`~actors.session_link.DirectLine`)."""
     sink_list = list(sinks)
     supervisor.start_child(
         ChildSpec(
             name=SESSION,
-            start=lambda inc: SessionActor.start(SESSION, me, inc, session, sink_list, options.flush_interval_s),
+            start=lambda inc: SessionActor.start(
+                SESSION, me, inc, session, sink_list, options.flush_interval_s, direct
+            ),
             restart=RestartType.PERMANENT,
             backoff=options.service_backoff,
             shutdown_timeout_s=30.0,

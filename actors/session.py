@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,6 +25,7 @@ import pykka
 
 from actors.base import TreeActor, handles
 from actors.queued_writes import tool_of
+from actors.session_link import DirectLine
 from actors.session_outcome import write_outcome, write_reconciliation
 from protocol._base import Message as ProtocolMessage
 from protocol.bridge import (
@@ -122,8 +124,13 @@ class SessionActor(TreeActor):
         session: TeamSession,
         sinks: Iterable[EventSink] = (),
         flush_interval_s: float = 0.5,
+        direct: DirectLine | None = None,
     ) -> None:
         super().__init__(name, parent, incarnation)
+        self.direct = direct
+        # Its handlers run on its own thread (messages from others) and, through ``direct``,
+        # on the Executor's: one at a time.
+        self._lock = threading.RLock()
         self.session = session
         self.folder = Path(session.folder)
         self.sinks = list(sinks)
@@ -136,7 +143,13 @@ class SessionActor(TreeActor):
     # --- life --------------------------------------------------------------------
 
     def started(self) -> None:
-        self.store = Store.open(self.folder)
+        with self._lock:
+            self._open()
+        if self.direct is not None:
+            self.direct.attach(self)
+
+    def _open(self) -> None:
+        self.store = Store.open(self.folder, shared=self.direct is not None)
         # The task rows live in the store only (the Executor's pipeline core holds the run's
         # copy): this actor reads them back where it needs them, inside its own transaction.
         rows = self.store.tasks()
@@ -149,6 +162,10 @@ class SessionActor(TreeActor):
                 self.projection.task_completed(row.id)
 
     def stopping(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         try:
             self._commit_batch()
         except Exception:
@@ -162,6 +179,31 @@ class SessionActor(TreeActor):
     # --- group commit ---------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        """A message from the mailbox (see :meth:`_receive`); the batch is due when the mailbox is empty."""
+        with self._lock:
+            return self._receive(message, self.actor_inbox.empty)
+
+    def call(self, message: Any) -> Any:
+        """Handle ``message`` on the caller's thread (the Executor's, :class:`DirectLine`), as if
+        it came through the mailbox; the batch is due at a reply, a :class:`Commit`, or once
+        :data:`MAX_BATCH_S` old (the Executor asks for the rest when it is idle:
+        :meth:`commit_open_batch`).  Raises ``ActorDeadError`` once the actor has stopped."""
+        with self._lock:
+            if self.actor_stopped.is_set():
+                raise pykka.ActorDeadError(f"{self.name} has stopped")
+            return self._receive(message, lambda: False)
+
+    def commit_open_batch(self) -> None:
+        with self._lock:
+            if self.actor_stopped.is_set():
+                return
+            try:
+                self._commit_batch()
+            except BaseException as error:
+                self._storage_failed(error)
+                raise
+
+    def _receive(self, message: Any, idle: Callable[[], bool]) -> Any:
         """Handle one message inside the current batch; commit when the batch is due.
 
         Each handler's writes sit in a savepoint (``store.transaction()``) inside one
@@ -190,7 +232,7 @@ class SessionActor(TreeActor):
                 del self._pending_events[shown_before:], self._pending_posts[posted_before:]
                 self._commit_batch()
                 raise
-            if result is not None or self.actor_inbox.empty() or time.monotonic() - self._batch_began >= MAX_BATCH_S:
+            if result is not None or idle() or time.monotonic() - self._batch_began >= MAX_BATCH_S:
                 self._commit_batch()
         except BaseException as error:
             self._storage_failed(error)

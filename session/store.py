@@ -483,7 +483,9 @@ class Store(_Reads):
         self._unchanged_at = -1  # total_changes when begin() opened the current transaction
 
     @classmethod
-    def open(cls, session_folder: Path) -> Store:
+    def open(cls, session_folder: Path, *, shared: bool = False) -> Store:
+        """``shared``: the connection may be used from several threads, one at a time (the
+        caller serializes them; sqlite3 refuses any other thread than its creator's without it)."""
         state_dir = Path(session_folder) / STATE_DIR
         state_dir.mkdir(exist_ok=True)
         path = state_dir / DB_NAME
@@ -491,7 +493,7 @@ class Store(_Reads):
 
         try:
             # The one place text enters the file: every bound value is redacted (session.redaction).
-            db = sqlite_utils.Database(redacting_connection(str(path)))
+            db = sqlite_utils.Database(redacting_connection(str(path), check_same_thread=not shared))
             db.enable_wal()
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")

@@ -62,7 +62,7 @@ _PROCESS_MODULES = frozenset(
 _IN_PROCESS_MODULES = frozenset(
     {
         "test_assignment", "test_cluster_relay", "test_config", "test_conventions", "test_folder_listing",
-        "test_event_loop", "test_fencing", "test_fuzz_loaders",
+        "test_event_loop", "test_fencing", "test_fuzz_loaders", "test_session_direct",
         "test_graph",
         "test_keypool", "test_mirror_incremental", "test_repository_probe",
         "test_keystore", "test_loader", "test_loopback", "test_message_bus", "test_notify_config",
