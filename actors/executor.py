@@ -174,9 +174,8 @@ class Executor(TreeActor):
         local = AttemptRunner(backends, prompts)
         self.runner: Runner = local
         # Plain process attempts run on this thread, whose inbox is its event loop.
-        self.inline: InlineAttempts | None = InlineAttempts(
-            cast(ReactorInbox, self.actor_inbox), backends, local.prepare, self._tell_self
-        )
+        self.reactor = cast(ReactorInbox, self.actor_inbox)
+        self.inline: InlineAttempts | None = InlineAttempts(self.reactor, backends, local.prepare, self._tell_self)
         if options.cluster is not None:
             self.inline = None
             # The cluster's half (git shipping, the attempt host) loads only for a run on a cluster.
@@ -228,6 +227,7 @@ class Executor(TreeActor):
         self.supervisor.stop_all()
         if self.notify_log is not None:
             self.notify_log.close()
+        self.reactor.close()  # its epoll, eventfd and helpers (what is left in it is only read)
 
     # --- one turn: call the core, carry out its effects, commit, then show ---------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from typing import Any
 
 from backends.event_loop import EventLoop
@@ -22,6 +23,9 @@ log = logging.getLogger("executor.root")
 
 #: Threads for the waits of attempts watched on the Executor's thread (grace periods, git).
 HELPERS = 2
+#: While messages keep coming, the loop is still served (without waiting) at least this often:
+#: a stream of messages must not leave the attempts' output unread and their exits unseen.
+SERVE_LOOP_EVERY_S = 0.01
 
 
 class ReactorInbox(EventLoop):
@@ -31,6 +35,7 @@ class ReactorInbox(EventLoop):
         super().__init__(helpers=HELPERS)
         self._envelopes: collections.deque[Any] = collections.deque()
         self._envelopes_lock = threading.Lock()
+        self._served_at = time.monotonic()
 
     def put(self, envelope: Any, /) -> None:
         """From any thread."""
@@ -42,14 +47,20 @@ class ReactorInbox(EventLoop):
         """The next message; until there is one, serve the loop.  An exception of one of the
         loop's callbacks is logged and the loop goes on: the actor's thread must not die of it
         (pykka calls ``get`` outside its error handling)."""
+        if time.monotonic() - self._served_at >= SERVE_LOOP_EVERY_S:
+            self._serve(0.0)
         while True:
             with self._envelopes_lock:
                 if self._envelopes:
                     return self._envelopes.popleft()
-            try:
-                self.run_once(None)
-            except Exception:
-                log.exception("a callback on the Executor's loop failed")
+            self._serve(None)
+
+    def _serve(self, timeout_s: float | None) -> None:
+        self._served_at = time.monotonic()
+        try:
+            self.run_once(timeout_s)
+        except Exception:
+            log.exception("a callback on the Executor's loop failed")
 
     def empty(self) -> bool:
         with self._envelopes_lock:

@@ -68,6 +68,7 @@ class EventLoop:
         self._lock = threading.Lock()
         self._helpers = helpers
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
 
     # --- file descriptors --------------------------------------------------------------
 
@@ -106,12 +107,16 @@ class EventLoop:
     def call_soon_threadsafe(self, callback: Callback) -> None:
         """From any thread: run ``callback`` on the loop's thread at its next turn."""
         with self._lock:
+            if self._closed:
+                return
             self._soon.append(callback)
         self.wake()
 
     def wake(self) -> None:
         """From any thread: end the loop's current wait (its owner has something to do)."""
-        os.eventfd_write(self._wake, 1)
+        with self._lock:  # never after close(): the descriptor's number may be another file's by then
+            if not self._closed:
+                os.eventfd_write(self._wake, 1)
 
     def run_blocking(self, work: Callable[[], _T], then: Callable[[_T], None]) -> None:
         """Do ``work``, which may wait, then ``then(result)`` on the loop's thread.  Inline
@@ -149,6 +154,8 @@ class EventLoop:
         run everything that is due: ready descriptors, due timers, queued callbacks.
         An exception from a callback leaves this method; the rest of the turn is not lost
         (what was due stays due, the queue keeps what was not run)."""
+        if self._closed:
+            return
         wait = -1.0 if timeout_s is None else max(0.0, timeout_s)
         if self._timers:
             until_next = max(0.0, self._timers[0][0] - time.monotonic())
@@ -183,8 +190,15 @@ class EventLoop:
             callback()
 
     def close(self) -> None:
+        """Release the loop's descriptors and helpers (work already on a helper finishes there,
+        its result dropped); every call after this does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._soon.clear()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=False)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         self._handlers.clear()
         self._epoll.close()

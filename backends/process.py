@@ -192,6 +192,9 @@ class _Run:
         self.timers: list[Timer] = []
         self.finishing = False
         self.on_done: Callable[[ProcessOutcome], None] | None = None
+        # On a loop shared by many runs (watch_process) an error of ours while watching this
+        # one ends this one (error kind "worker_crashed"); on a loop of its own it is raised.
+        self.shared = False
 
     def outcome(self, *, returncode: int | None) -> ProcessOutcome:
         """Classify the end of the run."""
@@ -262,7 +265,7 @@ class _Run:
         if self.stdin is not None:
             if len(self.stdin_view):
                 os.set_blocking(self.stdin.fileno(), False)
-                loop.add_writer(self.stdin.fileno(), self.write_stdin)
+                loop.add_writer(self.stdin.fileno(), self._guarded(self.write_stdin))
             else:
                 self.close_stdin()
         try:
@@ -270,16 +273,53 @@ class _Run:
         except OSError:  # a kernel before 5.3: the periodic check looks instead
             self.pidfd = None
         if self.pidfd is not None:
-            loop.add_reader(self.pidfd, self._child_exited)
+            loop.add_reader(self.pidfd, self._guarded(self._child_exited))
         self._later(0.0, self._check)  # a cancel already asked for, a stop check already true: at once
+
+    def _guarded(self, callback: Callable[[], None]) -> Callable[[], None]:
+        if not self.shared:
+            return callback
+
+        def guarded() -> None:
+            try:
+                callback()
+            except Exception as error:  # noqa: BLE001 - ends this run alone (see self.shared)
+                self._failed(error)
+
+        return guarded
+
+    def _failed(self, error: Exception) -> None:
+        """Our own code failed watching the run: stop its tree (on a helper: it waits out the
+        grace period) and end it as ``worker_crashed``."""
+        if self.on_done is None or self.finishing:
+            return
+        self.finishing = True
+        self._unwatch()
+        self.reason = "worker_crashed"
+        self.reason_msg = f"the executor failed watching it: {type(error).__name__}: {error}"
+
+        def stop() -> ProcessOutcome:
+            self.abort()
+            return self.outcome(returncode=self.proc.returncode)
+
+        self.loop.run_blocking(stop, self._done)
+
+    def _end_shared(self) -> ProcessOutcome:
+        """:meth:`end` on a helper of a shared loop: what it raises ends the run as ``worker_crashed``."""
+        try:
+            return self.end()
+        except Exception as error:  # noqa: BLE001 - end() has stopped the tree (abort) before raising
+            self.reason = "worker_crashed"
+            self.reason_msg = f"the executor failed ending it: {type(error).__name__}: {error}"
+            return self.outcome(returncode=self.proc.returncode)
 
     def _later(self, delay_s: float, callback: Callable[[], None]) -> None:
         self.timers = [timer for timer in self.timers if not timer.cancelled]
-        self.timers.append(self.loop.call_later(delay_s, callback))
+        self.timers.append(self.loop.call_later(delay_s, self._guarded(callback)))
 
     def _watch_outputs(self) -> None:
         for fd in self.open_outputs:
-            self.loop.add_reader(fd, functools.partial(self._readable, fd))
+            self.loop.add_reader(fd, self._guarded(functools.partial(self._readable, fd)))
 
     def _check(self) -> None:
         """Every poll interval: the limits, the stop check, the descendants."""
@@ -432,9 +472,9 @@ class _Run:
         self.finishing = True
         self._unwatch()
         if self.reason is None and self.exited_at is not None and not self.open_outputs and self._nothing_left():
-            self._done(self.end())
+            self._done(self._end_shared() if self.shared else self.end())
         else:
-            self.loop.run_blocking(self.end, self._done)
+            self.loop.run_blocking(self._end_shared if self.shared else self.end, self._done)
 
     def _nothing_left(self) -> bool:
         """Whether ending the run will not wait: nothing of it runs any more (the cheap looks)."""
@@ -786,5 +826,6 @@ def watch_process(
     )
     if isinstance(started, ProcessOutcome):
         return started
+    started.shared = True
     started.watch(on_done)
     return Watched(started)

@@ -104,3 +104,14 @@ def test_without_helpers_blocking_work_runs_inline() -> None:
     loop.run_blocking(lambda: threading.current_thread().name, got.append)
     assert got == [threading.current_thread().name]
     loop.close()
+
+
+def test_after_close_other_threads_may_still_call_it_and_nothing_runs() -> None:
+    loop = EventLoop(helpers=1)
+    ran: list[str] = []
+    loop.close()
+    loop.call_soon_threadsafe(lambda: ran.append("late"))  # a worker's last message, after the end
+    loop.wake()
+    loop.run_once(0)
+    loop.close()  # twice is harmless
+    assert ran == []

@@ -118,3 +118,34 @@ def test_a_program_that_cannot_start_is_an_outcome_at_once(loop: EventLoop, tmp_
     assert outcome.error_kind == "spawn_failed"
     assert "no-such-program-xyz" in (outcome.error or "")
     assert called == []
+
+
+def test_an_error_of_ours_while_watching_ends_that_run_alone(loop: EventLoop, tmp_path: Path) -> None:
+    """A callback that raises on a shared loop stops that run's tree and ends it as
+    ``worker_crashed``; the loop, and the other run on it, go on."""
+    ended: dict[str, ProcessOutcome] = {}
+
+    def broken(line: bytes) -> None:
+        raise RuntimeError(f"cannot take {line!r}")
+
+    faulty = watch_process(
+        spec(tmp_path, "faulty", 'import time; print("{}", flush=True); time.sleep(60)'),
+        ProcessLimits(grace_s=1.0),
+        loop,
+        lambda outcome: ended.__setitem__("faulty", outcome),
+        on_stdout_line=broken,
+    )
+    healthy = watch_process(
+        spec(tmp_path, "healthy", 'import time; time.sleep(0.3); print("fine")'),
+        ProcessLimits(),
+        loop,
+        lambda outcome: ended.__setitem__("healthy", outcome),
+    )
+    assert not isinstance(faulty, ProcessOutcome)
+    assert not isinstance(healthy, ProcessOutcome)
+    run_until(loop, lambda: len(ended) == 2)
+    assert ended["faulty"].error_kind == "worker_crashed"
+    assert "RuntimeError: cannot take b'{}'" in (ended["faulty"].error or "")
+    assert ended["healthy"].error_kind is None
+    assert ended["healthy"].stdout_tail == b"fine\n"
+    assert not psutil.pid_exists(faulty.pid) or psutil.Process(faulty.pid).status() == psutil.STATUS_ZOMBIE
