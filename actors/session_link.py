@@ -12,6 +12,7 @@ are sent to it again (they are idempotent); when even that fails the caller gets
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -178,5 +179,11 @@ class SessionLink:
     def record(self, *events: Event, meta: dict[str, str] | None = None) -> None:
         """Log events (best effort: never restarts the Session for them)."""
         ref = self.supervisor.ref(SESSION)
-        if ref is not None and not ref.actor_stopped.is_set():
-            ref.tell(RecordEvents(events=events, meta=meta or {}))
+        if ref is None or ref.actor_stopped.is_set():
+            return
+        message = RecordEvents(events=events, meta=meta or {})
+        if self.direct is None:
+            ref.tell(message)
+            return
+        with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout, _HandlerFailed):
+            self._call(ref, message)  # in order with the other records of this thread

@@ -60,9 +60,11 @@ class Turns:
 
     def end(self, wait: bool = False) -> None:
         """Close the turn.  ``wait``: commit now and show everything (an ask is answered, the
-        run ends).  When the records cannot be committed nothing is started or shown: an
-        attempt never runs without its dispatch record, and no "done" is claimed that a
-        crash could lose."""
+        run ends); always so when the Session's handlers run on this thread (a direct line):
+        then committing is a call, and a Commit message would only add a turn.  When the
+        records cannot be committed nothing is started or shown: an attempt never runs
+        without its dispatch record, and no "done" is claimed that a crash could lose."""
+        wait = wait or self.link.direct is not None
         if self.to_start or self.to_show:
             self._turn += 1
             self._awaiting.append((self._turn, self.to_start, self.to_show))

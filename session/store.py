@@ -639,10 +639,13 @@ class Store(_Reads):
         return f"ESC-{int(count) + 1:03d}"
 
     def record_queued_write(self, write_id: str, tool: str, message_json: str, queued_at: float) -> None:
-        """Keep a queued write; one already kept (settled, perhaps) stays as it is."""
+        """Keep a queued write; one already kept stays as it is.  One already settled without its
+        message (the Executor handled the write before this record reached the store: the two
+        come by different paths) gets its message and time, and keeps its settlement."""
         self._write(
             "INSERT INTO queued_writes (id, tool, message_json, queued_at, state) VALUES (?, ?, ?, ?, 'queued') "
-            "ON CONFLICT(id) DO NOTHING",
+            "ON CONFLICT(id) DO UPDATE SET message_json = excluded.message_json, queued_at = excluded.queued_at "
+            "WHERE queued_writes.message_json IS NULL",
             [write_id, tool, message_json, queued_at],
         )
 

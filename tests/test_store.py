@@ -347,3 +347,32 @@ def test_a_database_of_an_older_executor_is_read_as_it_is_by_check(tmp_path):
 )
 def test_storage_problems_are_named(error, problem):
     assert storage_problem(error) == problem
+
+
+def test_a_queued_write_settled_before_its_record_arrives_gets_its_message_and_keeps_its_settlement(tmp_path):
+    """The record of a queued write (the bridge, through the Session's mailbox) and its settlement
+    (the Executor, on its own thread) come by different paths: either may land first."""
+    store = Store.open(tmp_path)
+    try:
+        store.settle_write("W-1", "queue_submit_task", '{"ok": true}', None)
+        store.record_queued_write("W-1", "queue_submit_task", '{"name": "night job"}', 123.0)
+        store.record_queued_write("W-2", "queue_submit_task", '{"name": "in order"}', 124.0)
+        store.settle_write("W-2", "queue_submit_task", None, "name: refused")
+        store.record_queued_write("W-2", "queue_submit_task", '{"name": "sent twice"}', 125.0)
+        first, second = store.queued_write("W-1"), store.queued_write("W-2")
+    finally:
+        store.close()
+    assert first is not None
+    assert (first.state, first.message_json, first.queued_at, first.reply_json) == (
+        "applied",
+        '{"name": "night job"}',
+        123.0,
+        '{"ok": true}',
+    )
+    assert second is not None
+    assert (second.state, second.message_json, second.queued_at, second.error) == (
+        "refused",
+        '{"name": "in order"}',
+        124.0,
+        "name: refused",
+    )
