@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import msgspec
 
@@ -47,7 +47,6 @@ __all__ = ["InlineAttempts", "InlineBackend"]
 log = logging.getLogger("executor.root")
 
 
-@runtime_checkable
 class InlineBackend(Protocol):
     """A backend whose attempt is one process the caller may watch itself."""
 
@@ -77,11 +76,13 @@ class InlineAttempts:
 
     def argv_for(self, order: WorkOrder) -> tuple[str, ...] | None:
         """The argv when ``order`` can run on the Executor's thread, else None (a TeamWorker runs it)."""
-        backend = self.backends.get(order.role)
-        if order.worktree or order.gates or not isinstance(backend, InlineBackend):
+        # getattr, not isinstance(backend, InlineBackend): a runtime Protocol check costs ~20 µs.
+        inline_argv = getattr(self.backends.get(order.role), "inline_argv", None)
+        if order.worktree or order.gates or inline_argv is None:
             return None
         try:
-            return backend.inline_argv(order)
+            argv: tuple[str, ...] | None = inline_argv(order)
+            return argv
         except Exception:  # noqa: BLE001 - the backend's run() says what is wrong, on a worker
             return None
 

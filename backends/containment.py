@@ -348,6 +348,7 @@ def _remove_idle() -> None:
             path.rmdir()
 
 
+@functools.lru_cache(maxsize=64)  # a run has one marker, and asks for its tag at every attempt
 def _tag(marker: str | None) -> str:
     return hashlib.sha256(marker.encode()).hexdigest()[:12] if marker else "nomarker"
 

@@ -143,6 +143,11 @@ class EventLoop:
 
         self._pool.submit(on_helper)
 
+    @property
+    def helpers_used(self) -> bool:
+        """Whether any work has gone to a helper thread (they start on first use)."""
+        return self._pool is not None
+
     # --- running -----------------------------------------------------------------------
 
     def has_soon(self) -> bool:

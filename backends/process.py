@@ -478,6 +478,10 @@ class _Run:
 
     def _nothing_left(self) -> bool:
         """Whether ending the run will not wait: nothing of it runs any more (the cheap looks)."""
+        # The child has exited (its pidfd said so): reaped, it no longer counts as a member of
+        # its own process group, which then holds only what it left behind.
+        if self.proc.poll() is None:
+            return False
         if self.pid != os.getpgrp() and group_exists(self.pid):
             return False
         if self.cgroup is not None:

@@ -106,6 +106,8 @@ def test_many_runs_on_one_thread_each_end_with_their_own_output(loop: EventLoop,
         assert (outcome.error_kind is None) == (index % 3 == 0)
         assert (tmp_path / "logs" / f"run{index}.log").read_bytes() == f"{index}\n".encode()
     assert threading.active_count() <= threads_before + 2  # the loop's helpers at most: no thread per run
+    # A run that exits and leaves nothing behind ends on the loop's thread: no hand-off per run.
+    assert not loop.helpers_used
 
 
 def test_a_program_that_cannot_start_is_an_outcome_at_once(loop: EventLoop, tmp_path: Path) -> None:
