@@ -21,8 +21,11 @@ __all__ = ["ReactorInbox"]
 
 log = logging.getLogger("executor.root")
 
-#: Threads for the waits of attempts watched on the Executor's thread (grace periods, git).
-HELPERS = 2
+#: At most this many threads for the waits of attempts watched on the Executor's thread (git
+#: captures, grace periods).  Started only when every one is busy: a clean run uses none, a
+#: run in a repository one or two; but a graceful stop of 200 agents that ignore SIGTERM
+#: waits out 200 grace periods at once, as 200 worker threads did.
+HELPERS = 256
 #: While messages keep coming, the loop is still served (without waiting) at least this often:
 #: a stream of messages must not leave the attempts' output unread and their exits unseen.
 SERVE_LOOP_EVERY_S = 0.01

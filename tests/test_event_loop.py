@@ -115,3 +115,16 @@ def test_after_close_other_threads_may_still_call_it_and_nothing_runs() -> None:
     loop.run_once(0)
     loop.close()  # twice is harmless
     assert ran == []
+
+
+def test_waits_on_helpers_run_side_by_side() -> None:
+    """Three grace periods at once take three helpers, not one after another (a Barrier of 3
+    is passed only if all three wait at the same time)."""
+    loop = EventLoop(helpers=8)
+    barrier = threading.Barrier(3, timeout=30)
+    done: list[int] = []
+    for index in range(3):
+        loop.run_blocking(lambda index=index: (barrier.wait(), index)[1], done.append)
+    run_until(loop, lambda: len(done) == 3)
+    assert sorted(done) == [0, 1, 2]
+    loop.close()
