@@ -220,15 +220,19 @@ class _Attempt:
             self._finish(result_of())
 
     def _finish(self, result: AttemptResult) -> None:
+        order = self.order
+        self._end_with(
+            WorkerFinished(worker_id=self.worker_id, task_id=order.task_id, attempt=order.attempt, result=result)
+        )
+
+    def _end_with(self, message: Message) -> None:
+        """The attempt's last word to the Executor (once: a crash after its end is not told)."""
         if self.over:
             return
         self.over = True
         if self.owner.running.get(self.worker_id) is self:
             del self.owner.running[self.worker_id]
-        order = self.order
-        self.owner.post(
-            WorkerFinished(worker_id=self.worker_id, task_id=order.task_id, attempt=order.attempt, result=result)
-        )
+        self.owner.post(message)
 
     # --- failures of our own --------------------------------------------------------------
 
@@ -262,13 +266,8 @@ class _Attempt:
         log.debug("the failure", exc_info=error)
         if self.watched is not None:
             self.watched.cancel()  # its end comes back here, and is then ignored
-        if self.over:
-            return
-        self.over = True
-        if self.owner.running.get(self.worker_id) is self:
-            del self.owner.running[self.worker_id]
         order = self.order
-        self.owner.post(
+        self._end_with(
             AttemptCrashed(
                 worker_id=self.worker_id,
                 task_id=order.task_id,

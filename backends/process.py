@@ -352,8 +352,13 @@ class _Run:
         if not chunk:
             self._output_closed(fd)
             return
-        self.chunks += 1
         self.last_output = time.monotonic()
+        self._take(fd, chunk)
+        self.throttle.spend(time.thread_time() - cpu)
+
+    def _take(self, fd: int, chunk: bytes) -> None:
+        """A chunk read from stdout or stderr: into the log, the stream's tail and its lines."""
+        self.chunks += 1
         self.log.write(chunk)
         if fd == self.stdout.fileno():
             self.out.add(chunk)
@@ -363,7 +368,6 @@ class _Run:
             self.err.add(chunk)
             if self.err_lines is not None:
                 self.err_lines.feed(chunk)
-        self.throttle.spend(time.thread_time() - cpu)
 
     def _pause(self, wait_s: float) -> None:
         """Over its share of CPU: leave the output in the pipes (the child blocks on them)."""
@@ -537,16 +541,7 @@ class _Run:
             own.remove(fd)
             self.open_outputs.discard(fd)
             return
-        self.chunks += 1
-        self.log.write(chunk)
-        if fd == self.stdout.fileno():
-            self.out.add(chunk)
-            if self.lines is not None:
-                self.lines.feed(chunk)
-        else:
-            self.err.add(chunk)
-            if self.err_lines is not None:
-                self.err_lines.feed(chunk)
+        self._take(fd, chunk)
 
     def close_pipes(self, *, finish_lines: bool = True) -> None:
         self.close_stdin()
@@ -670,8 +665,6 @@ def run_process(
     ``"spawn_failed"``. Raises ``ValueError`` for an empty argv, and re-raises any exception
     from a callback (or ``KeyboardInterrupt``) after stopping the process tree.
     """
-    if not spec.argv:
-        raise ValueError("ProcessSpec.argv is empty")
     loop = EventLoop()  # this thread's own: the run's waits (a grace period) happen right here
     started = _spawn(
         spec,
@@ -721,6 +714,8 @@ def _spawn(
     stderr_line_pattern: re.Pattern[bytes] | None = None,
 ) -> _Run | ProcessOutcome:
     """Start ``spec`` (log, cgroup, child): the run to watch, or why it could not start."""
+    if not spec.argv:
+        raise ValueError("ProcessSpec.argv is empty")
     start = time.monotonic()
     try:
         log = OutputLog(spec.log_path, limits.log_max_bytes)
@@ -813,12 +808,10 @@ def watch_process(
     once when it could not start (``on_done`` is then not called).  ``cancel``, set from any
     thread, is seen within a poll interval (on the loop's thread, :meth:`Watched.cancel` acts
     at once).  ``on_stdout_line`` is
-    called on the loop's thread.  An exception from it, or from ``on_done``, leaves
-    ``loop.run_once``: the loop's owner decides what becomes of the run (it may be left
-    watched, half-read); a callback that can fail must catch its own errors.
+    called on the loop's thread.  An exception from it (an error of the caller's, not the
+    child's doing) stops the run's tree and ends it as ``"worker_crashed"``; the loop and
+    its other runs go on.  ``on_done`` must not raise.
     """
-    if not spec.argv:
-        raise ValueError("ProcessSpec.argv is empty")
     started = _spawn(
         spec,
         limits,
