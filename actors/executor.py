@@ -78,7 +78,6 @@ from protocol.bridge import AnswerEscalation, Refused
 from protocol.events import ServiceRestarted, WorkerRestarted
 from protocol.messages import (
     AttemptCrashed,
-    AttemptResult,
     BeginRun,
     Boot,
     ChildExited,
@@ -351,15 +350,8 @@ class Executor(TreeActor):
         return worker
 
     def _begin_inline(self, worker_id: str, run: RunTask, cancel: threading.Event) -> None:
-        argv = self.inline.argv_for(run.order) if self.inline is not None else None
-        if self.inline is None or argv is None:  # cannot happen: the same order was accepted at dispatch
-            result = AttemptResult(ok=False, error_kind="worker_crashed", error="no longer runnable on the core")
-            order = run.order
-            self._tell_self(
-                WorkerFinished(worker_id=worker_id, task_id=order.task_id, attempt=order.attempt, result=result)
-            )
-            return
-        self.inline.start(worker_id, run.order, argv, cancel)
+        if self.inline is not None:
+            self.inline.start(worker_id, run.order, cancel)
 
     def _new_worker(self, worker_id: str) -> Worker:
         cancel = threading.Event()

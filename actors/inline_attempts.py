@@ -86,7 +86,13 @@ class InlineAttempts:
         except Exception:  # noqa: BLE001 - the backend's run() says what is wrong, on a worker
             return None
 
-    def start(self, worker_id: str, order: WorkOrder, argv: tuple[str, ...], cancel: threading.Event) -> None:
+    def start(self, worker_id: str, order: WorkOrder, cancel: threading.Event) -> None:
+        """Begin an attempt :meth:`argv_for` accepted when it was dispatched."""
+        argv = self.argv_for(order)
+        if argv is None:  # the same order was accepted at dispatch: only a bug of ours gets here
+            result = AttemptResult(ok=False, error_kind="worker_crashed", error="no longer runnable on the core")
+            self.post(WorkerFinished(worker_id=worker_id, task_id=order.task_id, attempt=order.attempt, result=result))
+            return
         attempt = _Attempt(self, worker_id, order, argv, cancel)
         self.running[worker_id] = attempt
         attempt.begin()
