@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -42,16 +42,9 @@ from protocol.messages import AttemptCrashed, AttemptResult, WorkerFinished, Wor
 from session.attempt_trees import after_attempt, before_attempt, own_filter
 from session.git_trees import repo_root
 
-__all__ = ["InlineAttempts", "InlineBackend"]
+__all__ = ["InlineAttempts"]
 
 log = logging.getLogger("executor.root")
-
-
-class InlineBackend(Protocol):
-    """A backend whose attempt is one process the caller may watch itself."""
-
-    def inline_argv(self, order: WorkOrder) -> tuple[str, ...] | None:
-        """The attempt's argv; None when only the backend's ``run`` can say what is wrong."""
 
 
 class InlineAttempts:
@@ -75,8 +68,9 @@ class InlineAttempts:
         self.running: dict[str, _Attempt] = {}
 
     def argv_for(self, order: WorkOrder) -> tuple[str, ...] | None:
-        """The argv when ``order`` can run on the Executor's thread, else None (a TeamWorker runs it)."""
-        # getattr, not isinstance(backend, InlineBackend): a runtime Protocol check costs ~20 µs.
+        """The argv when ``order`` can run on the Executor's thread, else None (a TeamWorker runs
+        it).  A backend offers this with ``inline_argv(order) -> argv | None`` (``command``,
+        ``demo``); a getattr, where a runtime-checkable Protocol would cost ~20 µs a check."""
         inline_argv = getattr(self.backends.get(order.role), "inline_argv", None)
         if order.worktree or order.gates or inline_argv is None:
             return None
