@@ -29,7 +29,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -42,6 +42,7 @@ __all__ = [
     "Descendants",
     "ProcessTable",
     "cgroups_available",
+    "find_program",
     "stop_pids",
     "sweep",
 ]
@@ -208,6 +209,15 @@ def _on_path(program: str, search_path: str) -> str | None:
     return found
 
 
+def find_program(program: str, env: Mapping[str, str], cwd: str) -> str | None:
+    """Where ``program`` is, as the child's exec would find it: a path with a ``/`` from
+    ``cwd``, a bare name on the ``PATH`` of ``env``; None where it is not a runnable file."""
+    if "/" in program:
+        joined = os.path.join(cwd, program)
+        return joined if _runnable(joined) else None
+    return _on_path(program, env.get("PATH", os.defpath))
+
+
 @functools.cache
 def _shell_runnable() -> bool:
     return os.access(_SHELL, os.X_OK)
@@ -246,12 +256,7 @@ class AttemptCgroup:
         None when the program cannot be found: the caller runs ``argv`` as it is and reports
         that error (there is then nothing to contain).
         """
-        program = argv[0]
-        if "/" in program:
-            joined = os.path.join(cwd, program)
-            found = joined if _runnable(joined) else None
-        else:
-            found = _on_path(program, env.get("PATH", os.defpath))
+        found = find_program(argv[0], env, cwd)
         if not found or not _shell_runnable():
             return None
         # The program by its absolute path: the shell's `exec` must never read it as an option.

@@ -46,6 +46,8 @@ from backends.event_loop import EventLoop, Timer
 from backends.output_capture import LineSplitter, OutputLog, Tail
 from backends.process_tree import group_exists, signal_name, stop_tree
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
+from backends.spawn import Child
+from backends.spawn import start as start_child
 from session.processes import started_at
 from session.redaction import register_environment
 
@@ -89,15 +91,6 @@ def _spawn_error_message(exc: OSError, spec: ProcessSpec) -> str:
 
 
 @functools.cache
-def _own_niceness() -> int:
-    """This process's niceness, read once: the agents' is set relative to it on every attempt."""
-    return os.getpriority(os.PRIO_PROCESS, 0)
-
-
-os.register_at_fork(after_in_child=_own_niceness.cache_clear)
-
-
-@functools.cache
 def _devnull() -> int:
     """``/dev/null`` for every child's stdin, opened once (``subprocess.DEVNULL`` opens and
     closes it on every spawn).  Close-on-exec: only the child's stdin holds it."""
@@ -131,7 +124,7 @@ class _Run:
     def __init__(
         self,
         *,
-        proc: subprocess.Popen[bytes],
+        proc: Child,
         create_time: float,
         start: float,
         limits: ProcessLimits,
@@ -722,22 +715,15 @@ def _spawn(
     except OSError as exc:
         return _not_started(f"cannot open log file {spec.log_path}: {exc.strerror or exc}", start)
     cgroup = AttemptCgroup.create(spec.env.get("TEAM_EXECUTOR_MARKER"))
-    argv = cgroup.wrap(spec.argv, spec.env, spec.cwd) if cgroup is not None else None
-    if argv is None and cgroup is not None:
-        cgroup.remove()  # the program cannot be found: Popen says so, and nothing runs to contain
-        cgroup = None
     try:
         register_environment(spec.env)  # before any output: what it prints of its keys is masked
-        proc = subprocess.Popen(
-            list(argv or spec.argv),
+        proc, contained = start_child(
+            spec.argv,
+            env=spec.env,
             cwd=spec.cwd,
-            env=dict(spec.env),
-            stdin=_devnull() if spec.stdin_data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            bufsize=0,  # the pipes are read with os.read: no buffered file objects to set up
+            stdin=_devnull() if spec.stdin_data is None else None,
+            cgroup=cgroup,
+            nice=limits.nice if limits.nice > 0 else 0,
         )
     except OSError as exc:
         log.close()
@@ -746,12 +732,12 @@ def _spawn(
         return _not_started(_spawn_error_message(exc, spec), start)
     except BaseException:
         log.close()
+        if cgroup is not None:
+            cgroup.remove()
         raise
-    if limits.nice > 0:
-        # The child is the cgroup wrapper at this point (vfork returned at its exec): the
-        # program it runs next, and all it starts, inherit the niceness.
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, _own_niceness() + limits.nice))
+    if cgroup is not None and not contained:
+        cgroup.remove()  # it runs outside: its descendants are followed instead
+        cgroup = None
     create_time = started_at(proc.pid)
     if create_time is None:
         create_time = time.time()  # cannot happen for an unreaped child; close enough

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from backends import spawn
 from backends.process import run_process
 from backends.process_tree import stop_tree
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
@@ -59,6 +60,17 @@ def wait_gone(pid: int, timeout: float = 15.0) -> bool:
 
 def pids_from(outcome: ProcessOutcome) -> list[int]:
     return [int(tok) for tok in outcome.stdout_tail.split() if tok.isdigit()]
+
+
+@pytest.fixture(autouse=True, params=["helper", "popen"])
+def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each way of starting a child (backends/spawn.py): the compiled
+    helper, and ``subprocess`` with the shell that joins the cgroup, where it is not built."""
+    if request.param == "popen":
+        monkeypatch.setattr(spawn, "HELPER", None)
+    elif spawn.HELPER is None:
+        pytest.skip("the spawn helper is not built here (no C compiler at install)")
+    return str(request.param)
 
 
 @pytest.fixture

@@ -235,7 +235,11 @@ def attempt(n, script):
     return outcome.stdout_tail.decode().split()[0]
 where = "grep team-executor /proc/self/cgroup | cut -d: -f3"
 seen = [attempt(1, where), attempt(2, where)]
-seen.append(attempt(3, where + "; setsid sleep 30 </dev/null >/dev/null 2>&1 &"))  # escapes its group
+# Escapes its group, and the attempt waits until it has: one still on its way out is stopped
+# with the group (and its cgroup, then empty, kept).
+escape = "setsid sh -c 'touch escaped; exec sleep 30' </dev/null >/dev/null 2>&1 & "
+escape += "while [ ! -e escaped ]; do sleep 0.01; done"
+seen.append(attempt(3, where + "; " + escape))
 seen.append(attempt(4, where))
 print(json.dumps({"seen": seen, "base": str(_base()), "owner": f"{os.getpid()}-"}))
 """

@@ -1,0 +1,15 @@
+# The compiled helper (backends/_spawn.c); see its docstring.
+def spawn(
+    path: bytes,
+    argv: list[bytes],
+    envp: list[bytes],
+    cwd: bytes | None,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    cgroup_fd: int,
+    new_session: bool,
+    nice: int,
+    max_fd: int,
+    /,
+) -> int: ...

@@ -1,0 +1,224 @@
+"""Start an attempt's child: with the compiled helper where it was built, else with ``subprocess``.
+
+The helper (``backends/_spawn.c``, compiled at install by ``hatch_build.py``) makes the child
+join its attempt's cgroup and exec the program itself: no ``/bin/sh`` in between (a second
+exec on every attempt), and the GIL released while the child starts.  Where it could not be
+built (no C compiler at install), :func:`start` is ``subprocess.Popen`` of the program, wrapped
+in the shell that joins the cgroup (:meth:`AttemptCgroup.wrap`), exactly as before.
+
+Either way the caller gets a :class:`Child`: the part of ``Popen`` a run uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Protocol
+
+from backends.containment import AttemptCgroup, find_program
+
+__all__ = ["HELPER", "Child", "start"]
+
+
+def _load_helper() -> Callable[..., int] | None:
+    try:
+        from backends._spawn import spawn  # noqa: PLC0415 - optional: compiled at install where a C compiler is
+    except ImportError:
+        return None
+    return spawn
+
+
+#: The compiled helper's spawn, or None where it was not built (tests set it to None for the fallback).
+HELPER: Callable[..., int] | None = _load_helper()
+
+
+class Child(Protocol):
+    """A started child process, as ``subprocess.Popen`` shows it (the part a run uses)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+    @property
+    def stderr(self) -> IO[bytes] | None: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class _Spawned:
+    """A child the helper started: reaped as ``Popen`` reaps, by its pid."""
+
+    def __init__(
+        self, pid: int, args: Sequence[str], stdin: IO[bytes] | None, stdout: IO[bytes], stderr: IO[bytes]
+    ) -> None:
+        self.pid = pid
+        self.args = args
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._reap(os.WNOHANG)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            while self.returncode is None:
+                self._reap(0)
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        delay = 0.0005  # as Popen.wait polls: short at first, at most 50 ms
+        while self.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(list(self.args), timeout)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+        assert self.returncode is not None  # noqa: S101 - poll() just said so
+        return self.returncode
+
+    def _reap(self, options: int) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, options)
+        except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): Popen says 0 too
+            self.returncode = 0
+            return
+        if pid == self.pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
+
+@functools.cache
+def _max_fd() -> int:
+    """Where the child stops closing descriptors if the kernel has no close_range (before 5.9)."""
+    try:
+        return min(int(os.sysconf("SC_OPEN_MAX")), 1 << 16)
+    except (OSError, ValueError):
+        return 4096
+
+
+def _environment(env: Mapping[str, str]) -> list[bytes]:
+    entries = []
+    for name, value in env.items():
+        key = os.fsencode(name)
+        if not key or b"=" in key:  # as Popen refuses it
+            raise ValueError(f"illegal environment variable name: {name!r}")
+        entries.append(key + b"=" + os.fsencode(value))
+    return entries
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str,
+    stdin: int | None,
+    cgroup: AttemptCgroup | None,
+    nice: int,
+) -> tuple[Child, bool]:
+    """Start ``argv`` in ``cwd`` with exactly ``env``, in a session of its own, its stdout and
+    stderr pipes to us, its stdin the descriptor ``stdin`` (None: a pipe to us); in ``cgroup``
+    where given; ``nice`` added to its niceness.  The child, and whether it joined ``cgroup``.
+    Raises OSError as ``Popen`` does when it cannot start (the program not found, not
+    executable, the directory missing)."""
+    if HELPER is None:
+        return _start_with_popen(argv, env=env, cwd=cwd, stdin=stdin, cgroup=cgroup, nice=nice)
+    # A path is run as it is (its exec says what is wrong with it); a name is looked for on PATH.
+    program = os.path.join(cwd, argv[0]) if "/" in argv[0] else find_program(argv[0], env, cwd)
+    if program is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    program = os.path.abspath(program)  # the child enters cwd before its exec
+    envp = _environment(env)
+    child_fds: list[int] = []
+    ours: list[int] = []
+    to_child = -1
+    try:
+        if stdin is None:
+            child_in, to_child = os.pipe()
+            child_fds.append(child_in)
+            ours.append(to_child)
+        else:
+            child_in = stdin
+        from_out, child_out = os.pipe()
+        ours.append(from_out)
+        child_fds.append(child_out)
+        from_err, child_err = os.pipe()
+        ours.append(from_err)
+        child_fds.append(child_err)
+        procs = os.open(cgroup.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) if cgroup is not None else -1
+        try:
+            pid = HELPER(
+                os.fsencode(program),
+                [os.fsencode(word) for word in argv],
+                envp,
+                os.fsencode(cwd),
+                child_in,
+                child_out,
+                child_err,
+                procs,
+                True,
+                nice,
+                _max_fd(),
+            )
+        finally:
+            if procs >= 0:
+                os.close(procs)
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in child_fds:
+            os.close(fd)
+    child = _Spawned(
+        pid,
+        argv,
+        open(to_child, "wb", buffering=0) if stdin is None else None,  # noqa: SIM115 - the run closes it
+        open(from_out, "rb", buffering=0),  # noqa: SIM115 - the run closes it
+        open(from_err, "rb", buffering=0),  # noqa: SIM115 - the run closes it
+    )
+    return child, cgroup is not None
+
+
+def _start_with_popen(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: str, stdin: int | None, cgroup: AttemptCgroup | None, nice: int
+) -> tuple[Child, bool]:
+    # None when the program cannot be found: Popen then says so (or finds what we did not,
+    # and it runs outside the cgroup: the caller follows it by its descendants instead).
+    wrapped = cgroup.wrap(argv, dict(env), cwd) if cgroup is not None else None
+    proc = subprocess.Popen(
+        list(wrapped or argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.PIPE if stdin is None else stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+        bufsize=0,  # the pipes are read with os.read: no buffered file objects to set up
+    )
+    if nice > 0:
+        # The child is the cgroup wrapper at this point (vfork returned at its exec): the
+        # program it runs next, and all it starts, inherit the niceness.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, _own_niceness() + nice))
+    return proc, wrapped is not None
+
+
+@functools.cache
+def _own_niceness() -> int:
+    """This process's niceness, read once: the agents' is set relative to it on every attempt."""
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+os.register_at_fork(after_in_child=_own_niceness.cache_clear)

@@ -1,0 +1,118 @@
+"""Starting a child (backends/spawn.py): the compiled helper against what Popen and the shell did.
+
+The helper must give the child everything ``subprocess.Popen(..., start_new_session=True,
+close_fds=True)`` behind ``sh -c 'echo $$ > cgroup.procs; exec ...'`` gave it, with no shell in
+between.  Each test looks at a real child from the outside (/proc) while it waits for us.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from backends import spawn
+from backends.containment import AttemptCgroup, cgroups_available
+
+needs_helper = pytest.mark.skipif(spawn.HELPER is None, reason="the spawn helper is not built here")
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {name: value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+
+def _started(tmp_path: Path, **options: object) -> Iterator[tuple[spawn.Child, bool]]:
+    """A child that waits on its stdin until we close it; reaped at the end."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ONLY": "this"}
+    child, contained = spawn.start(("cat",), env=env, cwd=str(tmp_path), stdin=None, **options)  # type: ignore[arg-type]
+    try:
+        yield child, contained
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+        for stream in (child.stdout, child.stderr):
+            assert stream is not None
+            stream.close()
+
+
+@pytest.fixture
+def cgroup() -> Iterator[AttemptCgroup | None]:
+    made = AttemptCgroup.create("test-spawn") if cgroups_available() else None
+    yield made
+    if made is not None:
+        made.remove()
+
+
+@needs_helper
+def test_the_helper_runs_the_program_itself_in_the_cgroup_in_a_session_of_its_own(
+    tmp_path: Path, cgroup: AttemptCgroup | None
+) -> None:
+    for child, contained in _started(tmp_path, cgroup=cgroup, nice=3):
+        pid = child.pid
+        assert os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(shutil.which("cat") or "")  # no shell
+        assert os.getsid(pid) == pid
+        assert os.getpgid(pid) == pid
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
+        assert Path(os.readlink(f"/proc/{pid}/cwd")) == tmp_path
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert sorted(filter(None, environ)) == sorted([b"ONLY=this", f"PATH={os.environ.get('PATH')}".encode()])
+        if cgroup is not None:
+            assert contained
+            assert str(pid) in (cgroup.path / "cgroup.procs").read_text().split()
+
+
+@needs_helper
+def test_the_child_holds_only_its_three_descriptors_and_no_signal_of_ours(tmp_path: Path) -> None:
+    leaked = os.open(os.devnull, os.O_RDONLY)  # inheritable on purpose: the child must not get it
+    os.set_inheritable(leaked, True)
+    try:
+        for child, _ in _started(tmp_path, cgroup=None, nice=0):
+            assert sorted(int(fd) for fd in os.listdir(f"/proc/{child.pid}/fd")) == [0, 1, 2]
+            status = _status(child.pid)
+            # Python ignores SIGPIPE and SIGXFSZ and catches SIGINT: the child gets the defaults,
+            # and no signal blocked (the helper blocks them all around its clone).
+            assert int(status["SigIgn"], 16) == 0
+            assert int(status["SigBlk"], 16) == 0
+            assert int(status["SigCgt"], 16) == 0
+    finally:
+        os.close(leaked)
+
+
+@needs_helper
+def test_what_cannot_start_says_why_as_popen_does(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    script = tmp_path / "script.sh"
+    script.write_text("echo hi\n")  # not executable
+    text = tmp_path / "data"
+    text.write_text("not a program\n")
+    text.chmod(0o755)
+    cases = [
+        (("no-such-program-xyz",), str(tmp_path), FileNotFoundError, "no-such-program-xyz"),
+        ((str(script),), str(tmp_path), PermissionError, str(script)),
+        (("/bin/true",), str(tmp_path / "missing"), FileNotFoundError, str(tmp_path / "missing")),
+        ((str(text),), str(tmp_path), OSError, str(text)),  # ENOEXEC: no shell guesses for us
+    ]
+    open_before = sorted(os.listdir("/proc/self/fd"))
+    for argv, cwd, error, filename in cases:
+        with pytest.raises(error) as raised:
+            spawn.start(argv, env=env, cwd=cwd, stdin=None, cgroup=None, nice=0)
+        assert raised.value.filename == filename
+    # Nothing was left behind: every child that failed was reaped, every pipe closed.
+    assert [child for child in psutil.Process().children() if child.status() == psutil.STATUS_ZOMBIE] == []
+    assert sorted(os.listdir("/proc/self/fd")) == open_before
+
+
+def test_the_helper_is_built_wherever_the_install_had_a_c_compiler() -> None:
+    # The fallback works everywhere, so a helper that silently failed to build would only
+    # show as a slower run: here it fails a test instead.
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None or not os.path.exists(sysconfig.get_paths()["include"]):
+        pytest.skip("no C compiler or no Python headers here: the helper is optional")
+    assert spawn.HELPER is not None, "pip install -e . should have compiled backends/_spawn.c (see hatch_build.py)"
