@@ -208,9 +208,22 @@ def _escape_body(text: str, start: int, value: str) -> int:
     return 1 if value[0] in _ESCAPE_LETTERS or value[0] == "/" else 0
 
 
+def _may_follow_a_lead(text: str, start: int) -> bool:
+    """A necessary condition for :data:`_LEAD` to match right before ``start``, cheap enough
+    for every path in a prompt (each a :data:`_VALUE` match): every match of it ends in ``:``
+    or ``=`` and then only whitespace, quotes and a backslash, or in ``bearer``/``basic``
+    and whitespace, so in an ``r`` or a ``c`` (its ``(?i)`` folds no other letter to them)."""
+    at = start - 1
+    while at >= 0 and (text[at].isspace() or text[at] in "\"'\\"):
+        at -= 1
+    return at >= 0 and text[at] in ":=rRcC"
+
+
 def _mask_after_lead(text: str) -> str:
     def one(match: re.Match[str]) -> str:
         whole = match.group(0)
+        if not _may_follow_a_lead(text, match.start()):
+            return whole  # a path or a word in running text: no secret-like name right before it
         keep = _escape_body(text, match.start(), whole)
         value = whole[keep:]
         if len(_DIGIT.findall(value)) < 2 or not _LETTER.search(value):

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from session.redaction import (
+    _LEAD,
     RedactingFilter,
     RedactingWriter,
     Verbatim,
+    _may_follow_a_lead,
     is_secret_name,
     mask,
     redact,
@@ -284,3 +289,29 @@ def test_encoded_json_stays_decodable_and_masked_whatever_escape_stands_before_a
         redacted = redact(encoded)
         assert secret not in redacted, encoded
         assert "…" in json.loads(redacted)["out"], encoded
+
+
+_LEAD_ALPHABET = "abceirsBCEIRS:=\"'\\ \t\nıİſK/_-.0123456789xyz"
+
+
+@given(before=st.text(alphabet=_LEAD_ALPHABET, max_size=24))
+@settings(max_examples=3000, deadline=None)
+def test_the_cheap_look_before_a_value_never_rules_out_what_the_lead_pattern_finds(before: str) -> None:
+    # _may_follow_a_lead skips _LEAD for most values (every path in a prompt): it may say yes
+    # where _LEAD says no, never the other way round, or a key after "token: " goes unmasked.
+    if _LEAD.search(before) is not None:
+        assert _may_follow_a_lead(before + "x", len(before))
+
+
+def test_a_value_after_a_lead_is_masked_and_a_path_in_running_text_is_not() -> None:
+    key = "Zq3xW8vR2tY6uP0sN4mK7jH"
+    for lead in ("token: ", "api_key=", '"password": "', "Authorization: Bearer ", "BASİC ", "secret:\\t"):
+        assert key not in redact(f"{lead}{key}"), lead
+    path = "/work/project/artifacts/T-000123-analysis.md"
+    assert redact(f"read {path} first: it lists 12 files") == f"read {path} first: it lists 12 files"
+
+
+def test_no_letter_but_r_and_c_ends_a_bearer_or_basic_lead() -> None:
+    # What _may_follow_a_lead relies on: (?i) folds the long s to "s" and the dotted I to "i", no letter to "r" or "c".
+    folds = re.compile("(?i)[rc]")
+    assert [chr(code) for code in range(0x110000) if folds.fullmatch(chr(code))] == ["C", "R", "c", "r"]
