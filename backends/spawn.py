@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
 import subprocess
 import time
@@ -23,6 +24,8 @@ from typing import IO, Protocol
 from backends.containment import AttemptCgroup, find_program
 
 __all__ = ["HELPER", "Child", "start"]
+
+log = logging.getLogger("executor.process")
 
 
 def _load_helper() -> Callable[..., int] | None:
@@ -155,21 +158,28 @@ def start(
         from_err, child_err = os.pipe()
         ours.append(from_err)
         child_fds.append(child_err)
-        procs = os.open(cgroup.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) if cgroup is not None else -1
+        procs = _open_procs(cgroup)
         try:
-            pid = HELPER(
-                os.fsencode(program),
-                [os.fsencode(word) for word in argv],
-                envp,
-                os.fsencode(cwd),
-                child_in,
-                child_out,
-                child_err,
-                procs,
-                True,
-                nice,
-                _max_fd(),
-            )
+            words = [os.fsencode(word) for word in argv]
+
+            def spawn(into: int) -> int:
+                return HELPER(
+                    os.fsencode(program), words, envp, os.fsencode(cwd), child_in, child_out, child_err,
+                    into, True, nice, _max_fd(),
+                )  # fmt: skip
+
+            try:
+                pid = spawn(procs)
+            except OSError as error:
+                if procs < 0 or error.filename != "<cgroup>":
+                    raise
+                # The cgroup refused it (removed meanwhile, a limit, a controller turned on): it
+                # runs outside, followed by its descendants, as where there are no cgroups.
+                where = cgroup.path if cgroup is not None else "its cgroup"
+                log.warning("%s could not join %s (%s): its descendants are followed instead", argv[0], where, error)
+                os.close(procs)
+                procs = -1
+                pid = spawn(-1)
         finally:
             if procs >= 0:
                 os.close(procs)
@@ -187,7 +197,19 @@ def start(
         open(from_out, "rb", buffering=0),  # noqa: SIM115 - the run closes it
         open(from_err, "rb", buffering=0),  # noqa: SIM115 - the run closes it
     )
-    return child, cgroup is not None
+    return child, procs >= 0
+
+
+def _open_procs(cgroup: AttemptCgroup | None) -> int:
+    """The cgroup's ``cgroup.procs``, open for the child to join it; -1 without one, or when it
+    cannot be opened (removed meanwhile): the child then runs outside it."""
+    if cgroup is None:
+        return -1
+    try:
+        return os.open(cgroup.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as error:
+        log.warning("cannot open %s/cgroup.procs (%s): its descendants are followed instead", cgroup.path, error)
+        return -1
 
 
 def _start_with_popen(

@@ -120,3 +120,28 @@ def test_the_helper_is_built_wherever_the_install_had_a_c_compiler() -> None:
     if shutil.which(compiler) is None or not os.path.exists(sysconfig.get_paths()["include"]):
         pytest.skip("no C compiler or no Python headers here: the helper is optional")
     assert spawn.HELPER is not None, "pip install -e . should have compiled backends/_spawn.c (see hatch_build.py)"
+
+
+@needs_helper
+def test_a_child_its_cgroup_refuses_runs_outside_it_and_the_run_knows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shell before it ran the program uncontained without a word when the join failed; now
+    # the run is told, and follows the child by its descendants.  A descriptor the child cannot
+    # write to is a join the kernel refuses, as a cgroup removed meanwhile or over a limit is.
+    monkeypatch.setattr(spawn, "_open_procs", lambda cgroup: os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    for child, contained in _started(tmp_path, cgroup=AttemptCgroup(tmp_path / "a-cgroup"), nice=0):
+        assert not contained
+        assert os.path.realpath(f"/proc/{child.pid}/exe") == os.path.realpath(shutil.which("cat") or "")
+
+
+@pytest.mark.skipif(not cgroups_available(), reason="attempts run in cgroups only where one can be made")
+def test_a_cgroup_removed_before_the_start_leaves_the_child_outside_it(tmp_path: Path) -> None:
+    gone = AttemptCgroup.create("test-spawn-gone")
+    assert gone is not None
+    gone.path.rmdir()
+    if spawn.HELPER is None:
+        pytest.skip("the shell of the fallback still joins silently (it cannot say it failed)")
+    for child, contained in _started(tmp_path, cgroup=gone, nice=0):
+        assert not contained
+        assert child.poll() is None
