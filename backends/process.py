@@ -297,10 +297,10 @@ class _Run:
 
         self.loop.run_blocking(stop, self._done)
 
-    def _end_shared(self) -> ProcessOutcome:
-        """:meth:`end` on a helper of a shared loop: what it raises ends the run as ``worker_crashed``."""
+    def _end_shared(self, *, nothing_left: bool = False) -> ProcessOutcome:
+        """:meth:`end` on a shared loop: what it raises ends the run as ``worker_crashed``."""
         try:
-            return self.end()
+            return self.end(nothing_left=nothing_left)
         except Exception as error:  # noqa: BLE001 - end() has stopped the tree (abort) before raising
             self.reason = "worker_crashed"
             self.reason_msg = f"the executor failed ending it: {type(error).__name__}: {error}"
@@ -469,7 +469,7 @@ class _Run:
         self.finishing = True
         self._unwatch()
         if self.reason is None and self.exited_at is not None and not self.open_outputs and self._nothing_left():
-            self._done(self._end_shared() if self.shared else self.end())
+            self._done(self._end_shared(nothing_left=True) if self.shared else self.end(nothing_left=True))
         else:
             self.loop.run_blocking(self._end_shared if self.shared else self.end, self._done)
 
@@ -489,14 +489,21 @@ class _Run:
         if self.on_done is not None:
             self.on_done(outcome)
 
-    def end(self) -> ProcessOutcome:
-        """Stop what must be stopped, reap the child, contain what is left; may wait."""
+    def end(self, *, nothing_left: bool = False) -> ProcessOutcome:
+        """Stop what must be stopped, reap the child, contain what is left; may wait.
+
+        ``nothing_left``: :meth:`_nothing_left` has just seen the child reaped and its group and
+        cgroup empty; with no process left to start another, they are not looked at again."""
         try:
             if self.reason is not None:
                 self.kill()
             returncode = self.reap()
-            self.cleanup_group()  # a background grandchild that outlived the child
-            self.contain()  # and one that left the group (setsid) and the marker (env -i)
+            if nothing_left:
+                if self.cgroup is not None:
+                    self.cgroup.release()  # empty: kept for the next attempt
+            else:
+                self.cleanup_group()  # a background grandchild that outlived the child
+                self.contain()  # and one that left the group (setsid) and the marker (env -i)
         except BaseException:
             self.abort()
             raise

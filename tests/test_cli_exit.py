@@ -13,27 +13,30 @@ from pathlib import Path
 
 import pytest
 
-from backends.containment import _base, cgroups_available
+from actors.run import _session_marker
+from backends.containment import _base, _tag, cgroups_available
 from tests.conftest import run_executor
 from tests.sessions import layered_session
 
 
-def _cgroups() -> set[str]:
+def _cgroups_of(session: Path) -> set[str]:
+    """The cgroups of ``session``'s attempts (named after its marker: other runs on this machine
+    make theirs meanwhile)."""
     base = _base()
     assert base is not None
-    return {entry.name for entry in base.iterdir() if entry.is_dir()}
+    tag = _tag(_session_marker(session))
+    return {entry.name for entry in base.iterdir() if entry.is_dir() and entry.name.startswith(f"{tag}-")}
 
 
 @pytest.mark.skipif(not cgroups_available(), reason="attempts run in cgroups only where one can be made")
 def test_a_run_removes_the_cgroups_it_kept_for_reuse_when_it_exits(tmp_path: Path) -> None:
     echo = 'backend: command\ncommand: ["echo", "{task_id} done"]\n'
     folder = layered_session(tmp_path / "dag", layers=3, width=10, role_extra={"worker": echo})
-    before = _cgroups()
     result = run_executor("run", "--session", str(folder), "--max-workers", "4")
     assert result.returncode == 0, result.stdout + result.stderr
     # An attempt's emptied cgroup is kept for the next one and removed by an atexit handler:
     # an exit that skipped the handlers would leave up to 4 here.
-    assert _cgroups() - before == set()
+    assert _cgroups_of(folder) == set()
 
 
 def test_the_exit_status_and_the_last_words_reach_a_pipe(tmp_path: Path) -> None:
