@@ -29,10 +29,20 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def _started(tmp_path: Path, **options: object) -> Iterator[tuple[spawn.Child, bool]]:
-    """A child that waits on its stdin until we close it; reaped at the end."""
+    """A child running `cat` (it echoes a line back: the program runs, not just its exec has
+    begun, so /proc shows its environment) until we close its stdin; reaped at the end."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ONLY": "this"}
     child, contained = spawn.start(("cat",), env=env, cwd=str(tmp_path), stdin=None, **options)  # type: ignore[arg-type]
     try:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        child.stdin.write(b"ready\n")
+        echoed = b""
+        while not echoed.endswith(b"\n"):
+            chunk = child.stdout.read(64)
+            assert chunk, "cat ended before it echoed"
+            echoed += chunk
+        assert echoed == b"ready\n"
         yield child, contained
     finally:
         assert child.stdin is not None
