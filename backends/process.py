@@ -730,7 +730,7 @@ def _spawn(
             cwd=spec.cwd,
             stdin=_devnull() if spec.stdin_data is None else None,
             cgroup=cgroup,
-            nice=limits.nice if limits.nice > 0 else 0,
+            nice=max(limits.nice, 0),
         )
     except OSError as exc:
         log.close()

@@ -158,28 +158,24 @@ def start(
         from_err, child_err = os.pipe()
         ours.append(from_err)
         child_fds.append(child_err)
+        path, words, directory = os.fsencode(program), [os.fsencode(word) for word in argv], os.fsencode(cwd)
+
+        def spawn(into: int) -> int:
+            return HELPER(path, words, envp, directory, child_in, child_out, child_err, into, True, nice, _max_fd())
+
         procs = _open_procs(cgroup)
+        joined = procs >= 0
         try:
-            words = [os.fsencode(word) for word in argv]
-
-            def spawn(into: int) -> int:
-                return HELPER(
-                    os.fsencode(program), words, envp, os.fsencode(cwd), child_in, child_out, child_err,
-                    into, True, nice, _max_fd(),
-                )  # fmt: skip
-
-            try:
-                pid = spawn(procs)
-            except OSError as error:
-                if procs < 0 or error.filename != "<cgroup>":
-                    raise
-                # The cgroup refused it (removed meanwhile, a limit, a controller turned on): it
-                # runs outside, followed by its descendants, as where there are no cgroups.
-                where = cgroup.path if cgroup is not None else "its cgroup"
-                log.warning("%s could not join %s (%s): its descendants are followed instead", argv[0], where, error)
-                os.close(procs)
-                procs = -1
-                pid = spawn(-1)
+            pid = spawn(procs)
+        except OSError as error:
+            if not joined or error.filename != "<cgroup>":
+                raise
+            # The cgroup refused it (removed meanwhile, a limit, a controller turned on): it
+            # runs outside, followed by its descendants, as where there are no cgroups.
+            where = cgroup.path if cgroup is not None else "its cgroup"
+            log.warning("%s could not join %s (%s): its descendants are followed instead", argv[0], where, error)
+            joined = False
+            pid = spawn(-1)
         finally:
             if procs >= 0:
                 os.close(procs)
@@ -197,7 +193,7 @@ def start(
         open(from_out, "rb", buffering=0),  # noqa: SIM115 - the run closes it
         open(from_err, "rb", buffering=0),  # noqa: SIM115 - the run closes it
     )
-    return child, procs >= 0
+    return child, joined
 
 
 def _open_procs(cgroup: AttemptCgroup | None) -> int:
