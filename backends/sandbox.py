@@ -12,6 +12,7 @@ import functools
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DEFAULT_ENV_ALLOW", "JailError", "allowlisted_env", "find_jail", "resolve_workdir"]
 
@@ -47,6 +48,28 @@ def _allow_rules(allow: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...
     return exact, tuple(name[:-1] for name in allow if name.endswith("*"))
 
 
+# The allowlisted part of os.environ, by allow list, with the environment it was taken from.
+_FROM_ENVIRON: dict[tuple[str, ...], tuple[dict[Any, Any], dict[str, str]]] = {}
+
+
+def _allowed_from_environ(rules: tuple[str, ...]) -> dict[str, str]:
+    """What ``rules`` let through from ``os.environ``, computed again only when the environment
+    changed: this runs for every attempt, and decoding each variable of the executor's
+    environment took longer than all else in building a worker's environment.  CPython keeps
+    the environment encoded in ``os.environ._data``: comparing that with a copy is one C loop."""
+    raw = getattr(os.environ, "_data", None)
+    cached = _FROM_ENVIRON.get(rules)
+    if cached is not None and isinstance(raw, dict) and cached[0] == raw:
+        return cached[1]
+    # The copy is taken first: a change made while this runs makes the next call look again.
+    taken = dict(raw) if isinstance(raw, dict) else None
+    exact, prefixes = _allow_rules(rules)
+    allowed = {k: v for k, v in os.environ.items() if k in exact or k.startswith(prefixes)}
+    if taken is not None:
+        _FROM_ENVIRON[rules] = (taken, allowed)
+    return allowed
+
+
 def allowlisted_env(
     extra: Mapping[str, str] | None = None,
     allow: Iterable[str] = DEFAULT_ENV_ALLOW,
@@ -59,9 +82,12 @@ def allowlisted_env(
     ``LC_*``). Then ``extra`` is laid on top (it wins, and is not filtered: that is where a
     worker's one API key goes). Returns a new dict; the inputs are not modified.
     """
-    src = os.environ if source is None else source
-    exact, prefixes = _allow_rules(tuple(allow))
-    env = {k: v for k, v in src.items() if k in exact or k.startswith(prefixes)}
+    rules = tuple(allow)
+    if source is None:
+        env = dict(_allowed_from_environ(rules))
+    else:
+        exact, prefixes = _allow_rules(rules)
+        env = {k: v for k, v in source.items() if k in exact or k.startswith(prefixes)}
     if extra:
         env.update(extra)
     return env

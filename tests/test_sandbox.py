@@ -39,6 +39,25 @@ def test_allowlisted_env_reads_the_real_environment_by_default(monkeypatch: pyte
     assert "PATH" in DEFAULT_ENV_ALLOW
 
 
+def test_allowlisted_env_follows_every_change_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The allowlisted part is remembered between calls: a change must still show at the next one,
+    # and what is handed out must not be the remembered dict itself.
+    monkeypatch.setenv("TZ", "UTC")
+    first = allowlisted_env()
+    first["TZ"] = "changed by a caller"
+    assert allowlisted_env()["TZ"] == "UTC"
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    monkeypatch.setenv("LC_PAPER", "de_DE")
+    env = allowlisted_env()
+    assert (env["TZ"], env["LC_PAPER"]) == ("Europe/Paris", "de_DE")
+    monkeypatch.delenv("TZ")
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    env = allowlisted_env()
+    assert "TZ" not in env
+    assert "GITHUB_TOKEN" not in env
+    assert allowlisted_env(allow=["GITHUB_*"]) == {"GITHUB_TOKEN": "t"}
+
+
 # --------------------------------------------------------------------------- jail
 
 
