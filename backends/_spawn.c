@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -40,7 +41,7 @@ struct child_args {
     const char *cwd;      /* NULL: stay */
     int fds[3];           /* become 0, 1, 2 */
     int cgroup_fd;        /* cgroup.procs, open for writing; -1: none */
-    int new_session;
+    int own_group;        /* a process group of its own, and no controlling terminal */
     int nice;             /* added to the niceness; 0: left alone */
     int max_fd;           /* close_range's fallback: close up to here */
     sigset_t old_mask;    /* the parent's mask, restored before the exec */
@@ -68,6 +69,26 @@ static int write_pid(int fd) {
     return write(fd, at, (size_t)length) == length ? 0 : -1;
 }
 
+/* A process group of the child's own (the run signals it as one), with no controlling terminal
+ * (it can neither read the terminal nor be stopped for trying), but in the executor's session.
+ * setsid() did both, and also gave every child a scheduling group of its own where the kernel
+ * groups by session (autogroup, on by default on most desktop Linux): there the niceness an
+ * agent is given only ranked it among its own descendants, and eight agents got eight times
+ * the executor's share of the CPU.  In the executor's session they share its group, below it.
+ * Where the terminal cannot be left that way (TIOCNOTTY refused), setsid() as before. */
+static int leave_the_terminal(void) {
+    int detached;
+    int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (tty >= 0) {
+        /* Not a session leader: this clears the child's own terminal, nobody else's. */
+        detached = ioctl(tty, TIOCNOTTY) == 0;
+        close(tty);
+    } else {
+        detached = errno == ENXIO; /* no controlling terminal to begin with */
+    }
+    return detached ? setpgid(0, 0) : (setsid() < 0 ? -1 : 0);
+}
+
 static int child_main(void *opaque) {
     struct child_args *args = opaque;
     /* The parent's handlers are Python's: in this child they would run on shared memory. */
@@ -84,7 +105,7 @@ static int child_main(void *opaque) {
         sigaction(sig, &action, NULL);
     }
     if (args->cgroup_fd >= 0 && write_pid(args->cgroup_fd) != 0) fail(args, STEP_CGROUP);
-    if (args->new_session && setsid() < 0) fail(args, STEP_SESSION);
+    if (args->own_group && leave_the_terminal() != 0) fail(args, STEP_SESSION);
     if (args->nice != 0) {
         errno = 0;
         int now = getpriority(PRIO_PROCESS, 0);
@@ -159,13 +180,13 @@ static const char *step_name(int step) {
 }
 
 PyDoc_STRVAR(spawn_doc,
-"spawn(path, argv, envp, cwd, stdin, stdout, stderr, cgroup_fd, new_session, nice, max_fd) -> pid\n\n"
+"spawn(path, argv, envp, cwd, stdin, stdout, stderr, cgroup_fd, own_group, nice, max_fd) -> pid\n\n"
 "Start `path` (bytes, as found: no PATH search) with `argv` and `envp` (lists of bytes) in\n"
 "`cwd` (bytes, or None to stay), the three file descriptors as its 0, 1 and 2, after\n"
-"writing its pid to `cgroup_fd` (-1: no cgroup), in a session of its own if `new_session`,\n"
-"`nice` added to its niceness.  Every other descriptor is closed in the child.  Raises\n"
-"OSError for a step that failed; its `filename` is the path for the exec, the cwd for\n"
-"chdir, and '<cgroup>' for joining the cgroup.");
+"writing its pid to `cgroup_fd` (-1: no cgroup), in a process group of its own and without\n"
+"a controlling terminal if `own_group`, `nice` added to its niceness.  Every other\n"
+"descriptor is closed in the child.  Raises OSError for a step that failed; its `filename`\n"
+"is the path for the exec, the cwd for chdir, and '<cgroup>' for joining the cgroup.");
 
 static PyObject *spawn(PyObject *module, PyObject *arguments) {
     (void)module;
@@ -174,7 +195,7 @@ static PyObject *spawn(PyObject *module, PyObject *arguments) {
     struct child_args args;
     memset(&args, 0, sizeof(args));
     if (!PyArg_ParseTuple(arguments, "yOOOiiiipii:spawn", &path, &argv_list, &envp_list, &cwd_object,
-                          &args.fds[0], &args.fds[1], &args.fds[2], &args.cgroup_fd, &args.new_session,
+                          &args.fds[0], &args.fds[1], &args.fds[2], &args.cgroup_fd, &args.own_group,
                           &args.nice, &args.max_fd)) {
         return NULL;
     }

@@ -8,7 +8,7 @@ def spawn(
     stdout: int,
     stderr: int,
     cgroup_fd: int,
-    new_session: bool,
+    own_group: bool,
     nice: int,
     max_fd: int,
     /,

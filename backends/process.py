@@ -2,8 +2,8 @@
 
 Rules it enforces (DESIGN.md section 4):
 
-- argv lists only, never a shell; the child gets its own session and process group
-  (``start_new_session=True``), so the whole group can be signalled at once;
+- argv lists only, never a shell; the child gets a process group of its own, so the whole
+  group can be signalled at once, and no controlling terminal (:mod:`backends.spawn`);
 - a wall-clock timeout and a no-output (hang) timeout, and a cancel event;
 - stopping is tree-wide: the process group plus every psutil descendant, SIGTERM,
   a grace period, then SIGKILL (:func:`stop_tree`); at the end of every run, whatever is
@@ -629,7 +629,7 @@ def run_process(
 ) -> ProcessOutcome:
     """Run ``spec.argv`` to the end under ``limits`` and say how it ended.
 
-    The child runs without a shell, in a new session and process group, with exactly
+    The child runs without a shell, in a process group of its own and without a terminal, with exactly
     ``spec.env`` as its environment and ``spec.cwd`` as its working directory. Its stdout
     and stderr are read by the calling thread (``selectors``, up to 64 KiB at a time);
     memory stays bounded by the tails whatever the child prints, and the CPU spent on the

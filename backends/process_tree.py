@@ -77,7 +77,7 @@ def stop_tree(pid: int, create_time: float | None = None, grace_s: float = 5.0) 
     survivors (and the group again).
 
     The process group ``pid`` is signalled only when ``pid`` leads it (our workers are
-    started with ``start_new_session=True``) or when ``pid`` is gone but its group lives
+    started in a process group of their own) or when ``pid`` is gone but its group lives
     on (a grandchild that outlived the worker). The caller's own process and process group
     are never signalled.
 

@@ -6,6 +6,12 @@ exec on every attempt), and the GIL released while the child starts.  Where it c
 built (no C compiler at install), :func:`start` is ``subprocess.Popen`` of the program, wrapped
 in the shell that joins the cgroup (:meth:`AttemptCgroup.wrap`), exactly as before.
 
+With the helper the child gets a process group of its own and no controlling terminal but
+stays in the executor's session: where the kernel schedules by session (autogroup) a session of
+its own would have put every agent in a scheduling group of its own, beside the executor instead
+of below it, and the niceness it is given would have ranked it only among its own descendants.
+``subprocess`` cannot leave the terminal without a session of its own: there the child gets one.
+
 Either way the caller gets a :class:`Child`: the part of ``Popen`` a run uses.
 """
 
@@ -129,7 +135,8 @@ def start(
     cgroup: AttemptCgroup | None,
     nice: int,
 ) -> tuple[Child, bool]:
-    """Start ``argv`` in ``cwd`` with exactly ``env``, in a session of its own, its stdout and
+    """Start ``argv`` in ``cwd`` with exactly ``env``, in a process group of its own with no
+    controlling terminal (see the module's docstring), its stdout and
     stderr pipes to us, its stdin the descriptor ``stdin`` (None: a pipe to us); in ``cgroup``
     where given; ``nice`` added to its niceness.  The child, and whether it joined ``cgroup``.
     Raises OSError as ``Popen`` does when it cannot start (the program not found, not

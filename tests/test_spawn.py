@@ -7,9 +7,12 @@ between.  Each test looks at a real child from the outside (/proc) while it wait
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,15 +64,27 @@ def cgroup() -> Iterator[AttemptCgroup | None]:
         made.remove()
 
 
+def _terminal_of(pid: int) -> int:
+    """The controlling terminal's device number from /proc (0: none)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[4])
+
+
 @needs_helper
-def test_the_helper_runs_the_program_itself_in_the_cgroup_in_a_session_of_its_own(
+def test_the_helper_runs_the_program_itself_in_the_cgroup_in_a_process_group_of_its_own(
     tmp_path: Path, cgroup: AttemptCgroup | None
 ) -> None:
     for child, contained in _started(tmp_path, cgroup=cgroup, nice=3):
         pid = child.pid
         assert os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(shutil.which("cat") or "")  # no shell
-        assert os.getsid(pid) == pid
-        assert os.getpgid(pid) == pid
+        assert os.getpgid(pid) == pid  # the run signals the group
+        # In our session, so in our scheduling group where the kernel groups by session: the
+        # niceness below ranks it under us, not only among its own descendants.
+        assert os.getsid(pid) == os.getsid(0)
+        if os.path.exists("/proc/self/autogroup"):
+            ours = Path("/proc/self/autogroup").read_text().split()[0]
+            assert Path(f"/proc/{pid}/autogroup").read_text().split()[0] == ours
+        assert _terminal_of(pid) == 0
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
         assert Path(os.readlink(f"/proc/{pid}/cwd")) == tmp_path
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -77,6 +92,54 @@ def test_the_helper_runs_the_program_itself_in_the_cgroup_in_a_session_of_its_ow
         if cgroup is not None:
             assert contained
             assert str(pid) in (cgroup.path / "cgroup.procs").read_text().split()
+
+
+# Run in a session of its own whose terminal is a pseudo-terminal: it starts a child that tries to
+# open /dev/tty, then opens it itself.
+_ON_A_TERMINAL = """
+import fcntl, os, sys, termios
+from backends import spawn
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+child, _ = spawn.start(
+    (sys.executable, sys.argv[1]), env={"PATH": os.environ["PATH"]}, cwd=os.getcwd(), stdin=None, cgroup=None, nice=0
+)
+print(child.stdout.read().decode().strip(), child.wait())
+os.close(os.open("/dev/tty", os.O_RDWR))
+print("ours")
+"""
+
+_OPENS_THE_TERMINAL = """
+import os
+try:
+    os.close(os.open("/dev/tty", os.O_RDWR))
+    print("opened")
+except OSError as error:
+    print(error.errno)
+"""
+
+
+@needs_helper
+def test_a_child_cannot_reach_the_terminal_the_executor_runs_on(tmp_path: Path) -> None:
+    # An agent that reads /dev/tty would wait for a person forever (or be stopped for trying, in
+    # the background): it must find no terminal, while the executor keeps its own.
+    leader, follower = os.openpty()
+    try:
+        opener = tmp_path / "opens_the_terminal.py"
+        opener.write_text(_OPENS_THE_TERMINAL)
+        result = subprocess.run(
+            [sys.executable, "-c", _ON_A_TERMINAL, str(opener)],
+            stdin=follower,
+            capture_output=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+            start_new_session=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split() == [str(errno.ENXIO), "0", "ours"]
 
 
 @needs_helper
