@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import subprocess
 import sys
 import threading
@@ -148,7 +149,7 @@ class MirrorProcess:
             self._lines.put(None)
             self._writer.join(timeout=10)
             try:
-                code = child.wait(timeout=FINAL_PASS_TIMEOUT_S)
+                code = _wait_for_exit(child, FINAL_PASS_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 child.kill()
                 code = child.wait()
@@ -161,6 +162,24 @@ class MirrorProcess:
         log.warning("the task mirror's process stopped early (exit %s); its last pass is made here", code)
         if final_pass:
             MirrorKeeper(self.folder).sync_if_changed()
+
+
+def _wait_for_exit(child: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """``child.wait(timeout_s)``, told of the exit by the kernel: ``Popen.wait`` with a timeout
+    polls, its sleeps growing to 50 ms, and the end of every large run waited here for the
+    last pass to be noticed (25 ms on average after it was done)."""
+    if child.returncode is not None:  # reaped already: its pid may be another process's now
+        return child.returncode
+    try:
+        pidfd = os.pidfd_open(child.pid)
+    except (AttributeError, OSError):  # an old kernel, or the child already reaped
+        return child.wait(timeout=timeout_s)
+    try:
+        if not select.select([pidfd], [], [], timeout_s)[0]:
+            raise subprocess.TimeoutExpired(child.args, timeout_s)
+    finally:
+        os.close(pidfd)
+    return child.wait()
 
 
 def start_mirror(folder: Path, tasks: int) -> MirrorKeeper | MirrorProcess:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from protocol.records import TaskRow
 from session.mirror_process import PROCESS_FROM_TASKS, MirrorProcess, start_mirror
@@ -194,3 +195,19 @@ def test_small_sessions_keep_the_mirror_on_a_thread(tmp_path):
         assert len(_mirror_children()) == 1
     finally:
         large.stop()
+
+
+def test_the_last_pass_is_waited_for_by_its_exit_not_by_polling() -> None:
+    from session.mirror_process import _wait_for_exit  # noqa: PLC0415 - the one private helper tested alone
+
+    ends = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(0.2); sys.exit(3)"])
+    assert _wait_for_exit(ends, 30.0) == 3
+    assert _wait_for_exit(ends, 30.0) == 3  # reaped already: answered from the Popen, no pidfd of a reused pid
+    sleeps = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            _wait_for_exit(sleeps, 0.2)
+        assert sleeps.poll() is None  # it gave up at its timeout, while the child still ran
+    finally:
+        sleeps.kill()
+        sleeps.wait()
