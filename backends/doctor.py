@@ -12,6 +12,10 @@ backend, without a session), in order, stopping at the first failure of a backen
    through the backend itself, or one chat completion — so a bad key, model or
    settings file shows here rather than in the middle of a run.
 
+Before them, two rows about this machine (``(machine)``; never a failure, the fallbacks work):
+how attempts start (the compiled spawn helper, or ``subprocess`` and a shell where it was not
+built) and whether each attempt gets a cgroup of its own.
+
 Every failed check carries a fix: the command, variable, role-spec key or
 ``[[models]]`` entry to set.  MCP clients start ``executor mcp`` without the
 shell's environment, so key fixes also say where such a client takes them.
@@ -19,6 +23,7 @@ shell's environment, so key fixes also say where such a client takes them.
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 import threading
@@ -29,8 +34,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from backends import spawn
 from backends.agent_cli import AGENT_CLIS_ENV, AgentCliBackend, locate_program
 from backends.base import Backend
+from backends.containment import DISABLE_ENV, cgroups_available
 from backends.openai_http import KEY_ENV, OpenAIHttpBackend
 from backends.openai_plan import Direct, plan_calls
 from protocol.messages import WorkOrder
@@ -38,7 +45,7 @@ from session.config_models import Config
 from session.rolespec import RoleSpecFrontmatter
 from session.routing_chain import key_endpoint
 
-__all__ = ["MCP_ENV_NOTE", "DoctorCheck", "check_backend"]
+__all__ = ["MCP_ENV_NOTE", "DoctorCheck", "check_backend", "machine_checks"]
 
 #: Where a CLI's calls go unless a variable says otherwise: (variable, default URL).
 _ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -63,6 +70,39 @@ class DoctorCheck(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
     roles: list[str] = msgspec.field(default_factory=list)
     fix: str | None = None
+
+
+def machine_checks() -> list[DoctorCheck]:
+    """How this machine starts and contains attempts.  Both rows are ok either way (a run works
+    with the fallbacks); the detail says what the weaker way costs and how to get the other."""
+    if spawn.HELPER is not None:
+        start = (
+            "the compiled helper: no shell per attempt; each agent in a process group of its own, "
+            "without a terminal, ranked below the executor by [run].agent_nice"
+        )
+    else:
+        start = (
+            "subprocess: backends/_spawn.c was not compiled at install (no C compiler or Python headers "
+            "then), so each attempt also runs a /bin/sh, and each agent gets a session of its own, where "
+            "the kernel groups scheduling by session [run].agent_nice does not rank it below the executor; "
+            "install a C compiler and the Python headers and reinstall team-executor to get the helper"
+        )
+    if cgroups_available():
+        contain = "each attempt runs in a cgroup of its own: all it starts is stopped with it"
+    else:
+        why = (
+            f"cgroups are turned off ({DISABLE_ENV} is set)"
+            if os.environ.get(DISABLE_ENV)
+            else "no cgroup can be made here (no root and no delegated cgroup)"
+        )
+        contain = (
+            f"{why}: what an attempt starts is followed by its descendants and its marker, "
+            "and a process that escapes both outlives it"
+        )
+    return [
+        DoctorCheck(backend="(machine)", check="process start", ok=True, detail=start),
+        DoctorCheck(backend="(machine)", check="containment", ok=True, detail=contain),
+    ]
 
 
 class _QuietHooks:

@@ -95,13 +95,14 @@ def doctor(
     """
     # Every backend, the config models and the session loader load only for this command:
     # cli.main imports this module, and the others start faster without them.
-    from backends.doctor import DoctorCheck, check_backend  # noqa: PLC0415
+    from backends.doctor import DoctorCheck, check_backend, machine_checks  # noqa: PLC0415
     from backends.registry import UnknownBackend, agent_backends, backend_names, get_backend  # noqa: PLC0415
     from session.config import ConfigInvalid, load_config  # noqa: PLC0415
 
-    checks: list[DoctorCheck] = []
+    checks: list[DoctorCheck] = machine_checks()
     if session is not None:
-        loaded, used, checks = _session_backends(session, backend, config)
+        loaded, used, unnamed = _session_backends(session, backend, config)
+        checks.extend(unnamed)
     else:
         try:
             loaded = load_config(None, config, known_backends=backend_names())

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from backends import spawn
+from backends.doctor import machine_checks
 from tests.agent_env import cli_path
 from tests.fake_llm import FakeLLM, Text
 from tests.fake_openai import FakeOpenAI, Reply
@@ -120,3 +122,26 @@ def test_every_backend_passes_with_one_tiny_call_each(executor_cli, tmp_path):
         assert llm.model_requests(), "gemini really called the model server"
         assert openai.chat_requests(key=KEY), "the openai backend really called its server"
     assert KEY not in result.stdout + result.stderr
+
+
+def test_the_machine_rows_say_how_attempts_start_and_are_contained(executor_cli, tmp_path):
+    folder = _session(tmp_path, {"writer": "backend: demo\n"})
+    result = executor_cli("doctor", "--session", str(folder), "--json", env={"TEAM_EXECUTOR_NO_CGROUP": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {(c["backend"], c["check"]): c for c in _checks(result)}
+    start = rows[("(machine)", "process start")]
+    assert start["ok"]
+    # The executor under test is this venv's: it has the helper exactly when this process does.
+    assert ("the compiled helper" in start["detail"]) == (spawn.HELPER is not None)
+    contain = rows[("(machine)", "containment")]
+    assert contain["ok"]
+    assert "TEAM_EXECUTOR_NO_CGROUP is set" in contain["detail"]
+
+
+def test_without_the_helper_the_machine_row_says_what_is_lost_and_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(spawn, "HELPER", None)
+    (start, _contain) = machine_checks()
+    assert start.ok
+    assert "/bin/sh" in start.detail
+    assert "agent_nice" in start.detail
+    assert "C compiler" in start.detail
