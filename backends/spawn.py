@@ -10,7 +10,8 @@ With the helper the child gets a process group of its own and no controlling ter
 stays in the executor's session: where the kernel schedules by session (autogroup) a session of
 its own would have put every agent in a scheduling group of its own, beside the executor instead
 of below it, and the niceness it is given would have ranked it only among its own descendants.
-``subprocess`` cannot leave the terminal without a session of its own: there the child gets one.
+``subprocess`` cannot leave the terminal without a session of its own: there the child gets one,
+and that session's scheduling group gets the child's niceness where the kernel allows it.
 
 Either way the caller gets a :class:`Child`: the part of ``Popen`` a run uses.
 """
@@ -235,8 +236,15 @@ def _start_with_popen(
     if nice > 0:
         # The child is the cgroup wrapper at this point (vfork returned at its exec): the
         # program it runs next, and all it starts, inherit the niceness.
+        niceness = min(19, _own_niceness() + nice)
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, _own_niceness() + nice))
+            os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
+        # Its session is a scheduling group of its own where the kernel groups by session: the
+        # group's niceness is what ranks it beside the executor.  Best effort: without
+        # CAP_SYS_ADMIN the kernel takes at most ten such changes a second (EAGAIN), and a
+        # kernel without autogroups has no such file.
+        with contextlib.suppress(OSError), open(f"/proc/{proc.pid}/autogroup", "w") as group:
+            group.write(str(niceness))
     return proc, wrapped is not None
 
 

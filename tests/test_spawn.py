@@ -218,3 +218,17 @@ def test_a_cgroup_removed_before_the_start_leaves_the_child_outside_it(tmp_path:
     for child, contained in _started(tmp_path, cgroup=gone, nice=0):
         assert not contained
         assert child.poll() is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="no autogroups in this kernel")
+@pytest.mark.skipif(os.geteuid() != 0, reason="a user without CAP_SYS_ADMIN gets ten group changes a second")
+def test_without_the_helper_the_childs_own_session_gets_its_niceness_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Popen's child has a session, so a scheduling group, of its own: its niceness alone would
+    # rank it only among its own descendants, not below the executor.
+    monkeypatch.setattr(spawn, "HELPER", None)
+    wanted = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 4)
+    for child, _ in _started(tmp_path, cgroup=None, nice=4):
+        assert os.getsid(child.pid) == child.pid
+        assert Path(f"/proc/{child.pid}/autogroup").read_text().split()[1:] == ["nice", str(wanted)]
