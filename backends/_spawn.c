@@ -78,7 +78,8 @@ static int write_pid(int fd) {
  * Where the terminal cannot be left that way (TIOCNOTTY refused), setsid() as before. */
 static int leave_the_terminal(void) {
     int detached;
-    int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    /* O_NONBLOCK: a serial line's open would otherwise wait for its carrier, and we with it. */
+    int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
     if (tty >= 0) {
         /* Not a session leader: this clears the child's own terminal, nobody else's. */
         detached = ioctl(tty, TIOCNOTTY) == 0;
