@@ -629,8 +629,8 @@ def run_process(
 ) -> ProcessOutcome:
     """Run ``spec.argv`` to the end under ``limits`` and say how it ended.
 
-    The child runs without a shell, in a process group of its own and without a terminal, with exactly
-    ``spec.env`` as its environment and ``spec.cwd`` as its working directory. Its stdout
+    The child runs without a shell, in a process group of its own and without a terminal,
+    with exactly ``spec.env`` as its environment and ``spec.cwd`` as its working directory. Its stdout
     and stderr are read by the calling thread (``selectors``, up to 64 KiB at a time);
     memory stays bounded by the tails whatever the child prints, and the CPU spent on the
     output by :data:`OUTPUT_CPU_SHARE` (a child that prints faster waits on its pipe).

@@ -137,9 +137,9 @@ def start(
     nice: int,
 ) -> tuple[Child, bool]:
     """Start ``argv`` in ``cwd`` with exactly ``env``, in a process group of its own with no
-    controlling terminal (see the module's docstring), its stdout and
-    stderr pipes to us, its stdin the descriptor ``stdin`` (None: a pipe to us); in ``cgroup``
-    where given; ``nice`` added to its niceness.  The child, and whether it joined ``cgroup``.
+    controlling terminal (see the module's docstring), its stdout and stderr pipes to us, its
+    stdin the descriptor ``stdin`` (None: a pipe to us); in ``cgroup`` where given; ``nice``
+    added to its niceness.  The child, and whether it joined ``cgroup``.
     Raises OSError as ``Popen`` does when it cannot start (the program not found, not
     executable, the directory missing)."""
     if HELPER is None:
