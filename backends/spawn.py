@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Protocol
 
 from backends.containment import AttemptCgroup, find_program
+from session.processes import exited_within
 
 __all__ = ["HELPER", "Child", "start"]
 
@@ -83,10 +84,18 @@ class _Spawned:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if timeout is None:
-            while self.returncode is None:
-                self._reap(0)
-            return self.returncode
+        if timeout is not None and self.returncode is None:
+            ended = exited_within(self.pid, timeout)
+            if ended is False:
+                raise subprocess.TimeoutExpired(list(self.args), timeout)
+            if ended is None:
+                return self._poll_until(timeout)
+        while self.returncode is None:
+            self._reap(0)
+        return self.returncode
+
+    def _poll_until(self, timeout: float) -> int:
+        """:meth:`wait` where the kernel gives no pidfd."""
         deadline = time.monotonic() + timeout
         delay = 0.0005  # as Popen.wait polls: short at first, at most 50 ms
         while self.poll() is None:

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import queue
-import select
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from pathlib import Path
 import msgspec
 
 from session.mirror_keeper import MirrorKeeper
+from session.processes import exited_within
 from session.redaction import RedactingFilter, on_new_secrets, register_secret, registered_secrets
 from session.store import STATE_DIR
 
@@ -165,20 +165,15 @@ class MirrorProcess:
 
 
 def _wait_for_exit(child: subprocess.Popen[bytes], timeout_s: float) -> int:
-    """``child.wait(timeout_s)``, told of the exit by the kernel: ``Popen.wait`` with a timeout
-    polls, its sleeps growing to 50 ms, and the end of every large run waited here for the
-    last pass to be noticed (25 ms on average after it was done)."""
+    """``child.wait(timeout_s)``, told of the exit by the kernel (:func:`exited_within`): the end
+    of every large run waits here for the mirror's last pass."""
     if child.returncode is not None:  # reaped already: its pid may be another process's now
         return child.returncode
-    try:
-        pidfd = os.pidfd_open(child.pid)
-    except (AttributeError, OSError):  # an old kernel, or the child already reaped
+    ended = exited_within(child.pid, timeout_s)
+    if ended is None:
         return child.wait(timeout=timeout_s)
-    try:
-        if not select.select([pidfd], [], [], timeout_s)[0]:
-            raise subprocess.TimeoutExpired(child.args, timeout_s)
-    finally:
-        os.close(pidfd)
+    if not ended:
+        raise subprocess.TimeoutExpired(child.args, timeout_s)
     return child.wait()
 
 

@@ -232,3 +232,23 @@ def test_without_the_helper_the_childs_own_session_gets_its_niceness_too(
     for child, _ in _started(tmp_path, cgroup=None, nice=4):
         assert os.getsid(child.pid) == child.pid
         assert Path(f"/proc/{child.pid}/autogroup").read_text().split()[1:] == ["nice", str(wanted)]
+
+
+@needs_helper
+def test_waiting_with_a_timeout_is_told_of_the_exit_or_gives_up_at_the_timeout(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    ends, _ = spawn.start(("sh", "-c", "exit 3"), env=env, cwd=str(tmp_path), stdin=None, cgroup=None, nice=0)
+    sleeps, _ = spawn.start(("sleep", "30"), env=env, cwd=str(tmp_path), stdin=None, cgroup=None, nice=0)
+    try:
+        assert ends.wait(timeout=30) == 3
+        assert ends.wait(timeout=30) == 3  # reaped already: the code it had, no look at a reused pid
+        with pytest.raises(subprocess.TimeoutExpired):
+            sleeps.wait(timeout=0.2)
+        assert sleeps.poll() is None  # it gave up at its timeout, while the child still ran
+    finally:
+        os.kill(sleeps.pid, signal.SIGKILL)
+        assert sleeps.wait() == -signal.SIGKILL
+        for child in (ends, sleeps):
+            for stream in (child.stdin, child.stdout, child.stderr):
+                if stream is not None:
+                    stream.close()
