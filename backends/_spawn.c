@@ -12,6 +12,13 @@
  * default before it unblocks them).  A step that fails is reported through the shared memory
  * (which step, and errno) and the child exits 127; the parent reaps it and raises OSError.
  *
+ * Where the kernel allows it (Linux 5.7 and later, a cgroup v2, clone3 not filtered away as some
+ * container runtimes do), the child is born in its cgroup: clone3(CLONE_INTO_CGROUP).  Joining
+ * afterwards by writing cgroup.procs moves a live process, and the kernel holds every fork, exec
+ * and exit on the machine while it does (cgroup_threadgroup_rwsem, taken for writing, waits for
+ * an RCU grace period): a tenth of a millisecond to several on every attempt, the executor
+ * waiting the whole time.  Elsewhere the child writes its pid as before.
+ *
  * The Python side (backends/spawn.py) finds the program on PATH and builds argv and the
  * environment; this file only carries them out.
  */
@@ -22,6 +29,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -32,6 +40,52 @@
 
 #define CHILD_STACK_SIZE (64 * 1024)
 
+#if defined(__linux__) && defined(__x86_64__)
+#define HAVE_CLONE3_RUN 1
+/* clone3's argument, as <linux/sched.h> of Linux 5.7 has it: spelled out so that older
+   headers build this file too (the kernel then says whether it knows the call). */
+struct clone3_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
+        cgroup;
+};
+#define CLONE3_INTO_CGROUP 0x200000000ULL
+#define NR_CLONE3 435
+
+/* clone3 with the child on its own stack calling fn(arg), then _exit with what it returns: what
+   glibc's clone() does for clone(2), which glibc 2.36 does not offer for clone3.  The child
+   starts with the stack pointer at the top of the given stack; fn and arg wait in r8 and r9,
+   which the syscall instruction keeps.  Returns the child's pid, or -errno. */
+long te_clone3_run(struct clone3_args *args, size_t size, int (*fn)(void *), void *arg)
+    __attribute__((visibility("hidden")));
+__asm__(
+    ".text\n"
+    ".globl te_clone3_run\n"
+    ".hidden te_clone3_run\n"
+    ".type te_clone3_run, @function\n"
+    "te_clone3_run:\n"
+    "    mov %rdx, %r8\n"
+    "    mov %rcx, %r9\n"
+    "    mov $435, %eax\n"
+    "    syscall\n"
+    "    test %rax, %rax\n"
+    "    jnz 1f\n"
+    "    xor %ebp, %ebp\n" /* the child: no frame above this one */
+    "    mov %r9, %rdi\n"
+    "    call *%r8\n"
+    "    mov %eax, %edi\n"
+    "    mov $60, %eax\n" /* SYS_exit: only this thread, as _exit would after a clone */
+    "    syscall\n"
+    "    hlt\n"
+    "1:  ret\n"
+    ".size te_clone3_run, .-te_clone3_run\n");
+
+/* 1 until the kernel says it cannot (no clone3, no CLONE_INTO_CGROUP, a cgroup v1): then every
+   later child joins by writing its pid.  Read and written without the GIL, hence atomics. */
+static int clone3_usable = 1;
+#endif
+/* How many children were born in their cgroup (tests and `executor doctor` ask). */
+static long born_in_cgroup = 0;
+
 enum step { STEP_NONE = 0, STEP_CGROUP, STEP_SESSION, STEP_FDS, STEP_CWD, STEP_EXEC };
 
 struct child_args {
@@ -40,7 +94,8 @@ struct child_args {
     char *const *envp;
     const char *cwd;      /* NULL: stay */
     int fds[3];           /* become 0, 1, 2 */
-    int cgroup_fd;        /* cgroup.procs, open for writing; -1: none */
+    int cgroup_fd;        /* the cgroup's folder, open; -1: none */
+    int born_in_cgroup;   /* clone3 put the child there: nothing to join */
     int own_group;        /* a process group of its own, and no controlling terminal */
     int nice;             /* added to the niceness; 0: left alone */
     int max_fd;           /* close_range's fallback: close up to here */
@@ -105,7 +160,11 @@ static int child_main(void *opaque) {
         action.sa_handler = SIG_DFL;
         sigaction(sig, &action, NULL);
     }
-    if (args->cgroup_fd >= 0 && write_pid(args->cgroup_fd) != 0) fail(args, STEP_CGROUP);
+    if (args->cgroup_fd >= 0 && !args->born_in_cgroup) {
+        int procs = openat(args->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (procs < 0 || write_pid(procs) != 0) fail(args, STEP_CGROUP);
+        close(procs);
+    }
     if (args->own_group && leave_the_terminal() != 0) fail(args, STEP_SESSION);
     if (args->nice != 0) {
         errno = 0;
@@ -184,7 +243,7 @@ PyDoc_STRVAR(spawn_doc,
 "spawn(path, argv, envp, cwd, stdin, stdout, stderr, cgroup_fd, own_group, nice, max_fd) -> pid\n\n"
 "Start `path` (bytes, as found: no PATH search) with `argv` and `envp` (lists of bytes) in\n"
 "`cwd` (bytes, or None to stay), the three file descriptors as its 0, 1 and 2, after\n"
-"writing its pid to `cgroup_fd` (-1: no cgroup), in a process group of its own and without\n"
+"in the cgroup whose folder `cgroup_fd` is open (-1: none), in a process group of its own and without\n"
 "a controlling terminal if `own_group`, `nice` added to its niceness.  Every other\n"
 "descriptor is closed in the child.  Raises OSError for a step that failed; its `filename`\n"
 "is the path for the exec, the cwd for chdir, and '<cgroup>' for joining the cgroup.");
@@ -232,7 +291,33 @@ static PyObject *spawn(PyObject *module, PyObject *arguments) {
     sigfillset(&all);
     Py_BEGIN_ALLOW_THREADS
     pthread_sigmask(SIG_SETMASK, &all, &args.old_mask);
-    pid = clone(child_main, stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+    pid = -1;
+#ifdef HAVE_CLONE3_RUN
+    if (args.cgroup_fd >= 0 && __atomic_load_n(&clone3_usable, __ATOMIC_RELAXED)) {
+        struct clone3_args into;
+        memset(&into, 0, sizeof(into));
+        into.flags = CLONE_VM | CLONE_VFORK | CLONE3_INTO_CGROUP;
+        into.exit_signal = SIGCHLD;
+        into.stack = (uint64_t)(uintptr_t)stack;
+        into.stack_size = CHILD_STACK_SIZE;
+        into.cgroup = (uint64_t)args.cgroup_fd;
+        args.born_in_cgroup = 1;
+        long made = te_clone3_run(&into, sizeof(into), child_main, &args);
+        if (made >= 0) {
+            pid = (pid_t)made;
+            __atomic_add_fetch(&born_in_cgroup, 1, __ATOMIC_RELAXED);
+        } else {
+            args.born_in_cgroup = 0;
+            /* No clone3 (before 5.3, or filtered), no cgroup field (before 5.7), a v1
+               hierarchy: never again.  Anything else (the cgroup removed meanwhile, a limit):
+               the older way below tries once more, and says what is wrong. */
+            if (made == -ENOSYS || made == -E2BIG || made == -EINVAL || made == -EBADF || made == -EPERM)
+                __atomic_store_n(&clone3_usable, 0, __ATOMIC_RELAXED);
+        }
+    }
+    if (pid < 0)
+#endif
+        pid = clone(child_main, stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
     if (pid < 0) clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &args.old_mask, NULL);
     Py_END_ALLOW_THREADS
@@ -270,8 +355,33 @@ error:
     return NULL;
 }
 
+PyDoc_STRVAR(clone3_state_doc,
+"clone3_state(allow=None) -> (tried, born)\n\n"
+"Whether a child given a cgroup is created in it by clone3 (until the kernel refuses the call),\n"
+"and how many children were so far.  `allow` turns that way off (False) or on again (True) for\n"
+"this process: tests use it to exercise the older way, joining after the clone.");
+
+static PyObject *clone3_state(PyObject *module, PyObject *arguments) {
+    (void)module;
+    PyObject *allow = Py_None;
+    if (!PyArg_ParseTuple(arguments, "|O:clone3_state", &allow)) return NULL;
+    int tried = 0;
+#ifdef HAVE_CLONE3_RUN
+    if (allow != Py_None) {
+        int wanted = PyObject_IsTrue(allow);
+        if (wanted < 0) return NULL;
+        __atomic_store_n(&clone3_usable, wanted, __ATOMIC_RELAXED);
+    }
+    tried = __atomic_load_n(&clone3_usable, __ATOMIC_RELAXED);
+#else
+    (void)allow;
+#endif
+    return Py_BuildValue("(Nl)", PyBool_FromLong(tried), __atomic_load_n(&born_in_cgroup, __ATOMIC_RELAXED));
+}
+
 static PyMethodDef methods[] = {
     {"spawn", spawn, METH_VARARGS, spawn_doc},
+    {"clone3_state", clone3_state, METH_VARARGS, clone3_state_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,7 +1,8 @@
 """Start an attempt's child: with the compiled helper where it was built, else with ``subprocess``.
 
-The helper (``backends/_spawn.c``, compiled at install by ``hatch_build.py``) makes the child
-join its attempt's cgroup and exec the program itself: no ``/bin/sh`` in between (a second
+The helper (``backends/_spawn.c``, compiled at install by ``hatch_build.py``) starts the child
+in its attempt's cgroup (created there by ``clone3`` where the kernel allows it, else joining it
+before its exec) and the child execs the program itself: no ``/bin/sh`` in between (a second
 exec on every attempt), and the GIL released while the child starts.  Where it could not be
 built (no C compiler at install), :func:`start` is ``subprocess.Popen`` of the program, wrapped
 in the shell that joins the cgroup (:meth:`AttemptCgroup.wrap`), exactly as before.
@@ -180,10 +181,10 @@ def start(
         def spawn(into: int) -> int:
             return HELPER(path, words, envp, directory, child_in, child_out, child_err, into, True, nice, _max_fd())
 
-        procs = _open_procs(cgroup)
-        joined = procs >= 0
+        folder = _open_cgroup(cgroup)
+        joined = folder >= 0
         try:
-            pid = spawn(procs)
+            pid = spawn(folder)
         except OSError as error:
             if not joined or error.filename != "<cgroup>":
                 raise
@@ -194,8 +195,8 @@ def start(
             joined = False
             pid = spawn(-1)
         finally:
-            if procs >= 0:
-                os.close(procs)
+            if folder >= 0:
+                os.close(folder)
     except BaseException:
         for fd in ours:
             os.close(fd)
@@ -213,15 +214,15 @@ def start(
     return child, joined
 
 
-def _open_procs(cgroup: AttemptCgroup | None) -> int:
-    """The cgroup's ``cgroup.procs``, open for the child to join it; -1 without one, or when it
-    cannot be opened (removed meanwhile): the child then runs outside it."""
+def _open_cgroup(cgroup: AttemptCgroup | None) -> int:
+    """The cgroup's folder, open for the helper to start the child in it; -1 without one, or
+    when it cannot be opened (removed meanwhile): the child then runs outside it."""
     if cgroup is None:
         return -1
     try:
-        return os.open(cgroup.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        return os.open(cgroup.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as error:
-        log.warning("cannot open %s/cgroup.procs (%s): its descendants are followed instead", cgroup.path, error)
+        log.warning("cannot open %s (%s): its descendants are followed instead", cgroup.path, error)
         return -1
 
 

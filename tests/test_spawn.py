@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -56,6 +57,25 @@ def _started(tmp_path: Path, **options: object) -> Iterator[tuple[spawn.Child, b
             stream.close()
 
 
+def _clone3_state(allow: bool | None = None) -> tuple[bool, int]:
+    from backends import _spawn  # noqa: PLC0415 - only where the helper was built
+
+    return _spawn.clone3_state(allow)
+
+
+@pytest.fixture(params=["born in it", "joining after the clone"])
+def join_way(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Both ways a helper-started child gets into its cgroup: created there by clone3, where the
+    kernel allows it; else it writes its pid to cgroup.procs before its exec."""
+    if spawn.HELPER is None:
+        yield request.param
+        return
+    before, _ = _clone3_state()
+    _clone3_state(request.param == "born in it")
+    yield request.param
+    _clone3_state(before)
+
+
 @pytest.fixture
 def cgroup() -> Iterator[AttemptCgroup | None]:
     made = AttemptCgroup.create("test-spawn") if cgroups_available() else None
@@ -72,7 +92,7 @@ def _terminal_of(pid: int) -> int:
 
 @needs_helper
 def test_the_helper_runs_the_program_itself_in_the_cgroup_in_a_process_group_of_its_own(
-    tmp_path: Path, cgroup: AttemptCgroup | None
+    tmp_path: Path, cgroup: AttemptCgroup | None, join_way: str
 ) -> None:
     for child, contained in _started(tmp_path, cgroup=cgroup, nice=3):
         pid = child.pid
@@ -93,6 +113,28 @@ def test_the_helper_runs_the_program_itself_in_the_cgroup_in_a_process_group_of_
         if cgroup is not None:
             assert contained
             assert str(pid) in (cgroup.path / "cgroup.procs").read_text().split()
+
+
+@needs_helper
+@pytest.mark.skipif(not cgroups_available(), reason="attempts run in cgroups only where one can be made")
+def test_where_the_kernel_allows_it_a_child_is_born_in_its_cgroup(tmp_path: Path, cgroup: AttemptCgroup) -> None:
+    # Joining after the clone moves a live process: the kernel holds every fork, exec and exit on
+    # the machine meanwhile.  Born there, nothing moves.
+    tried, born = _clone3_state(True)
+    if not tried:
+        assert platform.machine() != "x86_64", "the helper was built without its clone3 way"
+        pytest.skip("the helper starts children in their cgroup by clone3 on x86-64 only")
+    for child, contained in _started(tmp_path, cgroup=cgroup, nice=0):
+        assert contained
+        assert str(child.pid) in (cgroup.path / "cgroup.procs").read_text().split()
+    still_tried, born_now = _clone3_state()
+    if not still_tried:
+        pytest.skip("this kernel (or its seccomp filter) refuses clone3 into a cgroup: children join after the clone")
+    assert born_now == born + 1
+    # Without a cgroup there is nothing to be born in: the plain clone, as before.
+    for _ in _started(tmp_path, cgroup=None, nice=0):
+        pass
+    assert _clone3_state() == (True, born + 1)
 
 
 # Run in a session of its own whose terminal is a pseudo-terminal: it starts a child that tries to
@@ -198,15 +240,39 @@ def test_the_helper_is_built_wherever_the_install_had_a_c_compiler() -> None:
 
 @needs_helper
 def test_a_child_its_cgroup_refuses_runs_outside_it_and_the_run_knows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, join_way: str
 ) -> None:
     # The shell before it ran the program uncontained without a word when the join failed; now
-    # the run is told, and follows the child by its descendants.  A descriptor the child cannot
-    # write to is a join the kernel refuses, as a cgroup removed meanwhile or over a limit is.
-    monkeypatch.setattr(spawn, "_open_procs", lambda cgroup: os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-    for child, contained in _started(tmp_path, cgroup=AttemptCgroup(tmp_path / "a-cgroup"), nice=0):
+    # the run is told, and follows the child by its descendants.  A folder that is no cgroup is
+    # a join the kernel refuses, as a cgroup over a limit is.
+    plain = tmp_path / "not-a-cgroup"
+    plain.mkdir()
+    monkeypatch.setattr(spawn, "_open_cgroup", lambda cgroup: os.open(plain, os.O_RDONLY | os.O_DIRECTORY))
+    for child, contained in _started(tmp_path, cgroup=AttemptCgroup(plain), nice=0):
         assert not contained
         assert os.path.realpath(f"/proc/{child.pid}/exe") == os.path.realpath(shutil.which("cat") or "")
+
+
+@needs_helper
+@pytest.mark.skipif(not cgroups_available(), reason="attempts run in cgroups only where one can be made")
+def test_a_cgroup_removed_while_the_child_starts_leaves_it_outside_and_clone3_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, join_way: str
+) -> None:
+    gone = AttemptCgroup.create("test-spawn-removed")
+    assert gone is not None
+
+    def opened_then_removed(cgroup: AttemptCgroup | None) -> int:
+        folder = os.open(gone.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        gone.path.rmdir()
+        return folder
+
+    monkeypatch.setattr(spawn, "_open_cgroup", opened_then_removed)
+    tried, _ = _clone3_state()
+    for child, contained in _started(tmp_path, cgroup=gone, nice=0):
+        assert not contained
+        assert child.poll() is None
+    # One cgroup gone is no reason to stop starting children in theirs.
+    assert _clone3_state()[0] == tried
 
 
 @pytest.mark.skipif(not cgroups_available(), reason="attempts run in cgroups only where one can be made")
