@@ -493,7 +493,12 @@ class Store(_Reads):
 
         try:
             # The one place text enters the file: every bound value is redacted (session.redaction).
-            db = sqlite_utils.Database(redacting_connection(str(path), check_same_thread=not shared))
+            # No plugins: one installed in the environment would run its prepare_connection on the
+            # session's state (register functions, change pragmas), and looking for them reads
+            # every installed distribution's entry points at each run's start.
+            db = sqlite_utils.Database(
+                redacting_connection(str(path), check_same_thread=not shared), execute_plugins=False
+            )
             db.enable_wal()
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")

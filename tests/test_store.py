@@ -293,6 +293,28 @@ def test_rows_with_nulls_written_by_another_tool_still_read_with_defaults(tmp_pa
     store.close()
 
 
+def test_a_sqlite_utils_plugin_in_the_environment_never_touches_the_state_connection(tmp_path):
+    # A plugin installed beside the executor would otherwise prepare every connection sqlite-utils
+    # makes: the session's state is ours alone.
+    prepared: list[sqlite3.Connection] = []
+
+    class Plugin:
+        @sqlite_utils.hookimpl
+        def prepare_connection(self, conn: sqlite3.Connection) -> None:
+            prepared.append(conn)
+
+    plugin = Plugin()
+    sqlite_utils.plugins.pm.register(plugin, name="test-plugin")
+    try:
+        sqlite_utils.Database(memory=True)
+        assert len(prepared) == 1  # the plugin is live: a connection of sqlite-utils' own gets it
+        store = Store.open(tmp_path)
+        store.close()
+        assert len(prepared) == 1
+    finally:
+        sqlite_utils.plugins.pm.unregister(plugin)
+
+
 def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(tmp_path):
     db = sqlite_utils.Database(tmp_path / "state.db")
     MIGRATIONS[0](db)
