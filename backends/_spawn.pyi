@@ -7,9 +7,10 @@ def spawn(
     stdin: int,
     stdout: int,
     stderr: int,
-    cgroup_fd: int,
+    cgroup_folder_fd: int,
     own_group: bool,
     nice: int,
     max_fd: int,
     /,
 ) -> int: ...
+def clone3_state(allow: bool | None = None, /) -> tuple[bool, int]: ...

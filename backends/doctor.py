@@ -89,6 +89,15 @@ def machine_checks() -> list[DoctorCheck]:
         )
     if cgroups_available():
         contain = "each attempt runs in a cgroup of its own: all it starts is stopped with it"
+        born = spawn.born_in_cgroups()
+        if born:
+            contain += "; each is created in it (clone3)"
+        elif born is False:
+            contain += (
+                "; each joins it just after its start, as this kernel refuses clone3 into a cgroup "
+                "(before Linux 5.7, a cgroup v1 hierarchy, or a seccomp filter such as a container's): "
+                "the kernel holds every fork and exit on the machine while a process changes cgroup"
+            )
     else:
         why = (
             f"cgroups are turned off ({DISABLE_ENV} is set)"

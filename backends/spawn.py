@@ -32,7 +32,7 @@ from typing import IO, Protocol
 from backends.containment import AttemptCgroup, find_program
 from session.processes import exited_within
 
-__all__ = ["HELPER", "Child", "start"]
+__all__ = ["HELPER", "Child", "born_in_cgroups", "start"]
 
 log = logging.getLogger("executor.process")
 
@@ -212,6 +212,33 @@ def start(
         open(from_err, "rb", buffering=0),  # noqa: SIM115 - the run closes it
     )
     return child, joined
+
+
+def born_in_cgroups() -> bool | None:
+    """Whether children given a cgroup are created in it here (``clone3``), found by starting
+    ``true`` in one: None where there is no helper, no cgroup or no ``true`` to try with."""
+    if HELPER is None:
+        return None
+    from backends import _spawn  # noqa: PLC0415 - the helper is there: its module is
+
+    tried, born = _spawn.clone3_state()
+    if not tried:
+        return False
+    cgroup = AttemptCgroup.create()
+    if cgroup is None:
+        return None
+    try:
+        env = {"PATH": os.environ.get("PATH", os.defpath)}
+        child, contained = start(("true",), env=env, cwd="/", stdin=None, cgroup=cgroup, nice=0)
+        for stream in (child.stdin, child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+        child.wait()
+    except OSError:
+        return None
+    finally:
+        cgroup.remove()
+    return contained and _spawn.clone3_state() == (True, born + 1)
 
 
 def _open_cgroup(cgroup: AttemptCgroup | None) -> int:

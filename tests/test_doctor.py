@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from backends import spawn
+from backends.containment import cgroups_available
 from backends.doctor import machine_checks
 from tests.agent_env import cli_path
 from tests.fake_llm import FakeLLM, Text
@@ -145,3 +146,21 @@ def test_without_the_helper_the_machine_row_says_what_is_lost_and_how_to_get_it(
     assert "/bin/sh" in start.detail
     assert "agent_nice" in start.detail
     assert "C compiler" in start.detail
+
+
+@pytest.mark.skipif(spawn.HELPER is None or not cgroups_available(), reason="needs the helper and a cgroup")
+def test_the_containment_row_says_whether_children_are_born_in_their_cgroup():
+    from backends import _spawn  # noqa: PLC0415 - only where the helper was built
+
+    before, _ = _spawn.clone3_state()
+    try:
+        (_start, contain) = machine_checks()
+        tried, _ = _spawn.clone3_state()
+        assert ("created in it (clone3)" in contain.detail) == tried
+        assert ("refuses clone3" in contain.detail) == (not tried)
+        _spawn.clone3_state(False)  # as where the kernel said no
+        (_start, contain) = machine_checks()
+        assert "joins it just after its start" in contain.detail
+        assert "seccomp" in contain.detail
+    finally:
+        _spawn.clone3_state(before)
