@@ -240,10 +240,10 @@ static const char *step_name(int step) {
 }
 
 PyDoc_STRVAR(spawn_doc,
-"spawn(path, argv, envp, cwd, stdin, stdout, stderr, cgroup_fd, own_group, nice, max_fd) -> pid\n\n"
+"spawn(path, argv, envp, cwd, stdin, stdout, stderr, cgroup_folder_fd, own_group, nice, max_fd) -> pid\n\n"
 "Start `path` (bytes, as found: no PATH search) with `argv` and `envp` (lists of bytes) in\n"
-"`cwd` (bytes, or None to stay), the three file descriptors as its 0, 1 and 2, after\n"
-"in the cgroup whose folder `cgroup_fd` is open (-1: none), in a process group of its own and without\n"
+"`cwd` (bytes, or None to stay), the three file descriptors as its 0, 1 and 2, in the\n"
+"cgroup whose folder `cgroup_folder_fd` is open (-1: none), in a process group of its own and without\n"
 "a controlling terminal if `own_group`, `nice` added to its niceness.  Every other\n"
 "descriptor is closed in the child.  Raises OSError for a step that failed; its `filename`\n"
 "is the path for the exec, the cwd for chdir, and '<cgroup>' for joining the cgroup.");
@@ -393,4 +393,17 @@ static struct PyModuleDef module_def = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__spawn(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__spawn(void) {
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+#ifdef HAVE_CLONE3_RUN
+    int has_clone3 = 1;
+#else
+    int has_clone3 = 0; /* the assembly that starts a clone3 child is x86-64's only */
+#endif
+    if (PyModule_AddIntConstant(module, "HAS_CLONE3", has_clone3) != 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,4 +1,6 @@
 # The compiled helper (backends/_spawn.c); see its docstring.
+HAS_CLONE3: int
+
 def spawn(
     path: bytes,
     argv: list[bytes],

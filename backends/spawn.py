@@ -216,11 +216,14 @@ def start(
 
 def born_in_cgroups() -> bool | None:
     """Whether children given a cgroup are created in it here (``clone3``), found by starting
-    ``true`` in one: None where there is no helper, no cgroup or no ``true`` to try with."""
+    ``true`` in one: None where the helper cannot (none built, or built without that way: not
+    x86-64), or there is no cgroup or no ``true`` to try with."""
     if HELPER is None:
         return None
     from backends import _spawn  # noqa: PLC0415 - the helper is there: its module is
 
+    if not _spawn.HAS_CLONE3:
+        return None
     tried, born = _spawn.clone3_state()
     if not tried:
         return False

@@ -120,10 +120,13 @@ def test_the_helper_runs_the_program_itself_in_the_cgroup_in_a_process_group_of_
 def test_where_the_kernel_allows_it_a_child_is_born_in_its_cgroup(tmp_path: Path, cgroup: AttemptCgroup) -> None:
     # Joining after the clone moves a live process: the kernel holds every fork, exec and exit on
     # the machine meanwhile.  Born there, nothing moves.
-    tried, born = _clone3_state(True)
-    if not tried:
-        assert platform.machine() != "x86_64", "the helper was built without its clone3 way"
+    from backends import _spawn  # noqa: PLC0415 - only where the helper was built
+
+    assert (platform.machine() == "x86_64") == _spawn.HAS_CLONE3, "the helper's clone3 way: x86-64 has it"
+    if not _spawn.HAS_CLONE3:
         pytest.skip("the helper starts children in their cgroup by clone3 on x86-64 only")
+    tried, born = _clone3_state(True)
+    assert tried
     for child, contained in _started(tmp_path, cgroup=cgroup, nice=0):
         assert contained
         assert str(child.pid) in (cgroup.path / "cgroup.procs").read_text().split()
