@@ -56,6 +56,7 @@ from cluster.connect import ClusterUnavailable, connect, import_ray, namespace_o
 from cluster.reaper import reap
 from notify.setup import NotifySetup
 from protocol.messages import RunSummary, ShutdownRequest
+from session import collector
 from session.config import ConfigInvalid, apply_role_defaults, load_config
 from session.config_models import Config
 from session.git_trees import repo_root
@@ -239,6 +240,9 @@ def run_session(request: RunRequest, out: TextIO | None = None) -> int:
             pass  # the bridge is told the run (and tells its address) once the tasks are in the store
         bridge.attach(executor, _session_finder(executor))
     mirror = start_mirror(Path(session.folder), len(session.tasks))  # tasks/<status>/<ID>.md, kept current
+    # What the run builds once is built (its tree boots on): the collector the console script
+    # paused for the start goes on, without walking all of that again (session.collector).
+    collector.resume()
     try:
         console(f"{session.session_id}: {request.command} with up to {options.max_workers} worker(s)")
         if request.mcp_stdio and bridge is not None:

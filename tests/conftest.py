@@ -36,7 +36,7 @@ _PROCESS_MODULES = frozenset(
     {
         "test_agent_backends", "test_agent_bridge", "test_bridge_process", "test_agent_parsers", "test_agent_pipeline",
         "test_backup", "test_cli_check", "test_cli_exit", "test_cluster", "test_cluster_git", "test_command_backend",
-        "test_dashboard_browser", "test_spawn",
+        "test_collector", "test_dashboard_browser", "test_spawn",
         "test_demo_backend", "test_demo_story", "test_doctor", "test_durability", "test_escalations",
         "test_fake_llm", "test_file_conflicts", "test_gates", "test_gemini_settings", "test_git_hooks",
         "test_git_safety", "test_git_state",
