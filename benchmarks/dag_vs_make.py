@@ -15,7 +15,12 @@ task's upstream artifacts for its prompt and what each attempt left, in a folder
 ``--no-cgroup`` runs the executor as a machine without cgroups makes it run (most users': no
 root, no delegation), with the descendant list instead (``TEAM_EXECUTOR_NO_CGROUP=1``).
 
-Usage: python benchmarks/dag_vs_make.py [--layers 10] [--layers 100] [--workers 8] [--executor PATH] [--no-cgroup]
+``--repeat N`` runs each size N times and prints medians and ranges; ``--against EXECUTOR`` runs a
+second executor in turn with the first (an A/B on the same machine in the same minutes: single
+runs here vary by 10-30%, and only interleaved runs compare).
+
+Usage: python benchmarks/dag_vs_make.py [--layers 10] [--layers 100] [--workers 8] [--executor PATH]
+       [--against PATH] [--repeat N] [--no-cgroup] [--artifacts]
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -130,6 +138,90 @@ def stages(db: sqlite3.Connection) -> str:
     )
 
 
+@dataclass
+class Measure:
+    """One executor run beside one make run, on the same DAG."""
+
+    make_s: float
+    run_s: float
+    rss_mib: float
+    cpu_s: float
+    to_first_s: float
+    span_s: float
+    after_last_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.run_s / self.make_s
+
+
+def measure(
+    template: Path, work: Path, tasks: list[tuple[str, list[str]]], executor: str, options: argparse.Namespace
+) -> Measure:
+    """make, then ``executor``, each on a fresh copy of the DAG in ``template``; prints both."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    folder = work / "dag"
+    shutil.copytree(template, folder, symlinks=True)
+    (work / "Makefile").write_text(makefile(tasks, options.artifacts))
+    (work / "artifacts").mkdir()
+    make_s, make_code, _, make_cpu, _, _ = timed(["make", "-s", f"-j{options.workers}", "all"], work)
+    run_s, run_code, rss_kib, run_cpu, switches, run_started_at = timed(
+        [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)],
+        work,
+        {"TEAM_EXECUTOR_NO_CGROUP": "1"} if options.no_cgroup else None,
+    )
+    assert make_code == 0, "make failed"
+    assert run_code == 0, "executor failed"
+    if options.artifacts:
+        written = len(os.listdir(folder / "artifacts"))
+        assert written == len(tasks), f"the executor's tasks wrote {written} artifacts, not {len(tasks)}"
+    with sqlite3.connect(folder / ".executor" / "state.db") as db:
+        events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        steps = stages(db)
+        to_first, span, after_last = phases(db, run_started_at, run_s)
+    count = len(tasks)
+    print(
+        f"tasks {count:>6}: make -j{options.workers} {make_s:7.2f} s | executor {run_s:7.2f} s "
+        f"({run_s / make_s:4.2f}x make, {1000 * run_s / count:5.2f} ms/task, {events} events) "
+        f"| executor peak RSS {rss_kib / 1024:6.1f} MiB"
+    )
+    print(
+        f"             CPU (user+sys, with children): make {make_cpu:6.2f} s | executor {run_cpu:6.2f} s "
+        f"({1000 * run_cpu / count:5.2f} ms/task) | {steps} | {switches / count:.0f} context switches/task"
+    )
+    print(
+        f"             once per run: {to_first:5.2f} s to the first dispatch, {after_last:5.2f} s after the "
+        f"last completion | dispatch span {span:6.2f} s ({1000 * span / count:5.2f} ms/task, "
+        f"{span / make_s:4.2f}x make's whole run)"
+    )
+    if after_last < 0:  # the stamps are wall-clock times: the clock was set during the run
+        print("             ! the wall clock moved during this run: its phases are not comparable")
+    return Measure(make_s, run_s, rss_kib / 1024, run_cpu, to_first, span, after_last)
+
+
+def summary(label: str, runs: list[Measure], count: int) -> str:
+    """Medians (and the range) of each figure over ``runs``."""
+
+    def figure(name: str, values: list[float], unit: str = " s", digits: int = 2) -> str:
+        low, middle, high = min(values), statistics.median(values), max(values)
+        return f"{name} {middle:.{digits}f}{unit} [{low:.{digits}f}-{high:.{digits}f}]"
+
+    return f"{label} ({len(runs)} runs, {count} tasks, medians [range]): " + ", ".join(
+        (
+            figure("whole", [run.run_s for run in runs]),
+            figure("ratio", [run.ratio for run in runs], "x"),
+            figure("make", [run.make_s for run in runs]),
+            figure("to first dispatch", [run.to_first_s for run in runs]),
+            figure("span", [run.span_s for run in runs]),
+            figure("after last", [run.after_last_s for run in runs]),
+            figure("CPU", [run.cpu_s for run in runs]),
+            figure("peak RSS", [run.rss_mib for run in runs], " MiB", 1),
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layers", type=int, action="append")
@@ -137,54 +229,50 @@ def main() -> None:
     parser.add_argument(
         "--executor", help="the executor command to time (default: this venv's; an A/B run names another)"
     )
+    parser.add_argument(
+        "--against",
+        metavar="EXECUTOR",
+        help="a second executor command, run in turn with the first (A/B: each round runs both, in "
+        "alternating order, each beside its own make run); the summary compares them",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds per size; with more than one, a summary of medians follows"
+    )
     parser.add_argument("--no-cgroup", action="store_true", help="run the executor without cgroups")
     parser.add_argument(
         "--artifacts", action="store_true", help="every task writes an artifact (make's tasks write the same files)"
     )
     options = parser.parse_args()
-    executor = options.executor or str(Path(sys.executable).with_name("executor"))
+    if options.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    executors = {"A": options.executor or str(Path(sys.executable).with_name("executor"))}
+    if options.against:
+        executors["B"] = options.against
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M %Z')}, "
+        f"load {os.getloadavg()[0]:.2f}"
         + (", executor without cgroups" if options.no_cgroup else "")
         + (", every task writes an artifact" if options.artifacts else "")
     )
+    if options.against:
+        print("\n".join(f"executor {label}: {command}" for label, command in executors.items()))
     for layers in options.layers or [10]:
         with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / "dag"
-            tasks = build(folder, layers, options.artifacts)
-            (Path(tmp) / "Makefile").write_text(makefile(tasks, options.artifacts))
-            (Path(tmp) / "artifacts").mkdir()
-            make_s, make_code, _, make_cpu, _, _ = timed(["make", "-s", f"-j{options.workers}", "all"], Path(tmp))
-            run_s, run_code, rss_kib, run_cpu, switches, run_started_at = timed(
-                [executor, "run", "--session", str(folder), "--max-workers", str(options.workers)],
-                Path(tmp),
-                {"TEAM_EXECUTOR_NO_CGROUP": "1"} if options.no_cgroup else None,
-            )
-            assert make_code == 0, "make failed"
-            assert run_code == 0, "executor failed"
-            if options.artifacts:
-                written = len(os.listdir(folder / "artifacts"))
-                assert written == len(tasks), f"the executor's tasks wrote {written} artifacts, not {len(tasks)}"
-            with sqlite3.connect(folder / ".executor" / "state.db") as db:
-                events = db.execute("SELECT count(*) FROM events").fetchone()[0]
-                steps = stages(db)
-                to_first, span, after_last = phases(db, run_started_at, run_s)
-        count = len(tasks)
-        print(
-            f"tasks {count:>6}: make -j{options.workers} {make_s:7.2f} s | executor {run_s:7.2f} s "
-            f"({run_s / make_s:4.2f}x make, {1000 * run_s / count:5.2f} ms/task, {events} events) "
-            f"| executor peak RSS {rss_kib / 1024:6.1f} MiB"
-        )
-        print(
-            f"             CPU (user+sys, with children): make {make_cpu:6.2f} s | executor {run_cpu:6.2f} s "
-            f"({1000 * run_cpu / count:5.2f} ms/task) | {steps} | {switches / count:.0f} context switches/task"
-        )
-        print(
-            f"             once per run: {to_first:5.2f} s to the first dispatch, {after_last:5.2f} s after the "
-            f"last completion | dispatch span {span:6.2f} s ({1000 * span / count:5.2f} ms/task, "
-            f"{span / make_s:4.2f}x make's whole run)"
-        )
+            template = Path(tmp) / "template"
+            tasks = build(template, layers, options.artifacts)
+            results: dict[str, list[Measure]] = {label: [] for label in executors}
+            for round_number in range(options.repeat):
+                # Alternate which goes first: a machine that drifts (load, heat, page cache) then
+                # weighs on both alike.
+                order = list(executors) if round_number % 2 == 0 else list(reversed(executors))
+                for label in order:
+                    if len(executors) > 1 or options.repeat > 1:
+                        print(f"round {round_number + 1}" + (f", executor {label}" if len(executors) > 1 else ""))
+                    results[label].append(measure(template, Path(tmp) / "run", tasks, executors[label], options))
+            if options.repeat > 1 or len(executors) > 1:
+                for label, runs in results.items():
+                    print(summary(f"executor {label}" if len(executors) > 1 else "executor", runs, len(tasks)))
 
 
 if __name__ == "__main__":
