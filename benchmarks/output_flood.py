@@ -3,7 +3,7 @@
 Two measurements, both through `executor run` on generated sessions whose roles use
 the `command` backend:
 
-1. *Beside*: 40 tiny tasks (`echo ID done`) alone, beside one task that only sleeps
+1. *Beside*: 40 tiny tasks (`echo ID done`; ``--tiny N`` for more) alone, beside one task that only sleeps
    (what one more task costs), and beside one task running `yes` (a flood of 2-byte
    lines that never ends by itself).  Reported: the
    time until the 40 are completed (polled in the state database), the span from the
@@ -41,10 +41,10 @@ TINY = 40
 GB = 1_000_000_000
 
 
-def build(folder: Path, *, flood: str | None) -> None:
+def build(folder: Path, *, flood: str | None, tiny: int = TINY) -> None:
     roles = {"worker": "T"}
     extra = {"worker": 'backend: command\ncommand: ["echo", "{task_id} done"]\n'}
-    graph: dict[str, list[str]] = {f"T-{index:06d}": [] for index in range(1, TINY + 1)}
+    graph: dict[str, list[str]] = {f"T-{index:06d}": [] for index in range(1, tiny + 1)}
     if flood is not None:
         roles["flood"] = "F"
         extra["flood"] = f'backend: command\ncommand: ["sh", "-c", "{flood}"]\n'
@@ -74,8 +74,8 @@ def span_in_events(db_path: Path) -> float:
     return (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
 
 
-def tiny_tasks_time(executor: str, folder: Path, workers: int) -> tuple[float, float]:
-    """Seconds from the start of `executor run` until the 40 tiny tasks are completed, and
+def tiny_tasks_time(executor: str, folder: Path, workers: int, tiny: int = TINY) -> tuple[float, float]:
+    """Seconds from the start of `executor run` until the ``tiny`` tasks are completed, and
     the same span in the event log (:func:`span_in_events`)."""
     db_path = folder / ".executor" / "state.db"
     start = time.perf_counter()
@@ -86,8 +86,8 @@ def tiny_tasks_time(executor: str, folder: Path, workers: int) -> tuple[float, f
         cwd=folder.parent,  # not the caller's folder: see dag_vs_make.py
     )
     try:
-        while completed(db_path, "T-") < TINY:
-            if process.poll() is not None and completed(db_path, "T-") < TINY:
+        while completed(db_path, "T-") < tiny:
+            if process.poll() is not None and completed(db_path, "T-") < tiny:
                 raise SystemExit(f"executor ended (exit {process.returncode}) before the tiny tasks were done")
             time.sleep(0.02)
         elapsed = time.perf_counter() - start
@@ -147,6 +147,13 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--tiny",
+        type=int,
+        default=TINY,
+        help=f"how many tiny tasks (default {TINY}: done in ~0.07 s, before a flood is in full swing; "
+        "400 or more measure the flood's steady state)",
+    )
     parser.add_argument("--cutoff", type=float, default=120.0, help="stop the 1 GB run after this many seconds")
     parser.add_argument("--skip-gb", action="store_true")
     options = parser.parse_args()
@@ -165,8 +172,8 @@ def main() -> None:
             for kind, flood in kinds.items():
                 with tempfile.TemporaryDirectory() as tmp:
                     folder = Path(tmp) / "session"
-                    build(folder, flood=flood)
-                    times[executor, kind].append(tiny_tasks_time(executor, folder, options.workers))
+                    build(folder, flood=flood, tiny=options.tiny)
+                    times[executor, kind].append(tiny_tasks_time(executor, folder, options.workers, options.tiny))
     for executor in executors:
         print(f"executor {executor}:")
         for index, what in ((0, "wall from `executor run`"), (1, "first dispatch to last completion")):
@@ -176,7 +183,7 @@ def main() -> None:
                 median = statistics.median(run[index] for run in times[executor, kind])
                 slowdown = "" if kind == "alone" else f" ({100 * (median / alone - 1):+.0f}%)"
                 parts.append(f"{kind} {median:.2f} s{slowdown}")
-            print(f"  {TINY} tiny tasks, {what}, medians of {options.repeat}: " + " | ".join(parts))
+            print(f"  {options.tiny} tiny tasks, {what}, medians of {options.repeat}: " + " | ".join(parts))
             for kind in kinds:
                 print(f"      {kind}: " + ", ".join(f"{run[index]:.2f}" for run in times[executor, kind]))
     if not options.skip_gb:
