@@ -248,6 +248,8 @@ def main() -> None:
     executors = {"A": options.executor or str(Path(sys.executable).with_name("executor"))}
     if options.against:
         executors["B"] = options.against
+    # Each runs in a temporary folder: a path relative to here would name nothing there.
+    executors = {label: os.path.abspath(cmd) if os.sep in cmd else cmd for label, cmd in executors.items()}
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M %Z')}, "

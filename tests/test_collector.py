@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import io
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from importlib.metadata import entry_points
@@ -20,6 +22,9 @@ from actors.run import run_session
 from actors.run_request import RunRequest
 from session import collector
 from tests.sessions import layered_session
+
+_ROOT = Path(__file__).resolve().parent.parent
+_OUR_PACKAGES = {"protocol", "session", "backends", "notify", "pipeline", "cluster", "actors", "bridge", "web", "cli"}
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +81,22 @@ def test_a_pause_nobody_ends_ends_by_itself() -> None:
 def test_the_console_script_is_the_entry_that_pauses_it() -> None:
     (script,) = [entry for entry in entry_points(group="console_scripts") if entry.name == "executor"]
     assert script.value == "cli.launch:main"
+
+
+def test_the_console_script_pauses_it_before_importing_anything_of_weight() -> None:
+    """What cli.launch imports is imported with the collector on: only the pause itself."""
+    probe = (
+        "import sys; before = set(sys.modules); import cli.launch; print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True, cwd=_ROOT, timeout=60
+    )
+    ours = {name for name in done.stdout.split() if name.split(".")[0] in _OUR_PACKAGES}
+    assert ours == {"cli", "cli.launch", "session", "session.collector"}
+    libraries = {name.split(".")[0] for name in done.stdout.split()} & {
+        "typer", "click", "pydantic", "rich", "msgspec", "sqlite_utils", "yaml", "psutil", "pykka"
+    }  # fmt: skip
+    assert not libraries
 
 
 def test_a_run_resumes_the_collector_once_it_has_started(tmp_path: Path) -> None:
