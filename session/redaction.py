@@ -278,13 +278,24 @@ def _begins_a_word(text: str, literal: str) -> bool:
     return False
 
 
+#: A word every :data:`_LEAD` holds (``api_key`` and ``apikey`` hold "key", ``authorization``
+#: holds "auth", ``passwd`` and ``password`` hold "passw"), in lower case.
+_LEAD_WORDS = ("key", "token", "secret", "passw", "auth", "credential", "bearer", "basic")
+
+
 def _may_hold_lead(text: str) -> bool:
-    if ":" in text or "=" in text or not text.isascii():  # (?i) also folds a few non-ASCII letters
+    """Whether a :data:`_LEAD` may occur in ``text``.  Every lead holds one of :data:`_LEAD_WORDS`;
+    most text has a ':' or a '=' (every JSON line does) and none of them: its values (paths, ids,
+    hashes) need no look at what stands before each."""
+    if not text.isascii():  # (?i) also folds four non-ASCII letters to ASCII ones (the long s, the Kelvin sign...)
         return True
-    if "b" not in text and "B" not in text:
-        return False
+    if ":" not in text and "=" not in text:  # then only "Bearer "/"Basic " can lead
+        if "b" not in text and "B" not in text:
+            return False
+        lowered = text.lower()
+        return "bearer" in lowered or "basic" in lowered
     lowered = text.lower()
-    return "bearer" in lowered or "basic" in lowered
+    return any(word in lowered for word in _LEAD_WORDS)
 
 
 def redact_bytes(data: bytes) -> bytes:

@@ -18,6 +18,7 @@ from session.redaction import (
     RedactingWriter,
     Verbatim,
     _may_follow_a_lead,
+    _may_hold_lead,
     is_secret_name,
     mask,
     redact,
@@ -301,6 +302,35 @@ def test_the_cheap_look_before_a_value_never_rules_out_what_the_lead_pattern_fin
     # where _LEAD says no, never the other way round, or a key after "token: " goes unmasked.
     if _LEAD.search(before) is not None:
         assert _may_follow_a_lead(before + "x", len(before))
+
+
+#: Pieces of leads and of what stands around them: every keyword, cut short too, in several
+#: cases, with the non-ASCII letters (?i) folds to ASCII ones (dotless i, dotted I, long s, Kelvin sign).
+_LEAD_PIECES = (
+    "key", "KEY", "Key", "ke", "y", "api_", "api-", "apikey", "token", "TOKEN", "tok", "secret", "passwd",
+    "password", "PASSW", "or", "d", "credential", "auth", "Authorization", "bearer", "Bearer", "basic",
+    "BASIC", "bas", "ic", "s", "ı", "İ", "ſ", "\u212a", ":", "=", " ", "\t", "\n", '"', "'", "\\", "x", "1", "é", "/",
+)  # fmt: skip
+
+
+@given(pieces=st.lists(st.sampled_from(_LEAD_PIECES), max_size=10))
+@settings(max_examples=4000, deadline=None)
+def test_the_cheap_look_for_a_lead_never_rules_out_a_text_that_holds_one(pieces: list[str]) -> None:
+    # _may_hold_lead lets most text skip the look before every value (a JSON line of agent
+    # output: ':' everywhere, no secret-like name): it may say yes where no lead is, never the
+    # other way round, or a key after "token: " goes unmasked.
+    text = "".join(pieces)
+    if any(_LEAD.search(text[:end]) for end in range(len(text) + 1)):
+        assert _may_hold_lead(text), text
+
+
+def test_a_json_line_without_a_secret_like_name_is_left_as_it_is_and_one_with_it_is_masked() -> None:
+    line = '{"type":"text","session_id":"3f1c2a9e-8b7d-4e2a-9c1f-0a2b3c4d5e6f","path":"src/app/handlers/profile.py"}'
+    assert not _may_hold_lead(line)
+    assert redact(line) == line
+    leaky = line.replace("session_id", "session_token")
+    assert _may_hold_lead(leaky)
+    assert "3f1c2a9e-8b7d-4e2a-9c1f-0a2b3c4d5e6f" not in redact(leaky)
 
 
 def test_a_value_after_a_lead_is_masked_and_a_path_in_running_text_is_not() -> None:
