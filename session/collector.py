@@ -3,7 +3,7 @@
 A command's start imports typer, pydantic (and builds our models' schemas), rich, sqlite-utils
 and our modules: ~90,000 objects the collector tracks.  With it on, generation 0 is collected
 every 700 new objects and every survivor is walked again in generations 1 and 2: ~130
-collections on the way, 40-80 ms of each start (20% of the imports; `executor check` 12% faster
+collections on the way, 40-80 ms of each start (20% of the imports; `executor check` ~9% faster
 without them), to find under 1 MB of garbage.  So the console script pauses it before it imports
 anything (:func:`pause`), and a long command resumes it once what it builds once is built
 (:func:`resume`, the run after its tree and mirror start): everything alive then is frozen first

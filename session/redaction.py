@@ -289,13 +289,15 @@ def _may_hold_lead(text: str) -> bool:
     hashes) need no look at what stands before each."""
     if not text.isascii():  # (?i) also folds four non-ASCII letters to ASCII ones (the long s, the Kelvin sign...)
         return True
-    if ":" not in text and "=" not in text:  # then only "Bearer "/"Basic " can lead
-        if "b" not in text and "B" not in text:
-            return False
-        lowered = text.lower()
-        return "bearer" in lowered or "basic" in lowered
+    words: tuple[str, ...]
+    if ":" in text or "=" in text:
+        words = _LEAD_WORDS
+    elif "b" in text or "B" in text:  # without ':' and '=' only "Bearer "/"Basic " can lead
+        words = ("bearer", "basic")
+    else:
+        return False
     lowered = text.lower()
-    return any(word in lowered for word in _LEAD_WORDS)
+    return any(word in lowered for word in words)
 
 
 def redact_bytes(data: bytes) -> bytes:
