@@ -219,19 +219,23 @@ def _may_follow_a_lead(text: str, start: int) -> bool:
     return at >= 0 and text[at] in ":=rRcC"
 
 
-def _mask_after_lead(text: str) -> str:
-    def one(match: re.Match[str]) -> str:
-        whole = match.group(0)
-        if not _may_follow_a_lead(text, match.start()):
-            return whole  # a path or a word in running text: no secret-like name right before it
-        keep = _escape_body(text, match.start(), whole)
-        value = whole[keep:]
-        if len(_DIGIT.findall(value)) < 2 or not _LETTER.search(value):
-            return whole  # a word or a path after "token:", not a credential
-        before = text[max(0, match.start() - _LEAD_WINDOW) : match.start()]
-        return whole[:keep] + mask(value) if _LEAD.search(before) else whole
+def _masked_after_lead(text: str, match: re.Match[str]) -> str:
+    """A :data:`_VALUE` match of ``text``, masked if a :data:`_LEAD` stands right before it."""
+    whole = match.group(0)
+    if not _may_follow_a_lead(text, match.start()):
+        return whole  # a path or a word in running text: no secret-like name right before it
+    keep = _escape_body(text, match.start(), whole)
+    value = whole[keep:]
+    if len(_DIGIT.findall(value)) < 2 or not _LETTER.search(value):
+        return whole  # a word or a path after "token:", not a credential
+    before = text[max(0, match.start() - _LEAD_WINDOW) : match.start()]
+    return whole[:keep] + mask(value) if _LEAD.search(before) else whole
 
-    return _VALUE.sub(one, text)
+
+def _mask_after_lead(text: str) -> str:
+    """Every :data:`_VALUE` of ``text`` looked at: the way for text that is not ASCII, where
+    ``(?i)`` lets non-ASCII letters stand for ASCII ones in a lead."""
+    return _VALUE.sub(functools.partial(_masked_after_lead, text), text)
 
 
 def redact(text: str) -> str:
@@ -243,9 +247,10 @@ def redact(text: str) -> str:
         text = known.sub(lambda match: mask(match.group(0)), text)
     if _may_hold_shape(text):
         text = _SHAPES.sub(lambda match: mask(match.group(0)), text)
-    if _may_hold_lead(text):
-        text = _mask_after_lead(text)
-    return text
+    if not text.isascii():  # (?i) also folds four non-ASCII letters to ASCII ones (the long s, the Kelvin sign...)
+        return _mask_after_lead(text)
+    windows = _value_windows(text)
+    return _mask_in_windows(text, windows) if windows else text
 
 
 def _may_hold_shape(text: str) -> bool:
@@ -281,23 +286,72 @@ def _begins_a_word(text: str, literal: str) -> bool:
 #: A word every :data:`_LEAD` holds (``api_key`` and ``apikey`` hold "key", ``authorization``
 #: holds "auth", ``passwd`` and ``password`` hold "passw"), in lower case.
 _LEAD_WORDS = ("key", "token", "secret", "passw", "auth", "credential", "bearer", "basic")
+#: The first 20 characters of a maximal run of :data:`_VALUE`'s characters, so where a
+#: :data:`_VALUE` match of ``_VALUE.sub`` starts (looked for from inside a text: the look
+#: behind sees the characters before where the search starts).
+_VALUE_START = re.compile(r"(?<![A-Za-z0-9+/_.~-])[A-Za-z0-9+/_.~-]{20}")
 
 
-def _may_hold_lead(text: str) -> bool:
-    """Whether a :data:`_LEAD` may occur in ``text``.  Every lead holds one of :data:`_LEAD_WORDS`;
-    most text has a ':' or a '=' (every JSON line does) and none of them: its values (paths, ids,
-    hashes) need no look at what stands before each."""
-    if not text.isascii():  # (?i) also folds four non-ASCII letters to ASCII ones (the long s, the Kelvin sign...)
-        return True
+def _value_windows(text: str) -> list[tuple[int, int]]:
+    """Where in ASCII ``text`` a value masked after a lead may start, as sorted, disjoint
+    ``(first, last)`` ranges of positions; none for most text.
+
+    Every lead holds one of :data:`_LEAD_WORDS` and must lie wholly within the
+    :data:`_LEAD_WINDOW` characters before its value, so a value masked after a lead starts
+    between the end of such a word and :data:`_LEAD_WINDOW` characters after the word's start.
+    Finding the words is a handful of fast searches; the whole look runs a pattern over every
+    run of 20 characters (every path of a prompt) and a Python call for each."""
     words: tuple[str, ...]
     if ":" in text or "=" in text:
         words = _LEAD_WORDS
     elif "b" in text or "B" in text:  # without ':' and '=' only "Bearer "/"Basic " can lead
         words = ("bearer", "basic")
     else:
-        return False
+        return []
     lowered = text.lower()
-    return any(word in lowered for word in words)
+    found = []
+    for word in words:
+        at = lowered.find(word)
+        while at != -1:
+            found.append((at + len(word), at + _LEAD_WINDOW))
+            at = lowered.find(word, at + 1)
+    if len(found) < 2:
+        return found
+    found.sort()
+    windows = [found[0]]
+    for first, last in found[1:]:
+        if first <= windows[-1][1] + 1:
+            windows[-1] = (windows[-1][0], max(last, windows[-1][1]))
+        else:
+            windows.append((first, last))
+    return windows
+
+
+def _mask_in_windows(text: str, windows: list[tuple[int, int]]) -> str:
+    """What :func:`_mask_after_lead` makes of ASCII ``text``, looking only at the values that
+    start in ``windows`` (:func:`_value_windows`): the others it would leave as they are.
+    The values are the same ones: ``_VALUE.sub`` matches each maximal run of 20 characters
+    or more, from its start; a run that begins before a window is not one of its values."""
+    pieces: list[str] = []
+    copied = 0  # text[:copied] is in pieces
+    at = 0  # every run starting before `at` has been looked at
+    for first, last in windows:
+        at = max(at, first)
+        # A value starting at `last` at the latest has its first 20 characters before last + 20.
+        while (start := _VALUE_START.search(text, at, last + 20)) is not None:
+            value = _VALUE.match(text, start.start())  # the whole value, past the window's end
+            if value is None:  # not seen: its first 20 characters were there
+                break
+            masked = _masked_after_lead(text, value)
+            if masked != value.group(0):
+                pieces.append(text[copied : value.start()])
+                pieces.append(masked)
+                copied = value.end()
+            at = value.end()
+    if not pieces:
+        return text
+    pieces.append(text[copied:])
+    return "".join(pieces)
 
 
 def redact_bytes(data: bytes) -> bytes:

@@ -17,8 +17,10 @@ from session.redaction import (
     RedactingFilter,
     RedactingWriter,
     Verbatim,
+    _mask_after_lead,
+    _mask_in_windows,
     _may_follow_a_lead,
-    _may_hold_lead,
+    _value_windows,
     is_secret_name,
     mask,
     redact,
@@ -315,22 +317,62 @@ _LEAD_PIECES = (
 
 @given(pieces=st.lists(st.sampled_from(_LEAD_PIECES), max_size=10))
 @settings(max_examples=4000, deadline=None)
-def test_the_cheap_look_for_a_lead_never_rules_out_a_text_that_holds_one(pieces: list[str]) -> None:
-    # _may_hold_lead lets most text skip the look before every value (a JSON line of agent
-    # output: ':' everywhere, no secret-like name): it may say yes where no lead is, never the
-    # other way round, or a key after "token: " goes unmasked.
+def test_every_lead_of_an_ascii_text_ends_where_a_value_window_takes_it_in(pieces: list[str]) -> None:
+    # _value_windows lets the look before each value skip all but a few places of a text (a
+    # prompt's paths, a JSON line's values): wherever a lead ends, a value may start, so that
+    # place must lie in a window, or a key after "token: " goes unmasked.
     text = "".join(pieces)
-    if any(_LEAD.search(text[:end]) for end in range(len(text) + 1)):
-        assert _may_hold_lead(text), text
+    if not text.isascii():
+        return  # (?i) folds non-ASCII letters to ASCII ones: such text takes the whole look
+    windows = _value_windows(text)
+    for end in range(len(text) + 1):
+        if _LEAD.search(text[max(0, end - 40) : end]):
+            assert any(first <= end <= last for first, last in windows), (text, end)
 
 
-def test_a_json_line_without_a_secret_like_name_is_left_as_it_is_and_one_with_it_is_masked() -> None:
+#: Pieces of texts with leads, values (runs of 20 characters or more, a credential's shape or
+#: not), runs too short for one, escapes and '=' endings, for the two looks to compare.
+_TEXT_PIECES = (
+    *(piece for piece in _LEAD_PIECES if piece.isascii()),
+    "Zq3xW8vR2tY6uP0sN4mK7jH", "abcdefghijklmnopqrstuvwxyz", "/work/project/artifacts/T-000123.md", "a1b2c3d4e5",
+    "==", "=", "\\t", "\\n", "\\u00e9", ",", "{", '":"', "Key files:", "author", "x" * 30, "0123456789",
+    " " * 9, "\t" * 4,  # a lead may stretch to the 40th character before its value
+)  # fmt: skip
+
+
+@given(pieces=st.lists(st.sampled_from(_TEXT_PIECES), max_size=14))
+@settings(max_examples=5000, deadline=None)
+def test_looking_only_in_the_windows_masks_what_the_whole_look_masks(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert _mask_in_windows(text, _value_windows(text)) == _mask_after_lead(text), text
+
+
+def test_a_json_line_without_a_secret_like_name_has_no_window_and_one_with_it_is_masked() -> None:
     line = '{"type":"text","session_id":"3f1c2a9e-8b7d-4e2a-9c1f-0a2b3c4d5e6f","path":"src/app/handlers/profile.py"}'
-    assert not _may_hold_lead(line)
+    assert _value_windows(line) == []
     assert redact(line) == line
     leaky = line.replace("session_id", "session_token")
-    assert _may_hold_lead(leaky)
+    assert _value_windows(leaky)
     assert "3f1c2a9e-8b7d-4e2a-9c1f-0a2b3c4d5e6f" not in redact(leaky)
+
+
+def test_a_value_far_from_its_lead_word_or_begun_before_the_window_is_looked_at_as_the_whole_look_does() -> None:
+    # The lead must fit in the 40 characters before the value: a value further on is no
+    # secret's; a run that begins before the window and reaches into it is not its value.
+    key = "Zq3xW8vR2tY6uP0sN4mK7jH"
+    near = f"token:      {key}"
+    far = "token:" + " " * 40 + key
+    inside_a_run = f"abc{'x' * 30}token={key}"
+    for text in (near, far, inside_a_run, f"{near} and {near}"):
+        assert _mask_in_windows(text, _value_windows(text)) == _mask_after_lead(text), text
+    assert key not in redact(near)
+    assert key in redact(far)
+    # The window's last place: the lead's word at the 40th character before the value.
+    at_the_edge = "key:" + " " * 36 + key
+    for text in (at_the_edge, " " + at_the_edge[1:], at_the_edge.replace(":", ": ", 1)):
+        assert _mask_in_windows(text, _value_windows(text)) == _mask_after_lead(text), text
+    assert key not in redact(at_the_edge)
+    assert key in redact(at_the_edge.replace(":", ": ", 1))
 
 
 def test_a_value_after_a_lead_is_masked_and_a_path_in_running_text_is_not() -> None:
