@@ -90,6 +90,9 @@ def order_env(order: WorkOrder) -> dict[str, str]:
     return allowlisted_env(extra=extra)
 
 
+_PROGRESS_WORD = PROGRESS_TYPE.encode()
+
+
 def parse_progress(line: bytes) -> tuple[int | None, str] | None:
     """``(percent, note)`` if ``line`` is a progress line, else ``None``.  Never raises.
 
@@ -99,6 +102,12 @@ def parse_progress(line: bytes) -> tuple[int | None, str] | None:
     """
     stripped = line.strip()
     if not stripped.startswith(b"{"):
+        return None
+    if _PROGRESS_WORD not in stripped and b"\\u" not in stripped and b"\0" not in stripped:
+        # Its "type" cannot decode to "progress": no JSON escape but \u makes a letter, and
+        # the line is not UTF-16 or -32 (which json.loads would read too).  An agent's stream
+        # is mostly other JSON: a claude line of a tool call and its token counts took a
+        # 9 us parse only to be dropped.
         return None
     try:
         data = json.loads(stripped)
