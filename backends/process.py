@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import math
 import os
 import re
 import subprocess
@@ -57,10 +58,13 @@ __all__ = ["OUTPUT_CPU_SHARE", "Watched", "run_process", "watch_process"]
 #: costs: os.read allocates what is asked, then shrinks it (4x the CPU per byte at 256 KiB).
 _READ_CHUNK = 64 * 1024
 #: Reading one run's output (reads, tails, lines, redacted log) may take at most this
-#: share of a core, averaged over time; past it the output is left in the pipe, where
-#: the child blocks on it and burns nothing, so one worker that floods its output does
-#: not starve the others (they share the process, and its GIL).  Ordinary output never
-#: comes near it: an agent's stream or a test run's log costs a fraction of a percent.
+#: share of a core, averaged over time, while other runs are reading theirs in this
+#: process; past it the output is left in the pipe, where the child blocks on it and burns
+#: nothing, so one worker that floods its output does not starve the others (they share the
+#: process, and its GIL).  A run alone reads at full speed: there is no one to starve, and a
+#: lone flood (a verbose build, an agent's long JSON stream) would otherwise take 20 times
+#: longer than its output.  Ordinary output never comes near the share: an agent's stream or
+#: a test run's log costs a fraction of a percent.
 OUTPUT_CPU_SHARE = 0.05
 #: How much CPU time a run may spend on its output in one burst before the share applies.
 _OUTPUT_CPU_BURST_S = 0.02
@@ -100,21 +104,70 @@ def _devnull() -> int:
 class _Throttle:
     """A token bucket of CPU seconds: refills at ``share`` per wall second, holds at most ``burst``."""
 
-    def __init__(self, share: float, burst: float) -> None:
+    def __init__(self, share: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.share = share
         self.burst = burst
         self.credit = burst
-        self.at = time.monotonic()
+        self.clock = clock
+        self.at = clock()
 
     def spend(self, cpu_s: float) -> None:
         self.credit -= cpu_s
 
-    def wait_s(self) -> float:
-        """How long to leave the output alone before reading again (0: read now)."""
-        now = time.monotonic()
+    def wait_s(self, *, alone: bool = False) -> float:
+        """How long to leave the output alone before reading again (0: read now).  ``alone``:
+        no other run is reading in this process; then the run reads now, owing nothing, and
+        the share holds again from the moment another one starts."""
+        now = self.clock()
         self.credit = min(self.burst, self.credit + (now - self.at) * self.share)
         self.at = now
-        return 0.0 if self.credit >= 0 else -self.credit / self.share
+        if self.credit >= 0:
+            return 0.0
+        if alone:
+            self.credit = 0.0
+            return 0.0
+        return -self.credit / self.share
+
+
+class _Readers:
+    """How many runs are reading their output in this process (every loop, every thread), and
+    whether one has been alone long enough to read at full speed."""
+
+    #: A run is alone once it has been the only one reading for this long.  Between a
+    #: pipeline's short tasks there are moments with no other run: a flood let loose in each
+    #: would take the CPU from those tasks (its writer, no longer blocked, runs flat out too).
+    QUIET_S = 1.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._clock = clock
+        self._shared_until = -math.inf  # when two or more last read at once (inf: they still do)
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+            if self._count >= 2:
+                self._shared_until = math.inf
+
+    def discard(self) -> None:
+        with self._lock:
+            self._count -= 1
+            if self._count == 1:
+                self._shared_until = self._clock()
+
+    @property
+    def reading(self) -> int:
+        """How many runs read now."""
+        return self._count
+
+    def alone(self) -> bool:
+        """Whether at most one run reads (the asking one), and has for :attr:`QUIET_S`."""
+        with self._lock:
+            return self._count <= 1 and self._clock() - self._shared_until >= self.QUIET_S
+
+
+_readers = _Readers()
 
 
 class _Run:
@@ -184,6 +237,7 @@ class _Run:
         self.paused = False  # over its share of CPU: the output waits in the pipes
         self.timers: list[Timer] = []
         self.finishing = False
+        self.reading = False  # counted in _readers, from watch() to _unwatch()
         self.on_done: Callable[[ProcessOutcome], None] | None = None
         # On a loop shared by many runs (watch_process) an error of ours while watching this
         # one ends this one (error kind "worker_crashed"); on a loop of its own it is raised.
@@ -254,6 +308,8 @@ class _Run:
         """Start watching the run on its loop; ``on_done(outcome)`` is called there at its end."""
         loop = self.loop
         self.on_done = on_done
+        self.reading = True
+        _readers.add()
         self._watch_outputs()
         if self.stdin is not None:
             if len(self.stdin_view):
@@ -333,7 +389,7 @@ class _Run:
         self._later(self.poll, self._check)
 
     def _readable(self, fd: int) -> None:
-        wait = self.throttle.wait_s()
+        wait = self.throttle.wait_s(alone=_readers.alone())
         if wait > 0:
             self._pause(wait)
             return
@@ -447,6 +503,9 @@ class _Run:
     # -- the end ------------------------------------------------------------------
 
     def _unwatch(self) -> None:
+        if self.reading:
+            self.reading = False
+            _readers.discard()
         for timer in self.timers:
             timer.cancel()
         self.timers = []
@@ -633,7 +692,8 @@ def run_process(
     with exactly ``spec.env`` as its environment and ``spec.cwd`` as its working directory. Its stdout
     and stderr are read by the calling thread (``selectors``, up to 64 KiB at a time);
     memory stays bounded by the tails whatever the child prints, and the CPU spent on the
-    output by :data:`OUTPUT_CPU_SHARE` (a child that prints faster waits on its pipe).
+    output by :data:`OUTPUT_CPU_SHARE` while other runs read theirs (a child that prints
+    faster then waits on its pipe).
     Every ``poll_interval_s`` the cancel event, the wall timeout and the hang timeout are
     checked (output left waiting in a pipe is not silence); on any of them the whole
     tree is stopped with :func:`stop_tree`. When the child exits, members of its process
@@ -779,6 +839,12 @@ class Watched:
     def cancel(self) -> None:
         """Stop the run now: its outcome is ``"interrupted"``, and reaches ``on_done`` later."""
         self._run.cancel_now()
+
+    @property
+    def held_back(self) -> bool:
+        """Whether its output is left in the pipes for now: over its share of CPU while other
+        runs read theirs (:data:`OUTPUT_CPU_SHARE`)."""
+        return self._run.paused
 
 
 def watch_process(

@@ -21,6 +21,7 @@ Usage: python benchmarks/output_flood.py [--executor PATH]... [--repeat 3] [--cu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -38,6 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.sessions import write_session
 
 TINY = 40
+#: Compiled modules are cached as a user's install caches them (see dag_vs_make.py): an
+#: environment that sets PYTHONDONTWRITEBYTECODE would compile a fresh checkout at every start.
+_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 GB = 1_000_000_000
 
 
@@ -84,6 +88,7 @@ def tiny_tasks_time(executor: str, folder: Path, workers: int, tiny: int = TINY)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=folder.parent,  # not the caller's folder: see dag_vs_make.py
+        env=_ENV,
     )
     try:
         while completed(db_path, "T-") < tiny:
@@ -102,9 +107,45 @@ def tiny_tasks_time(executor: str, folder: Path, workers: int, tiny: int = TINY)
     return elapsed, span_in_events(db_path)
 
 
-def gb_run(executor: str, folder: Path, cutoff: float) -> tuple[float | None, int, bool]:
-    """Wall seconds of the whole run (None past the cutoff), log size, whether it ends with the cap note."""
-    build_flood = f"yes | head -c {GB}"
+#: One line of `claude -p --output-format stream-json`, as an agent prints hundreds of: a
+#: tool call and its token counts ("input_tokens": a secret-like name before every number).
+AGENT_LINE = json.dumps(
+    {
+        "type": "assistant",
+        "message": {
+            "id": "msg_01XyZabcdefghijkLMNOPqrs",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01ABCdefGHIjklMNOpqrSTU",
+                    "name": "Read",
+                    "input": {"file_path": "/home/user/project/src/handlers/authentication_middleware.py"},
+                }
+            ],
+            "stop_reason": None,
+            "usage": {
+                "input_tokens": 4,
+                "cache_creation_input_tokens": 1532,
+                "cache_read_input_tokens": 13745,
+                "output_tokens": 26,
+            },
+        },
+        "parent_tool_use_id": None,
+        "session_id": "3f1c2a9e-8b7d-4e2a-9c1f-0a2b3c4d5e6f",
+    }
+)
+
+
+def gb_run(executor: str, folder: Path, cutoff: float, agent_lines: bool = False) -> tuple[float | None, int, bool]:
+    """Wall seconds of the whole run (None past the cutoff), log size, whether it ends with the cap note.
+    ``agent_lines``: the gigabyte is :data:`AGENT_LINE` again and again instead of `yes`'s "y"."""
+    line_file = folder.parent / "agent-line.json"
+    line_file.write_text(AGENT_LINE, encoding="utf-8")
+    printed = f'yes \\"$(cat {line_file})\\"' if agent_lines else "yes"
+    build_flood = f"{printed} | head -c {GB}"
     roles = {"flood": "F"}
     extra = {"flood": f'backend: command\ncommand: ["sh", "-c", "{build_flood}"]\n'}
     write_session(folder, roles, {"F-000001": []}, role_extra=extra)
@@ -114,6 +155,7 @@ def gb_run(executor: str, folder: Path, cutoff: float) -> tuple[float | None, in
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=folder.parent,  # not the caller's folder: see dag_vs_make.py
+        env=_ENV,
     )
     elapsed: float | None
     try:
@@ -156,6 +198,11 @@ def main() -> None:
     )
     parser.add_argument("--cutoff", type=float, default=120.0, help="stop the 1 GB run after this many seconds")
     parser.add_argument("--skip-gb", action="store_true")
+    parser.add_argument(
+        "--agent-lines",
+        action="store_true",
+        help="the 1 GB is lines of an agent's JSON stream (a tool call with its token counts), not `yes`'s",
+    )
     options = parser.parse_args()
     executors = options.executor or [str(Path(sys.executable).with_name("executor"))]
     print(
@@ -189,9 +236,10 @@ def main() -> None:
     if not options.skip_gb:
         for executor in executors:
             with tempfile.TemporaryDirectory() as tmp:
-                elapsed, size, capped = gb_run(executor, Path(tmp) / "gb", options.cutoff)
+                elapsed, size, capped = gb_run(executor, Path(tmp) / "gb", options.cutoff, options.agent_lines)
             took = f"{elapsed:.1f} s" if elapsed is not None else f"> {options.cutoff:.0f} s (stopped)"
-            print(f"1 GB of `yes`, {executor}: {took} | log {size / 2**20:.1f} MiB, ends with the cap note: {capped}")
+            what = "agent JSON lines" if options.agent_lines else "`yes`"
+            print(f"1 GB of {what}, {executor}: {took} | log {size / 2**20:.1f} MiB, ends with the cap note: {capped}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

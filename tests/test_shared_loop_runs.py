@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from backends.event_loop import EventLoop
-from backends.process import watch_process
+from backends.process import Watched, _readers, watch_process
 from backends.process_types import ProcessLimits, ProcessOutcome, ProcessSpec
 from backends.sandbox import allowlisted_env
 
@@ -151,3 +152,72 @@ def test_an_error_of_ours_while_watching_ends_that_run_alone(loop: EventLoop, tm
     assert ended["healthy"].error_kind is None
     assert ended["healthy"].stdout_tail == b"fine\n"
     assert not psutil.pid_exists(faulty.pid) or psutil.Process(faulty.pid).status() == psutil.STATUS_ZOMBIE
+
+
+#: 36 MB of short JSON lines, every one handed to the line callback: output that costs the
+#: reader CPU (a `yes` flood costs it almost none).
+_FLOOD = 'import sys; sys.stdout.buffer.write(b"{\\"n\\": 1}\\n" * 4_000_000)'
+
+
+def _start_flood(loop: EventLoop, tmp_path: Path, ended: dict[str, ProcessOutcome], lines: list[int]) -> Watched:
+    def count(_line: bytes) -> None:
+        lines[0] += 1
+
+    flood = watch_process(
+        spec(tmp_path, "flood", _FLOOD),
+        ProcessLimits(),
+        loop,
+        lambda outcome: ended.__setitem__("flood", outcome),
+        on_stdout_line=count,
+    )
+    assert isinstance(flood, Watched)
+    return flood
+
+
+def _held_back_before_its_end(loop: EventLoop, flood: Watched, ended: dict[str, ProcessOutcome]) -> bool:
+    for _ in range(200_000):  # a bound on turns, not on time
+        if "flood" in ended:
+            return False
+        loop.run_once(0.5)
+        if flood.held_back:
+            return True
+    raise AssertionError("the flood never ended")
+
+
+# What a run's share of CPU is for: not starving the other runs of the process.  Alone, there
+# is no one to starve, and holding it back would only make it take 20 times longer.
+
+
+def test_a_flood_alone_is_read_to_its_end_and_never_held_back(loop: EventLoop, tmp_path: Path) -> None:
+    assert _readers.reading == 0, "a run of an earlier test is still counted as reading"
+    for _ in range(100):  # runs of an earlier test may have ended less than a second ago
+        if _readers.alone():
+            break
+        time.sleep(0.05)
+    ended: dict[str, ProcessOutcome] = {}
+    lines = [0]
+    flood = _start_flood(loop, tmp_path, ended, lines)
+    # All of it read (every line seen: 1.5 s of CPU, far past the 20 ms burst), never held back.
+    assert not _held_back_before_its_end(loop, flood, ended)
+    assert ended["flood"].error_kind is None
+    assert ended["flood"].stdout_bytes == 36_000_000
+    assert lines == [4_000_000]
+    assert _readers.reading == 0
+
+
+def test_a_flood_beside_another_run_is_held_back(loop: EventLoop, tmp_path: Path) -> None:
+    ended: dict[str, ProcessOutcome] = {}
+    quiet = watch_process(
+        spec(tmp_path, "quiet", "import time; time.sleep(60)"),
+        ProcessLimits(),
+        loop,
+        lambda outcome: ended.__setitem__("quiet", outcome),
+    )
+    assert isinstance(quiet, Watched)
+    flood = _start_flood(loop, tmp_path, ended, [0])
+    assert _held_back_before_its_end(loop, flood, ended)
+    flood.cancel()
+    quiet.cancel()
+    run_until(loop, lambda: "flood" in ended and "quiet" in ended)
+    assert ended["flood"].error_kind == "interrupted"
+    assert _readers.reading == 0  # each run counted from its watch to its end, whatever the end
