@@ -34,7 +34,8 @@ def test_a_flood_of_short_lines_is_read_to_the_end_with_its_log_capped_and_its_t
     lines: list[bytes] = []
     outcome = run_process(
         spec_for(tmp_path, ["sh", "-c", "yes | head -c 30000000"]),
-        # Throttled reading leaves output in the pipe: that is not silence.
+        # A run alone reads at full speed: 30 MB of `yes` is never held back (output held back
+        # beside other runs is not silence either: tests/test_shared_loop_runs.py).
         ProcessLimits(wall_timeout_s=300, hang_timeout_s=2, tail_bytes=4096, log_max_bytes=1 << 20),
         on_stdout_line=lines.append,
         stdout_line_prefix=b"{",

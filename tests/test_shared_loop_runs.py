@@ -221,3 +221,48 @@ def test_a_flood_beside_another_run_is_held_back(loop: EventLoop, tmp_path: Path
     run_until(loop, lambda: "flood" in ended and "quiet" in ended)
     assert ended["flood"].error_kind == "interrupted"
     assert _readers.reading == 0  # each run counted from its watch to its end, whatever the end
+
+
+def test_output_held_back_in_the_pipe_is_not_silence(loop: EventLoop, tmp_path: Path) -> None:
+    # Every line of the flood costs its reader ~10 us of CPU (a 64 KiB chunk ~70 ms): beside
+    # another run, a chunk read once the burst is spent is followed by a wait of 20 times its
+    # cost (over a second), past the 0.5 s hang timeout, while the child only waits on its full
+    # pipe.  That must not end it as a hang.  (`yes` starts printing at once: a slow start is
+    # no part of it.)
+    ended: dict[str, ProcessOutcome] = {}
+    quiet = watch_process(
+        spec(tmp_path, "quiet", "import time; time.sleep(60)"),
+        ProcessLimits(),
+        loop,
+        lambda outcome: ended.__setitem__("quiet", outcome),
+    )
+    assert isinstance(quiet, Watched)
+
+    def costly(_line: bytes) -> None:
+        sum(range(1000))
+
+    flood = watch_process(
+        ProcessSpec(
+            argv=("yes", '{"n": 1}'), cwd=str(tmp_path), env=allowlisted_env(), log_path=str(tmp_path / "flood.log")
+        ),
+        ProcessLimits(hang_timeout_s=0.5),
+        loop,
+        lambda outcome: ended.__setitem__("flood", outcome),
+        on_stdout_line=costly,
+        poll_interval_s=0.02,
+    )
+    assert isinstance(flood, Watched)
+    holds = 0
+    was_held = False
+    for _ in range(200_000):  # a bound on turns, not on time
+        if "flood" in ended or holds == 3:  # the second hold began after a whole chunk's debt
+            break
+        loop.run_once(0.5)
+        if flood.held_back and not was_held:
+            holds += 1
+        was_held = flood.held_back
+    assert "flood" not in ended, ended["flood"].error  # not ended as a hang while held back
+    flood.cancel()
+    quiet.cancel()
+    run_until(loop, lambda: "flood" in ended and "quiet" in ended)
+    assert ended["flood"].error_kind == "interrupted"
