@@ -174,6 +174,18 @@ def _start_flood(loop: EventLoop, tmp_path: Path, ended: dict[str, ProcessOutcom
     return flood
 
 
+def _start_quiet(loop: EventLoop, tmp_path: Path, ended: dict[str, ProcessOutcome]) -> Watched:
+    """Another run reading its output (none comes): beside it a flood has its share."""
+    quiet = watch_process(
+        spec(tmp_path, "quiet", "import time; time.sleep(60)"),
+        ProcessLimits(),
+        loop,
+        lambda outcome: ended.__setitem__("quiet", outcome),
+    )
+    assert isinstance(quiet, Watched)
+    return quiet
+
+
 def _held_back_before_its_end(loop: EventLoop, flood: Watched, ended: dict[str, ProcessOutcome]) -> bool:
     for _ in range(200_000):  # a bound on turns, not on time
         if "flood" in ended:
@@ -207,13 +219,7 @@ def test_a_flood_alone_is_read_to_its_end_and_never_held_back(loop: EventLoop, t
 
 def test_a_flood_beside_another_run_is_held_back(loop: EventLoop, tmp_path: Path) -> None:
     ended: dict[str, ProcessOutcome] = {}
-    quiet = watch_process(
-        spec(tmp_path, "quiet", "import time; time.sleep(60)"),
-        ProcessLimits(),
-        loop,
-        lambda outcome: ended.__setitem__("quiet", outcome),
-    )
-    assert isinstance(quiet, Watched)
+    quiet = _start_quiet(loop, tmp_path, ended)
     flood = _start_flood(loop, tmp_path, ended, [0])
     assert _held_back_before_its_end(loop, flood, ended)
     flood.cancel()
@@ -230,13 +236,7 @@ def test_output_held_back_in_the_pipe_is_not_silence(loop: EventLoop, tmp_path: 
     # pipe.  That must not end it as a hang.  (`yes` starts printing at once: a slow start is
     # no part of it.)
     ended: dict[str, ProcessOutcome] = {}
-    quiet = watch_process(
-        spec(tmp_path, "quiet", "import time; time.sleep(60)"),
-        ProcessLimits(),
-        loop,
-        lambda outcome: ended.__setitem__("quiet", outcome),
-    )
-    assert isinstance(quiet, Watched)
+    quiet = _start_quiet(loop, tmp_path, ended)
 
     def costly(_line: bytes) -> None:
         sum(range(1000))
