@@ -79,8 +79,10 @@ _SHAPES = re.compile(
     r"|\d{6,12}:[A-Za-z0-9_-]{35}"  # Telegram bot token
     r")(?![A-Za-z0-9_-])"
 )
+#: A character of a credential-like value (base64, URL-safe base64, hex, tokens with dots).
+_VALUE_CHARACTER = r"[A-Za-z0-9+/_.~-]"
 #: A credential-like run of characters; masked only after a secret-like name (:data:`_LEAD`).
-_VALUE = re.compile(r"[A-Za-z0-9+/_.~-]{20,}={0,2}")
+_VALUE = re.compile(_VALUE_CHARACTER + r"{20,}={0,2}")
 #: What may stand right before a masked value: ``Bearer ``, ``api_key=``, ``"token": "``, ...
 _LEAD = re.compile(
     r"(?i)(?:(?:bearer|basic)\s+"
@@ -289,7 +291,7 @@ _LEAD_WORDS = ("key", "token", "secret", "passw", "auth", "credential", "bearer"
 #: The first 20 characters of a maximal run of :data:`_VALUE`'s characters, so where a
 #: :data:`_VALUE` match of ``_VALUE.sub`` starts (looked for from inside a text: the look
 #: behind sees the characters before where the search starts).
-_VALUE_START = re.compile(r"(?<![A-Za-z0-9+/_.~-])[A-Za-z0-9+/_.~-]{20}")
+_VALUE_START = re.compile(f"(?<!{_VALUE_CHARACTER}){_VALUE_CHARACTER}{{20}}")
 
 
 def _value_windows(text: str) -> list[tuple[int, int]]:
