@@ -114,16 +114,16 @@ class _Throttle:
     def spend(self, cpu_s: float) -> None:
         self.credit -= cpu_s
 
-    def wait_s(self, *, alone: bool = False) -> float:
-        """How long to leave the output alone before reading again (0: read now).  ``alone``:
-        no other run is reading in this process; then the run reads now, owing nothing, and
-        the share holds again from the moment another one starts."""
+    def wait_s(self, *, alone: Callable[[], bool] | None = None) -> float:
+        """How long to leave the output alone before reading again (0: read now).  ``alone()``,
+        asked only of a run over its share: no other run is reading in this process; then the
+        run reads now, owing nothing, and the share holds again from the moment another starts."""
         now = self.clock()
         self.credit = min(self.burst, self.credit + (now - self.at) * self.share)
         self.at = now
         if self.credit >= 0:
             return 0.0
-        if alone:
+        if alone is not None and alone():
             self.credit = 0.0
             return 0.0
         return -self.credit / self.share
@@ -389,7 +389,7 @@ class _Run:
         self._later(self.poll, self._check)
 
     def _readable(self, fd: int) -> None:
-        wait = self.throttle.wait_s(alone=_readers.alone())
+        wait = self.throttle.wait_s(alone=_readers.alone)  # asked only past the share: not on every read
         if wait > 0:
             self._pause(wait)
             return

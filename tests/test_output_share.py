@@ -32,7 +32,7 @@ def test_a_run_alone_reads_at_once_and_owes_nothing_when_another_starts() -> Non
     clock = Clock()
     throttle = _Throttle(0.05, 0.02, clock)
     for _ in range(100):  # a lone flood: 100 chunks of 5 ms each, back to back
-        assert throttle.wait_s(alone=True) == 0.0
+        assert throttle.wait_s(alone=lambda: True) == 0.0
         throttle.spend(0.005)
     # Another run starts: the flood pays for its last chunk (5 ms: 0.1 s at 5%), not for the
     # 0.5 s it spent alone (10 s).
